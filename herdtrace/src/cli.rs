@@ -1,0 +1,66 @@
+//! Command-line interface: argument definitions and dispatch.
+use clap::{Parser, Subcommand};
+
+use crate::{check, load, replay, serve, trace};
+
+const EXAMPLES: &str = "\
+Examples:
+  sudo herdtrace --pid $(pgrep -o nginx)      trace an nginx master and its workers
+  sudo herdtrace -c lighttpd -d 10 --json     10 s of NDJSON for every lighttpd process
+  sudo herdtrace demo                         built-in server + load, three models side by side
+  sudo herdtrace check                        what this kernel offers (backends, probe points)
+  herdtrace serve --model epoll-per-worker --workers 4 --stats
+  herdtrace load --addr 127.0.0.1:8080 --connections 1000
+  herdtrace replay trace.htr --json           re-run the reconstruction on a recording";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "herdtrace",
+    version,
+    about = "Per-connection accept thundering-herd tracer (eBPF)",
+    long_about = "Shows, per accepted connection, how many tasks the kernel woke, how many \
+                  returned EAGAIN from accept and how many woke for nothing.",
+    after_help = EXAMPLES,
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub trace: trace::TraceArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Report what the running kernel offers the tool (program types, probe points, backend).
+    Check(check::CheckArgs),
+    /// Run the built-in epoll test server.
+    Serve(serve::ServeArgs),
+    /// Run the built-in load generator (connect, request, read to EOF, close).
+    Load(load::LoadArgs),
+    /// Re-run the reconstruction on a file written by --record.
+    Replay(replay::ReplayArgs),
+    /// Built-in server + load + tracer: epoll-per-worker, exclusive, reuseport side by side.
+    Demo(trace::DemoArgs),
+}
+
+/// Runs the command line and returns the process exit code.
+pub fn main() -> i32 {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Some(Command::Check(a)) => check::run(a),
+        Some(Command::Serve(a)) => serve::run(a),
+        Some(Command::Load(a)) => load::run(a),
+        Some(Command::Replay(a)) => replay::run(a),
+        Some(Command::Demo(a)) => trace::demo(a),
+        None => trace::run(cli.trace),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            // One line: the outermost context first, then the causes.
+            eprintln!("herdtrace: error: {err:#}");
+            1
+        }
+    }
+}

@@ -1,0 +1,19 @@
+//! herdtrace: per-connection accept thundering-herd tracer.
+//!
+//! Pure logic (decoding, reconstruction, statistics, output) lives in modules
+//! that need neither root nor a kernel; `loader` is the only module that talks
+//! to aya.
+pub mod backend;
+pub mod btf;
+pub mod check;
+pub mod cli;
+pub mod engine;
+pub mod events;
+pub mod kernel;
+pub mod load;
+pub mod loader;
+pub mod record;
+pub mod replay;
+pub mod report;
+pub mod serve;
+pub mod trace;
