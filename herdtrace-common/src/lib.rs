@@ -39,6 +39,10 @@ pub const FLAG_ARRIVAL_SUBSTITUTE: u16 = 1 << 1;
 /// EV_ACCEPT_RET: the accept came from `inet_csk_accept` (kprobe/fentry) rather
 /// than the syscall exit.
 pub const FLAG_ACCEPT_KERNEL: u16 = 1 << 2;
+/// EV_WAKE: not nested in the listener's wakeup but done by a task that this
+/// chain woke, before it returned to user space (shared epoll in LT mode: the
+/// woken thread wakes the next one).
+pub const FLAG_WAKE_CASCADE: u16 = 1 << 3;
 
 pub const AF_INET: u16 = 2;
 pub const AF_INET6: u16 = 10;
@@ -98,10 +102,13 @@ pub struct ChainState {
     pub peer_port: u16,
     pub local_port: u16,
     pub family: u16,
+    /// EV_ARRIVAL flags to report.
     pub _pad: u16,
     /// `__wake_up_common` nesting depth (kprobe/fentry backends).
     pub depth: u32,
     pub _pad2: u32,
+    /// The eventpoll whose `ep_poll_callback` is running (kprobe/fentry backends).
+    pub cur_ep: u64,
 }
 
 /// Indexes into the `COUNTERS` per-CPU array map.

@@ -1,10 +1,232 @@
+//! herdtrace eBPF programs. Each program is a thin wrapper that reads its
+//! arguments and calls the shared logic in `handlers`, so the fentry, kprobe
+//! and tracepoint backends differ only in how they get their arguments.
 #![no_std]
 #![no_main]
 
-use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
+mod chain;
+mod emit;
+mod handlers;
+mod kread;
+mod maps;
+
+use aya_ebpf::{
+    macros::{btf_tracepoint, fentry, fexit, kprobe, kretprobe, tracepoint},
+    programs::{
+        BtfTracePointContext, FEntryContext, FExitContext, ProbeContext, RetProbeContext,
+        TracePointContext,
+    },
+};
+
+use crate::maps::get;
+
+// Classic tracepoint field offsets (stable since 4.x for these events; the
+// ones that moved between versions are avoided or read from BTF).
+const TP_SYSCALL_ARG0: usize = 16;
+const TP_SYSCALL_RET: usize = 16;
+const TP_WAKING_COMM: usize = 8;
+const TP_WAKING_PID: usize = 24;
+const TP_SKADDR: usize = 8;
+const TP_ISS_OLDSTATE: usize = 16;
+const TP_ISS_NEWSTATE: usize = 20;
+const TP_ISS_SPORT: usize = 24;
+
+#[inline(always)]
+fn tp_read<T: Default>(ctx: &TracePointContext, off: usize) -> T {
+    unsafe { ctx.read_at::<T>(off) }.unwrap_or_default()
+}
+
+// ---- tracepoint backend (also shared by the others) --------------------------
 
 #[tracepoint]
-pub fn herdtrace_probe(_ctx: TracePointContext) -> u32 {
+pub fn tp_sk_data_ready(ctx: TracePointContext) -> u32 {
+    handlers::sk_data_ready(tp_read::<u64>(&ctx, TP_SKADDR));
+    0
+}
+
+#[tracepoint]
+pub fn tp_inet_sock_set_state(ctx: TracePointContext) -> u32 {
+    handlers::inet_sock_set_state(
+        tp_read::<u64>(&ctx, TP_SKADDR),
+        tp_read::<i32>(&ctx, TP_ISS_OLDSTATE),
+        tp_read::<i32>(&ctx, TP_ISS_NEWSTATE),
+        tp_read::<u16>(&ctx, TP_ISS_SPORT),
+    );
+    0
+}
+
+/// With the tracepoint backend the chain has no return probe to close it,
+/// so a time window bounds it; kprobe/fentry close it exactly.
+#[tracepoint]
+pub fn tp_sched_waking(ctx: TracePointContext) -> u32 {
+    let comm = tp_read::<[u8; 16]>(&ctx, TP_WAKING_COMM);
+    let pid = tp_read::<i32>(&ctx, TP_WAKING_PID);
+    handlers::sched_waking(pid as u32, &comm, get::CHAIN_WINDOW_NS() != u64::MAX);
+    0
+}
+
+#[tracepoint]
+pub fn tp_poll_exit(ctx: TracePointContext) -> u32 {
+    handlers::poll_exit(tp_read::<i64>(&ctx, TP_SYSCALL_RET));
+    0
+}
+
+#[tracepoint]
+pub fn tp_accept_enter(ctx: TracePointContext) -> u32 {
+    handlers::accept_enter(tp_read::<u64>(&ctx, TP_SYSCALL_ARG0) & 0xffff_ffff);
+    0
+}
+
+#[tracepoint]
+pub fn tp_accept_exit(ctx: TracePointContext) -> u32 {
+    handlers::accept_exit(tp_read::<i64>(&ctx, TP_SYSCALL_RET));
+    0
+}
+
+#[btf_tracepoint(function = "sched_process_fork")]
+pub fn btf_process_fork(ctx: BtfTracePointContext) -> i32 {
+    handlers::process_fork(ctx.arg::<u64>(1));
+    0
+}
+
+#[tracepoint]
+pub fn tp_process_exit(_ctx: TracePointContext) -> u32 {
+    handlers::process_exit();
+    0
+}
+
+// ---- kprobe backend ------------------------------------------------------------
+
+#[inline(always)]
+fn kp_arg(ctx: &ProbeContext, n: usize) -> u64 {
+    ctx.arg::<u64>(n).unwrap_or(0)
+}
+
+#[kprobe]
+pub fn kp_wake_up_common(ctx: ProbeContext) -> u32 {
+    handlers::wake_up_common_entry(kp_arg(&ctx, 0));
+    0
+}
+
+#[kretprobe]
+pub fn krp_wake_up_common(_ctx: RetProbeContext) -> u32 {
+    handlers::wake_up_common_exit();
+    0
+}
+
+#[kprobe]
+pub fn kp_ep_poll_callback(ctx: ProbeContext) -> u32 {
+    handlers::ep_poll_callback(kp_arg(&ctx, 0));
+    0
+}
+
+#[kprobe]
+pub fn kp_ep_send_events(ctx: ProbeContext) -> u32 {
+    handlers::ep_send_events_entry(kp_arg(&ctx, 0));
+    0
+}
+
+#[kretprobe]
+pub fn krp_ep_send_events(ctx: RetProbeContext) -> u32 {
+    handlers::ep_send_events_exit(ctx.ret::<i32>() as i64);
+    0
+}
+
+/// `inet_csk_accept(sk, flags, err, kern)` up to 6.9,
+/// `inet_csk_accept(sk, struct proto_accept_arg *arg)` from 6.10.
+#[kprobe]
+pub fn kp_inet_csk_accept(ctx: ProbeContext) -> u32 {
+    let errp = if get::NARGS_INET_CSK_ACCEPT() == 2 {
+        kp_arg(&ctx, 1) + get::OFF_ACCEPT_ARG_ERR() as u64
+    } else {
+        kp_arg(&ctx, 2)
+    };
+    handlers::csk_accept_entry(kp_arg(&ctx, 0), errp);
+    0
+}
+
+#[kretprobe]
+pub fn krp_inet_csk_accept(ctx: RetProbeContext) -> u32 {
+    handlers::csk_accept_exit(ctx.ret::<u64>());
+    0
+}
+
+// ---- fentry backend ---------------------------------------------------------------
+
+#[fentry(function = "__wake_up_common")]
+pub fn fe_wake_up_common(ctx: FEntryContext) -> u32 {
+    handlers::wake_up_common_entry(ctx.arg::<u64>(0));
+    0
+}
+
+#[fexit(function = "__wake_up_common")]
+pub fn fx_wake_up_common(_ctx: FExitContext) -> u32 {
+    handlers::wake_up_common_exit();
+    0
+}
+
+#[fentry(function = "ep_poll_callback")]
+pub fn fe_ep_poll_callback(ctx: FEntryContext) -> u32 {
+    handlers::ep_poll_callback(ctx.arg::<u64>(0));
+    0
+}
+
+/// `ep_send_events(ep, events, maxevents)`: the return value follows the
+/// three arguments in the fexit context (read directly: `bpf_get_func_ret`
+/// needs 5.17).
+#[fexit(function = "ep_send_events")]
+pub fn fx_ep_send_events(ctx: FExitContext) -> u32 {
+    handlers::ep_send_events_entry(ctx.arg::<u64>(0));
+    handlers::ep_send_events_exit(ctx.arg::<i32>(3) as i64);
+    0
+}
+
+#[fentry(function = "inet_csk_accept")]
+pub fn fe_inet_csk_accept4(ctx: FEntryContext) -> u32 {
+    handlers::csk_accept_entry(ctx.arg::<u64>(0), ctx.arg::<u64>(2));
+    0
+}
+
+#[fexit(function = "inet_csk_accept")]
+pub fn fx_inet_csk_accept4(ctx: FExitContext) -> u32 {
+    handlers::csk_accept_exit(ctx.arg::<u64>(4));
+    0
+}
+
+#[fentry(function = "inet_csk_accept")]
+pub fn fe_inet_csk_accept2(ctx: FEntryContext) -> u32 {
+    handlers::csk_accept_entry(
+        ctx.arg::<u64>(0),
+        ctx.arg::<u64>(1) + get::OFF_ACCEPT_ARG_ERR() as u64,
+    );
+    0
+}
+
+#[fexit(function = "inet_csk_accept")]
+pub fn fx_inet_csk_accept2(ctx: FExitContext) -> u32 {
+    handlers::csk_accept_exit(ctx.arg::<u64>(2));
+    0
+}
+
+// ---- trial programs for `herdtrace check` (do nothing) ------------------------------
+
+#[tracepoint]
+pub fn trial_tracepoint(_ctx: TracePointContext) -> u32 {
+    0
+}
+
+#[btf_tracepoint(function = "sched_process_fork")]
+pub fn trial_tp_btf(_ctx: BtfTracePointContext) -> i32 {
+    0
+}
+
+#[kprobe]
+pub fn trial_kprobe(_ctx: ProbeContext) -> u32 {
+    0
+}
+
+#[fentry(function = "inet_csk_accept")]
+pub fn trial_fentry(_ctx: FEntryContext) -> u32 {
     0
 }
 

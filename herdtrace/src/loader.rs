@@ -1,1 +1,456 @@
-//! TODO(skeleton): filled in by its owner.
+//! The only module that talks to aya: loads the eBPF object, sets the
+//! load-time constants, attaches one backend's programs and hands the ring
+//! buffer and counters to the caller. Everything it attaches is owned by the
+//! returned [`Tracer`] (fd-based links), so dropping it (normal exit, Ctrl-C
+//! handled by the caller, a panic unwinding) or the process dying detaches all.
+use std::os::fd::AsRawFd;
+
+use anyhow::{anyhow, bail, Context as _, Result};
+use aya::{
+    maps::{HashMap, MapData, PerCpuArray, RingBuf},
+    programs::{BtfTracePoint, FEntry, FExit, KProbe, TracePoint},
+    Btf, Ebpf, EbpfLoader,
+};
+use herdtrace_common::{CNT_DROPS, CNT_EVENTS};
+
+use crate::backend::Backend;
+
+/// The compiled eBPF object (empty when built with AYA_BUILD_SKIP).
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/herdtrace"));
+
+fn object() -> Result<&'static [u8]> {
+    if OBJECT.is_empty() {
+        bail!("this herdtrace was built without its eBPF object (AYA_BUILD_SKIP); rebuild with bpf-linker installed (cargo xtask setup)");
+    }
+    Ok(OBJECT)
+}
+
+/// Describes an aya error in one line, naming the errno when there is one
+/// (`load returned EPERM`), which is what `check` and users need to see.
+pub fn describe(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    let mut text = err.to_string();
+    while let Some(e) = cur {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            if let Some(code) = io.raw_os_error() {
+                return format!("{text}: {}", errno_name(code));
+            }
+        }
+        cur = e.source();
+        if let Some(next) = cur {
+            let s = next.to_string();
+            if !text.contains(&s) {
+                text = format!("{text}: {s}");
+            }
+        }
+    }
+    text
+}
+
+/// Symbolic errno names for the errors BPF calls actually return.
+pub fn errno_name(code: i32) -> String {
+    let name = match code {
+        libc::EPERM => "EPERM",
+        libc::ENOENT => "ENOENT",
+        libc::EINVAL => "EINVAL",
+        libc::EACCES => "EACCES",
+        libc::E2BIG => "E2BIG",
+        libc::ENOTSUP => "EOPNOTSUPP",
+        libc::EBUSY => "EBUSY",
+        libc::ESRCH => "ESRCH",
+        libc::ENOSPC => "ENOSPC",
+        libc::ENOMEM => "ENOMEM",
+        libc::EFAULT => "EFAULT",
+        _ => return format!("errno {code}"),
+    };
+    name.to_string()
+}
+
+// ---- trial loads for `herdtrace check` ---------------------------------------
+
+/// A program type whose support `check` tests by loading and attaching a
+/// program that does nothing (like libbpf-tools' `fentry_can_attach`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProgramKind {
+    TracePoint,
+    TpBtf,
+    Kprobe,
+    Fentry,
+}
+
+/// Loads and attaches a do-nothing program of `kind`, then detaches it.
+/// The error text is the reason, e.g. `load returned EPERM`.
+pub fn trial(kind: ProgramKind) -> Result<()> {
+    let mut ebpf = EbpfLoader::new()
+        .load(object()?)
+        .map_err(|e| anyhow!("loading the eBPF object failed: {}", describe(&e)))?;
+    let step = |what: &str, e: &(dyn std::error::Error + 'static)| {
+        anyhow!(
+            "{what} returned {}",
+            describe(e).rsplit(": ").next().unwrap_or_default()
+        )
+    };
+    match kind {
+        ProgramKind::TracePoint => {
+            let p: &mut TracePoint = program(&mut ebpf, "trial_tracepoint")?;
+            p.load().map_err(|e| step("load", &e))?;
+            p.attach("sched", "sched_process_fork")
+                .map_err(|e| step("attach", &e))?;
+        }
+        ProgramKind::TpBtf => {
+            let btf = Btf::from_sys_fs().map_err(|e| anyhow!("no kernel BTF: {}", describe(&e)))?;
+            let p: &mut BtfTracePoint = program(&mut ebpf, "trial_tp_btf")?;
+            p.load("sched_process_fork", &btf)
+                .map_err(|e| step("load", &e))?;
+            p.attach().map_err(|e| step("attach", &e))?;
+        }
+        ProgramKind::Kprobe => {
+            let p: &mut KProbe = program(&mut ebpf, "trial_kprobe")?;
+            p.load().map_err(|e| step("load", &e))?;
+            p.attach("inet_csk_accept", 0)
+                .map_err(|e| step("attach", &e))?;
+        }
+        ProgramKind::Fentry => {
+            let btf = Btf::from_sys_fs().map_err(|e| anyhow!("no kernel BTF: {}", describe(&e)))?;
+            let p: &mut FEntry = program(&mut ebpf, "trial_fentry")?;
+            p.load("inet_csk_accept", &btf)
+                .map_err(|e| step("load", &e))?;
+            p.attach().map_err(|e| step("attach", &e))?;
+        }
+    }
+    // Dropping `ebpf` detaches and unloads the trial program.
+    Ok(())
+}
+
+fn program<'a, T>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut T>
+where
+    &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
+{
+    let prog = ebpf
+        .program_mut(name)
+        .ok_or_else(|| anyhow!("program {name} missing from the eBPF object"))?;
+    prog.try_into()
+        .map_err(|e: aya::programs::ProgramError| anyhow!("program {name}: {e}"))
+}
+
+// ---- the tracer ----------------------------------------------------------------
+
+/// Byte offsets into kernel structures, from the running kernel's BTF.
+/// Names match the eBPF globals (`OFF_*`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Offsets {
+    pub task_pid: u32,
+    pub task_tgid: u32,
+    pub task_files: u32,
+    pub files_fdt: u32,
+    pub fdt_max_fds: u32,
+    pub fdt_fd: u32,
+    pub file_private: u32,
+    pub socket_sk: u32,
+    pub skc_state: u32,
+    pub skc_num: u32,
+    pub skc_dport: u32,
+    pub skc_daddr: u32,
+    pub skc_family: u32,
+    pub skc_v6_daddr: u32,
+    pub accept_tail: u32,
+    pub rsk_sk: u32,
+    pub eppoll_base: u32,
+    pub eppoll_wait: u32,
+    pub epi_file: u32,
+    pub epi_ep: u32,
+    pub sk_wq: u32,
+    pub wq_wait: u32,
+    pub accept_arg_err: u32,
+}
+
+/// Which optional probe points the chosen backend can use on this kernel.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AttachPlan {
+    pub backend: Backend,
+    /// `sock:sk_data_ready` exists (6.6+); otherwise the `inet_sock_set_state` substitute.
+    pub sk_data_ready: bool,
+    /// `syscalls:sys_exit_epoll_*` that exist.
+    pub poll_exits: Vec<String>,
+    /// `accept`/`accept4` syscall tracepoints that exist (names without prefix).
+    pub accept_syscalls: Vec<String>,
+    /// `ep_send_events` can be probed (kprobe/fentry): the in-kernel spurious metric.
+    pub ep_send_events: bool,
+    /// Parameters of `inet_csk_accept` (4 up to 6.9, 2 from 6.10).
+    pub inet_csk_accept_nargs: u32,
+    /// Names to attach kprobes to for `__wake_up_common`, `ep_poll_callback`,
+    /// `ep_send_events`, `inet_csk_accept` (a `.isra`/`.constprop` clone when
+    /// only the clone exists).
+    pub symbols: [String; 4],
+}
+
+#[derive(Clone, Debug)]
+pub struct TracerConfig {
+    pub plan: AttachPlan,
+    pub offsets: Offsets,
+    pub port_filter: u16,
+    /// Bound of a tracepoint-backend wake chain.
+    pub chain_window_ns: u64,
+    /// Ring buffer size in bytes (a power of two, multiple of the page size).
+    pub ringbuf_bytes: u32,
+}
+
+/// Attached programs plus the maps user space reads and writes.
+pub struct Tracer {
+    ebpf: Ebpf,
+    ring: RingBuf<MapData>,
+    traced: HashMap<MapData, u32, u32>,
+    listen_ports: HashMap<MapData, u32, u32>,
+    counters: PerCpuArray<MapData, u64>,
+    pub warnings: Vec<String>,
+}
+
+impl Tracer {
+    pub fn start(cfg: &TracerConfig) -> Result<Tracer> {
+        let o = &cfg.offsets;
+        let window = match cfg.plan.backend {
+            // kprobe/fentry close chains at __wake_up_common's return; the
+            // window then only guards against a missed return probe.
+            Backend::Tracepoint => cfg.chain_window_ns,
+            _ => 50_000_000,
+        };
+        let port = cfg.port_filter as u32;
+        let mut loader = EbpfLoader::new();
+        loader.map_max_entries("EVENTS", cfg.ringbuf_bytes);
+        let globals: [(&str, u32); 24] = [
+            ("OFF_TASK_PID", o.task_pid),
+            ("OFF_TASK_TGID", o.task_tgid),
+            ("OFF_TASK_FILES", o.task_files),
+            ("OFF_FILES_FDT", o.files_fdt),
+            ("OFF_FDT_MAX_FDS", o.fdt_max_fds),
+            ("OFF_FDT_FD", o.fdt_fd),
+            ("OFF_FILE_PRIVATE", o.file_private),
+            ("OFF_SOCKET_SK", o.socket_sk),
+            ("OFF_SKC_STATE", o.skc_state),
+            ("OFF_SKC_NUM", o.skc_num),
+            ("OFF_SKC_DPORT", o.skc_dport),
+            ("OFF_SKC_DADDR", o.skc_daddr),
+            ("OFF_SKC_FAMILY", o.skc_family),
+            ("OFF_SKC_V6_DADDR", o.skc_v6_daddr),
+            ("OFF_ACCEPT_TAIL", o.accept_tail),
+            ("OFF_RSK_SK", o.rsk_sk),
+            ("OFF_EPPOLL_BASE", o.eppoll_base),
+            ("OFF_EPPOLL_WAIT", o.eppoll_wait),
+            ("OFF_EPI_FILE", o.epi_file),
+            ("OFF_EPI_EP", o.epi_ep),
+            ("OFF_SK_WQ", o.sk_wq),
+            ("OFF_WQ_WAIT", o.wq_wait),
+            ("OFF_ACCEPT_ARG_ERR", o.accept_arg_err),
+            ("PORT_FILTER", port),
+        ];
+        for (name, value) in &globals {
+            loader.override_global(name, value, true);
+        }
+        let nargs = cfg.plan.inet_csk_accept_nargs;
+        loader.override_global("NARGS_INET_CSK_ACCEPT", &nargs, true);
+        loader.override_global("CHAIN_WINDOW_NS", &window, true);
+        let mut ebpf = loader
+            .load(object()?)
+            .map_err(|e| anyhow!("loading the eBPF object failed: {}", describe(&e)))?;
+
+        let mut warnings = Vec::new();
+        attach_backend(&mut ebpf, &cfg.plan, &mut warnings)?;
+
+        let ring = RingBuf::try_from(ebpf.take_map("EVENTS").context("map EVENTS missing")?)
+            .context("map EVENTS is not a ring buffer")?;
+        let traced = HashMap::try_from(ebpf.take_map("TRACED").context("map TRACED missing")?)
+            .context("map TRACED")?;
+        let listen_ports = HashMap::try_from(
+            ebpf.take_map("LISTEN_PORTS")
+                .context("map LISTEN_PORTS missing")?,
+        )
+        .context("map LISTEN_PORTS")?;
+        let counters =
+            PerCpuArray::try_from(ebpf.take_map("COUNTERS").context("map COUNTERS missing")?)
+                .context("map COUNTERS")?;
+        Ok(Tracer {
+            ebpf,
+            ring,
+            traced,
+            listen_ports,
+            counters,
+            warnings,
+        })
+    }
+
+    /// Starts following task `tid` of process `tgid`.
+    pub fn trace_task(&mut self, tid: u32, tgid: u32) -> Result<()> {
+        self.traced
+            .insert(tid, tgid, 0)
+            .with_context(|| format!("adding task {tid} to the traced set"))
+    }
+
+    /// Reports connections arriving on local `port` (a listener of the targets).
+    pub fn watch_port(&mut self, port: u16) -> Result<()> {
+        self.listen_ports
+            .insert(u32::from(port), 1, 0)
+            .with_context(|| format!("adding port {port} to the watched listeners"))
+    }
+
+    /// The ring buffer's fd, for `poll(2)`.
+    pub fn ring_fd(&self) -> i32 {
+        self.ring.as_raw_fd()
+    }
+
+    /// Hands every pending record to `f`; returns how many there were.
+    pub fn drain(&mut self, mut f: impl FnMut(&[u8])) -> usize {
+        let mut n = 0;
+        while let Some(item) = self.ring.next() {
+            f(&item);
+            n += 1;
+        }
+        n
+    }
+
+    /// (events written, events dropped because the ring buffer was full), all CPUs.
+    pub fn counters(&self) -> Result<(u64, u64)> {
+        let sum = |idx: u32| -> Result<u64> {
+            Ok(self
+                .counters
+                .get(&idx, 0)
+                .context("reading the event counters")?
+                .iter()
+                .sum())
+        };
+        Ok((sum(CNT_EVENTS)?, sum(CNT_DROPS)?))
+    }
+
+    /// Names of the loaded programs (for diagnostics).
+    pub fn programs(&self) -> Vec<String> {
+        self.ebpf.programs().map(|(n, _)| n.to_string()).collect()
+    }
+}
+
+fn attach_tp(ebpf: &mut Ebpf, prog: &str, category: &str, name: &str) -> Result<()> {
+    let p: &mut TracePoint = program(ebpf, prog)?;
+    if p.fd().is_err() {
+        p.load()
+            .map_err(|e| anyhow!("loading {prog}: {}", describe(&e)))?;
+    }
+    p.attach(category, name)
+        .map_err(|e| anyhow!("attaching {prog} to {category}:{name}: {}", describe(&e)))?;
+    Ok(())
+}
+
+fn attach_kprobe(ebpf: &mut Ebpf, prog: &str, symbol: &str) -> Result<()> {
+    let p: &mut KProbe = program(ebpf, prog)?;
+    p.load()
+        .map_err(|e| anyhow!("loading {prog}: {}", describe(&e)))?;
+    p.attach(symbol, 0)
+        .map_err(|e| anyhow!("attaching {prog} to {symbol}: {}", describe(&e)))?;
+    Ok(())
+}
+
+fn attach_fentry(ebpf: &mut Ebpf, prog: &str, symbol: &str, btf: &Btf) -> Result<()> {
+    let p: &mut FEntry = program(ebpf, prog)?;
+    p.load(symbol, btf)
+        .map_err(|e| anyhow!("loading {prog} for {symbol}: {}", describe(&e)))?;
+    p.attach()
+        .map_err(|e| anyhow!("attaching {prog} to {symbol}: {}", describe(&e)))?;
+    Ok(())
+}
+
+fn attach_fexit(ebpf: &mut Ebpf, prog: &str, symbol: &str, btf: &Btf) -> Result<()> {
+    let p: &mut FExit = program(ebpf, prog)?;
+    p.load(symbol, btf)
+        .map_err(|e| anyhow!("loading {prog} for {symbol}: {}", describe(&e)))?;
+    p.attach()
+        .map_err(|e| anyhow!("attaching {prog} to {symbol}: {}", describe(&e)))?;
+    Ok(())
+}
+
+fn attach_backend(ebpf: &mut Ebpf, plan: &AttachPlan, warnings: &mut Vec<String>) -> Result<()> {
+    let btf = Btf::from_sys_fs().map_err(|e| anyhow!("reading kernel BTF: {}", describe(&e)))?;
+
+    // Process tree and task side: the same for every backend.
+    let fork: &mut BtfTracePoint = program(ebpf, "btf_process_fork")?;
+    fork.load("sched_process_fork", &btf)
+        .map_err(|e| anyhow!("loading the fork tracer: {}", describe(&e)))?;
+    fork.attach()
+        .map_err(|e| anyhow!("attaching the fork tracer: {}", describe(&e)))?;
+    attach_tp(ebpf, "tp_process_exit", "sched", "sched_process_exit")?;
+    attach_tp(ebpf, "tp_sched_waking", "sched", "sched_waking")?;
+    if plan.poll_exits.is_empty() {
+        warnings.push("no epoll_wait exit tracepoint: returns with 0 events are not seen".into());
+    }
+    for tp in &plan.poll_exits {
+        attach_tp(ebpf, "tp_poll_exit", "syscalls", tp)?;
+    }
+
+    match plan.backend {
+        Backend::Tracepoint => {
+            if plan.sk_data_ready {
+                attach_tp(ebpf, "tp_sk_data_ready", "sock", "sk_data_ready")?;
+            } else {
+                warnings.push(
+                    "sock:sk_data_ready missing (kernel < 6.6): arrivals inferred from \
+                     sock:inet_sock_set_state; EAGAIN is matched by port, not by socket"
+                        .into(),
+                );
+                attach_tp(
+                    ebpf,
+                    "tp_inet_sock_set_state",
+                    "sock",
+                    "inet_sock_set_state",
+                )?;
+            }
+            for name in &plan.accept_syscalls {
+                attach_tp(
+                    ebpf,
+                    "tp_accept_enter",
+                    "syscalls",
+                    &format!("sys_enter_{name}"),
+                )?;
+                attach_tp(
+                    ebpf,
+                    "tp_accept_exit",
+                    "syscalls",
+                    &format!("sys_exit_{name}"),
+                )?;
+            }
+        }
+        Backend::Kprobe => {
+            let [wake, callback, send_events, accept] = &plan.symbols;
+            attach_kprobe(ebpf, "kp_wake_up_common", wake)?;
+            attach_kprobe(ebpf, "krp_wake_up_common", wake)?;
+            attach_kprobe(ebpf, "kp_ep_poll_callback", callback)?;
+            attach_kprobe(ebpf, "kp_inet_csk_accept", accept)?;
+            attach_kprobe(ebpf, "krp_inet_csk_accept", accept)?;
+            if plan.ep_send_events {
+                attach_kprobe(ebpf, "kp_ep_send_events", send_events)?;
+                attach_kprobe(ebpf, "krp_ep_send_events", send_events)?;
+            } else {
+                warnings.push(ep_send_events_lost());
+            }
+        }
+        Backend::Fentry => {
+            attach_fentry(ebpf, "fe_wake_up_common", "__wake_up_common", &btf)?;
+            attach_fexit(ebpf, "fx_wake_up_common", "__wake_up_common", &btf)?;
+            attach_fentry(ebpf, "fe_ep_poll_callback", "ep_poll_callback", &btf)?;
+            let (entry, exit) = if plan.inet_csk_accept_nargs == 2 {
+                ("fe_inet_csk_accept2", "fx_inet_csk_accept2")
+            } else {
+                ("fe_inet_csk_accept4", "fx_inet_csk_accept4")
+            };
+            attach_fentry(ebpf, entry, "inet_csk_accept", &btf)?;
+            attach_fexit(ebpf, exit, "inet_csk_accept", &btf)?;
+            if plan.ep_send_events {
+                attach_fexit(ebpf, "fx_ep_send_events", "ep_send_events", &btf)?;
+            } else {
+                warnings.push(ep_send_events_lost());
+            }
+        }
+    }
+    Ok(())
+}
+
+fn ep_send_events_lost() -> String {
+    "ep_send_events cannot be probed (inlined or missing): wakeups that went back to sleep \
+     inside the kernel are counted only when the task is woken again or the episode times out"
+        .into()
+}

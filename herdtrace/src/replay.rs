@@ -1,7 +1,290 @@
-//! TODO(skeleton): replaced by the real implementation.
-#[derive(Debug, clap::Args)]
-pub struct ReplayArgs {}
+//! `herdtrace replay FILE`: the live reconstruction and output, run offline
+//! on a recording. Intervals are cut by recorded (stream) time.
+use std::io::{self, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
 
-pub fn run(_args: ReplayArgs) -> anyhow::Result<i32> {
-    anyhow::bail!("replay: not implemented yet")
+use anyhow::{Context as _, Result};
+
+use crate::engine::{EngineConfig, Summary};
+use crate::record::{Reader, Record};
+use crate::report::{is_broken_pipe, OutputOptions, Pipeline, RunInfo, WallClock};
+
+const EXAMPLES: &str = "\
+Examples:
+  herdtrace replay trace.htr                      summary of a recording
+  herdtrace replay trace.htr --per-conn           one line per connection, then the summary
+  herdtrace replay trace.htr --json | jq 'select(.type==\"summary\")'
+  herdtrace replay trace.htr --interval 1         a line per second of recorded time";
+
+/// A run of empty intervals longer than this is printed as one line.
+const MAX_EMPTY_INTERVALS: u64 = 1000;
+
+#[derive(Debug, clap::Args)]
+#[command(after_help = EXAMPLES)]
+pub struct ReplayArgs {
+    /// Recording written by `herdtrace --record FILE`.
+    pub file: PathBuf,
+    /// Newline-delimited JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Print one line per connection.
+    #[arg(long)]
+    pub per_conn: bool,
+    /// Print an interval line every SECS of recorded time.
+    #[arg(long, value_name = "SECS", value_parser = parse_secs)]
+    pub interval: Option<f64>,
+}
+
+fn parse_secs(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if (0.001..=86_400.0).contains(&v) => Ok(v),
+        _ => Err(format!(
+            "'{s}' is not a number of seconds between 0.001 and 86400"
+        )),
+    }
+}
+
+pub fn run(args: ReplayArgs) -> Result<i32> {
+    let opts = OutputOptions {
+        json: args.json,
+        per_conn: args.per_conn,
+        intervals: args.interval.is_some(),
+    };
+    let interval_ns = args.interval.map(|s| (s * 1e9) as u64);
+    let out = BufWriter::new(io::stdout().lock());
+    match replay_file(&args.file, opts, interval_ns, out) {
+        Ok(_) => Ok(0),
+        // `herdtrace replay f | head`: the reader is gone, nothing left to do.
+        Err(e) if is_broken_pipe(&e) => Ok(0),
+        Err(e) => Err(e),
+    }
+}
+
+/// Replays the recording at `path` into `out`.
+pub fn replay_file<W: Write>(
+    path: &Path,
+    opts: OutputOptions,
+    interval_ns: Option<u64>,
+    out: W,
+) -> Result<Summary> {
+    let reader = Reader::open(path).with_context(|| format!("replay {}", path.display()))?;
+    replay(reader, opts, interval_ns, out).with_context(|| format!("replay {}", path.display()))
+}
+
+/// Replays an opened recording into `out`.
+pub fn replay<R: Read, W: Write>(
+    mut reader: Reader<R>,
+    opts: OutputOptions,
+    interval_ns: Option<u64>,
+    out: W,
+) -> Result<Summary> {
+    let header = reader.header().clone();
+    let info = RunInfo {
+        backend: header.backend.clone(),
+        kernel: header.kernel.clone(),
+    };
+    let mut p = Pipeline::new(EngineConfig::default(), opts, info, out);
+    let interval_ns = interval_ns.filter(|&n| n > 0);
+    let mut next_tick: Option<u64> = None;
+    while let Some(record) = reader.next_record()? {
+        match record {
+            Record::Event(ev) => {
+                if p.clock().is_none() {
+                    // Labels: the first event happened about when recording started.
+                    p.set_clock(WallClock {
+                        mono_ns: ev.ts_ns,
+                        unix_ns: header.created_unix_s.saturating_mul(1_000_000_000),
+                    });
+                }
+                if let Some(step) = interval_ns {
+                    let stream = p.engine().stream_ns().max(ev.ts_ns);
+                    let tick = next_tick.get_or_insert(ev.ts_ns.saturating_add(step));
+                    if stream >= *tick {
+                        let behind = (stream - *tick) / step;
+                        if behind > MAX_EMPTY_INTERVALS {
+                            // A long silence (or a wild timestamp): one line, not millions.
+                            *tick += behind * step;
+                        }
+                    }
+                    while stream >= *tick {
+                        p.on_tick(*tick)?;
+                        *tick = tick.saturating_add(step);
+                    }
+                }
+                p.on_event(&ev)?;
+            }
+            Record::Lost(n) => p.on_lost(n),
+        }
+    }
+    p.finish(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::synth::{StreamBuilder, SynthTask};
+    use crate::record::{RecordHeader, Recorder};
+    use herdtrace_common::RAW_EVENT_SIZE;
+    use serde_json::Value;
+
+    fn header() -> RecordHeader {
+        RecordHeader {
+            kernel: "6.18.0".into(),
+            backend: "tracepoint".into(),
+            created_unix_s: 1_700_000_000,
+            herdtrace_version: "0.1.0".into(),
+            event_size: RAW_EVENT_SIZE as u32,
+        }
+    }
+
+    fn json_lines(buf: &[u8]) -> Vec<Value> {
+        std::str::from_utf8(buf)
+            .expect("utf8")
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("json"))
+            .collect()
+    }
+
+    /// One connection per 100 ms for 1 s, each waking both workers.
+    fn spaced_recording(lost: bool) -> Vec<u8> {
+        let w = [SynthTask::process(1, "w1"), SynthTask::process(2, "w2")];
+        let mut b = StreamBuilder::new();
+        for i in 0..10u64 {
+            b.at(1_000_000_000 + i * 100_000_000);
+            b.arrival(0, i, 7, 100 + i);
+            for t in w {
+                b.wake(0, i, t);
+            }
+            b.poll_ret(1, w[0], 1).accept(1, w[0], 7, 100 + i);
+            b.poll_ret(1, w[1], 1).eagain(1, w[1], 7);
+        }
+        let mut rec = Recorder::new(Vec::new(), &header()).expect("header");
+        for (i, ev) in b.take().iter().enumerate() {
+            rec.write_event(ev).expect("event");
+            if lost && i == 3 {
+                rec.write_lost(5).expect("lost");
+            }
+        }
+        rec.finish().expect("finish")
+    }
+
+    #[test]
+    fn intervals_follow_recorded_time() {
+        let bytes = spaced_recording(false);
+        let reader = Reader::new(&bytes[..]).expect("reader");
+        let opts = OutputOptions {
+            json: true,
+            per_conn: false,
+            intervals: true,
+        };
+        let mut out = Vec::new();
+        let s = replay(reader, opts, Some(250_000_000), &mut out).expect("replay");
+        assert_eq!(s.totals.connections, 10);
+        let v = json_lines(&out);
+        let ticks: Vec<u64> = v
+            .iter()
+            .filter(|l| l["type"] == "interval")
+            .map(|l| l["ts_ns"].as_u64().expect("ts"))
+            .collect();
+        // Events span 1.0 s .. 1.9 s: ticks at 1.25, 1.5, 1.75, then the final one.
+        assert_eq!(&ticks[..3], &[1_250_000_000, 1_500_000_000, 1_750_000_000]);
+        assert_eq!(ticks.len(), 4);
+        let conns: u64 = v
+            .iter()
+            .filter(|l| l["type"] == "interval")
+            .map(|l| l["connections"].as_u64().expect("n"))
+            .sum();
+        assert_eq!(conns, 10);
+        assert_eq!(v.last().expect("summary")["type"], "summary");
+    }
+
+    #[test]
+    fn lost_markers_reach_the_engine() {
+        let bytes = spaced_recording(true);
+        let reader = Reader::new(&bytes[..]).expect("reader");
+        let mut out = Vec::new();
+        let s = replay(reader, OutputOptions::default(), None, &mut out).expect("replay");
+        assert_eq!(s.lost_events, 5);
+        assert_eq!(s.totals.incomplete, 1, "the first connection was open");
+        let text = String::from_utf8(out).expect("utf8");
+        assert!(
+            text.contains("WARNING: 5 events LOST, 1 episodes INCOMPLETE"),
+            "{text}"
+        );
+        assert!(
+            text.contains("(backend: tracepoint, kernel: 6.18.0)"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_huge_time_jump_prints_a_bounded_number_of_intervals() {
+        let mut b = StreamBuilder::new();
+        b.arrival(0, 1, 7, 100);
+        b.at(u64::MAX / 2).arrival(0, 2, 7, 101);
+        let mut rec = Recorder::new(Vec::new(), &header()).expect("header");
+        for ev in b.take() {
+            rec.write_event(&ev).expect("event");
+        }
+        let bytes = rec.finish().expect("finish");
+        let opts = OutputOptions {
+            json: true,
+            per_conn: false,
+            intervals: true,
+        };
+        let mut out = Vec::new();
+        replay(
+            Reader::new(&bytes[..]).expect("reader"),
+            opts,
+            Some(1),
+            &mut out,
+        )
+        .expect("replay");
+        let n = json_lines(&out)
+            .iter()
+            .filter(|l| l["type"] == "interval")
+            .count();
+        assert!(n <= MAX_EMPTY_INTERVALS as usize + 3, "{n} interval lines");
+    }
+
+    #[test]
+    fn corrupt_file_is_an_error_naming_the_file() {
+        let dir = std::env::temp_dir().join(format!("herdtrace-replay-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("bad.htr");
+        let mut bytes = spaced_recording(false);
+        bytes.truncate(bytes.len() - 3);
+        std::fs::write(&path, &bytes).expect("write");
+        let e =
+            replay_file(&path, OutputOptions::default(), None, Vec::new()).expect_err("truncated");
+        let msg = format!("{e:#}");
+        assert!(
+            msg.starts_with(&format!(
+                "replay {}: truncated event at offset ",
+                path.display()
+            )),
+            "{msg}"
+        );
+        let missing = replay_file(
+            &dir.join("nope"),
+            OutputOptions::default(),
+            None,
+            Vec::new(),
+        )
+        .expect_err("missing");
+        assert!(
+            format!("{missing:#}").contains("No such file"),
+            "{missing:#}"
+        );
+        std::fs::remove_dir_all(&dir).expect("cleanup");
+    }
+
+    #[test]
+    fn interval_argument_is_validated() {
+        assert_eq!(parse_secs("0.5"), Ok(0.5));
+        assert!(parse_secs("0").is_err());
+        assert!(parse_secs("-1").is_err());
+        assert!(parse_secs("nan").is_err());
+        assert!(parse_secs("x").is_err());
+    }
 }

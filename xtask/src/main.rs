@@ -1,1 +1,64 @@
-fn main() {}
+//! Project automation: `cargo xtask setup | test | demo | vmtest`.
+//!
+//! Everything a fresh Debian machine needs to build, test and demo herdtrace is
+//! installed from here, so that CI (`.ci/run`) and a new developer need the same
+//! two commands.
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod demo;
+mod proc;
+mod setup;
+mod test;
+mod vmtest;
+
+const EXAMPLES: &str = "\
+Examples:
+  cargo xtask setup                     install what is missing (apt, rust-src, bpf-linker)
+  cargo xtask test                      fmt, clippy, release build, all tests (as root)
+  cargo xtask demo                      build and run `herdtrace demo`
+  cargo xtask vmtest --kernel 6.1       boot a Debian 6.1 kernel in QEMU, run `herdtrace check`
+  cargo xtask vmtest --run 'herdtrace check --json' --run 'herdtrace --help'";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "cargo xtask",
+    bin_name = "cargo xtask",
+    about = "herdtrace project tasks",
+    after_help = EXAMPLES
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Install what is missing: Debian packages, rust-src, bpf-linker 0.13.0, tracefs mount.
+    Setup(setup::SetupArgs),
+    /// The CI pipeline: setup, fmt check, clippy, release build, tests, QEMU kernel tests.
+    Test(test::TestArgs),
+    /// Setup, release build, then `target/release/herdtrace demo [ARGS]`.
+    Demo(demo::DemoArgs),
+    /// Boot stock Debian kernels in QEMU (TCG) and run commands inside them.
+    Vmtest(vmtest::VmtestArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Setup(a) => setup::run(&a).map(|()| 0),
+        Command::Test(a) => test::run(&a),
+        Command::Demo(a) => demo::run(a),
+        Command::Vmtest(a) => vmtest::run(a),
+    };
+    match result {
+        Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
+        Err(err) => {
+            // One line: the outermost context first, then the causes.
+            eprintln!("xtask: error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

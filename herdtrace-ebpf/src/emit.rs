@@ -1,0 +1,49 @@
+//! Writing one event into the ring buffer, with sequence numbers for loss detection.
+use aya_ebpf::helpers::{bpf_get_smp_processor_id, bpf_ktime_get_ns};
+use herdtrace_common::{RawEvent, CNT_DROPS, CNT_EVENTS};
+
+use crate::maps::{COUNTERS, EVENTS, SEQ};
+
+#[inline(always)]
+pub fn bump(index: u32) -> u64 {
+    match SEQ.get_ptr_mut(index) {
+        Some(p) => unsafe {
+            *p += 1;
+            *p
+        },
+        None => 0,
+    }
+}
+
+#[inline(always)]
+fn count(index: u32) {
+    if let Some(p) = COUNTERS.get_ptr_mut(index) {
+        unsafe { *p += 1 };
+    }
+}
+
+/// A zeroed event with the common header filled in.
+#[inline(always)]
+pub fn new_event(kind: u32) -> RawEvent {
+    RawEvent {
+        kind,
+        cpu: unsafe { bpf_get_smp_processor_id() },
+        ts_ns: unsafe { bpf_ktime_get_ns() },
+        ..RawEvent::default()
+    }
+}
+
+/// Sends `ev`; when the ring buffer is full the event is counted as dropped.
+/// The sequence number is taken either way so user space sees the gap.
+#[inline(always)]
+pub fn send(ev: &mut RawEvent) {
+    ev.seq = bump(0);
+    match EVENTS.reserve::<RawEvent>(0) {
+        Some(mut slot) => {
+            slot.write(*ev);
+            slot.submit(0);
+            count(CNT_EVENTS);
+        }
+        None => count(CNT_DROPS),
+    }
+}

@@ -1,0 +1,283 @@
+//! What each probe does, written once on plain values so that the fentry,
+//! kprobe and tracepoint programs in `main.rs` stay thin wrappers.
+use aya_ebpf::helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid};
+use herdtrace_common::{
+    RawEvent, EV_ACCEPT_RET, EV_POLL_RET, EV_SEND_EVENTS, EV_TASK_EXIT, EV_TASK_NEW,
+    FLAG_ACCEPT_KERNEL, FLAG_ARRIVAL_SUBSTITUTE,
+};
+
+use crate::{
+    chain::{self, OPEN_LISTENER, OPEN_PROVISIONAL},
+    emit::{new_event, send},
+    kread::{fd_to_sk, file_to_sk, read, sk_local_port, sk_peer, sk_state, TCP_LISTEN},
+    maps::{
+        get, ACCEPT_ARGS, ACCEPT_ERRP, ACTIVE, LISTENERS, LISTENER_WQS, LISTEN_PORTS, TRACED,
+        TRACED_EPS,
+    },
+};
+
+const TCP_ESTABLISHED: i32 = 1;
+const TCP_SYN_RECV: i32 = 3;
+
+/// (tid, tgid) of the current task if it is traced.
+#[inline(always)]
+fn traced_current() -> Option<(u32, u32)> {
+    let tid = bpf_get_current_pid_tgid() as u32;
+    let tgid = unsafe { TRACED.get(tid) }.copied()?;
+    Some((tid, tgid))
+}
+
+#[inline(always)]
+fn task_event(kind: u32, tid: u32, tgid: u32) -> RawEvent {
+    let mut ev = new_event(kind);
+    ev.tid = tid;
+    ev.tgid = tgid;
+    ev
+}
+
+// ---- wake-chain openers ---------------------------------------------------
+
+/// `sock:sk_data_ready` (6.6+): every data-ready ends the previous chain on
+/// this CPU; one on a listening socket opens a new one.
+#[inline(always)]
+pub fn sk_data_ready(sk: u64) {
+    let Some(c) = chain::state() else { return };
+    c.open = 0;
+    c.cur_ep = 0;
+    if sk_state(sk) != TCP_LISTEN {
+        return;
+    }
+    chain::open_from_listener(c, sk);
+}
+
+/// `sock:inet_sock_set_state`, the substitute before 6.6: a child socket
+/// going SYN_RECV -> ESTABLISHED is immediately followed by the listener's
+/// `sk_data_ready` on the same CPU.
+#[inline(always)]
+pub fn inet_sock_set_state(child: u64, old: i32, new: i32, sport: u16) {
+    if old != TCP_SYN_RECV || new != TCP_ESTABLISHED {
+        return;
+    }
+    let Some(c) = chain::state() else { return };
+    c.open = 0;
+    c.cur_ep = 0;
+    if !chain::port_allowed(sport) {
+        return;
+    }
+    chain::open(c, 0, child, sport, FLAG_ARRIVAL_SUBSTITUTE);
+}
+
+/// `__wake_up_common` entry: the outermost call opens a chain, a listener
+/// chain right away when the wait queue is a known listener's (blocking
+/// accept), otherwise a provisional one that `ep_poll_callback` may promote.
+#[inline(always)]
+pub fn wake_up_common_entry(wq_head: u64) {
+    let Some(c) = chain::state() else { return };
+    let now = unsafe { aya_ebpf::helpers::bpf_ktime_get_ns() };
+    // A missed return probe must not leave the depth stuck forever.
+    if c.depth != 0 && now.wrapping_sub(c.opened_ns) > get::CHAIN_WINDOW_NS() {
+        c.depth = 0;
+    }
+    c.depth += 1;
+    if c.depth != 1 {
+        return;
+    }
+    c.cur_ep = 0;
+    c.opened_ns = now;
+    match unsafe { LISTENER_WQS.get(wq_head) }.copied() {
+        Some(listener) => {
+            chain::open_from_listener(c, listener);
+        }
+        None => c.open = OPEN_PROVISIONAL,
+    }
+}
+
+#[inline(always)]
+pub fn wake_up_common_exit() {
+    let Some(c) = chain::state() else { return };
+    if c.depth > 0 {
+        c.depth -= 1;
+    }
+    if c.depth == 0 {
+        c.open = 0;
+        c.cur_ep = 0;
+    }
+}
+
+/// `ep_poll_callback(wait, ...)`: find the watched file; when it is a
+/// listening socket this chain is a listener's.
+#[inline(always)]
+pub fn ep_poll_callback(wait: u64) {
+    let Some(c) = chain::state() else { return };
+    if c.open == 0 {
+        return;
+    }
+    let entry = wait.wrapping_sub(get::OFF_EPPOLL_WAIT() as u64);
+    let epi: u64 = read(entry, get::OFF_EPPOLL_BASE()).unwrap_or(0);
+    let file: u64 = read(epi, get::OFF_EPI_FILE()).unwrap_or(0);
+    let sk = file_to_sk(file);
+    if sk == 0 || sk_state(sk) != TCP_LISTEN {
+        return;
+    }
+    if c.open != OPEN_LISTENER && !chain::open_from_listener(c, sk) {
+        return;
+    }
+    let ep: u64 = read(epi, get::OFF_EPI_EP()).unwrap_or(0);
+    chain::on_epoll_callback(c, ep);
+}
+
+/// `sched:sched_waking`.
+#[inline(always)]
+pub fn sched_waking(tid: u32, comm: &[u8; 16], check_window: bool) {
+    chain::on_waking(tid, comm, check_window);
+}
+
+// ---- the woken task's side --------------------------------------------------
+
+#[inline(always)]
+pub fn poll_exit(ret: i64) {
+    let Some((tid, tgid)) = traced_current() else {
+        return;
+    };
+    let _ = ACTIVE.remove(tid);
+    let mut ev = task_event(EV_POLL_RET, tid, tgid);
+    ev.ret = ret;
+    send(&mut ev);
+}
+
+#[inline(always)]
+pub fn ep_send_events_entry(ep: u64) {
+    if traced_current().is_some() {
+        let _ = TRACED_EPS.insert(ep, 1, 0);
+    }
+}
+
+#[inline(always)]
+pub fn ep_send_events_exit(ret: i64) {
+    let Some((tid, tgid)) = traced_current() else {
+        return;
+    };
+    let mut ev = task_event(EV_SEND_EVENTS, tid, tgid);
+    ev.ret = ret;
+    send(&mut ev);
+}
+
+#[inline(always)]
+fn learn_listener(listener: u64) -> u16 {
+    let port = sk_local_port(listener);
+    if listener != 0 {
+        let _ = LISTENERS.insert(listener, port as u32, 0);
+        let _ = LISTEN_PORTS.insert(port as u32, 1, 0);
+    }
+    port
+}
+
+/// `sys_enter_accept`/`accept4`.
+#[inline(always)]
+pub fn accept_enter(fd: u64) {
+    let Some((tid, _)) = traced_current() else {
+        return;
+    };
+    let listener = fd_to_sk(fd);
+    learn_listener(listener);
+    let _ = ACCEPT_ARGS.insert(tid, listener, 0);
+}
+
+#[inline(always)]
+fn send_accept(tid: u32, tgid: u32, ret: i64, listener: u64, child: u64, flags: u16) {
+    let _ = ACTIVE.remove(tid);
+    let mut ev = task_event(EV_ACCEPT_RET, tid, tgid);
+    ev.ret = ret;
+    ev.sk = listener;
+    ev.child = child;
+    ev.flags = flags;
+    ev.local_port = sk_local_port(listener);
+    if child != 0 {
+        let (family, addr, port) = sk_peer(child);
+        ev.family = family;
+        ev.peer_addr = addr;
+        ev.peer_port = port;
+    }
+    ev.comm = bpf_get_current_comm().unwrap_or_default();
+    send(&mut ev);
+}
+
+/// `sys_exit_accept`/`accept4`: the new fd's socket is the child.
+#[inline(always)]
+pub fn accept_exit(ret: i64) {
+    let Some((tid, tgid)) = traced_current() else {
+        return;
+    };
+    let listener = unsafe { ACCEPT_ARGS.get(tid) }.copied().unwrap_or(0);
+    let _ = ACCEPT_ARGS.remove(tid);
+    let child = if ret >= 0 { fd_to_sk(ret as u64) } else { 0 };
+    send_accept(tid, tgid, ret, listener, child, 0);
+}
+
+/// `inet_csk_accept` entry: remember the listener, its wait queue (so a
+/// blocking accept's wakeup opens a chain) and where the error will be written.
+#[inline(always)]
+pub fn csk_accept_entry(listener: u64, errp: u64) {
+    let Some((tid, _)) = traced_current() else {
+        return;
+    };
+    learn_listener(listener);
+    let wq: u64 = read(listener, get::OFF_SK_WQ()).unwrap_or(0);
+    if wq != 0 {
+        let _ = LISTENER_WQS.insert(wq + get::OFF_WQ_WAIT() as u64, listener, 0);
+    }
+    let _ = ACCEPT_ARGS.insert(tid, listener, 0);
+    let _ = ACCEPT_ERRP.insert(tid, errp, 0);
+}
+
+#[inline(always)]
+pub fn csk_accept_exit(child: u64) {
+    let Some((tid, tgid)) = traced_current() else {
+        return;
+    };
+    let listener = unsafe { ACCEPT_ARGS.get(tid) }.copied().unwrap_or(0);
+    let errp = unsafe { ACCEPT_ERRP.get(tid) }.copied().unwrap_or(0);
+    let _ = ACCEPT_ARGS.remove(tid);
+    let _ = ACCEPT_ERRP.remove(tid);
+    let ret = if child != 0 {
+        0
+    } else {
+        read::<i32>(errp, 0).unwrap_or(-1) as i64
+    };
+    send_accept(tid, tgid, ret, listener, child, FLAG_ACCEPT_KERNEL);
+}
+
+// ---- process tree -------------------------------------------------------------
+
+/// `sched_process_fork(parent, child)`: children of traced tasks are traced.
+#[inline(always)]
+pub fn process_fork(child_task: u64) {
+    let Some((_, parent_tgid)) = traced_current() else {
+        return;
+    };
+    let Some(child_tid) = read::<i32>(child_task, get::OFF_TASK_PID()) else {
+        return;
+    };
+    let Some(child_tgid) = read::<i32>(child_task, get::OFF_TASK_TGID()) else {
+        return;
+    };
+    let (child_tid, child_tgid) = (child_tid as u32, child_tgid as u32);
+    let _ = TRACED.insert(child_tid, child_tgid, 0);
+    let mut ev = task_event(EV_TASK_NEW, child_tid, child_tgid);
+    ev.aux = parent_tgid as u64;
+    ev.comm = bpf_get_current_comm().unwrap_or_default();
+    send(&mut ev);
+}
+
+#[inline(always)]
+pub fn process_exit() {
+    let Some((tid, tgid)) = traced_current() else {
+        return;
+    };
+    let _ = TRACED.remove(tid);
+    let _ = ACCEPT_ARGS.remove(tid);
+    let _ = ACTIVE.remove(tid);
+    let mut ev = task_event(EV_TASK_EXIT, tid, tgid);
+    ev.comm = bpf_get_current_comm().unwrap_or_default();
+    send(&mut ev);
+}

@@ -1,0 +1,714 @@
+//! Per-connection wake-episode reconstruction.
+//!
+//! Input: [`RawEvent`]s in ring-buffer order. Output: one [`ConnRecord`] per
+//! connection (an *episode*: arrival, the tasks the kernel woke for it, how
+//! each wake ended, the accept) plus running aggregates.
+//!
+//! How a wake ends (per woken task):
+//! - *returned*: the task got back to user space with work (`epoll_wait` or
+//!   `ep_send_events` returned > 0, or an accept it was blocked in returned);
+//! - *spurious*: it did not: `ep_send_events` found nothing (back to sleep in
+//!   the kernel), `epoll_wait` returned 0 or an error such as EINTR, the task
+//!   was woken again by another connection before returning, it exited, or the
+//!   episode timed out while the wake was still unresolved.
+//!
+//! An episode closes when it has its accept and every woken task has had its
+//! chance to call accept (a later accept failure, poll return, wake or exit),
+//! plus a short grace (`settle_grace_ns`) for wakes still being emitted by the
+//! softirq on another CPU; or when stream time (the largest timestamp seen, as
+//! CPUs' clocks interleave slightly out of order) passes arrival +
+//! `episode_timeout_ns`; or when more than `max_open_episodes` are open (the
+//! oldest is closed and flagged incomplete).
+//!
+//! Accepts are matched to episodes by the child socket. A successful accept
+//! with no child (a probe that cannot see it) takes the oldest unaccepted
+//! episode of its listener, as the accept queue is FIFO. An EAGAIN counts on
+//! the task's last wake episode if it is on the same listener (or the listener
+//! is unknown), else on the newest open episode of the listener; it is a
+//! *loser's* EAGAIN when the task accepted nothing since it last returned to
+//! user space (a batch-accepting winner's loop ends with one EAGAIN too).
+//!
+//! Lost events (a per-CPU `seq` gap, or drops reported with
+//! [`Engine::note_lost`]) flag every episode open at that moment incomplete:
+//! their counts are lower bounds, not silently wrong.
+//!
+//! EV_WAKE with `FLAG_WAKE_CASCADE` (a woken thread waking the next one on a
+//! shared level-triggered epoll) is a wake of the same connection like any other.
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+
+use herdtrace_common::{
+    RawEvent, EV_ACCEPT_RET, EV_ARRIVAL, EV_EPOLL_CB, EV_POLL_RET, EV_SEND_EVENTS, EV_TASK_EXIT,
+    EV_TASK_NEW, EV_WAKE,
+};
+use serde::Serialize;
+
+use crate::events;
+
+mod episodes;
+mod fxhash;
+mod loss;
+mod stats;
+pub mod synth;
+#[cfg(test)]
+mod tests;
+
+use episodes::{EpRef, Episodes, WakeState, Woken, NIL};
+use fxhash::FxHashMap;
+use loss::LossTracker;
+pub use stats::{Diagnostics, IntervalStats, Summary, Tally, TaskStats, WokenStats};
+
+const EAGAIN: i64 = -(libc::EAGAIN as i64);
+
+/// Tuning of the reconstruction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EngineConfig {
+    /// An episode still open this long after its arrival (stream time) is
+    /// closed; unresolved wakes then count as spurious.
+    pub episode_timeout_ns: u64,
+    /// Memory bound: beyond this many open episodes the oldest is closed and
+    /// flagged incomplete.
+    pub max_open_episodes: usize,
+    /// A complete episode is emitted only this long (stream time) after it
+    /// completed, so that wakes of the same chain still in flight on another
+    /// CPU are counted. 0 emits at once.
+    pub settle_grace_ns: u64,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            episode_timeout_ns: 1_000_000_000,
+            max_open_episodes: 65_536,
+            settle_grace_ns: 2_000_000,
+        }
+    }
+}
+
+/// The task that accepted a connection.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TaskRef {
+    pub pid: u32,
+    pub tid: u32,
+    pub comm: String,
+}
+
+/// One reconstructed connection (wake episode).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnRecord {
+    /// Arrival time (CLOCK_MONOTONIC ns).
+    pub ts_ns: u64,
+    /// Local (listening) port.
+    pub port: u16,
+    /// Client address, when the probe provided it.
+    pub peer: Option<SocketAddr>,
+    /// `None`: no traced task accepted it before the episode closed.
+    pub accepted_by: Option<TaskRef>,
+    /// Distinct tasks woken by the connection.
+    pub woken: u32,
+    /// Woken tasks that returned to user space with work.
+    pub returned: u32,
+    /// Woken tasks that did not (see the module docs).
+    pub spurious: u32,
+    /// `accept` calls that returned EAGAIN for this connection.
+    pub eagain: u32,
+    /// EAGAINs from tasks that accepted nothing since returning to user space
+    /// (a batch-accepting winner's loop-ending EAGAIN is not a loss).
+    pub eagain_losers: u32,
+    /// Distinct epoll instances notified.
+    pub epolls: u32,
+    /// Arrival to successful accept, in microseconds.
+    pub accept_latency_us: Option<u64>,
+    /// Events were lost (or the episode was evicted) while it was open: the
+    /// counts are lower bounds.
+    pub incomplete: bool,
+}
+
+/// Live state of a task (keyed by tid).
+#[derive(Debug, Clone, Copy)]
+struct Task {
+    pid: u32,
+    comm: [u8; 16],
+    /// Stats row of this identity, created on first activity.
+    row: u32,
+    /// Wake not yet resolved.
+    pending: Option<EpRef>,
+    /// Episode of the most recent wake.
+    last: Option<EpRef>,
+    accepted_since_return: u32,
+    /// `ep_send_events` already resolved this activation; the next poll
+    /// return belongs to it.
+    returning: bool,
+}
+
+impl Task {
+    fn new(pid: u32, comm: [u8; 16]) -> Task {
+        Task {
+            pid,
+            comm,
+            row: NIL,
+            pending: None,
+            last: None,
+            accepted_since_return: 0,
+            returning: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct TaskRow {
+    pid: u32,
+    tid: u32,
+    comm: [u8; 16],
+    accepts: u64,
+    woken: u64,
+    eagain: u64,
+    spurious: u64,
+}
+
+/// The reconstruction state machine. See the module docs.
+pub struct Engine {
+    cfg: EngineConfig,
+    eps: Episodes,
+    chains: FxHashMap<u64, u32>,
+    children: FxHashMap<u64, u32>,
+    tasks: FxHashMap<u32, Task>,
+    rows: Vec<TaskRow>,
+    ready: VecDeque<(EpRef, u64)>,
+    done: Vec<ConnRecord>,
+    /// Episodes changed by the current event, checked for completion after it.
+    touched: Vec<EpRef>,
+    stream_ns: u64,
+    loss: LossTracker,
+    lost_at_interval: u64,
+    diag: Diagnostics,
+    totals: Tally,
+    interval: Tally,
+    hist: Vec<u64>,
+}
+
+impl Engine {
+    pub fn new(cfg: EngineConfig) -> Engine {
+        Engine {
+            cfg,
+            eps: Episodes::default(),
+            chains: FxHashMap::default(),
+            children: FxHashMap::default(),
+            tasks: FxHashMap::default(),
+            rows: Vec::new(),
+            ready: VecDeque::new(),
+            done: Vec::new(),
+            touched: Vec::new(),
+            stream_ns: 0,
+            loss: LossTracker::default(),
+            lost_at_interval: 0,
+            diag: Diagnostics::default(),
+            totals: Tally::default(),
+            interval: Tally::default(),
+            hist: Vec::new(),
+        }
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.cfg
+    }
+
+    /// Largest event timestamp (or clock given to [`Engine::advance_to`]) so far.
+    pub fn stream_ns(&self) -> u64 {
+        self.stream_ns
+    }
+
+    /// Episodes currently open.
+    pub fn open_episodes(&self) -> usize {
+        self.eps.len()
+    }
+
+    /// Events lost so far: seq gaps and kernel-reported drops count the same
+    /// drops, so this is the larger of the two, not their sum.
+    pub fn lost_events(&self) -> u64 {
+        self.loss.total()
+    }
+
+    /// Feeds one event; records of episodes that close are passed to `sink`.
+    pub fn push<F: FnMut(ConnRecord)>(&mut self, ev: &RawEvent, sink: &mut F) {
+        self.loss.observe(ev.cpu, ev.seq);
+        self.stream_ns = self.stream_ns.max(ev.ts_ns);
+        self.expire();
+        match ev.kind {
+            EV_ARRIVAL => self.on_arrival(ev),
+            EV_WAKE => self.on_wake(ev),
+            EV_EPOLL_CB => self.on_epoll_cb(ev),
+            EV_POLL_RET => self.on_poll_ret(ev),
+            EV_SEND_EVENTS => self.on_send_events(ev),
+            EV_ACCEPT_RET => self.on_accept_ret(ev),
+            EV_TASK_NEW => self.on_task_new(ev),
+            EV_TASK_EXIT => self.on_task_exit(ev),
+            _ => {}
+        }
+        self.check_touched();
+        self.drain(sink);
+    }
+
+    /// Drops reported by the kernel's counter (increments, not totals). Open
+    /// episodes are flagged incomplete when this reveals drops that no seq
+    /// gap showed.
+    pub fn note_lost(&mut self, n: u64) {
+        self.loss.report(n);
+    }
+
+    /// Moves the clock forward without an event (live mode when idle):
+    /// closes timed-out and settled episodes.
+    pub fn advance_to<F: FnMut(ConnRecord)>(&mut self, now_ns: u64, sink: &mut F) {
+        self.stream_ns = self.stream_ns.max(now_ns);
+        self.expire();
+        self.drain(sink);
+    }
+
+    /// Closes every open episode (end of the run).
+    pub fn finish<F: FnMut(ConnRecord)>(&mut self, sink: &mut F) {
+        while let Some(slot) = self.eps.oldest() {
+            self.close(slot, false);
+        }
+        self.ready.clear();
+        self.drain(sink);
+    }
+
+    /// Deltas since the previous call, stamped with the stream time.
+    pub fn take_interval(&mut self) -> IntervalStats {
+        let lost = self.lost_events();
+        let out = IntervalStats {
+            ts_ns: self.stream_ns,
+            tally: std::mem::take(&mut self.interval),
+            lost_events: lost - self.lost_at_interval,
+        };
+        self.lost_at_interval = lost;
+        out
+    }
+
+    /// Whether the current interval has any connection or loss to report.
+    pub fn has_interval_data(&self) -> bool {
+        self.interval.connections > 0 || self.lost_events() > self.lost_at_interval
+    }
+
+    /// Totals over all closed episodes so far.
+    pub fn summary(&self) -> Summary {
+        let mut tasks: Vec<TaskStats> = self
+            .rows
+            .iter()
+            .map(|r| TaskStats {
+                pid: r.pid,
+                tid: r.tid,
+                comm: events::comm_str(&r.comm).into_owned(),
+                accepts: r.accepts,
+                woken: r.woken,
+                eagain: r.eagain,
+                spurious: r.spurious,
+            })
+            .collect();
+        tasks.sort_by(|a, b| {
+            b.accepts
+                .cmp(&a.accepts)
+                .then(a.pid.cmp(&b.pid))
+                .then(a.tid.cmp(&b.tid))
+        });
+        Summary {
+            totals: self.totals,
+            woken_per_conn: WokenStats::from_histogram(&self.hist),
+            woken_histogram: self.hist.clone(),
+            tasks,
+            lost_events: self.lost_events(),
+            diagnostics: self.diag,
+        }
+    }
+
+    // ---- closing ----------------------------------------------------------
+
+    fn expire(&mut self) {
+        while let Some(slot) = self.eps.oldest() {
+            if self.eps[slot]
+                .ts_ns
+                .saturating_add(self.cfg.episode_timeout_ns)
+                > self.stream_ns
+            {
+                break;
+            }
+            self.close(slot, false);
+        }
+        while let Some(&(r, due)) = self.ready.front() {
+            if due > self.stream_ns {
+                break;
+            }
+            self.ready.pop_front();
+            if !self.eps.valid(r) {
+                continue;
+            }
+            self.eps[r.slot].queued = false;
+            if self.eps[r.slot].is_complete() {
+                self.close(r.slot, false);
+            }
+        }
+    }
+
+    fn check_touched(&mut self) {
+        let mut touched = std::mem::take(&mut self.touched);
+        for &r in &touched {
+            if !self.eps.valid(r) || !self.eps[r.slot].is_complete() {
+                continue;
+            }
+            if self.cfg.settle_grace_ns == 0 {
+                self.close(r.slot, false);
+            } else if !self.eps[r.slot].queued {
+                self.eps[r.slot].queued = true;
+                let due = self.stream_ns.saturating_add(self.cfg.settle_grace_ns);
+                self.ready.push_back((r, due));
+            }
+        }
+        touched.clear();
+        self.touched = touched;
+    }
+
+    fn close(&mut self, slot: u32, evicted: bool) {
+        let r = self.eps.ep_ref(slot);
+        let e = &mut self.eps[slot];
+        for w in e.woken.iter_mut() {
+            if w.state == WakeState::Pending {
+                // Never got back to user space before the episode ended.
+                w.state = WakeState::Settled;
+                e.spurious += 1;
+                self.rows[w.row as usize].spurious += 1;
+                if let Some(t) = self.tasks.get_mut(&w.tid) {
+                    if t.pending == Some(r) {
+                        t.pending = None;
+                    }
+                }
+            }
+        }
+        let accepted_by = e.accepted_row.map(|row| {
+            let r = &self.rows[row as usize];
+            TaskRef {
+                pid: r.pid,
+                tid: r.tid,
+                comm: events::comm_str(&r.comm).into_owned(),
+            }
+        });
+        let won = e
+            .accepted_row
+            .is_some_and(|row| e.woken.iter().any(|w| w.row == row));
+        let rec = ConnRecord {
+            ts_ns: e.ts_ns,
+            port: e.port,
+            peer: e.peer,
+            accepted_by,
+            woken: e.woken.len() as u32,
+            returned: e.returned,
+            spurious: e.spurious,
+            eagain: e.eagain,
+            eagain_losers: e.eagain_losers,
+            epolls: e.epolls.len() as u32,
+            accept_latency_us: e
+                .accepted_row
+                .map(|_| e.accept_ts.saturating_sub(e.ts_ns) / 1000),
+            incomplete: evicted || e.loss_epoch != self.loss.epoch(),
+        };
+        let (chain, child) = (e.chain, e.child);
+        self.eps.close(slot);
+        if self.chains.get(&chain) == Some(&slot) {
+            self.chains.remove(&chain);
+        }
+        if child != 0 && self.children.get(&child) == Some(&slot) {
+            self.children.remove(&child);
+        }
+
+        let n = rec.woken as usize;
+        if self.hist.len() <= n {
+            self.hist.resize(n + 1, 0);
+        }
+        self.hist[n] += 1;
+        self.totals.add(&rec, won);
+        self.interval.add(&rec, won);
+        self.done.push(rec);
+    }
+
+    fn drain<F: FnMut(ConnRecord)>(&mut self, sink: &mut F) {
+        for rec in self.done.drain(..) {
+            sink(rec);
+        }
+    }
+
+    // ---- tasks ------------------------------------------------------------
+
+    /// The current identity of the event's task (created, or replaced when the
+    /// tgid no longer matches: a reused tid whose exit was not seen).
+    fn identify(&mut self, ev: &RawEvent) -> Task {
+        let named = ev.comm[0] != 0;
+        if let Some(t) = self.tasks.get_mut(&ev.tid) {
+            if t.pid == 0 && ev.tgid != 0 {
+                t.pid = ev.tgid;
+                if t.row != NIL {
+                    self.rows[t.row as usize].pid = ev.tgid;
+                }
+            }
+            if ev.tgid == 0 || t.pid == ev.tgid {
+                if named && t.comm != ev.comm {
+                    t.comm = ev.comm;
+                    if t.row != NIL {
+                        self.rows[t.row as usize].comm = ev.comm;
+                    }
+                }
+                return *t;
+            }
+            let old = *t;
+            self.retire(ev.tid, old);
+        }
+        let t = Task::new(ev.tgid, ev.comm);
+        self.tasks.insert(ev.tid, t);
+        t
+    }
+
+    fn store(&mut self, tid: u32, t: Task) {
+        self.tasks.insert(tid, t);
+    }
+
+    fn row_of(&mut self, tid: u32, t: &mut Task) -> u32 {
+        if t.row == NIL {
+            t.row = self.rows.len() as u32;
+            self.rows.push(TaskRow {
+                pid: t.pid,
+                tid,
+                comm: t.comm,
+                accepts: 0,
+                woken: 0,
+                eagain: 0,
+                spurious: 0,
+            });
+        }
+        t.row
+    }
+
+    /// The task is gone (exit or replaced): an unresolved wake was wasted, and
+    /// it will make no further accept attempt.
+    fn retire(&mut self, tid: u32, t: Task) {
+        if let Some(p) = t.pending {
+            self.resolve(p, tid, false);
+        }
+        if let Some(l) = t.last {
+            self.settle(l, tid);
+        }
+    }
+
+    /// Resolves a pending wake as returned (true) or spurious (false).
+    fn resolve(&mut self, p: EpRef, tid: u32, returned: bool) {
+        if !self.eps.valid(p) {
+            return;
+        }
+        let e = &mut self.eps[p.slot];
+        if let Some(w) = e
+            .woken
+            .iter_mut()
+            .find(|w| w.tid == tid && w.state == WakeState::Pending)
+        {
+            if returned {
+                w.state = WakeState::Returned;
+                e.returned += 1;
+            } else {
+                w.state = WakeState::Settled;
+                e.spurious += 1;
+                self.rows[w.row as usize].spurious += 1;
+            }
+            self.touched.push(p);
+        }
+    }
+
+    /// The task had its chance to call accept for this episode.
+    fn settle(&mut self, p: EpRef, tid: u32) {
+        if !self.eps.valid(p) {
+            return;
+        }
+        let e = &mut self.eps[p.slot];
+        if let Some(w) = e
+            .woken
+            .iter_mut()
+            .find(|w| w.tid == tid && w.state == WakeState::Returned)
+        {
+            w.state = WakeState::Settled;
+            self.touched.push(p);
+        }
+    }
+
+    // ---- event handlers ---------------------------------------------------
+
+    fn on_arrival(&mut self, ev: &RawEvent) {
+        if self.chains.contains_key(&ev.chain) {
+            return; // duplicate arrival of the same chain
+        }
+        if self.eps.len() >= self.cfg.max_open_episodes.max(1) {
+            if let Some(oldest) = self.eps.oldest() {
+                self.close(oldest, true);
+            }
+        }
+        let epoch = self.loss.epoch();
+        let slot = self.eps.open(ev.sk, |e| {
+            e.chain = ev.chain;
+            e.child = ev.child;
+            e.ts_ns = ev.ts_ns;
+            e.port = ev.local_port;
+            e.peer = events::peer(ev);
+            e.loss_epoch = epoch;
+        });
+        self.chains.insert(ev.chain, slot);
+        if ev.child != 0 {
+            self.children.insert(ev.child, slot);
+        }
+    }
+
+    fn on_wake(&mut self, ev: &RawEvent) {
+        let Some(&slot) = self.chains.get(&ev.chain) else {
+            self.diag.orphan_wakes += 1;
+            return;
+        };
+        let r = self.eps.ep_ref(slot);
+        let tid = ev.tid;
+        if self.eps[slot].woken.iter().any(|w| w.tid == tid) {
+            return; // already counted for this connection
+        }
+        let mut t = self.identify(ev);
+        if let Some(p) = t.pending.take() {
+            // Woken again before it returned: the earlier wake was wasted.
+            self.resolve(p, tid, false);
+        }
+        if let Some(l) = t.last {
+            self.settle(l, tid);
+        }
+        let row = self.row_of(tid, &mut t);
+        self.rows[row as usize].woken += 1;
+        self.eps[slot].woken.push(Woken {
+            tid,
+            row,
+            state: WakeState::Pending,
+        });
+        t.pending = Some(r);
+        t.last = Some(r);
+        t.returning = false;
+        self.store(tid, t);
+    }
+
+    fn on_epoll_cb(&mut self, ev: &RawEvent) {
+        if let Some(&slot) = self.chains.get(&ev.chain) {
+            let eps = &mut self.eps[slot].epolls;
+            if !eps.contains(&ev.aux) {
+                eps.push(ev.aux);
+            }
+        }
+    }
+
+    fn on_send_events(&mut self, ev: &RawEvent) {
+        let Some(mut t) = self.tasks.get(&ev.tid).copied() else {
+            return; // no wake of ours to resolve
+        };
+        if let Some(p) = t.pending.take() {
+            // ret == 0: back to sleep in the kernel; < 0: returns with an error.
+            self.resolve(p, ev.tid, ev.ret > 0);
+        } else if let Some(l) = t.last {
+            // Back inside epoll_wait: the previous activation had its chance.
+            self.settle(l, ev.tid);
+        }
+        t.returning = ev.ret > 0;
+        if t.returning {
+            t.accepted_since_return = 0;
+        }
+        self.store(ev.tid, t);
+    }
+
+    fn on_poll_ret(&mut self, ev: &RawEvent) {
+        let mut t = self.identify(ev);
+        if t.returning {
+            // ep_send_events already accounted for this activation.
+            t.returning = false;
+        } else if let Some(p) = t.pending.take() {
+            // 0 events, or an error such as EINTR: the wake brought no work.
+            self.resolve(p, ev.tid, ev.ret > 0);
+        } else if let Some(l) = t.last {
+            // Back in epoll_wait and out again: the previous activation had its chance.
+            self.settle(l, ev.tid);
+        }
+        t.accepted_since_return = 0;
+        self.store(ev.tid, t);
+    }
+
+    fn on_accept_ret(&mut self, ev: &RawEvent) {
+        let tid = ev.tid;
+        let mut t = self.identify(ev);
+        let row = self.row_of(tid, &mut t);
+        // A wake still pending resolves here: the task was woken inside accept
+        // (blocking model) and this accept is its response.
+        if let Some(p) = t.pending.take() {
+            self.resolve(p, tid, true);
+            self.settle(p, tid);
+        }
+        if ev.ret >= 0 {
+            self.rows[row as usize].accepts += 1;
+            t.accepted_since_return = t.accepted_since_return.saturating_add(1);
+            let target = if ev.child != 0 {
+                self.children.get(&ev.child).map(|&s| self.eps.ep_ref(s))
+            } else if ev.sk != 0 {
+                // No child socket from this probe: the accept queue is FIFO.
+                self.eps.oldest_unaccepted_on(ev.sk)
+            } else {
+                None
+            };
+            match target {
+                Some(r) if self.eps[r.slot].accepted_row.is_none() => {
+                    let e = &mut self.eps[r.slot];
+                    e.accepted_row = Some(row);
+                    e.accept_ts = ev.ts_ns.max(e.ts_ns);
+                    self.touched.push(r);
+                }
+                _ => self.diag.unmatched_accepts += 1,
+            }
+            // No settle: a batch-accepting task goes on until EAGAIN.
+        } else {
+            if ev.ret == EAGAIN {
+                self.rows[row as usize].eagain += 1;
+                let own = t.last.filter(|&l| {
+                    self.eps.valid(l) && (ev.sk == 0 || self.eps[l.slot].listener == ev.sk)
+                });
+                let target = own.or_else(|| {
+                    if ev.sk != 0 {
+                        self.eps.newest_on(ev.sk)
+                    } else {
+                        None
+                    }
+                });
+                match target {
+                    Some(r) => {
+                        let e = &mut self.eps[r.slot];
+                        e.eagain += 1;
+                        if t.accepted_since_return == 0 {
+                            e.eagain_losers += 1;
+                        }
+                        self.touched.push(r);
+                    }
+                    None => self.diag.eagain_unattributed += 1,
+                }
+            }
+            if let Some(l) = t.last {
+                self.settle(l, tid);
+            }
+        }
+        self.store(tid, t);
+    }
+
+    fn on_task_new(&mut self, ev: &RawEvent) {
+        if let Some(old) = self.tasks.remove(&ev.tid) {
+            // A reused tid: the old identity keeps its stats row.
+            self.retire(ev.tid, old);
+        }
+        self.tasks.insert(ev.tid, Task::new(ev.tgid, ev.comm));
+    }
+
+    fn on_task_exit(&mut self, ev: &RawEvent) {
+        if let Some(old) = self.tasks.remove(&ev.tid) {
+            self.retire(ev.tid, old);
+        }
+    }
+}

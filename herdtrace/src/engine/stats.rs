@@ -1,0 +1,212 @@
+//! Aggregates over closed episodes: running totals, per-interval deltas and
+//! the final summary.
+use serde::Serialize;
+
+use super::ConnRecord;
+
+/// Counts summed over a set of connection records.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Tally {
+    pub connections: u64,
+    /// Sum of `woken` over the records.
+    pub woken: u64,
+    /// Largest `woken` of one record.
+    pub woken_max: u32,
+    /// Records whose accepting task was among the woken (the woken "winners").
+    pub woken_won: u64,
+    pub returned: u64,
+    pub spurious: u64,
+    pub eagain: u64,
+    pub eagain_losers: u64,
+    pub incomplete: u64,
+    /// Records with no accept by a traced task.
+    pub unaccepted: u64,
+}
+
+impl Tally {
+    pub(crate) fn add(&mut self, r: &ConnRecord, won: bool) {
+        self.connections += 1;
+        self.woken += u64::from(r.woken);
+        self.woken_max = self.woken_max.max(r.woken);
+        self.woken_won += u64::from(won);
+        self.returned += u64::from(r.returned);
+        self.spurious += u64::from(r.spurious);
+        self.eagain += u64::from(r.eagain);
+        self.eagain_losers += u64::from(r.eagain_losers);
+        self.incomplete += u64::from(r.incomplete);
+        self.unaccepted += u64::from(r.accepted_by.is_none());
+    }
+
+    fn per_conn(&self, v: u64) -> f64 {
+        if self.connections == 0 {
+            0.0
+        } else {
+            v as f64 / self.connections as f64
+        }
+    }
+
+    /// Mean number of tasks woken per connection (0 with no connections).
+    pub fn woken_mean(&self) -> f64 {
+        self.per_conn(self.woken)
+    }
+
+    pub fn eagain_per_conn(&self) -> f64 {
+        self.per_conn(self.eagain)
+    }
+
+    pub fn spurious_per_conn(&self) -> f64 {
+        self.per_conn(self.spurious)
+    }
+
+    /// Wakeups that led nowhere per connection: losers' EAGAINs plus spurious wakes.
+    pub fn wasted_per_conn(&self) -> f64 {
+        self.per_conn(self.eagain_losers + self.spurious)
+    }
+
+    /// Woken tasks per connection that did not get the connection.
+    pub fn woken_for_nothing_per_conn(&self) -> f64 {
+        self.per_conn(self.woken.saturating_sub(self.woken_won))
+    }
+}
+
+/// What happened in one live interval (deltas since the previous one).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct IntervalStats {
+    /// Stream time (CLOCK_MONOTONIC ns) at the end of the interval.
+    pub ts_ns: u64,
+    pub tally: Tally,
+    /// Events lost during the interval.
+    pub lost_events: u64,
+}
+
+/// Distribution of tasks woken per connection.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct WokenStats {
+    pub mean: f64,
+    pub p50: u32,
+    pub p99: u32,
+    pub max: u32,
+}
+
+impl WokenStats {
+    /// Exact statistics from a histogram (`hist[n]` = connections that woke `n` tasks).
+    pub fn from_histogram(hist: &[u64]) -> WokenStats {
+        let total: u64 = hist.iter().sum();
+        if total == 0 {
+            return WokenStats::default();
+        }
+        let sum: u64 = hist.iter().enumerate().map(|(n, c)| n as u64 * c).sum();
+        let max = hist.iter().rposition(|&c| c > 0).unwrap_or(0);
+        WokenStats {
+            mean: sum as f64 / total as f64,
+            p50: nearest_rank(hist, total, 50),
+            p99: nearest_rank(hist, total, 99),
+            max: max as u32,
+        }
+    }
+}
+
+/// Nearest-rank percentile: the smallest value whose cumulative count reaches
+/// `ceil(pct/100 * total)`.
+fn nearest_rank(hist: &[u64], total: u64, pct: u64) -> u32 {
+    let rank = (total * pct).div_ceil(100).max(1);
+    let mut seen = 0;
+    for (n, &c) in hist.iter().enumerate() {
+        seen += c;
+        if seen >= rank {
+            return n as u32;
+        }
+    }
+    hist.len().saturating_sub(1) as u32
+}
+
+/// Per-task counters. A reused tid (new task identity) is a separate row.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TaskStats {
+    pub pid: u32,
+    pub tid: u32,
+    pub comm: String,
+    /// Successful accepts (matched to a traced arrival or not).
+    pub accepts: u64,
+    /// Times woken inside a traced wake chain.
+    pub woken: u64,
+    /// `accept` calls that returned EAGAIN.
+    pub eagain: u64,
+    /// Wakes that never reached user space with work (see `ConnRecord::spurious`).
+    pub spurious: u64,
+}
+
+/// Events the engine could not attribute (diagnostics, not errors).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Diagnostics {
+    /// EV_WAKE for a chain with no open episode (arrival not traced, or already closed).
+    pub orphan_wakes: u64,
+    /// Successful accepts whose child socket matched no open episode.
+    pub unmatched_accepts: u64,
+    /// EAGAINs with no open episode on the task or its listener.
+    pub eagain_unattributed: u64,
+}
+
+/// Everything the final report needs.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Summary {
+    pub totals: Tally,
+    pub woken_per_conn: WokenStats,
+    /// `woken_histogram[n]` = connections that woke `n` tasks.
+    pub woken_histogram: Vec<u64>,
+    /// Tasks with any activity, sorted by accepts (descending), then pid, tid.
+    pub tasks: Vec<TaskStats>,
+    pub lost_events: u64,
+    pub diagnostics: Diagnostics,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn woken_stats_are_exact_from_the_histogram() {
+        // 98 connections woke 1 task, 1 woke 4, 1 woke 9.
+        let mut hist = vec![0u64; 10];
+        hist[1] = 98;
+        hist[4] = 1;
+        hist[9] = 1;
+        let s = WokenStats::from_histogram(&hist);
+        assert_eq!(s.p50, 1);
+        assert_eq!(s.p99, 4);
+        assert_eq!(s.max, 9);
+        assert!((s.mean - (98.0 + 4.0 + 9.0) / 100.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn woken_stats_of_nothing_are_zero() {
+        assert_eq!(WokenStats::from_histogram(&[]), WokenStats::default());
+        assert_eq!(WokenStats::from_histogram(&[0, 0]), WokenStats::default());
+    }
+
+    #[test]
+    fn percentiles_of_a_single_value() {
+        let s = WokenStats::from_histogram(&[0, 0, 0, 5]);
+        assert_eq!((s.p50, s.p99, s.max), (3, 3, 3));
+        assert_eq!(s.mean, 3.0);
+    }
+
+    #[test]
+    fn per_conn_rates_divide_by_connections() {
+        let t = Tally {
+            connections: 4,
+            woken: 16,
+            woken_won: 4,
+            eagain: 12,
+            eagain_losers: 12,
+            spurious: 2,
+            ..Tally::default()
+        };
+        assert_eq!(t.woken_mean(), 4.0);
+        assert_eq!(t.eagain_per_conn(), 3.0);
+        assert_eq!(t.spurious_per_conn(), 0.5);
+        assert_eq!(t.wasted_per_conn(), 3.5);
+        assert_eq!(t.woken_for_nothing_per_conn(), 3.0);
+        assert_eq!(Tally::default().woken_mean(), 0.0);
+    }
+}

@@ -1,0 +1,1017 @@
+//! The engine's specification, as synthetic event streams.
+use super::synth::{herd_stream, StreamBuilder, SynthTask};
+use super::*;
+use herdtrace_common::AF_INET;
+use proptest::prelude::*;
+
+const L: u64 = 0xffff_8880_0000_1000; // listener
+const L2: u64 = 0xffff_8880_0000_2000;
+const W1: SynthTask = SynthTask::process(101, "worker1");
+const W2: SynthTask = SynthTask::process(102, "worker2");
+const W3: SynthTask = SynthTask::process(103, "worker3");
+const W4: SynthTask = SynthTask::process(104, "worker4");
+
+fn child(n: u64) -> u64 {
+    0xffff_8881_0000_0000 + n * 0x800
+}
+
+fn chain(cpu: u64, n: u64) -> u64 {
+    (cpu << 48) | n
+}
+
+/// Emits at once: most tests check exact emission points.
+fn immediate() -> EngineConfig {
+    EngineConfig {
+        settle_grace_ns: 0,
+        ..EngineConfig::default()
+    }
+}
+
+/// Pushes every event; returns the records emitted while pushing (not at finish).
+fn push_all(engine: &mut Engine, events: &[RawEvent]) -> Vec<ConnRecord> {
+    let mut out = Vec::new();
+    for ev in events {
+        engine.push(ev, &mut |r| out.push(r));
+    }
+    out
+}
+
+fn finish(engine: &mut Engine) -> Vec<ConnRecord> {
+    let mut out = Vec::new();
+    engine.finish(&mut |r| out.push(r));
+    out
+}
+
+/// Runs a whole stream, then finish: every record.
+fn run(cfg: EngineConfig, events: &[RawEvent]) -> (Vec<ConnRecord>, Engine) {
+    let mut e = Engine::new(cfg);
+    let mut recs = push_all(&mut e, events);
+    recs.extend(finish(&mut e));
+    (recs, e)
+}
+
+fn by(t: SynthTask) -> Option<TaskRef> {
+    Some(TaskRef {
+        pid: t.pid,
+        tid: t.tid,
+        comm: t.comm.to_string(),
+    })
+}
+
+fn task_row<'a>(s: &'a Summary, tid: u32, comm: &str) -> &'a TaskStats {
+    s.tasks
+        .iter()
+        .find(|t| t.tid == tid && t.comm == comm)
+        .unwrap_or_else(|| panic!("no task row {tid}/{comm} in {:?}", s.tasks))
+}
+
+/// The classic herd: 4 workers, one epoll each, all woken.
+fn epoll_per_worker(b: &mut StreamBuilder, c: u64, n: u64, winner: SynthTask) {
+    let ch = chain(0, n);
+    b.arrival(0, ch, L, child(n));
+    for (i, w) in [W1, W2, W3, W4].into_iter().enumerate() {
+        b.epoll_cb(0, ch, 0xe000 + i as u64);
+        b.wake(0, ch, w);
+    }
+    for w in [W1, W2, W3, W4] {
+        b.poll_ret(1, w, 1);
+        if w == winner {
+            b.accept(1, w, L, child(c));
+        } else {
+            b.eagain(1, w, L);
+        }
+    }
+}
+
+#[test]
+fn epoll_per_worker_herd_wakes_everyone_and_three_lose() {
+    let mut b = StreamBuilder::new();
+    let t0 = b.now();
+    epoll_per_worker(&mut b, 1, 1, W2);
+    let mut e = Engine::new(immediate());
+    let early = push_all(&mut e, &b.take());
+    // The winner has not yet had its chance to end a batch with EAGAIN.
+    assert!(early.is_empty(), "closed too early: {early:?}");
+    assert_eq!(e.open_episodes(), 1);
+    // Its next return from epoll_wait ends that activation.
+    b.poll_ret(1, W2, 1);
+    let recs = push_all(&mut e, &b.take());
+    assert_eq!(recs.len(), 1);
+    let r = &recs[0];
+    assert_eq!(r.ts_ns, t0);
+    assert_eq!(r.port, 8080);
+    assert_eq!(r.peer, Some("127.0.0.1:40001".parse().expect("addr")));
+    assert_eq!(r.accepted_by, by(W2));
+    assert_eq!(
+        (
+            r.woken,
+            r.returned,
+            r.spurious,
+            r.eagain,
+            r.eagain_losers,
+            r.epolls
+        ),
+        (4, 4, 0, 3, 3, 4)
+    );
+    // W2's accept is the 13th event, 1 µs apart.
+    assert_eq!(r.accept_latency_us, Some(12));
+    assert!(!r.incomplete);
+    let s = e.summary();
+    assert_eq!(s.totals.connections, 1);
+    assert_eq!(s.totals.woken_won, 1);
+    assert_eq!(s.woken_per_conn.max, 4);
+    let w2 = task_row(&s, 102, "worker2");
+    assert_eq!((w2.accepts, w2.woken, w2.eagain, w2.spurious), (1, 1, 0, 0));
+    let w1 = task_row(&s, 101, "worker1");
+    assert_eq!((w1.accepts, w1.woken, w1.eagain, w1.spurious), (0, 1, 1, 0));
+    assert_eq!(s.tasks[0].tid, 102, "sorted by accepts");
+}
+
+#[test]
+fn many_herd_connections_aggregate_exactly() {
+    let events = herd_stream(100, 4);
+    let (recs, e) = run(immediate(), &events);
+    assert_eq!(recs.len(), 100);
+    assert!(recs.iter().all(|r| r.woken == 4 && r.eagain_losers == 3));
+    let s = e.summary();
+    assert_eq!(s.totals.connections, 100);
+    assert_eq!(s.totals.eagain, 300);
+    assert_eq!(s.totals.eagain_losers, 300);
+    assert_eq!(s.totals.returned, 400);
+    assert_eq!(s.totals.spurious, 0);
+    assert_eq!(s.woken_histogram, vec![0, 0, 0, 0, 100]);
+    assert_eq!(
+        (
+            s.woken_per_conn.mean,
+            s.woken_per_conn.p50,
+            s.woken_per_conn.p99
+        ),
+        (4.0, 4, 4)
+    );
+    assert_eq!(s.tasks.len(), 4);
+    assert!(s.tasks.iter().all(|t| t.accepts == 25 && t.woken == 100));
+    assert_eq!(s.lost_events, 0);
+    assert_eq!(s.diagnostics, Diagnostics::default());
+}
+
+#[test]
+fn episodes_interleaved_on_two_cpus_stay_apart() {
+    let mut b = StreamBuilder::new();
+    let (c1, c2) = (chain(0, 1), chain(1, 1));
+    b.arrival(0, c1, L, child(1))
+        .arrival(1, c2, L, child(2))
+        .wake(0, c1, W1)
+        .wake(1, c2, W3)
+        .wake(0, c1, W2)
+        .wake(1, c2, W4)
+        .poll_ret(2, W1, 1)
+        .poll_ret(3, W3, 1)
+        .accept(2, W1, L, child(1))
+        .accept(3, W3, L, child(2))
+        .poll_ret(2, W2, 1)
+        .eagain(2, W2, L)
+        .poll_ret(3, W4, 0); // W4 returned with nothing: spurious
+    let (recs, _) = run(immediate(), &b.take());
+    assert_eq!(recs.len(), 2);
+    let r1 = recs.iter().find(|r| r.ts_ns == 1_000_000_000).expect("c1");
+    let r2 = recs.iter().find(|r| r.ts_ns == 1_000_001_000).expect("c2");
+    assert_eq!(r1.accepted_by, by(W1));
+    assert_eq!(
+        (
+            r1.woken,
+            r1.returned,
+            r1.spurious,
+            r1.eagain,
+            r1.eagain_losers
+        ),
+        (2, 2, 0, 1, 1)
+    );
+    assert_eq!(r2.accepted_by, by(W3));
+    assert_eq!(
+        (
+            r2.woken,
+            r2.returned,
+            r2.spurious,
+            r2.eagain,
+            r2.eagain_losers
+        ),
+        (2, 1, 1, 0, 0)
+    );
+}
+
+#[test]
+fn wake_by_a_second_connection_makes_the_first_spurious() {
+    let mut b = StreamBuilder::new();
+    b.arrival(0, chain(0, 1), L, child(1))
+        .wake(0, chain(0, 1), W1)
+        .wake(0, chain(0, 1), W2)
+        .poll_ret(1, W2, 1)
+        .accept(1, W2, L, child(1))
+        // W1 never got to user space; a second connection wakes it again.
+        .arrival(0, chain(0, 2), L, child(2))
+        .wake(0, chain(0, 2), W1)
+        .poll_ret(2, W1, 1)
+        .accept(2, W1, L, child(2))
+        .eagain(2, W1, L)
+        .poll_ret(1, W2, 1);
+    let (recs, e) = run(immediate(), &b.take());
+    assert_eq!(recs.len(), 2);
+    let first = &recs
+        .iter()
+        .find(|r| r.accepted_by == by(W2))
+        .expect("first");
+    assert_eq!((first.woken, first.returned, first.spurious), (2, 1, 1));
+    let second = &recs
+        .iter()
+        .find(|r| r.accepted_by == by(W1))
+        .expect("second");
+    assert_eq!(
+        (
+            second.woken,
+            second.returned,
+            second.spurious,
+            second.eagain
+        ),
+        (1, 1, 0, 1)
+    );
+    assert_eq!(second.eagain_losers, 0, "W1 accepted before its EAGAIN");
+    let s = e.summary();
+    let w1 = task_row(&s, 101, "worker1");
+    assert_eq!((w1.woken, w1.spurious, w1.accepts), (2, 1, 1));
+}
+
+#[test]
+fn batch_accepting_winner_is_not_a_loser() {
+    // lighttpd: one wake, accept in a loop until EAGAIN.
+    let mut b = StreamBuilder::new();
+    for n in 1..=3 {
+        b.arrival(0, chain(0, n), L, child(n));
+    }
+    b.wake(0, chain(0, 1), W1)
+        .wake(0, chain(0, 1), W2)
+        .poll_ret(1, W1, 1)
+        .accept(1, W1, L, child(1))
+        .accept(1, W1, L, child(2))
+        .accept(1, W1, L, child(3))
+        .eagain(1, W1, L)
+        .poll_ret(2, W2, 1)
+        .eagain(2, W2, L);
+    let (recs, e) = run(immediate(), &b.take());
+    assert_eq!(recs.len(), 3);
+    let r1 = recs
+        .iter()
+        .find(|r| r.ts_ns == 1_000_000_000)
+        .expect("first");
+    assert_eq!(r1.accepted_by, by(W1));
+    assert_eq!(
+        (r1.woken, r1.returned, r1.eagain, r1.eagain_losers),
+        (2, 2, 2, 1)
+    );
+    assert!(recs.iter().all(|r| r.accepted_by == by(W1)));
+    let s = e.summary();
+    assert_eq!(s.totals.eagain, 2);
+    assert_eq!(s.totals.eagain_losers, 1);
+    assert_eq!(task_row(&s, 101, "worker1").accepts, 3);
+}
+
+#[test]
+fn blocking_accept_wake_returns_inside_accept() {
+    let mut b = StreamBuilder::new();
+    b.arrival(0, chain(0, 1), L, child(1))
+        .wake(0, chain(0, 1), W1)
+        .accept(1, W1, L, child(1));
+    let mut e = Engine::new(immediate());
+    // Complete at the accept: no poll events in this model.
+    let recs = push_all(&mut e, &b.take());
+    assert_eq!(recs.len(), 1);
+    let r = &recs[0];
+    assert_eq!(r.accepted_by, by(W1));
+    assert_eq!(
+        (r.woken, r.returned, r.spurious, r.eagain, r.epolls),
+        (1, 1, 0, 0, 0)
+    );
+}
+
+#[test]
+fn edge_triggered_shared_epoll_wakes_one() {
+    let t1 = SynthTask::thread(200, 201, "srv");
+    let t2 = SynthTask::thread(200, 202, "srv");
+    let mut b = StreamBuilder::new();
+    b.arrival(0, chain(0, 1), L, child(1))
+        .epoll_cb(0, chain(0, 1), 0xe1)
+        .wake(0, chain(0, 1), t1)
+        .poll_ret(1, t1, 1)
+        .accept(1, t1, L, child(1))
+        .eagain(1, t1, L)
+        .poll_ret(2, t2, 0); // another thread, not woken by this chain
+    let (recs, e) = run(immediate(), &b.take());
+    assert_eq!(recs.len(), 1);
+    let r = &recs[0];
+    assert_eq!(
+        (r.woken, r.returned, r.eagain, r.eagain_losers, r.epolls),
+        (1, 1, 1, 0, 1)
+    );
+    assert_eq!(
+        r.accepted_by.as_ref().map(|t| (t.pid, t.tid)),
+        Some((200, 201))
+    );
+    assert_eq!(e.summary().tasks.len(), 1, "t2 did nothing");
+}
+
+#[test]
+fn level_triggered_shared_epoll_cascade_wakes_count() {
+    let t1 = SynthTask::thread(200, 201, "srv");
+    let t2 = SynthTask::thread(200, 202, "srv");
+    let t3 = SynthTask::thread(200, 203, "srv");
+    let mut b = StreamBuilder::new();
+    // t1 is woken by the listener, and wakes t2 from ep_poll before returning;
+    // t2 in turn wakes t3, which finds nothing left.
+    b.arrival(0, chain(0, 1), L, child(1))
+        .epoll_cb(0, chain(0, 1), 0xe1)
+        .wake(0, chain(0, 1), t1)
+        .cascade_wake(1, chain(0, 1), t2)
+        .poll_ret(1, t1, 1)
+        .accept(1, t1, L, child(1))
+        .cascade_wake(2, chain(0, 1), t3)
+        .poll_ret(2, t2, 1)
+        .eagain(2, t2, L)
+        .send_events(3, t3, 0)
+        .eagain(1, t1, L);
+    let (recs, _) = run(immediate(), &b.take());
+    assert_eq!(recs.len(), 1);
+    let r = &recs[0];
+    assert_eq!(
+        (
+            r.woken,
+            r.returned,
+            r.spurious,
+            r.eagain,
+            r.eagain_losers,
+            r.epolls
+        ),
+        (3, 2, 1, 2, 1, 1)
+    );
+}
+
+#[test]
+fn lost_events_mark_open_episodes_incomplete() {
+    let mut b = StreamBuilder::new();
+    // Closed before the loss: stays complete.
+    b.arrival(0, chain(0, 1), L, child(1))
+        .wake(0, chain(0, 1), W1)
+        .accept(1, W1, L, child(1));
+    // Open across the loss.
+    b.arrival(0, chain(0, 2), L, child(2))
+        .wake(0, chain(0, 2), W2)
+        .lose(0, 3)
+        .wake(0, chain(0, 2), W3)
+        .accept(1, W2, L, child(2));
+    // Opened after the loss.
+    b.arrival(0, chain(0, 3), L, child(3))
+        .wake(0, chain(0, 3), W1)
+        .accept(1, W1, L, child(3));
+    let events = b.take();
+    let mut e = Engine::new(immediate());
+    let mut recs = push_all(&mut e, &events);
+    recs.extend(finish(&mut e));
+    assert_eq!(recs.len(), 3);
+    let inc: Vec<bool> = recs.iter().map(|r| r.incomplete).collect();
+    let order: Vec<u64> = recs.iter().map(|r| r.ts_ns).collect();
+    let idx = |ts| order.iter().position(|&t| t == ts).expect("record");
+    assert!(!inc[idx(events[0].ts_ns)]);
+    assert!(inc[idx(events[3].ts_ns)]);
+    assert!(!inc[idx(events[7].ts_ns)]);
+    let s = e.summary();
+    assert_eq!(s.lost_events, 3);
+    assert_eq!(s.totals.incomplete, 1);
+    // The counts of the incomplete one are what was seen, not invented.
+    let r2 = &recs[idx(events[3].ts_ns)];
+    assert_eq!((r2.woken, r2.returned, r2.spurious), (2, 1, 1));
+}
+
+#[test]
+fn kernel_reported_drops_count_once_with_seq_gaps() {
+    let mut b = StreamBuilder::new();
+    b.arrival(0, chain(0, 1), L, child(1));
+    b.lose(0, 5).wake(0, chain(0, 1), W1);
+    let mut e = Engine::new(immediate());
+    push_all(&mut e, &b.take());
+    assert_eq!(e.lost_events(), 5);
+    // The kernel counter reports the same 5 drops: no new loss, no new flag.
+    b.arrival(0, chain(0, 2), L, child(2));
+    push_all(&mut e, &b.take());
+    e.note_lost(5);
+    assert_eq!(e.lost_events(), 5);
+    // Two more drops that no gap showed (e.g. at the tail of a CPU's stream).
+    b.arrival(0, chain(0, 3), L, child(3));
+    push_all(&mut e, &b.take());
+    e.note_lost(2);
+    assert_eq!(e.lost_events(), 7);
+    let recs = finish(&mut e);
+    let flags: Vec<(u64, bool)> = recs.iter().map(|r| (r.ts_ns, r.incomplete)).collect();
+    // Chain 1 saw the gap; chains 2 and 3 were open at the second report.
+    assert_eq!(recs.iter().filter(|r| r.incomplete).count(), 3, "{flags:?}");
+    assert_eq!(e.summary().totals.incomplete, 3);
+}
+
+#[test]
+fn note_lost_before_any_gap_flags_open_episodes() {
+    let mut b = StreamBuilder::new();
+    b.arrival(0, chain(0, 1), L, child(1));
+    let mut e = Engine::new(immediate());
+    push_all(&mut e, &b.take());
+    e.note_lost(1);
+    b.arrival(0, chain(0, 2), L, child(2));
+    push_all(&mut e, &b.take());
+    let recs = finish(&mut e);
+    assert_eq!(
+        recs.iter().map(|r| r.incomplete).collect::<Vec<_>>(),
+        vec![true, false]
+    );
+    e.note_lost(0);
+    assert_eq!(e.lost_events(), 1);
+}
+
+#[test]
+fn seq_going_backwards_is_a_reset_and_a_late_event_fills_its_gap() {
+    let ev = |cpu, seq| RawEvent {
+        kind: herdtrace_common::EV_POLL_RET,
+        cpu,
+        seq,
+        tid: 9,
+        ts_ns: 5,
+        ..RawEvent::default()
+    };
+    let mut e = Engine::new(immediate());
+    // Reset: 5000 -> 1 -> 2, no gap.
+    push_all(&mut e, &[ev(0, 5000), ev(0, 1), ev(0, 2)]);
+    assert_eq!(e.lost_events(), 0);
+    // Reordered on one CPU: 3, 5, 4 — the gap at 5 is filled by 4.
+    push_all(&mut e, &[ev(0, 3), ev(0, 5), ev(0, 4), ev(0, 6)]);
+    assert_eq!(e.lost_events(), 0);
+    // A real gap on another CPU; a duplicate does not cancel it.
+    push_all(&mut e, &[ev(1, 10), ev(1, 13), ev(1, 13)]);
+    assert_eq!(e.lost_events(), 2);
+    // A garbage CPU number is not tracked (and does not allocate per CPU).
+    push_all(&mut e, &[ev(u32::MAX, 1), ev(u32::MAX, 100)]);
+    assert_eq!(e.lost_events(), 2);
+}
+
+#[test]
+fn reused_tid_is_a_new_task_row() {
+    let old = SynthTask::process(300, "oldsrv");
+    let new = SynthTask::process(300, "newsrv");
+    let mut b = StreamBuilder::new();
+    b.arrival(0, chain(0, 1), L, child(1))
+        .wake(0, chain(0, 1), old)
+        .task_exit(1, old)
+        .task_new(1, new, 1)
+        .arrival(0, chain(0, 2), L, child(2))
+        .wake(0, chain(0, 2), new)
+        .accept(1, new, L, child(2));
+    let (recs, e) = run(immediate(), &b.take());
+    assert_eq!(recs.len(), 2);
+    let r1 = recs
+        .iter()
+        .find(|r| r.ts_ns == 1_000_000_000)
+        .expect("first");
+    assert_eq!((r1.woken, r1.spurious), (1, 1), "exit while woken");
+    assert_eq!(r1.accepted_by, None);
+    let s = e.summary();
+    let o = task_row(&s, 300, "oldsrv");
+    assert_eq!((o.woken, o.spurious, o.accepts), (1, 1, 0));
+    let n = task_row(&s, 300, "newsrv");
+    assert_eq!((n.woken, n.spurious, n.accepts), (1, 0, 1));
+}
+
+#[test]
+fn task_new_over_a_live_tid_replaces_its_identity() {
+    let a = SynthTask::process(400, "a");
+    let a2 = SynthTask::process(400, "a2");
+    let c = SynthTask::thread(401, 400, "c"); // same tid, other process
+    let mut b = StreamBuilder::new();
+    b.arrival(0, chain(0, 1), L, child(1))
+        .wake(0, chain(0, 1), a)
+        .task_new(1, a2, 1) // exit of `a` was not seen
+        .accept(1, a2, L, child(1))
+        .accept(1, c, L, 0xdead); // tgid changed without any task event
+    let (recs, e) = run(immediate(), &b.take());
+    assert_eq!(recs[0].spurious, 1, "a's pending wake resolved as spurious");
+    assert_eq!(recs[0].accepted_by, by(a2));
+    let s = e.summary();
+    assert_eq!(s.tasks.len(), 3);
+    assert_eq!(task_row(&s, 400, "c").pid, 401);
+    assert_eq!(task_row(&s, 400, "a").accepts, 0);
+    assert_eq!(s.diagnostics.unmatched_accepts, 1);
+}
+
+#[test]
+fn accept_of_an_untraced_arrival_is_unmatched_but_counted() {
+    let mut b = StreamBuilder::new();
+    b.poll_ret(1, W1, 1).accept(1, W1, L, child(9));
+    let (recs, e) = run(immediate(), &b.take());
+    assert!(recs.is_empty());
+    let s = e.summary();
+    assert_eq!(s.diagnostics.unmatched_accepts, 1);
+    assert_eq!(task_row(&s, 101, "worker1").accepts, 1);
+    assert_eq!(s.totals.connections, 0);
+}
+
+#[test]
+fn accept_without_child_takes_the_oldest_unaccepted_on_the_listener() {
+    let mut b = StreamBuilder::new();
+    b.arrival(0, chain(0, 1), L, 0)
+        .arrival(0, chain(0, 2), L, 0)
+        .arrival(0, chain(0, 3), L2, 0)
+        .accept(1, W1, L, 0)
+        .accept(1, W2, L, 0)
+        .accept(1, W3, 0, 0); // neither child nor listener: unmatched
+    let (recs, e) = run(immediate(), &b.take());
+    let who: Vec<(u64, Option<u32>)> = recs
+        .iter()
+        .map(|r| (r.ts_ns, r.accepted_by.as_ref().map(|t| t.tid)))
+        .collect();
+    assert!(who.contains(&(1_000_000_000, Some(101))), "{who:?}");
+    assert!(who.contains(&(1_000_001_000, Some(102))), "{who:?}");
+    assert!(who.contains(&(1_000_002_000, None)), "{who:?}");
+    assert_eq!(e.summary().diagnostics.unmatched_accepts, 1);
+}
+
+#[test]
+fn episode_times_out_by_stream_time() {
+    let mut b = StreamBuilder::new();
+    b.arrival(0, chain(0, 1), L, child(1))
+        .wake(0, chain(0, 1), W1)
+        .wake(0, chain(0, 1), W2)
+        .poll_ret(1, W2, 1);
+    let mut e = Engine::new(immediate());
+    assert!(push_all(&mut e, &b.take()).is_empty());
+    // Any event 1 s after the arrival closes it, before being handled itself.
+    b.at(2_000_000_000).poll_ret(3, W3, 0);
+    let recs = push_all(&mut e, &b.take());
+    assert_eq!(recs.len(), 1);
+    let r = &recs[0];
+    assert_eq!(r.accepted_by, None);
+    assert_eq!(r.accept_latency_us, None);
+    assert_eq!((r.woken, r.returned, r.spurious), (2, 1, 1));
+    assert!(!r.incomplete);
+    assert_eq!(task_row(&e.summary(), 101, "worker1").spurious, 1);
+    // W1's wake is gone with the episode: its late return counts nowhere.
+    b.poll_ret(1, W1, 1);
+    push_all(&mut e, &b.take());
+    assert!(finish(&mut e).is_empty());
+    assert_eq!(e.summary().totals.returned, 1);
+    assert_eq!(e.summary().totals.unaccepted, 1);
+}
+
+#[test]
+fn advance_to_closes_timed_out_episodes_without_events() {
+    let mut b = StreamBuilder::new();
+    b.arrival(0, chain(0, 1), L, child(1));
+    let mut e = Engine::new(immediate());
+    push_all(&mut e, &b.take());
+    let mut out = Vec::new();
+    e.advance_to(1_999_999_999, &mut |r| out.push(r));
+    assert!(out.is_empty(), "not yet: 1 s not passed");
+    e.advance_to(2_000_000_000, &mut |r| out.push(r));
+    assert_eq!(out.len(), 1);
+    assert_eq!(e.open_episodes(), 0);
+    // A clock behind stream time does not move it back.
+    e.advance_to(5, &mut |r| out.push(r));
+    assert_eq!(e.stream_ns(), 2_000_000_000);
+}
+
+#[test]
+fn over_max_open_episodes_the_oldest_is_evicted_incomplete() {
+    let cfg = EngineConfig {
+        max_open_episodes: 2,
+        ..immediate()
+    };
+    let mut b = StreamBuilder::new();
+    b.arrival(0, chain(0, 1), L, child(1))
+        .wake(0, chain(0, 1), W1)
+        .arrival(0, chain(0, 2), L, child(2))
+        .arrival(0, chain(0, 3), L, child(3));
+    let mut e = Engine::new(cfg);
+    let recs = push_all(&mut e, &b.take());
+    assert_eq!(recs.len(), 1);
+    assert_eq!(recs[0].ts_ns, 1_000_000_000);
+    assert!(recs[0].incomplete);
+    assert_eq!(recs[0].spurious, 1);
+    assert_eq!(e.open_episodes(), 2);
+    // The evicted chain is gone: its child matches nothing now.
+    b.accept(1, W2, L, child(1)).accept(1, W2, L, child(3));
+    let accepted = push_all(&mut e, &b.take());
+    assert_eq!(e.summary().diagnostics.unmatched_accepts, 1);
+    assert_eq!(accepted.len(), 1);
+    assert_eq!(accepted[0].accepted_by, by(W2));
+    let rest = finish(&mut e);
+    assert_eq!(rest.len(), 1);
+    assert!(accepted.iter().chain(&rest).all(|r| !r.incomplete));
+    assert_eq!(e.summary().totals.incomplete, 1);
+}
+
+#[test]
+fn out_of_order_timestamps_across_cpus() {
+    let mut b = StreamBuilder::new();
+    // CPU 1's clock is a little behind CPU 0's.
+    b.at(1_000_050_000).arrival(0, chain(0, 1), L, child(1));
+    b.at(1_000_040_000).wake(0, chain(0, 1), W1);
+    b.at(1_000_020_000)
+        .poll_ret(1, W1, 1)
+        .accept(1, W1, L, child(1))
+        .eagain(1, W1, L);
+    let (recs, e) = run(immediate(), &b.take());
+    assert_eq!(recs.len(), 1);
+    assert_eq!(recs[0].accept_latency_us, Some(0), "clamped, not negative");
+    assert_eq!(recs[0].returned, 1);
+    assert_eq!(e.stream_ns(), 1_000_050_000, "stream time never goes back");
+}
+
+#[test]
+fn eintr_and_zero_event_returns_are_spurious() {
+    let mut b = StreamBuilder::new();
+    b.arrival(0, chain(0, 1), L, child(1))
+        .wake(0, chain(0, 1), W1)
+        .wake(0, chain(0, 1), W2)
+        .wake(0, chain(0, 1), W3)
+        .poll_ret(1, W1, -i64::from(libc::EINTR))
+        .poll_ret(2, W2, 0)
+        .poll_ret(3, W3, 1)
+        .accept(3, W3, L, child(1))
+        .eagain(3, W3, L)
+        // W1 retries after EINTR: a plain new activation, nothing counted twice.
+        .poll_ret(1, W1, 0);
+    let (recs, _) = run(immediate(), &b.take());
+    let r = &recs[0];
+    assert_eq!(
+        (r.woken, r.returned, r.spurious, r.eagain, r.eagain_losers),
+        (3, 1, 2, 1, 0)
+    );
+}
+
+#[test]
+fn send_events_resolves_in_the_kernel_and_poll_ret_does_not_count_again() {
+    let mut b = StreamBuilder::new();
+    b.arrival(0, chain(0, 1), L, child(1))
+        .wake(0, chain(0, 1), W1)
+        .wake(0, chain(0, 1), W2)
+        .send_events(1, W1, 1)
+        .poll_ret(1, W1, 1) // same activation as the send_events
+        .accept(1, W1, L, child(1))
+        .send_events(2, W2, 0); // found nothing, back to sleep
+    let mut e = Engine::new(immediate());
+    assert!(push_all(&mut e, &b.take()).is_empty(), "W1 not settled yet");
+    // W1's next activation settles it.
+    b.send_events(1, W1, 1).poll_ret(1, W1, 1);
+    let recs = push_all(&mut e, &b.take());
+    assert_eq!(recs.len(), 1);
+    let r = &recs[0];
+    assert_eq!((r.woken, r.returned, r.spurious), (2, 1, 1));
+    assert_eq!(task_row(&e.summary(), 102, "worker2").spurious, 1);
+}
+
+#[test]
+fn send_events_error_is_spurious() {
+    let mut b = StreamBuilder::new();
+    b.arrival(0, chain(0, 1), L, child(1))
+        .wake(0, chain(0, 1), W1)
+        .send_events(1, W1, -14)
+        .poll_ret(1, W1, -14)
+        .accept(2, W2, L, child(1));
+    let (recs, _) = run(immediate(), &b.take());
+    assert_eq!((recs[0].returned, recs[0].spurious), (0, 1));
+}
+
+#[test]
+fn wake_of_an_unknown_chain_is_an_orphan() {
+    let mut b = StreamBuilder::new();
+    b.wake(0, chain(0, 77), W1).epoll_cb(0, chain(0, 77), 1);
+    let (recs, e) = run(immediate(), &b.take());
+    assert!(recs.is_empty());
+    let s = e.summary();
+    assert_eq!(s.diagnostics.orphan_wakes, 1);
+    assert!(s.tasks.is_empty(), "an orphan wake is no task activity");
+}
+
+#[test]
+fn duplicate_wake_and_arrival_count_once() {
+    let mut b = StreamBuilder::new();
+    b.arrival(0, chain(0, 1), L, child(1))
+        .arrival(0, chain(0, 1), L, child(1))
+        .epoll_cb(0, chain(0, 1), 5)
+        .epoll_cb(0, chain(0, 1), 5)
+        .wake(0, chain(0, 1), W1)
+        .wake(0, chain(0, 1), W1)
+        .accept(1, W1, L, child(1));
+    let (recs, e) = run(immediate(), &b.take());
+    assert_eq!(recs.len(), 1);
+    assert_eq!((recs[0].woken, recs[0].epolls, recs[0].returned), (1, 1, 1));
+    assert_eq!(task_row(&e.summary(), 101, "worker1").woken, 1);
+}
+
+#[test]
+fn eagain_attribution_falls_back_to_the_listener_then_gives_up() {
+    let mut b = StreamBuilder::new();
+    // W1 was woken by a connection on L2 but fails accept on L.
+    b.arrival(0, chain(0, 1), L2, child(1))
+        .wake(0, chain(0, 1), W1)
+        .poll_ret(1, W1, 1)
+        .arrival(0, chain(0, 2), L, child(2))
+        .arrival(0, chain(0, 3), L, child(3))
+        .eagain(1, W1, L) // -> newest open on L: chain 3
+        .eagain(2, W2, L2) // W2 never woken -> newest on L2: chain 1
+        .eagain(2, W2, 0) // no listener, no episode of its own -> unattributed
+        .eagain(2, W3, 0xbad); // listener with nothing open -> unattributed
+    let (recs, e) = run(immediate(), &b.take());
+    let at = |ts: u64| recs.iter().find(|r| r.ts_ns == ts).expect("record");
+    assert_eq!(
+        (at(1_000_000_000).eagain, at(1_000_000_000).eagain_losers),
+        (1, 1)
+    );
+    assert_eq!(at(1_000_003_000).eagain, 0);
+    assert_eq!(
+        (at(1_000_004_000).eagain, at(1_000_004_000).eagain_losers),
+        (1, 1)
+    );
+    let s = e.summary();
+    assert_eq!(s.diagnostics.eagain_unattributed, 2);
+    assert_eq!(task_row(&s, 102, "worker2").eagain, 2);
+}
+
+#[test]
+fn eagain_with_unknown_listener_uses_the_tasks_episode() {
+    let mut b = StreamBuilder::new();
+    b.arrival(0, chain(0, 1), L, child(1))
+        .wake(0, chain(0, 1), W1)
+        .wake(0, chain(0, 1), W2)
+        .poll_ret(1, W1, 1)
+        .poll_ret(2, W2, 1)
+        .accept(1, W1, 0, child(1))
+        .eagain(2, W2, 0)
+        .eagain(1, W1, 0);
+    let (recs, _) = run(immediate(), &b.take());
+    assert_eq!(recs.len(), 1);
+    assert_eq!((recs[0].eagain, recs[0].eagain_losers), (2, 1));
+}
+
+#[test]
+fn other_accept_errors_are_neither_eagain_nor_accepts() {
+    let mut b = StreamBuilder::new();
+    b.arrival(0, chain(0, 1), L, child(1))
+        .wake(0, chain(0, 1), W1)
+        .wake(0, chain(0, 1), W2)
+        .poll_ret(1, W1, 1)
+        .accept_err(1, W1, L, libc::EMFILE)
+        .accept(2, W2, L, child(1));
+    let (recs, e) = run(immediate(), &b.take());
+    assert_eq!(recs[0].eagain, 0);
+    assert_eq!(recs[0].accepted_by, by(W2));
+    let s = e.summary();
+    assert_eq!(
+        (
+            task_row(&s, 101, "worker1").accepts,
+            task_row(&s, 101, "worker1").eagain
+        ),
+        (0, 0)
+    );
+}
+
+#[test]
+fn exit_of_a_woken_task_is_spurious() {
+    let mut b = StreamBuilder::new();
+    b.arrival(0, chain(0, 1), L, child(1))
+        .wake(0, chain(0, 1), W1)
+        .wake(0, chain(0, 1), W2)
+        .task_exit(1, W1)
+        .accept(2, W2, L, child(1));
+    let mut e = Engine::new(immediate());
+    let recs = push_all(&mut e, &b.take());
+    assert_eq!(recs.len(), 1, "complete: W1 settled by its exit");
+    assert_eq!((recs[0].returned, recs[0].spurious), (1, 1));
+}
+
+#[test]
+fn settle_grace_catches_wakes_emitted_after_the_accept() {
+    let cfg = EngineConfig {
+        settle_grace_ns: 1_000_000,
+        ..EngineConfig::default()
+    };
+    let mut b = StreamBuilder::new();
+    // W1 was busy and accepted before the softirq finished waking W2.
+    b.arrival(0, chain(0, 1), L, child(1))
+        .accept(1, W1, L, child(1))
+        .wake(0, chain(0, 1), W2)
+        .poll_ret(2, W2, 1)
+        .eagain(2, W2, L);
+    let mut e = Engine::new(cfg);
+    assert!(push_all(&mut e, &b.take()).is_empty(), "held for the grace");
+    b.advance(990_000).poll_ret(3, W3, 0);
+    assert!(
+        push_all(&mut e, &b.take()).is_empty(),
+        "still within the grace"
+    );
+    let mut out = Vec::new();
+    e.advance_to(b.now() + 1_000_000, &mut |r| out.push(r));
+    assert_eq!(out.len(), 1);
+    assert_eq!((out[0].woken, out[0].eagain_losers), (1, 1));
+    assert_eq!(e.summary().diagnostics.orphan_wakes, 0);
+}
+
+#[test]
+fn an_episode_reopened_by_a_late_wake_waits_for_it() {
+    let cfg = EngineConfig {
+        settle_grace_ns: 1_000,
+        ..EngineConfig::default()
+    };
+    let mut b = StreamBuilder::new();
+    b.step(100)
+        .arrival(0, chain(0, 1), L, child(1))
+        .accept(1, W1, L, child(1)) // complete, queued
+        .wake(0, chain(0, 1), W2); // no longer complete
+    let mut e = Engine::new(cfg);
+    push_all(&mut e, &b.take());
+    b.advance(5_000).poll_ret(2, W3, 0);
+    assert!(push_all(&mut e, &b.take()).is_empty(), "W2 still pending");
+    b.poll_ret(2, W2, 1).eagain(2, W2, L);
+    push_all(&mut e, &b.take());
+    let mut out = Vec::new();
+    e.advance_to(b.now() + 2_000, &mut |r| out.push(r));
+    assert_eq!(out.len(), 1);
+    assert_eq!((out[0].woken, out[0].returned, out[0].eagain), (1, 1, 1));
+}
+
+#[test]
+fn intervals_are_deltas() {
+    let mut e = Engine::new(immediate());
+    push_all(&mut e, &herd_stream(10, 2));
+    let i1 = e.take_interval();
+    // The 10th winner is not settled until finish.
+    assert_eq!(i1.tally.connections, 9);
+    assert_eq!(i1.tally.woken, 18);
+    assert_eq!(i1.tally.woken_max, 2);
+    assert_eq!(i1.ts_ns, e.stream_ns());
+    finish(&mut e);
+    let i2 = e.take_interval();
+    assert_eq!(i2.tally.connections, 1);
+    e.note_lost(4);
+    let i3 = e.take_interval();
+    assert_eq!((i3.tally.connections, i3.lost_events), (0, 4));
+    assert_eq!(e.take_interval().lost_events, 0);
+    assert_eq!(e.summary().totals.connections, 10);
+}
+
+#[test]
+fn woken_histogram_and_percentiles_over_mixed_connections() {
+    let mut b = StreamBuilder::new();
+    for n in 0..10u64 {
+        let ch = chain(0, n);
+        b.arrival(0, ch, L, child(n));
+        let herd: &[SynthTask] = if n == 9 { &[W1, W2, W3, W4] } else { &[W1] };
+        for w in herd {
+            b.wake(0, ch, *w);
+        }
+        b.accept(1, W1, L, child(n));
+        for w in &herd[1..] {
+            b.poll_ret(2, *w, 0);
+        }
+    }
+    let (_, e) = run(immediate(), &b.take());
+    let s = e.summary();
+    assert_eq!(s.woken_histogram, vec![0, 9, 0, 0, 1]);
+    assert_eq!(s.woken_per_conn.p50, 1);
+    assert_eq!(s.woken_per_conn.p99, 4);
+    assert!((s.woken_per_conn.mean - 1.3).abs() < 1e-9);
+    assert_eq!(s.totals.spurious, 3);
+}
+
+#[test]
+fn peer_is_none_when_the_probe_had_no_address() {
+    let ev = RawEvent {
+        kind: herdtrace_common::EV_ARRIVAL,
+        chain: 1,
+        sk: L,
+        child: 0,
+        family: 0,
+        ..RawEvent::default()
+    };
+    let (recs, _) = run(immediate(), &[ev]);
+    assert_eq!(recs[0].peer, None);
+    let v6 = RawEvent {
+        family: herdtrace_common::AF_INET6,
+        peer_addr: std::net::Ipv6Addr::LOCALHOST.octets(),
+        peer_port: 9,
+        chain: 2,
+        ..ev
+    };
+    let (recs, _) = run(immediate(), &[v6]);
+    assert_eq!(recs[0].peer, Some("[::1]:9".parse().expect("addr")));
+}
+
+// ---- property tests -------------------------------------------------------
+
+fn arb_event() -> impl Strategy<Value = RawEvent> {
+    (
+        1u32..=herdtrace_common::EV_MAX + 1, // kind (one past max: ignored)
+        0u32..3,                             // cpu
+        0u64..4_000_000_000,                 // ts
+        0u64..40,                            // seq
+        (0u32..3, 1u32..6),                  // tgid, tid
+        0u64..6,                             // chain
+        prop_oneof![Just(0u64), Just(L), Just(L2)],
+        0u64..6, // child
+        prop_oneof![Just(-11i64), Just(-4), Just(0), Just(1), Just(3)],
+        0u64..3, // aux
+    )
+        .prop_map(
+            |(kind, cpu, ts_ns, seq, (tgid, tid), chain, sk, child, ret, aux)| RawEvent {
+                kind,
+                cpu,
+                ts_ns,
+                seq,
+                tgid,
+                tid,
+                chain,
+                sk,
+                child,
+                ret,
+                aux,
+                family: AF_INET,
+                ..RawEvent::default()
+            },
+        )
+}
+
+fn arb_config() -> impl Strategy<Value = EngineConfig> {
+    (
+        prop_oneof![Just(1_000_000_000u64), Just(1_000u64)],
+        1usize..5,
+        prop_oneof![Just(0u64), Just(2_000_000)],
+    )
+        .prop_map(|(t, m, g)| EngineConfig {
+            episode_timeout_ns: t,
+            max_open_episodes: m,
+            settle_grace_ns: g,
+        })
+}
+
+/// Random streams, ordered by time with some jitter, plus the herd shape.
+fn arb_stream() -> impl Strategy<Value = Vec<RawEvent>> {
+    prop_oneof![
+        proptest::collection::vec(arb_event(), 0..120),
+        proptest::collection::vec(arb_event(), 0..120).prop_map(|mut v| {
+            v.sort_by_key(|e| e.ts_ns / 1_000_000);
+            v
+        }),
+        (1u64..20, 1u32..6).prop_map(|(c, w)| herd_stream(c, w)),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(400))]
+
+    #[test]
+    fn engine_invariants_hold_on_random_streams(
+        cfg in arb_config(),
+        stream in arb_stream(),
+        lost_at in proptest::option::of(0usize..120),
+        tick_at in proptest::option::of(0usize..120),
+    ) {
+        let mut e = Engine::new(cfg);
+        let mut recs = Vec::new();
+        for (i, ev) in stream.iter().enumerate() {
+            if lost_at == Some(i) {
+                e.note_lost(2);
+            }
+            if tick_at == Some(i) {
+                e.advance_to(ev.ts_ns, &mut |r| recs.push(r));
+            }
+            e.push(ev, &mut |r| recs.push(r));
+            prop_assert!(e.open_episodes() <= cfg.max_open_episodes);
+        }
+        e.finish(&mut |r| recs.push(r));
+        prop_assert_eq!(e.open_episodes(), 0);
+        let s = e.summary();
+        prop_assert_eq!(s.totals.connections, recs.len() as u64);
+        prop_assert_eq!(s.woken_histogram.iter().sum::<u64>(), recs.len() as u64);
+        for r in &recs {
+            prop_assert!(r.returned + r.spurious <= r.woken, "{:?}", r);
+            prop_assert!(r.eagain_losers <= r.eagain, "{:?}", r);
+            prop_assert_eq!(r.accept_latency_us.is_some(), r.accepted_by.is_some());
+            // Closing gives every wake an outcome (stronger than <=).
+            prop_assert_eq!(r.returned + r.spurious, r.woken, "{:?}", r);
+        }
+        let sum = |f: fn(&ConnRecord) -> u32| recs.iter().map(|r| u64::from(f(r))).sum::<u64>();
+        prop_assert_eq!(s.totals.woken, sum(|r| r.woken));
+        prop_assert_eq!(s.totals.returned, sum(|r| r.returned));
+        prop_assert_eq!(s.totals.spurious, sum(|r| r.spurious));
+        prop_assert_eq!(s.totals.eagain, sum(|r| r.eagain));
+        prop_assert_eq!(s.totals.eagain_losers, sum(|r| r.eagain_losers));
+        prop_assert_eq!(s.totals.incomplete, recs.iter().filter(|r| r.incomplete).count() as u64);
+        // Per-task counts are the same wakes seen from the other side.
+        let task_woken: u64 = s.tasks.iter().map(|t| t.woken).sum();
+        prop_assert_eq!(task_woken, s.totals.woken);
+        let task_spurious: u64 = s.tasks.iter().map(|t| t.spurious).sum();
+        prop_assert_eq!(task_spurious, s.totals.spurious);
+    }
+}

@@ -1,0 +1,261 @@
+//! NDJSON output: one object per line, tagged by `"type"`.
+use std::io::{self, Write};
+
+use serde::Serialize;
+
+use crate::engine::{
+    ConnRecord, Diagnostics, IntervalStats, Summary, TaskRef, TaskStats, WokenStats,
+};
+
+use super::{verdict, RunInfo};
+
+#[derive(Serialize)]
+struct ConnLine<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    ts_ns: u64,
+    port: u16,
+    /// "ip:port", or null when the probe had no address.
+    peer: Option<String>,
+    accepted_by: Option<&'a TaskRef>,
+    woken: u32,
+    returned: u32,
+    spurious: u32,
+    eagain: u32,
+    eagain_losers: u32,
+    epolls: u32,
+    accept_latency_us: Option<u64>,
+    incomplete: bool,
+}
+
+#[derive(Serialize)]
+struct IntervalLine {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    ts_ns: u64,
+    connections: u64,
+    woken_mean: f64,
+    woken_max: u32,
+    eagain_per_conn: f64,
+    spurious_per_conn: f64,
+    lost_events: u64,
+}
+
+#[derive(Serialize)]
+struct SummaryLine<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    backend: &'a str,
+    kernel: &'a str,
+    connections: u64,
+    woken_per_conn: &'a WokenStats,
+    woken_histogram: &'a [u64],
+    returned: u64,
+    eagain: u64,
+    eagain_losers: u64,
+    spurious: u64,
+    incomplete: u64,
+    unaccepted: u64,
+    tasks: &'a [TaskStats],
+    lost_events: u64,
+    diagnostics: &'a Diagnostics,
+    verdict: String,
+}
+
+fn line(out: &mut impl Write, v: &impl Serialize) -> io::Result<()> {
+    serde_json::to_writer(&mut *out, v).map_err(io::Error::from)?;
+    out.write_all(b"\n")
+}
+
+pub fn write_conn(out: &mut impl Write, r: &ConnRecord) -> io::Result<()> {
+    line(
+        out,
+        &ConnLine {
+            kind: "conn",
+            ts_ns: r.ts_ns,
+            port: r.port,
+            peer: r.peer.map(|p| p.to_string()),
+            accepted_by: r.accepted_by.as_ref(),
+            woken: r.woken,
+            returned: r.returned,
+            spurious: r.spurious,
+            eagain: r.eagain,
+            eagain_losers: r.eagain_losers,
+            epolls: r.epolls,
+            accept_latency_us: r.accept_latency_us,
+            incomplete: r.incomplete,
+        },
+    )
+}
+
+pub fn write_interval(out: &mut impl Write, i: &IntervalStats) -> io::Result<()> {
+    let t = &i.tally;
+    line(
+        out,
+        &IntervalLine {
+            kind: "interval",
+            ts_ns: i.ts_ns,
+            connections: t.connections,
+            woken_mean: t.woken_mean(),
+            woken_max: t.woken_max,
+            eagain_per_conn: t.eagain_per_conn(),
+            spurious_per_conn: t.spurious_per_conn(),
+            lost_events: i.lost_events,
+        },
+    )
+}
+
+pub fn write_summary(out: &mut impl Write, info: &RunInfo, s: &Summary) -> io::Result<()> {
+    let t = &s.totals;
+    line(
+        out,
+        &SummaryLine {
+            kind: "summary",
+            backend: &info.backend,
+            kernel: &info.kernel,
+            connections: t.connections,
+            woken_per_conn: &s.woken_per_conn,
+            woken_histogram: &s.woken_histogram,
+            returned: t.returned,
+            eagain: t.eagain,
+            eagain_losers: t.eagain_losers,
+            spurious: t.spurious,
+            incomplete: t.incomplete,
+            unaccepted: t.unaccepted,
+            tasks: &s.tasks,
+            lost_events: s.lost_events,
+            diagnostics: &s.diagnostics,
+            verdict: verdict::verdict_line(s),
+        },
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::Tally;
+    use serde_json::{json, Value};
+
+    fn parse(buf: &[u8]) -> Value {
+        let text = std::str::from_utf8(buf).expect("utf8");
+        assert!(
+            text.ends_with('\n') && text.matches('\n').count() == 1,
+            "{text}"
+        );
+        serde_json::from_str(text).expect("json")
+    }
+
+    #[test]
+    fn conn_object_has_every_field() {
+        let r = ConnRecord {
+            ts_ns: 5,
+            port: 8080,
+            peer: Some("[::1]:7".parse().expect("addr")),
+            accepted_by: Some(TaskRef {
+                pid: 1,
+                tid: 2,
+                comm: "lighttpd".into(),
+            }),
+            woken: 4,
+            returned: 3,
+            spurious: 1,
+            eagain: 2,
+            eagain_losers: 2,
+            epolls: 4,
+            accept_latency_us: Some(9),
+            incomplete: false,
+        };
+        let mut out = Vec::new();
+        write_conn(&mut out, &r).expect("write");
+        assert_eq!(
+            parse(&out),
+            json!({"type":"conn","ts_ns":5,"port":8080,"peer":"[::1]:7",
+                   "accepted_by":{"pid":1,"tid":2,"comm":"lighttpd"},
+                   "woken":4,"returned":3,"spurious":1,"eagain":2,"eagain_losers":2,
+                   "epolls":4,"accept_latency_us":9,"incomplete":false})
+        );
+        let none = ConnRecord {
+            accepted_by: None,
+            accept_latency_us: None,
+            peer: None,
+            ..r
+        };
+        let mut out = Vec::new();
+        write_conn(&mut out, &none).expect("write");
+        let v = parse(&out);
+        assert_eq!(v["accepted_by"], Value::Null);
+        assert_eq!(v["accept_latency_us"], Value::Null);
+        assert_eq!(v["peer"], Value::Null);
+    }
+
+    #[test]
+    fn interval_object() {
+        let i = IntervalStats {
+            ts_ns: 77,
+            tally: Tally {
+                connections: 2,
+                woken: 5,
+                woken_max: 3,
+                eagain: 3,
+                spurious: 1,
+                ..Tally::default()
+            },
+            lost_events: 4,
+        };
+        let mut out = Vec::new();
+        write_interval(&mut out, &i).expect("write");
+        assert_eq!(
+            parse(&out),
+            json!({"type":"interval","ts_ns":77,"connections":2,"woken_mean":2.5,"woken_max":3,
+                   "eagain_per_conn":1.5,"spurious_per_conn":0.5,"lost_events":4})
+        );
+    }
+
+    #[test]
+    fn summary_object() {
+        let s = Summary {
+            totals: Tally {
+                connections: 1,
+                woken: 1,
+                woken_won: 1,
+                returned: 1,
+                ..Tally::default()
+            },
+            woken_per_conn: WokenStats {
+                mean: 1.0,
+                p50: 1,
+                p99: 1,
+                max: 1,
+            },
+            woken_histogram: vec![0, 1],
+            tasks: vec![TaskStats {
+                pid: 3,
+                tid: 4,
+                comm: "srv".into(),
+                accepts: 1,
+                woken: 1,
+                eagain: 0,
+                spurious: 0,
+            }],
+            ..Summary::default()
+        };
+        let info = RunInfo {
+            backend: "fentry".into(),
+            kernel: "6.1.0".into(),
+        };
+        let mut out = Vec::new();
+        write_summary(&mut out, &info, &s).expect("write");
+        assert_eq!(
+            parse(&out),
+            json!({"type":"summary","backend":"fentry","kernel":"6.1.0","connections":1,
+                   "woken_per_conn":{"mean":1.0,"p50":1,"p99":1,"max":1},
+                   "woken_histogram":[0,1],
+                   "returned":1,"eagain":0,"eagain_losers":0,"spurious":0,"incomplete":0,
+                   "unaccepted":0,
+                   "tasks":[{"pid":3,"tid":4,"comm":"srv","accepts":1,"woken":1,"eagain":0,"spurious":0}],
+                   "lost_events":0,
+                   "diagnostics":{"orphan_wakes":0,"unmatched_accepts":0,"eagain_unattributed":0},
+                   "verdict":"no herd: ~1 task woken per connection (mean 1.00, wasted 0.00/conn)"})
+        );
+    }
+}

@@ -1,0 +1,431 @@
+//! Output of a run, the same for live tracing and replay: a [`Pipeline`] owns
+//! the [`Engine`], turns events into per-connection lines, interval lines and
+//! the final summary, as text or NDJSON.
+use std::io::{self, Write};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context as _, Result};
+use herdtrace_common::RawEvent;
+
+use crate::engine::{ConnRecord, Engine, EngineConfig, Summary};
+
+pub mod json;
+pub mod text;
+pub mod verdict;
+
+/// What to print.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OutputOptions {
+    /// NDJSON instead of text.
+    pub json: bool,
+    /// One line per connection.
+    pub per_conn: bool,
+    /// An interval line at every [`Pipeline::on_tick`].
+    pub intervals: bool,
+}
+
+/// Facts about the run shown in the summary.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunInfo {
+    /// e.g. "tracepoint", "fentry", "kprobe".
+    pub backend: String,
+    /// Kernel release.
+    pub kernel: String,
+}
+
+/// Maps event time (CLOCK_MONOTONIC ns) to wall-clock time for labels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WallClock {
+    pub mono_ns: u64,
+    pub unix_ns: u64,
+}
+
+impl WallClock {
+    /// The two clocks read now (live tracing).
+    pub fn now() -> WallClock {
+        let unix_ns = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: `ts` is a valid, writable timespec for the duration of the call.
+        let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+        let mono_ns = if rc == 0 {
+            ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+        } else {
+            0
+        };
+        WallClock { mono_ns, unix_ns }
+    }
+
+    fn unix_ns_of(&self, mono_ns: u64) -> u64 {
+        if mono_ns >= self.mono_ns {
+            self.unix_ns.saturating_add(mono_ns - self.mono_ns)
+        } else {
+            self.unix_ns.saturating_sub(self.mono_ns - mono_ns)
+        }
+    }
+}
+
+/// Local time of day `HH:MM:SS` of a Unix time.
+fn local_hms(unix_s: u64) -> (i32, i32, i32) {
+    let t = unix_s.min(i64::MAX as u64) as libc::time_t;
+    // SAFETY: an all-zero `tm` is valid (the zone pointer is null).
+    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+    // SAFETY: both pointers are valid for the call; localtime_r is reentrant.
+    let ok = unsafe { !libc::localtime_r(&t, &mut tm).is_null() };
+    if ok {
+        (tm.tm_hour, tm.tm_min, tm.tm_sec)
+    } else {
+        let s = (unix_s % 86_400) as i32;
+        (s / 3600, s / 60 % 60, s % 60)
+    }
+}
+
+/// The label of a moment: wall-clock `HH:MM:SS` (with `.micros` if asked) when
+/// a clock is known, else seconds of monotonic time.
+fn time_label(clock: Option<WallClock>, mono_ns: u64, micros: bool) -> String {
+    match clock {
+        Some(c) => {
+            let unix_ns = c.unix_ns_of(mono_ns);
+            let (h, m, s) = local_hms(unix_ns / 1_000_000_000);
+            if micros {
+                format!("{h:02}:{m:02}:{s:02}.{:06}", unix_ns % 1_000_000_000 / 1000)
+            } else {
+                format!("{h:02}:{m:02}:{s:02}")
+            }
+        }
+        None if micros => format!(
+            "{}.{:06}",
+            mono_ns / 1_000_000_000,
+            mono_ns % 1_000_000_000 / 1000
+        ),
+        None => format!("{}s", mono_ns / 1_000_000_000),
+    }
+}
+
+/// True when the error comes from writing to a closed pipe (`herdtrace | head`):
+/// the caller should end quietly with success.
+pub fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|c| {
+        c.downcast_ref::<io::Error>()
+            .is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe)
+    })
+}
+
+/// Engine + output. Write errors (a closed stdout) come back as errors that
+/// [`is_broken_pipe`] recognises; nothing panics.
+pub struct Pipeline<W: Write> {
+    engine: Engine,
+    out: W,
+    opts: OutputOptions,
+    info: RunInfo,
+    clock: Option<WallClock>,
+    records: Vec<ConnRecord>,
+}
+
+impl<W: Write> Pipeline<W> {
+    pub fn new(cfg: EngineConfig, opts: OutputOptions, info: RunInfo, out: W) -> Pipeline<W> {
+        Pipeline {
+            engine: Engine::new(cfg),
+            out,
+            opts,
+            info,
+            clock: None,
+            records: Vec::new(),
+        }
+    }
+
+    /// Sets the mapping of event time to wall-clock time used in labels.
+    pub fn set_clock(&mut self, clock: WallClock) {
+        self.clock = Some(clock);
+    }
+
+    pub fn clock(&self) -> Option<WallClock> {
+        self.clock
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    pub fn info(&self) -> &RunInfo {
+        &self.info
+    }
+
+    /// Feeds one decoded event.
+    pub fn on_event(&mut self, ev: &RawEvent) -> Result<()> {
+        if self.opts.per_conn {
+            let records = &mut self.records;
+            self.engine.push(ev, &mut |r| records.push(r));
+            self.write_records()
+        } else {
+            self.engine.push(ev, &mut |_| {});
+            Ok(())
+        }
+    }
+
+    /// Drops reported by the kernel counter (an increment).
+    pub fn on_lost(&mut self, n: u64) {
+        self.engine.note_lost(n);
+    }
+
+    /// Advances the clock to `now_ns` (CLOCK_MONOTONIC), closing timed-out
+    /// episodes, prints the interval line if enabled, and flushes.
+    pub fn on_tick(&mut self, now_ns: u64) -> Result<()> {
+        if self.opts.per_conn {
+            let records = &mut self.records;
+            self.engine.advance_to(now_ns, &mut |r| records.push(r));
+            self.write_records()?;
+        } else {
+            self.engine.advance_to(now_ns, &mut |_| {});
+        }
+        if self.opts.intervals {
+            self.write_interval()?;
+        }
+        self.flush()
+    }
+
+    pub fn flush(&mut self) -> Result<()> {
+        self.out.flush().context("flush output")
+    }
+
+    /// Ends the run: `extra_lost` drops not yet reported, every open episode
+    /// closed, the last partial interval (if any) and the summary printed.
+    pub fn finish(mut self, extra_lost: u64) -> Result<Summary> {
+        self.engine.note_lost(extra_lost);
+        if self.opts.per_conn {
+            let records = &mut self.records;
+            self.engine.finish(&mut |r| records.push(r));
+            self.write_records()?;
+        } else {
+            self.engine.finish(&mut |_| {});
+        }
+        if self.opts.intervals && self.engine.has_interval_data() {
+            self.write_interval()?;
+        }
+        let summary = self.engine.summary();
+        if self.opts.json {
+            json::write_summary(&mut self.out, &self.info, &summary)
+        } else {
+            text::write_summary(&mut self.out, &self.info, &summary)
+        }
+        .context("write summary")?;
+        self.flush()?;
+        Ok(summary)
+    }
+
+    fn write_records(&mut self) -> Result<()> {
+        for r in self.records.drain(..) {
+            if self.opts.json {
+                json::write_conn(&mut self.out, &r)
+            } else {
+                let label = time_label(self.clock, r.ts_ns, true);
+                text::write_conn(&mut self.out, &label, &r)
+            }
+            .context("write connection record")?;
+        }
+        Ok(())
+    }
+
+    fn write_interval(&mut self) -> Result<()> {
+        let i = self.engine.take_interval();
+        if self.opts.json {
+            json::write_interval(&mut self.out, &i)
+        } else {
+            let label = time_label(self.clock, i.ts_ns, false);
+            text::write_interval(&mut self.out, &label, &i)
+        }
+        .context("write interval")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::synth::herd_stream;
+    use serde_json::Value;
+
+    fn info() -> RunInfo {
+        RunInfo {
+            backend: "test".into(),
+            kernel: "0.0".into(),
+        }
+    }
+
+    fn lines(buf: &[u8]) -> Vec<Value> {
+        std::str::from_utf8(buf)
+            .expect("utf8")
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("json line"))
+            .collect()
+    }
+
+    #[test]
+    fn json_pipeline_emits_conns_intervals_and_a_summary() {
+        let events = herd_stream(6, 3);
+        let opts = OutputOptions {
+            json: true,
+            per_conn: true,
+            intervals: true,
+        };
+        let mut out = Vec::new();
+        let mut p = Pipeline::new(EngineConfig::default(), opts, info(), &mut out);
+        for ev in &events[..events.len() / 2] {
+            p.on_event(ev).expect("event");
+        }
+        let mid = p.engine().stream_ns();
+        p.on_tick(mid).expect("tick");
+        for ev in &events[events.len() / 2..] {
+            p.on_event(ev).expect("event");
+        }
+        p.on_lost(2);
+        let s = p.finish(1).expect("finish");
+        assert_eq!(s.totals.connections, 6);
+        assert_eq!(s.lost_events, 3);
+        let v = lines(&out);
+        let kinds: Vec<&str> = v
+            .iter()
+            .map(|l| l["type"].as_str().expect("type"))
+            .collect();
+        assert_eq!(kinds.iter().filter(|k| **k == "conn").count(), 6);
+        assert_eq!(kinds.iter().filter(|k| **k == "interval").count(), 2);
+        assert_eq!(kinds.last(), Some(&"summary"));
+        let intervals: Vec<&Value> = v.iter().filter(|l| l["type"] == "interval").collect();
+        let conns_in_intervals: u64 = intervals
+            .iter()
+            .map(|l| l["connections"].as_u64().expect("n"))
+            .sum();
+        assert_eq!(conns_in_intervals, 6);
+        assert_eq!(intervals[1]["lost_events"], 3);
+        let summary = v.last().expect("summary");
+        assert_eq!(summary["connections"], 6);
+        assert_eq!(summary["eagain_losers"], 12);
+        assert_eq!(summary["backend"], "test");
+        assert!(summary["verdict"]
+            .as_str()
+            .expect("v")
+            .starts_with("herd: "));
+    }
+
+    #[test]
+    fn text_pipeline_without_per_conn_prints_only_intervals_and_summary() {
+        let events = herd_stream(4, 2);
+        let opts = OutputOptions {
+            json: false,
+            per_conn: false,
+            intervals: true,
+        };
+        let mut out = Vec::new();
+        let mut p = Pipeline::new(EngineConfig::default(), opts, info(), &mut out);
+        p.set_clock(WallClock {
+            mono_ns: 0,
+            unix_ns: 0,
+        });
+        for ev in &events {
+            p.on_event(ev).expect("event");
+        }
+        p.on_tick(10_000_000_000).expect("tick");
+        p.finish(0).expect("finish");
+        let text = String::from_utf8(out).expect("utf8");
+        let first = text.lines().next().expect("line");
+        // HH:MM:SS of the local zone, then the counters.
+        let (hms, rest) = first.split_at(8);
+        assert!(
+            hms.bytes().enumerate().all(|(i, c)| if i == 2 || i == 5 {
+                c == b':'
+            } else {
+                c.is_ascii_digit()
+            }),
+            "{first}"
+        );
+        assert_eq!(
+            rest,
+            " conns 4  woken/conn 2.00 (max 2)  eagain/conn 1.00  spurious/conn 0.00  drops 0"
+        );
+        assert!(
+            !text.contains("woken 2 returned"),
+            "no per-conn lines: {text}"
+        );
+        assert!(text.contains("verdict: mild herd: "), "{text}");
+    }
+
+    #[test]
+    fn text_per_conn_lines_use_the_wall_clock() {
+        let mut out = Vec::new();
+        let opts = OutputOptions {
+            per_conn: true,
+            ..OutputOptions::default()
+        };
+        let mut p = Pipeline::new(EngineConfig::default(), opts, info(), &mut out);
+        p.set_clock(WallClock {
+            mono_ns: 1_000_000_000,
+            unix_ns: 86_400 * 1_000_000_000 + 123_456_000,
+        });
+        for ev in &herd_stream(1, 1) {
+            p.on_event(ev).expect("event");
+        }
+        p.finish(0).expect("finish");
+        let text = String::from_utf8(out).expect("utf8");
+        let first = text.lines().next().expect("line");
+        assert_eq!(&first[2..3], ":", "{first}");
+        assert_eq!(&first[8..16], ".123456 ", "{first}");
+        assert!(
+            first.ends_with("accepted by worker[1000/1000] after 4us"),
+            "{first}"
+        );
+    }
+
+    #[test]
+    fn labels_without_a_clock_are_monotonic_seconds() {
+        assert_eq!(time_label(None, 12_345_678_901, false), "12s");
+        assert_eq!(time_label(None, 12_345_678_901, true), "12.345678");
+        let c = WallClock {
+            mono_ns: 10,
+            unix_ns: 5,
+        };
+        assert_eq!(c.unix_ns_of(4), 0, "saturates before the epoch");
+        assert_eq!(c.unix_ns_of(20), 15);
+    }
+
+    /// A writer whose reader went away.
+    struct ClosedPipe;
+    impl Write for ClosedPipe {
+        fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+            Err(io::Error::from(io::ErrorKind::BrokenPipe))
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Err(io::Error::from(io::ErrorKind::BrokenPipe))
+        }
+    }
+
+    #[test]
+    fn a_closed_pipe_is_an_error_the_caller_recognises() {
+        let opts = OutputOptions {
+            json: true,
+            per_conn: true,
+            intervals: false,
+        };
+        let cfg = EngineConfig {
+            settle_grace_ns: 0,
+            ..EngineConfig::default()
+        };
+        let mut p = Pipeline::new(cfg, opts, info(), ClosedPipe);
+        let mut err = None;
+        for ev in &herd_stream(3, 2) {
+            if let Err(e) = p.on_event(ev) {
+                err = Some(e);
+                break;
+            }
+        }
+        let err = err.expect("writing a record must fail");
+        assert!(is_broken_pipe(&err), "{err:#}");
+        let at_finish = p.finish(0).expect_err("the summary cannot be written");
+        assert!(is_broken_pipe(&at_finish), "{at_finish:#}");
+        let other = anyhow::Error::from(io::Error::from(io::ErrorKind::PermissionDenied));
+        assert!(!is_broken_pipe(&other));
+        assert!(!is_broken_pipe(&anyhow::anyhow!("plain")));
+    }
+}

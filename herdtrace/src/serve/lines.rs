@@ -1,0 +1,249 @@
+//! The server's machine-read output lines: the listening line and the
+//! `--stats` lines. Tests and the tracer parse them, so the formats are exact.
+use std::fmt;
+
+use super::model::Model;
+
+/// `listening on 127.0.0.1:<port> pid <pid> model <model> workers <n>`
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListeningLine {
+    pub port: u16,
+    pub pid: i32,
+    pub model: Model,
+    pub workers: usize,
+}
+
+impl fmt::Display for ListeningLine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "listening on 127.0.0.1:{} pid {} model {} workers {}",
+            self.port, self.pid, self.model, self.workers
+        )
+    }
+}
+
+impl ListeningLine {
+    /// Parses exactly the format `Display` writes (no trailing newline).
+    pub fn parse(line: &str) -> Option<Self> {
+        let w: Vec<&str> = line.split(' ').collect();
+        match w.as_slice() {
+            ["listening", "on", addr, "pid", pid, "model", model, "workers", n] => Some(Self {
+                port: addr.strip_prefix("127.0.0.1:")?.parse().ok()?,
+                pid: pid.parse().ok()?,
+                model: model.parse().ok()?,
+                workers: n.parse().ok()?,
+            }),
+            _ => None,
+        }
+    }
+}
+
+/// One worker's user-space counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct WorkerStats {
+    pub idx: usize,
+    pub pid: i32,
+    pub tid: i32,
+    /// Connections accepted.
+    pub accepts: u64,
+    /// accept calls that returned EAGAIN.
+    pub eagain: u64,
+    /// epoll_wait calls that returned 0 events.
+    pub empty_waits: u64,
+}
+
+/// The sum over all workers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TotalStats {
+    pub accepts: u64,
+    pub eagain: u64,
+    pub empty_waits: u64,
+}
+
+impl TotalStats {
+    pub fn of(workers: &[WorkerStats]) -> Self {
+        workers.iter().fold(Self::default(), |t, w| Self {
+            accepts: t.accepts + w.accepts,
+            eagain: t.eagain + w.eagain,
+            empty_waits: t.empty_waits + w.empty_waits,
+        })
+    }
+}
+
+impl fmt::Display for WorkerStats {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "stats worker {} pid {} tid {} accepts {} eagain {} empty_waits {}",
+            self.idx, self.pid, self.tid, self.accepts, self.eagain, self.empty_waits
+        )
+    }
+}
+
+impl fmt::Display for TotalStats {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "stats total accepts {} eagain {} empty_waits {}",
+            self.accepts, self.eagain, self.empty_waits
+        )
+    }
+}
+
+/// A parsed `--stats` line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatsLine {
+    Worker(WorkerStats),
+    Total(TotalStats),
+}
+
+impl StatsLine {
+    /// Parses exactly the formats `Display` writes; None for any other line.
+    pub fn parse(line: &str) -> Option<Self> {
+        let w: Vec<&str> = line.split(' ').collect();
+        match w.as_slice() {
+            ["stats", "worker", idx, "pid", pid, "tid", tid, "accepts", a, "eagain", e, "empty_waits", z] => {
+                Some(StatsLine::Worker(WorkerStats {
+                    idx: idx.parse().ok()?,
+                    pid: pid.parse().ok()?,
+                    tid: tid.parse().ok()?,
+                    accepts: a.parse().ok()?,
+                    eagain: e.parse().ok()?,
+                    empty_waits: z.parse().ok()?,
+                }))
+            }
+            ["stats", "total", "accepts", a, "eagain", e, "empty_waits", z] => {
+                Some(StatsLine::Total(TotalStats {
+                    accepts: a.parse().ok()?,
+                    eagain: e.parse().ok()?,
+                    empty_waits: z.parse().ok()?,
+                }))
+            }
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listening_line_exact_format_and_round_trip() {
+        let l = ListeningLine {
+            port: 8080,
+            pid: 42,
+            model: Model::SharedEpoll,
+            workers: 4,
+        };
+        let s = l.to_string();
+        assert_eq!(
+            s,
+            "listening on 127.0.0.1:8080 pid 42 model shared-epoll workers 4"
+        );
+        assert_eq!(ListeningLine::parse(&s), Some(l));
+        for m in Model::ALL {
+            let l = ListeningLine {
+                port: 1,
+                pid: 7,
+                model: m,
+                workers: 1,
+            };
+            assert_eq!(ListeningLine::parse(&l.to_string()), Some(l));
+        }
+    }
+
+    #[test]
+    fn listening_line_rejects_variants() {
+        for bad in [
+            "listening on 127.0.0.1:8080 pid 42 model shared-epoll workers 4 ",
+            "listening on 0.0.0.0:8080 pid 42 model shared-epoll workers 4",
+            "listening on 127.0.0.1:99999 pid 42 model shared-epoll workers 4",
+            "listening on 127.0.0.1:8080 pid x model shared-epoll workers 4",
+            "listening on 127.0.0.1:8080 pid 42 model bogus workers 4",
+            "listening on 127.0.0.1:8080 pid 42 model shared-epoll",
+            "",
+        ] {
+            assert_eq!(ListeningLine::parse(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn worker_line_exact_format_and_round_trip() {
+        let w = WorkerStats {
+            idx: 3,
+            pid: 100,
+            tid: 101,
+            accepts: 250,
+            eagain: 17,
+            empty_waits: 2,
+        };
+        let s = w.to_string();
+        assert_eq!(
+            s,
+            "stats worker 3 pid 100 tid 101 accepts 250 eagain 17 empty_waits 2"
+        );
+        assert_eq!(StatsLine::parse(&s), Some(StatsLine::Worker(w)));
+    }
+
+    #[test]
+    fn total_line_exact_format_and_round_trip() {
+        let t = TotalStats {
+            accepts: u64::MAX,
+            eagain: 0,
+            empty_waits: 9,
+        };
+        let s = t.to_string();
+        assert_eq!(
+            s,
+            format!("stats total accepts {} eagain 0 empty_waits 9", u64::MAX)
+        );
+        assert_eq!(StatsLine::parse(&s), Some(StatsLine::Total(t)));
+    }
+
+    #[test]
+    fn stats_parse_rejects_other_lines() {
+        for bad in [
+            "stats worker 3 pid 100 tid 101 accepts 250 eagain 17",
+            "stats worker 3 pid 100 tid 101 accepts -1 eagain 17 empty_waits 2",
+            "stats total accepts 1 eagain 2 empty_waits",
+            "stats total accepts 1 eagain 2 empty_waits 3 extra",
+            "listening on 127.0.0.1:8080 pid 42 model shared-epoll workers 4",
+            "",
+        ] {
+            assert_eq!(StatsLine::parse(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn total_sums_every_counter() {
+        let ws = [
+            WorkerStats {
+                idx: 0,
+                pid: 1,
+                tid: 1,
+                accepts: 5,
+                eagain: 1,
+                empty_waits: 0,
+            },
+            WorkerStats {
+                idx: 1,
+                pid: 2,
+                tid: 2,
+                accepts: 7,
+                eagain: 3,
+                empty_waits: 4,
+            },
+        ];
+        assert_eq!(
+            TotalStats::of(&ws),
+            TotalStats {
+                accepts: 12,
+                eagain: 4,
+                empty_waits: 4
+            }
+        );
+        assert_eq!(TotalStats::of(&[]), TotalStats::default());
+    }
+}

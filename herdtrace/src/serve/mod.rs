@@ -1,0 +1,350 @@
+//! `herdtrace serve`: a small epoll test server whose accept model is chosen
+//! on the command line, so the tracer has a known herd to measure.
+//!
+//! Layout: `model` (the accept models), `sys`/`signals` (libc wrappers),
+//! `http` (request/response bytes), `conn` (one connection), `worker` (the
+//! worker loops), `slots` (shared counters), `lines` (the exact output lines),
+//! `supervise` (fork/threads, shutdown).
+use std::io::Write;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+
+pub mod conn;
+pub mod http;
+pub mod lines;
+pub mod model;
+pub mod signals;
+pub mod slots;
+pub mod supervise;
+pub mod sys;
+pub mod worker;
+
+pub use lines::{ListeningLine, StatsLine, TotalStats, WorkerStats};
+pub use model::Model;
+
+const EXAMPLES: &str = "\
+Examples:
+  herdtrace serve --model epoll-per-worker --workers 4 --stats
+  herdtrace serve --model shared-epoll --workers 8 --edge-triggered
+  herdtrace serve --model exclusive --threads --port 8080
+  herdtrace serve --model epoll-per-worker --accept-batch 100   (lighttpd-style accept loop)
+  herdtrace serve --model reuseport --work-us 200
+
+The first stdout line is `listening on 127.0.0.1:<port> pid <pid> model <model> workers <n>`.
+SIGTERM, SIGINT or SIGHUP stop every worker; --stats then prints one line per worker
+(`stats worker <idx> pid <pid> tid <tid> accepts <n> eagain <n> empty_waits <n>`) and
+`stats total accepts <n> eagain <n> empty_waits <n>`.";
+
+#[derive(Debug, Clone, clap::Args)]
+#[command(after_help = EXAMPLES)]
+pub struct ServeArgs {
+    /// Accept model.
+    #[arg(long, value_enum, default_value = "epoll-per-worker")]
+    pub model: Model,
+    /// Number of workers.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub workers: u16,
+    /// Run workers as threads of one process instead of forked processes
+    /// (shared-epoll always uses threads).
+    #[arg(long)]
+    pub threads: bool,
+    /// Register the listener with EPOLLET. Workers then accept until EAGAIN
+    /// (an edge is not repeated for connections still queued), whatever --accept-batch says.
+    #[arg(long)]
+    pub edge_triggered: bool,
+    /// Accept in a loop until EAGAIN or N accepts per readiness event (lighttpd uses 100);
+    /// 1 = one accept per event.
+    #[arg(long, default_value_t = 1, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub accept_batch: u32,
+    /// TCP port on 127.0.0.1 (0 = any free port).
+    #[arg(long, default_value_t = 0)]
+    pub port: u16,
+    /// Busy-loop this many microseconds per request (simulated work).
+    #[arg(long, default_value_t = 0, value_name = "US")]
+    pub work_us: u64,
+    /// listen() backlog (the kernel caps it at net.core.somaxconn).
+    #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(i32).range(1..))]
+    pub backlog: i32,
+    /// epoll_wait timeout; unset = wait forever. With a timeout, idle workers
+    /// return with 0 events and count `empty_waits` (the kernel never returns 0
+    /// events to an infinite wait: a wake that finds nothing sleeps again inside it).
+    #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u32).range(0..=i32::MAX as i64))]
+    pub wait_timeout_ms: Option<u32>,
+    /// At exit, print per-worker and total counters (see below).
+    #[arg(long)]
+    pub stats: bool,
+}
+
+/// Validated settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub model: Model,
+    pub workers: usize,
+    /// Workers are threads (always for shared-epoll).
+    pub threads: bool,
+    pub edge_triggered: bool,
+    pub accept_batch: usize,
+    pub port: u16,
+    pub work: Duration,
+    pub backlog: i32,
+    pub wait_timeout_ms: Option<u32>,
+    pub stats: bool,
+}
+
+impl Config {
+    /// Checks the combinations clap cannot express.
+    pub fn from_args(a: &ServeArgs) -> anyhow::Result<Self> {
+        if !a.model.uses_epoll() {
+            if a.edge_triggered {
+                anyhow::bail!("--edge-triggered needs an epoll model (not blocking-accept)");
+            }
+            if a.accept_batch > 1 {
+                anyhow::bail!(
+                    "--accept-batch needs an epoll model (blocking-accept accepts one at a time)"
+                );
+            }
+            if a.wait_timeout_ms.is_some() {
+                anyhow::bail!(
+                    "--wait-timeout-ms needs an epoll model (blocking-accept has no epoll_wait)"
+                );
+            }
+        }
+        Ok(Self {
+            model: a.model,
+            workers: usize::from(a.workers),
+            threads: a.threads || a.model.threads_only(),
+            edge_triggered: a.edge_triggered,
+            accept_batch: a.accept_batch as usize,
+            port: a.port,
+            work: Duration::from_micros(a.work_us),
+            backlog: a.backlog,
+            wait_timeout_ms: a.wait_timeout_ms,
+            stats: a.stats,
+        })
+    }
+
+    /// The events the listener is registered with.
+    pub fn epoll_events(&self) -> u32 {
+        let mut ev = libc::EPOLLIN as u32;
+        if self.edge_triggered {
+            ev |= libc::EPOLLET as u32;
+        }
+        if self.model == Model::Exclusive {
+            ev |= libc::EPOLLEXCLUSIVE as u32;
+        }
+        ev
+    }
+
+    /// Accept limit per readiness event; None = until EAGAIN (edge-triggered).
+    pub fn batch(&self) -> Option<usize> {
+        if self.edge_triggered {
+            None
+        } else {
+            Some(self.accept_batch)
+        }
+    }
+
+    /// The epoll_wait timeout argument (-1 = forever).
+    pub fn wait_timeout_ms(&self) -> i32 {
+        self.wait_timeout_ms
+            .map_or(-1, |t| i32::try_from(t).unwrap_or(i32::MAX))
+    }
+
+    /// Listening sockets: one per worker with reuseport, else one.
+    fn open_listeners(&self) -> anyhow::Result<Vec<OwnedFd>> {
+        let nonblocking = self.model.uses_epoll();
+        let addr = format!("127.0.0.1:{}", self.port);
+        if self.model != Model::Reuseport {
+            let l = sys::listener(self.port, self.backlog, false, nonblocking)
+                .with_context(|| format!("listen on {addr}"))?;
+            return Ok(vec![l]);
+        }
+        let first = sys::listener(self.port, self.backlog, true, nonblocking)
+            .with_context(|| format!("listen on {addr}"))?;
+        // With port 0 the others join the port the kernel picked for the first.
+        let port = sys::local_port(first.as_raw_fd()).context("getsockname")?;
+        let mut all = vec![first];
+        for i in 1..self.workers {
+            let l = sys::listener(port, self.backlog, true, nonblocking)
+                .with_context(|| format!("listen socket {i} on 127.0.0.1:{port} (SO_REUSEPORT)"))?;
+            all.push(l);
+        }
+        Ok(all)
+    }
+}
+
+/// Runs the server until SIGTERM/SIGINT/SIGHUP; returns the exit code.
+pub fn run(args: ServeArgs) -> anyhow::Result<i32> {
+    let cfg = Config::from_args(&args)?;
+    signals::install_handlers().context("install signal handlers")?;
+    // Stop signals are taken synchronously by the supervisor (sigtimedwait);
+    // threads and forks inherit the mask.
+    signals::block(&signals::supervisor_set()).context("block signals")?;
+    let listeners = cfg.open_listeners()?;
+    let port = sys::local_port(listeners[0].as_raw_fd()).context("getsockname")?;
+    let slots = Arc::new(slots::Slots::new(cfg.workers).context("mmap worker counters")?);
+    let line = ListeningLine {
+        port,
+        pid: sys::getpid(),
+        model: cfg.model,
+        workers: cfg.workers,
+    };
+    let code = if cfg.threads {
+        let shared_epoll = if cfg.model == Model::SharedEpoll {
+            let ep = sys::epoll_create().context("epoll_create1")?;
+            sys::epoll_add(ep.as_raw_fd(), listeners[0].as_raw_fd(), cfg.epoll_events())
+                .context("epoll_ctl")?;
+            Some(ep)
+        } else {
+            None
+        };
+        supervise::threads(&cfg, listeners, shared_epoll, &slots, line)?
+    } else {
+        supervise::processes(&cfg, listeners, &slots, line)?
+    };
+    if cfg.stats {
+        print_stats(&slots.snapshot()).context("write --stats")?;
+    }
+    Ok(code)
+}
+
+fn print_stats(workers: &[WorkerStats]) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    for w in workers {
+        writeln!(out, "{w}")?;
+    }
+    writeln!(out, "{}", TotalStats::of(workers))?;
+    out.flush()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        serve: ServeArgs,
+    }
+
+    fn parse(args: &[&str]) -> Result<ServeArgs, clap::Error> {
+        Cli::try_parse_from(std::iter::once("serve").chain(args.iter().copied())).map(|c| c.serve)
+    }
+
+    fn config(args: &[&str]) -> anyhow::Result<Config> {
+        Config::from_args(&parse(args).expect("valid arguments"))
+    }
+
+    #[test]
+    fn defaults() {
+        let c = config(&[]).expect("defaults are valid");
+        assert_eq!(
+            c,
+            Config {
+                model: Model::EpollPerWorker,
+                workers: 4,
+                threads: false,
+                edge_triggered: false,
+                accept_batch: 1,
+                port: 0,
+                work: Duration::ZERO,
+                backlog: 4096,
+                wait_timeout_ms: None,
+                stats: false,
+            }
+        );
+        assert_eq!(c.batch(), Some(1));
+        assert_eq!(c.wait_timeout_ms(), -1);
+        assert_eq!(c.epoll_events(), libc::EPOLLIN as u32);
+    }
+
+    #[test]
+    fn every_option_is_read() {
+        let c = config(&[
+            "--model",
+            "exclusive",
+            "--workers",
+            "8",
+            "--threads",
+            "--edge-triggered",
+            "--accept-batch",
+            "100",
+            "--port",
+            "8080",
+            "--work-us",
+            "250",
+            "--backlog",
+            "128",
+            "--wait-timeout-ms",
+            "50",
+            "--stats",
+        ])
+        .expect("valid");
+        assert_eq!(c.model, Model::Exclusive);
+        assert_eq!(c.workers, 8);
+        assert!(c.threads && c.edge_triggered && c.stats);
+        assert_eq!(c.accept_batch, 100);
+        assert_eq!(c.port, 8080);
+        assert_eq!(c.work, Duration::from_micros(250));
+        assert_eq!(c.backlog, 128);
+        assert_eq!(c.wait_timeout_ms(), 50);
+        // Edge-triggered drains the queue whatever the batch says.
+        assert_eq!(c.batch(), None);
+        assert_eq!(
+            c.epoll_events(),
+            libc::EPOLLIN as u32 | libc::EPOLLET as u32 | libc::EPOLLEXCLUSIVE as u32
+        );
+    }
+
+    #[test]
+    fn shared_epoll_is_always_threads_and_never_exclusive() {
+        let c = config(&["--model", "shared-epoll"]).expect("valid");
+        assert!(c.threads);
+        assert_eq!(c.epoll_events() & libc::EPOLLEXCLUSIVE as u32, 0);
+        assert!(!config(&["--model", "reuseport"]).expect("valid").threads);
+    }
+
+    #[test]
+    fn batch_without_edge() {
+        assert_eq!(
+            config(&["--accept-batch", "8"]).expect("valid").batch(),
+            Some(8)
+        );
+    }
+
+    #[test]
+    fn bad_values_are_clap_errors() {
+        for bad in [
+            &["--workers", "0"][..],
+            &["--workers", "1025"],
+            &["--workers", "-1"],
+            &["--model", "bogus"],
+            &["--accept-batch", "0"],
+            &["--port", "70000"],
+            &["--backlog", "0"],
+            &["--work-us", "x"],
+            &["--wait-timeout-ms", "-5"],
+            &["--bogus"],
+        ] {
+            let err = parse(bad).expect_err(&format!("{bad:?} must be rejected"));
+            assert_ne!(err.kind(), clap::error::ErrorKind::DisplayHelp, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn blocking_accept_rejects_epoll_options() {
+        assert!(config(&["--model", "blocking-accept", "--threads"]).is_ok());
+        for bad in [
+            &["--model", "blocking-accept", "--edge-triggered"][..],
+            &["--model", "blocking-accept", "--accept-batch", "2"],
+            &["--model", "blocking-accept", "--wait-timeout-ms", "10"],
+        ] {
+            let err = config(bad).expect_err("rejected");
+            assert!(err.to_string().contains("epoll model"), "{err}");
+        }
+    }
+}

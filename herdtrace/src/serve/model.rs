@@ -1,0 +1,91 @@
+//! The accept models the server can run.
+use std::fmt;
+use std::str::FromStr;
+
+/// How workers wait for and take connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Model {
+    /// One listening socket, each worker its own epoll watching it (the classic herd).
+    EpollPerWorker,
+    /// One epoll instance shared by all worker threads.
+    SharedEpoll,
+    /// As epoll-per-worker, registered with EPOLLEXCLUSIVE.
+    Exclusive,
+    /// One SO_REUSEPORT listening socket and one epoll per worker.
+    Reuseport,
+    /// Workers blocked in accept() on the shared socket, no epoll.
+    BlockingAccept,
+}
+
+impl Model {
+    pub const ALL: [Model; 5] = [
+        Model::EpollPerWorker,
+        Model::SharedEpoll,
+        Model::Exclusive,
+        Model::Reuseport,
+        Model::BlockingAccept,
+    ];
+
+    /// The name used on the command line and in the listening line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Model::EpollPerWorker => "epoll-per-worker",
+            Model::SharedEpoll => "shared-epoll",
+            Model::Exclusive => "exclusive",
+            Model::Reuseport => "reuseport",
+            Model::BlockingAccept => "blocking-accept",
+        }
+    }
+
+    /// Whether workers wait in epoll_wait (all but blocking-accept).
+    pub fn uses_epoll(self) -> bool {
+        self != Model::BlockingAccept
+    }
+
+    /// Whether the model can only run as threads of one process.
+    pub fn threads_only(self) -> bool {
+        self == Model::SharedEpoll
+    }
+}
+
+impl fmt::Display for Model {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Model {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Model::ALL
+            .into_iter()
+            .find(|m| m.name() == s)
+            .ok_or_else(|| format!("unknown model {s:?}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::ValueEnum;
+
+    #[test]
+    fn names_round_trip_and_match_clap() {
+        for m in Model::ALL {
+            assert_eq!(m.name().parse::<Model>(), Ok(m));
+            let pv = m.to_possible_value().expect("every model is selectable");
+            assert_eq!(pv.get_name(), m.name());
+        }
+        assert!("bogus".parse::<Model>().is_err());
+        assert_eq!(Model::value_variants().len(), Model::ALL.len());
+    }
+
+    #[test]
+    fn properties() {
+        assert!(!Model::BlockingAccept.uses_epoll());
+        assert!(Model::Reuseport.uses_epoll());
+        assert!(Model::SharedEpoll.threads_only());
+        assert!(!Model::Exclusive.threads_only());
+    }
+}

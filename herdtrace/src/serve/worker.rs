@@ -1,0 +1,184 @@
+//! The worker loops. Each loop iteration makes exactly one `epoll_wait` (a
+//! traced "wake"), then one `accept` per readiness event, or up to the batch
+//! limit / until EAGAIN. Nothing here allocates per connection.
+use std::io;
+use std::os::fd::RawFd;
+use std::time::Duration;
+
+use super::conn::{self, Scratch};
+use super::slots::{bump, Slot};
+use super::{signals, sys};
+
+/// How a worker takes connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wait {
+    /// Wait in `epoll_wait` on `epfd`, then accept up to `batch` connections
+    /// (None: until EAGAIN).
+    Epoll {
+        epfd: RawFd,
+        batch: Option<usize>,
+        timeout_ms: i32,
+    },
+    /// Block in `accept`.
+    Blocking,
+}
+
+/// What a worker needs; the fds are borrowed from the supervisor (or, in a
+/// forked worker, from its copy of them).
+#[derive(Debug, Clone, Copy)]
+pub struct Worker {
+    pub listen: RawFd,
+    pub wait: Wait,
+    pub work: Duration,
+}
+
+/// What an `accept` error means for the loop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AcceptError {
+    /// Nothing to accept (non-blocking socket).
+    Empty,
+    /// A signal interrupted the call.
+    Interrupted,
+    /// The connection died in the queue or a network hiccup: try the next.
+    Transient,
+    /// Out of fds or memory: back off briefly.
+    Resource,
+    /// Anything else: the worker stops with this error.
+    Fatal,
+}
+
+/// Classifies an accept errno (accept(2) lists the transient ones).
+pub fn classify_accept(errno: i32) -> AcceptError {
+    match errno {
+        libc::EAGAIN => AcceptError::Empty,
+        libc::EINTR => AcceptError::Interrupted,
+        libc::ECONNABORTED
+        | libc::EPROTO
+        | libc::EPERM
+        | libc::ENETDOWN
+        | libc::ENOPROTOOPT
+        | libc::EHOSTDOWN
+        | libc::ENONET
+        | libc::EHOSTUNREACH
+        | libc::EOPNOTSUPP
+        | libc::ENETUNREACH
+        | libc::ETIMEDOUT => AcceptError::Transient,
+        libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM => AcceptError::Resource,
+        _ => AcceptError::Fatal,
+    }
+}
+
+const RESOURCE_BACKOFF: Duration = Duration::from_millis(10);
+
+impl Worker {
+    /// Runs until a stop signal; `slot` is marked ready just before the first wait.
+    pub fn run(&self, slot: &Slot) -> io::Result<()> {
+        slot.mark_ready(sys::getpid(), sys::gettid());
+        let mut scratch = Scratch::default();
+        match self.wait {
+            Wait::Epoll {
+                epfd,
+                batch,
+                timeout_ms,
+            } => self.epoll_loop(slot, &mut scratch, epfd, batch, timeout_ms),
+            Wait::Blocking => self.blocking_loop(slot, &mut scratch),
+        }
+    }
+
+    fn epoll_loop(
+        &self,
+        slot: &Slot,
+        scratch: &mut Scratch,
+        epfd: RawFd,
+        batch: Option<usize>,
+        timeout_ms: i32,
+    ) -> io::Result<()> {
+        while !signals::stopping() {
+            match sys::epoll_wait_one(epfd, timeout_ms) {
+                Ok(0) => bump(&slot.empty_waits),
+                Ok(_) => self.accept_burst(slot, scratch, batch)?,
+                Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Accepts up to `batch` connections (None: until EAGAIN). A failed
+    /// attempt counts toward the batch, so batch 1 is one accept call.
+    fn accept_burst(
+        &self,
+        slot: &Slot,
+        scratch: &mut Scratch,
+        batch: Option<usize>,
+    ) -> io::Result<()> {
+        let mut attempts = 0usize;
+        loop {
+            match sys::accept(self.listen) {
+                Ok(fd) => {
+                    bump(&slot.accepts);
+                    conn::serve(fd, self.work, scratch);
+                }
+                Err(e) => match classify_accept(e.raw_os_error().unwrap_or(0)) {
+                    AcceptError::Empty => {
+                        bump(&slot.eagain);
+                        return Ok(());
+                    }
+                    AcceptError::Interrupted => {
+                        if signals::stopping() {
+                            return Ok(());
+                        }
+                        continue; // retried, not an attempt
+                    }
+                    AcceptError::Transient => {}
+                    AcceptError::Resource => {
+                        std::thread::sleep(RESOURCE_BACKOFF);
+                        return Ok(());
+                    }
+                    AcceptError::Fatal => return Err(e),
+                },
+            }
+            attempts += 1;
+            if batch.is_some_and(|b| attempts >= b) {
+                return Ok(());
+            }
+        }
+    }
+
+    fn blocking_loop(&self, slot: &Slot, scratch: &mut Scratch) -> io::Result<()> {
+        while !signals::stopping() {
+            match sys::accept(self.listen) {
+                Ok(fd) => {
+                    bump(&slot.accepts);
+                    conn::serve(fd, self.work, scratch);
+                }
+                Err(e) => match classify_accept(e.raw_os_error().unwrap_or(0)) {
+                    AcceptError::Empty => bump(&slot.eagain),
+                    AcceptError::Interrupted | AcceptError::Transient => {}
+                    AcceptError::Resource => std::thread::sleep(RESOURCE_BACKOFF),
+                    AcceptError::Fatal => return Err(e),
+                },
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accept_errors_are_classified() {
+        assert_eq!(classify_accept(libc::EAGAIN), AcceptError::Empty);
+        assert_eq!(classify_accept(libc::EWOULDBLOCK), AcceptError::Empty);
+        assert_eq!(classify_accept(libc::EINTR), AcceptError::Interrupted);
+        assert_eq!(classify_accept(libc::ECONNABORTED), AcceptError::Transient);
+        assert_eq!(classify_accept(libc::EPROTO), AcceptError::Transient);
+        assert_eq!(classify_accept(libc::EMFILE), AcceptError::Resource);
+        assert_eq!(classify_accept(libc::ENFILE), AcceptError::Resource);
+        assert_eq!(classify_accept(libc::EBADF), AcceptError::Fatal);
+        assert_eq!(classify_accept(libc::EINVAL), AcceptError::Fatal);
+        assert_eq!(classify_accept(0), AcceptError::Fatal);
+    }
+}

@@ -1,0 +1,309 @@
+//! Which tasks to trace: the given pids and `--comm` matches, their
+//! descendants and all their threads, read from /proc. Parsing is separated
+//! from I/O so it is unit-tested on fixture strings.
+use std::{collections::BTreeMap, fs, path::Path};
+
+use anyhow::{bail, Context as _, Result};
+
+/// One process found in /proc.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProcInfo {
+    pub pid: u32,
+    pub ppid: u32,
+    pub comm: String,
+    /// Start time in clock ticks since boot: tells a reused pid apart.
+    pub start_ticks: u64,
+}
+
+/// Parses `/proc/PID/stat`. The comm is between the first '(' and the last
+/// ')' because a comm may itself contain spaces and parentheses.
+pub fn parse_stat(text: &str) -> Option<ProcInfo> {
+    let open = text.find('(')?;
+    let close = text.rfind(')')?;
+    if close < open {
+        return None;
+    }
+    let pid = text[..open].trim().parse().ok()?;
+    let comm = text[open + 1..close].to_string();
+    let rest: Vec<&str> = text[close + 1..].split_whitespace().collect();
+    // rest[0] = state, rest[1] = ppid, ..., rest[19] = starttime (field 22).
+    let ppid = rest.get(1)?.parse().ok()?;
+    let start_ticks = rest.get(19)?.parse().ok()?;
+    Some(ProcInfo {
+        pid,
+        ppid,
+        comm,
+        start_ticks,
+    })
+}
+
+fn read_proc(proc_root: &Path, pid: u32) -> Option<ProcInfo> {
+    let text = fs::read_to_string(proc_root.join(pid.to_string()).join("stat")).ok()?;
+    parse_stat(&text)
+}
+
+/// Every process in /proc.
+pub fn scan(proc_root: &Path) -> Result<Vec<ProcInfo>> {
+    let mut out = Vec::new();
+    let dir =
+        fs::read_dir(proc_root).with_context(|| format!("reading {}", proc_root.display()))?;
+    for entry in dir.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        // A process may exit between readdir and read: skip it.
+        if let Some(info) = read_proc(proc_root, pid) {
+            out.push(info);
+        }
+    }
+    Ok(out)
+}
+
+/// The roots plus all their descendants, from a process list.
+pub fn with_descendants(all: &[ProcInfo], roots: &[u32]) -> Vec<u32> {
+    let mut children: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
+    for p in all {
+        children.entry(p.ppid).or_default().push(p.pid);
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    let mut stack: Vec<u32> = roots.to_vec();
+    while let Some(pid) = stack.pop() {
+        if !seen.insert(pid) {
+            continue;
+        }
+        if let Some(kids) = children.get(&pid) {
+            stack.extend(kids.iter().copied());
+        }
+    }
+    seen.into_iter().collect()
+}
+
+/// Checks `--pid` values and returns the root processes to follow.
+pub fn resolve_roots(
+    all: &[ProcInfo],
+    pids: &[i64],
+    comms: &[String],
+    self_pid: u32,
+) -> Result<Vec<u32>> {
+    let mut roots = Vec::new();
+    for &pid in pids {
+        if pid <= 0 || pid > i64::from(i32::MAX) {
+            bail!("invalid pid {pid}: a process id is a positive number");
+        }
+        let pid = pid as u32;
+        if !all.iter().any(|p| p.pid == pid) {
+            bail!("no such process: {pid}");
+        }
+        roots.push(pid);
+    }
+    for comm in comms {
+        let matches: Vec<u32> = all
+            .iter()
+            .filter(|p| &p.comm == comm && p.pid != self_pid)
+            .map(|p| p.pid)
+            .collect();
+        if matches.is_empty() {
+            bail!("no process named {comm:?} (--comm matches the exact name in /proc/PID/comm)");
+        }
+        roots.extend(matches);
+    }
+    if roots.is_empty() {
+        bail!("nothing to trace: give --pid PID or --comm NAME (or try `herdtrace demo`)");
+    }
+    Ok(roots)
+}
+
+/// Thread ids of process `pid` (empty if it has exited).
+pub fn threads(proc_root: &Path, pid: u32) -> Vec<u32> {
+    let dir = proc_root.join(pid.to_string()).join("task");
+    let Ok(entries) = fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse().ok()))
+        .collect()
+}
+
+/// Is `pid` still the process that started at `start_ticks`?
+pub fn alive(proc_root: &Path, pid: u32, start_ticks: u64) -> bool {
+    read_proc(proc_root, pid).is_some_and(|p| p.start_ticks == start_ticks)
+}
+
+/// Inodes of the sockets process `pid` holds (`/proc/PID/fd/* -> socket:[N]`).
+pub fn socket_inodes(proc_root: &Path, pid: u32) -> Vec<u64> {
+    let Ok(entries) = fs::read_dir(proc_root.join(pid.to_string()).join("fd")) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| fs::read_link(e.path()).ok())
+        .filter_map(|target| parse_socket_link(&target.to_string_lossy()))
+        .collect()
+}
+
+/// `socket:[12345]` -> 12345.
+pub fn parse_socket_link(link: &str) -> Option<u64> {
+    link.strip_prefix("socket:[")?
+        .strip_suffix(']')?
+        .parse()
+        .ok()
+}
+
+/// (inode, local port) of every LISTEN socket in a `/proc/net/tcp{,6}` table.
+pub fn parse_listeners(table: &str) -> Vec<(u64, u16)> {
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            // sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode
+            let (local, state, inode) = (f.get(1)?, f.get(3)?, f.get(9)?);
+            if *state != "0A" {
+                return None;
+            }
+            let port = u16::from_str_radix(local.rsplit(':').next()?, 16).ok()?;
+            Some((inode.parse().ok()?, port))
+        })
+        .collect()
+}
+
+/// Local ports of the TCP listening sockets held by `pids`.
+pub fn listening_ports(proc_root: &Path, pids: &[u32]) -> Vec<u16> {
+    let mut listeners = Vec::new();
+    for table in ["net/tcp", "net/tcp6"] {
+        if let Ok(text) = fs::read_to_string(proc_root.join(table)) {
+            listeners.extend(parse_listeners(&text));
+        }
+    }
+    let mut ports: Vec<u16> = pids
+        .iter()
+        .flat_map(|&pid| socket_inodes(proc_root, pid))
+        .filter_map(|inode| listeners.iter().find(|(i, _)| *i == inode).map(|(_, p)| *p))
+        .collect();
+    ports.sort_unstable();
+    ports.dedup();
+    ports
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stat(pid: u32, comm: &str, ppid: u32, start: u64) -> String {
+        format!(
+            "{pid} ({comm}) S {ppid} {pid} {pid} 0 -1 4194560 100 0 0 0 0 0 0 0 20 0 1 0 {start} 1000 100"
+        )
+    }
+
+    fn info(pid: u32, ppid: u32, comm: &str) -> ProcInfo {
+        ProcInfo {
+            pid,
+            ppid,
+            comm: comm.into(),
+            start_ticks: 7,
+        }
+    }
+
+    #[test]
+    fn parses_stat_with_odd_comm() {
+        let p = parse_stat(&stat(42, "we (ird) comm", 1, 12345)).expect("parse");
+        assert_eq!(p.pid, 42);
+        assert_eq!(p.ppid, 1);
+        assert_eq!(p.comm, "we (ird) comm");
+        assert_eq!(p.start_ticks, 12345);
+    }
+
+    #[test]
+    fn rejects_garbage_stat() {
+        assert_eq!(parse_stat(""), None);
+        assert_eq!(parse_stat("12 nocomm S 1"), None);
+        assert_eq!(parse_stat("x (a) S 1 2"), None);
+        assert_eq!(parse_stat("1 (a) S"), None);
+    }
+
+    #[test]
+    fn descendants_cover_the_tree_only() {
+        let all = vec![
+            info(1, 0, "init"),
+            info(10, 1, "nginx"),
+            info(11, 10, "nginx"),
+            info(12, 10, "nginx"),
+            info(13, 12, "helper"),
+            info(20, 1, "other"),
+        ];
+        assert_eq!(with_descendants(&all, &[10]), vec![10, 11, 12, 13]);
+        assert_eq!(with_descendants(&all, &[20]), vec![20]);
+        assert_eq!(with_descendants(&all, &[12, 20]), vec![12, 13, 20]);
+    }
+
+    #[test]
+    fn resolve_roots_validates_pids_and_comms() {
+        let all = vec![
+            info(1, 0, "init"),
+            info(10, 1, "nginx"),
+            info(11, 10, "nginx"),
+            info(99, 1, "herdtrace"),
+        ];
+        assert_eq!(resolve_roots(&all, &[10], &[], 99).expect("ok"), vec![10]);
+        assert_eq!(
+            resolve_roots(&all, &[], &["nginx".into()], 99).expect("ok"),
+            vec![10, 11]
+        );
+        let err = |pids: &[i64], comms: &[String]| {
+            resolve_roots(&all, pids, comms, 99)
+                .expect_err("error")
+                .to_string()
+        };
+        assert!(err(&[0], &[]).contains("invalid pid 0"));
+        assert!(err(&[-5], &[]).contains("invalid pid -5"));
+        assert!(err(&[12345], &[]).contains("no such process: 12345"));
+        assert!(err(&[], &["nope".into()]).contains("no process named"));
+        assert!(err(&[], &[]).contains("nothing to trace"));
+        // herdtrace never traces itself through --comm.
+        assert!(err(&[], &["herdtrace".into()]).contains("no process named"));
+    }
+
+    #[test]
+    fn parses_proc_net_tcp_listeners() {
+        let table = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 4242 1 0000000000000000 100 0 0 10 0
+   1: 0100007F:1F90 0100007F:C350 01 00000000:00000000 00:00000000 00000000     0        0 4343 1 0000000000000000 20 4 30 10 -1
+   2: 00000000:0016 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 99 1 0000000000000000 100 0 0 10 0
+";
+        assert_eq!(parse_listeners(table), vec![(4242, 8080), (99, 22)]);
+        assert_eq!(parse_listeners(""), vec![]);
+        assert_eq!(parse_listeners("header\ngarbage line\n"), vec![]);
+    }
+
+    #[test]
+    fn parses_socket_links() {
+        assert_eq!(parse_socket_link("socket:[123]"), Some(123));
+        assert_eq!(parse_socket_link("pipe:[123]"), None);
+        assert_eq!(parse_socket_link("/dev/null"), None);
+        assert_eq!(parse_socket_link("socket:[x]"), None);
+    }
+
+    #[test]
+    fn finds_the_listening_port_of_this_process() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let ports = listening_ports(Path::new("/proc"), &[std::process::id()]);
+        assert!(ports.contains(&port), "{ports:?} lacks {port}");
+    }
+
+    #[test]
+    fn reads_this_process() {
+        let root = Path::new("/proc");
+        let me = std::process::id();
+        let all = scan(root).expect("scan /proc");
+        let mine = all.iter().find(|p| p.pid == me).expect("self in /proc");
+        assert!(alive(root, me, mine.start_ticks));
+        assert!(!alive(root, me, mine.start_ticks + 1));
+        assert!(threads(root, me).contains(&me));
+    }
+}

@@ -1,0 +1,241 @@
+//! `cargo xtask test`: the whole CI pipeline (what `.ci/run` executes).
+use std::io::{BufRead as _, BufReader, Write as _};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use anyhow::Context as _;
+
+use crate::{proc, setup, vmtest};
+
+#[derive(Debug, clap::Args)]
+#[command(after_help = "\
+Steps: setup, cargo fmt --check, clippy -D warnings, cargo build --release,
+cargo test --workspace --exclude herdtrace-ebpf --release (as root, so BPF
+tests run for real), then the QEMU kernel tests (cargo xtask vmtest --kernel
+all) unless --no-vm. Every step runs even if an earlier one failed.
+The last line is `N passed, N failed` summed over every `test result:` line.
+
+Examples:
+  cargo xtask test
+  CI=true cargo xtask test --no-vm")]
+pub struct TestArgs {
+    /// Skip the QEMU kernel tests and the packages only they need.
+    #[arg(long)]
+    pub no_vm: bool,
+}
+
+/// Passed/failed counts summed over libtest summaries.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Tally {
+    pub passed: u64,
+    pub failed: u64,
+}
+
+impl Tally {
+    /// Adds the counts of one output line if it is a libtest summary.
+    pub fn add_line(&mut self, line: &str) {
+        if let Some((passed, failed)) = parse_result_line(line) {
+            self.passed += passed;
+            self.failed += failed;
+        }
+    }
+}
+
+/// Parses a libtest summary such as
+/// `test result: FAILED. 3 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.01s`
+/// into (passed, failed). Other lines give `None`.
+pub fn parse_result_line(line: &str) -> Option<(u64, u64)> {
+    let rest = line.trim_start().strip_prefix("test result:")?;
+    let mut passed = None;
+    let mut failed = None;
+    for segment in rest.split(';') {
+        let words: Vec<&str> = segment.split_whitespace().collect();
+        // "ok. 3 passed" / "1 failed": a count directly before the keyword.
+        for pair in words.windows(2) {
+            let Ok(n) = pair[0].parse::<u64>() else {
+                continue;
+            };
+            match pair[1] {
+                "passed" => passed = Some(n),
+                "failed" => failed = Some(n),
+                _ => {}
+            }
+        }
+    }
+    Some((passed?, failed?))
+}
+
+/// Runs `cmd`, copying its stdout through line by line while tallying test results.
+fn run_tallied(cmd: &mut Command, tally: &mut Tally) -> anyhow::Result<bool> {
+    println!("==> {}", proc::display(cmd));
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("cannot start `{}`", proc::display(cmd)))?;
+    let stdout = child.stdout.take().context("child stdout")?;
+    let mut reader = BufReader::new(stdout);
+    let mut buf = Vec::new();
+    let mut out = std::io::stdout();
+    loop {
+        buf.clear();
+        let n = reader
+            .read_until(b'\n', &mut buf)
+            .context("read cargo test output")?;
+        if n == 0 {
+            break;
+        }
+        out.write_all(&buf).context("write to stdout")?;
+        out.flush().context("flush stdout")?;
+        tally.add_line(&String::from_utf8_lossy(&buf));
+    }
+    let status = child.wait().context("wait for cargo test")?;
+    Ok(status.success())
+}
+
+/// One pipeline step: runs it, times it, records its name on failure. An
+/// error (a command that cannot start, a failed build inside vmtest) is a
+/// failed step, so the remaining steps and the summary still run.
+fn step(name: &str, failed: &mut Vec<String>, f: impl FnOnce() -> anyhow::Result<bool>) {
+    let start = Instant::now();
+    let ok = f().unwrap_or_else(|err| {
+        println!("{name}: error: {err:#}");
+        false
+    });
+    let secs = start.elapsed().as_secs_f64();
+    println!(
+        "--- {name}: {} ({secs:.1} s)",
+        if ok { "ok" } else { "FAILED" }
+    );
+    if !ok {
+        failed.push(name.to_string());
+    }
+}
+
+pub fn run(args: &TestArgs) -> anyhow::Result<i32> {
+    let start = Instant::now();
+    if let Ok(ci) = std::env::var("CI") {
+        println!("CI={ci} (passed through to the tests)");
+    }
+    setup::run(&setup::SetupArgs { no_vm: args.no_vm })?;
+
+    // Independent checks all run so one CI round shows every problem.
+    let mut failed = Vec::new();
+    step("fmt", &mut failed, || {
+        Ok(proc::status(&mut proc::cargo(["fmt", "--all", "--", "--check"]))?.success())
+    });
+    step("clippy", &mut failed, || {
+        let mut cmd = proc::cargo([
+            "clippy",
+            "-p",
+            "herdtrace",
+            "-p",
+            "herdtrace-common",
+            "-p",
+            "xtask",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ]);
+        Ok(proc::status(&mut cmd)?.success())
+    });
+    step("build", &mut failed, || {
+        Ok(proc::status(&mut proc::cargo(["build", "--release"]))?.success())
+    });
+    let mut tally = Tally::default();
+    step("test", &mut failed, || {
+        // The eBPF crate is a `no_main` bin for the BPF target: its host test
+        // harness cannot link (no `main`), so it is left out.
+        let mut cmd = proc::cargo([
+            "test",
+            "--workspace",
+            "--exclude",
+            "herdtrace-ebpf",
+            "--release",
+        ]);
+        run_tallied(&mut cmd, &mut tally)
+    });
+    if !args.no_vm {
+        step("vmtest", &mut failed, || {
+            Ok(vmtest::run(vmtest::VmtestArgs::all_kernels())? == 0)
+        });
+    }
+
+    println!("total time {:.1} min", start.elapsed().as_secs_f64() / 60.0);
+    if !failed.is_empty() {
+        println!("failed steps: {}", failed.join(", "));
+    }
+    println!("{} passed, {} failed", tally.passed, tally.failed);
+    Ok(if failed.is_empty() && tally.failed == 0 {
+        0
+    } else {
+        1
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_ok_and_failed_summaries() {
+        assert_eq!(
+            parse_result_line(
+                "test result: ok. 12 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.03s"
+            ),
+            Some((12, 0))
+        );
+        assert_eq!(
+            parse_result_line(
+                "test result: FAILED. 3 passed; 2 failed; 1 ignored; 0 measured; 0 filtered out; finished in 1.20s"
+            ),
+            Some((3, 2))
+        );
+        assert_eq!(
+            parse_result_line(
+                "  test result: ok. 0 passed; 0 failed; 0 ignored; 0 measured; 5 filtered out"
+            ),
+            Some((0, 0))
+        );
+    }
+
+    #[test]
+    fn ignores_lines_that_are_not_summaries() {
+        assert_eq!(parse_result_line("test foo::bar ... ok"), None);
+        assert_eq!(parse_result_line("running 3 tests"), None);
+        assert_eq!(parse_result_line("failures:"), None);
+        assert_eq!(parse_result_line("test result: garbled"), None);
+        assert_eq!(parse_result_line("test result: ok. 3 passed"), None);
+        assert_eq!(
+            parse_result_line("my test result: ok. 3 passed; 0 failed"),
+            None
+        );
+        assert_eq!(parse_result_line(""), None);
+    }
+
+    #[test]
+    fn tally_sums_only_summary_lines() {
+        let output = "\
+running 2 tests
+test a ... ok
+test b ... FAILED
+test result: FAILED. 1 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.00s
+
+running 5 tests
+test result: ok. 5 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.10s
+   Doc-tests herdtrace
+test result: ok. 2 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; finished in 0.50s
+";
+        let mut tally = Tally::default();
+        for line in output.lines() {
+            tally.add_line(line);
+        }
+        assert_eq!(
+            tally,
+            Tally {
+                passed: 8,
+                failed: 1
+            }
+        );
+    }
+}
