@@ -1,7 +1,7 @@
 //! Command-line interface: argument definitions and dispatch.
 use clap::{Parser, Subcommand};
 
-use crate::{check, load, replay, serve, trace};
+use crate::{check, load, replay, scenario, serve, trace};
 
 const EXAMPLES: &str = "\
 Examples:
@@ -42,6 +42,9 @@ pub enum Command {
     Replay(replay::ReplayArgs),
     /// Built-in server + load + tracer: epoll-per-worker, exclusive, reuseport side by side.
     Demo(trace::DemoArgs),
+    /// Run the built-in end-to-end scenarios (server + tracer + load) and check the results.
+    #[command(hide = true)]
+    Selftest(scenario::SelftestArgs),
 }
 
 /// Runs the command line and returns the process exit code.
@@ -53,6 +56,7 @@ pub fn main() -> i32 {
         Some(Command::Load(a)) => load::run(a),
         Some(Command::Replay(a)) => replay::run(a),
         Some(Command::Demo(a)) => trace::demo(a),
+        Some(Command::Selftest(a)) => scenario::selftest(a),
         None => trace::run(cli.trace),
     };
     match result {

@@ -16,6 +16,7 @@ pub mod loader;
 pub mod record;
 pub mod replay;
 pub mod report;
+pub mod scenario;
 pub mod serve;
 pub mod stop;
 pub mod targets;

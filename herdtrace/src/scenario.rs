@@ -1,0 +1,517 @@
+//! End-to-end tracer scenarios, defined once and run both by the host
+//! integration tests and inside QEMU (`herdtrace selftest`): start the
+//! built-in server, trace it, drive load, and check the tracer against the
+//! load generator's and the server's own counts and the expected herd.
+use std::{
+    collections::BTreeMap,
+    io::{BufRead, BufReader, Read},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::mpsc,
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{anyhow, bail, Context as _, Result};
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::serve::{
+    lines::{ListeningLine, StatsLine},
+    model::Model,
+};
+
+/// What the mean number of woken tasks per connection must satisfy.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub enum Bound {
+    /// Every idle worker woken: mean woken ≥ `woken`, wasted (eagain_losers + spurious) ≥ `wasted`.
+    Herd { woken: f64, wasted: f64 },
+    /// At most this many woken on average.
+    AtMost(f64),
+    /// Between these (inclusive).
+    Between(f64, f64),
+}
+
+#[derive(Debug, Clone)]
+pub struct Scenario {
+    pub name: &'static str,
+    pub model: Model,
+    pub serve_args: Vec<&'static str>,
+    pub workers: u32,
+    pub connections: u32,
+    pub rate: u32,
+    pub bound: Bound,
+}
+
+/// The scenarios: 4 idle workers (moderate rate, so workers are asleep when
+/// each connection arrives), a few hundred connections. Expectations from
+/// herd-mechanics.md: epoll-per-worker wakes every idle worker; exclusive,
+/// reuseport and blocking accept one; shared epoll in LT mode one to N.
+pub fn all() -> Vec<Scenario> {
+    let base = |name, model, bound| Scenario {
+        name,
+        model,
+        serve_args: Vec::new(),
+        workers: 4,
+        connections: 250,
+        rate: 200,
+        bound,
+    };
+    vec![
+        base(
+            "epoll-per-worker",
+            Model::EpollPerWorker,
+            Bound::Herd {
+                woken: 3.5,
+                wasted: 2.5,
+            },
+        ),
+        base("shared-epoll", Model::SharedEpoll, Bound::Between(1.0, 4.0)),
+        base("exclusive", Model::Exclusive, Bound::AtMost(1.5)),
+        base("reuseport", Model::Reuseport, Bound::AtMost(1.5)),
+        base("blocking-accept", Model::BlockingAccept, Bound::AtMost(1.5)),
+    ]
+}
+
+pub fn find(name: &str) -> Option<Scenario> {
+    all().into_iter().find(|s| s.name == name)
+}
+
+/// What one run measured and what failed.
+#[derive(Debug, Clone, Serialize)]
+pub struct Outcome {
+    pub scenario: String,
+    pub backend: String,
+    pub load_connections: u64,
+    pub load_errors: u64,
+    pub conn_records: u64,
+    pub woken_mean: f64,
+    pub eagain_per_conn: f64,
+    pub eagain_losers_per_conn: f64,
+    pub spurious_per_conn: f64,
+    pub lost_events: u64,
+    /// tid -> (server's own accepts, tracer's accepts).
+    pub accepts_by_tid: BTreeMap<u32, (u64, u64)>,
+    pub failures: Vec<String>,
+    pub tracer_stderr: String,
+}
+
+impl Outcome {
+    pub fn passed(&self) -> bool {
+        self.failures.is_empty()
+    }
+}
+
+/// Pure checks of a run's figures against the scenario.
+pub fn evaluate(sc: &Scenario, o: &mut Outcome) {
+    let mut fail = |m: String| o.failures.push(m);
+    if o.load_errors > 0 || o.load_connections != u64::from(sc.connections) {
+        fail(format!(
+            "load generator: {} of {} connections ok, {} errors",
+            o.load_connections, sc.connections, o.load_errors
+        ));
+    }
+    if o.conn_records != o.load_connections {
+        fail(format!(
+            "{} conn records for {} connections",
+            o.conn_records, o.load_connections
+        ));
+    }
+    if o.lost_events > 0 {
+        fail(format!("{} events lost", o.lost_events));
+    }
+    for (tid, (server, traced)) in &o.accepts_by_tid {
+        if server != traced {
+            fail(format!(
+                "task {tid}: server counted {server} accepts, tracer {traced}"
+            ));
+        }
+    }
+    let wasted = o.eagain_losers_per_conn + o.spurious_per_conn;
+    match sc.bound {
+        Bound::Herd { woken, wasted: w } => {
+            if o.woken_mean < woken {
+                fail(format!("mean woken {:.2} < {woken}", o.woken_mean));
+            }
+            if wasted < w {
+                fail(format!("wasted wakeups {wasted:.2}/conn < {w}"));
+            }
+        }
+        Bound::AtMost(max) => {
+            if o.woken_mean > max {
+                fail(format!("mean woken {:.2} > {max}", o.woken_mean));
+            }
+        }
+        Bound::Between(lo, hi) => {
+            if o.woken_mean < lo || o.woken_mean > hi {
+                fail(format!(
+                    "mean woken {:.2} outside [{lo}, {hi}]",
+                    o.woken_mean
+                ));
+            }
+        }
+    }
+}
+
+/// A child process that is killed and reaped if the run fails half-way.
+struct Guard(Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            // SAFETY: kill(2) on our own child.
+            unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = self.0.try_wait() {
+                    return;
+                }
+                thread::sleep(Duration::from_millis(20));
+            }
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+fn signal(child: &Child, sig: i32) {
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(child.id() as i32, sig) };
+}
+
+/// Runs `sc` with the tracer `backend` ("tracepoint", "kprobe", "fentry",
+/// "auto"), using the herdtrace binary at `exe`.
+pub fn run(exe: &Path, backend: &str, sc: &Scenario) -> Result<Outcome> {
+    // 1. The server.
+    let mut serve_cmd = Command::new(exe);
+    serve_cmd
+        .args(["serve", "--model", sc.model.name(), "--workers"])
+        .arg(sc.workers.to_string())
+        .arg("--stats")
+        .args(&sc.serve_args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    let mut server = Guard(serve_cmd.spawn().context("starting the server")?);
+    let mut server_out = BufReader::new(server.0.stdout.take().context("server stdout")?);
+    let mut first = String::new();
+    server_out
+        .read_line(&mut first)
+        .context("server first line")?;
+    let listening = ListeningLine::parse(first.trim_end())
+        .ok_or_else(|| anyhow!("unexpected server line {first:?}"))?;
+
+    // 2. The tracer, NDJSON to a pipe read by a thread.
+    let mut tracer_cmd = Command::new(exe);
+    tracer_cmd
+        .args([
+            "--pid",
+            &listening.pid.to_string(),
+            "--json",
+            "--backend",
+            backend,
+        ])
+        .args(["--port", &listening.port.to_string()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut tracer = Guard(tracer_cmd.spawn().context("starting the tracer")?);
+    let mut tracer_stdout = tracer.0.stdout.take().context("tracer stdout")?;
+    let stdout_reader = thread::spawn(move || {
+        let mut s = String::new();
+        let _ = tracer_stdout.read_to_string(&mut s);
+        s
+    });
+    let tracer_stderr = tracer.0.stderr.take().context("tracer stderr")?;
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let stderr_reader = thread::spawn(move || {
+        let mut all = String::new();
+        for line in BufReader::new(tracer_stderr).lines().map_while(Result::ok) {
+            if line.contains("herdtrace: tracing ") {
+                let _ = ready_tx.send(());
+            }
+            all.push_str(&line);
+            all.push('\n');
+        }
+        all
+    });
+    // Generous: the trial loads are slow under QEMU's software emulation.
+    if ready_rx.recv_timeout(Duration::from_secs(120)).is_err() {
+        drop(tracer);
+        let err = stderr_reader.join().unwrap_or_default();
+        bail!("the tracer did not start: {}", err.trim());
+    }
+
+    // 3. Load.
+    let load = Command::new(exe)
+        .args(["load", "--addr", &format!("127.0.0.1:{}", listening.port)])
+        .args(["--connections", &sc.connections.to_string()])
+        .args([
+            "--rate",
+            &sc.rate.to_string(),
+            "--concurrency",
+            "2",
+            "--json",
+        ])
+        .stderr(Stdio::null())
+        .output()
+        .context("running the load generator")?;
+    let load_json: Value = serde_json::from_slice(&load.stdout)
+        .with_context(|| format!("load output {:?}", String::from_utf8_lossy(&load.stdout)))?;
+
+    // 4. Let the last episodes close (the engine's timeout is 1 s), stop the tracer.
+    thread::sleep(Duration::from_millis(2000));
+    signal(&tracer.0, libc::SIGINT);
+    let status = tracer.0.wait().context("waiting for the tracer")?;
+    let ndjson = stdout_reader.join().unwrap_or_default();
+    let stderr_text = stderr_reader.join().unwrap_or_default();
+    if !status.success() {
+        bail!("the tracer failed ({status}): {}", stderr_text.trim());
+    }
+
+    // 5. Stop the server, read its own counts.
+    signal(&server.0, libc::SIGTERM);
+    let mut server_accepts = BTreeMap::new();
+    for line in server_out.lines().map_while(Result::ok) {
+        if let Some(StatsLine::Worker(w)) = StatsLine::parse(&line) {
+            server_accepts.insert(w.tid as u32, w.accepts);
+        }
+    }
+    let _ = server.0.wait();
+
+    let mut outcome = outcome_from(sc, backend, &load_json, &ndjson, &server_accepts)?;
+    outcome.tracer_stderr = stderr_text;
+    evaluate(sc, &mut outcome);
+    Ok(outcome)
+}
+
+/// Builds the outcome from the three outputs (pure, unit-tested).
+pub fn outcome_from(
+    sc: &Scenario,
+    backend: &str,
+    load: &Value,
+    ndjson: &str,
+    server_accepts: &BTreeMap<u32, u64>,
+) -> Result<Outcome> {
+    let mut conn_records = 0;
+    let mut summary = None;
+    for line in ndjson.lines().filter(|l| !l.trim().is_empty()) {
+        let v: Value =
+            serde_json::from_str(line).with_context(|| format!("tracer line {line:?}"))?;
+        match v.get("type").and_then(Value::as_str) {
+            Some("conn") => conn_records += 1,
+            Some("summary") => summary = Some(v),
+            _ => {}
+        }
+    }
+    let s = summary.ok_or_else(|| anyhow!("the tracer printed no summary"))?;
+    let num = |v: &Value, k: &str| v.get(k).and_then(Value::as_f64).unwrap_or(0.0);
+    let conns = num(&s, "connections");
+    let per = |k: &str| if conns > 0.0 { num(&s, k) / conns } else { 0.0 };
+    let mut accepts_by_tid: BTreeMap<u32, (u64, u64)> = server_accepts
+        .iter()
+        .map(|(tid, a)| (*tid, (*a, 0)))
+        .collect();
+    for t in s
+        .get("tasks")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let tid = t.get("tid").and_then(Value::as_u64).unwrap_or(0) as u32;
+        let accepts = t.get("accepts").and_then(Value::as_u64).unwrap_or(0);
+        if accepts > 0 || server_accepts.contains_key(&tid) {
+            accepts_by_tid.entry(tid).or_insert((0, 0)).1 += accepts;
+        }
+    }
+    Ok(Outcome {
+        scenario: sc.name.to_string(),
+        backend: s
+            .get("backend")
+            .and_then(Value::as_str)
+            .unwrap_or(backend)
+            .to_string(),
+        load_connections: load.get("connections").and_then(Value::as_u64).unwrap_or(0),
+        load_errors: load.get("errors").and_then(Value::as_u64).unwrap_or(0),
+        conn_records,
+        woken_mean: s
+            .get("woken_per_conn")
+            .map(|w| num(w, "mean"))
+            .unwrap_or(0.0),
+        eagain_per_conn: per("eagain"),
+        eagain_losers_per_conn: per("eagain_losers"),
+        spurious_per_conn: per("spurious"),
+        lost_events: num(&s, "lost_events") as u64,
+        accepts_by_tid,
+        failures: Vec::new(),
+        tracer_stderr: String::new(),
+    })
+}
+
+/// `herdtrace selftest`: runs scenarios and prints one result line each.
+#[derive(Debug, clap::Args)]
+pub struct SelftestArgs {
+    /// Backend to test (auto, fentry, kprobe, tracepoint).
+    #[arg(long, default_value = "auto")]
+    pub backend: String,
+    /// Only these scenarios (default: all).
+    #[arg(long = "scenario")]
+    pub scenarios: Vec<String>,
+    /// One JSON object per scenario instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn selftest(args: SelftestArgs) -> Result<i32> {
+    let exe: PathBuf = std::env::current_exe().context("locating the herdtrace binary")?;
+    let chosen: Vec<Scenario> = if args.scenarios.is_empty() {
+        all()
+    } else {
+        args.scenarios
+            .iter()
+            .map(|n| find(n).ok_or_else(|| anyhow!("unknown scenario {n:?}")))
+            .collect::<Result<_>>()?
+    };
+    let mut failed = 0;
+    for sc in &chosen {
+        let outcome = match run(&exe, &args.backend, sc) {
+            Ok(o) => o,
+            Err(e) => {
+                failed += 1;
+                println!("FAIL {} {}: {e:#}", sc.name, args.backend);
+                continue;
+            }
+        };
+        if !outcome.passed() {
+            failed += 1;
+        }
+        if args.json {
+            println!(
+                "{}",
+                serde_json::to_string(&outcome).context("encoding the outcome")?
+            );
+        } else {
+            println!(
+                "{} {} {}: woken/conn {:.2} eagain/conn {:.2} losers/conn {:.2} spurious/conn {:.2} conns {}/{} lost {}{}",
+                if outcome.passed() { "PASS" } else { "FAIL" },
+                sc.name,
+                outcome.backend,
+                outcome.woken_mean,
+                outcome.eagain_per_conn,
+                outcome.eagain_losers_per_conn,
+                outcome.spurious_per_conn,
+                outcome.conn_records,
+                outcome.load_connections,
+                outcome.lost_events,
+                if outcome.failures.is_empty() {
+                    String::new()
+                } else {
+                    format!(" [{}]", outcome.failures.join("; "))
+                }
+            );
+        }
+    }
+    Ok(if failed == 0 { 0 } else { 1 })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn outcome(sc: &Scenario, ndjson: &str, server: &[(u32, u64)]) -> Outcome {
+        let load = json!({"connections": sc.connections, "errors": 0});
+        let server: BTreeMap<u32, u64> = server.iter().copied().collect();
+        let mut o = outcome_from(sc, "tracepoint", &load, ndjson, &server).expect("outcome");
+        evaluate(sc, &mut o);
+        o
+    }
+
+    fn ndjson(conns: u32, woken: f64, losers: u64, spurious: u64, tasks: &[(u32, u64)]) -> String {
+        let mut s = String::new();
+        for _ in 0..conns {
+            s.push_str("{\"type\":\"conn\"}\n");
+        }
+        let tasks: Vec<Value> = tasks
+            .iter()
+            .map(|(tid, a)| json!({"pid": tid, "tid": tid, "accepts": a}))
+            .collect();
+        s.push_str(
+            &json!({"type":"summary","backend":"tracepoint","connections":conns,
+                "woken_per_conn":{"mean":woken},"eagain":losers,"eagain_losers":losers,
+                "spurious":spurious,"lost_events":0,"tasks":tasks})
+            .to_string(),
+        );
+        s
+    }
+
+    #[test]
+    fn a_real_herd_passes_the_herd_bound() {
+        let sc = find("epoll-per-worker").expect("scenario");
+        let text = ndjson(250, 4.0, 300, 450, &[(10, 125), (11, 125)]);
+        let o = outcome(&sc, &text, &[(10, 125), (11, 125)]);
+        assert!(o.passed(), "{:?}", o.failures);
+        assert!((o.eagain_losers_per_conn - 1.2).abs() < 1e-9);
+    }
+
+    #[test]
+    fn too_few_woken_or_wasted_fails_the_herd_bound() {
+        let sc = find("epoll-per-worker").expect("scenario");
+        let o = outcome(&sc, &ndjson(250, 3.0, 300, 450, &[(10, 250)]), &[(10, 250)]);
+        assert!(
+            o.failures
+                .iter()
+                .any(|f| f.contains("mean woken 3.00 < 3.5")),
+            "{:?}",
+            o.failures
+        );
+        let o = outcome(&sc, &ndjson(250, 4.0, 100, 100, &[(10, 250)]), &[(10, 250)]);
+        assert!(
+            o.failures.iter().any(|f| f.contains("wasted")),
+            "{:?}",
+            o.failures
+        );
+    }
+
+    #[test]
+    fn exclusive_bound_and_count_mismatches_fail() {
+        let sc = find("exclusive").expect("scenario");
+        assert!(outcome(&sc, &ndjson(250, 1.0, 0, 0, &[(10, 250)]), &[(10, 250)]).passed());
+        let o = outcome(&sc, &ndjson(250, 1.6, 0, 0, &[(10, 250)]), &[(10, 250)]);
+        assert!(o.failures.iter().any(|f| f.contains("> 1.5")));
+        // Missing conn records.
+        let o = outcome(&sc, &ndjson(249, 1.0, 0, 0, &[(10, 250)]), &[(10, 250)]);
+        assert!(o.failures.iter().any(|f| f.contains("249 conn records")));
+        // Tracer and server disagree on a task.
+        let o = outcome(
+            &sc,
+            &ndjson(250, 1.0, 0, 0, &[(10, 249), (11, 1)]),
+            &[(10, 250)],
+        );
+        assert!(
+            o.failures.iter().any(|f| f.contains("task 10")),
+            "{:?}",
+            o.failures
+        );
+        assert!(
+            o.failures.iter().any(|f| f.contains("task 11")),
+            "{:?}",
+            o.failures
+        );
+    }
+
+    #[test]
+    fn shared_epoll_accepts_one_to_n() {
+        let sc = find("shared-epoll").expect("scenario");
+        assert!(outcome(&sc, &ndjson(250, 2.3, 0, 0, &[]), &[]).passed());
+        assert!(!outcome(&sc, &ndjson(250, 0.5, 0, 0, &[]), &[]).passed());
+        assert!(!outcome(&sc, &ndjson(250, 4.5, 0, 0, &[]), &[]).passed());
+    }
+
+    #[test]
+    fn missing_summary_is_an_error() {
+        let sc = find("exclusive").expect("scenario");
+        let load = json!({"connections": 1, "errors": 0});
+        let err = outcome_from(&sc, "x", &load, "{\"type\":\"conn\"}\n", &BTreeMap::new())
+            .expect_err("no summary");
+        assert!(err.to_string().contains("no summary"));
+    }
+}
