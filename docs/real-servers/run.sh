@@ -7,6 +7,7 @@
 #   MODERATE=1000 BUSY=5000 connections per run;  RATE=300 new connections/s for "moderate"
 #   CROSS=bpftrace|none     run bpftrace alongside herdtrace to count accept results (default bpftrace)
 #   STRACE=1                also do one extra moderate run per scenario under `strace -f -c`
+#   run.sh --table OUTDIR   only rebuild OUTDIR/table.md from the files of an earlier run
 #
 # Every server runs with a private config, pid file and logs under a temp dir,
 # listens on 127.0.0.1 on a free port, and is stopped before the next one starts.
@@ -25,6 +26,8 @@ BUSY=${BUSY:-5000}
 RATE=${RATE:-300}
 CROSS=${CROSS:-bpftrace}
 STRACE=${STRACE:-1}
+TABLE_ONLY=0
+if [[ ${1:-} == --table ]]; then TABLE_ONLY=1; shift; fi
 OUT=${1:-$(mktemp -d /tmp/herd-real-XXXXXX)}
 mkdir -p "$OUT"
 WORK=$(mktemp -d /tmp/herd-srv-XXXXXX)
@@ -77,15 +80,18 @@ start_server() { # $1 scenario; sets SERVER_PID PORT SDIR
         sed -e "s#@DIR@#$SDIR#g" -e "s#@PORT@#$PORT#g" -e "s#@LISTEN_OPTS@#$opts#" \
             -e "s#@ACCEPT_MUTEX@#$mutex#" "$HERE/nginx.conf.in" >"$SDIR/server.conf"
         # -e: nginx would otherwise open /var/log/nginx/error.log before reading the config.
-        nginx -c "$SDIR/server.conf" -p "$SDIR" -e "$SDIR/error.log" -g 'daemon off;' \
+        # setsid: a session of its own, so that no server signal reaches this script.
+        setsid nginx -c "$SDIR/server.conf" -p "$SDIR" -e "$SDIR/error.log" -g 'daemon off;' \
             >"$SDIR/stdout" 2>&1 &
         ;;
     lighttpd)
         sed -e "s#@DIR@#$SDIR#g" -e "s#@PORT@#$PORT#g" "$HERE/lighttpd.conf.in" >"$SDIR/server.conf"
-        lighttpd -D -f "$SDIR/server.conf" >"$SDIR/stdout" 2>&1 &
+        # setsid matters here: on SIGTERM the lighttpd parent does kill(0, SIGTERM),
+        # i.e. signals its whole process group, which would otherwise include us.
+        setsid lighttpd -D -f "$SDIR/server.conf" >"$SDIR/stdout" 2>&1 &
         ;;
     esac
-    SERVER_PID=$!
+    SERVER_PID=$! # setsid execs in place (a background job is no group leader): the master's pid
     cp "$SDIR/server.conf" "$OUT/$scen.conf"
     wait_for "ss -Htln 'sport = :$PORT' | grep -q ." 100 ||
         { cat "$SDIR/stdout" "$SDIR/error.log" >&2 2>/dev/null; die "$scen did not listen on $PORT"; }
@@ -103,25 +109,27 @@ stop_server() {
 
 # bpftrace predicate matching the server's processes (by tgid, not by name:
 # another nginx may run on the machine).
-pid_pred() {
+pid_pred() { # $1: the field to compare (pid, or args->pid for sched tracepoints)
     local p pred=""
-    for p in $SERVER_PID $(pgrep -P "$SERVER_PID"); do pred+="${pred:+ || }pid == $p"; done
+    for p in $SERVER_PID $(pgrep -P "$SERVER_PID"); do pred+="${pred:+ || }$1 == $p"; done
     echo "$pred"
 }
 
 start_cross() { # $1 output file
     [[ $CROSS == bpftrace ]] || return 0
-    local pred
-    pred=$(pid_pred)
+    local pred wpred
+    pred=$(pid_pred pid)
+    wpred=$(pid_pred args-\>pid)
     bpftrace -f json -e "
 BEGIN { printf(\"ready\\n\"); }
 tracepoint:syscalls:sys_exit_accept4, tracepoint:syscalls:sys_exit_accept /$pred/ {
   @acc[pid, args->ret == -11 ? \"eagain\" : (args->ret < 0 ? \"err\" : \"ok\")] = count(); }
 tracepoint:syscalls:sys_exit_epoll_wait, tracepoint:syscalls:sys_exit_epoll_pwait /$pred/ {
   @epoll[pid, args->ret > 0 ? \"events\" : (args->ret == 0 ? \"none\" : \"err\")] = count(); }
+tracepoint:sched:sched_wakeup /$wpred/ { @wakeup[args->pid] = count(); }
 " >"$1" 2>"$1.err" &
     CROSS_PID=$!
-    wait_for "grep -q ready '$1'" 300 || die "bpftrace did not start: $(cat "$1.err")"
+    wait_for "grep -q ready '$1' 2>/dev/null" 300 || die "bpftrace did not start: $(cat "$1.err")"
 }
 
 stop_cross() {
@@ -139,9 +147,9 @@ traced_run() {
     start_cross "$base.bpftrace.json"
     # -d bounds the tracer even if the SIGINT below were lost.
     "$HT" --pid "$SERVER_PID" --json -d 300 --record "$WORK/$scen-$label.htr" \
-        >"$WORK/trace.ndjson" 2>"$base.tracer.err" &
+        >"$base.ndjson" 2>"$base.tracer.err" &
     TRACER_PID=$!
-    wait_for "grep -q 'tracing' '$base.tracer.err'" 300 ||
+    wait_for "grep -q 'tracing' '$base.tracer.err' 2>/dev/null" 300 ||
         die "herdtrace did not start: $(cat "$base.tracer.err")"
     timeout 300 "$HT" load --addr "127.0.0.1:$PORT" --connections "$n" --rate "$rate" \
         --concurrency "$conc" --json >"$base.load.json" || log "$scen $label: load exit $?"
@@ -150,7 +158,7 @@ traced_run() {
     wait "$TRACER_PID" || log "$scen $label: herdtrace exit $?"
     TRACER_PID=""
     stop_cross
-    tail -n 1 "$WORK/trace.ndjson" >"$base.summary.json"
+    tail -n 1 "$base.ndjson" >"$base.summary.json"
     # The same run as herdtrace's text summary, rebuilt from the recording.
     "$HT" replay "$WORK/$scen-$label.htr" >"$base.summary.txt" 2>&1 || true
     rm -f "$WORK/$scen-$label.htr"
@@ -171,6 +179,7 @@ strace_run() {
     wait "$spid" 2>/dev/null || true
 }
 
+run_all() {
 for scen in $SCENARIOS; do
     start_server "$scen"
     traced_run "$scen" moderate "$MODERATE" "$RATE" 4
@@ -178,40 +187,59 @@ for scen in $SCENARIOS; do
     [[ $STRACE != 1 ]] || strace_run "$scen"
     stop_server
 done
+}
 
 # Results table (markdown) from the saved files.
-bpf_count() { # $1 file, $2 map, $3 key suffix -> sum over pids
+bpf_sum() { # $1 file, $2 map, $3 key suffix ("" = every key) -> sum over pids
     [[ -s $1 ]] || { echo "-"; return; }
-    jq -rs --arg m "$2" --arg k "$3" \
-        '[.[] | select(.type == "map") | .data[$m] // {} | to_entries[] | select(.key | endswith("," + $k)) | .value] | add // 0' "$1"
+    jq -rs --arg m "$2" --arg k "$3" '[.[] | select(.type == "map") | .data[$m] // {} | to_entries[]
+        | select($k == "" or (.key | endswith("," + $k))) | .value] | add // 0' "$1"
 }
-{
-    echo "| scenario | load | loadgen ok | traced | woken/conn mean / p99 / max | eagain/conn | losers/conn | spurious/conn | accepts per worker | max/min | lost | bpftrace accept ok / EAGAIN | verdict |"
-    echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+# Mean length of runs of consecutive connections accepted by the same task.
+same_task_run() {
+    [[ -s $1 ]] || { echo "-"; return; }
+    jq -rs '[.[] | select(.type == "conn" and .accepted_by != null)] | sort_by(.ts_ns)
+        | map(.accepted_by.tid) as $t
+        | if ($t | length) == 0 then "-" else
+            ([range(1; $t | length) | select($t[.] != $t[. - 1])] | length + 1) as $runs
+            | ($t | length) / $runs * 10 | round / 10 end' "$1"
+}
+table() {
+    echo "| scenario | load | loadgen ok | traced | woken/conn mean / p99 / max | eagain/conn | losers/conn | spurious/conn | accepts per worker | max/min | same-worker run | lost | bpftrace accept4 ok / EAGAIN | bpftrace sched_wakeup | verdict |"
+    echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
     for scen in $SCENARIOS; do
         for label in moderate busy; do
             b="$OUT/$scen-$label"
             [[ -s $b.summary.json ]] || continue
             ok=$(jq -r .connections "$b.load.json" 2>/dev/null || echo "-")
-            jq -r --arg s "$scen" --arg l "$label" --arg ok "$ok" \
-                --arg bok "$(bpf_count "$b.bpftrace.json" @acc ok)" \
-                --arg bea "$(bpf_count "$b.bpftrace.json" @acc eagain)" '
+            jq -r --arg s "$scen" --arg l "$label" --arg ok "$ok" --argjson workers 4 \
+                --arg bok "$(bpf_sum "$b.bpftrace.json" @acc ok)" \
+                --arg bea "$(bpf_sum "$b.bpftrace.json" @acc eagain)" \
+                --arg bwake "$(bpf_sum "$b.bpftrace.json" @wakeup "")" \
+                --arg run "$(same_task_run "$b.ndjson")" '
                 def r: . * 1000 | round / 1000;
                 (.connections) as $c
-                | ([.tasks[] | select(.comm != "" ) | .accepts] | map(select(. > 0))) as $a
+                # Tasks that accepted nothing are not listed: pad with zeros to the worker count.
+                | ([.tasks[] | .accepts | select(. > 0)] | sort | reverse) as $a0
+                | ($a0 + [range($workers - ($a0 | length)) | 0]) as $a
                 | [ $s, $l, $ok, ($c | tostring),
                     "\(.woken_per_conn.mean | r) / \(.woken_per_conn.p99) / \(.woken_per_conn.max)",
                     (if $c > 0 then (.eagain / $c | r | tostring) else "-" end),
                     (if $c > 0 then (.eagain_losers / $c | r | tostring) else "-" end),
                     (if $c > 0 then (.spurious / $c | r | tostring) else "-" end),
-                    ([.tasks[] | .accepts] | sort | reverse | map(tostring) | join(" ")),
-                    (if ($a | length) > 0 then ($a | max) / ($a | min) | r | tostring else "-" end),
+                    ($a | map(tostring) | join(" ")),
+                    (if ($a | min) > 0 then ($a | max) / ($a | min) | . * 100 | round / 100 | tostring else "inf" end),
+                    $run,
                     (.lost_events | tostring),
                     "\($bok) / \($bea)",
+                    $bwake,
                     .verdict ]
                 | "| " + join(" | ") + " |"' "$b.summary.json"
         done
     done
-} >"$OUT/table.md"
+}
+
+if [[ $TABLE_ONLY != 1 ]]; then run_all; fi
+table >"$OUT/table.md"
 cat "$OUT/table.md"
 log "results in $OUT"

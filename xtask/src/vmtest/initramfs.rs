@@ -189,6 +189,39 @@ pub fn build(stage: &Path, out: &Path, contents: &Contents) -> anyhow::Result<()
     pack(stage, out)
 }
 
+/// Writes `out` = `base` followed by a second archive holding `files`
+/// (source, path inside the VM). The kernel unpacks concatenated archives in
+/// order, so one shared base serves every kernel and the overlay adds that
+/// kernel's own files.
+pub fn with_overlay(
+    base: &Path,
+    stage: &Path,
+    files: &[(PathBuf, String)],
+    out: &Path,
+) -> anyhow::Result<()> {
+    if stage.exists() {
+        std::fs::remove_dir_all(stage).with_context(|| format!("clean {}", stage.display()))?;
+    }
+    std::fs::create_dir_all(stage).with_context(|| format!("create {}", stage.display()))?;
+    for (src, dest) in files {
+        let to = stage.join(dest.trim_start_matches('/'));
+        if let Some(parent) = to.parent() {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("create {}", parent.display()))?;
+        }
+        std::fs::copy(src, &to)
+            .with_context(|| format!("copy {} to {}", src.display(), to.display()))?;
+    }
+    // Appended, not with_extension: series names contain dots ("6.1", "6.12").
+    let mut overlay = stage.as_os_str().to_owned();
+    overlay.push(".cpio.gz");
+    let overlay = PathBuf::from(overlay);
+    pack(stage, &overlay)?;
+    let mut bytes = std::fs::read(base).with_context(|| format!("read {}", base.display()))?;
+    bytes.extend(std::fs::read(&overlay).with_context(|| format!("read {}", overlay.display()))?);
+    std::fs::write(out, bytes).with_context(|| format!("write {}", out.display()))
+}
+
 fn copy_exec(from: &Path, to: &Path) -> anyhow::Result<()> {
     std::fs::copy(from, to)
         .with_context(|| format!("copy {} to {}", from.display(), to.display()))?;
@@ -347,6 +380,52 @@ mod tests {
         assert_eq!(elf_needs_interpreter(&truncated), None);
         let sh = std::fs::read("/bin/sh").expect("read /bin/sh");
         assert_eq!(elf_needs_interpreter(&sh), Some(true), "/bin/sh is dynamic");
+    }
+
+    /// Packs a real base and overlay and lists the result with cpio.
+    #[test]
+    fn overlay_is_appended_to_the_base_archive() {
+        let dir = std::env::temp_dir().join(format!("xtask-overlay-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("base/bin")).expect("mkdir");
+        std::fs::write(dir.join("base/bin/tool"), b"tool").expect("write");
+        std::fs::write(dir.join("config"), b"CONFIG_KPROBES=y\n").expect("write");
+        pack(&dir.join("base"), &dir.join("base.gz")).expect("pack base");
+        with_overlay(
+            &dir.join("base.gz"),
+            &dir.join("overlay-6.1"),
+            &[(
+                dir.join("config"),
+                "/boot/config-6.1.0-56-cloud-amd64".into(),
+            )],
+            &dir.join("initrd.gz"),
+        )
+        .expect("overlay");
+        // gzip -dc reads every member; cpio -t would stop at the first trailer.
+        let out = Command::new("gzip")
+            .arg("-dc")
+            .arg(dir.join("initrd.gz"))
+            .output()
+            .expect("gunzip");
+        let overlay_archive = dir.join("overlay-6.1.cpio.gz").is_file();
+        std::fs::remove_dir_all(&dir).expect("cleanup");
+        assert!(
+            overlay_archive,
+            "the overlay archive keeps the full stage name"
+        );
+        assert!(out.status.success());
+        let text = String::from_utf8_lossy(&out.stdout);
+        let at = |needle: &str| {
+            text.find(needle)
+                .unwrap_or_else(|| panic!("{needle} missing"))
+        };
+        let tool = at("bin/tool");
+        let first_trailer = at("TRAILER!!!");
+        let config = at("boot/config-6.1.0-56-cloud-amd64");
+        let content = at("CONFIG_KPROBES=y");
+        assert!(tool < first_trailer && first_trailer < config && config < content);
+        assert_eq!(text.matches("TRAILER!!!").count(), 2, "two archives");
+        assert!(text.contains("070701"), "newc headers");
     }
 
     #[test]

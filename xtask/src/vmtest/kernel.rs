@@ -100,24 +100,35 @@ impl KernelInfo {
     }
 }
 
+/// Regular files in `dir` whose name starts with `prefix`, sorted.
+fn files_with_prefix(dir: &Path, prefix: &str) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut found: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.is_file()
+                && p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with(prefix))
+        })
+        .collect();
+    found.sort();
+    found
+}
+
+/// The kernel build config of an extracted package (`boot/config-<release>`),
+/// if it ships one (sid's linux-binary does not).
+pub fn find_config(root: &Path) -> Option<PathBuf> {
+    files_with_prefix(&root.join("boot"), "config-").pop()
+}
+
 /// Finds the kernel image in an extracted package: `boot/vmlinuz-*` (linux-image)
 /// or `usr/lib/modules/<version>/vmlinuz` (sid's linux-binary).
 pub fn find_vmlinuz(root: &Path) -> Option<PathBuf> {
-    let boot = root.join("boot");
-    if let Ok(entries) = std::fs::read_dir(&boot) {
-        let mut found: Vec<PathBuf> = entries
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| {
-                p.is_file()
-                    && p.file_name()
-                        .and_then(|n| n.to_str())
-                        .is_some_and(|n| n.starts_with("vmlinuz-"))
-            })
-            .collect();
-        found.sort();
-        if let Some(p) = found.pop() {
-            return Some(p);
-        }
+    if let Some(p) = files_with_prefix(&root.join("boot"), "vmlinuz-").pop() {
+        return Some(p);
     }
     for modules in ["usr/lib/modules", "lib/modules"] {
         if let Ok(entries) = std::fs::read_dir(root.join(modules)) {
@@ -148,6 +159,9 @@ fn sha256_file(path: &Path) -> anyhow::Result<String> {
 pub struct Kernel {
     pub vmlinuz: PathBuf,
     pub info: KernelInfo,
+    /// `config-<release>`, installed in the VM as `/boot/config-<release>`
+    /// where tools (herdtrace check) look for the kernel configuration.
+    pub config: Option<PathBuf>,
 }
 
 /// Returns the cached kernel of `series`, fetching the newest package first when
@@ -170,7 +184,11 @@ pub fn ensure(
                 "kernel {}: cached {} {}",
                 series.name, info.package, info.version
             );
-            return Ok(Kernel { vmlinuz, info });
+            return Ok(Kernel {
+                config: files_with_prefix(&dir, "config-").pop(),
+                vmlinuz,
+                info,
+            });
         }
     }
     let apt = apt.get()?;
@@ -182,7 +200,11 @@ pub fn ensure(
             "kernel {}: {} {} is still the newest",
             series.name, info.package, info.version
         );
-        return Ok(Kernel { vmlinuz, info });
+        return Ok(Kernel {
+            config: files_with_prefix(&dir, "config-").pop(),
+            vmlinuz,
+            info,
+        });
     }
     println!(
         "kernel {}: fetching {} {} ({})",
@@ -216,6 +238,14 @@ pub fn ensure(
     let tmp = dir.join("vmlinuz.tmp");
     std::fs::copy(&image, &tmp).with_context(|| format!("copy {}", image.display()))?;
     std::fs::rename(&tmp, &vmlinuz).with_context(|| format!("rename to {}", vmlinuz.display()))?;
+    for old in files_with_prefix(&dir, "config-") {
+        std::fs::remove_file(&old).with_context(|| format!("remove {}", old.display()))?;
+    }
+    if let Some(config) = find_config(&tree) {
+        let name = config.file_name().context("config file name")?;
+        std::fs::copy(&config, dir.join(name))
+            .with_context(|| format!("copy {}", config.display()))?;
+    }
     let info = KernelInfo {
         package: cand.package,
         version: cand.version,
@@ -224,7 +254,11 @@ pub fn ensure(
     std::fs::write(&version_file, info.render())
         .with_context(|| format!("write {}", version_file.display()))?;
     std::fs::remove_dir_all(&work).with_context(|| format!("clean {}", work.display()))?;
-    Ok(Kernel { vmlinuz, info })
+    Ok(Kernel {
+        config: files_with_prefix(&dir, "config-").pop(),
+        vmlinuz,
+        info,
+    })
 }
 
 /// Whether the cache differs from the newest candidate (or is incomplete).
@@ -293,7 +327,12 @@ mod tests {
         let root = tmp("vmlinuz-boot");
         std::fs::create_dir_all(root.join("boot")).expect("mkdir");
         std::fs::write(root.join("boot/config-6.1.0-56-cloud-amd64"), b"").expect("write");
-        assert_eq!(find_vmlinuz(&root), None);
+        std::fs::create_dir_all(root.join("boot/vmlinuz-dir")).expect("mkdir");
+        assert_eq!(find_vmlinuz(&root), None, "only files count");
+        assert_eq!(
+            find_config(&root),
+            Some(root.join("boot/config-6.1.0-56-cloud-amd64"))
+        );
         std::fs::write(root.join("boot/vmlinuz-6.1.0-56-cloud-amd64"), b"k").expect("write");
         assert_eq!(
             find_vmlinuz(&root),
@@ -305,6 +344,7 @@ mod tests {
         let dir = root.join("usr/lib/modules/7.2.13+deb14-cloud-amd64");
         std::fs::create_dir_all(&dir).expect("mkdir");
         assert_eq!(find_vmlinuz(&root), None);
+        assert_eq!(find_config(&root), None);
         std::fs::write(dir.join("vmlinuz"), b"k").expect("write");
         assert_eq!(find_vmlinuz(&root), Some(dir.join("vmlinuz")));
         std::fs::remove_dir_all(&root).expect("cleanup");

@@ -144,10 +144,29 @@ fn run_series(
             })
         }
     };
+    // Each kernel gets its own config at the path tools look for it.
+    let initrd = match &kernel.config {
+        Some(config) => {
+            let name = config
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or("config");
+            let work = root.join("boot").join(series.name);
+            let out = work.join("initrd.gz");
+            initramfs::with_overlay(
+                initrd,
+                &work.join("overlay"),
+                &[(config.clone(), format!("boot/{name}"))],
+                &out,
+            )?;
+            out
+        }
+        None => initrd.to_path_buf(),
+    };
     let log = root.join(format!("{}.log", series.name));
     let boot = qemu::boot(
         &kernel.vmlinuz,
-        initrd,
+        &initrd,
         &log,
         Duration::from_secs(args.timeout),
     )?;
