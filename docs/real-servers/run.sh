@@ -33,9 +33,9 @@ mkdir -p "$OUT"
 WORK=$(mktemp -d /tmp/herd-srv-XXXXXX)
 
 # Pids of everything this script started, killed on exit.
-SERVER_PID="" TRACER_PID="" CROSS_PID=""
+SERVER_PID="" TRACER_PID="" CROSS_PID="" STRACE_PID=""
 cleanup() {
-    for p in $TRACER_PID $CROSS_PID; do kill -INT "$p" 2>/dev/null || true; done
+    for p in $TRACER_PID $CROSS_PID $STRACE_PID; do kill -INT "$p" 2>/dev/null || true; done
     stop_server
     rm -rf "$WORK"
 }
@@ -45,10 +45,13 @@ trap 'exit 130' INT TERM
 log() { printf '== %s\n' "$*" >&2; }
 die() { printf 'run.sh: %s\n' "$*" >&2; exit 1; }
 
-[[ $(id -u) -eq 0 ]] || die "needs root (eBPF)"
-for t in nginx lighttpd jq ss timeout; do command -v "$t" >/dev/null || die "missing $t"; done
-[[ $CROSS == none ]] || command -v bpftrace >/dev/null || die "missing bpftrace (or CROSS=none)"
-[[ $STRACE != 1 ]] || command -v strace >/dev/null || die "missing strace (or STRACE=0)"
+command -v jq >/dev/null || die "missing jq"
+if [[ $TABLE_ONLY != 1 ]]; then
+    [[ $(id -u) -eq 0 ]] || die "needs root (eBPF)"
+    for t in nginx lighttpd ss setsid timeout; do command -v "$t" >/dev/null || die "missing $t"; done
+    [[ $CROSS == none ]] || command -v bpftrace >/dev/null || die "missing bpftrace (or CROSS=none)"
+    [[ $STRACE != 1 ]] || command -v strace >/dev/null || die "missing strace (or STRACE=0)"
+fi
 
 free_port() {
     local p i
@@ -77,15 +80,15 @@ start_server() { # $1 scenario; sets SERVER_PID PORT SDIR
         local mutex=off opts=""
         [[ $scen == nginx-mutex ]] && mutex=on
         [[ $scen == nginx-reuseport ]] && opts=" reuseport"
-        sed -e "s#@DIR@#$SDIR#g" -e "s#@PORT@#$PORT#g" -e "s#@LISTEN_OPTS@#$opts#" \
-            -e "s#@ACCEPT_MUTEX@#$mutex#" "$HERE/nginx.conf.in" >"$SDIR/server.conf"
+        sed -e "/^#/!{s#@DIR@#$SDIR#g; s#@PORT@#$PORT#g; s#@LISTEN_OPTS@#$opts#; s#@ACCEPT_MUTEX@#$mutex#}" \
+            "$HERE/nginx.conf.in" >"$SDIR/server.conf"
         # -e: nginx would otherwise open /var/log/nginx/error.log before reading the config.
         # setsid: a session of its own, so that no server signal reaches this script.
         setsid nginx -c "$SDIR/server.conf" -p "$SDIR" -e "$SDIR/error.log" -g 'daemon off;' \
             >"$SDIR/stdout" 2>&1 &
         ;;
     lighttpd)
-        sed -e "s#@DIR@#$SDIR#g" -e "s#@PORT@#$PORT#g" "$HERE/lighttpd.conf.in" >"$SDIR/server.conf"
+        sed -e "/^#/!{s#@DIR@#$SDIR#g; s#@PORT@#$PORT#g}" "$HERE/lighttpd.conf.in" >"$SDIR/server.conf"
         # setsid matters here: on SIGTERM the lighttpd parent does kill(0, SIGTERM),
         # i.e. signals its whole process group, which would otherwise include us.
         setsid lighttpd -D -f "$SDIR/server.conf" >"$SDIR/stdout" 2>&1 &
@@ -105,6 +108,7 @@ stop_server() {
     wait_for "! kill -0 $SERVER_PID 2>/dev/null" 100 || kill -KILL "$SERVER_PID" 2>/dev/null || true
     wait "$SERVER_PID" 2>/dev/null || true
     SERVER_PID=""
+    cat "$SDIR/stdout" "$SDIR/error.log" >"$OUT/$scen.server.log" 2>/dev/null || true
 }
 
 # bpftrace predicate matching the server's processes (by tgid, not by name:
@@ -169,7 +173,8 @@ strace_run() {
     local scen=$1 args=() p
     for p in $(pgrep -P "$SERVER_PID"); do args+=(-p "$p"); done
     strace -f -c -e trace=accept4,accept -o "$OUT/$scen-strace.txt" "${args[@]}" 2>"$WORK/strace.err" &
-    local spid=$!
+    STRACE_PID=$!
+    local spid=$STRACE_PID
     sleep 1
     timeout 300 "$HT" load --addr "127.0.0.1:$PORT" --connections "$MODERATE" --rate "$RATE" \
         --concurrency 4 --json >"$OUT/$scen-strace.load.json" || true
@@ -177,6 +182,7 @@ strace_run() {
     kill -INT "$spid"
     timeout 20 tail --pid="$spid" -f /dev/null || kill -KILL "$spid" 2>/dev/null || true
     wait "$spid" 2>/dev/null || true
+    STRACE_PID=""
 }
 
 run_all() {

@@ -109,6 +109,14 @@ pub struct ChainState {
     pub _pad2: u32,
     /// The eventpoll whose `ep_poll_callback` is running (kprobe/fentry backends).
     pub cur_ep: u64,
+    /// The child socket that last went SYN_RECV -> ESTABLISHED on this CPU,
+    /// when, and its local port: the listener's `sk_data_ready` follows on the
+    /// same CPU, so this names the new connection exactly (the accept queue's
+    /// tail may already hold another CPU's child).
+    pub est_child: u64,
+    pub est_ns: u64,
+    pub est_port: u16,
+    pub _pad3: [u16; 3],
 }
 
 /// Indexes into the `COUNTERS` per-CPU array map.

@@ -64,7 +64,16 @@ pub fn open_from_listener(c: &mut ChainState, listener: u64) -> bool {
         c.open = 0;
         return false;
     }
-    let child = accept_queue_tail(listener);
+    let now = unsafe { bpf_ktime_get_ns() };
+    let child = if c.est_child != 0
+        && c.est_port == port
+        && now.wrapping_sub(c.est_ns) <= get::CHAIN_WINDOW_NS()
+    {
+        c.est_child
+    } else {
+        accept_queue_tail(listener)
+    };
+    c.est_child = 0;
     open(c, listener, child, port, 0);
     true
 }

@@ -10,10 +10,7 @@ use crate::{
     chain::{self, OPEN_LISTENER, OPEN_PROVISIONAL},
     emit::{new_event, send},
     kread::{fd_to_sk, file_to_sk, read, sk_local_port, sk_peer, sk_state, TCP_LISTEN},
-    maps::{
-        get, ACCEPT_ARGS, ACCEPT_ERRP, ACTIVE, LISTENERS, LISTENER_WQS, LISTEN_PORTS, TRACED,
-        TRACED_EPS,
-    },
+    maps::{get, ACCEPT_ARGS, ACTIVE, LISTENERS, LISTENER_WQS, LISTEN_PORTS, TRACED, TRACED_EPS},
 };
 
 const TCP_ESTABLISHED: i32 = 1;
@@ -50,21 +47,38 @@ pub fn sk_data_ready(sk: u64) {
     chain::open_from_listener(c, sk);
 }
 
-/// `sock:inet_sock_set_state`, the substitute before 6.6: a child socket
-/// going SYN_RECV -> ESTABLISHED is immediately followed by the listener's
-/// `sk_data_ready` on the same CPU.
+/// `sock:inet_sock_set_state`: a child socket going SYN_RECV -> ESTABLISHED
+/// is immediately followed by the listener's `sk_data_ready` on the same CPU.
+/// Always remembered as the child of that arrival; before 6.6 (no
+/// `sock:sk_data_ready`) it also opens the chain.
 #[inline(always)]
 pub fn inet_sock_set_state(child: u64, old: i32, new: i32, sport: u16) {
     if old != TCP_SYN_RECV || new != TCP_ESTABLISHED {
         return;
     }
     let Some(c) = chain::state() else { return };
+    c.est_child = child;
+    c.est_ns = unsafe { aya_ebpf::helpers::bpf_ktime_get_ns() };
+    c.est_port = sport;
+    if get::ISS_OPENS_CHAIN() == 0 {
+        return;
+    }
     c.open = 0;
     c.cur_ep = 0;
     if !chain::port_allowed(sport) {
         return;
     }
     chain::open(c, 0, child, sport, FLAG_ARRIVAL_SUBSTITUTE);
+}
+
+/// `irq:softirq_exit`: a tracepoint-backend chain ends with its softirq.
+#[inline(always)]
+pub fn softirq_exit() {
+    let Some(c) = chain::state() else { return };
+    if c.open != 0 && c.depth == 0 {
+        c.open = 0;
+        c.cur_ep = 0;
+    }
 }
 
 /// `__wake_up_common` entry: the outermost call opens a chain, a listener
@@ -210,14 +224,17 @@ pub fn accept_exit(ret: i64) {
     };
     let listener = unsafe { ACCEPT_ARGS.get(tid) }.copied().unwrap_or(0);
     let _ = ACCEPT_ARGS.remove(tid);
+    if ret >= 0 && get::ACCEPT_EXIT_ERRORS_ONLY() != 0 {
+        return; // reported by inet_csk_accept's return, with the child
+    }
     let child = if ret >= 0 { fd_to_sk(ret as u64) } else { 0 };
     send_accept(tid, tgid, ret, listener, child, 0);
 }
 
-/// `inet_csk_accept` entry: remember the listener, its wait queue (so a
-/// blocking accept's wakeup opens a chain) and where the error will be written.
+/// `inet_csk_accept` entry: remember the listener and its wait queue (so a
+/// blocking accept's wakeup opens a chain).
 #[inline(always)]
-pub fn csk_accept_entry(listener: u64, errp: u64) {
+pub fn csk_accept_entry(listener: u64) {
     let Some((tid, _)) = traced_current() else {
         return;
     };
@@ -227,24 +244,22 @@ pub fn csk_accept_entry(listener: u64, errp: u64) {
         let _ = LISTENER_WQS.insert(wq + get::OFF_WQ_WAIT() as u64, listener, 0);
     }
     let _ = ACCEPT_ARGS.insert(tid, listener, 0);
-    let _ = ACCEPT_ERRP.insert(tid, errp, 0);
 }
 
+/// `inet_csk_accept` return: a new child socket. A failure (NULL) is left to
+/// the accept syscall's exit, which has the error code on every kernel (the
+/// `err` parameter moved in 6.10, and 5.10's fentry cannot read an `int *`).
 #[inline(always)]
 pub fn csk_accept_exit(child: u64) {
+    if child == 0 {
+        return;
+    }
     let Some((tid, tgid)) = traced_current() else {
         return;
     };
     let listener = unsafe { ACCEPT_ARGS.get(tid) }.copied().unwrap_or(0);
-    let errp = unsafe { ACCEPT_ERRP.get(tid) }.copied().unwrap_or(0);
     let _ = ACCEPT_ARGS.remove(tid);
-    let _ = ACCEPT_ERRP.remove(tid);
-    let ret = if child != 0 {
-        0
-    } else {
-        read::<i32>(errp, 0).unwrap_or(-1) as i64
-    };
-    send_accept(tid, tgid, ret, listener, child, FLAG_ACCEPT_KERNEL);
+    send_accept(tid, tgid, 0, listener, child, FLAG_ACCEPT_KERNEL);
 }
 
 // ---- process tree -------------------------------------------------------------

@@ -65,6 +65,15 @@ pub fn tp_sched_waking(ctx: TracePointContext) -> u32 {
     0
 }
 
+/// The listener's wakeups run inside the NET_RX softirq that processed the
+/// handshake: its end closes the chain exactly (the window then only bounds
+/// arrivals processed in process context, from a locked socket's backlog).
+#[tracepoint]
+pub fn tp_softirq_exit(_ctx: TracePointContext) -> u32 {
+    handlers::softirq_exit();
+    0
+}
+
 #[tracepoint]
 pub fn tp_poll_exit(ctx: TracePointContext) -> u32 {
     handlers::poll_exit(tp_read::<i64>(&ctx, TP_SYSCALL_RET));
@@ -132,16 +141,11 @@ pub fn krp_ep_send_events(ctx: RetProbeContext) -> u32 {
     0
 }
 
-/// `inet_csk_accept(sk, flags, err, kern)` up to 6.9,
-/// `inet_csk_accept(sk, struct proto_accept_arg *arg)` from 6.10.
+/// `inet_csk_accept(sk, ...)`: only the listener is read (the other
+/// parameters changed in 6.10).
 #[kprobe]
 pub fn kp_inet_csk_accept(ctx: ProbeContext) -> u32 {
-    let errp = if get::NARGS_INET_CSK_ACCEPT() == 2 {
-        kp_arg(&ctx, 1) + get::OFF_ACCEPT_ARG_ERR() as u64
-    } else {
-        kp_arg(&ctx, 2)
-    };
-    handlers::csk_accept_entry(kp_arg(&ctx, 0), errp);
+    handlers::csk_accept_entry(kp_arg(&ctx, 0));
     0
 }
 
@@ -182,23 +186,15 @@ pub fn fx_ep_send_events(ctx: FExitContext) -> u32 {
 }
 
 #[fentry(function = "inet_csk_accept")]
-pub fn fe_inet_csk_accept4(ctx: FEntryContext) -> u32 {
-    handlers::csk_accept_entry(ctx.arg::<u64>(0), ctx.arg::<u64>(2));
+pub fn fe_inet_csk_accept(ctx: FEntryContext) -> u32 {
+    handlers::csk_accept_entry(ctx.arg::<u64>(0));
     0
 }
 
+/// The return value follows the parameters: 4 of them up to 6.9, 2 from 6.10.
 #[fexit(function = "inet_csk_accept")]
 pub fn fx_inet_csk_accept4(ctx: FExitContext) -> u32 {
     handlers::csk_accept_exit(ctx.arg::<u64>(4));
-    0
-}
-
-#[fentry(function = "inet_csk_accept")]
-pub fn fe_inet_csk_accept2(ctx: FEntryContext) -> u32 {
-    handlers::csk_accept_entry(
-        ctx.arg::<u64>(0),
-        ctx.arg::<u64>(1) + get::OFF_ACCEPT_ARG_ERR() as u64,
-    );
     0
 }
 

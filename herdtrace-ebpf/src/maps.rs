@@ -82,8 +82,12 @@ globals! {
     OFF_WQ_WAIT: u32,
     /// Number of parameters of `inet_csk_accept` (4 up to 6.9, 2 from 6.10): where fexit finds the return value.
     NARGS_INET_CSK_ACCEPT: u32,
-    /// Offset of `err` in `struct proto_accept_arg` (6.10+).
-    OFF_ACCEPT_ARG_ERR: u32,
+    /// Non-zero: the accept syscall exits report only failures (kprobe/fentry
+    /// backends report successes from `inet_csk_accept`'s return).
+    ACCEPT_EXIT_ERRORS_ONLY: u32,
+    /// Non-zero: `inet_sock_set_state` opens chains (tracepoint backend on
+    /// kernels without `sock:sk_data_ready`).
+    ISS_OPENS_CHAIN: u32,
     /// Only connections to this local port (0 = all).
     PORT_FILTER: u32,
     /// A wake chain closes this long after it opened, at the latest.
@@ -103,10 +107,6 @@ pub static TRACED_EPS: HashMap<u64, u32> = HashMap::with_max_entries(16384, 0);
 /// so a blocking accept's direct wakeup opens a chain.
 #[map]
 pub static LISTENER_WQS: HashMap<u64, u64> = HashMap::with_max_entries(4096, 0);
-
-/// tid -> `int *err` of the running `inet_csk_accept` (kprobe/fentry).
-#[map]
-pub static ACCEPT_ERRP: HashMap<u32, u64> = HashMap::with_max_entries(65536, 0);
 
 /// tid -> eventpoll of the running `ep_send_events` (kprobe backend).
 #[map]

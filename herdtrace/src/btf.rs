@@ -531,8 +531,6 @@ kernel_offsets! {
     epitem_file: "epitem", "ffd.file", lost: "listener of each ep_poll_callback";
     /// `epitem.ep` (the eventpoll).
     epitem_ep: "epitem", "ep", lost: "epoll instance of each ep_poll_callback";
-    /// `proto_accept_arg.err` (6.10+; older `inet_csk_accept` takes `int *err` instead).
-    accept_arg_err: "proto_accept_arg", "err", lost: "accept error code at inet_csk_accept return (6.10+ form)";
     /// `sock.sk_wq` (pointer to the socket's `socket_wq`).
     sock_wq: "sock", "sk_wq", lost: "matching __wake_up_common's wait queue to a listener";
     /// `socket_wq.wait` (the wait queue head inside `socket_wq`).
@@ -1109,21 +1107,9 @@ pub(crate) mod tests {
         let Some(btf) = host_btf() else { return };
         let off = KernelOffsets::from_btf(&btf).expect("vmlinux BTF is a kernel BTF");
         for e in off.entries() {
-            // CONFIG_IPV6 is the only member a supported kernel may lack, and
-            // proto_accept_arg only exists with the 2-argument inet_csk_accept (6.10+).
+            // CONFIG_IPV6 is the only member a supported kernel may lack.
             if e.field == "sk_v6_daddr" && e.offset.is_none() {
                 continue;
-            }
-            if e.field == "accept_arg_err" {
-                let two_args = btf.func_param_count("inet_csk_accept") == Some(2);
-                assert_eq!(
-                    e.offset.is_some(),
-                    two_args,
-                    "proto_accept_arg.err vs arity"
-                );
-                if !two_args {
-                    continue;
-                }
             }
             let value = e.offset.unwrap_or_else(|| panic!("{} missing", e.member));
             let strukt = e.member.split('.').next().expect("struct name");

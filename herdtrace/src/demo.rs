@@ -226,12 +226,7 @@ fn write_table(out: &mut impl Write, rows: &[Row]) -> io::Result<()> {
                 v as f64 / t.connections as f64
             }
         };
-        let verdict = match verdict::classify(&r.summary) {
-            verdict::Verdict::NoData => "no data",
-            verdict::Verdict::NoHerd => "no herd",
-            verdict::Verdict::MildHerd => "mild herd",
-            verdict::Verdict::Herd => "HERD",
-        };
+        let verdict = verdict::classify(&r.summary).label();
         writeln!(
             out,
             "{:<18} {:>6} {:>11.2} {:>9} {:>9.2} {:>14.2} {:>12.2} {:>8}  {verdict}",

@@ -161,7 +161,6 @@ pub struct Offsets {
     pub epi_ep: u32,
     pub sk_wq: u32,
     pub wq_wait: u32,
-    pub accept_arg_err: u32,
 }
 
 /// Which optional probe points the chosen backend can use on this kernel.
@@ -170,6 +169,10 @@ pub struct AttachPlan {
     pub backend: Backend,
     /// `sock:sk_data_ready` exists (6.6+); otherwise the `inet_sock_set_state` substitute.
     pub sk_data_ready: bool,
+    /// `sock:inet_sock_set_state` exists.
+    pub inet_sock_set_state: bool,
+    /// `irq:softirq_exit` exists (closes tracepoint-backend chains exactly).
+    pub softirq_exit: bool,
     /// `syscalls:sys_exit_epoll_*` that exist.
     pub poll_exits: Vec<String>,
     /// `accept`/`accept4` syscall tracepoints that exist (names without prefix).
@@ -217,7 +220,7 @@ impl Tracer {
         let port = cfg.port_filter as u32;
         let mut loader = EbpfLoader::new();
         loader.map_max_entries("EVENTS", cfg.ringbuf_bytes);
-        let globals: [(&str, u32); 24] = [
+        let globals: [(&str, u32); 23] = [
             ("OFF_TASK_PID", o.task_pid),
             ("OFF_TASK_TGID", o.task_tgid),
             ("OFF_TASK_FILES", o.task_files),
@@ -240,7 +243,6 @@ impl Tracer {
             ("OFF_EPI_EP", o.epi_ep),
             ("OFF_SK_WQ", o.sk_wq),
             ("OFF_WQ_WAIT", o.wq_wait),
-            ("OFF_ACCEPT_ARG_ERR", o.accept_arg_err),
             ("PORT_FILTER", port),
         ];
         for (name, value) in &globals {
@@ -249,6 +251,11 @@ impl Tracer {
         let nargs = cfg.plan.inet_csk_accept_nargs;
         loader.override_global("NARGS_INET_CSK_ACCEPT", &nargs, true);
         loader.override_global("CHAIN_WINDOW_NS", &window, true);
+        let iss_opens =
+            u32::from(cfg.plan.backend == Backend::Tracepoint && !cfg.plan.sk_data_ready);
+        loader.override_global("ISS_OPENS_CHAIN", &iss_opens, true);
+        let errors_only = u32::from(cfg.plan.backend != Backend::Tracepoint);
+        loader.override_global("ACCEPT_EXIT_ERRORS_ONLY", &errors_only, true);
         let mut ebpf = loader
             .load(object()?)
             .map_err(|e| anyhow!("loading the eBPF object failed: {}", describe(&e)))?;
@@ -382,6 +389,21 @@ fn attach_backend(ebpf: &mut Ebpf, plan: &AttachPlan, warnings: &mut Vec<String>
         attach_tp(ebpf, "tp_poll_exit", "syscalls", tp)?;
     }
 
+    // Names each arrival's child socket exactly (and opens chains before 6.6).
+    if plan.inet_sock_set_state {
+        attach_tp(
+            ebpf,
+            "tp_inet_sock_set_state",
+            "sock",
+            "inet_sock_set_state",
+        )?;
+    } else {
+        warnings.push(
+            "sock:inet_sock_set_state missing: an arrival's child socket is read from the \
+             accept queue, which can mismatch under concurrent arrivals"
+                .into(),
+        );
+    }
     match plan.backend {
         Backend::Tracepoint => {
             if plan.sk_data_ready {
@@ -392,12 +414,14 @@ fn attach_backend(ebpf: &mut Ebpf, plan: &AttachPlan, warnings: &mut Vec<String>
                      sock:inet_sock_set_state; EAGAIN is matched by port, not by socket"
                         .into(),
                 );
-                attach_tp(
-                    ebpf,
-                    "tp_inet_sock_set_state",
-                    "sock",
-                    "inet_sock_set_state",
-                )?;
+            }
+            if plan.softirq_exit {
+                attach_tp(ebpf, "tp_softirq_exit", "irq", "softirq_exit")?;
+            } else {
+                warnings.push(
+                    "irq:softirq_exit missing: wake chains end only by time (--chain-window-us)"
+                        .into(),
+                );
             }
             for name in &plan.accept_syscalls {
                 attach_tp(
@@ -414,6 +438,21 @@ fn attach_backend(ebpf: &mut Ebpf, plan: &AttachPlan, warnings: &mut Vec<String>
                 )?;
             }
         }
+        Backend::Kprobe | Backend::Fentry => {
+            // Accept failures (EAGAIN) come from the syscall exits; successes
+            // from inet_csk_accept's return, with the child socket.
+            for name in &plan.accept_syscalls {
+                attach_tp(
+                    ebpf,
+                    "tp_accept_exit",
+                    "syscalls",
+                    &format!("sys_exit_{name}"),
+                )?;
+            }
+        }
+    }
+    match plan.backend {
+        Backend::Tracepoint => {}
         Backend::Kprobe => {
             let [wake, callback, send_events, accept] = &plan.symbols;
             attach_kprobe(ebpf, "kp_wake_up_common", wake)?;
@@ -432,12 +471,12 @@ fn attach_backend(ebpf: &mut Ebpf, plan: &AttachPlan, warnings: &mut Vec<String>
             attach_fentry(ebpf, "fe_wake_up_common", "__wake_up_common", &btf)?;
             attach_fexit(ebpf, "fx_wake_up_common", "__wake_up_common", &btf)?;
             attach_fentry(ebpf, "fe_ep_poll_callback", "ep_poll_callback", &btf)?;
-            let (entry, exit) = if plan.inet_csk_accept_nargs == 2 {
-                ("fe_inet_csk_accept2", "fx_inet_csk_accept2")
+            let exit = if plan.inet_csk_accept_nargs == 2 {
+                "fx_inet_csk_accept2"
             } else {
-                ("fe_inet_csk_accept4", "fx_inet_csk_accept4")
+                "fx_inet_csk_accept4"
             };
-            attach_fentry(ebpf, entry, "inet_csk_accept", &btf)?;
+            attach_fentry(ebpf, "fe_inet_csk_accept", "inet_csk_accept", &btf)?;
             attach_fexit(ebpf, exit, "inet_csk_accept", &btf)?;
             if plan.ep_send_events {
                 attach_fexit(ebpf, "fx_ep_send_events", "ep_send_events", &btf)?;

@@ -47,7 +47,8 @@ fn parse_secs(s: &str) -> Result<f64, String> {
 pub fn run(args: ReplayArgs) -> Result<i32> {
     let opts = OutputOptions {
         json: args.json,
-        per_conn: args.per_conn,
+        // As live tracing: NDJSON always carries one "conn" object per connection.
+        per_conn: args.per_conn || args.json,
         intervals: args.interval.is_some(),
     };
     let interval_ns = args.interval.map(|s| (s * 1e9) as u64);

@@ -182,6 +182,16 @@ fn signal(child: &Child, sig: i32) {
 /// Runs `sc` with the tracer `backend` ("tracepoint", "kprobe", "fentry",
 /// "auto"), using the herdtrace binary at `exe`.
 pub fn run(exe: &Path, backend: &str, sc: &Scenario) -> Result<Outcome> {
+    run_with(exe, backend, sc, &[])
+}
+
+/// [`run`] with extra tracer arguments.
+pub fn run_with(
+    exe: &Path,
+    backend: &str,
+    sc: &Scenario,
+    tracer_args: &[String],
+) -> Result<Outcome> {
     // 1. The server.
     let mut serve_cmd = Command::new(exe);
     serve_cmd
@@ -211,6 +221,7 @@ pub fn run(exe: &Path, backend: &str, sc: &Scenario) -> Result<Outcome> {
             backend,
         ])
         .args(["--port", &listening.port.to_string()])
+        .args(tracer_args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let mut tracer = Guard(tracer_cmd.spawn().context("starting the tracer")?);
@@ -358,6 +369,16 @@ pub struct SelftestArgs {
     /// One JSON object per scenario instead of text.
     #[arg(long)]
     pub json: bool,
+    /// Override the scenarios' connection rate (per second); slower machines
+    /// (QEMU's software emulation) need a lower rate to keep workers idle.
+    #[arg(long)]
+    pub rate: Option<u32>,
+    /// Override the scenarios' number of connections.
+    #[arg(long)]
+    pub connections: Option<u32>,
+    /// Extra argument for the tracer (repeatable), e.g. `--tracer-arg=--chain-window-us=5000`.
+    #[arg(long = "tracer-arg", allow_hyphen_values = true)]
+    pub tracer_args: Vec<String>,
 }
 
 pub fn selftest(args: SelftestArgs) -> Result<i32> {
@@ -370,9 +391,17 @@ pub fn selftest(args: SelftestArgs) -> Result<i32> {
             .map(|n| find(n).ok_or_else(|| anyhow!("unknown scenario {n:?}")))
             .collect::<Result<_>>()?
     };
+    let chosen: Vec<Scenario> = chosen
+        .into_iter()
+        .map(|mut sc| {
+            sc.rate = args.rate.unwrap_or(sc.rate);
+            sc.connections = args.connections.unwrap_or(sc.connections);
+            sc
+        })
+        .collect();
     let mut failed = 0;
     for sc in &chosen {
-        let outcome = match run(&exe, &args.backend, sc) {
+        let outcome = match run_with(&exe, &args.backend, sc, &args.tracer_args) {
             Ok(o) => o,
             Err(e) => {
                 failed += 1;

@@ -62,8 +62,9 @@ pub struct TraceArgs {
     #[arg(long, value_name = "SIZE", default_value = "4M", value_parser = parse_size)]
     pub ringbuf_size: u32,
     /// Tracepoint backend: how long after a connection arrives a wakeup on
-    /// the same CPU still belongs to it (microseconds).
-    #[arg(long, value_name = "US", default_value_t = 1000)]
+    /// the same CPU can still belong to it (microseconds). The chain normally
+    /// ends earlier, with the softirq that processed the connection.
+    #[arg(long, value_name = "US", default_value_t = 5000)]
     pub chain_window_us: u64,
 }
 
@@ -80,7 +81,7 @@ impl Default for TraceArgs {
             backend: BackendRequest::Auto,
             record: None,
             ringbuf_size: 4 << 20,
-            chain_window_us: 1000,
+            chain_window_us: 5000,
         }
     }
 }
@@ -172,7 +173,6 @@ pub fn prepare(args: &TraceArgs) -> Result<Prepared> {
         epi_ep: k.epitem_ep.unwrap_or(0),
         sk_wq: k.sock_wq.unwrap_or(0),
         wq_wait: k.socket_wq_wait.unwrap_or(0),
-        accept_arg_err: btf.member_offset("proto_accept_arg", "err").unwrap_or(0),
     };
     let tp = &facts.tracepoints;
     let poll_exits = [
@@ -201,6 +201,8 @@ pub fn prepare(args: &TraceArgs) -> Result<Prepared> {
     let plan = AttachPlan {
         backend: choice.backend,
         sk_data_ready: tp.sk_data_ready.is_ok(),
+        inet_sock_set_state: tp.inet_sock_set_state.is_ok(),
+        softirq_exit: kernel::tracepoint_exists("irq", "softirq_exit").unwrap_or(false),
         poll_exits,
         accept_syscalls,
         ep_send_events,

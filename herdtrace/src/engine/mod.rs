@@ -538,6 +538,7 @@ impl Engine {
     // ---- event handlers ---------------------------------------------------
 
     fn on_arrival(&mut self, ev: &RawEvent) {
+        // (listener_key below: arrivals without a listener socket are keyed by port.)
         if self.chains.contains_key(&ev.chain) {
             return; // duplicate arrival of the same chain
         }
@@ -547,7 +548,8 @@ impl Engine {
             }
         }
         let epoch = self.loss.epoch();
-        let slot = self.eps.open(ev.sk, |e| {
+        let listener = listener_key(ev.sk, ev.local_port);
+        let slot = self.eps.open(listener, |e| {
             e.chain = ev.chain;
             e.child = ev.child;
             e.ts_ns = ev.ts_ns;
@@ -669,12 +671,18 @@ impl Engine {
         } else {
             if ev.ret == EAGAIN {
                 self.rows[row as usize].eagain += 1;
+                let by_port = port_key(ev.local_port);
                 let own = t.last.filter(|&l| {
-                    self.eps.valid(l) && (ev.sk == 0 || self.eps[l.slot].listener == ev.sk)
+                    self.eps.valid(l)
+                        && (ev.sk == 0
+                            || self.eps[l.slot].listener == ev.sk
+                            || self.eps[l.slot].listener == by_port)
                 });
                 let target = own.or_else(|| {
                     if ev.sk != 0 {
-                        self.eps.newest_on(ev.sk)
+                        self.eps
+                            .newest_on(ev.sk)
+                            .or_else(|| self.eps.newest_on(by_port))
                     } else {
                         None
                     }
@@ -710,5 +718,20 @@ impl Engine {
         if let Some(old) = self.tasks.remove(&ev.tid) {
             self.retire(ev.tid, old);
         }
+    }
+}
+
+/// Arrivals inferred without their listener socket (the pre-6.6
+/// `inet_sock_set_state` substitute) are grouped by local port instead; the
+/// key cannot collide with a kernel address (those have the top bits set).
+fn port_key(port: u16) -> u64 {
+    u64::from(port) | (1 << 32)
+}
+
+fn listener_key(sk: u64, port: u16) -> u64 {
+    if sk != 0 {
+        sk
+    } else {
+        port_key(port)
     }
 }

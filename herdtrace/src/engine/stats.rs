@@ -54,6 +54,11 @@ impl Tally {
         self.per_conn(self.eagain)
     }
 
+    /// EAGAINs from tasks that accepted nothing, per connection.
+    pub fn per_conn_losers(&self) -> f64 {
+        self.per_conn(self.eagain_losers)
+    }
+
     pub fn spurious_per_conn(&self) -> f64 {
         self.per_conn(self.spurious)
     }

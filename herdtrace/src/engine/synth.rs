@@ -194,6 +194,7 @@ impl StreamBuilder {
             ev.ret = 7;
             ev.sk = listener;
             ev.child = child;
+            ev.local_port = SYNTH_PORT;
         })
     }
 
@@ -209,6 +210,7 @@ impl StreamBuilder {
             Self::task_fields(ev, task);
             ev.ret = -i64::from(errno);
             ev.sk = listener;
+            ev.local_port = SYNTH_PORT;
         })
     }
 

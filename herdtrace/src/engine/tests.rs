@@ -1015,3 +1015,32 @@ proptest! {
         prop_assert_eq!(task_spurious, s.totals.spurious);
     }
 }
+
+/// Before 6.6 the tracepoint backend infers arrivals from
+/// `inet_sock_set_state` and does not know the listener socket (sk = 0):
+/// accepts still match by child and EAGAINs by local port.
+#[test]
+fn substitute_arrivals_without_listener_still_count_losers() {
+    let mut b = StreamBuilder::new();
+    let c = chain(0, 1);
+    b.arrival(0, c, 0, child(1));
+    for w in [W1, W2, W3, W4] {
+        b.wake(0, c, w);
+    }
+    for w in [W1, W2, W3, W4] {
+        b.poll_ret(1, w, 1);
+    }
+    b.accept(1, W2, L, child(1));
+    for w in [W1, W3, W4] {
+        b.eagain(1, w, L);
+    }
+    for w in [W1, W2, W3, W4] {
+        b.poll_ret(1, w, 1);
+    }
+    let (recs, e) = run(immediate(), &b.take());
+    assert_eq!(recs.len(), 1);
+    let r = &recs[0];
+    assert_eq!(r.accepted_by, by(W2));
+    assert_eq!((r.woken, r.eagain, r.eagain_losers), (4, 3, 3));
+    assert_eq!(e.summary().diagnostics, Diagnostics::default());
+}

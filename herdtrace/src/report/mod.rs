@@ -218,12 +218,14 @@ impl<W: Write> Pipeline<W> {
     }
 
     fn write_records(&mut self) -> Result<()> {
+        // Only kprobe/fentry see ep_poll_callback; elsewhere the count is unknown, not 0.
+        let epolls_seen = self.info.backend != "tracepoint";
         for r in self.records.drain(..) {
             if self.opts.json {
-                json::write_conn(&mut self.out, &r)
+                json::write_conn(&mut self.out, &r, epolls_seen)
             } else {
                 let label = time_label(self.clock, r.ts_ns, true);
-                text::write_conn(&mut self.out, &label, &r)
+                text::write_conn(&mut self.out, &label, &r, epolls_seen)
             }
             .context("write connection record")?;
         }

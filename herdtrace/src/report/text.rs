@@ -28,23 +28,32 @@ pub fn write_interval(out: &mut impl Write, label: &str, i: &IntervalStats) -> i
 }
 
 /// One connection per line.
-pub fn write_conn(out: &mut impl Write, label: &str, r: &ConnRecord) -> io::Result<()> {
+pub fn write_conn(
+    out: &mut impl Write,
+    label: &str,
+    r: &ConnRecord,
+    epolls_seen: bool,
+) -> io::Result<()> {
     let peer = r.peer.map_or_else(|| "?".to_string(), |p| p.to_string());
     let who = match (&r.accepted_by, r.accept_latency_us) {
         (Some(t), Some(us)) => format!("accepted by {}[{}/{}] after {us}us", t.comm, t.pid, t.tid),
         (Some(t), None) => format!("accepted by {}[{}/{}]", t.comm, t.pid, t.tid),
         (None, _) => "not accepted by a traced task".to_string(),
     };
+    let epolls = if epolls_seen {
+        format!(" epolls {}", r.epolls)
+    } else {
+        String::new()
+    };
     writeln!(
         out,
-        "{label} :{} <- {peer}  woken {} returned {} spurious {} eagain {} (losers {}) epolls {}  {who}{}",
+        "{label} :{} <- {peer}  woken {} returned {} spurious {} eagain {} (losers {}){epolls}  {who}{}",
         r.port,
         r.woken,
         r.returned,
         r.spurious,
         r.eagain,
         r.eagain_losers,
-        r.epolls,
         if r.incomplete { "  INCOMPLETE" } else { "" }
     )
 }
@@ -204,11 +213,14 @@ mod tests {
             accept_latency_us: Some(85),
             incomplete: false,
         };
-        let line = |r: &ConnRecord| {
+        let line_with = |r: &ConnRecord, epolls_seen: bool| {
             let mut out = Vec::new();
-            write_conn(&mut out, "T", r).expect("write");
+            write_conn(&mut out, "T", r, epolls_seen).expect("write");
             String::from_utf8(out).expect("utf8")
         };
+        let line = |r: &ConnRecord| line_with(r, true);
+        // Without ep_poll_callback (tracepoint backend) the field is left out.
+        assert!(!line_with(&r, false).contains("epolls"));
         assert_eq!(
             line(&r),
             "T :8080 <- 127.0.0.1:5000  woken 4 returned 4 spurious 0 eagain 3 (losers 3) epolls 4  \

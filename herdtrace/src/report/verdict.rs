@@ -1,27 +1,58 @@
 //! The one-line conclusion of a run.
 //!
-//! Thresholds on the mean number of tasks woken per connection:
+//! Judged on the tasks woken per connection:
 //! - no connections: nothing to judge;
-//! - mean <= 1.2: no herd (one task per connection, with a little slack for
-//!   the occasional double wake of a shared epoll);
+//! - mean <= 1.2: one task per connection (a little slack for the occasional
+//!   double wake of a shared epoll) — unless at least 1% of connections woke
+//!   two or more tasks, which is an intermittent herd: the workers were busy
+//!   most of the time (a loaded server), but whenever several were idle a
+//!   connection woke them all;
 //! - mean <= 2.0: mild herd;
 //! - above: herd.
 //!
-//! The wasted work is reported next to it as (EAGAIN losers + spurious
-//! wakes) per connection: what the herd actually cost.
+//! What the herd cost is given as one figure, the wasted wakeups per
+//! connection (EAGAIN from tasks that accepted nothing + spurious wakes), and
+//! as a share of all wakeups.
 use crate::engine::Summary;
 
-/// Mean woken per connection at or below which there is no herd.
+/// Mean woken per connection at or below which there is no steady herd.
 pub const NO_HERD_MAX: f64 = 1.2;
 /// Mean woken per connection at or below which the herd is mild.
 pub const MILD_HERD_MAX: f64 = 2.0;
+/// Share of connections waking 2+ tasks from which a low mean is still a herd.
+pub const INTERMITTENT_MIN_SHARE: f64 = 0.01;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
     NoData,
     NoHerd,
+    /// Low mean, but a noticeable share of connections woke several tasks.
+    IntermittentHerd,
     MildHerd,
     Herd,
+}
+
+impl Verdict {
+    /// Short label for tables.
+    pub fn label(self) -> &'static str {
+        match self {
+            Verdict::NoData => "no data",
+            Verdict::NoHerd => "no herd",
+            Verdict::IntermittentHerd => "intermittent herd",
+            Verdict::MildHerd => "mild herd",
+            Verdict::Herd => "HERD",
+        }
+    }
+}
+
+/// Share of connections that woke two or more tasks.
+fn multi_wake_share(s: &Summary) -> f64 {
+    let total: u64 = s.woken_histogram.iter().sum();
+    if total == 0 {
+        return 0.0;
+    }
+    let multi: u64 = s.woken_histogram.iter().skip(2).sum();
+    multi as f64 / total as f64
 }
 
 pub fn classify(s: &Summary) -> Verdict {
@@ -30,7 +61,11 @@ pub fn classify(s: &Summary) -> Verdict {
     }
     let mean = s.totals.woken_mean();
     if mean <= NO_HERD_MAX {
-        Verdict::NoHerd
+        if multi_wake_share(s) >= INTERMITTENT_MIN_SHARE {
+            Verdict::IntermittentHerd
+        } else {
+            Verdict::NoHerd
+        }
     } else if mean <= MILD_HERD_MAX {
         Verdict::MildHerd
     } else {
@@ -41,24 +76,40 @@ pub fn classify(s: &Summary) -> Verdict {
 /// The verdict sentence.
 pub fn verdict_line(s: &Summary) -> String {
     let t = &s.totals;
-    let herd_text = |label: &str| {
-        format!(
-            "{label}: every connection woke {:.2} tasks on average, {:.2} of them for nothing \
-             (eagain_losers+spurious = {:.2}/conn)",
-            t.woken_mean(),
-            t.woken_for_nothing_per_conn(),
-            t.wasted_per_conn()
-        )
+    let wasted = t.wasted_per_conn();
+    let share = if t.woken == 0 {
+        0.0
+    } else {
+        100.0 * (t.eagain_losers + t.spurious) as f64 / t.woken as f64
     };
+    let cost = format!(
+        "{wasted:.2} wasted wakeups per connection ({share:.0}% of all wakeups: \
+         EAGAIN losers {:.2} + spurious {:.2})",
+        t.per_conn_losers(),
+        t.spurious_per_conn()
+    );
     match classify(s) {
         Verdict::NoData => "no verdict: no connection was traced".to_string(),
         Verdict::NoHerd => format!(
-            "no herd: ~1 task woken per connection (mean {:.2}, wasted {:.2}/conn)",
-            t.woken_mean(),
-            t.wasted_per_conn()
+            "no herd: ~1 task woken per connection (mean {:.2}); {cost}",
+            t.woken_mean()
         ),
-        Verdict::MildHerd => herd_text("mild herd"),
-        Verdict::Herd => herd_text("herd"),
+        Verdict::IntermittentHerd => format!(
+            "intermittent herd: mean {:.2} tasks woken per connection, but {:.1}% of \
+             connections woke 2 or more (max {}): the workers were mostly busy, and each \
+             connection that found several idle woke them all; {cost}",
+            t.woken_mean(),
+            100.0 * multi_wake_share(s),
+            s.woken_per_conn.max
+        ),
+        Verdict::MildHerd => format!(
+            "mild herd: {:.2} tasks woken per connection on average; {cost}",
+            t.woken_mean()
+        ),
+        Verdict::Herd => format!(
+            "herd: every connection woke {:.2} tasks on average; {cost}",
+            t.woken_mean()
+        ),
     }
 }
 
@@ -82,6 +133,12 @@ mod tests {
         }
     }
 
+    fn with_histogram(mut s: Summary, hist: Vec<u64>) -> Summary {
+        s.woken_per_conn.max = hist.len().saturating_sub(1) as u32;
+        s.woken_histogram = hist;
+        s
+    }
+
     #[test]
     fn thresholds() {
         assert_eq!(classify(&summary(0, 0, 0, 0, 0)), Verdict::NoData);
@@ -93,15 +150,32 @@ mod tests {
     }
 
     #[test]
-    fn sentences() {
+    fn a_low_mean_with_multi_wakes_is_an_intermittent_herd() {
+        // A busy lighttpd: 1000 connections, 950 woke nobody, 50 woke all 4.
+        let s = with_histogram(summary(1000, 200, 50, 10, 140), vec![950, 0, 0, 0, 50]);
+        assert_eq!(classify(&s), Verdict::IntermittentHerd);
+        let line = verdict_line(&s);
+        assert!(line.starts_with("intermittent herd: mean 0.20"), "{line}");
+        assert!(
+            line.contains("5.0% of connections woke 2 or more (max 4)"),
+            "{line}"
+        );
+        // Below 1% of multi-wakes it is no herd.
+        let s = with_histogram(summary(1000, 1005, 1000, 0, 5), vec![0, 995, 5]);
+        assert_eq!(classify(&s), Verdict::NoHerd);
+    }
+
+    #[test]
+    fn sentences_give_one_cost_figure() {
         assert_eq!(
             verdict_line(&summary(100, 398, 100, 291, 7)),
-            "herd: every connection woke 3.98 tasks on average, 2.98 of them for nothing \
-             (eagain_losers+spurious = 2.98/conn)"
+            "herd: every connection woke 3.98 tasks on average; 2.98 wasted wakeups per \
+             connection (75% of all wakeups: EAGAIN losers 2.91 + spurious 0.07)"
         );
         assert_eq!(
             verdict_line(&summary(100, 102, 100, 0, 2)),
-            "no herd: ~1 task woken per connection (mean 1.02, wasted 0.02/conn)"
+            "no herd: ~1 task woken per connection (mean 1.02); 0.02 wasted wakeups per \
+             connection (2% of all wakeups: EAGAIN losers 0.00 + spurious 0.02)"
         );
         assert!(verdict_line(&summary(4, 6, 4, 2, 0)).starts_with("mild herd: "));
         assert_eq!(
