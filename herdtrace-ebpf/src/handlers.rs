@@ -10,7 +10,10 @@ use crate::{
     chain::{self, OPEN_LISTENER, OPEN_PROVISIONAL},
     emit::{new_event, send},
     kread::{fd_to_sk, file_to_sk, read, sk_local_port, sk_peer, sk_state, TCP_LISTEN},
-    maps::{get, ACCEPT_ARGS, ACTIVE, LISTENERS, LISTENER_WQS, LISTEN_PORTS, TRACED, TRACED_EPS},
+    maps::{
+        get, ACCEPT_ARGS, ACCEPT_SEEN, ACTIVE, LISTENERS, LISTENER_WQS, LISTEN_PORTS, TRACED,
+        TRACED_EPS,
+    },
 };
 
 const TCP_ESTABLISHED: i32 = 1;
@@ -224,8 +227,8 @@ pub fn accept_exit(ret: i64) {
     };
     let listener = unsafe { ACCEPT_ARGS.get(tid) }.copied().unwrap_or(0);
     let _ = ACCEPT_ARGS.remove(tid);
-    if ret >= 0 && get::ACCEPT_EXIT_ERRORS_ONLY() != 0 {
-        return; // reported by inet_csk_accept's return, with the child
+    if ret >= 0 && get::ACCEPT_EXIT_ERRORS_ONLY() != 0 && ACCEPT_SEEN.remove(tid).is_ok() {
+        return; // already reported by inet_csk_accept's return, with the child
     }
     let child = if ret >= 0 { fd_to_sk(ret as u64) } else { 0 };
     send_accept(tid, tgid, ret, listener, child, 0);
@@ -259,6 +262,7 @@ pub fn csk_accept_exit(child: u64) {
     };
     let listener = unsafe { ACCEPT_ARGS.get(tid) }.copied().unwrap_or(0);
     let _ = ACCEPT_ARGS.remove(tid);
+    let _ = ACCEPT_SEEN.insert(tid, 1, 0);
     send_accept(tid, tgid, 0, listener, child, FLAG_ACCEPT_KERNEL);
 }
 

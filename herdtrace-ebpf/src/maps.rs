@@ -108,6 +108,14 @@ pub static TRACED_EPS: HashMap<u64, u32> = HashMap::with_max_entries(16384, 0);
 #[map]
 pub static LISTENER_WQS: HashMap<u64, u64> = HashMap::with_max_entries(4096, 0);
 
+/// tids whose current accept was reported by `inet_csk_accept`'s return
+/// probe: the syscall exit then stays silent. A return probe can miss (a call
+/// already in progress when probes were attached; kretprobe instances run out
+/// when more tasks sleep inside `inet_csk_accept` than there are CPUs on
+/// non-preemptible kernels); the syscall exit reports those accepts instead.
+#[map]
+pub static ACCEPT_SEEN: HashMap<u32, u32> = HashMap::with_max_entries(65536, 0);
+
 /// tid -> eventpoll of the running `ep_send_events` (kprobe backend).
 #[map]
 pub static SEND_EP: HashMap<u32, u64> = HashMap::with_max_entries(65536, 0);

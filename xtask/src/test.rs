@@ -157,7 +157,13 @@ pub fn run(args: &TestArgs) -> anyhow::Result<i32> {
     });
     if !args.no_vm {
         step("vmtest", &mut failed, || {
-            Ok(vmtest::run(vmtest::VmtestArgs::all_kernels())? == 0)
+            let ok = vmtest::run(vmtest::VmtestArgs::all_kernels())? == 0;
+            // Each scenario run inside a VM is a test too.
+            let (passed, failed) = scenario_results(&proc::target_dir().join("vmtest"));
+            println!("vmtest scenarios: {passed} passed, {failed} failed");
+            tally.passed += passed;
+            tally.failed += failed;
+            Ok(ok)
         });
     }
 
@@ -173,9 +179,57 @@ pub fn run(args: &TestArgs) -> anyhow::Result<i32> {
     })
 }
 
+/// `PASS ...` / `FAIL ...` lines of `herdtrace selftest` in one output.
+pub fn count_scenario_lines(text: &str) -> (u64, u64) {
+    text.lines().fold((0, 0), |(p, f), line| {
+        if line.starts_with("PASS ") {
+            (p + 1, f)
+        } else if line.starts_with("FAIL ") {
+            (p, f + 1)
+        } else {
+            (p, f)
+        }
+    })
+}
+
+/// Sums the scenario results of every kernel's saved command outputs.
+fn scenario_results(root: &std::path::Path) -> (u64, u64) {
+    let mut total = (0, 0);
+    let Ok(kernels) = std::fs::read_dir(root) else {
+        return total;
+    };
+    for kernel in kernels.flatten().filter(|e| e.path().is_dir()) {
+        let Ok(outputs) = std::fs::read_dir(kernel.path()) else {
+            continue;
+        };
+        for out in outputs.flatten() {
+            let name = out.file_name();
+            if !name.to_string_lossy().starts_with("out-") {
+                continue;
+            }
+            if let Ok(text) = std::fs::read_to_string(out.path()) {
+                let (p, f) = count_scenario_lines(&text);
+                total.0 += p;
+                total.1 += f;
+            }
+        }
+    }
+    total
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn counts_selftest_lines() {
+        let text = "PASS epoll-per-worker kprobe: woken/conn 3.98\n\
+                    FAIL exclusive fentry: the tracer did not start\n\
+                    PASS reuseport kprobe: x\n\
+                    kernel: 6.1\n  PASS indented is not a result\n";
+        assert_eq!(count_scenario_lines(text), (2, 1));
+        assert_eq!(count_scenario_lines(""), (0, 0));
+    }
 
     #[test]
     fn parses_ok_and_failed_summaries() {

@@ -22,7 +22,16 @@ use report::SeriesResult;
 /// The target of the static build (there is no musl target on these machines).
 const STATIC_TARGET: &str = "x86_64-unknown-linux-gnu";
 const BUSYBOX: &str = "/bin/busybox";
-const DEFAULT_COMMAND: &str = "herdtrace check";
+/// What a VM runs by default: what the kernel offers, then the tracer
+/// scenarios (the same ones as the host tests, `herdtrace::scenario`) under
+/// every backend. The rate is lower than on the host because software
+/// emulation is ~20x slower and the scenarios need idle workers.
+pub const DEFAULT_COMMANDS: [&str; 2] = [
+    "herdtrace check",
+    "for b in tracepoint kprobe fentry; do \
+     herdtrace selftest --backend $b --rate 50 --connections 200 || rc=1; \
+     done; exit ${rc:-0}",
+];
 
 #[derive(Debug, Clone, clap::Args)]
 #[command(after_help = "\
@@ -43,11 +52,11 @@ pub struct VmtestArgs {
     #[arg(long = "kernel", value_delimiter = ',', default_value = "all",
           value_parser = ["5.10", "6.1", "6.12", "7.x", "all"])]
     pub kernels: Vec<String>,
-    /// Shell command to run inside the VM, in order (repeatable) [default: herdtrace check].
+    /// Shell command to run inside the VM, in order (repeatable) [default: `herdtrace check`, then the tracer scenarios under every backend].
     #[arg(long = "run", value_name = "CMD")]
     pub run: Vec<String>,
     /// Time limit for one boot, in seconds.
-    #[arg(long, default_value_t = 300)]
+    #[arg(long, default_value_t = 900)]
     pub timeout: u64,
     /// Look the newest kernel packages up again even when a kernel is cached.
     #[arg(long)]
@@ -69,7 +78,7 @@ impl VmtestArgs {
         VmtestArgs {
             kernels: vec!["all".into()],
             run: Vec::new(),
-            timeout: 300,
+            timeout: 900,
             refresh: false,
             bins: Vec::new(),
             args: Vec::new(),
@@ -222,7 +231,7 @@ pub fn run(args: VmtestArgs) -> anyhow::Result<i32> {
     }
     let series = selected(&args.kernels);
     let commands: Vec<String> = if args.run.is_empty() {
-        vec![DEFAULT_COMMAND.to_string()]
+        DEFAULT_COMMANDS.iter().map(|c| c.to_string()).collect()
     } else {
         args.run.clone()
     };
