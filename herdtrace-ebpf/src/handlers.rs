@@ -105,7 +105,24 @@ pub fn wake_up_common_entry(wq_head: u64) {
         Some(listener) => {
             chain::open_from_listener(c, listener);
         }
-        None => c.open = OPEN_PROVISIONAL,
+        None => {
+            c.open = OPEN_PROVISIONAL;
+            // A task asleep in accept() since before the probes were attached:
+            // its listener's wait queue is not learned yet. The first wakeup
+            // after a child of a traced port became ESTABLISHED on this CPU is
+            // that listener's (the child's own state-change wakeup has no
+            // sleepers), so the child names the connection.
+            let port = c.est_port;
+            if c.est_child != 0
+                && now.wrapping_sub(c.est_ns) <= get::CHAIN_WINDOW_NS()
+                && unsafe { LISTEN_PORTS.get(port as u32).is_some() }
+                && chain::port_allowed(port)
+            {
+                let child = c.est_child;
+                c.est_child = 0;
+                chain::open(c, 0, child, port, 0);
+            }
+        }
     }
 }
 
