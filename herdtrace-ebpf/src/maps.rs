@@ -80,8 +80,6 @@ globals! {
     OFF_EPI_EP: u32,
     OFF_SK_WQ: u32,
     OFF_WQ_WAIT: u32,
-    /// Number of parameters of `inet_csk_accept` (4 up to 6.9, 2 from 6.10): where fexit finds the return value.
-    NARGS_INET_CSK_ACCEPT: u32,
     /// Non-zero: the accept syscall exits report only failures (kprobe/fentry
     /// backends report successes from `inet_csk_accept`'s return).
     ACCEPT_EXIT_ERRORS_ONLY: u32,

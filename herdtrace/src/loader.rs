@@ -248,8 +248,6 @@ impl Tracer {
         for (name, value) in &globals {
             loader.override_global(name, value, true);
         }
-        let nargs = cfg.plan.inet_csk_accept_nargs;
-        loader.override_global("NARGS_INET_CSK_ACCEPT", &nargs, true);
         loader.override_global("CHAIN_WINDOW_NS", &window, true);
         let iss_opens =
             u32::from(cfg.plan.backend == Backend::Tracepoint && !cfg.plan.sk_data_ready);

@@ -257,12 +257,13 @@ impl<R: Read> Reader<R> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::engine::synth::herd_stream;
     use herdtrace_common::EV_MAX;
 
-    fn header() -> RecordHeader {
+    /// A fixed header for tests (also used by `replay`'s tests).
+    pub(crate) fn header() -> RecordHeader {
         RecordHeader {
             kernel: "6.18.0".into(),
             backend: "tracepoint".into(),

@@ -124,19 +124,9 @@ pub fn replay<R: Read, W: Write>(
 mod tests {
     use super::*;
     use crate::engine::synth::{StreamBuilder, SynthTask};
-    use crate::record::{RecordHeader, Recorder};
-    use herdtrace_common::RAW_EVENT_SIZE;
+    use crate::record::tests::header;
+    use crate::record::Recorder;
     use serde_json::Value;
-
-    fn header() -> RecordHeader {
-        RecordHeader {
-            kernel: "6.18.0".into(),
-            backend: "tracepoint".into(),
-            created_unix_s: 1_700_000_000,
-            herdtrace_version: "0.1.0".into(),
-            event_size: RAW_EVENT_SIZE as u32,
-        }
-    }
 
     fn json_lines(buf: &[u8]) -> Vec<Value> {
         std::str::from_utf8(buf)
