@@ -206,6 +206,15 @@ fn learn_listener(listener: u64) -> u16 {
     port
 }
 
+/// `sys_enter_listen`.
+#[inline(always)]
+pub fn listen_enter(fd: u64) {
+    if traced_current().is_none() {
+        return;
+    }
+    learn_listener(fd_to_sk(fd));
+}
+
 /// `sys_enter_accept`/`accept4`.
 #[inline(always)]
 pub fn accept_enter(fd: u64) {

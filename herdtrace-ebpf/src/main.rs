@@ -86,6 +86,14 @@ pub fn tp_accept_enter(ctx: TracePointContext) -> u32 {
     0
 }
 
+/// A traced task starts listening: its port's arrivals are reported from the
+/// first connection on (ports listening before the trace began come from /proc).
+#[tracepoint]
+pub fn tp_listen_enter(ctx: TracePointContext) -> u32 {
+    handlers::listen_enter(tp_read::<u64>(&ctx, TP_SYSCALL_ARG0) & 0xffff_ffff);
+    0
+}
+
 #[tracepoint]
 pub fn tp_accept_exit(ctx: TracePointContext) -> u32 {
     handlers::accept_exit(tp_read::<i64>(&ctx, TP_SYSCALL_RET));

@@ -169,6 +169,8 @@ pub struct AttachPlan {
     pub backend: Backend,
     /// `sock:sk_data_ready` exists (6.6+); otherwise the `inet_sock_set_state` substitute.
     pub sk_data_ready: bool,
+    /// `syscalls:sys_enter_listen` exists (listeners opened during the trace).
+    pub listen_syscall: bool,
     /// `sock:inet_sock_set_state` exists.
     pub inet_sock_set_state: bool,
     /// `irq:softirq_exit` exists (closes tracepoint-backend chains exactly).
@@ -387,6 +389,9 @@ fn attach_backend(ebpf: &mut Ebpf, plan: &AttachPlan, warnings: &mut Vec<String>
         attach_tp(ebpf, "tp_poll_exit", "syscalls", tp)?;
     }
 
+    if plan.listen_syscall {
+        attach_tp(ebpf, "tp_listen_enter", "syscalls", "sys_enter_listen")?;
+    }
     // Names each arrival's child socket exactly (and opens chains before 6.6).
     if plan.inet_sock_set_state {
         attach_tp(

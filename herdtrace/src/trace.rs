@@ -202,6 +202,7 @@ pub fn prepare(args: &TraceArgs) -> Result<Prepared> {
         backend: choice.backend,
         sk_data_ready: tp.sk_data_ready.is_ok(),
         inet_sock_set_state: tp.inet_sock_set_state.is_ok(),
+        listen_syscall: kernel::tracepoint_exists("syscalls", "sys_enter_listen").unwrap_or(false),
         softirq_exit: kernel::tracepoint_exists("irq", "softirq_exit").unwrap_or(false),
         poll_exits,
         accept_syscalls,
