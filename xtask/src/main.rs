@@ -1,4 +1,4 @@
-//! Project automation: `cargo xtask setup | test | demo | vmtest`.
+//! Project automation: `cargo xtask setup | test | demo | vmtest | bench`.
 //!
 //! Everything a fresh Debian machine needs to build, test and demo herdtrace is
 //! installed from here, so that CI (`.ci/run`) and a new developer need the same
@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod bench;
 mod demo;
 mod proc;
 mod setup;
@@ -19,7 +20,8 @@ Examples:
   cargo xtask test                      fmt, clippy, release build, all tests (as root)
   cargo xtask demo                      build and run `herdtrace demo`
   cargo xtask vmtest --kernel 6.1       boot a Debian 6.1 kernel in QEMU, run `herdtrace check`
-  cargo xtask vmtest --run 'herdtrace check --json' --run 'herdtrace --help'";
+  cargo xtask vmtest --run 'herdtrace check --json' --run 'herdtrace --help'
+  cargo xtask bench --quick             herdtrace load vs ab, report in target/bench/report.md";
 
 #[derive(Debug, Parser)]
 #[command(
@@ -43,6 +45,8 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Boot stock Debian kernels in QEMU (TCG) and run commands inside them.
     Vmtest(vmtest::VmtestArgs),
+    /// Benchmarks: print figures and ratios measured in one run (target/bench/report.md).
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -52,6 +56,7 @@ fn main() -> ExitCode {
         Command::Test(a) => test::run(&a),
         Command::Demo(a) => demo::run(a),
         Command::Vmtest(a) => vmtest::run(a),
+        Command::Bench(a) => bench::run(a),
     };
     match result {
         Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),

@@ -83,12 +83,9 @@ mod tests {
     #[test]
     fn kills_at_the_deadline() {
         let start = Instant::now();
-        let err = run(
-            Command::new("sleep").arg("30"),
-            Duration::from_millis(200),
-        )
-        .err()
-        .expect("must time out");
+        let err = run(Command::new("sleep").arg("30"), Duration::from_millis(200))
+            .err()
+            .expect("must time out");
         assert!(err.to_string().contains("did not finish"), "{err}");
         assert!(start.elapsed() < Duration::from_secs(10));
     }

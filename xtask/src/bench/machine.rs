@@ -59,7 +59,11 @@ mod tests {
     #[test]
     fn cpu_model_absent_or_empty() {
         assert_eq!(cpu_model(""), None);
-        assert_eq!(cpu_model("processor\t: 0\nmodel\t\t: 1\n"), None, "model is not model name");
+        assert_eq!(
+            cpu_model("processor\t: 0\nmodel\t\t: 1\n"),
+            None,
+            "model is not model name"
+        );
         assert_eq!(cpu_model("model name\t:   \n"), None);
     }
 

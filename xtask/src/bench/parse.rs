@@ -15,8 +15,8 @@ pub struct AbRun {
 pub fn parse_ab(out: &str) -> Result<AbRun, String> {
     let complete = ab_field(out, "Complete requests:")?
         .ok_or("no \"Complete requests:\" line in ab's output")?;
-    let failed = ab_field(out, "Failed requests:")?
-        .ok_or("no \"Failed requests:\" line in ab's output")?;
+    let failed =
+        ab_field(out, "Failed requests:")?.ok_or("no \"Failed requests:\" line in ab's output")?;
     let non_2xx = ab_field(out, "Non-2xx responses:")?.unwrap_or(0);
     let rps = ab_value(out, "Requests per second:")
         .ok_or("no \"Requests per second:\" line in ab's output")?;
@@ -24,7 +24,9 @@ pub fn parse_ab(out: &str) -> Result<AbRun, String> {
         .parse()
         .map_err(|_| format!("ab's \"Requests per second:\" is not a number: {rps:?}"))?;
     if !requests_per_s.is_finite() || requests_per_s < 0.0 {
-        return Err(format!("ab's \"Requests per second:\" is not a rate: {rps:?}"));
+        return Err(format!(
+            "ab's \"Requests per second:\" is not a rate: {rps:?}"
+        ));
     }
     Ok(AbRun {
         complete,
@@ -65,7 +67,9 @@ pub struct LoadRun {
 pub fn parse_load_json(out: &str) -> Result<LoadRun, String> {
     let text = out.trim();
     if !text.starts_with('{') {
-        return Err(format!("herdtrace load did not print a JSON object: {text:?}"));
+        return Err(format!(
+            "herdtrace load did not print a JSON object: {text:?}"
+        ));
     }
     let count = |key: &str| -> Result<u64, String> {
         let raw = json_top_level_number(text, key)
@@ -232,12 +236,20 @@ Time per request:       2.115 [ms] (mean)
     #[test]
     fn ab_missing_or_bad_fields_are_errors() {
         for (from, to, what) in [
-            ("Requests per second:", "Requests per sec:", "Requests per second"),
+            (
+                "Requests per second:",
+                "Requests per sec:",
+                "Requests per second",
+            ),
             ("Failed requests:", "Fail:", "Failed requests"),
             ("Complete requests:", "Done:", "Complete requests"),
             ("15132.14 [#/sec]", "fast [#/sec]", "not a number"),
             ("15132.14 [#/sec]", "inf [#/sec]", "not a rate"),
-            ("Failed requests:        0", "Failed requests:        -1", "not a count"),
+            (
+                "Failed requests:        0",
+                "Failed requests:        -1",
+                "not a count",
+            ),
         ] {
             let err = parse_ab(&AB_OK.replace(from, to)).expect_err(from);
             assert!(err.contains(what), "{from}: {err}");
@@ -288,8 +300,10 @@ Time per request:       2.115 [ms] (mean)
         assert!(parse_load_json(&LOAD_OK.replace("\"errors\":0,", "")).is_err());
         assert!(parse_load_json(&LOAD_OK.replace("\"errors\":0", "\"errors\":-1")).is_err());
         assert!(parse_load_json(&LOAD_OK.replace("\"errors\":0", "\"errors\":1.5")).is_err());
-        let err = parse_load_json(&LOAD_OK.replace("\"rate_per_s\":18666.740387846705", "\"rate_per_s\":null"))
-            .expect_err("null rate");
+        let err = parse_load_json(
+            &LOAD_OK.replace("\"rate_per_s\":18666.740387846705", "\"rate_per_s\":null"),
+        )
+        .expect_err("null rate");
         assert!(err.contains("rate_per_s"), "{err}");
     }
 
@@ -301,8 +315,16 @@ Time per request:       2.115 [ms] (mean)
         assert_eq!(json_top_level_number(j, "s"), None, "string, not number");
         assert_eq!(json_top_level_number(j, "missing"), None);
         assert_eq!(json_top_level_number(r#"{"b":"#, "b"), None, "truncated");
-        assert_eq!(json_top_level_number(r#"{"b"#, "b"), None, "unterminated string");
-        assert_eq!(json_top_level_number(r#"}{"b":1}"#, "b"), None, "unbalanced");
+        assert_eq!(
+            json_top_level_number(r#"{"b"#, "b"),
+            None,
+            "unterminated string"
+        );
+        assert_eq!(
+            json_top_level_number(r#"}{"b":1}"#, "b"),
+            None,
+            "unbalanced"
+        );
         // A value string equal to the key is not a key.
         assert_eq!(json_top_level_number(r#"{"x":"b","b":7}"#, "b"), Some("7"));
     }
