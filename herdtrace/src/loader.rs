@@ -213,12 +213,10 @@ pub struct Tracer {
 impl Tracer {
     pub fn start(cfg: &TracerConfig) -> Result<Tracer> {
         let o = &cfg.offsets;
-        let window = match cfg.plan.backend {
-            // kprobe/fentry close chains at __wake_up_common's return; the
-            // window then only guards against a missed return probe.
-            Backend::Tracepoint => cfg.chain_window_ns,
-            _ => 50_000_000,
-        };
+        // kprobe/fentry close chains at __wake_up_common's return; the window
+        // then only bounds the damage of a missed return probe (kretprobe
+        // instances run out on non-preemptible kernels), so it stays short.
+        let window = cfg.chain_window_ns;
         let port = cfg.port_filter as u32;
         let mut loader = EbpfLoader::new();
         loader.map_max_entries("EVENTS", cfg.ringbuf_bytes);

@@ -150,6 +150,7 @@ fn run_series(
                 seconds: 0.0,
                 commands: commands.iter().map(|c| (c.clone(), None)).collect(),
                 tail: Vec::new(),
+                scenario_lines: Vec::new(),
             })
         }
     };
@@ -197,6 +198,14 @@ fn run_series(
         } else {
             Vec::new()
         },
+        scenario_lines: boot
+            .console
+            .outputs
+            .values()
+            .flatten()
+            .filter(|l| l.starts_with("PASS ") || l.starts_with("FAIL "))
+            .cloned()
+            .collect(),
     })
 }
 
