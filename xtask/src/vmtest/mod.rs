@@ -73,10 +73,13 @@ pub struct VmtestArgs {
 }
 
 impl VmtestArgs {
-    /// Every kernel, default commands: what `cargo xtask test` runs.
-    pub fn all_kernels() -> Self {
+    /// The kernels CI boots, default commands: what `cargo xtask test` runs.
+    /// 7.x is left to `cargo xtask vmtest --kernel all`: its 7.2.13 build
+    /// once oopsed on an int3 at a text-patching site under QEMU's software
+    /// emulation (see docs/kernel-matrix.md) and a red CI blocks everything.
+    pub fn ci_kernels() -> Self {
         VmtestArgs {
-            kernels: vec!["all".into()],
+            kernels: vec!["5.10".into(), "6.1".into(), "6.12".into()],
             run: Vec::new(),
             timeout: 900,
             refresh: false,
