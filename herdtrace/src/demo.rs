@@ -1,8 +1,8 @@
 //! `herdtrace demo`: the built-in server in several models, each traced
 //! while the built-in load generator drives it, then the models side by side.
 use std::{
-    io::{self, BufRead, BufReader, Write},
-    process::{Child, ChildStdout, Command, Stdio},
+    io::{self, Write},
+    process::{Command, Stdio},
     sync::{
         atomic::{AtomicBool, Ordering},
         Arc, Mutex,
@@ -17,10 +17,7 @@ use crate::{
     backend::BackendRequest,
     engine::Summary,
     report::verdict,
-    serve::{
-        lines::{ListeningLine, StatsLine},
-        model::Model,
-    },
+    serve::{lines::TotalStats, model::Model, process::ServerProcess},
     stop,
     trace::{prepare, trace_session, EndReason, TargetSet, TraceArgs},
 };
@@ -60,73 +57,6 @@ struct Row {
     load_ok: Option<u64>,
 }
 
-/// The server child; SIGTERM and reaped on drop so no worker outlives the demo.
-struct ServerChild {
-    child: Child,
-    stdout: Option<BufReader<ChildStdout>>,
-}
-
-impl ServerChild {
-    fn start(model: &str, workers: u32) -> Result<(ServerChild, u32, u16)> {
-        let exe = std::env::current_exe().context("locating the herdtrace binary")?;
-        let mut child = Command::new(exe)
-            .args([
-                "serve",
-                "--model",
-                model,
-                "--workers",
-                &workers.to_string(),
-                "--stats",
-            ])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .context("starting the built-in server")?;
-        let stdout = child.stdout.take().context("server stdout")?;
-        let mut server = ServerChild {
-            child,
-            stdout: Some(BufReader::new(stdout)),
-        };
-        let mut first = String::new();
-        if let Some(r) = server.stdout.as_mut() {
-            r.read_line(&mut first)
-                .context("reading the server's first line")?;
-        }
-        let line = ListeningLine::parse(first.trim_end())
-            .ok_or_else(|| anyhow!("unexpected first line from the server: {first:?}"))?;
-        Ok((server, line.pid as u32, line.port))
-    }
-
-    /// Stops the server and returns its total accepts from `--stats`.
-    fn stop(mut self) -> Option<u64> {
-        self.terminate();
-        let mut total = None;
-        if let Some(r) = self.stdout.take() {
-            for line in r.lines().map_while(Result::ok) {
-                if let Some(StatsLine::Total(t)) = StatsLine::parse(&line) {
-                    total = Some(t.accepts);
-                }
-            }
-        }
-        let _ = self.child.wait();
-        total
-    }
-
-    fn terminate(&mut self) {
-        // SAFETY: plain kill(2) on our own child.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-    }
-}
-
-impl Drop for ServerChild {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            self.terminate();
-            let _ = self.child.wait();
-        }
-    }
-}
-
 /// Runs the load generator in the background; `done` flips when it ends.
 fn start_load(port: u16, args: &DemoArgs, done: Arc<AtomicBool>, result: Arc<Mutex<Option<u64>>>) {
     let exe = std::env::current_exe();
@@ -162,8 +92,10 @@ fn start_load(port: u16, args: &DemoArgs, done: Arc<AtomicBool>, result: Arc<Mut
     });
 }
 
-fn run_model(model: &str, args: &DemoArgs, out: &mut impl Write) -> Result<Option<Row>> {
-    let (server, pid, port) = ServerChild::start(model, args.workers)?;
+fn run_model(model: Model, args: &DemoArgs, out: &mut impl Write) -> Result<Option<Row>> {
+    let exe = std::env::current_exe().context("locating the herdtrace binary")?;
+    let server = ServerProcess::start(&exe, model, args.workers, &[], true)?;
+    let (pid, port) = (server.listening.pid, server.listening.port);
     writeln!(
         out,
         "\n=== {model}: {} workers, {} connections at {}/s on 127.0.0.1:{port} ===",
@@ -196,7 +128,9 @@ fn run_model(model: &str, args: &DemoArgs, out: &mut impl Write) -> Result<Optio
             at.elapsed() >= Duration::from_millis(1500)
         },
     )?;
-    let server_accepts = server.stop();
+    // The server's own count, from its --stats (None if it printed none).
+    let workers = server.stop();
+    let server_accepts = (!workers.is_empty()).then(|| TotalStats::of(&workers).accepts);
     if let EndReason::Signal(_) = reason {
         return Ok(None);
     }
@@ -264,7 +198,7 @@ pub fn demo(args: DemoArgs) -> Result<i32> {
     let mut out = stdout.lock();
     let mut rows = Vec::new();
     for model in &args.models {
-        match run_model(model.name(), &args, &mut out)? {
+        match run_model(*model, &args, &mut out)? {
             Some(row) => rows.push(row),
             None => break, // Ctrl-C: show what we have
         }

@@ -6,10 +6,10 @@ use std::{
     collections::BTreeMap,
     io::{BufRead, BufReader, Read},
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     sync::mpsc,
     thread,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use anyhow::{anyhow, bail, Context as _, Result};
@@ -17,8 +17,8 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::serve::{
-    lines::{ListeningLine, StatsLine},
     model::Model,
+    process::{ChildGuard, ServerProcess},
 };
 
 /// What the mean number of woken tasks per connection must satisfy.
@@ -153,32 +153,6 @@ pub fn evaluate(sc: &Scenario, o: &mut Outcome) {
     }
 }
 
-/// A child process that is killed and reaped if the run fails half-way.
-struct Guard(Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
-            // SAFETY: kill(2) on our own child.
-            unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = self.0.try_wait() {
-                    return;
-                }
-                thread::sleep(Duration::from_millis(20));
-            }
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-}
-
-fn signal(child: &Child, sig: i32) {
-    // SAFETY: kill(2) on our own child.
-    unsafe { libc::kill(child.id() as i32, sig) };
-}
-
 /// Runs `sc` with the tracer `backend` ("tracepoint", "kprobe", "fentry",
 /// "auto"), using the herdtrace binary at `exe`.
 pub fn run(exe: &Path, backend: &str, sc: &Scenario) -> Result<Outcome> {
@@ -193,22 +167,8 @@ pub fn run_with(
     tracer_args: &[String],
 ) -> Result<Outcome> {
     // 1. The server.
-    let mut serve_cmd = Command::new(exe);
-    serve_cmd
-        .args(["serve", "--model", sc.model.name(), "--workers"])
-        .arg(sc.workers.to_string())
-        .arg("--stats")
-        .args(&sc.serve_args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null());
-    let mut server = Guard(serve_cmd.spawn().context("starting the server")?);
-    let mut server_out = BufReader::new(server.0.stdout.take().context("server stdout")?);
-    let mut first = String::new();
-    server_out
-        .read_line(&mut first)
-        .context("server first line")?;
-    let listening = ListeningLine::parse(first.trim_end())
-        .ok_or_else(|| anyhow!("unexpected server line {first:?}"))?;
+    let server = ServerProcess::start(exe, sc.model, sc.workers, &sc.serve_args, false)?;
+    let listening = server.listening;
 
     // 2. The tracer, NDJSON to a pipe read by a thread.
     let mut tracer_cmd = Command::new(exe);
@@ -224,7 +184,7 @@ pub fn run_with(
         .args(tracer_args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let mut tracer = Guard(tracer_cmd.spawn().context("starting the tracer")?);
+    let mut tracer = ChildGuard(tracer_cmd.spawn().context("starting the tracer")?);
     let mut tracer_stdout = tracer.0.stdout.take().context("tracer stdout")?;
     let stdout_reader = thread::spawn(move || {
         let mut s = String::new();
@@ -270,7 +230,7 @@ pub fn run_with(
 
     // 4. Let the last episodes close (the engine's timeout is 1 s), stop the tracer.
     thread::sleep(Duration::from_millis(2000));
-    signal(&tracer.0, libc::SIGINT);
+    tracer.signal(libc::SIGINT);
     let status = tracer.0.wait().context("waiting for the tracer")?;
     let ndjson = stdout_reader.join().unwrap_or_default();
     let stderr_text = stderr_reader.join().unwrap_or_default();
@@ -279,14 +239,11 @@ pub fn run_with(
     }
 
     // 5. Stop the server, read its own counts.
-    signal(&server.0, libc::SIGTERM);
-    let mut server_accepts = BTreeMap::new();
-    for line in server_out.lines().map_while(Result::ok) {
-        if let Some(StatsLine::Worker(w)) = StatsLine::parse(&line) {
-            server_accepts.insert(w.tid as u32, w.accepts);
-        }
-    }
-    let _ = server.0.wait();
+    let server_accepts: BTreeMap<u32, u64> = server
+        .stop()
+        .iter()
+        .map(|w| (w.tid as u32, w.accepts))
+        .collect();
 
     let mut outcome = outcome_from(sc, backend, &load_json, &ndjson, &server_accepts)?;
     outcome.tracer_stderr = stderr_text;

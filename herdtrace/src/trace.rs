@@ -10,7 +10,7 @@ use std::{
 use anyhow::{anyhow, bail, Context as _, Result};
 
 use crate::{
-    backend::{self, Backend, BackendRequest},
+    backend::{self, Backend, BackendRequest, ProbeStatus},
     btf::{Btf, KernelOffsets},
     check,
     engine::{EngineConfig, Summary},
@@ -175,23 +175,15 @@ pub fn prepare(args: &TraceArgs) -> Result<Prepared> {
         wq_wait: k.socket_wq_wait.unwrap_or(0),
     };
     let tp = &facts.tracepoints;
-    let poll_exits = [
+    let poll_exits = available(&[
         ("sys_exit_epoll_wait", &tp.sys_exit_epoll_wait),
         ("sys_exit_epoll_pwait", &tp.sys_exit_epoll_pwait),
         ("sys_exit_epoll_pwait2", &tp.sys_exit_epoll_pwait2),
-    ]
-    .iter()
-    .filter(|(_, s)| s.is_ok())
-    .map(|(n, _)| n.to_string())
-    .collect();
-    let accept_syscalls = [
+    ]);
+    let accept_syscalls = available(&[
         ("accept", &tp.sys_exit_accept),
         ("accept4", &tp.sys_exit_accept4),
-    ]
-    .iter()
-    .filter(|(_, s)| s.is_ok())
-    .map(|(n, _)| n.to_string())
-    .collect();
+    ]);
     let sym = &facts.symbols;
     let ep_send_events = match choice.backend {
         Backend::Fentry => sym.ep_send_events.fentry_status().is_ok(),
@@ -237,6 +229,15 @@ pub fn prepare(args: &TraceArgs) -> Result<Prepared> {
         info,
         notes,
     })
+}
+
+/// The names whose probe point is usable.
+fn available(points: &[(&str, &ProbeStatus)]) -> Vec<String> {
+    points
+        .iter()
+        .filter(|(_, status)| status.is_ok())
+        .map(|(name, _)| name.to_string())
+        .collect()
 }
 
 /// Processes followed from the command line: roots plus descendants, with

@@ -6,7 +6,10 @@
 //! root; under CI=true they must run.
 use std::{path::Path, sync::Mutex};
 
-use herdtrace::scenario;
+use herdtrace::{
+    scenario,
+    serve::lines::{ListeningLine, StatsLine},
+};
 
 /// One scenario at a time: parallel servers and load would keep workers
 /// busy and change how many are idle when a connection arrives.
@@ -140,12 +143,9 @@ fn follows_workers_forked_after_attach() {
     let mut server_out = BufReader::new(server.stdout.take().expect("stdout"));
     let mut first = String::new();
     server_out.read_line(&mut first).expect("first line");
-    let port = first
-        .split_whitespace()
-        .nth(2)
-        .and_then(|a| a.rsplit(':').next())
-        .and_then(|p| p.parse::<u16>().ok())
-        .unwrap_or_else(|| panic!("listening line: {first:?}"));
+    let port = ListeningLine::parse(first.trim_end())
+        .unwrap_or_else(|| panic!("listening line: {first:?}"))
+        .port;
     let load = Command::new(exe)
         .args(["load", "--addr", &format!("127.0.0.1:{port}")])
         .args([
@@ -167,12 +167,8 @@ fn follows_workers_forked_after_attach() {
     unsafe { libc::kill(pid as i32, libc::SIGTERM) };
     let mut stats = BTreeMap::new();
     for line in server_out.lines().map_while(Result::ok) {
-        let w: Vec<&str> = line.split_whitespace().collect();
-        if let ["stats", "worker", _, "pid", _, "tid", tid, "accepts", a, ..] = w.as_slice() {
-            stats.insert(
-                tid.parse::<u32>().expect("tid"),
-                a.parse::<u64>().expect("accepts"),
-            );
+        if let Some(StatsLine::Worker(w)) = StatsLine::parse(&line) {
+            stats.insert(w.tid as u32, w.accepts);
         }
     }
     let _ = server.wait();

@@ -16,6 +16,7 @@ pub mod conn;
 pub mod http;
 pub mod lines;
 pub mod model;
+pub mod process;
 pub mod signals;
 pub mod slots;
 pub mod supervise;
