@@ -1,7 +1,7 @@
 //! Command-line interface: argument definitions and dispatch.
 use clap::{Parser, Subcommand};
 
-use crate::{check, load, replay, scenario, serve, trace};
+use crate::{check, diagnose, load, replay, scenario, serve, trace, verify};
 
 const EXAMPLES: &str = "\
 Examples:
@@ -9,6 +9,9 @@ Examples:
   sudo herdtrace -c lighttpd -d 10 --json     10 s of NDJSON for every lighttpd process
   sudo herdtrace demo                         built-in server + load, three models side by side
   sudo herdtrace check                        what this kernel offers (backends, probe points)
+  sudo herdtrace verify                       every server model on this kernel vs the expected herd
+  sudo herdtrace diagnose --pid $(pgrep -o nginx)   what the server does, what it costs, what to change
+  sudo herdtrace -c nginx --prometheus 127.0.0.1:9435   serve /metrics for Prometheus
   herdtrace serve --model epoll-per-worker --workers 4 --stats
   herdtrace load --addr 127.0.0.1:8080 --connections 1000
   herdtrace replay trace.htr --json           re-run the reconstruction on a recording";
@@ -42,6 +45,10 @@ pub enum Command {
     Replay(replay::ReplayArgs),
     /// Built-in server + load + tracer: epoll-per-worker, exclusive, reuseport side by side.
     Demo(trace::DemoArgs),
+    /// Run every server model on this kernel under tracing; compare with the expected behaviour.
+    Verify(verify::VerifyArgs),
+    /// Read a running server's accept setup from /proc, trace it, and say what to change.
+    Diagnose(diagnose::DiagnoseArgs),
     /// Run the built-in end-to-end scenarios (server + tracer + load) and check the results.
     #[command(hide = true)]
     Selftest(scenario::SelftestArgs),
@@ -56,6 +63,8 @@ pub fn main() -> i32 {
         Some(Command::Load(a)) => load::run(a),
         Some(Command::Replay(a)) => replay::run(a),
         Some(Command::Demo(a)) => trace::demo(a),
+        Some(Command::Verify(a)) => verify::run(a),
+        Some(Command::Diagnose(a)) => diagnose::run(a),
         Some(Command::Selftest(a)) => scenario::selftest(a),
         None => trace::run(cli.trace),
     };

@@ -21,8 +21,16 @@ const PKGS_BPF_LINKER: &[&str] = &[
     "zlib1g-dev",
     "libzstd-dev",
 ];
-/// `ab` for the load benchmark, `bpftool` for the detach tests.
-const PKGS_TESTS: &[&str] = &["apache2-utils", "bpftool"];
+/// `ab` and `bpftrace` for the benchmarks, `bpftool` for the detach tests,
+/// nginx and lighttpd for `diagnose`'s tests, prometheus for the exporter's.
+const PKGS_TESTS: &[&str] = &[
+    "apache2-utils",
+    "bpftool",
+    "bpftrace",
+    "nginx",
+    "lighttpd",
+    "prometheus",
+];
 /// QEMU and the initramfs tools for `cargo xtask vmtest`.
 const PKGS_VM: &[&str] = &["qemu-system-x86", "busybox-static", "cpio"];
 

@@ -1,0 +1,1 @@
+//! Prometheus exporter mode (`herdtrace --prometheus ADDR`): being written (issue #8).
