@@ -16,6 +16,7 @@ use anyhow::{anyhow, bail, Context as _, Result};
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::backend::BackendRequest;
 use crate::serve::{
     model::Model,
     process::{ChildGuard, ServerProcess},
@@ -166,49 +167,33 @@ pub fn run_with(
     sc: &Scenario,
     tracer_args: &[String],
 ) -> Result<Outcome> {
+    let mut outcomes = run_together(exe, &[backend], sc, tracer_args)?;
+    outcomes.pop().context("no outcome")
+}
+
+/// Runs `sc` once with one tracer per backend attached at the same time to
+/// the same server: every tracer sees the very same connections, so their
+/// figures must agree (see [`agreement`]). One outcome per backend, in order.
+pub fn run_together(
+    exe: &Path,
+    backends: &[&str],
+    sc: &Scenario,
+    tracer_args: &[String],
+) -> Result<Vec<Outcome>> {
     // 1. The server.
     let server = ServerProcess::start(exe, sc.model, sc.workers, &sc.serve_args, false)?;
     let listening = server.listening;
 
-    // 2. The tracer, NDJSON to a pipe read by a thread.
-    let mut tracer_cmd = Command::new(exe);
-    tracer_cmd
-        .args([
-            "--pid",
-            &listening.pid.to_string(),
-            "--json",
-            "--backend",
+    // 2. The tracers.
+    let mut tracers = Vec::new();
+    for backend in backends {
+        tracers.push(TracerChild::start(
+            exe,
             backend,
-        ])
-        .args(["--port", &listening.port.to_string()])
-        .args(tracer_args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut tracer = ChildGuard(tracer_cmd.spawn().context("starting the tracer")?);
-    let mut tracer_stdout = tracer.0.stdout.take().context("tracer stdout")?;
-    let stdout_reader = thread::spawn(move || {
-        let mut s = String::new();
-        let _ = tracer_stdout.read_to_string(&mut s);
-        s
-    });
-    let tracer_stderr = tracer.0.stderr.take().context("tracer stderr")?;
-    let (ready_tx, ready_rx) = mpsc::channel();
-    let stderr_reader = thread::spawn(move || {
-        let mut all = String::new();
-        for line in BufReader::new(tracer_stderr).lines().map_while(Result::ok) {
-            if line.contains("herdtrace: tracing ") {
-                let _ = ready_tx.send(());
-            }
-            all.push_str(&line);
-            all.push('\n');
-        }
-        all
-    });
-    // Generous: the trial loads are slow under QEMU's software emulation.
-    if ready_rx.recv_timeout(Duration::from_secs(120)).is_err() {
-        drop(tracer);
-        let err = stderr_reader.join().unwrap_or_default();
-        bail!("the tracer did not start: {}", err.trim());
+            listening.pid,
+            listening.port,
+            tracer_args,
+        )?);
     }
 
     // 3. Load.
@@ -228,14 +213,11 @@ pub fn run_with(
     let load_json: Value = serde_json::from_slice(&load.stdout)
         .with_context(|| format!("load output {:?}", String::from_utf8_lossy(&load.stdout)))?;
 
-    // 4. Let the last episodes close (the engine's timeout is 1 s), stop the tracer.
+    // 4. Let the last episodes close (the engine's timeout is 1 s), stop the tracers.
     thread::sleep(Duration::from_millis(2000));
-    tracer.signal(libc::SIGINT);
-    let status = tracer.0.wait().context("waiting for the tracer")?;
-    let ndjson = stdout_reader.join().unwrap_or_default();
-    let stderr_text = stderr_reader.join().unwrap_or_default();
-    if !status.success() {
-        bail!("the tracer failed ({status}): {}", stderr_text.trim());
+    let mut outputs = Vec::new();
+    for t in tracers {
+        outputs.push(t.stop()?);
     }
 
     // 5. Stop the server, read its own counts.
@@ -245,10 +227,166 @@ pub fn run_with(
         .map(|w| (w.tid as u32, w.accepts))
         .collect();
 
-    let mut outcome = outcome_from(sc, backend, &load_json, &ndjson, &server_accepts)?;
-    outcome.tracer_stderr = stderr_text;
-    evaluate(sc, &mut outcome);
-    Ok(outcome)
+    let mut outcomes = Vec::new();
+    for ((ndjson, stderr_text), backend) in outputs.into_iter().zip(backends) {
+        let mut outcome = outcome_from(sc, backend, &load_json, &ndjson, &server_accepts)?;
+        outcome.tracer_stderr = stderr_text;
+        evaluate(sc, &mut outcome);
+        outcomes.push(outcome);
+    }
+    Ok(outcomes)
+}
+
+/// A tracer (`herdtrace --pid ... --json`) attached to a scenario's server,
+/// its NDJSON and stderr collected by threads.
+struct TracerChild {
+    child: ChildGuard,
+    stdout: thread::JoinHandle<String>,
+    stderr: thread::JoinHandle<String>,
+}
+
+impl TracerChild {
+    /// Starts the tracer and waits until its probes are attached.
+    fn start(
+        exe: &Path,
+        backend: &str,
+        pid: i32,
+        port: u16,
+        tracer_args: &[String],
+    ) -> Result<TracerChild> {
+        let mut cmd = Command::new(exe);
+        cmd.args(["--pid", &pid.to_string(), "--json", "--backend", backend])
+            .args(["--port", &port.to_string()])
+            .args(tracer_args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = ChildGuard(cmd.spawn().context("starting the tracer")?);
+        let mut out = child.0.stdout.take().context("tracer stdout")?;
+        let stdout = thread::spawn(move || {
+            let mut s = String::new();
+            let _ = out.read_to_string(&mut s);
+            s
+        });
+        let err = child.0.stderr.take().context("tracer stderr")?;
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let stderr = thread::spawn(move || {
+            let mut all = String::new();
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                if line.contains("herdtrace: tracing ") {
+                    let _ = ready_tx.send(());
+                }
+                all.push_str(&line);
+                all.push('\n');
+            }
+            all
+        });
+        // Generous: the trial loads are slow under QEMU's software emulation.
+        if ready_rx.recv_timeout(Duration::from_secs(120)).is_err() {
+            drop(child);
+            let err = stderr.join().unwrap_or_default();
+            bail!("the {backend} tracer did not start: {}", err.trim());
+        }
+        Ok(TracerChild {
+            child,
+            stdout,
+            stderr,
+        })
+    }
+
+    /// Ctrl-C, then its (NDJSON, stderr).
+    fn stop(mut self) -> Result<(String, String)> {
+        self.child.signal(libc::SIGINT);
+        let status = self.child.0.wait().context("waiting for the tracer")?;
+        let ndjson = self.stdout.join().unwrap_or_default();
+        let stderr_text = self.stderr.join().unwrap_or_default();
+        if !status.success() {
+            bail!("the tracer failed ({status}): {}", stderr_text.trim());
+        }
+        Ok((ndjson, stderr_text))
+    }
+}
+
+/// How far apart two backends' mean woken per connection may be on the same run.
+pub const AGREEMENT_TOLERANCE: f64 = 0.10;
+
+/// Two backends compared on the same connections.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Agreement {
+    pub scenario: String,
+    pub reference: String,
+    pub other: String,
+    pub reference_woken: f64,
+    pub other_woken: f64,
+    /// |reference - other| / other.
+    pub diff: f64,
+    /// Why it fails: disagreement, or either run failing its own checks.
+    pub failures: Vec<String>,
+}
+
+impl Agreement {
+    pub fn passed(&self) -> bool {
+        self.failures.is_empty()
+    }
+
+    /// `PASS agree MODEL A~B: woken/conn X vs Y diff D% [failures]`.
+    pub fn line(&self) -> String {
+        format!(
+            "{} agree {} {}~{}: woken/conn {:.2} vs {:.2} diff {:.1}%{}",
+            if self.passed() { "PASS" } else { "FAIL" },
+            self.scenario,
+            self.reference,
+            self.other,
+            self.reference_woken,
+            self.other_woken,
+            self.diff * 100.0,
+            if self.failures.is_empty() {
+                String::new()
+            } else {
+                format!(" [{}]", self.failures.join("; "))
+            }
+        )
+    }
+}
+
+/// The first outcome (the tracepoint backend by convention) against each of
+/// the others, taken on the same run: within [`AGREEMENT_TOLERANCE`], and
+/// each run passing its own checks.
+pub fn agreement(outcomes: &[Outcome]) -> Vec<Agreement> {
+    let Some((reference, others)) = outcomes.split_first() else {
+        return Vec::new();
+    };
+    others
+        .iter()
+        .map(|o| {
+            let diff = if o.woken_mean > 0.0 {
+                (reference.woken_mean - o.woken_mean).abs() / o.woken_mean
+            } else if reference.woken_mean > 0.0 {
+                f64::INFINITY
+            } else {
+                0.0
+            };
+            let mut failures = Vec::new();
+            if diff > AGREEMENT_TOLERANCE {
+                failures.push(format!(
+                    "differ by {:.1}% > {:.0}%",
+                    diff * 100.0,
+                    AGREEMENT_TOLERANCE * 100.0
+                ));
+            }
+            for run in [reference, o] {
+                failures.extend(run.failures.iter().map(|f| format!("{}: {f}", run.backend)));
+            }
+            Agreement {
+                scenario: reference.scenario.clone(),
+                reference: reference.backend.clone(),
+                other: o.backend.clone(),
+                reference_woken: reference.woken_mean,
+                other_woken: o.woken_mean,
+                diff,
+                failures,
+            }
+        })
+        .collect()
 }
 
 /// Builds the outcome from the three outputs (pure, unit-tested).
@@ -317,9 +455,14 @@ pub fn outcome_from(
 /// `herdtrace selftest`: runs scenarios and prints one result line each.
 #[derive(Debug, clap::Args)]
 pub struct SelftestArgs {
-    /// Backend to test (auto, fentry, kprobe, tracepoint).
+    /// Backends to test, comma-separated (auto, fentry, kprobe, tracepoint), or
+    /// `working`: every backend this kernel supports (the others are printed as SKIP).
     #[arg(long, default_value = "auto")]
     pub backend: String,
+    /// Also run each scenario once with all the tested backends attached
+    /// together and check that they agree (PASS/FAIL agree lines).
+    #[arg(long)]
+    pub agree: bool,
     /// Only these scenarios (default: all).
     #[arg(long = "scenario")]
     pub scenarios: Vec<String>,
@@ -356,46 +499,144 @@ pub fn selftest(args: SelftestArgs) -> Result<i32> {
             sc
         })
         .collect();
+    let BackendSelection {
+        run: backends,
+        unavailable,
+    } = expand_backends(&args.backend)?;
     let mut failed = 0;
     for sc in &chosen {
-        let outcome = match run_with(&exe, &args.backend, sc, &args.tracer_args) {
-            Ok(o) => o,
-            Err(e) => {
-                failed += 1;
-                println!("FAIL {} {}: {e:#}", sc.name, args.backend);
-                continue;
-            }
-        };
-        if !outcome.passed() {
-            failed += 1;
+        for (backend, reason) in &unavailable {
+            println!("SKIP {} {backend}: unavailable: {reason}", sc.name);
         }
-        if args.json {
-            println!(
-                "{}",
-                serde_json::to_string(&outcome).context("encoding the outcome")?
-            );
-        } else {
-            println!(
-                "{} {} {}: woken/conn {:.2} eagain/conn {:.2} losers/conn {:.2} spurious/conn {:.2} conns {}/{} lost {}{}",
-                if outcome.passed() { "PASS" } else { "FAIL" },
-                sc.name,
-                outcome.backend,
-                outcome.woken_mean,
-                outcome.eagain_per_conn,
-                outcome.eagain_losers_per_conn,
-                outcome.spurious_per_conn,
-                outcome.conn_records,
-                outcome.load_connections,
-                outcome.lost_events,
-                if outcome.failures.is_empty() {
-                    String::new()
-                } else {
-                    format!(" [{}]", outcome.failures.join("; "))
+        for backend in &backends {
+            let outcome = match run_with(&exe, backend, sc, &args.tracer_args) {
+                Ok(o) => o,
+                Err(e) => {
+                    failed += 1;
+                    println!("FAIL {} {backend}: {e:#}", sc.name);
+                    continue;
                 }
-            );
+            };
+            if !outcome.passed() {
+                failed += 1;
+            }
+            print_outcome(&outcome, args.json)?;
+        }
+        if args.agree && backends.len() > 1 {
+            let names: Vec<&str> = backends.iter().map(String::as_str).collect();
+            match run_together(&exe, &names, sc, &args.tracer_args) {
+                Ok(outcomes) => {
+                    for a in agreement(&outcomes) {
+                        if !a.passed() {
+                            failed += 1;
+                        }
+                        if args.json {
+                            println!("{}", serde_json::to_string(&a).context("encoding")?);
+                        } else {
+                            println!("{}", a.line());
+                        }
+                    }
+                }
+                Err(e) => {
+                    failed += 1;
+                    println!("FAIL agree {} {}: {e:#}", sc.name, names.join("~"));
+                }
+            }
         }
     }
     Ok(if failed == 0 { 0 } else { 1 })
+}
+
+/// The backends a selftest runs, and those it skips with the reason.
+struct BackendSelection {
+    run: Vec<String>,
+    unavailable: Vec<(String, String)>,
+}
+
+/// `--backend` → a [`BackendSelection`]. `working` asks the kernel
+/// (tracepoint first: it is the agreement reference).
+fn expand_backends(spec: &str) -> Result<BackendSelection> {
+    if spec != "working" {
+        let list: Vec<String> = spec
+            .split(',')
+            .map(|b| b.trim().to_string())
+            .filter(|b| !b.is_empty())
+            .collect();
+        if list.is_empty() {
+            bail!("--backend: no backend given");
+        }
+        return Ok(BackendSelection {
+            run: list,
+            unavailable: Vec::new(),
+        });
+    }
+    let facts = crate::check::gather_facts();
+    let mut ok = Vec::new();
+    let mut skipped = Vec::new();
+    for (name, req) in [
+        ("tracepoint", BackendRequest::Tracepoint),
+        ("kprobe", BackendRequest::Kprobe),
+        ("fentry", BackendRequest::Fentry),
+    ] {
+        match crate::backend::choose(req, &facts) {
+            Ok(_) => ok.push(name.to_string()),
+            Err(reason) => skipped.push((name.to_string(), reason)),
+        }
+    }
+    if ok.is_empty() {
+        bail!("no backend works on this kernel");
+    }
+    Ok(BackendSelection {
+        run: ok,
+        unavailable: skipped,
+    })
+}
+
+/// What the kernel denied the tracer, from its `warning:` lines, each cut to
+/// its subject (`tracepoint sock:sk_data_ready missing (added in 6.6)`): the
+/// report shows these beside the figures, so a gap is never a silent pass.
+pub fn limits(tracer_stderr: &str) -> Vec<String> {
+    tracer_stderr
+        .lines()
+        .filter_map(|l| l.strip_prefix("herdtrace: warning: "))
+        .map(|w| w.split(": ").next().unwrap_or(w).trim().to_string())
+        .filter(|w| !w.is_empty())
+        .collect()
+}
+
+fn print_outcome(outcome: &Outcome, json: bool) -> Result<()> {
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string(outcome).context("encoding the outcome")?
+        );
+        return Ok(());
+    }
+    let limits = limits(&outcome.tracer_stderr);
+    println!(
+        "{} {} {}: woken/conn {:.2} eagain/conn {:.2} losers/conn {:.2} spurious/conn {:.2} conns {}/{} lost {}{}{}",
+        if outcome.passed() { "PASS" } else { "FAIL" },
+        outcome.scenario,
+        outcome.backend,
+        outcome.woken_mean,
+        outcome.eagain_per_conn,
+        outcome.eagain_losers_per_conn,
+        outcome.spurious_per_conn,
+        outcome.conn_records,
+        outcome.load_connections,
+        outcome.lost_events,
+        if limits.is_empty() {
+            String::new()
+        } else {
+            format!(" {{{}}}", limits.join("; "))
+        },
+        if outcome.failures.is_empty() {
+            String::new()
+        } else {
+            format!(" [{}]", outcome.failures.join("; "))
+        }
+    );
+    Ok(())
 }
 
 #[cfg(test)]
@@ -490,6 +731,94 @@ mod tests {
         assert!(outcome(&sc, &ndjson(250, 2.3, 0, 0, &[]), &[]).passed());
         assert!(!outcome(&sc, &ndjson(250, 0.5, 0, 0, &[]), &[]).passed());
         assert!(!outcome(&sc, &ndjson(250, 4.5, 0, 0, &[]), &[]).passed());
+    }
+
+    fn run_of(backend: &str, woken: f64, failures: &[&str]) -> Outcome {
+        Outcome {
+            scenario: "shared-epoll".into(),
+            backend: backend.into(),
+            load_connections: 200,
+            load_errors: 0,
+            conn_records: 200,
+            woken_mean: woken,
+            eagain_per_conn: 0.0,
+            eagain_losers_per_conn: 0.0,
+            spurious_per_conn: 0.0,
+            lost_events: 0,
+            accepts_by_tid: BTreeMap::new(),
+            failures: failures.iter().map(|f| f.to_string()).collect(),
+            tracer_stderr: String::new(),
+        }
+    }
+
+    #[test]
+    fn backends_within_ten_percent_agree() {
+        let runs = [
+            run_of("tracepoint", 2.50, &[]),
+            run_of("kprobe", 2.40, &[]),
+            run_of("fentry", 2.50, &[]),
+        ];
+        let a = agreement(&runs);
+        assert_eq!(a.len(), 2);
+        assert!(a.iter().all(Agreement::passed), "{a:?}");
+        assert_eq!(
+            (a[0].reference.as_str(), a[0].other.as_str()),
+            ("tracepoint", "kprobe")
+        );
+        assert!((a[0].diff - 0.1 / 2.4).abs() < 1e-9);
+        assert_eq!(
+            a[0].line(),
+            "PASS agree shared-epoll tracepoint~kprobe: woken/conn 2.50 vs 2.40 diff 4.2%"
+        );
+        assert_eq!(a[1].diff, 0.0);
+    }
+
+    #[test]
+    fn disagreement_or_a_failed_run_fails_the_agreement() {
+        let a = agreement(&[run_of("tracepoint", 4.0, &[]), run_of("kprobe", 3.5, &[])]);
+        assert!(!a[0].passed());
+        assert!(a[0].line().starts_with("FAIL agree "), "{}", a[0].line());
+        assert!(
+            a[0].line().ends_with("[differ by 14.3% > 10%]"),
+            "{}",
+            a[0].line()
+        );
+        let a = agreement(&[
+            run_of("tracepoint", 1.0, &["3 events lost"]),
+            run_of("fentry", 1.0, &[]),
+        ]);
+        assert_eq!(a[0].failures, vec!["tracepoint: 3 events lost".to_string()]);
+        // Nothing woken by one backend, something by the other: infinitely apart.
+        let a = agreement(&[run_of("tracepoint", 1.0, &[]), run_of("kprobe", 0.0, &[])]);
+        assert!(!a[0].passed());
+        let a = agreement(&[run_of("tracepoint", 0.0, &[]), run_of("kprobe", 0.0, &[])]);
+        assert!(a[0].passed());
+        assert!(agreement(&[run_of("tracepoint", 1.0, &[])]).is_empty());
+        assert!(agreement(&[]).is_empty());
+    }
+
+    #[test]
+    fn limits_are_the_subjects_of_the_tracer_warnings() {
+        let stderr = "herdtrace: backend tracepoint\n\
+            herdtrace: warning: tracepoint sock:sk_data_ready missing (added in 6.6): arrivals come from x\n\
+            herdtrace: warning: ep_send_events cannot be probed (inlined or missing): wakeups\n\
+            herdtrace: tracing 5 tasks in 1 processes with the tracepoint backend; Ctrl-C to end\n";
+        assert_eq!(
+            limits(stderr),
+            vec![
+                "tracepoint sock:sk_data_ready missing (added in 6.6)".to_string(),
+                "ep_send_events cannot be probed (inlined or missing)".to_string()
+            ]
+        );
+        assert!(limits("herdtrace: backend fentry\n").is_empty());
+    }
+
+    #[test]
+    fn backend_lists_are_split_and_empty_ones_refused() {
+        let sel = expand_backends("tracepoint, kprobe,fentry").expect("list");
+        assert_eq!(sel.run, vec!["tracepoint", "kprobe", "fentry"]);
+        assert!(sel.unavailable.is_empty());
+        assert!(expand_backends(" , ").is_err());
     }
 
     #[test]

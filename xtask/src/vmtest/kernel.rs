@@ -16,6 +16,11 @@ pub struct Series {
     pub suites: &'static [&'static str],
     /// Package name prefix, e.g. `linux-image-6.1.` (the trailing dot keeps 6.1 from matching 6.12).
     prefix: &'static str,
+    /// Run both vCPUs on one host thread (`-accel tcg,thread=single`). 7.x
+    /// oopsed under multi-threaded TCG on an int3 left at a text-patching site
+    /// (a static key flipped while the other vCPU ran a stale translation of
+    /// that code); with one TCG thread the patching is seen by every vCPU at once.
+    pub single_thread_tcg: bool,
 }
 
 const FLAVOUR: &str = "-cloud-amd64";
@@ -25,23 +30,27 @@ pub const SERIES: [Series; 4] = [
         name: "5.10",
         suites: &["bullseye"],
         prefix: "linux-image-5.10.",
+        single_thread_tcg: false,
     },
     Series {
         name: "6.1",
         // Point releases lag behind: the newest 6.1 builds are in bookworm-security.
         suites: &["bookworm", "bookworm-security"],
         prefix: "linux-image-6.1.",
+        single_thread_tcg: false,
     },
     Series {
         name: "6.12",
         suites: &["bookworm-security"],
         prefix: "linux-image-6.12.",
+        single_thread_tcg: false,
     },
     // In sid `linux-image-*` is a meta package; the kernel is in `linux-binary-*`.
     Series {
         name: "7.x",
         suites: &["sid"],
         prefix: "linux-binary-7.",
+        single_thread_tcg: true,
     },
 ];
 

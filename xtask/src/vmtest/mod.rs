@@ -24,14 +24,16 @@ const STATIC_TARGET: &str = "x86_64-unknown-linux-gnu";
 const BUSYBOX: &str = "/bin/busybox";
 /// What a VM runs by default: what the kernel offers, then the tracer
 /// scenarios (the same ones as the host tests, `herdtrace::scenario`) under
-/// every backend. The rate is lower than on the host because software
-/// emulation is ~20x slower and the scenarios need idle workers.
-pub const DEFAULT_COMMANDS: [&str; 2] = [
-    "herdtrace check",
-    "for b in tracepoint kprobe fentry; do \
-     herdtrace selftest --backend $b --rate 50 --connections 200 || rc=1; \
-     done; exit ${rc:-0}",
-];
+/// the backends asked for (`working`: every backend the kernel supports,
+/// the others reported as SKIP), then once more with those backends attached
+/// together, checking that they agree. The rate is lower than on the host
+/// because software emulation is ~20x slower and the scenarios need idle workers.
+pub fn default_commands(backends: &str) -> Vec<String> {
+    vec![
+        "herdtrace check".to_string(),
+        format!("herdtrace selftest --backend {backends} --agree --rate 50 --connections 200"),
+    ]
+}
 
 #[derive(Debug, Clone, clap::Args)]
 #[command(after_help = "\
@@ -55,6 +57,11 @@ pub struct VmtestArgs {
     /// Shell command to run inside the VM, in order (repeatable) [default: `herdtrace check`, then the tracer scenarios under every backend].
     #[arg(long = "run", value_name = "CMD")]
     pub run: Vec<String>,
+    /// Backends for the default scenarios, comma-separated (tracepoint, kprobe,
+    /// fentry), or `working`: every backend `check` finds usable in that kernel.
+    #[arg(long = "backend", value_delimiter = ',', default_value = "working",
+          value_parser = ["tracepoint", "kprobe", "fentry", "working"])]
+    pub backends: Vec<String>,
     /// Time limit for one boot, in seconds.
     #[arg(long, default_value_t = 900)]
     pub timeout: u64,
@@ -81,6 +88,7 @@ impl VmtestArgs {
         VmtestArgs {
             kernels: vec!["5.10".into(), "6.1".into(), "6.12".into()],
             run: Vec::new(),
+            backends: vec!["working".into()],
             timeout: 900,
             refresh: false,
             bins: Vec::new(),
@@ -88,6 +96,21 @@ impl VmtestArgs {
             skip_setup: true,
         }
     }
+}
+
+/// `--backend` values → selftest's `--backend` (`working` wins over a list).
+fn backend_spec(backends: &[String]) -> String {
+    if backends.is_empty() || backends.iter().any(|b| b == "working") {
+        return "working".into();
+    }
+    let mut list: Vec<&str> = Vec::new();
+    // Tracepoint first: it is the reference of the agreement check.
+    for b in ["tracepoint", "kprobe", "fentry"] {
+        if backends.iter().any(|x| x == b) {
+            list.push(b);
+        }
+    }
+    list.join(",")
 }
 
 /// The selected series in canonical order, without duplicates.
@@ -180,6 +203,7 @@ fn run_series(
     let boot = qemu::boot(
         &kernel.vmlinuz,
         &initrd,
+        series.single_thread_tcg,
         &log,
         Duration::from_secs(args.timeout),
     )?;
@@ -206,7 +230,7 @@ fn run_series(
             .outputs
             .values()
             .flatten()
-            .filter(|l| l.starts_with("PASS ") || l.starts_with("FAIL "))
+            .filter(|l| ["PASS ", "FAIL ", "SKIP "].iter().any(|p| l.starts_with(p)))
             .cloned()
             .collect(),
     })
@@ -242,8 +266,11 @@ pub fn run(args: VmtestArgs) -> anyhow::Result<i32> {
         setup::run(&setup::SetupArgs { no_vm: false })?;
     }
     let series = selected(&args.kernels);
+    if !args.run.is_empty() && args.backends != ["working"] {
+        anyhow::bail!("--backend selects the default scenarios; it has no effect with --run");
+    }
     let commands: Vec<String> = if args.run.is_empty() {
-        DEFAULT_COMMANDS.iter().map(|c| c.to_string()).collect()
+        default_commands(&backend_spec(&args.backends))
     } else {
         args.run.clone()
     };
@@ -302,6 +329,20 @@ mod tests {
         assert_eq!(names(&["7.x", "6.1", "6.1"]), vec!["6.1", "7.x"]);
         assert_eq!(names(&["6.12", "all"]), vec!["5.10", "6.1", "6.12", "7.x"]);
         assert!(names(&[]).is_empty());
+    }
+
+    #[test]
+    fn backend_filter_becomes_the_selftest_backend_list() {
+        let spec = |v: &[&str]| backend_spec(&v.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        assert_eq!(spec(&["working"]), "working");
+        assert_eq!(spec(&[]), "working");
+        assert_eq!(spec(&["fentry", "tracepoint"]), "tracepoint,fentry");
+        assert_eq!(spec(&["kprobe", "working"]), "working");
+        assert_eq!(
+            default_commands("kprobe")[1],
+            "herdtrace selftest --backend kprobe --agree --rate 50 --connections 200"
+        );
+        assert_eq!(default_commands("working")[0], "herdtrace check");
     }
 
     #[test]

@@ -13,10 +13,16 @@ use super::console::{Console, Ending};
 /// How long QEMU may take to exit after the result line (poweroff) or a fatal kernel line.
 const GRACE: Duration = Duration::from_secs(20);
 
-/// The QEMU command line. KVM aborts on these machines (MSR setup), so TCG.
-pub fn qemu_command(vmlinuz: &Path, initrd: &Path) -> Command {
+/// The QEMU command line. KVM aborts on these machines (MSR setup), so TCG;
+/// `single_thread` runs the two vCPUs on one host thread.
+pub fn qemu_command(vmlinuz: &Path, initrd: &Path, single_thread: bool) -> Command {
+    let accel = if single_thread {
+        "tcg,thread=single"
+    } else {
+        "tcg"
+    };
     let mut cmd = Command::new("qemu-system-x86_64");
-    cmd.args(["-accel", "tcg", "-cpu", "max", "-m", "1G", "-smp", "2"])
+    cmd.args(["-accel", accel, "-cpu", "max", "-m", "1G", "-smp", "2"])
         .args(["-nographic", "-no-reboot"])
         .arg("-kernel")
         .arg(vmlinuz)
@@ -35,8 +41,14 @@ pub struct Boot {
 
 /// Boots, copying every console line to `log` and into a [`Console`], until
 /// QEMU exits or `timeout` passes (then QEMU is killed).
-pub fn boot(vmlinuz: &Path, initrd: &Path, log: &Path, timeout: Duration) -> anyhow::Result<Boot> {
-    let mut cmd = qemu_command(vmlinuz, initrd);
+pub fn boot(
+    vmlinuz: &Path,
+    initrd: &Path,
+    single_thread: bool,
+    log: &Path,
+    timeout: Duration,
+) -> anyhow::Result<Boot> {
+    let mut cmd = qemu_command(vmlinuz, initrd, single_thread);
     println!("==> {}", crate::proc::display(&cmd));
     let mut log_file = File::create(log).with_context(|| format!("create {}", log.display()))?;
     let start = Instant::now();
@@ -104,4 +116,35 @@ pub fn boot(vmlinuz: &Path, initrd: &Path, log: &Path, timeout: Duration) -> any
         ending,
         elapsed: start.elapsed(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(single_thread: bool) -> Vec<String> {
+        qemu_command(Path::new("/k"), Path::new("/i"), single_thread)
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn single_thread_tcg_only_when_asked() {
+        let multi = args(false);
+        assert_eq!(multi[..2], ["-accel", "tcg"]);
+        let single = args(true);
+        assert_eq!(single[..2], ["-accel", "tcg,thread=single"]);
+        for a in [&multi, &single] {
+            assert!(a.windows(2).any(|w| w == ["-smp", "2"]), "{a:?}");
+            assert!(a.windows(2).any(|w| w == ["-kernel", "/k"]), "{a:?}");
+        }
+    }
+
+    #[test]
+    fn only_7x_runs_single_threaded() {
+        for s in super::super::kernel::SERIES {
+            assert_eq!(s.single_thread_tcg, s.name == "7.x", "{}", s.name);
+        }
+    }
 }
