@@ -2,7 +2,11 @@
 use aya_ebpf::helpers::{bpf_get_smp_processor_id, bpf_ktime_get_ns};
 use herdtrace_common::{RawEvent, CNT_DROPS, CNT_EVENTS};
 
-use crate::maps::{COUNTERS, EVENTS, SEQ};
+use crate::maps::{get, COUNTERS, EVENTS, SEQ};
+
+const BPF_RB_NO_WAKEUP: u64 = 1;
+const BPF_RB_FORCE_WAKEUP: u64 = 2;
+const BPF_RB_AVAIL_DATA: u64 = 0;
 
 #[inline(always)]
 pub fn bump(index: u32) -> u64 {
@@ -41,7 +45,13 @@ pub fn send(ev: &mut RawEvent) {
     match EVENTS.reserve::<RawEvent>(0) {
         Some(mut slot) => {
             slot.write(*ev);
-            slot.submit(0);
+            // Wake the reader only when the buffer is filling up (see RINGBUF_WAKE_BYTES).
+            let flags = if EVENTS.query(BPF_RB_AVAIL_DATA) >= get::RINGBUF_WAKE_BYTES() {
+                BPF_RB_FORCE_WAKEUP
+            } else {
+                BPF_RB_NO_WAKEUP
+            };
+            slot.submit(flags);
             count(CNT_EVENTS);
         }
         None => count(CNT_DROPS),

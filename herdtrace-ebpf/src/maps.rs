@@ -90,6 +90,12 @@ globals! {
     PORT_FILTER: u32,
     /// A wake chain closes this long after it opened, at the latest.
     CHAIN_WINDOW_NS: u64,
+    /// Bytes waiting in the ring buffer from which a submit wakes the reader.
+    /// Below it the reader is not woken (it polls on a short timer): a
+    /// wakeup issued from inside our program runs `sched_waking` while the
+    /// program is still running, and the kernel's recursion guard then skips
+    /// every tracing program on that CPU, so it costs events, not only time.
+    RINGBUF_WAKE_BYTES: u64,
 }
 
 /// Listening ports a traced task accepts on (for arrivals whose listener

@@ -133,6 +133,12 @@ pub struct Btf {
 impl Btf {
     /// Reads and parses the running kernel's BTF.
     pub fn load_vmlinux() -> anyhow::Result<Btf> {
+        if crate::kernel::simulated_missing().btf() {
+            bail!(
+                "no {VMLINUX_BTF} (treated as missing: {}=btf)",
+                crate::kernel::MISSING_ENV
+            );
+        }
         Btf::load(Path::new(VMLINUX_BTF))
     }
 

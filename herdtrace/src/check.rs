@@ -20,7 +20,9 @@ const EXAMPLES: &str = "\
 Examples:
   sudo herdtrace check                 one line per probe point: ok / missing / refused + reason
   sudo herdtrace check --json | jq .backend.auto
-  herdtrace check                      as non-root: program lines say refused, the rest is checked";
+  herdtrace check                      as non-root: program lines say refused, the rest is checked
+  HERDTRACE_MISSING=sock:sk_data_ready,ep_send_events sudo herdtrace check
+                                       as if the kernel lacked them (also for tracing; `btf` for no BTF)";
 
 #[derive(Debug, clap::Args)]
 #[command(after_help = EXAMPLES)]
@@ -114,7 +116,16 @@ fn gather(btf: Result<&Btf, String>) -> Report {
         .as_ref()
         .ok()
         .map(|t| kernel::find_symbols(kernel::filter_function_names(t), &Symbols::NAMES));
+    let simulated = kernel::simulated_missing();
     let symbols = Symbols::from_fn(|name| {
+        if simulated.symbol(name) {
+            // What an inlined function looks like: no symbol, no BTF FUNC.
+            return SymbolFact {
+                kallsyms: Some(SymbolPresence::Absent),
+                btf_params: None,
+                traceable: Some(false),
+            };
+        }
         let at = |found: &Vec<SymbolPresence>| {
             Symbols::NAMES
                 .iter()
@@ -134,6 +145,10 @@ fn gather(btf: Result<&Btf, String>) -> Report {
     let tracepoints =
         Tracepoints::from_fn(|cat, name| match kernel::tracepoint_exists(cat, name) {
             Ok(true) => ProbeStatus::Ok,
+            Ok(false) if simulated.tracepoint(cat, name) => ProbeStatus::Missing(format!(
+                "treated as missing ({}={cat}:{name})",
+                kernel::MISSING_ENV
+            )),
             Ok(false) => ProbeStatus::Missing(format!("no events/{cat}/{name} in tracefs")),
             Err(e @ TracefsError::Denied(_)) => ProbeStatus::Refused(e.to_string()),
             Err(e) => ProbeStatus::Missing(e.to_string()),

@@ -78,15 +78,28 @@ pub fn find(name: &str) -> Option<Scenario> {
     all().into_iter().find(|s| s.name == name)
 }
 
+/// One traced connection, as far as `verify` needs it (from a "conn" line).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnSample {
+    /// Arrival time (CLOCK_MONOTONIC ns).
+    pub ts_ns: u64,
+    /// The task that accepted it, when known.
+    pub accepted_by: Option<u32>,
+    pub accept_latency_us: Option<u64>,
+}
+
 /// What one run measured and what failed.
 #[derive(Debug, Clone, Serialize)]
 pub struct Outcome {
     pub scenario: String,
     pub backend: String,
+    /// The kernel release the tracer reported.
+    pub kernel: String,
     pub load_connections: u64,
     pub load_errors: u64,
     pub conn_records: u64,
     pub woken_mean: f64,
+    pub woken_p99: u64,
     pub eagain_per_conn: f64,
     pub eagain_losers_per_conn: f64,
     pub spurious_per_conn: f64,
@@ -95,6 +108,10 @@ pub struct Outcome {
     pub accepts_by_tid: BTreeMap<u32, (u64, u64)>,
     pub failures: Vec<String>,
     pub tracer_stderr: String,
+    /// Every "conn" line, in the tracer's (episode-closing) order; not
+    /// serialized (the selftest lines stay short).
+    #[serde(skip)]
+    pub conns: Vec<ConnSample>,
 }
 
 impl Outcome {
@@ -103,31 +120,41 @@ impl Outcome {
     }
 }
 
-/// Pure checks of a run's figures against the scenario.
-pub fn evaluate(sc: &Scenario, o: &mut Outcome) {
-    let mut fail = |m: String| o.failures.push(m);
+/// Whether the run measured what it should, whatever the herd: every load
+/// connection succeeded and has a conn record, no event was lost, and the
+/// tracer's per-task accepts equal the server's own counts.
+pub fn integrity_failures(sc: &Scenario, o: &Outcome) -> Vec<String> {
+    let mut failures = Vec::new();
     if o.load_errors > 0 || o.load_connections != u64::from(sc.connections) {
-        fail(format!(
+        failures.push(format!(
             "load generator: {} of {} connections ok, {} errors",
             o.load_connections, sc.connections, o.load_errors
         ));
     }
     if o.conn_records != o.load_connections {
-        fail(format!(
+        failures.push(format!(
             "{} conn records for {} connections",
             o.conn_records, o.load_connections
         ));
     }
     if o.lost_events > 0 {
-        fail(format!("{} events lost", o.lost_events));
+        failures.push(format!("{} events lost", o.lost_events));
     }
     for (tid, (server, traced)) in &o.accepts_by_tid {
         if server != traced {
-            fail(format!(
+            failures.push(format!(
                 "task {tid}: server counted {server} accepts, tracer {traced}"
             ));
         }
     }
+    failures
+}
+
+/// Pure checks of a run's figures against the scenario.
+pub fn evaluate(sc: &Scenario, o: &mut Outcome) {
+    let counts = integrity_failures(sc, o);
+    o.failures.extend(counts);
+    let mut fail = |m: String| o.failures.push(m);
     let wasted = o.eagain_losers_per_conn + o.spurious_per_conn;
     match sc.bound {
         Bound::Herd { woken, wasted: w } => {
@@ -397,13 +424,20 @@ pub fn outcome_from(
     ndjson: &str,
     server_accepts: &BTreeMap<u32, u64>,
 ) -> Result<Outcome> {
-    let mut conn_records = 0;
+    let mut conn_lines = Vec::new();
     let mut summary = None;
     for line in ndjson.lines().filter(|l| !l.trim().is_empty()) {
         let v: Value =
             serde_json::from_str(line).with_context(|| format!("tracer line {line:?}"))?;
         match v.get("type").and_then(Value::as_str) {
-            Some("conn") => conn_records += 1,
+            Some("conn") => conn_lines.push(ConnSample {
+                ts_ns: v.get("ts_ns").and_then(Value::as_u64).unwrap_or(0),
+                accepted_by: v
+                    .pointer("/accepted_by/tid")
+                    .and_then(Value::as_u64)
+                    .and_then(|t| u32::try_from(t).ok()),
+                accept_latency_us: v.get("accept_latency_us").and_then(Value::as_u64),
+            }),
             Some("summary") => summary = Some(v),
             _ => {}
         }
@@ -435,13 +469,22 @@ pub fn outcome_from(
             .and_then(Value::as_str)
             .unwrap_or(backend)
             .to_string(),
+        kernel: s
+            .get("kernel")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string(),
         load_connections: load.get("connections").and_then(Value::as_u64).unwrap_or(0),
         load_errors: load.get("errors").and_then(Value::as_u64).unwrap_or(0),
-        conn_records,
+        conn_records: conn_lines.len() as u64,
         woken_mean: s
             .get("woken_per_conn")
             .map(|w| num(w, "mean"))
             .unwrap_or(0.0),
+        woken_p99: s
+            .pointer("/woken_per_conn/p99")
+            .and_then(Value::as_u64)
+            .unwrap_or(0),
         eagain_per_conn: per("eagain"),
         eagain_losers_per_conn: per("eagain_losers"),
         spurious_per_conn: per("spurious"),
@@ -449,6 +492,7 @@ pub fn outcome_from(
         accepts_by_tid,
         failures: Vec::new(),
         tracer_stderr: String::new(),
+        conns: conn_lines,
     })
 }
 
@@ -748,6 +792,9 @@ mod tests {
             accepts_by_tid: BTreeMap::new(),
             failures: failures.iter().map(|f| f.to_string()).collect(),
             tracer_stderr: String::new(),
+            kernel: String::new(),
+            woken_p99: 0,
+            conns: Vec::new(),
         }
     }
 
@@ -819,6 +866,58 @@ mod tests {
         assert_eq!(sel.run, vec!["tracepoint", "kprobe", "fentry"]);
         assert!(sel.unavailable.is_empty());
         assert!(expand_backends(" , ").is_err());
+    }
+
+    #[test]
+    fn conn_lines_kernel_and_p99_are_kept() {
+        let sc = find("exclusive").expect("scenario");
+        let text = format!(
+            "{}\n{}\n{}\n",
+            json!({"type":"conn","ts_ns":20,"accepted_by":{"pid":7,"tid":9,"comm":"w"},
+                "accept_latency_us":150}),
+            json!({"type":"conn","ts_ns":10,"accepted_by":null,"accept_latency_us":null}),
+            json!({"type":"summary","backend":"tracepoint","kernel":"6.18.44-x","connections":2,
+                "woken_per_conn":{"mean":1.5,"p99":3},"eagain":0,"eagain_losers":0,
+                "spurious":0,"lost_events":0,"tasks":[]}),
+        );
+        let load = json!({"connections": 2, "errors": 0});
+        let o = outcome_from(&sc, "auto", &load, &text, &BTreeMap::new()).expect("outcome");
+        assert_eq!(o.conn_records, 2);
+        assert_eq!(o.kernel, "6.18.44-x");
+        assert_eq!(o.woken_p99, 3);
+        assert_eq!(
+            o.conns,
+            vec![
+                ConnSample {
+                    ts_ns: 20,
+                    accepted_by: Some(9),
+                    accept_latency_us: Some(150)
+                },
+                ConnSample {
+                    ts_ns: 10,
+                    accepted_by: None,
+                    accept_latency_us: None
+                },
+            ]
+        );
+        // The selftest JSON stays short: conn samples are not serialized.
+        let v = serde_json::to_value(&o).expect("serialize");
+        assert!(v.get("conns").is_none());
+        assert_eq!(v["kernel"], "6.18.44-x");
+    }
+
+    #[test]
+    fn integrity_failures_ignore_the_bound() {
+        let sc = find("exclusive").expect("scenario");
+        // A herd in the exclusive scenario: the bound fails, the counts are clean.
+        let mut o = outcome(&sc, &ndjson(250, 4.0, 0, 0, &[(10, 250)]), &[(10, 250)]);
+        assert!(!o.passed());
+        assert!(integrity_failures(&sc, &o).is_empty());
+        o.lost_events = 2;
+        o.load_errors = 1;
+        let f = integrity_failures(&sc, &o);
+        assert_eq!(f.len(), 2, "{f:?}");
+        assert!(f[0].contains("1 errors") && f[1].contains("2 events lost"));
     }
 
     #[test]

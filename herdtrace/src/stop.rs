@@ -38,3 +38,24 @@ pub fn requested() -> Option<i32> {
         s => Some(s),
     }
 }
+
+/// A panic prints one line (what and where) instead of Rust's two-line
+/// report; unwinding then drops the tracer, which detaches every probe.
+pub fn install_panic_hook() {
+    std::panic::set_hook(Box::new(|info| {
+        let what = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown panic".into());
+        let at = info
+            .location()
+            .map(|l| format!(" at {}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        eprintln!(
+            "herdtrace: internal error: {}{at} (a bug; probes are being detached)",
+            what.replace('\n', " ")
+        );
+    }));
+}

@@ -1,7 +1,12 @@
 //! Which tasks to trace: the given pids and `--comm` matches, their
 //! descendants and all their threads, read from /proc. Parsing is separated
 //! from I/O so it is unit-tested on fixture strings.
-use std::{collections::BTreeMap, fs, path::Path};
+use std::{
+    collections::BTreeMap,
+    fs,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    path::Path,
+};
 
 use anyhow::{bail, Context as _, Result};
 
@@ -156,6 +161,21 @@ pub fn parse_socket_link(link: &str) -> Option<u64> {
 
 /// (inode, local port) of every LISTEN socket in a `/proc/net/tcp{,6}` table.
 pub fn parse_listeners(table: &str) -> Vec<(u64, u16)> {
+    parse_listen_sockets(table)
+        .into_iter()
+        .map(|s| (s.inode, s.addr.port()))
+        .collect()
+}
+
+/// A TCP socket in LISTEN state, from `/proc/net/tcp{,6}`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+pub struct ListenSocket {
+    pub inode: u64,
+    pub addr: SocketAddr,
+}
+
+/// Every LISTEN socket (state `0A`) of a `/proc/net/tcp` or `/proc/net/tcp6` table.
+pub fn parse_listen_sockets(table: &str) -> Vec<ListenSocket> {
     table
         .lines()
         .skip(1)
@@ -166,9 +186,44 @@ pub fn parse_listeners(table: &str) -> Vec<(u64, u16)> {
             if *state != "0A" {
                 return None;
             }
-            let port = u16::from_str_radix(local.rsplit(':').next()?, 16).ok()?;
-            Some((inode.parse().ok()?, port))
+            Some(ListenSocket {
+                inode: inode.parse().ok()?,
+                addr: parse_proc_addr(local)?,
+            })
         })
+        .collect()
+}
+
+/// `0100007F:1F90` -> 127.0.0.1:8080; 32 hex digits before the colon for IPv6.
+/// The kernel prints each 32-bit word of the address as a host-order integer.
+pub fn parse_proc_addr(text: &str) -> Option<SocketAddr> {
+    let (ip, port) = text.split_once(':')?;
+    let port = u16::from_str_radix(port, 16).ok()?;
+    let word = |i: usize| -> Option<[u8; 4]> {
+        let hex = ip.get(i * 8..i * 8 + 8)?;
+        Some(u32::from_str_radix(hex, 16).ok()?.to_ne_bytes())
+    };
+    let ip = match ip.len() {
+        8 => IpAddr::V4(Ipv4Addr::from(word(0)?)),
+        32 => {
+            let mut bytes = [0u8; 16];
+            for i in 0..4 {
+                bytes[i * 4..i * 4 + 4].copy_from_slice(&word(i)?);
+            }
+            IpAddr::V6(Ipv6Addr::from(bytes))
+        }
+        _ => return None,
+    };
+    Some(SocketAddr::new(ip, port))
+}
+
+/// LISTEN sockets of both tables under `proc_root` (a missing table is empty:
+/// a kernel without IPv6 has no `net/tcp6`).
+pub fn listen_sockets(proc_root: &Path) -> Vec<ListenSocket> {
+    ["net/tcp", "net/tcp6"]
+        .iter()
+        .filter_map(|t| fs::read_to_string(proc_root.join(t)).ok())
+        .flat_map(|text| parse_listen_sockets(&text))
         .collect()
 }
 
@@ -278,6 +333,48 @@ mod tests {
         assert_eq!(parse_listeners(table), vec![(4242, 8080), (99, 22)]);
         assert_eq!(parse_listeners(""), vec![]);
         assert_eq!(parse_listeners("header\ngarbage line\n"), vec![]);
+    }
+
+    #[test]
+    fn parses_listen_socket_addresses() {
+        let v4 = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 0100007F:6F40 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 7853660 1 0 100 0 0 10 0
+   1: 00000000:0050 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 77 1 0 100 0 0 10 0
+   2: 0100007F:6F40 0100007F:C350 01 00000000:00000000 00:00000000 00000000     0        0 78 1 0 20 4 30 10 -1
+";
+        let got = parse_listen_sockets(v4);
+        assert_eq!(
+            got,
+            vec![
+                ListenSocket {
+                    inode: 7853660,
+                    addr: "127.0.0.1:28480".parse().expect("addr")
+                },
+                ListenSocket {
+                    inode: 77,
+                    addr: "0.0.0.0:80".parse().expect("addr")
+                },
+            ]
+        );
+        let v6 = "  sl  local_address                         remote_address                        st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 00000000000000000000000001000000:0050 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 99 1 0 100 0 0 10 0
+   1: 00000000000000000000000000000000:1F90 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 98 1 0 100 0 0 10 0
+";
+        let got = parse_listen_sockets(v6);
+        assert_eq!(got[0].addr, "[::1]:80".parse().expect("addr"));
+        assert_eq!(got[1].addr, "[::]:8080".parse().expect("addr"));
+        assert_eq!(parse_proc_addr("0100007F"), None);
+        assert_eq!(parse_proc_addr("0100007:1F90"), None);
+        assert_eq!(parse_proc_addr("0100007F:XYZ"), None);
+        assert_eq!(parse_proc_addr("G100007F:1F90"), None);
+    }
+
+    #[test]
+    fn listen_sockets_include_this_process_listener() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let all = listen_sockets(Path::new("/proc"));
+        assert!(all.iter().any(|s| s.addr == addr), "{all:?} lacks {addr}");
     }
 
     #[test]

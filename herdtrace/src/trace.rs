@@ -3,6 +3,7 @@
 //! [`Pipeline`] that `replay` uses.
 use std::{
     io::{self, BufWriter, Write},
+    net::SocketAddr,
     path::{Path, PathBuf},
     time::{Duration, Instant},
 };
@@ -14,10 +15,10 @@ use crate::{
     btf::{Btf, KernelOffsets},
     check,
     engine::{EngineConfig, Summary},
-    events, kernel,
+    events, exporter, kernel,
     loader::{AttachPlan, Offsets, Tracer, TracerConfig},
     record::{RecordHeader, Recorder},
-    report::{is_broken_pipe, OutputOptions, Pipeline, RunInfo, WallClock},
+    report::{is_broken_pipe, Observer, OutputOptions, Pipeline, RunInfo, WallClock},
     stop, targets,
 };
 
@@ -66,6 +67,11 @@ pub struct TraceArgs {
     /// ends earlier, with the softirq that processed the connection.
     #[arg(long, value_name = "US", default_value_t = 5000)]
     pub chain_window_us: u64,
+    /// Serve Prometheus metrics on http://ADDR/metrics while tracing
+    /// (e.g. 127.0.0.1:9435); the trace ends as usual (Ctrl-C/SIGTERM,
+    /// --duration, or the traced processes exiting).
+    #[arg(long, value_name = "ADDR")]
+    pub prometheus: Option<SocketAddr>,
 }
 
 impl Default for TraceArgs {
@@ -82,11 +88,12 @@ impl Default for TraceArgs {
             record: None,
             ringbuf_size: 4 << 20,
             chain_window_us: 5000,
+            prometheus: None,
         }
     }
 }
 
-fn parse_secs(s: &str) -> Result<f64, String> {
+pub fn parse_secs(s: &str) -> Result<f64, String> {
     let v: f64 = s
         .parse()
         .map_err(|_| format!("{s:?} is not a number of seconds"))?;
@@ -138,6 +145,14 @@ pub fn prepare(args: &TraceArgs) -> Result<Prepared> {
     let choice = backend::choose(args.backend, &facts).map_err(|e| anyhow!(e))?;
     let mut notes = Vec::new();
     notes.push(format!("backend {choice}"));
+    let simulated = kernel::simulated_missing();
+    if !simulated.is_empty() {
+        notes.push(format!(
+            "{}: acting as if the kernel lacked {}",
+            kernel::MISSING_ENV,
+            simulated.items().join(", ")
+        ));
+    }
     notes.extend(choice.warnings.iter().map(|w| format!("warning: {w}")));
 
     let k = KernelOffsets::from_btf(&btf)?;
@@ -244,6 +259,8 @@ fn available(points: &[(&str, &ProbeStatus)]) -> Vec<String> {
 /// their start times so a reused pid is not mistaken for them.
 pub struct TargetSet {
     roots: Vec<targets::ProcInfo>,
+    /// Roots already reported gone (each is reported once).
+    exited: std::cell::RefCell<Vec<u32>>,
 }
 
 impl TargetSet {
@@ -254,7 +271,10 @@ impl TargetSet {
             .into_iter()
             .filter(|p| root_pids.contains(&p.pid))
             .collect();
-        Ok(TargetSet { roots })
+        Ok(TargetSet {
+            roots,
+            exited: Default::default(),
+        })
     }
 
     /// Puts every thread of every root and descendant into the kernel's
@@ -289,6 +309,21 @@ impl TargetSet {
             .iter()
             .any(|r| targets::alive(Path::new("/proc"), r.pid, r.start_ticks))
     }
+
+    /// Roots that exited (or whose pid now names another process) since the
+    /// last call.
+    fn newly_exited(&self) -> Vec<u32> {
+        let mut exited = self.exited.borrow_mut();
+        let gone: Vec<u32> = self
+            .roots
+            .iter()
+            .filter(|r| !exited.contains(&r.pid))
+            .filter(|r| !targets::alive(Path::new("/proc"), r.pid, r.start_ticks))
+            .map(|r| r.pid)
+            .collect();
+        exited.extend(&gone);
+        gone
+    }
 }
 
 fn monotonic_ns() -> u64 {
@@ -312,14 +347,23 @@ pub fn trace_session<W: Write>(
     prepared: &Prepared,
     targets: &TargetSet,
     out: W,
+    on_ready: impl FnMut(),
+    until: impl FnMut() -> bool,
+) -> Result<(Option<Summary>, EndReason)> {
+    trace_session_observed(args, prepared, targets, out, None, on_ready, until)
+}
+
+/// [`trace_session`], with every connection record also passed to `observer`.
+pub fn trace_session_observed<W: Write>(
+    args: &TraceArgs,
+    prepared: &Prepared,
+    targets: &TargetSet,
+    out: W,
+    observer: Option<Box<dyn Observer + Send>>,
     mut on_ready: impl FnMut(),
     mut until: impl FnMut() -> bool,
 ) -> Result<(Option<Summary>, EndReason)> {
-    let mut tracer = Tracer::start(&prepared.config)?;
-    let (tasks, procs) = targets.load_into(&mut tracer)?;
-    // A fork between the /proc scan and the map update is caught by a second pass.
-    targets.load_into(&mut tracer)?;
-
+    // Before attaching: a recording path that cannot be created leaves nothing behind.
     let mut recorder = match &args.record {
         Some(path) => Some(Recorder::create(
             path,
@@ -327,6 +371,10 @@ pub fn trace_session<W: Write>(
         )?),
         None => None,
     };
+    let mut tracer = Tracer::start(&prepared.config)?;
+    let (tasks, procs) = targets.load_into(&mut tracer)?;
+    // A fork between the /proc scan and the map update is caught by a second pass.
+    targets.load_into(&mut tracer)?;
     let opts = OutputOptions {
         json: args.json,
         per_conn: args.per_conn || args.json,
@@ -334,8 +382,14 @@ pub fn trace_session<W: Write>(
     };
     let mut pipeline = Pipeline::new(EngineConfig::default(), opts, prepared.info.clone(), out);
     pipeline.set_clock(WallClock::now());
-    for note in prepared.notes.iter().chain(tracer.warnings.iter()) {
+    if let Some(o) = observer {
+        pipeline.set_observer(o);
+    }
+    for note in &prepared.notes {
         eprintln!("herdtrace: {note}");
+    }
+    for warning in &tracer.warnings {
+        eprintln!("herdtrace: warning: {warning}");
     }
     eprintln!(
         "herdtrace: tracing {tasks} tasks in {procs} processes with the {} backend; Ctrl-C to end",
@@ -348,11 +402,15 @@ pub fn trace_session<W: Write>(
     let mut next_tick = started + interval;
     let mut next_liveness = started + Duration::from_millis(500);
     let mut decode_errors = 0u64;
+    let mut losses = LossFeed::default();
+    let panic_after = test_panic_after();
     let reason = loop {
         let now = Instant::now();
+        // The kernel wakes us only when the ring buffer is a quarter full
+        // (RINGBUF_WAKE_BYTES); otherwise this timer is what drains it.
         let wait = next_tick
             .saturating_duration_since(now)
-            .min(Duration::from_millis(100));
+            .min(Duration::from_millis(READER_POLL_MS));
         poll_readable(tracer.ring_fd(), wait);
         let mut failure: Option<anyhow::Error> = None;
         tracer.drain(|bytes| {
@@ -383,6 +441,8 @@ pub fn trace_session<W: Write>(
         let now = Instant::now();
         if now >= next_tick {
             next_tick += interval;
+            // Drops are marked as they happen, so the episodes open then are flagged.
+            losses.feed(&tracer, &mut pipeline, recorder.as_mut())?;
             if let Err(e) = pipeline.on_tick(monotonic_ns()) {
                 if is_broken_pipe(&e) {
                     break EndReason::OutputClosed;
@@ -402,36 +462,43 @@ pub fn trace_session<W: Write>(
         if until() {
             break EndReason::Caller;
         }
+        if panic_after.is_some_and(|d| started.elapsed() >= d) {
+            panic!("{TEST_PANIC_ENV} is set: panicking with every probe attached");
+        }
         if now >= next_liveness {
             next_liveness = now + Duration::from_millis(500);
+            let gone = targets.newly_exited();
+            if !gone.is_empty() && targets.any_alive() {
+                let list: Vec<String> = gone.iter().map(u32::to_string).collect();
+                eprintln!(
+                    "herdtrace: process {} exited; still tracing the others",
+                    list.join(", ")
+                );
+            }
             if !targets.any_alive() {
                 break EndReason::TargetsExited;
             }
         }
     };
+    if reason == EndReason::OutputClosed {
+        // The reader is gone: count the rest, print nothing more to it.
+        pipeline.mute();
+    }
     // Whatever is still in the ring buffer belongs to the run.
-    if reason != EndReason::OutputClosed {
-        let mut tail = Vec::new();
-        tracer.drain(|bytes| {
-            if let Ok(ev) = events::decode(bytes) {
-                tail.push(ev);
-            }
-        });
-        for ev in &tail {
-            if let Some(r) = recorder.as_mut() {
-                r.write_event(ev)?;
-            }
-            pipeline.on_event(ev)?;
+    let mut tail = Vec::new();
+    tracer.drain(|bytes| {
+        if let Ok(ev) = events::decode(bytes) {
+            tail.push(ev);
         }
+    });
+    for ev in &tail {
+        if let Some(r) = recorder.as_mut() {
+            r.write_event(ev)?;
+        }
+        pipeline.on_event(ev)?;
     }
-    let (_, kernel_drops) = tracer.counters()?;
     // Drops at the very end leave no sequence gap; the kernel counter has them.
-    let extra_lost = kernel_drops.saturating_sub(pipeline.engine().lost_events());
-    if let Some(r) = recorder.as_mut() {
-        if extra_lost > 0 {
-            r.write_lost(extra_lost)?;
-        }
-    }
+    losses.feed(&tracer, &mut pipeline, recorder.as_mut())?;
     if let Some(r) = recorder {
         r.finish()?;
     }
@@ -442,14 +509,80 @@ pub fn trace_session<W: Write>(
     }
     drop(tracer); // detach every probe before printing the summary
     if reason == EndReason::OutputClosed {
-        return Ok((None, reason));
+        // stdout is closed; stderr may still reach the user.
+        let summary = pipeline.finish_elsewhere(0, &mut io::stderr().lock()).ok();
+        return Ok((summary, reason));
     }
-    match pipeline.finish(extra_lost) {
+    match pipeline.finish(0) {
         Ok(summary) => Ok((Some(summary), reason)),
         Err(e) if is_broken_pipe(&e) => Ok((None, EndReason::OutputClosed)),
         Err(e) => Err(e),
     }
 }
+
+/// Feeds the kernel's loss counters to the pipeline (and the recording) as
+/// increments: ring-buffer drops as lost events; program runs the kernel
+/// skipped (recursion misses), which no sequence gap shows, as skipped runs
+/// (most of them are `sched_waking` of untraced tasks, so they are reported
+/// beside the losses rather than marking episodes incomplete).
+#[derive(Debug, Default)]
+struct LossFeed {
+    drops: Counter,
+    skipped: Counter,
+}
+
+/// Turns a running total into increments.
+#[derive(Debug, Default)]
+struct Counter {
+    reported: u64,
+}
+
+impl Counter {
+    /// The increment since the last call, given the current total.
+    fn step(&mut self, total: u64) -> u64 {
+        let delta = total.saturating_sub(self.reported);
+        self.reported = self.reported.max(total);
+        delta
+    }
+}
+
+impl LossFeed {
+    fn feed<W: Write, R: Write>(
+        &mut self,
+        tracer: &Tracer,
+        pipeline: &mut Pipeline<W>,
+        recorder: Option<&mut Recorder<R>>,
+    ) -> Result<()> {
+        let (_, drops) = tracer.counters()?;
+        let skipped = self.skipped.step(tracer.recursion_misses());
+        if skipped > 0 {
+            pipeline.on_skipped(skipped);
+        }
+        let delta = self.drops.step(drops);
+        if delta > 0 {
+            if let Some(r) = recorder {
+                r.write_lost(delta)?;
+            }
+            pipeline.on_lost(delta);
+        }
+        Ok(())
+    }
+}
+
+/// Test hook: `HERDTRACE_TEST_PANIC_AFTER_ATTACH=SECS` panics that long
+/// after attaching, so tests can check that a panic still detaches everything.
+pub const TEST_PANIC_ENV: &str = "HERDTRACE_TEST_PANIC_AFTER_ATTACH";
+
+fn test_panic_after() -> Option<Duration> {
+    parse_panic_after(std::env::var(TEST_PANIC_ENV).ok().as_deref())
+}
+
+fn parse_panic_after(value: Option<&str>) -> Option<Duration> {
+    Duration::try_from_secs_f64(value?.parse().ok()?).ok()
+}
+
+/// How often the reader drains the ring buffer when the kernel does not wake it.
+pub const READER_POLL_MS: u64 = 20;
 
 fn poll_readable(fd: i32, wait: Duration) {
     let mut pfd = libc::pollfd {
@@ -463,16 +596,64 @@ fn poll_readable(fd: i32, wait: Duration) {
 }
 
 pub fn run(args: TraceArgs) -> Result<i32> {
+    // Bound before anything attaches: a port in use is a plain error.
+    let exporter = args.prometheus.map(exporter::Exporter::start).transpose()?;
     let targets = TargetSet::resolve(&args.pids, &args.comms)?;
     let prepared = prepare(&args)?;
     stop::install()?;
+    stop::install_panic_hook();
+    let observer = exporter.map(|e| {
+        eprintln!(
+            "herdtrace: serving Prometheus metrics on http://{}/metrics",
+            e.local_addr()
+        );
+        e.into_observer()
+    });
     let stdout = io::stdout();
     let out = BufWriter::new(stdout.lock());
-    let (_, reason) = trace_session(&args, &prepared, &targets, out, || {}, || false)?;
+    let (_, reason) =
+        trace_session_observed(&args, &prepared, &targets, out, observer, || {}, || false)?;
     match reason {
         EndReason::TargetsExited => eprintln!("herdtrace: the traced processes exited"),
         EndReason::Signal(_) | EndReason::Duration | EndReason::Caller => {}
         EndReason::OutputClosed => {}
     }
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernel_totals_are_fed_as_increments() {
+        let mut c = Counter::default();
+        assert_eq!(c.step(0), 0);
+        assert_eq!(c.step(5), 5);
+        assert_eq!(c.step(5), 0, "nothing new");
+        assert_eq!(c.step(9), 4);
+        assert_eq!(c.reported, 9);
+        // A counter read that went backwards (never expected) reports nothing
+        // and does not make later increments count twice.
+        assert_eq!(c.step(3), 0);
+        assert_eq!(c.step(10), 1);
+        assert_eq!(c.step(u64::MAX), u64::MAX - 10);
+        // Drops and skipped runs are separate totals.
+        let mut f = LossFeed::default();
+        assert_eq!((f.drops.step(2), f.skipped.step(7)), (2, 7));
+        assert_eq!((f.drops.step(2), f.skipped.step(8)), (0, 1));
+    }
+
+    #[test]
+    fn panic_hook_delay_is_used_only_when_valid() {
+        assert_eq!(parse_panic_after(None), None);
+        assert_eq!(
+            parse_panic_after(Some("1.5")),
+            Some(Duration::from_millis(1500))
+        );
+        assert_eq!(parse_panic_after(Some("0")), Some(Duration::ZERO));
+        for bad in ["", "soon", "-1", "NaN", "inf"] {
+            assert_eq!(parse_panic_after(Some(bad)), None, "{bad:?}");
+        }
+    }
 }

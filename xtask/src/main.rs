@@ -1,4 +1,4 @@
-//! Project automation: `cargo xtask setup | test | demo | vmtest | bench`.
+//! Project automation: `cargo xtask setup | test | demo | vmtest | bench | soak`.
 //!
 //! Everything a fresh Debian machine needs to build, test and demo herdtrace is
 //! installed from here, so that CI (`.ci/run`) and a new developer need the same
@@ -21,7 +21,8 @@ Examples:
   cargo xtask demo                      build and run `herdtrace demo`
   cargo xtask vmtest --kernel 6.1       boot a Debian 6.1 kernel in QEMU, run `herdtrace check`
   cargo xtask vmtest --run 'herdtrace check --json' --run 'herdtrace --help'
-  cargo xtask bench --quick             herdtrace load vs ab, report in target/bench/report.md";
+  cargo xtask bench --quick             every benchmark, tiny sizes; report in target/bench/report.md
+  cargo xtask soak --quick              the tracer over a growing and shrinking process set";
 
 #[derive(Debug, Parser)]
 #[command(
@@ -47,6 +48,8 @@ enum Command {
     Vmtest(vmtest::VmtestArgs),
     /// Benchmarks: print figures and ratios measured in one run (target/bench/report.md).
     Bench(bench::BenchArgs),
+    /// Long run over a growing and shrinking traced process set (target/bench/soak.md).
+    Soak(bench::soak::SoakArgs),
 }
 
 fn main() -> ExitCode {
@@ -57,6 +60,7 @@ fn main() -> ExitCode {
         Command::Demo(a) => demo::run(a),
         Command::Vmtest(a) => vmtest::run(a),
         Command::Bench(a) => bench::run(a),
+        Command::Soak(a) => bench::soak::run(a),
     };
     match result {
         Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),

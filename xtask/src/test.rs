@@ -11,7 +11,8 @@ use crate::{proc, setup, vmtest};
 #[command(after_help = "\
 Steps: setup, cargo fmt --check, clippy -D warnings, cargo build --release,
 cargo test --workspace --exclude herdtrace-ebpf --release (as root, so BPF
-tests run for real), then the QEMU kernel tests (cargo xtask vmtest --kernel
+tests run for real), cargo xtask bench --quick (a smoke run of every
+benchmark), then the QEMU kernel tests (cargo xtask vmtest --kernel
 5.10,6.1,6.12: herdtrace check and the tracer scenarios under every backend)
 unless --no-vm. Every step runs even if an earlier one failed.
 The last line is `N passed, N failed` summed over every `test result:` line.
@@ -155,6 +156,11 @@ pub fn run(args: &TestArgs) -> anyhow::Result<i32> {
             "--release",
         ]);
         run_tallied(&mut cmd, &mut tally)
+    });
+    // Benchmarks are not tests; this only checks that every section still
+    // runs (a few seconds per section), and the figures are not judged.
+    step("bench-smoke", &mut failed, || {
+        Ok(crate::bench::run(crate::bench::BenchArgs::quick())? == 0)
     });
     if !args.no_vm {
         step("vmtest", &mut failed, || {

@@ -180,6 +180,7 @@ pub struct Engine {
     touched: Vec<EpRef>,
     stream_ns: u64,
     loss: LossTracker,
+    skipped_runs: u64,
     lost_at_interval: u64,
     diag: Diagnostics,
     totals: Tally,
@@ -201,6 +202,7 @@ impl Engine {
             touched: Vec::new(),
             stream_ns: 0,
             loss: LossTracker::default(),
+            skipped_runs: 0,
             lost_at_interval: 0,
             diag: Diagnostics::default(),
             totals: Tally::default(),
@@ -254,6 +256,11 @@ impl Engine {
     /// gap showed.
     pub fn note_lost(&mut self, n: u64) {
         self.loss.report(n);
+    }
+
+    /// Program runs the kernel skipped (an increment); see [`Summary::skipped_runs`].
+    pub fn note_skipped(&mut self, n: u64) {
+        self.skipped_runs = self.skipped_runs.saturating_add(n);
     }
 
     /// Moves the clock forward without an event (live mode when idle):
@@ -317,6 +324,7 @@ impl Engine {
             woken_histogram: self.hist.clone(),
             tasks,
             lost_events: self.lost_events(),
+            skipped_runs: self.skipped_runs,
             diagnostics: self.diag,
         }
     }

@@ -162,6 +162,11 @@ pub struct Summary {
     /// Tasks with any activity, sorted by accepts (descending), then pid, tid.
     pub tasks: Vec<TaskStats>,
     pub lost_events: u64,
+    /// Runs of the tracer's programs the kernel skipped because another BPF
+    /// program was running on that CPU (its recursion guard). Most are
+    /// wakeups of untraced tasks, so they are not counted as lost events;
+    /// any that concerned traced tasks are missing from the counts.
+    pub skipped_runs: u64,
     pub diagnostics: Diagnostics,
 }
 

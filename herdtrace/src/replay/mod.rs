@@ -9,6 +9,8 @@ use crate::engine::{EngineConfig, Summary};
 use crate::record::{Reader, Record};
 use crate::report::{is_broken_pipe, OutputOptions, Pipeline, RunInfo, WallClock};
 
+mod bench;
+
 const EXAMPLES: &str = "\
 Examples:
   herdtrace replay trace.htr                      summary of a recording
@@ -33,6 +35,11 @@ pub struct ReplayArgs {
     /// Print an interval line every SECS of recorded time.
     #[arg(long, value_name = "SECS", value_parser = parse_secs)]
     pub interval: Option<f64>,
+    /// Benchmark (`cargo xtask bench`): decode and reconstruct the recording's
+    /// events in a loop, timestamps and sequence numbers shifted each pass,
+    /// until N events were processed; prints the timing line on stderr.
+    #[arg(long, value_name = "N", hide = true, value_parser = clap::value_parser!(u64).range(1..))]
+    pub bench_events: Option<u64>,
 }
 
 fn parse_secs(s: &str) -> Result<f64, String> {
@@ -45,6 +52,11 @@ fn parse_secs(s: &str) -> Result<f64, String> {
 }
 
 pub fn run(args: ReplayArgs) -> Result<i32> {
+    if let Some(n) = args.bench_events {
+        let t = bench::run_file(&args.file, n)?;
+        eprintln!("{}", t.line());
+        return Ok(0);
+    }
     let opts = OutputOptions {
         json: args.json,
         // As live tracing: NDJSON always carries one "conn" object per connection.
@@ -85,7 +97,7 @@ pub fn replay<R: Read, W: Write>(
         kernel: header.kernel.clone(),
     };
     let mut p = Pipeline::new(EngineConfig::default(), opts, info, out);
-    let interval_ns = interval_ns.filter(|&n| n > 0);
+    let mut interval_ns = interval_ns.filter(|&n| n > 0);
     let mut next_tick: Option<u64> = None;
     while let Some(record) = reader.next_record()? {
         match record {
@@ -109,7 +121,15 @@ pub fn replay<R: Read, W: Write>(
                     }
                     while stream >= *tick {
                         p.on_tick(*tick)?;
-                        *tick = tick.saturating_add(step);
+                        match tick.checked_add(step) {
+                            Some(next) => *tick = next,
+                            // The end of time (a wild u64::MAX timestamp): no
+                            // later interval can start; stop cutting them.
+                            None => {
+                                interval_ns = None;
+                                break;
+                            }
+                        }
                     }
                 }
                 p.on_event(&ev)?;

@@ -59,6 +59,7 @@ struct SummaryLine<'a> {
     unaccepted: u64,
     tasks: &'a [TaskStats],
     lost_events: u64,
+    skipped_runs: u64,
     diagnostics: &'a Diagnostics,
     verdict: String,
 }
@@ -125,6 +126,7 @@ pub fn write_summary(out: &mut impl Write, info: &RunInfo, s: &Summary) -> io::R
             unaccepted: t.unaccepted,
             tasks: &s.tasks,
             lost_events: s.lost_events,
+            skipped_runs: s.skipped_runs,
             diagnostics: &s.diagnostics,
             verdict: verdict::verdict_line(s),
         },
@@ -257,6 +259,7 @@ mod tests {
                    "unaccepted":0,
                    "tasks":[{"pid":3,"tid":4,"comm":"srv","accepts":1,"woken":1,"eagain":0,"spurious":0}],
                    "lost_events":0,
+                   "skipped_runs":0,
                    "diagnostics":{"orphan_wakes":0,"unmatched_accepts":0,"eagain_unattributed":0},
                    "verdict":"no herd: ~1 task woken per connection (mean 1.00); 0.00 wasted wakeups per connection (0% of all wakeups: EAGAIN losers 0.00 + spurious 0.00)"})
         );

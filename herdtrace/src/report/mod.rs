@@ -115,6 +115,14 @@ pub fn is_broken_pipe(err: &anyhow::Error) -> bool {
     })
 }
 
+/// Sees every connection record and the lost-event total, whatever the
+/// output options (the Prometheus exporter).
+pub trait Observer {
+    fn on_conn(&mut self, record: &ConnRecord);
+    /// Events lost so far in the run (a running total, never smaller than before).
+    fn on_lost_total(&mut self, total: u64);
+}
+
 /// Engine + output. Write errors (a closed stdout) come back as errors that
 /// [`is_broken_pipe`] recognises; nothing panics.
 pub struct Pipeline<W: Write> {
@@ -124,6 +132,7 @@ pub struct Pipeline<W: Write> {
     info: RunInfo,
     clock: Option<WallClock>,
     records: Vec<ConnRecord>,
+    observer: Option<Box<dyn Observer + Send>>,
 }
 
 impl<W: Write> Pipeline<W> {
@@ -135,7 +144,18 @@ impl<W: Write> Pipeline<W> {
             info,
             clock: None,
             records: Vec::new(),
+            observer: None,
         }
+    }
+
+    /// Also passes every connection record and the lost-event total to `observer`.
+    pub fn set_observer(&mut self, observer: Box<dyn Observer + Send>) {
+        self.observer = Some(observer);
+    }
+
+    /// Records are collected when printed or observed.
+    fn collects(&self) -> bool {
+        self.opts.per_conn || self.observer.is_some()
     }
 
     /// Sets the mapping of event time to wall-clock time used in labels.
@@ -157,31 +177,38 @@ impl<W: Write> Pipeline<W> {
 
     /// Feeds one decoded event.
     pub fn on_event(&mut self, ev: &RawEvent) -> Result<()> {
-        if self.opts.per_conn {
+        if self.collects() {
             let records = &mut self.records;
             self.engine.push(ev, &mut |r| records.push(r));
-            self.write_records()
+            self.emit_records()
         } else {
             self.engine.push(ev, &mut |_| {});
             Ok(())
         }
     }
 
+    /// Program runs the kernel skipped (an increment): reported, not lost.
+    pub fn on_skipped(&mut self, n: u64) {
+        self.engine.note_skipped(n);
+    }
+
     /// Drops reported by the kernel counter (an increment).
     pub fn on_lost(&mut self, n: u64) {
         self.engine.note_lost(n);
+        self.report_lost();
     }
 
     /// Advances the clock to `now_ns` (CLOCK_MONOTONIC), closing timed-out
     /// episodes, prints the interval line if enabled, and flushes.
     pub fn on_tick(&mut self, now_ns: u64) -> Result<()> {
-        if self.opts.per_conn {
+        if self.collects() {
             let records = &mut self.records;
             self.engine.advance_to(now_ns, &mut |r| records.push(r));
-            self.write_records()?;
+            self.emit_records()?;
         } else {
             self.engine.advance_to(now_ns, &mut |_| {});
         }
+        self.report_lost();
         if self.opts.intervals {
             self.write_interval()?;
         }
@@ -195,18 +222,7 @@ impl<W: Write> Pipeline<W> {
     /// Ends the run: `extra_lost` drops not yet reported, every open episode
     /// closed, the last partial interval (if any) and the summary printed.
     pub fn finish(mut self, extra_lost: u64) -> Result<Summary> {
-        self.engine.note_lost(extra_lost);
-        if self.opts.per_conn {
-            let records = &mut self.records;
-            self.engine.finish(&mut |r| records.push(r));
-            self.write_records()?;
-        } else {
-            self.engine.finish(&mut |_| {});
-        }
-        if self.opts.intervals && self.engine.has_interval_data() {
-            self.write_interval()?;
-        }
-        let summary = self.engine.summary();
+        let summary = self.close(extra_lost)?;
         if self.opts.json {
             json::write_summary(&mut self.out, &self.info, &summary)
         } else {
@@ -215,6 +231,64 @@ impl<W: Write> Pipeline<W> {
         .context("write summary")?;
         self.flush()?;
         Ok(summary)
+    }
+
+    /// Stops writing to the output (its reader is gone); events are still counted.
+    pub fn mute(&mut self) {
+        self.opts = OutputOptions::default();
+    }
+
+    /// Ends the run when the output is gone (`herdtrace --json | head -1`):
+    /// episodes are closed as by [`finish`](Self::finish), nothing more is
+    /// written to the output, and the text summary goes to `elsewhere` (stderr).
+    pub fn finish_elsewhere(
+        mut self,
+        extra_lost: u64,
+        elsewhere: &mut impl Write,
+    ) -> Result<Summary> {
+        self.mute();
+        let summary = self.close(extra_lost)?;
+        text::write_summary(elsewhere, &self.info, &summary).context("write summary")?;
+        elsewhere.flush().context("flush summary")?;
+        Ok(summary)
+    }
+
+    /// Closes every open episode and prints what remains before the summary.
+    fn close(&mut self, extra_lost: u64) -> Result<Summary> {
+        self.engine.note_lost(extra_lost);
+        if self.collects() {
+            let records = &mut self.records;
+            self.engine.finish(&mut |r| records.push(r));
+            self.emit_records()?;
+        } else {
+            self.engine.finish(&mut |_| {});
+        }
+        self.report_lost();
+        if self.opts.intervals && self.engine.has_interval_data() {
+            self.write_interval()?;
+        }
+        Ok(self.engine.summary())
+    }
+
+    /// Shows the collected records to the observer, then prints them (per_conn) or drops them.
+    fn emit_records(&mut self) -> Result<()> {
+        if let Some(o) = self.observer.as_mut() {
+            for r in &self.records {
+                o.on_conn(r);
+            }
+        }
+        if self.opts.per_conn {
+            self.write_records()
+        } else {
+            self.records.clear();
+            Ok(())
+        }
+    }
+
+    fn report_lost(&mut self) {
+        if let Some(o) = self.observer.as_mut() {
+            o.on_lost_total(self.engine.lost_events());
+        }
     }
 
     fn write_records(&mut self) -> Result<()> {
@@ -381,6 +455,43 @@ mod tests {
     }
 
     #[test]
+    fn skipped_runs_are_reported_but_not_lost() {
+        let mut out = Vec::new();
+        let mut p = Pipeline::new(
+            EngineConfig::default(),
+            OutputOptions::default(),
+            info(),
+            &mut out,
+        );
+        for ev in &herd_stream(2, 2) {
+            p.on_event(ev).expect("event");
+        }
+        p.on_skipped(5);
+        p.on_skipped(2);
+        let s = p.finish(0).expect("finish");
+        assert_eq!(
+            (s.skipped_runs, s.lost_events, s.totals.incomplete),
+            (7, 0, 0)
+        );
+        let text = String::from_utf8(out).expect("utf8");
+        assert!(
+            text.contains("note: the kernel skipped 7 runs of herdtrace's programs"),
+            "{text}"
+        );
+        assert!(!text.contains("LOST"), "{text}");
+        let mut json = Vec::new();
+        let opts = OutputOptions {
+            json: true,
+            ..OutputOptions::default()
+        };
+        let mut p = Pipeline::new(EngineConfig::default(), opts, info(), &mut json);
+        p.on_skipped(3);
+        p.finish(0).expect("finish");
+        let v = lines(&json);
+        assert_eq!(v.last().expect("summary")["skipped_runs"], 3);
+    }
+
+    #[test]
     fn labels_without_a_clock_are_monotonic_seconds() {
         assert_eq!(time_label(None, 12_345_678_901, false), "12s");
         assert_eq!(time_label(None, 12_345_678_901, true), "12.345678");
@@ -390,6 +501,63 @@ mod tests {
         };
         assert_eq!(c.unix_ns_of(4), 0, "saturates before the epoch");
         assert_eq!(c.unix_ns_of(20), 15);
+    }
+
+    /// Keeps what it is shown, readable from the test through the Arc.
+    #[derive(Default)]
+    struct Seen {
+        conns: Vec<ConnRecord>,
+        lost: Vec<u64>,
+    }
+    struct Spy(std::sync::Arc<std::sync::Mutex<Seen>>);
+    impl Observer for Spy {
+        fn on_conn(&mut self, record: &ConnRecord) {
+            self.0.lock().expect("lock").conns.push(record.clone());
+        }
+        fn on_lost_total(&mut self, total: u64) {
+            self.0.lock().expect("lock").lost.push(total);
+        }
+    }
+
+    #[test]
+    fn an_observer_sees_every_record_whatever_the_output_options() {
+        for per_conn in [false, true] {
+            let seen = std::sync::Arc::new(std::sync::Mutex::new(Seen::default()));
+            let opts = OutputOptions {
+                json: true,
+                per_conn,
+                intervals: false,
+            };
+            let mut out = Vec::new();
+            let mut p = Pipeline::new(EngineConfig::default(), opts, info(), &mut out);
+            p.set_observer(Box::new(Spy(seen.clone())));
+            let events = herd_stream(5, 3);
+            for ev in &events[..events.len() / 2] {
+                p.on_event(ev).expect("event");
+            }
+            p.on_lost(2);
+            let mid = p.engine().stream_ns();
+            p.on_tick(mid).expect("tick");
+            for ev in &events[events.len() / 2..] {
+                p.on_event(ev).expect("event");
+            }
+            let summary = p.finish(1).expect("finish");
+            let seen = seen.lock().expect("lock");
+            assert_eq!(seen.conns.len(), 5, "per_conn {per_conn}");
+            assert!(seen.conns.iter().all(|r| r.woken == 3), "{:?}", seen.conns);
+            assert_eq!(seen.lost.first(), Some(&2), "on_lost reports at once");
+            assert_eq!(seen.lost.last(), Some(&summary.lost_events));
+            assert_eq!(summary.lost_events, 3);
+            assert!(
+                seen.lost.windows(2).all(|w| w[0] <= w[1]),
+                "{:?}",
+                seen.lost
+            );
+            let v = lines(&out);
+            let conns = v.iter().filter(|l| l["type"] == "conn").count();
+            assert_eq!(conns, if per_conn { 5 } else { 0 });
+            assert_eq!(v.last().expect("summary")["type"], "summary");
+        }
     }
 
     /// A writer whose reader went away.
@@ -429,5 +597,41 @@ mod tests {
         let other = anyhow::Error::from(io::Error::from(io::ErrorKind::PermissionDenied));
         assert!(!is_broken_pipe(&other));
         assert!(!is_broken_pipe(&anyhow::anyhow!("plain")));
+    }
+
+    #[test]
+    fn after_a_closed_pipe_the_summary_goes_elsewhere() {
+        let opts = OutputOptions {
+            json: true,
+            per_conn: true,
+            intervals: true,
+        };
+        let cfg = EngineConfig {
+            settle_grace_ns: 0,
+            ..EngineConfig::default()
+        };
+        let mut p = Pipeline::new(cfg, opts, info(), ClosedPipe);
+        let events = herd_stream(4, 3);
+        let failed_at = events
+            .iter()
+            .position(|ev| p.on_event(ev).is_err_and(|e| is_broken_pipe(&e)))
+            .expect("the closed pipe shows");
+        // The rest of the stream is still counted, without writing.
+        p.mute();
+        for ev in &events[failed_at + 1..] {
+            p.on_event(ev).expect("muted: nothing is written");
+        }
+        let mut stderr = Vec::new();
+        let s = p
+            .finish_elsewhere(5, &mut stderr)
+            .expect("summary to stderr");
+        // Every connection is still counted, and the drops reported at the end.
+        assert_eq!(s.totals.connections, 4);
+        assert_eq!(s.lost_events, 5);
+        let text = String::from_utf8(stderr).expect("utf8");
+        assert!(text.contains("herdtrace summary  (backend: test"), "{text}");
+        assert!(text.contains("connections: 4\n"), "{text}");
+        assert!(text.contains("WARNING: 5 events LOST"), "{text}");
+        assert!(!text.contains("\"type\""), "text, not JSON: {text}");
     }
 }

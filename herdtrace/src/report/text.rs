@@ -155,6 +155,15 @@ pub fn write_summary(out: &mut impl Write, info: &RunInfo, s: &Summary) -> io::R
             s.lost_events, t.incomplete
         )?;
     }
+    if s.skipped_runs > 0 {
+        writeln!(
+            out,
+            "note: the kernel skipped {} runs of herdtrace's programs (another BPF program was \
+             running on that CPU); most concern untraced tasks, any that did not are missing \
+             from the counts",
+            s.skipped_runs
+        )?;
+    }
     let d = &s.diagnostics;
     if d.orphan_wakes + d.unmatched_accepts + d.eagain_unattributed > 0 {
         writeln!(

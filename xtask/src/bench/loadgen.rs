@@ -109,11 +109,30 @@ fn run_ab(ab: &Path, port: u16, n: u64) -> anyhow::Result<AbRun> {
 }
 
 fn run_load(bin: &Path, port: u16, n: u64) -> anyhow::Result<LoadRun> {
+    load(bin, port, n, None, CONCURRENCY)
+}
+
+/// `herdtrace load` of `n` connections, as fast as possible or at `rate`/s.
+pub fn load(
+    bin: &Path,
+    port: u16,
+    n: u64,
+    rate: Option<f64>,
+    concurrency: u32,
+) -> anyhow::Result<LoadRun> {
     let mut cmd = Command::new(bin);
     cmd.args(["load", "--addr", &format!("127.0.0.1:{port}")])
         .args(["--connections", &n.to_string()])
-        .args(["--concurrency", &CONCURRENCY.to_string(), "--json"]);
-    let f = child::run(&mut cmd, tool_timeout(n))?;
+        .args(["--concurrency", &concurrency.to_string(), "--json"]);
+    if let Some(r) = rate {
+        cmd.args(["--rate", &format!("{r:.0}")]);
+    }
+    // At a set rate the run lasts n/rate seconds; the margin only catches a hang.
+    let timeout = tool_timeout(n)
+        + rate.map_or(Duration::ZERO, |r| {
+            Duration::from_secs_f64(n as f64 / r.max(1.0))
+        });
+    let f = child::run(&mut cmd, timeout)?;
     let parsed = parse::parse_load_json(&f.stdout);
     match parsed {
         // Exit status 1 with a report means "some connections failed": counted, not fatal.

@@ -97,6 +97,15 @@ pub fn parse_load_json(out: &str) -> Result<LoadRun, String> {
 /// nested objects and look-alikes inside strings are skipped. A small scanner
 /// instead of a JSON crate keeps xtask's dependencies to what setup needs.
 pub fn json_top_level_number<'a>(json: &'a str, key: &str) -> Option<&'a str> {
+    let raw = json_top_level_raw(json, key)?;
+    raw.bytes()
+        .all(|c| matches!(c, b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9'))
+        .then_some(raw)
+}
+
+/// The raw text of `key`'s value in the outermost object of `json`: a number,
+/// literal, "string" (with its quotes), {object} or [array].
+pub fn json_top_level_raw<'a>(json: &'a str, key: &str) -> Option<&'a str> {
     let b = json.as_bytes();
     let mut depth = 0usize;
     let mut i = 0;
@@ -110,11 +119,8 @@ pub fn json_top_level_number<'a>(json: &'a str, key: &str) -> Option<&'a str> {
                 if is_key && &json[i + 1..end] == key {
                     let colon = skip_space(b, end + 1);
                     let start = skip_space(b, colon + 1);
-                    let len = b[start..]
-                        .iter()
-                        .take_while(|c| matches!(c, b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9'))
-                        .count();
-                    return (len > 0).then(|| &json[start..start + len]);
+                    let stop = value_end(b, start)?;
+                    return (stop > start).then(|| &json[start..stop]);
                 }
                 i = end;
             }
@@ -123,6 +129,69 @@ pub fn json_top_level_number<'a>(json: &'a str, key: &str) -> Option<&'a str> {
         i += 1;
     }
     None
+}
+
+/// One past the end of the value starting at `start`.
+fn value_end(b: &[u8], start: usize) -> Option<usize> {
+    match b.get(start)? {
+        b'"' => string_end(b, start).map(|e| e + 1),
+        b'{' | b'[' => {
+            let mut depth = 0usize;
+            let mut i = start;
+            while i < b.len() {
+                match b[i] {
+                    b'{' | b'[' => depth += 1,
+                    b'}' | b']' => {
+                        depth -= 1;
+                        if depth == 0 {
+                            return Some(i + 1);
+                        }
+                    }
+                    b'"' => i = string_end(b, i)?,
+                    _ => {}
+                }
+                i += 1;
+            }
+            None
+        }
+        _ => Some(
+            start
+                + b[start..]
+                    .iter()
+                    .take_while(|c| !matches!(c, b',' | b'}' | b']') && !c.is_ascii_whitespace())
+                    .count(),
+        ),
+    }
+}
+
+/// The text of a raw JSON string value (quotes removed, simple escapes undone).
+pub fn json_string(raw: &str) -> Option<String> {
+    let inner = raw.strip_prefix('"')?.strip_suffix('"')?;
+    let mut out = String::with_capacity(inner.len());
+    let mut chars = inner.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match chars.next()? {
+            'n' => out.push('\n'),
+            't' => out.push('\t'),
+            'u' => {
+                let hex: String = chars.by_ref().take(4).collect();
+                out.push(char::from_u32(u32::from_str_radix(&hex, 16).ok()?).unwrap_or('?'));
+            }
+            other => out.push(other),
+        }
+    }
+    Some(out)
+}
+
+/// A count of `key` in the outermost object of `json`.
+pub fn json_count(json: &str, key: &str) -> Result<u64, String> {
+    let raw = json_top_level_number(json, key).ok_or_else(|| format!("no number {key:?}"))?;
+    raw.parse()
+        .map_err(|_| format!("{key:?} is not a count: {raw:?}"))
 }
 
 /// Index of the quote closing the string that opens at `open`.
@@ -327,6 +396,36 @@ Time per request:       2.115 [ms] (mean)
         );
         // A value string equal to the key is not a key.
         assert_eq!(json_top_level_number(r#"{"x":"b","b":7}"#, "b"), Some("7"));
+    }
+
+    #[test]
+    fn json_raw_values_and_strings() {
+        let j = r#"{"a": {"s": "x\"y", "n": [1, {"k": "]"}]}, "t": true, "u": "\u00e9\n", "n": 3}"#;
+        assert_eq!(
+            json_top_level_raw(j, "a"),
+            Some(r#"{"s": "x\"y", "n": [1, {"k": "]"}]}"#)
+        );
+        let a = json_top_level_raw(j, "a").expect("a");
+        assert_eq!(
+            json_top_level_raw(a, "s").and_then(json_string),
+            Some("x\"y".into())
+        );
+        assert_eq!(json_top_level_raw(a, "n"), Some(r#"[1, {"k": "]"}]"#));
+        assert_eq!(json_top_level_raw(j, "t"), Some("true"));
+        assert_eq!(json_top_level_number(j, "t"), None);
+        assert_eq!(
+            json_top_level_raw(j, "u").and_then(json_string),
+            Some("\u{e9}\n".into())
+        );
+        assert_eq!(json_count(j, "n"), Ok(3));
+        assert!(json_count(j, "t").is_err());
+        assert!(json_count(r#"{"n":-2}"#, "n").is_err());
+        assert_eq!(json_string("x"), None, "not a string");
+        assert_eq!(
+            json_top_level_raw(r#"{"a":{"b":1"#, "a"),
+            None,
+            "unclosed object"
+        );
     }
 
     #[test]

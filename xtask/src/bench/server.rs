@@ -59,6 +59,11 @@ impl Server {
         Ok(server)
     }
 
+    /// The server's (supervisor's) pid: its workers are its descendants.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Whether the server process is still running.
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))

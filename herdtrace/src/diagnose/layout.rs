@@ -1,0 +1,735 @@
+//! What the server does, from a [`Snapshot`]: for each listening address,
+//! its sockets (several = an `SO_REUSEPORT` group), the epoll instances and
+//! threads waiting on each, and the accept pattern that follows.
+use std::{collections::BTreeSet, fmt::Write as _, net::SocketAddr};
+
+use serde::Serialize;
+
+use super::{
+    fdinfo,
+    procfs::{Blocked, Snapshot},
+};
+
+/// An epoll instance watching a listening socket.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Watcher {
+    /// Index into `Snapshot::instances`.
+    pub instance: usize,
+    /// Processes with an fd of this instance.
+    pub pids: Vec<u32>,
+    /// The instance's fd in the first of `pids`.
+    pub fd: i32,
+    /// The registered event mask (EPOLLEXCLUSIVE, EPOLLET, ... included).
+    pub events: u32,
+    pub flags: Vec<&'static str>,
+    /// Threads asleep in epoll_wait on it when /proc was read.
+    pub waiting_threads: Vec<u32>,
+    /// Waiting threads plus threads running in user space of a process with
+    /// no other epoll: the likely waiters (a snapshot under load misses some).
+    pub likely_waiters: usize,
+}
+
+impl Watcher {
+    fn exclusive(&self) -> bool {
+        self.events & fdinfo::EPOLLEXCLUSIVE != 0
+    }
+}
+
+/// One listening socket and who waits on it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SocketSetup {
+    pub inode: u64,
+    /// Processes holding an fd of the socket.
+    pub holders: Vec<u32>,
+    pub watchers: Vec<Watcher>,
+    /// Threads asleep in accept() on it.
+    pub accepting_threads: Vec<u32>,
+    /// Holders that have an epoll instance (of any use): the worker processes.
+    pub workers_with_epoll: Vec<u32>,
+}
+
+/// How connections to one address reach the server's tasks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Pattern {
+    /// One socket watched by several epoll instances; `exclusive` of them
+    /// registered it with EPOLLEXCLUSIVE. `threads`: the instances belong to
+    /// threads of one process rather than to several processes.
+    EpollPerWorker {
+        instances: usize,
+        exclusive: usize,
+        threads: bool,
+    },
+    /// One socket in one epoll instance on which several threads wait.
+    SharedEpoll {
+        threads: usize,
+        edge_triggered: bool,
+        oneshot: bool,
+    },
+    /// An SO_REUSEPORT group: `sockets` listening sockets on one address;
+    /// `max_woken`: the most epoll waiters one connection can wake on one socket.
+    Reuseport { sockets: usize, max_woken: usize },
+    /// Tasks asleep in accept() (no epoll): the kernel wakes one.
+    BlockingAccept { threads: usize },
+    /// Several worker processes hold the socket but at most one epoll watches
+    /// it at a time (nginx `accept_mutex on`).
+    TakingTurns { workers: usize, watching: usize },
+    /// One task waits for connections.
+    SingleWaiter,
+    /// Nobody was waiting on the socket when /proc was read.
+    NoWaiter,
+}
+
+impl Pattern {
+    /// Tasks one connection can wake when every worker is idle: (fewest, most).
+    pub fn expected_woken(self) -> (usize, usize) {
+        match self {
+            Pattern::EpollPerWorker {
+                instances,
+                exclusive,
+                ..
+            } => {
+                let n = instances - exclusive + usize::from(exclusive > 0);
+                (n, n)
+            }
+            Pattern::SharedEpoll {
+                threads,
+                edge_triggered,
+                oneshot,
+            } => {
+                if edge_triggered || oneshot {
+                    (1, 1)
+                } else {
+                    (1, threads)
+                }
+            }
+            Pattern::Reuseport { max_woken, .. } => (1, max_woken.max(1)),
+            Pattern::BlockingAccept { .. } | Pattern::SingleWaiter => (1, 1),
+            Pattern::TakingTurns { watching, .. } => (watching.min(1), 1),
+            Pattern::NoWaiter => (0, 0),
+        }
+    }
+
+    /// Whether the setup can wake more than one task per connection.
+    pub fn herd_prone(self) -> bool {
+        self.expected_woken().1 > 1
+    }
+}
+
+/// One listening address of the server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Endpoint {
+    pub addr: SocketAddr,
+    pub sockets: Vec<SocketSetup>,
+    pub pattern: Pattern,
+    /// One sentence: "4 processes, each with its own epoll on 127.0.0.1:80, no EPOLLEXCLUSIVE".
+    pub description: String,
+}
+
+fn socket_setup(snap: &Snapshot, inode: u64) -> SocketSetup {
+    let holders: Vec<u32> = snap
+        .processes
+        .iter()
+        .filter(|p| p.listen_fds.iter().any(|f| f.inode == inode))
+        .map(|p| p.pid)
+        .collect();
+    let mut watchers: Vec<Watcher> = Vec::new();
+    for p in &snap.processes {
+        for e in &p.epolls {
+            let Some(w) = e.watches.iter().find(|w| w.ino == inode) else {
+                continue;
+            };
+            if let Some(existing) = watchers.iter_mut().find(|x| x.instance == e.instance) {
+                if !existing.pids.contains(&p.pid) {
+                    existing.pids.push(p.pid);
+                }
+                continue;
+            }
+            watchers.push(Watcher {
+                instance: e.instance,
+                pids: vec![p.pid],
+                fd: e.fd,
+                events: w.events,
+                flags: w.flag_names(),
+                waiting_threads: Vec::new(),
+                likely_waiters: 0,
+            });
+        }
+    }
+    for w in &mut watchers {
+        let mut waiting = BTreeSet::new();
+        let mut running = 0;
+        for p in snap.processes.iter().filter(|p| w.pids.contains(&p.pid)) {
+            let only_instance = p.epolls.iter().all(|e| e.instance == w.instance);
+            for t in &p.threads {
+                match t.blocked {
+                    Blocked::EpollWait { epfd }
+                        if p.epolls
+                            .iter()
+                            .any(|e| e.fd == epfd && e.instance == w.instance) =>
+                    {
+                        waiting.insert(t.tid);
+                    }
+                    Blocked::Running if only_instance => running += 1,
+                    _ => {}
+                }
+            }
+        }
+        w.waiting_threads = waiting.into_iter().collect();
+        w.likely_waiters = w.waiting_threads.len() + running;
+    }
+    let accepting_threads = snap
+        .processes
+        .iter()
+        .flat_map(|p| {
+            p.threads.iter().filter(move |t| match t.blocked {
+                Blocked::Accept { fd } => {
+                    p.listen_fds.iter().any(|f| f.fd == fd && f.inode == inode)
+                }
+                _ => false,
+            })
+        })
+        .map(|t| t.tid)
+        .collect();
+    let workers_with_epoll = snap
+        .processes
+        .iter()
+        .filter(|p| holders.contains(&p.pid) && !p.epolls.is_empty())
+        .map(|p| p.pid)
+        .collect();
+    SocketSetup {
+        inode,
+        holders,
+        watchers,
+        accepting_threads,
+        workers_with_epoll,
+    }
+}
+
+/// The pattern of a single socket (not a reuseport group).
+fn single_socket_pattern(s: &SocketSetup) -> Pattern {
+    match s.watchers.len() {
+        0 if !s.accepting_threads.is_empty() => Pattern::BlockingAccept {
+            threads: s.accepting_threads.len(),
+        },
+        0 | 1
+            if s.workers_with_epoll.len() >= 2
+                && s.watchers.first().is_none_or(|w| w.likely_waiters < 2) =>
+        {
+            Pattern::TakingTurns {
+                workers: s.workers_with_epoll.len(),
+                watching: s.watchers.len(),
+            }
+        }
+        0 => Pattern::NoWaiter,
+        1 => {
+            let w = &s.watchers[0];
+            if w.likely_waiters >= 2 {
+                Pattern::SharedEpoll {
+                    threads: w.likely_waiters,
+                    edge_triggered: w.events & fdinfo::EPOLLET != 0,
+                    oneshot: w.events & fdinfo::EPOLLONESHOT != 0,
+                }
+            } else {
+                Pattern::SingleWaiter
+            }
+        }
+        n => {
+            let pids: BTreeSet<u32> = s.watchers.iter().flat_map(|w| w.pids.clone()).collect();
+            Pattern::EpollPerWorker {
+                instances: n,
+                exclusive: s.watchers.iter().filter(|w| w.exclusive()).count(),
+                threads: pids.len() == 1,
+            }
+        }
+    }
+}
+
+/// Groups the snapshot's listening sockets by address and classifies each.
+pub fn endpoints(snap: &Snapshot) -> Vec<Endpoint> {
+    let addrs: BTreeSet<SocketAddr> = snap.listeners.iter().map(|l| l.addr).collect();
+    addrs
+        .into_iter()
+        .map(|addr| {
+            let sockets: Vec<SocketSetup> = snap
+                .listeners
+                .iter()
+                .filter(|l| l.addr == addr)
+                .map(|l| socket_setup(snap, l.inode))
+                .collect();
+            let pattern = if sockets.len() >= 2 {
+                let max_woken = sockets
+                    .iter()
+                    .map(|s| single_socket_pattern(s).expected_woken().1)
+                    .max()
+                    .unwrap_or(0);
+                Pattern::Reuseport {
+                    sockets: sockets.len(),
+                    max_woken,
+                }
+            } else {
+                sockets
+                    .first()
+                    .map_or(Pattern::NoWaiter, single_socket_pattern)
+            };
+            let description = describe(addr, &sockets, pattern);
+            Endpoint {
+                addr,
+                sockets,
+                pattern,
+                description,
+            }
+        })
+        .collect()
+}
+
+pub(crate) fn plural(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+/// The sentence for an endpoint.
+pub fn describe(addr: SocketAddr, sockets: &[SocketSetup], pattern: Pattern) -> String {
+    let mut s = String::new();
+    match pattern {
+        Pattern::EpollPerWorker {
+            instances,
+            exclusive,
+            threads,
+        } => {
+            let who = if threads {
+                let pid = sockets
+                    .first()
+                    .and_then(|s| s.watchers.first())
+                    .and_then(|w| w.pids.first())
+                    .copied()
+                    .unwrap_or(0);
+                format!("{instances} threads of process {pid}")
+            } else {
+                format!("{instances} processes")
+            };
+            let excl = match exclusive {
+                0 => "no EPOLLEXCLUSIVE".to_string(),
+                e if e == instances => "all with EPOLLEXCLUSIVE".to_string(),
+                e => format!("only {e} of them with EPOLLEXCLUSIVE"),
+            };
+            let _ = write!(s, "{who}, each with its own epoll on {addr}, {excl}");
+        }
+        Pattern::SharedEpoll {
+            threads,
+            edge_triggered,
+            oneshot,
+        } => {
+            let mode = match (edge_triggered, oneshot) {
+                (_, true) => "EPOLLONESHOT",
+                (true, false) => "edge-triggered (EPOLLET)",
+                (false, false) => "level-triggered",
+            };
+            let _ = write!(
+                s,
+                "{threads} threads waiting on one shared epoll on {addr}, {mode}"
+            );
+        }
+        Pattern::Reuseport { sockets: n, .. } => {
+            let watched: Vec<usize> = sockets.iter().map(|s| s.watchers.len()).collect();
+            let each = if watched.iter().all(|&w| w == 1) {
+                "each watched by one epoll".to_string()
+            } else if sockets
+                .iter()
+                .all(|s| s.watchers.is_empty() && !s.accepting_threads.is_empty())
+            {
+                "each with tasks blocked in accept()".to_string()
+            } else {
+                format!("epolls watching each: {watched:?}")
+            };
+            let _ = write!(
+                s,
+                "SO_REUSEPORT group of {n} listening sockets on {addr}, {each}"
+            );
+        }
+        Pattern::BlockingAccept { threads } => {
+            let _ = write!(
+                s,
+                "{} in accept() on {addr}, no epoll",
+                plural(threads, "task blocked", "tasks blocked")
+            );
+        }
+        Pattern::TakingTurns { workers, watching } => {
+            let _ = write!(
+                s,
+                "{workers} worker processes hold {addr}, but {} it at this moment (the workers take turns, like nginx's accept_mutex)",
+                match watching {
+                    0 => "no epoll watches".to_string(),
+                    n => format!("only {} watches", plural(n, "epoll", "epolls")),
+                }
+            );
+        }
+        Pattern::SingleWaiter => {
+            let _ = write!(s, "one task waits for connections on {addr}");
+        }
+        Pattern::NoWaiter => {
+            let _ = write!(
+                s,
+                "no task was waiting for connections on {addr} when /proc was read"
+            );
+        }
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::diagnose::{
+        fdinfo::{Watch, EPOLLET, EPOLLEXCLUSIVE, EPOLLONESHOT},
+        fixture,
+        procfs::{read_snapshot, EpollFd, FdRef, ListenFd, ProcessInfo, ThreadInfo},
+    };
+    use crate::targets::ListenSocket;
+
+    fn fixture_endpoints(name: &str, root: u32) -> Vec<Endpoint> {
+        let distinct = |_: FdRef, _: FdRef| Some(false);
+        let snap = read_snapshot(&fixture(name), root, &distinct).expect("fixture");
+        endpoints(&snap)
+    }
+
+    #[test]
+    fn nginx_default_is_exclusive() {
+        let e = fixture_endpoints("nginx-default", 2162);
+        assert_eq!(e.len(), 1);
+        assert_eq!(
+            e[0].pattern,
+            Pattern::EpollPerWorker {
+                instances: 4,
+                exclusive: 4,
+                threads: false
+            }
+        );
+        assert_eq!(e[0].sockets[0].holders.len(), 5, "master + 4 workers");
+        assert_eq!(
+            e[0].description,
+            "4 processes, each with its own epoll on 127.0.0.1:28480, all with EPOLLEXCLUSIVE"
+        );
+        assert!(!e[0].pattern.herd_prone());
+    }
+
+    #[test]
+    fn lighttpd_is_a_herd() {
+        let e = fixture_endpoints("lighttpd-4-workers", 5790);
+        assert_eq!(
+            e[0].pattern,
+            Pattern::EpollPerWorker {
+                instances: 4,
+                exclusive: 0,
+                threads: false
+            }
+        );
+        assert_eq!(
+            e[0].description,
+            "4 processes, each with its own epoll on 127.0.0.1:28483, no EPOLLEXCLUSIVE"
+        );
+        assert_eq!(e[0].pattern.expected_woken(), (4, 4));
+        assert!(e[0].pattern.herd_prone());
+    }
+
+    #[test]
+    fn nginx_reuseport_is_a_group() {
+        let e = fixture_endpoints("nginx-reuseport", 4519);
+        assert_eq!(e.len(), 1);
+        assert_eq!(
+            e[0].pattern,
+            Pattern::Reuseport {
+                sockets: 4,
+                max_woken: 1
+            }
+        );
+        assert!(e[0].description.starts_with(
+            "SO_REUSEPORT group of 4 listening sockets on 127.0.0.1:28481, each watched by one epoll"
+        ));
+        assert!(!e[0].pattern.herd_prone());
+    }
+
+    #[test]
+    fn nginx_accept_mutex_takes_turns() {
+        let e = fixture_endpoints("nginx-accept-mutex", 5275);
+        assert_eq!(
+            e[0].pattern,
+            Pattern::TakingTurns {
+                workers: 4,
+                watching: 1
+            }
+        );
+        assert!(
+            e[0].description.contains("only 1 epoll watches"),
+            "{}",
+            e[0].description
+        );
+        assert!(!e[0].pattern.herd_prone());
+    }
+
+    // Synthetic snapshots for the patterns the fixtures do not cover.
+
+    const INO: u64 = 1000;
+
+    fn watch(events: u32) -> Watch {
+        Watch {
+            tfd: 3,
+            events,
+            data: 0,
+            ino: INO,
+            sdev: 9,
+        }
+    }
+
+    fn process(pid: u32, epolls: Vec<EpollFd>, threads: Vec<ThreadInfo>) -> ProcessInfo {
+        ProcessInfo {
+            pid,
+            ppid: 1,
+            comm: "srv".into(),
+            threads,
+            listen_fds: vec![ListenFd { fd: 3, inode: INO }],
+            epolls,
+        }
+    }
+
+    fn thread(tid: u32, blocked: Blocked) -> ThreadInfo {
+        ThreadInfo { tid, blocked }
+    }
+
+    fn snapshot(processes: Vec<ProcessInfo>, sockets: &[u64]) -> Snapshot {
+        let instances = processes
+            .iter()
+            .flat_map(|p| p.epolls.iter().map(move |e| (p.pid, e)))
+            .fold(Vec::<FdRef>::new(), |mut v, (pid, e)| {
+                if v.len() <= e.instance {
+                    v.push(FdRef { pid, fd: e.fd });
+                }
+                v
+            });
+        Snapshot {
+            processes,
+            listeners: sockets
+                .iter()
+                .map(|&inode| ListenSocket {
+                    inode,
+                    addr: "0.0.0.0:80".parse().expect("addr"),
+                })
+                .collect(),
+            instances,
+            unparsed_watch_lines: 0,
+            identity_unknown: false,
+        }
+    }
+
+    fn ep(fd: i32, instance: usize, events: u32) -> EpollFd {
+        EpollFd {
+            fd,
+            instance,
+            watches: vec![watch(events)],
+        }
+    }
+
+    #[test]
+    fn threads_sharing_one_epoll() {
+        for (events, et, os, max) in [
+            (0x19, false, false, 4),
+            (0x19 | EPOLLET, true, false, 1),
+            (0x19 | EPOLLONESHOT, false, true, 1),
+        ] {
+            let threads = (10..14)
+                .map(|t| thread(t, Blocked::EpollWait { epfd: 4 }))
+                .collect();
+            let snap = snapshot(vec![process(10, vec![ep(4, 0, events)], threads)], &[INO]);
+            let e = &endpoints(&snap)[0];
+            assert_eq!(
+                e.pattern,
+                Pattern::SharedEpoll {
+                    threads: 4,
+                    edge_triggered: et,
+                    oneshot: os
+                }
+            );
+            assert_eq!(e.pattern.expected_woken(), (1, max));
+            assert!(e
+                .description
+                .starts_with("4 threads waiting on one shared epoll on 0.0.0.0:80"));
+        }
+    }
+
+    #[test]
+    fn running_threads_count_as_likely_waiters() {
+        // Under load two threads were in user space, two in epoll_wait.
+        let threads = vec![
+            thread(10, Blocked::EpollWait { epfd: 4 }),
+            thread(11, Blocked::Running),
+            thread(12, Blocked::Running),
+            thread(13, Blocked::EpollWait { epfd: 4 }),
+        ];
+        let snap = snapshot(vec![process(10, vec![ep(4, 0, 0x19)], threads)], &[INO]);
+        let e = &endpoints(&snap)[0];
+        assert_eq!(e.sockets[0].watchers[0].waiting_threads, vec![10, 13]);
+        assert!(matches!(e.pattern, Pattern::SharedEpoll { threads: 4, .. }));
+    }
+
+    #[test]
+    fn threads_each_with_own_epoll() {
+        let epolls = (0..4).map(|i| ep(4 + i, i as usize, 0x19)).collect();
+        let threads = (0..4)
+            .map(|i| thread(10 + i, Blocked::EpollWait { epfd: 4 + i as i32 }))
+            .collect();
+        let snap = snapshot(vec![process(10, epolls, threads)], &[INO]);
+        let e = &endpoints(&snap)[0];
+        assert_eq!(
+            e.pattern,
+            Pattern::EpollPerWorker {
+                instances: 4,
+                exclusive: 0,
+                threads: true
+            }
+        );
+        assert_eq!(
+            e.description,
+            "4 threads of process 10, each with its own epoll on 0.0.0.0:80, no EPOLLEXCLUSIVE"
+        );
+    }
+
+    #[test]
+    fn partly_exclusive_wakes_the_non_exclusive_ones_plus_one() {
+        let procs = (0..4)
+            .map(|i| {
+                let ev = if i < 3 { 0x19 | EPOLLEXCLUSIVE } else { 0x19 };
+                process(
+                    10 + i,
+                    vec![ep(4, i as usize, ev)],
+                    vec![thread(10 + i, Blocked::EpollWait { epfd: 4 })],
+                )
+            })
+            .collect();
+        let e = &endpoints(&snapshot(procs, &[INO]))[0];
+        assert_eq!(e.pattern.expected_woken(), (2, 2));
+        assert!(e.pattern.herd_prone());
+        assert!(
+            e.description
+                .ends_with("only 3 of them with EPOLLEXCLUSIVE"),
+            "{}",
+            e.description
+        );
+    }
+
+    #[test]
+    fn blocking_accept_and_single_and_idle() {
+        let procs = (0..3)
+            .map(|i| {
+                process(
+                    10 + i,
+                    vec![],
+                    vec![thread(10 + i, Blocked::Accept { fd: 3 })],
+                )
+            })
+            .collect();
+        let e = &endpoints(&snapshot(procs, &[INO]))[0];
+        assert_eq!(e.pattern, Pattern::BlockingAccept { threads: 3 });
+        assert_eq!(
+            e.description,
+            "3 tasks blocked in accept() on 0.0.0.0:80, no epoll"
+        );
+        assert!(!e.pattern.herd_prone());
+
+        let one = vec![process(
+            10,
+            vec![ep(4, 0, 0x19)],
+            vec![thread(10, Blocked::EpollWait { epfd: 4 })],
+        )];
+        assert_eq!(
+            endpoints(&snapshot(one, &[INO]))[0].pattern,
+            Pattern::SingleWaiter
+        );
+
+        let idle = vec![process(
+            10,
+            vec![],
+            vec![thread(10, Blocked::Other { nr: 7 })],
+        )];
+        let e = &endpoints(&snapshot(idle, &[INO]))[0];
+        assert_eq!(e.pattern, Pattern::NoWaiter);
+        assert_eq!(e.pattern.expected_woken(), (0, 0));
+    }
+
+    #[test]
+    fn accept_mutex_with_no_holder() {
+        // Four workers with epolls watching other things, none the listener.
+        let procs = (0..4)
+            .map(|i| {
+                let mut e = ep(4, i as usize, 0x19);
+                e.watches[0].ino = 5;
+                process(
+                    10 + i,
+                    vec![e],
+                    vec![thread(10 + i, Blocked::EpollWait { epfd: 4 })],
+                )
+            })
+            .collect();
+        let e = &endpoints(&snapshot(procs, &[INO]))[0];
+        assert_eq!(
+            e.pattern,
+            Pattern::TakingTurns {
+                workers: 4,
+                watching: 0
+            }
+        );
+        assert!(
+            e.description.contains("no epoll watches it"),
+            "{}",
+            e.description
+        );
+    }
+
+    #[test]
+    fn reuseport_with_a_herd_inside_one_socket() {
+        // Socket 2000 is watched by two non-exclusive epolls.
+        let mut procs: Vec<ProcessInfo> = (0..3)
+            .map(|i| {
+                process(
+                    10 + i,
+                    vec![ep(4, i as usize, 0x19)],
+                    vec![thread(10 + i, Blocked::EpollWait { epfd: 4 })],
+                )
+            })
+            .collect();
+        procs[0].listen_fds[0].inode = 2000;
+        procs[0].epolls[0].watches[0].ino = 2000;
+        procs[1].listen_fds[0].inode = 2000;
+        procs[1].epolls[0].watches[0].ino = 2000;
+        let e = &endpoints(&snapshot(procs, &[INO, 2000]))[0];
+        assert_eq!(
+            e.pattern,
+            Pattern::Reuseport {
+                sockets: 2,
+                max_woken: 2
+            }
+        );
+        assert!(e.pattern.herd_prone());
+        assert!(
+            e.description.contains("epolls watching each: [1, 2]"),
+            "{}",
+            e.description
+        );
+    }
+
+    #[test]
+    fn one_epoll_shared_across_processes() {
+        // Created before fork: one instance, four processes, one waiter each.
+        let procs = (0..4)
+            .map(|i| {
+                process(
+                    10 + i,
+                    vec![ep(4, 0, 0x19)],
+                    vec![thread(10 + i, Blocked::EpollWait { epfd: 4 })],
+                )
+            })
+            .collect();
+        let e = &endpoints(&snapshot(procs, &[INO]))[0];
+        assert_eq!(e.sockets[0].watchers.len(), 1);
+        assert_eq!(e.sockets[0].watchers[0].pids, vec![10, 11, 12, 13]);
+        assert!(matches!(e.pattern, Pattern::SharedEpoll { threads: 4, .. }));
+    }
+}

@@ -1,0 +1,381 @@
+//! `herdtrace diagnose`: a running server's accept setup read from /proc,
+//! its cost measured by tracing, and what to change.
+//!
+//! `procfs` reads the setup (listening sockets, epoll fdinfo, what each
+//! thread is blocked in), `layout` classifies it per listening address,
+//! `cost` turns the tracer's summary into rates, `advice` names the setting
+//! to change and `render` prints text or JSON.
+pub mod advice;
+pub mod cost;
+pub mod fdinfo;
+pub mod layout;
+pub mod procfs;
+pub mod render;
+
+use std::{
+    io::{self, Write},
+    path::Path,
+    time::Instant,
+};
+
+use anyhow::{bail, Context as _, Result};
+
+use crate::{
+    engine::Summary,
+    kernel,
+    report::verdict::Verdict,
+    stop, targets,
+    trace::{parse_secs, prepare, trace_session, EndReason, TargetSet, TraceArgs},
+};
+use advice::ServerKind;
+use procfs::Snapshot;
+use render::{EndpointReport, Report};
+
+const EXAMPLES: &str = "\
+Examples:
+  sudo herdtrace diagnose --pid $(pgrep -o nginx)
+  sudo herdtrace diagnose --pid $(pgrep -o lighttpd) --duration 30 --json
+Run it while the server gets its usual traffic: the setup is read from /proc
+at once, the cost needs connections during the trace.";
+
+#[derive(Debug, Clone, clap::Args)]
+#[command(after_help = EXAMPLES)]
+pub struct DiagnoseArgs {
+    /// The server's (master) process id; its descendants are included.
+    #[arg(
+        short = 'p',
+        long = "pid",
+        value_name = "PID",
+        allow_negative_numbers = true
+    )]
+    pub pid: i64,
+    /// Seconds to trace.
+    #[arg(
+        short = 'd',
+        long,
+        default_value = "10",
+        value_name = "SECS",
+        value_parser = parse_secs,
+        allow_negative_numbers = true
+    )]
+    pub duration: f64,
+    /// One JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The server's setup, classified, before any tracing.
+pub struct Setup {
+    pub snapshot: Snapshot,
+    pub endpoints: Vec<layout::Endpoint>,
+    pub kind: ServerKind,
+}
+
+/// Reads and classifies the setup of `pid` and its descendants below `proc_root`.
+pub fn read_setup(proc_root: &Path, pid: u32, same_file: procfs::SameFile) -> Result<Setup> {
+    let snapshot = procfs::read_snapshot(proc_root, pid, same_file)?;
+    let root = &snapshot.processes[0];
+    if snapshot.listeners.is_empty() {
+        bail!(
+            "process {pid} ({}) and its descendants hold no TCP listening socket: nothing to diagnose",
+            root.comm
+        );
+    }
+    let kind = ServerKind::from_comm(&root.comm);
+    let endpoints = layout::endpoints(&snapshot);
+    Ok(Setup {
+        snapshot,
+        endpoints,
+        kind,
+    })
+}
+
+/// What the trace measured.
+pub struct Measured {
+    pub summary: Summary,
+    pub seconds: f64,
+    pub context_switches: Option<u64>,
+    pub backend: String,
+    pub end: EndReason,
+}
+
+/// Builds the report from the setup and (optionally) a measurement.
+pub fn report(setup: &Setup, measured: Option<&Measured>) -> Report {
+    let cost = measured.map(|m| cost::cost(&m.summary, m.seconds, m.context_switches));
+    let verdict: Option<Verdict> = cost.as_ref().map(|c| c.verdict_kind);
+    let endpoints: Vec<EndpointReport> = setup
+        .endpoints
+        .iter()
+        .map(|e| EndpointReport {
+            advice: advice::advise(&setup.kind, e.pattern, verdict),
+            endpoint: e.clone(),
+        })
+        .collect();
+    let snap = &setup.snapshot;
+    let mut notes = Vec::new();
+    if snap.identity_unknown {
+        notes.push(
+            "kcmp(2) unavailable: epoll fds of different processes were taken as separate \
+             instances"
+                .to_string(),
+        );
+    }
+    if snap.unparsed_watch_lines > 0 {
+        notes.push(format!(
+            "{} epoll fdinfo lines in an unknown format were skipped",
+            snap.unparsed_watch_lines
+        ));
+    }
+    if let Some(m) = measured {
+        match m.end {
+            EndReason::TargetsExited => notes.push("the server exited during the trace".into()),
+            EndReason::Signal(_) => {
+                notes.push("interrupted: the cost covers the time traced".into())
+            }
+            _ => {}
+        }
+        if m.summary.totals.connections == 0 {
+            notes.push(
+                "no connection arrived during the trace: run it under the usual load (or longer) \
+                 to measure the cost"
+                    .into(),
+            );
+        }
+    }
+    let root = &snap.processes[0];
+    Report {
+        pid: root.pid,
+        comm: root.comm.clone(),
+        server: setup.kind.clone(),
+        processes: snap.processes.len(),
+        threads: snap.processes.iter().map(|p| p.threads.len()).sum(),
+        fine: endpoints.iter().all(|e| e.advice.fine),
+        endpoints,
+        cost,
+        backend: measured.map(|m| m.backend.clone()),
+        notes,
+    }
+}
+
+/// The server's process ids now (root and descendants).
+fn server_pids(root: u32) -> Vec<u32> {
+    targets::scan(Path::new("/proc"))
+        .map(|all| targets::with_descendants(&all, &[root]))
+        .unwrap_or_default()
+}
+
+/// Traces `pid` for `seconds`, summary only.
+pub fn measure(pid: u32, seconds: f64) -> Result<Measured> {
+    let args = TraceArgs {
+        pids: vec![i64::from(pid)],
+        duration: Some(seconds),
+        // No live lines are shown; one interval per run keeps the engine quiet.
+        interval: seconds,
+        ..TraceArgs::default()
+    };
+    let targets = TargetSet::resolve(&args.pids, &[])?;
+    let prepared = prepare(&args)?;
+    stop::install()?;
+    let proc_root = Path::new("/proc");
+    let before_pids = server_pids(pid);
+    let mut switches_before = 0;
+    let mut started = Instant::now();
+    // The session's last poll: detaching the probes afterwards is not traced time.
+    let mut last_poll = started;
+    let (summary, end) = trace_session(
+        &args,
+        &prepared,
+        &targets,
+        io::sink(),
+        || {
+            switches_before = procfs::context_switches(proc_root, &before_pids);
+            started = Instant::now();
+        },
+        || {
+            last_poll = Instant::now();
+            false
+        },
+    )?;
+    let seconds = last_poll.saturating_duration_since(started).as_secs_f64();
+    let after_pids = server_pids(pid);
+    // Threads that exited take their counts with them: no figure then.
+    let context_switches = (before_pids == after_pids)
+        .then(|| procfs::context_switches(proc_root, &after_pids))
+        .and_then(|after| after.checked_sub(switches_before));
+    let summary = summary.context("the trace produced no summary")?;
+    Ok(Measured {
+        summary,
+        seconds,
+        context_switches,
+        backend: prepared.info.backend.clone(),
+        end,
+    })
+}
+
+pub fn run(args: DiagnoseArgs) -> Result<i32> {
+    if args.pid <= 0 || args.pid > i64::from(i32::MAX) {
+        bail!(
+            "invalid pid {}: a process id is a positive number",
+            args.pid
+        );
+    }
+    let pid = args.pid as u32;
+    // Tracing needs it, and so does reading another user's fds.
+    if let Some(problem) = kernel::privilege_problem() {
+        bail!("{problem}");
+    }
+    let setup = read_setup(Path::new("/proc"), pid, &procfs::kcmp_same_file)
+        .with_context(|| format!("reading the setup of process {pid} from /proc"))?;
+    eprintln!(
+        "herdtrace: {} (pid {pid}): {}; tracing for {} s",
+        setup.snapshot.processes[0].comm,
+        setup
+            .endpoints
+            .iter()
+            .map(|e| e.description.as_str())
+            .collect::<Vec<_>>()
+            .join("; "),
+        args.duration
+    );
+    let measured = measure(pid, args.duration).context("tracing the server")?;
+    let report = report(&setup, Some(&measured));
+    let stdout = io::stdout();
+    let mut out = stdout.lock();
+    if args.json {
+        render::write_json(&mut out, &report)?;
+    } else {
+        render::write_text(&mut out, &report)?;
+    }
+    out.flush()?;
+    Ok(0)
+}
+
+/// A /proc tree saved from a real server (tests/fixtures/proc/NAME).
+#[cfg(test)]
+pub(crate) fn fixture(name: &str) -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/proc")
+        .join(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::{Tally, WokenStats};
+    use procfs::FdRef;
+
+    fn setup(name: &str, root: u32) -> Setup {
+        read_setup(&fixture(name), root, &|_: FdRef, _: FdRef| Some(false)).expect("fixture setup")
+    }
+
+    fn measured(connections: u64, woken_each: usize, losers: u64, spurious: u64) -> Measured {
+        let mut hist = vec![0u64; woken_each + 1];
+        hist[woken_each] = connections;
+        Measured {
+            summary: Summary {
+                totals: Tally {
+                    connections,
+                    woken: connections * woken_each as u64,
+                    eagain: losers,
+                    eagain_losers: losers,
+                    spurious,
+                    ..Tally::default()
+                },
+                woken_per_conn: WokenStats::from_histogram(&hist),
+                woken_histogram: hist,
+                ..Summary::default()
+            },
+            seconds: 2.0,
+            context_switches: Some(connections * 8),
+            backend: "tracepoint".into(),
+            end: EndReason::Duration,
+        }
+    }
+
+    fn text(r: &Report) -> String {
+        let mut buf = Vec::new();
+        render::write_text(&mut buf, r).expect("render");
+        String::from_utf8(buf).expect("utf8")
+    }
+
+    #[test]
+    fn lighttpd_report_names_max_worker() {
+        let s = setup("lighttpd-4-workers", 5790);
+        assert_eq!(s.kind, ServerKind::Lighttpd);
+        let r = report(&s, Some(&measured(400, 4, 60, 1140)));
+        assert!(!r.fine);
+        let t = text(&r);
+        for want in [
+            "lighttpd (pid 5790): 5 processes, 5 threads",
+            "4 processes, each with its own epoll on 127.0.0.1:28483, no EPOLLEXCLUSIVE",
+            "held by 5 processes; in epoll of pid 5792 fd 3 (no flags, 1 waiting)",
+            "400 connections (200.0/s), 4.00 tasks woken per connection (max 4)",
+            "wasted wakeups: 3.00 per connection, 600.0/s (EAGAIN losers 30.0/s + spurious 570.0/s)",
+            "extra context switches: ~1200.0/s",
+            "8.0 times per connection",
+            "thundering herd: every connection wakes 4 tasks",
+            "server.max-worker",
+        ] {
+            assert!(t.contains(want), "missing {want:?} in:\n{t}");
+        }
+    }
+
+    #[test]
+    fn nginx_default_report_is_fine_and_json() {
+        let r = report(&setup("nginx-default", 2162), Some(&measured(100, 1, 0, 0)));
+        assert!(r.fine);
+        let t = text(&r);
+        assert!(t.contains("all with EPOLLEXCLUSIVE"), "{t}");
+        assert!(t.contains("fine: EPOLLEXCLUSIVE in every epoll"), "{t}");
+        assert!(t.contains("nginx's default"), "{t}");
+        let mut buf = Vec::new();
+        render::write_json(&mut buf, &r).expect("json");
+        let v: serde_json::Value = serde_json::from_slice(&buf).expect("parse");
+        assert_eq!(v["server"], "nginx");
+        assert_eq!(v["fine"], true);
+        assert_eq!(v["endpoints"][0]["addr"], "127.0.0.1:28480");
+        assert_eq!(v["endpoints"][0]["pattern"]["kind"], "epoll_per_worker");
+        assert_eq!(v["endpoints"][0]["pattern"]["exclusive"], 4);
+        assert_eq!(v["endpoints"][0]["advice"]["fine"], true);
+        assert_eq!(v["cost"]["woken_per_conn"], 1.0);
+        assert_eq!(
+            v["endpoints"][0]["sockets"][0]["watchers"][0]["flags"][0],
+            "EPOLLEXCLUSIVE"
+        );
+    }
+
+    #[test]
+    fn reports_without_connections_or_trace() {
+        let s = setup("nginx-reuseport", 4519);
+        let r = report(&s, Some(&measured(0, 0, 0, 0)));
+        assert!(r.fine);
+        assert!(r.notes.iter().any(|n| n.contains("no connection arrived")));
+        let r = report(&s, None);
+        assert!(text(&r).contains("what it costs: not traced"));
+        assert!(text(&r).contains("listen ... reuseport;"));
+    }
+
+    #[test]
+    fn process_without_listener_is_an_error() {
+        // The fixture's master listing without its sockets: copy nothing, use a
+        // temp tree holding one process and no listener.
+        let dir = std::env::temp_dir().join(format!("herdtrace-diag-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("7/fd")).expect("mkdir");
+        std::fs::create_dir_all(dir.join("net")).expect("mkdir");
+        std::fs::write(
+            dir.join("7/stat"),
+            "7 (srv) S 1 7 7 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 99 1000 100",
+        )
+        .expect("stat");
+        std::fs::write(dir.join("net/tcp"), "header\n").expect("tcp");
+        let err = read_setup(&dir, 7, &|_: FdRef, _: FdRef| Some(false))
+            .err()
+            .expect("error");
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(
+            err.to_string().contains("hold no TCP listening socket"),
+            "{err}"
+        );
+    }
+}

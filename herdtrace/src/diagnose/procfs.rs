@@ -1,0 +1,511 @@
+//! The server's accept setup as /proc shows it, without probes: its
+//! processes and threads, the TCP listening sockets they hold, each epoll
+//! instance's watched files (from fdinfo) and what each thread is blocked in.
+//!
+//! Everything is read below a `proc_root`, so the tests run on saved trees
+//! (tests/fixtures/proc/*). Whether two epoll fds of different processes are
+//! one instance (created before fork) is asked of a `SameFile` function:
+//! kcmp(2) on a live system.
+use std::{
+    collections::BTreeSet,
+    fs,
+    path::{Path, PathBuf},
+};
+
+use anyhow::{bail, Context as _, Result};
+use serde::Serialize;
+
+use super::fdinfo::{self, Watch};
+use crate::targets::{self, ListenSocket};
+
+/// `/proc/PID/task/TID/syscall` numbers that mean "waiting for a connection".
+#[cfg(target_arch = "x86_64")]
+mod nr {
+    pub const EPOLL_WAITS: &[i64] = &[232, 281, 441]; // epoll_wait, epoll_pwait, epoll_pwait2
+    pub const ACCEPTS: &[i64] = &[43, 288]; // accept, accept4
+}
+#[cfg(target_arch = "aarch64")]
+mod nr {
+    pub const EPOLL_WAITS: &[i64] = &[22, 441]; // epoll_pwait, epoll_pwait2
+    pub const ACCEPTS: &[i64] = &[202, 242]; // accept, accept4
+}
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+mod nr {
+    pub const EPOLL_WAITS: &[i64] = &[];
+    pub const ACCEPTS: &[i64] = &[];
+}
+
+/// What a thread was doing when /proc was read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Blocked {
+    /// Asleep in epoll_wait/epoll_pwait(2) on this epoll fd.
+    EpollWait { epfd: i32 },
+    /// Asleep in accept/accept4 on this fd.
+    Accept { fd: i32 },
+    /// In another system call.
+    Other { nr: i64 },
+    /// Running in user space (no system call to show).
+    Running,
+    /// Not readable (permissions, exited, unknown format).
+    Unknown,
+}
+
+/// Parses `/proc/PID/task/TID/syscall`: `NR ARG0 ARG1 ... SP PC`, `-1 SP PC`
+/// (not in a system call, blocked) or `running`.
+pub fn parse_syscall(text: &str) -> Blocked {
+    let mut f = text.split_whitespace();
+    let Some(first) = f.next() else {
+        return Blocked::Unknown;
+    };
+    if first == "running" {
+        return Blocked::Running;
+    }
+    let Ok(nr) = first.parse::<i64>() else {
+        return Blocked::Unknown;
+    };
+    let arg0 = f
+        .next()
+        .and_then(|a| i64::from_str_radix(a.trim_start_matches("0x"), 16).ok())
+        .and_then(|a| i32::try_from(a).ok());
+    match arg0 {
+        Some(fd) if nr::EPOLL_WAITS.contains(&nr) => Blocked::EpollWait { epfd: fd },
+        Some(fd) if nr::ACCEPTS.contains(&nr) => Blocked::Accept { fd },
+        _ => Blocked::Other { nr },
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ThreadInfo {
+    pub tid: u32,
+    pub blocked: Blocked,
+}
+
+/// One epoll fd of a process.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct EpollFd {
+    pub fd: i32,
+    /// Index into `Snapshot::instances`: fds of one epoll instance (shared
+    /// across fork) have the same index.
+    pub instance: usize,
+    pub watches: Vec<Watch>,
+}
+
+/// One listening socket fd of a process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct ListenFd {
+    pub fd: i32,
+    pub inode: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ProcessInfo {
+    pub pid: u32,
+    pub ppid: u32,
+    pub comm: String,
+    pub threads: Vec<ThreadInfo>,
+    pub listen_fds: Vec<ListenFd>,
+    pub epolls: Vec<EpollFd>,
+}
+
+/// The (pid, fd) that first showed an epoll instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct FdRef {
+    pub pid: u32,
+    pub fd: i32,
+}
+
+/// A server's accept setup at one moment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Snapshot {
+    /// The root process first, then its descendants by pid.
+    pub processes: Vec<ProcessInfo>,
+    /// The listening sockets any of the processes holds, by address then inode.
+    pub listeners: Vec<ListenSocket>,
+    /// Each distinct epoll instance, by its first fd.
+    pub instances: Vec<FdRef>,
+    /// Epoll `tfd:` lines that could not be parsed.
+    pub unparsed_watch_lines: usize,
+    /// True when instance identity across processes could not be checked
+    /// (each fd is then taken as its own instance).
+    pub identity_unknown: bool,
+}
+
+impl Snapshot {
+    pub fn process(&self, pid: u32) -> Option<&ProcessInfo> {
+        self.processes.iter().find(|p| p.pid == pid)
+    }
+}
+
+/// Answers whether two fds (of possibly different processes) are one open
+/// file; None if it cannot tell.
+pub type SameFile<'a> = &'a dyn Fn(FdRef, FdRef) -> Option<bool>;
+
+/// kcmp(2) KCMP_FILE: needs ptrace access to both processes (root).
+pub fn kcmp_same_file(a: FdRef, b: FdRef) -> Option<bool> {
+    const KCMP_FILE: libc::c_long = 0;
+    // SAFETY: kcmp only reads the two processes' file tables; bad pids or
+    // fds return an error.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_kcmp,
+            a.pid as libc::c_long,
+            b.pid as libc::c_long,
+            KCMP_FILE,
+            a.fd as libc::c_long,
+            b.fd as libc::c_long,
+        )
+    };
+    (r >= 0).then_some(r == 0)
+}
+
+/// (fd, link target) of a `/proc/PID/fd` directory; empty if the process
+/// exited, an error if it may not be read (another user's process).
+fn fd_entries(dir: &Path) -> Result<Vec<(i32, String)>> {
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => {
+            return Err(e).with_context(|| {
+                format!(
+                    "reading {} (run as root to see another user's process)",
+                    dir.display()
+                )
+            })
+        }
+    };
+    let mut out: Vec<(i32, String)> = entries
+        .flatten()
+        .filter_map(|e| {
+            let fd = e.file_name().to_str()?.parse().ok()?;
+            let target = fs::read_link(e.path()).ok()?;
+            Some((fd, target.to_string_lossy().into_owned()))
+        })
+        .collect();
+    out.sort();
+    Ok(out)
+}
+
+fn read_threads(pid_dir: &Path) -> Vec<ThreadInfo> {
+    let Ok(entries) = fs::read_dir(pid_dir.join("task")) else {
+        return Vec::new();
+    };
+    let mut out: Vec<ThreadInfo> = entries
+        .flatten()
+        .filter_map(|e| {
+            let tid = e.file_name().to_str()?.parse().ok()?;
+            let blocked = fs::read_to_string(e.path().join("syscall"))
+                .map_or(Blocked::Unknown, |t| parse_syscall(&t));
+            Some(ThreadInfo { tid, blocked })
+        })
+        .collect();
+    out.sort_by_key(|t| t.tid);
+    out
+}
+
+/// Reads the setup of `root` and its descendants below `proc_root`.
+pub fn read_snapshot(proc_root: &Path, root: u32, same_file: SameFile) -> Result<Snapshot> {
+    let all = targets::scan(proc_root)?;
+    let Some(root_info) = all.iter().find(|p| p.pid == root) else {
+        bail!("no such process: {root}");
+    };
+    let mut pids = targets::with_descendants(&all, &[root]);
+    pids.retain(|&p| p != root);
+    pids.insert(0, root);
+    let listen_all = targets::listen_sockets(proc_root);
+
+    let mut processes = Vec::new();
+    let mut held: BTreeSet<u64> = BTreeSet::new();
+    let mut instances: Vec<FdRef> = Vec::new();
+    let mut unparsed = 0;
+    let mut identity_unknown = false;
+    for pid in pids {
+        let Some(info) = all.iter().find(|p| p.pid == pid) else {
+            continue;
+        };
+        let dir: PathBuf = proc_root.join(pid.to_string());
+        let mut listen_fds = Vec::new();
+        let mut epolls = Vec::new();
+        for (fd, target) in fd_entries(&dir.join("fd"))? {
+            if let Some(inode) = targets::parse_socket_link(&target) {
+                if listen_all.iter().any(|l| l.inode == inode) {
+                    listen_fds.push(ListenFd { fd, inode });
+                    held.insert(inode);
+                }
+            } else if target == "anon_inode:[eventpoll]" {
+                let path = dir.join("fdinfo").join(fd.to_string());
+                let text = match fs::read_to_string(&path) {
+                    Ok(t) => t,
+                    // Closed since the listing: not part of the setup.
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+                };
+                let (watches, bad) = fdinfo::parse_epoll_fdinfo(&text);
+                unparsed += bad;
+                let me = FdRef { pid, fd };
+                // Fds of other processes may be the same instance (epoll
+                // created before fork); fds within one process are distinct.
+                let mut instance = None;
+                for (i, first) in instances.iter().enumerate() {
+                    if first.pid == pid {
+                        continue;
+                    }
+                    match same_file(*first, me) {
+                        Some(true) => {
+                            instance = Some(i);
+                            break;
+                        }
+                        Some(false) => {}
+                        None => identity_unknown = true,
+                    }
+                }
+                let instance = instance.unwrap_or_else(|| {
+                    instances.push(me);
+                    instances.len() - 1
+                });
+                epolls.push(EpollFd {
+                    fd,
+                    instance,
+                    watches,
+                });
+            }
+        }
+        processes.push(ProcessInfo {
+            pid,
+            ppid: info.ppid,
+            comm: info.comm.clone(),
+            threads: read_threads(&dir),
+            listen_fds,
+            epolls,
+        });
+    }
+    if processes.is_empty() {
+        bail!(
+            "process {root} ({}) exited while being read",
+            root_info.comm
+        );
+    }
+    let mut listeners: Vec<ListenSocket> = listen_all
+        .into_iter()
+        .filter(|l| held.contains(&l.inode))
+        .collect();
+    listeners.sort_by_key(|l| (l.addr, l.inode));
+    listeners.dedup();
+    Ok(Snapshot {
+        processes,
+        listeners,
+        instances,
+        unparsed_watch_lines: unparsed,
+        identity_unknown,
+    })
+}
+
+/// Voluntary + involuntary context switches of every thread of `pids`,
+/// from /proc/PID/task/TID/status.
+pub fn context_switches(proc_root: &Path, pids: &[u32]) -> u64 {
+    pids.iter()
+        .flat_map(|&pid| {
+            targets::threads(proc_root, pid)
+                .into_iter()
+                .map(move |t| (pid, t))
+        })
+        .filter_map(|(pid, tid)| {
+            let path = proc_root
+                .join(pid.to_string())
+                .join("task")
+                .join(tid.to_string())
+                .join("status");
+            fs::read_to_string(path).ok()
+        })
+        .map(|text| parse_ctxt_switches(&text))
+        .sum()
+}
+
+/// Sum of `voluntary_ctxt_switches` and `nonvoluntary_ctxt_switches` in a status file.
+pub fn parse_ctxt_switches(status: &str) -> u64 {
+    status
+        .lines()
+        .filter_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            matches!(k, "voluntary_ctxt_switches" | "nonvoluntary_ctxt_switches")
+                .then(|| v.trim().parse::<u64>().ok())?
+        })
+        .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::diagnose::fixture;
+
+    /// Fixtures hold no kcmp answer: the saved servers create their epoll
+    /// after fork, so every fd is its own instance.
+    fn distinct(_: FdRef, _: FdRef) -> Option<bool> {
+        Some(false)
+    }
+
+    fn read(name: &str, root: u32) -> Snapshot {
+        read_snapshot(&fixture(name), root, &distinct).expect("fixture snapshot")
+    }
+
+    #[test]
+    fn parses_syscall_files() {
+        #[cfg(target_arch = "x86_64")]
+        {
+            assert_eq!(
+                parse_syscall(
+                    "232 0x7 0x55b484ae0eb0 0x200 0xffffffff 0x8cd90d 0x0 0x7fff 0x7fb5\n"
+                ),
+                Blocked::EpollWait { epfd: 7 }
+            );
+            assert_eq!(
+                parse_syscall("288 0x3 0x0 0x0 0x80800 0x0 0x0 0x7ffc 0x7f1"),
+                Blocked::Accept { fd: 3 }
+            );
+            assert_eq!(
+                parse_syscall("130 0x7fff93be4770 0x8 0x5 0x4 0x55b4 0x877 0x7fff 0x7fb5"),
+                Blocked::Other { nr: 130 }
+            );
+        }
+        assert_eq!(parse_syscall("running\n"), Blocked::Running);
+        assert_eq!(parse_syscall("-1 0x7ffc 0x7f1"), Blocked::Other { nr: -1 });
+        assert_eq!(parse_syscall(""), Blocked::Unknown);
+        assert_eq!(parse_syscall("garbage"), Blocked::Unknown);
+    }
+
+    #[test]
+    fn parses_context_switches() {
+        let status = "Name:\tnginx\nvoluntary_ctxt_switches:\t12\nnonvoluntary_ctxt_switches:\t3\n";
+        assert_eq!(parse_ctxt_switches(status), 15);
+        assert_eq!(parse_ctxt_switches("Name:\tx\n"), 0);
+    }
+
+    #[test]
+    fn reads_nginx_default_fixture() {
+        let s = read("nginx-default", 2162);
+        let pids: Vec<u32> = s.processes.iter().map(|p| p.pid).collect();
+        assert_eq!(pids, vec![2162, 2164, 2165, 2166, 2167]);
+        assert!(s.processes.iter().all(|p| p.comm == "nginx"));
+        // Only the server's listener, not the machine's other one (port 2024).
+        assert_eq!(s.listeners.len(), 1);
+        assert_eq!(
+            s.listeners[0].addr,
+            "127.0.0.1:28480".parse().expect("addr")
+        );
+        assert_eq!(s.listeners[0].inode, 7_853_660);
+        // The master holds the listener but has no epoll; each worker has one.
+        let master = s.process(2162).expect("master");
+        assert_eq!(
+            master.listen_fds,
+            vec![ListenFd {
+                fd: 5,
+                inode: 7_853_660
+            }]
+        );
+        assert!(master.epolls.is_empty());
+        assert_eq!(master.threads[0].blocked, Blocked::Other { nr: 130 });
+        for pid in [2164, 2165, 2166, 2167] {
+            let w = s.process(pid).expect("worker");
+            assert_eq!(w.epolls.len(), 1, "{pid}");
+            let listener = w.epolls[0]
+                .watches
+                .iter()
+                .find(|x| x.ino == 7_853_660)
+                .expect("listener watched");
+            assert!(listener.exclusive(), "nginx default uses EPOLLEXCLUSIVE");
+            #[cfg(target_arch = "x86_64")]
+            assert_eq!(
+                w.threads[0].blocked,
+                Blocked::EpollWait {
+                    epfd: w.epolls[0].fd
+                }
+            );
+        }
+        assert_eq!(s.instances.len(), 4);
+        assert_eq!(s.unparsed_watch_lines, 0);
+        assert!(!s.identity_unknown);
+    }
+
+    #[test]
+    fn reads_lighttpd_fixture() {
+        let s = read("lighttpd-4-workers", 5790);
+        assert_eq!(s.processes.len(), 5);
+        assert_eq!(s.listeners.len(), 1);
+        let ino = s.listeners[0].inode;
+        let watching: Vec<&Watch> = s
+            .processes
+            .iter()
+            .flat_map(|p| &p.epolls)
+            .flat_map(|e| &e.watches)
+            .filter(|w| w.ino == ino)
+            .collect();
+        assert_eq!(watching.len(), 4);
+        assert!(watching.iter().all(|w| w.events == 0x19));
+    }
+
+    #[test]
+    fn reads_nginx_reuseport_fixture() {
+        let s = read("nginx-reuseport", 4519);
+        assert_eq!(s.listeners.len(), 4, "{:?}", s.listeners);
+        let addr = s.listeners[0].addr;
+        assert!(s.listeners.iter().all(|l| l.addr == addr));
+    }
+
+    #[test]
+    fn instance_identity_comes_from_same_file() {
+        // As if the four nginx workers had inherited one epoll from the master.
+        let all_same = |_: FdRef, _: FdRef| Some(true);
+        let s = read_snapshot(&fixture("nginx-default"), 2162, &all_same).expect("snapshot");
+        assert_eq!(s.instances.len(), 1);
+        assert!(s
+            .processes
+            .iter()
+            .flat_map(|p| &p.epolls)
+            .all(|e| e.instance == 0));
+        let unknown = |_: FdRef, _: FdRef| None;
+        let s = read_snapshot(&fixture("nginx-default"), 2162, &unknown).expect("snapshot");
+        assert_eq!(s.instances.len(), 4);
+        assert!(s.identity_unknown);
+    }
+
+    #[test]
+    fn missing_process_is_an_error() {
+        let err = read_snapshot(&fixture("nginx-default"), 1, &distinct).expect_err("no pid 1");
+        assert!(err.to_string().contains("no such process: 1"), "{err}");
+    }
+
+    #[test]
+    fn reads_this_process_live() {
+        // A listener in an epoll with EPOLLEXCLUSIVE, in this very process.
+        use std::os::fd::AsRawFd;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        // SAFETY: plain syscalls on fds we own; closed below.
+        let ep = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        assert!(ep >= 0);
+        let mut ev = libc::epoll_event {
+            events: (libc::EPOLLIN | libc::EPOLLEXCLUSIVE) as u32,
+            u64: 42,
+        };
+        let rc = unsafe { libc::epoll_ctl(ep, libc::EPOLL_CTL_ADD, listener.as_raw_fd(), &mut ev) };
+        assert_eq!(rc, 0);
+        let me = std::process::id();
+        let s = read_snapshot(Path::new("/proc"), me, &kcmp_same_file).expect("snapshot");
+        unsafe { libc::close(ep) };
+        let addr = listener.local_addr().expect("addr");
+        let l = s
+            .listeners
+            .iter()
+            .find(|l| l.addr == addr)
+            .expect("listener");
+        let p = s.process(me).expect("self");
+        assert!(p
+            .listen_fds
+            .iter()
+            .any(|f| f.fd == listener.as_raw_fd() && f.inode == l.inode));
+        let e = p.epolls.iter().find(|e| e.fd == ep).expect("epoll fd");
+        assert_eq!(e.watches.len(), 1);
+        assert_eq!(e.watches[0].ino, l.inode);
+        assert_eq!(e.watches[0].data, 42);
+        assert!(e.watches[0].exclusive());
+    }
+}

@@ -1,1 +1,0 @@
-//! Prometheus exporter mode (`herdtrace --prometheus ADDR`): being written (issue #8).

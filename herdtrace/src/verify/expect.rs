@@ -1,0 +1,500 @@
+//! What each server model should do on a Linux kernel, with the source of
+//! each expectation. Bounds scale with the number of workers N and leave
+//! room for a noisy 2-core machine (the values for N = 4 are the ones the
+//! host scenarios have proven: `scenario::all`).
+use serde::Serialize;
+
+use crate::serve::model::Model;
+
+/// A figure of a row that an expectation constrains.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Metric {
+    /// Mean tasks woken per connection.
+    WokenMean,
+    /// Wakeups that took no connection, per connection (EAGAIN losers + spurious).
+    WastedPerConn,
+    /// EAGAIN that ends a winner's accept loop, per connection (EAGAIN minus losers).
+    WinnerEagainPerConn,
+    /// Share of connections taken by the worker that took the previous one.
+    SameWorkerShare,
+}
+
+impl Metric {
+    /// Short name used in the table and in failure lines.
+    pub fn label(self) -> &'static str {
+        match self {
+            Metric::WokenMean => "woken/conn",
+            Metric::WastedPerConn => "wasted/conn",
+            Metric::WinnerEagainPerConn => "win-EAGAIN/conn",
+            Metric::SameWorkerShare => "same-worker share",
+        }
+    }
+}
+
+/// A documented claim an expectation rests on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Source {
+    /// Footnote key in the table: "H1", "C", ...
+    pub key: &'static str,
+    /// Document and section.
+    pub doc: &'static str,
+    /// What it says, in brief.
+    pub claim: &'static str,
+}
+
+pub const HERD: Source = Source {
+    key: "H1",
+    doc: "herd-mechanics.md, \"Where the herd comes from\"",
+    claim: "one listening socket, one epoll per worker, none exclusive: every idle worker is \
+            woken for every connection",
+};
+pub const SHARED_LT: Source = Source {
+    key: "H2",
+    doc: "herd-mechanics.md, \"Where the herd comes from\"",
+    claim: "one epoll shared by threads, level-triggered: the woken thread re-adds the item \
+            and wakes the next, so one, some or all threads wake",
+};
+pub const SHARED_ET: Source = Source {
+    key: "H3",
+    doc: "herd-mechanics.md, \"Edge- vs level-triggered\"",
+    claim: "edge-triggered: a delivered item is not re-added to the ready list, so a shared \
+            epoll wakes fewer threads (one); ET changes nothing on the listener's wait queue, so \
+            one epoll per worker still wakes every idle worker (inferred from H1)",
+};
+pub const EXCLUSIVE: Source = Source {
+    key: "H4",
+    doc: "herd-mechanics.md, \"Where the herd comes from\"",
+    claim: "EPOLLEXCLUSIVE: the epoll entry is an exclusive waiter, usually one epoll \
+            instance is woken (\"one or more\" per the man page)",
+};
+pub const REUSEPORT: Source = Source {
+    key: "H5",
+    doc: "herd-mechanics.md, \"Where the herd comes from\"",
+    claim: "SO_REUSEPORT: the kernel hashes each connection to one worker's socket, one \
+            worker wakes",
+};
+pub const BLOCKING: Source = Source {
+    key: "H6",
+    doc: "herd-mechanics.md, \"Where the herd comes from\"",
+    claim: "blocking accept: the accept wait is exclusive, one task wakes (round-robin-ish)",
+};
+pub const WINNER_EAGAIN: Source = Source {
+    key: "H7",
+    doc: "herd-mechanics.md, \"Where the herd comes from\" (lighttpd)",
+    claim: "a server accepting in a loop until EAGAIN ends each loop with one EAGAIN of its \
+            own, which is not a herd loss",
+};
+pub const CLOUDFLARE: Source = Source {
+    key: "C",
+    doc: "herd-mechanics.md, \"Published figures\" (Cloudflare 2017)",
+    claim: "EPOLLEXCLUSIVE + non-blocking accept: 6 of 6 connections went to the same worker \
+            (LIFO wait queue); blocking accept spread them round-robin",
+};
+
+/// Every source, in footnote order.
+pub const SOURCES: [Source; 8] = [
+    HERD,
+    SHARED_LT,
+    SHARED_ET,
+    EXCLUSIVE,
+    REUSEPORT,
+    BLOCKING,
+    WINNER_EAGAIN,
+    CLOUDFLARE,
+];
+
+/// `min <= metric <= max` (either side open).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Expect {
+    pub metric: Metric,
+    pub min: Option<f64>,
+    pub max: Option<f64>,
+    pub source: Source,
+}
+
+impl Expect {
+    pub fn holds(&self, value: f64) -> bool {
+        self.min.is_none_or(|m| value >= m) && self.max.is_none_or(|m| value <= m)
+    }
+
+    /// The bound as text: "≥ 3.5", "≤ 1.5", "0.5..1.5".
+    pub fn bound_text(&self) -> String {
+        match (self.min, self.max) {
+            (Some(lo), Some(hi)) => format!("{}..{}", num(lo), num(hi)),
+            (Some(lo), None) => format!(">={}", num(lo)),
+            (None, Some(hi)) => format!("<={}", num(hi)),
+            (None, None) => "any".to_string(),
+        }
+    }
+}
+
+/// Short form of a bound: 3.5, 0.625, 4 (at most 4 decimals).
+fn num(v: f64) -> String {
+    let s = format!("{v:.4}");
+    s.trim_end_matches('0').trim_end_matches('.').to_string()
+}
+
+/// One row of `verify`: a server configuration and what it should do.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    /// Row name, also the `model` field of the JSON: the serve model, plus
+    /// `+et` / `+batch100` for the variants.
+    pub name: &'static str,
+    pub model: Model,
+    pub serve_args: Vec<&'static str>,
+    /// The behaviour in words, for the table.
+    pub expected: String,
+    pub expects: Vec<Expect>,
+}
+
+/// Lower bound on the mean woken for the "one" models: a connection taken by
+/// a worker that was already awake needs no wake (mean 0.98 seen for reuseport).
+const ONE_MIN: f64 = 0.5;
+/// Upper bound for the "one" models (a few connections may wake two).
+const ONE_MAX: f64 = 1.5;
+/// Slack below N for "every idle worker": a worker still busy with the
+/// previous connection is not idle.
+const HERD_SLACK: f64 = 0.5;
+
+fn expect(metric: Metric, min: Option<f64>, max: Option<f64>, source: Source) -> Expect {
+    Expect {
+        metric,
+        min,
+        max,
+        source,
+    }
+}
+
+/// The herd expectations for N idle workers: all woken, all but one wasted.
+fn herd(n: f64) -> Vec<Expect> {
+    let mut v = vec![expect(Metric::WokenMean, Some(n - HERD_SLACK), None, HERD)];
+    // With one worker nothing can be wasted: the bound would be vacuous.
+    if n >= 2.0 {
+        v.push(expect(
+            Metric::WastedPerConn,
+            Some(n - 1.0 - HERD_SLACK),
+            None,
+            HERD,
+        ));
+    }
+    v
+}
+
+fn one(source: Source) -> Expect {
+    expect(Metric::WokenMean, Some(ONE_MIN), Some(ONE_MAX), source)
+}
+
+/// One EAGAIN per winner's loop; fewer when one loop takes two connections
+/// that arrived close together.
+fn winner_eagain() -> Expect {
+    expect(
+        Metric::WinnerEagainPerConn,
+        Some(0.5),
+        Some(1.1),
+        WINNER_EAGAIN,
+    )
+}
+
+/// LIFO: the worker that took the previous connection takes the next.
+/// Bound: halfway between a random pick (1/N) and always (1).
+pub fn lifo(n: f64) -> Option<Expect> {
+    (n >= 2.0).then(|| {
+        expect(
+            Metric::SameWorkerShare,
+            Some((1.0 + 1.0 / n) / 2.0),
+            None,
+            CLOUDFLARE,
+        )
+    })
+}
+
+/// Round-robin: the previous worker is last in line. Bound: halfway between
+/// never (0) and a random pick (1/N).
+pub fn round_robin(n: f64) -> Option<Expect> {
+    (n >= 2.0).then(|| expect(Metric::SameWorkerShare, None, Some(0.5 / n), CLOUDFLARE))
+}
+
+/// Every row, in table order, for `workers` workers.
+pub fn plans(workers: u32) -> Vec<Plan> {
+    let n = f64::from(workers);
+    let every = format!("every idle worker ({workers})");
+    let plan = |name, model, serve_args: &[&'static str], expected: &str, expects| Plan {
+        name,
+        model,
+        serve_args: serve_args.to_vec(),
+        expected: expected.to_string(),
+        expects,
+    };
+    let herd_with_loop = {
+        let mut v = herd(n);
+        v.push(winner_eagain());
+        v
+    };
+    let mut herd_et = herd_with_loop.clone();
+    // The per-worker herd comes from the listener's queue, which ET does not change.
+    herd_et[0].source = SHARED_ET;
+    vec![
+        plan(
+            "epoll-per-worker",
+            Model::EpollPerWorker,
+            &[],
+            &every,
+            herd(n),
+        ),
+        plan(
+            "epoll-per-worker+et",
+            Model::EpollPerWorker,
+            &["--edge-triggered"],
+            &every,
+            herd_et,
+        ),
+        plan(
+            "epoll-per-worker+batch100",
+            Model::EpollPerWorker,
+            &["--accept-batch", "100"],
+            &every,
+            herd_with_loop,
+        ),
+        plan(
+            "shared-epoll",
+            Model::SharedEpoll,
+            &[],
+            &format!("one to {workers}"),
+            vec![expect(Metric::WokenMean, Some(ONE_MIN), Some(n), SHARED_LT)],
+        ),
+        plan(
+            "shared-epoll+et",
+            Model::SharedEpoll,
+            &["--edge-triggered"],
+            "one",
+            vec![one(SHARED_ET), winner_eagain()],
+        ),
+        plan(
+            "exclusive",
+            Model::Exclusive,
+            &[],
+            "one or a few; LIFO",
+            [Some(one(EXCLUSIVE)), lifo(n)]
+                .into_iter()
+                .flatten()
+                .collect(),
+        ),
+        plan(
+            "reuseport",
+            Model::Reuseport,
+            &[],
+            "one",
+            vec![one(REUSEPORT)],
+        ),
+        plan(
+            "blocking-accept",
+            Model::BlockingAccept,
+            &[],
+            "one; round-robin",
+            [Some(one(BLOCKING)), round_robin(n)]
+                .into_iter()
+                .flatten()
+                .collect(),
+        ),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn find(plans: &[Plan], name: &str) -> Plan {
+        plans
+            .iter()
+            .find(|p| p.name == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("no plan {name}"))
+    }
+
+    fn bounds(p: &Plan, metric: Metric) -> (Option<f64>, Option<f64>) {
+        let e = p
+            .expects
+            .iter()
+            .find(|e| e.metric == metric)
+            .unwrap_or_else(|| panic!("{}: no {metric:?}", p.name));
+        (e.min, e.max)
+    }
+
+    #[test]
+    fn every_model_and_variant_has_a_row_with_unique_names() {
+        let plans = plans(4);
+        let names: Vec<&str> = plans.iter().map(|p| p.name).collect();
+        assert_eq!(
+            names,
+            [
+                "epoll-per-worker",
+                "epoll-per-worker+et",
+                "epoll-per-worker+batch100",
+                "shared-epoll",
+                "shared-epoll+et",
+                "exclusive",
+                "reuseport",
+                "blocking-accept"
+            ]
+        );
+        for m in Model::ALL {
+            assert!(plans.iter().any(|p| p.model == m), "{m} has no row");
+        }
+        for p in &plans {
+            assert!(!p.expects.is_empty(), "{} expects nothing", p.name);
+            assert!(
+                p.expects.iter().any(|e| e.metric == Metric::WokenMean),
+                "{} has no woken expectation",
+                p.name
+            );
+        }
+    }
+
+    #[test]
+    fn four_workers_use_the_proven_scenario_bounds() {
+        let plans = plans(4);
+        for name in [
+            "epoll-per-worker",
+            "epoll-per-worker+et",
+            "epoll-per-worker+batch100",
+        ] {
+            let p = find(&plans, name);
+            assert_eq!(bounds(&p, Metric::WokenMean), (Some(3.5), None), "{name}");
+            assert_eq!(
+                bounds(&p, Metric::WastedPerConn),
+                (Some(2.5), None),
+                "{name}"
+            );
+        }
+        for name in [
+            "shared-epoll+et",
+            "exclusive",
+            "reuseport",
+            "blocking-accept",
+        ] {
+            let p = find(&plans, name);
+            assert_eq!(
+                bounds(&p, Metric::WokenMean),
+                (Some(0.5), Some(1.5)),
+                "{name}"
+            );
+        }
+        assert_eq!(
+            bounds(&find(&plans, "shared-epoll"), Metric::WokenMean),
+            (Some(0.5), Some(4.0))
+        );
+        assert_eq!(
+            bounds(&find(&plans, "exclusive"), Metric::SameWorkerShare),
+            (Some(0.625), None)
+        );
+        assert_eq!(
+            bounds(&find(&plans, "blocking-accept"), Metric::SameWorkerShare),
+            (None, Some(0.125))
+        );
+    }
+
+    #[test]
+    fn loop_until_eagain_rows_expect_one_winner_eagain_and_others_do_not() {
+        for p in plans(4) {
+            let has = p
+                .expects
+                .iter()
+                .any(|e| e.metric == Metric::WinnerEagainPerConn);
+            let loops = p.serve_args.contains(&"--edge-triggered")
+                || p.serve_args.contains(&"--accept-batch");
+            assert_eq!(has, loops, "{}", p.name);
+        }
+    }
+
+    #[test]
+    fn bounds_scale_with_workers() {
+        let plans = plans(8);
+        let p = find(&plans, "epoll-per-worker");
+        assert_eq!(bounds(&p, Metric::WokenMean), (Some(7.5), None));
+        assert_eq!(bounds(&p, Metric::WastedPerConn), (Some(6.5), None));
+        assert_eq!(
+            bounds(&find(&plans, "shared-epoll"), Metric::WokenMean),
+            (Some(0.5), Some(8.0))
+        );
+        assert_eq!(
+            bounds(&find(&plans, "exclusive"), Metric::SameWorkerShare),
+            (Some(0.5625), None)
+        );
+        assert_eq!(
+            bounds(&find(&plans, "blocking-accept"), Metric::SameWorkerShare),
+            (None, Some(0.0625))
+        );
+    }
+
+    #[test]
+    fn one_worker_drops_the_vacuous_expectations() {
+        let plans = plans(1);
+        let p = find(&plans, "epoll-per-worker");
+        assert!(p.expects.iter().all(|e| e.metric != Metric::WastedPerConn));
+        for name in ["exclusive", "blocking-accept"] {
+            let p = find(&plans, name);
+            assert!(
+                p.expects
+                    .iter()
+                    .all(|e| e.metric != Metric::SameWorkerShare),
+                "{name}"
+            );
+        }
+        assert!(lifo(1.0).is_none() && round_robin(1.0).is_none());
+        assert!(lifo(2.0).is_some() && round_robin(2.0).is_some());
+    }
+
+    #[test]
+    fn holds_is_inclusive_on_both_sides() {
+        let e = expect(Metric::WokenMean, Some(0.5), Some(1.5), REUSEPORT);
+        assert!(e.holds(0.5) && e.holds(1.0) && e.holds(1.5));
+        assert!(!e.holds(0.49) && !e.holds(1.51));
+        let lo = expect(Metric::WokenMean, Some(3.5), None, HERD);
+        assert!(lo.holds(100.0) && !lo.holds(3.4));
+        let hi = expect(Metric::SameWorkerShare, None, Some(0.125), CLOUDFLARE);
+        assert!(hi.holds(0.0) && !hi.holds(0.2));
+        assert!(!e.holds(f64::NAN) && !lo.holds(f64::NAN) && !hi.holds(f64::NAN));
+    }
+
+    #[test]
+    fn bound_texts() {
+        assert_eq!(
+            expect(Metric::WokenMean, Some(0.5), Some(1.5), HERD).bound_text(),
+            "0.5..1.5"
+        );
+        assert_eq!(
+            expect(Metric::WokenMean, Some(3.5), None, HERD).bound_text(),
+            ">=3.5"
+        );
+        assert_eq!(
+            expect(Metric::WokenMean, None, Some(0.125), HERD).bound_text(),
+            "<=0.125"
+        );
+        assert_eq!(
+            expect(Metric::WokenMean, Some(4.0), None, HERD).bound_text(),
+            ">=4"
+        );
+        assert_eq!(
+            expect(Metric::WokenMean, None, None, HERD).bound_text(),
+            "any"
+        );
+        assert_eq!(num(0.5625), "0.5625");
+        assert_eq!(num(1.0 / 3.0), "0.3333");
+    }
+
+    #[test]
+    fn sources_have_unique_keys_and_every_expectation_cites_a_listed_one() {
+        let mut keys: Vec<&str> = SOURCES.iter().map(|s| s.key).collect();
+        keys.sort_unstable();
+        keys.dedup();
+        assert_eq!(keys.len(), SOURCES.len());
+        for n in [1, 2, 4, 8] {
+            for p in plans(n) {
+                for e in &p.expects {
+                    assert!(SOURCES.contains(&e.source), "{}: {:?}", p.name, e.source);
+                }
+            }
+        }
+    }
+}
