@@ -130,6 +130,7 @@ fn expected_summary() -> Value {
             task(2004, 2, 6, 5, 0),
         ],
         "lost_events": 3,
+        "skipped_runs": 0,
         "diagnostics": {"orphan_wakes": 0, "unmatched_accepts": 1, "eagain_unattributed": 0},
         // 27 wakes: 18 EAGAIN losers + 1 spurious = 19 wasted, 19/9 per connection.
         "verdict": "herd: every connection woke 3.00 tasks on average; 2.11 wasted wakeups per \
