@@ -421,23 +421,21 @@ fn attach_kprobe(ebpf: &mut Ebpf, prog: &str, symbol: &str) -> Result<()> {
     Ok(())
 }
 
-fn attach_fentry(ebpf: &mut Ebpf, prog: &str, symbol: &str, btf: &Btf) -> Result<()> {
-    let p: &mut FEntry = program(ebpf, prog)?;
-    p.load(symbol, btf)
-        .map_err(|e| anyhow!("loading {prog} for {symbol}: {}", describe(&e)))?;
-    p.attach()
-        .map_err(|e| anyhow!("attaching {prog} to {symbol}: {}", describe(&e)))?;
-    Ok(())
+/// fentry and fexit programs load and attach alike but share no aya trait.
+macro_rules! attach_btf_tracing {
+    ($name:ident, $kind:ty) => {
+        fn $name(ebpf: &mut Ebpf, prog: &str, symbol: &str, btf: &Btf) -> Result<()> {
+            let p: &mut $kind = program(ebpf, prog)?;
+            p.load(symbol, btf)
+                .map_err(|e| anyhow!("loading {prog} for {symbol}: {}", describe(&e)))?;
+            p.attach()
+                .map_err(|e| anyhow!("attaching {prog} to {symbol}: {}", describe(&e)))?;
+            Ok(())
+        }
+    };
 }
-
-fn attach_fexit(ebpf: &mut Ebpf, prog: &str, symbol: &str, btf: &Btf) -> Result<()> {
-    let p: &mut FExit = program(ebpf, prog)?;
-    p.load(symbol, btf)
-        .map_err(|e| anyhow!("loading {prog} for {symbol}: {}", describe(&e)))?;
-    p.attach()
-        .map_err(|e| anyhow!("attaching {prog} to {symbol}: {}", describe(&e)))?;
-    Ok(())
-}
+attach_btf_tracing!(attach_fentry, FEntry);
+attach_btf_tracing!(attach_fexit, FExit);
 
 fn attach_backend(ebpf: &mut Ebpf, plan: &AttachPlan, warnings: &mut Vec<String>) -> Result<()> {
     let btf = Btf::from_sys_fs().map_err(|e| anyhow!("reading kernel BTF: {}", describe(&e)))?;

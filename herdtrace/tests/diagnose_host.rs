@@ -13,7 +13,7 @@ use std::{
     os::unix::process::CommandExt,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
-    sync::{mpsc, Mutex},
+    sync::{mpsc, Mutex, MutexGuard},
     thread,
     time::{Duration, Instant},
 };
@@ -34,20 +34,22 @@ fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true")
 }
 
-fn skip(reason: &str) -> bool {
+fn skip(reason: &str) {
     if in_ci() {
         panic!("CI=true: {reason}; these tests must not be skipped");
     }
     eprintln!("skipping: {reason}");
-    true
 }
 
-fn cannot_run() -> bool {
+/// The serialising guard when this test can run here (root); None, after
+/// saying why, when it must be skipped.
+fn start() -> Option<MutexGuard<'static, ()>> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
-        return skip("diagnose needs root (BPF, other users' /proc fdinfo)");
+        skip("diagnose needs root (BPF, other users' /proc fdinfo)");
+        return None;
     }
-    false
+    Some(SERIAL.lock().unwrap_or_else(|e| e.into_inner()))
 }
 
 /// Runs `diagnose --pid PID --json`, starts the load once the tracer is
@@ -164,10 +166,9 @@ fn builtin(model: &str) -> Value {
 
 #[test]
 fn builtin_epoll_per_worker_is_a_herd_and_advises_exclusive_or_reuseport() {
-    if cannot_run() {
+    let Some(_serial) = start() else {
         return;
-    }
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    };
     let v = builtin("epoll-per-worker");
     let ep = endpoint(&v);
     assert_eq!(ep["pattern"]["kind"], "epoll_per_worker");
@@ -197,10 +198,9 @@ fn builtin_epoll_per_worker_is_a_herd_and_advises_exclusive_or_reuseport() {
 
 #[test]
 fn builtin_exclusive_is_fine() {
-    if cannot_run() {
+    let Some(_serial) = start() else {
         return;
-    }
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    };
     let v = builtin("exclusive");
     let ep = endpoint(&v);
     assert_eq!(ep["pattern"]["kind"], "epoll_per_worker");
@@ -215,10 +215,9 @@ fn builtin_exclusive_is_fine() {
 
 #[test]
 fn builtin_reuseport_is_fine() {
-    if cannot_run() {
+    let Some(_serial) = start() else {
         return;
-    }
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    };
     let v = builtin("reuseport");
     let ep = endpoint(&v);
     assert_eq!(ep["pattern"]["kind"], "reuseport");
@@ -234,10 +233,9 @@ fn builtin_reuseport_is_fine() {
 
 #[test]
 fn builtin_shared_epoll_is_herd_prone_and_advises_epollet() {
-    if cannot_run() {
+    let Some(_serial) = start() else {
         return;
-    }
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    };
     let v = builtin("shared-epoll");
     let ep = endpoint(&v);
     assert_eq!(ep["pattern"]["kind"], "shared_epoll");
@@ -258,10 +256,9 @@ fn builtin_shared_epoll_is_herd_prone_and_advises_epollet() {
 
 #[test]
 fn builtin_blocking_accept_is_fine() {
-    if cannot_run() {
+    let Some(_serial) = start() else {
         return;
-    }
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    };
     let v = builtin("blocking-accept");
     let ep = endpoint(&v);
     assert_eq!(ep["pattern"]["kind"], "blocking_accept");
@@ -397,10 +394,9 @@ fn real_diagnose(server: &RealServer) -> Value {
 
 #[test]
 fn nginx_default_uses_epollexclusive_and_is_fine() {
-    if cannot_run() {
+    let Some(_serial) = start() else {
         return;
-    }
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    };
     let Some(server) = nginx("nginx-default", "", "off") else {
         return;
     };
@@ -421,10 +417,9 @@ fn nginx_default_uses_epollexclusive_and_is_fine() {
 
 #[test]
 fn nginx_reuseport_is_fine() {
-    if cannot_run() {
+    let Some(_serial) = start() else {
         return;
-    }
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    };
     let Some(server) = nginx("nginx-reuseport", " reuseport", "off") else {
         return;
     };
@@ -439,10 +434,9 @@ fn nginx_reuseport_is_fine() {
 
 #[test]
 fn nginx_accept_mutex_takes_turns() {
-    if cannot_run() {
+    let Some(_serial) = start() else {
         return;
-    }
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    };
     let Some(server) = nginx("nginx-mutex", "", "on") else {
         return;
     };
@@ -457,10 +451,9 @@ fn nginx_accept_mutex_takes_turns() {
 
 #[test]
 fn lighttpd_four_workers_is_a_herd_and_names_max_worker() {
-    if cannot_run() {
+    let Some(_serial) = start() else {
         return;
-    }
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    };
     if !have("lighttpd") {
         skip("lighttpd is not installed (cargo xtask setup installs it)");
         return;

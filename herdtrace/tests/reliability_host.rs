@@ -457,21 +457,13 @@ fn exiting_targets_end_the_run_cleanly() {
         started.elapsed()
     );
     assert_eq!(end.status.code(), Some(0), "{}", end.stderr);
-    assert!(
-        end.stderr.contains(&format!(
-            "herdtrace: process {a} exited; still tracing the others"
-        )),
-        "{}",
-        end.stderr
+    common::assert_contains(
+        &end.stderr,
+        &format!("herdtrace: process {a} exited; still tracing the others"),
     );
-    assert!(
-        end.stderr
-            .contains("herdtrace: the traced processes exited"),
-        "{}",
-        end.stderr
-    );
-    assert!(end.stdout.contains("herdtrace summary"), "{}", end.stdout);
-    assert!(end.stdout.contains("connections: 10"), "{}", end.stdout);
+    common::assert_contains(&end.stderr, "herdtrace: the traced processes exited");
+    common::assert_contains(&end.stdout, "herdtrace summary");
+    common::assert_contains(&end.stdout, "connections: 10");
 }
 
 /// A traced pid that exits and is then reused by an unrelated process: the
@@ -661,8 +653,8 @@ fn sigint_detaches_everything_and_prints_the_summary() {
     let _serial = serial();
     let end = detach_case("SIGINT", &[], &[], Some(libc::SIGINT));
     assert_eq!(end.status.code(), Some(0), "{}", end.stderr);
-    assert!(end.stdout.contains("herdtrace summary"), "{}", end.stdout);
-    assert!(end.stdout.contains("connections: 20"), "{}", end.stdout);
+    common::assert_contains(&end.stdout, "herdtrace summary");
+    common::assert_contains(&end.stdout, "connections: 20");
 }
 
 #[test]
@@ -684,7 +676,7 @@ fn sighup_detaches_everything_and_prints_the_summary() {
     let _serial = serial();
     let end = detach_case("SIGHUP", &[], &[], Some(libc::SIGHUP));
     assert_eq!(end.status.code(), Some(0), "{}", end.stderr);
-    assert!(end.stdout.contains("herdtrace summary"), "{}", end.stdout);
+    common::assert_contains(&end.stdout, "herdtrace summary");
 }
 
 /// A panic with probes attached (test hook): one line, non-zero exit, and
@@ -751,7 +743,7 @@ fn a_closed_stdout_pipe_detaches_and_summarises_on_stderr() {
         "summary on stderr: {}",
         end.stderr
     );
-    assert!(end.stderr.contains("connections: 20"), "{}", end.stderr);
+    common::assert_contains(&end.stderr, "connections: 20");
 }
 
 // ---- lost data -----------------------------------------------------------------
@@ -925,12 +917,7 @@ fn recordings_hold_no_payload_and_are_private() {
     let args = trace_args(srv.pid(), &["--record", link.to_str().expect("utf8")]);
     let end = Tracer::spawn(&strs(&args), &[], false).wait();
     assert_eq!(end.status.code(), Some(1), "{}", end.stderr);
-    assert!(
-        end.stderr
-            .contains("is a symlink; refusing to write through it"),
-        "{}",
-        end.stderr
-    );
+    common::assert_contains(&end.stderr, "is a symlink; refusing to write through it");
     assert!(
         !end.stderr.contains("herdtrace: tracing "),
         "{}",

@@ -72,11 +72,18 @@ pub fn cost(summary: &Summary, seconds: f64, context_switches: Option<u64>) -> C
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::engine::{Tally, WokenStats};
 
-    fn summary(connections: u64, woken: u64, losers: u64, spurious: u64, eagain: u64) -> Summary {
+    /// A run in which every connection woke the same number of tasks.
+    pub(in crate::diagnose) fn summary(
+        connections: u64,
+        woken: u64,
+        losers: u64,
+        spurious: u64,
+        eagain: u64,
+    ) -> Summary {
         let mut hist = vec![0u64; 5];
         if connections > 0 {
             hist[(woken / connections) as usize] = connections;

@@ -261,7 +261,6 @@ pub(crate) fn fixture(name: &str) -> std::path::PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::{Tally, WokenStats};
     use procfs::FdRef;
 
     fn setup(name: &str, root: u32) -> Setup {
@@ -269,22 +268,14 @@ mod tests {
     }
 
     fn measured(connections: u64, woken_each: usize, losers: u64, spurious: u64) -> Measured {
-        let mut hist = vec![0u64; woken_each + 1];
-        hist[woken_each] = connections;
         Measured {
-            summary: Summary {
-                totals: Tally {
-                    connections,
-                    woken: connections * woken_each as u64,
-                    eagain: losers,
-                    eagain_losers: losers,
-                    spurious,
-                    ..Tally::default()
-                },
-                woken_per_conn: WokenStats::from_histogram(&hist),
-                woken_histogram: hist,
-                ..Summary::default()
-            },
+            summary: cost::tests::summary(
+                connections,
+                connections * woken_each as u64,
+                losers,
+                spurious,
+                losers,
+            ),
             seconds: 2.0,
             context_switches: Some(connections * 8),
             backend: "tracepoint".into(),

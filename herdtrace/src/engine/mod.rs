@@ -504,41 +504,38 @@ impl Engine {
         }
     }
 
+    /// Where the task stands in the episode's woken list, if in `state`.
+    fn woken_index(&self, p: EpRef, tid: u32, state: WakeState) -> Option<usize> {
+        if !self.eps.valid(p) {
+            return None;
+        }
+        self.eps[p.slot]
+            .woken
+            .iter()
+            .position(|w| w.tid == tid && w.state == state)
+    }
+
     /// Resolves a pending wake as returned (true) or spurious (false).
     fn resolve(&mut self, p: EpRef, tid: u32, returned: bool) {
-        if !self.eps.valid(p) {
+        let Some(i) = self.woken_index(p, tid, WakeState::Pending) else {
             return;
-        }
+        };
         let e = &mut self.eps[p.slot];
-        if let Some(w) = e
-            .woken
-            .iter_mut()
-            .find(|w| w.tid == tid && w.state == WakeState::Pending)
-        {
-            if returned {
-                w.state = WakeState::Returned;
-                e.returned += 1;
-            } else {
-                w.state = WakeState::Settled;
-                e.spurious += 1;
-                self.rows[w.row as usize].spurious += 1;
-            }
-            self.touched.push(p);
+        if returned {
+            e.woken[i].state = WakeState::Returned;
+            e.returned += 1;
+        } else {
+            e.woken[i].state = WakeState::Settled;
+            e.spurious += 1;
+            self.rows[e.woken[i].row as usize].spurious += 1;
         }
+        self.touched.push(p);
     }
 
     /// The task had its chance to call accept for this episode.
     fn settle(&mut self, p: EpRef, tid: u32) {
-        if !self.eps.valid(p) {
-            return;
-        }
-        let e = &mut self.eps[p.slot];
-        if let Some(w) = e
-            .woken
-            .iter_mut()
-            .find(|w| w.tid == tid && w.state == WakeState::Returned)
-        {
-            w.state = WakeState::Settled;
+        if let Some(i) = self.woken_index(p, tid, WakeState::Returned) {
+            self.eps[p.slot].woken[i].state = WakeState::Settled;
             self.touched.push(p);
         }
     }

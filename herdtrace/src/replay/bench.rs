@@ -190,8 +190,8 @@ pub fn run_file(path: &Path, target: u64) -> Result<Timing> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::tests::spaced_recording;
     use super::*;
-    use crate::engine::synth::{StreamBuilder, SynthTask};
     use crate::record::tests::header;
     use crate::record::Recorder;
 
@@ -270,29 +270,9 @@ mod tests {
         assert_eq!(e.seq, 100);
     }
 
-    fn recording() -> Vec<u8> {
-        let w = [SynthTask::process(1, "w1"), SynthTask::process(2, "w2")];
-        let mut b = StreamBuilder::new();
-        for i in 0..10u64 {
-            b.at(1_000_000_000 + i * 1_000_000);
-            b.arrival(0, i, 7, 100 + i);
-            for t in w {
-                b.wake(0, i, t);
-            }
-            b.poll_ret(1, w[0], 1).accept(1, w[0], 7, 100 + i);
-            b.poll_ret(1, w[1], 1).eagain(1, w[1], 7);
-        }
-        let mut rec = Recorder::new(Vec::new(), &header()).expect("header");
-        for e in b.take() {
-            rec.write_event(&e).expect("event");
-        }
-        rec.write_lost(3).expect("lost");
-        rec.finish().expect("finish")
-    }
-
     #[test]
     fn passes_reconstruct_every_connection_again() {
-        let bytes = recording();
+        let bytes = spaced_recording(false);
         let one = run(Reader::new(&bytes[..]).expect("reader"), 1).expect("run");
         assert_eq!((one.events, one.passes), (1, 1));
         // Count the events of one pass, then ask for exactly three passes.

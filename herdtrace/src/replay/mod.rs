@@ -157,7 +157,7 @@ mod tests {
     }
 
     /// One connection per 100 ms for 1 s, each waking both workers.
-    fn spaced_recording(lost: bool) -> Vec<u8> {
+    pub(super) fn spaced_recording(lost: bool) -> Vec<u8> {
         let w = [SynthTask::process(1, "w1"), SynthTask::process(2, "w2")];
         let mut b = StreamBuilder::new();
         for i in 0..10u64 {

@@ -4,7 +4,7 @@
 //! kills it if the benchmark fails in between.
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Read};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -50,12 +50,7 @@ impl Background {
     ) -> anyhow::Result<Self> {
         let shown = proc::display(cmd);
         println!("==> {} &", first_line(&shown));
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = cmd
-            .spawn()
-            .with_context(|| format!("cannot start `{shown}`"))?;
+        let mut child = super::child::spawn_piped(cmd, &shown)?;
         let (tx, rx) = mpsc::channel();
         let stderr_text = Arc::new(Mutex::new(String::new()));
         let out = reader(child.stdout.take(), ready, tx.clone(), keep_stdout, None);

@@ -1,13 +1,23 @@
 //! Running a benchmarked tool with its output captured and a deadline, so a
 //! hung tool fails the section instead of hanging the benchmark.
 use std::io::Read;
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
 
 use crate::proc;
+
+/// Starts `cmd` (shown as `shown` in the error) with stdin closed and
+/// stdout/stderr piped for the caller to drain.
+pub fn spawn_piped(cmd: &mut Command, shown: &str) -> anyhow::Result<Child> {
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    cmd.spawn()
+        .with_context(|| format!("cannot start `{shown}`"))
+}
 
 pub struct Finished {
     pub status: ExitStatus,
@@ -20,12 +30,7 @@ pub struct Finished {
 pub fn run(cmd: &mut Command, timeout: Duration) -> anyhow::Result<Finished> {
     let shown = proc::display(cmd);
     println!("==> {shown}");
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd
-        .spawn()
-        .with_context(|| format!("cannot start `{shown}`"))?;
+    let mut child = spawn_piped(cmd, &shown)?;
     // Drained on threads so a chatty tool cannot block on a full pipe.
     let out = drain(child.stdout.take());
     let err = drain(child.stderr.take());
