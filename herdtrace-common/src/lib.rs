@@ -21,7 +21,7 @@ pub const EV_POLL_RET: u32 = 4;
 /// the task found nothing and goes back to sleep without returning to user space.
 pub const EV_SEND_EVENTS: u32 = 5;
 /// A traced task returned from `accept`/`accept4` (or `inet_csk_accept`).
-/// `ret`, `sk` = listener (0 if unknown), `child` (0 on failure), `local_port`, `peer_*`, `comm`.
+/// `ret`, `sk` = listener (0 if unknown), `child` (0 on failure), `local_port`, `comm` (the peer is on the arrival).
 pub const EV_ACCEPT_RET: u32 = 6;
 /// A traced task forked or cloned a thread: `tid`/`tgid` = child, `aux` = parent tgid, `comm`.
 pub const EV_TASK_NEW: u32 = 7;

@@ -9,7 +9,7 @@ use herdtrace_common::{
 use crate::{
     chain::{self, OPEN_LISTENER, OPEN_PROVISIONAL},
     emit::{new_event, send},
-    kread::{fd_to_sk, file_to_sk, read, sk_local_port, sk_peer, sk_state, TCP_LISTEN},
+    kread::{fd_to_sk, file_to_sk, read, sk_local_port, sk_state, TCP_LISTEN},
     maps::{
         get, ACCEPT_ARGS, ACCEPT_SEEN, ACTIVE, LISTENERS, LISTENER_WQS, LISTEN_PORTS, TRACED,
         TRACED_EPS,
@@ -18,6 +18,16 @@ use crate::{
 
 const TCP_ESTABLISHED: i32 = 1;
 const TCP_SYN_RECV: i32 = 3;
+
+/// The task is back in user space: wakeups it makes no longer belong to a
+/// chain. Often there is no entry (the poll return took it), and a lookup
+/// costs less than a delete, which takes the bucket lock.
+#[inline(always)]
+fn forget_active(tid: u32) {
+    if unsafe { ACTIVE.get(tid) }.is_some() {
+        let _ = ACTIVE.remove(tid);
+    }
+}
 
 /// (tid, tgid) of the current task if it is traced.
 #[inline(always)]
@@ -55,11 +65,12 @@ pub fn sk_data_ready(sk: u64) {
 /// Always remembered as the child of that arrival; before 6.6 (no
 /// `sock:sk_data_ready`) it also opens the chain.
 #[inline(always)]
-pub fn inet_sock_set_state(child: u64, old: i32, new: i32, sport: u16) {
+pub fn inet_sock_set_state(child: u64, old: i32, new: i32) {
     if old != TCP_SYN_RECV || new != TCP_ESTABLISHED {
         return;
     }
     let Some(c) = chain::state() else { return };
+    let sport = sk_local_port(child);
     c.est_child = child;
     c.est_ns = unsafe { aya_ebpf::helpers::bpf_ktime_get_ns() };
     c.est_port = sport;
@@ -162,8 +173,11 @@ pub fn ep_poll_callback(wait: u64) {
 
 /// `sched:sched_waking`.
 #[inline(always)]
-pub fn sched_waking(tid: u32, comm: &[u8; 16], check_window: bool) {
-    chain::on_waking(tid, comm, check_window);
+pub fn sched_waking(task: u64, check_window: bool) {
+    let Some(tid) = read::<i32>(task, get::OFF_TASK_PID()) else {
+        return;
+    };
+    chain::on_waking(tid as u32, task, check_window);
 }
 
 // ---- the woken task's side --------------------------------------------------
@@ -173,7 +187,7 @@ pub fn poll_exit(ret: i64) {
     let Some((tid, tgid)) = traced_current() else {
         return;
     };
-    let _ = ACTIVE.remove(tid);
+    forget_active(tid);
     let mut ev = task_event(EV_POLL_RET, tid, tgid);
     ev.ret = ret;
     send(&mut ev);
@@ -199,7 +213,9 @@ pub fn ep_send_events_exit(ret: i64) {
 #[inline(always)]
 fn learn_listener(listener: u64) -> u16 {
     let port = sk_local_port(listener);
-    if listener != 0 {
+    // Known already (every accept after the first): a lookup is lock-free,
+    // an update takes the bucket lock.
+    if listener != 0 && unsafe { LISTENERS.get(listener) } != Some(&(port as u32)) {
         let _ = LISTENERS.insert(listener, port as u32, 0);
         let _ = LISTEN_PORTS.insert(port as u32, 1, 0);
     }
@@ -215,6 +231,18 @@ pub fn listen_enter(fd: u64) {
     learn_listener(fd_to_sk(fd));
 }
 
+/// The listener of the task's accept call in progress. The entry is left in
+/// place after the call (only `process_exit` removes it): every later call
+/// passes the entry probe first and rewrites it, and a worker accepts on the
+/// same listener call after call, so the steady state is one lock-free
+/// lookup instead of an update and a delete, which take the bucket lock.
+#[inline(always)]
+fn remember_accept_listener(tid: u32, listener: u64) {
+    if unsafe { ACCEPT_ARGS.get(tid) } != Some(&listener) {
+        let _ = ACCEPT_ARGS.insert(tid, listener, 0);
+    }
+}
+
 /// `sys_enter_accept`/`accept4`.
 #[inline(always)]
 pub fn accept_enter(fd: u64) {
@@ -223,24 +251,19 @@ pub fn accept_enter(fd: u64) {
     };
     let listener = fd_to_sk(fd);
     learn_listener(listener);
-    let _ = ACCEPT_ARGS.insert(tid, listener, 0);
+    remember_accept_listener(tid, listener);
 }
 
 #[inline(always)]
 fn send_accept(tid: u32, tgid: u32, ret: i64, listener: u64, child: u64, flags: u16) {
-    let _ = ACTIVE.remove(tid);
+    forget_active(tid);
     let mut ev = task_event(EV_ACCEPT_RET, tid, tgid);
     ev.ret = ret;
     ev.sk = listener;
     ev.child = child;
     ev.flags = flags;
     ev.local_port = sk_local_port(listener);
-    if child != 0 {
-        let (family, addr, port) = sk_peer(child);
-        ev.family = family;
-        ev.peer_addr = addr;
-        ev.peer_port = port;
-    }
+    // No peer address: the arrival already carries it (4 reads saved).
     ev.comm = bpf_get_current_comm().unwrap_or_default();
     send(&mut ev);
 }
@@ -252,7 +275,6 @@ pub fn accept_exit(ret: i64) {
         return;
     };
     let listener = unsafe { ACCEPT_ARGS.get(tid) }.copied().unwrap_or(0);
-    let _ = ACCEPT_ARGS.remove(tid);
     if ret >= 0 && get::ACCEPT_EXIT_ERRORS_ONLY() != 0 && ACCEPT_SEEN.remove(tid).is_ok() {
         return; // already reported by inet_csk_accept's return, with the child
     }
@@ -272,7 +294,7 @@ pub fn csk_accept_entry(listener: u64) {
     if wq != 0 {
         let _ = LISTENER_WQS.insert(wq + get::OFF_WQ_WAIT() as u64, listener, 0);
     }
-    let _ = ACCEPT_ARGS.insert(tid, listener, 0);
+    remember_accept_listener(tid, listener);
 }
 
 /// `inet_csk_accept` return: a new child socket. A failure (NULL) is left to
@@ -287,7 +309,6 @@ pub fn csk_accept_exit(child: u64) {
         return;
     };
     let listener = unsafe { ACCEPT_ARGS.get(tid) }.copied().unwrap_or(0);
-    let _ = ACCEPT_ARGS.remove(tid);
     let _ = ACCEPT_SEEN.insert(tid, 1, 0);
     send_accept(tid, tgid, 0, listener, child, FLAG_ACCEPT_KERNEL);
 }
@@ -321,7 +342,7 @@ pub fn process_exit() {
     };
     let _ = TRACED.remove(tid);
     let _ = ACCEPT_ARGS.remove(tid);
-    let _ = ACTIVE.remove(tid);
+    forget_active(tid);
     let mut ev = task_event(EV_TASK_EXIT, tid, tgid);
     ev.comm = bpf_get_current_comm().unwrap_or_default();
     send(&mut ev);

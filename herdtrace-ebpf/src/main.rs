@@ -18,58 +18,62 @@ use aya_ebpf::{
     },
 };
 
+use aya_ebpf::EbpfContext;
+
 use crate::maps::get;
 
-// Classic tracepoint field offsets (stable since 4.x for these events; the
-// ones that moved between versions are avoided or read from BTF).
+// Classic tracepoint field offsets (stable since 4.x for these events).
 const TP_SYSCALL_ARG0: usize = 16;
 const TP_SYSCALL_RET: usize = 16;
-const TP_WAKING_COMM: usize = 8;
-const TP_WAKING_PID: usize = 24;
-const TP_SKADDR: usize = 8;
-const TP_ISS_OLDSTATE: usize = 16;
-const TP_ISS_NEWSTATE: usize = 20;
-const TP_ISS_SPORT: usize = 24;
 
+/// A field of a classic tracepoint's record. Tracepoint programs may load
+/// their record directly (the verifier checks the offset), which costs less
+/// than a `bpf_probe_read_kernel` call; every offset here is aligned.
 #[inline(always)]
-fn tp_read<T: Default>(ctx: &TracePointContext, off: usize) -> T {
-    unsafe { ctx.read_at::<T>(off) }.unwrap_or_default()
+fn tp_read<T: Copy>(ctx: &TracePointContext, off: usize) -> T {
+    unsafe { core::ptr::read((ctx.as_ptr() as *const u8).add(off) as *const T) }
 }
 
 // ---- tracepoint backend (also shared by the others) --------------------------
+//
+// The events that fire for every socket, wakeup and softirq on the machine
+// are BTF tracepoints (raw arguments): unlike classic tracepoints the kernel
+// does not first build a trace record for them, which is most of their cost
+// when the program returns at once. Syscall tracepoints stay classic: a raw
+// `sys_exit` would run for every system call.
 
-#[tracepoint]
-pub fn tp_sk_data_ready(ctx: TracePointContext) -> u32 {
-    handlers::sk_data_ready(tp_read::<u64>(&ctx, TP_SKADDR));
+/// `sk_data_ready(sk)` (6.6+).
+#[btf_tracepoint(function = "sk_data_ready")]
+pub fn btf_sk_data_ready(ctx: BtfTracePointContext) -> i32 {
+    handlers::sk_data_ready(ctx.arg::<u64>(0));
     0
 }
 
-#[tracepoint]
-pub fn tp_inet_sock_set_state(ctx: TracePointContext) -> u32 {
+/// `inet_sock_set_state(sk, oldstate, newstate)`.
+#[btf_tracepoint(function = "inet_sock_set_state")]
+pub fn btf_inet_sock_set_state(ctx: BtfTracePointContext) -> i32 {
     handlers::inet_sock_set_state(
-        tp_read::<u64>(&ctx, TP_SKADDR),
-        tp_read::<i32>(&ctx, TP_ISS_OLDSTATE),
-        tp_read::<i32>(&ctx, TP_ISS_NEWSTATE),
-        tp_read::<u16>(&ctx, TP_ISS_SPORT),
+        ctx.arg::<u64>(0),
+        ctx.arg::<u64>(1) as i32,
+        ctx.arg::<u64>(2) as i32,
     );
     0
 }
 
-/// With the tracepoint backend the chain has no return probe to close it,
-/// so a time window bounds it; kprobe/fentry close it exactly.
-#[tracepoint]
-pub fn tp_sched_waking(ctx: TracePointContext) -> u32 {
-    let comm = tp_read::<[u8; 16]>(&ctx, TP_WAKING_COMM);
-    let pid = tp_read::<i32>(&ctx, TP_WAKING_PID);
-    handlers::sched_waking(pid as u32, &comm, get::CHAIN_WINDOW_NS() != u64::MAX);
+/// `sched_waking(p)`. With the tracepoint backend the chain has no return
+/// probe to close it, so a time window bounds it; kprobe/fentry close it
+/// exactly.
+#[btf_tracepoint(function = "sched_waking")]
+pub fn btf_sched_waking(ctx: BtfTracePointContext) -> i32 {
+    handlers::sched_waking(ctx.arg::<u64>(0), get::CHAIN_WINDOW_NS() != u64::MAX);
     0
 }
 
 /// The listener's wakeups run inside the NET_RX softirq that processed the
 /// handshake: its end closes the chain exactly (the window then only bounds
 /// arrivals processed in process context, from a locked socket's backlog).
-#[tracepoint]
-pub fn tp_softirq_exit(_ctx: TracePointContext) -> u32 {
+#[btf_tracepoint(function = "softirq_exit")]
+pub fn btf_softirq_exit(_ctx: BtfTracePointContext) -> i32 {
     handlers::softirq_exit();
     0
 }

@@ -19,7 +19,8 @@ pub static TRACED: HashMap<u32, u32> = HashMap::with_max_entries(65536, 0);
 #[map]
 pub static LISTENERS: HashMap<u64, u32> = HashMap::with_max_entries(4096, 0);
 
-/// tid -> listener sk, from accept entry to accept exit.
+/// tid -> listener sk of its accept call (set at entry, read at exit, kept
+/// until the task exits: see `handlers::remember_accept_listener`).
 #[map]
 pub static ACCEPT_ARGS: HashMap<u32, u64> = HashMap::with_max_entries(65536, 0);
 
@@ -60,6 +61,7 @@ macro_rules! globals {
 globals! {
     OFF_TASK_PID: u32,
     OFF_TASK_TGID: u32,
+    OFF_TASK_COMM: u32,
     OFF_TASK_FILES: u32,
     OFF_FILES_FDT: u32,
     OFF_FDT_MAX_FDS: u32,

@@ -141,6 +141,7 @@ where
 pub struct Offsets {
     pub task_pid: u32,
     pub task_tgid: u32,
+    pub task_comm: u32,
     pub task_files: u32,
     pub files_fdt: u32,
     pub fdt_max_fds: u32,
@@ -220,9 +221,10 @@ impl Tracer {
         let port = cfg.port_filter as u32;
         let mut loader = EbpfLoader::new();
         loader.map_max_entries("EVENTS", cfg.ringbuf_bytes);
-        let globals: [(&str, u32); 23] = [
+        let globals: [(&str, u32); 24] = [
             ("OFF_TASK_PID", o.task_pid),
             ("OFF_TASK_TGID", o.task_tgid),
+            ("OFF_TASK_COMM", o.task_comm),
             ("OFF_TASK_FILES", o.task_files),
             ("OFF_FILES_FDT", o.files_fdt),
             ("OFF_FDT_MAX_FDS", o.fdt_max_fds),
@@ -421,7 +423,8 @@ fn attach_kprobe(ebpf: &mut Ebpf, prog: &str, symbol: &str) -> Result<()> {
     Ok(())
 }
 
-/// fentry and fexit programs load and attach alike but share no aya trait.
+/// fentry, fexit and BTF tracepoint programs load against a BTF name and
+/// attach alike, but share no aya trait.
 macro_rules! attach_btf_tracing {
     ($name:ident, $kind:ty) => {
         fn $name(ebpf: &mut Ebpf, prog: &str, symbol: &str, btf: &Btf) -> Result<()> {
@@ -436,18 +439,16 @@ macro_rules! attach_btf_tracing {
 }
 attach_btf_tracing!(attach_fentry, FEntry);
 attach_btf_tracing!(attach_fexit, FExit);
+// For a BTF tracepoint the symbol is the event name without its category.
+attach_btf_tracing!(attach_btf_tp, BtfTracePoint);
 
 fn attach_backend(ebpf: &mut Ebpf, plan: &AttachPlan, warnings: &mut Vec<String>) -> Result<()> {
     let btf = Btf::from_sys_fs().map_err(|e| anyhow!("reading kernel BTF: {}", describe(&e)))?;
 
     // Process tree and task side: the same for every backend.
-    let fork: &mut BtfTracePoint = program(ebpf, "btf_process_fork")?;
-    fork.load("sched_process_fork", &btf)
-        .map_err(|e| anyhow!("loading the fork tracer: {}", describe(&e)))?;
-    fork.attach()
-        .map_err(|e| anyhow!("attaching the fork tracer: {}", describe(&e)))?;
+    attach_btf_tp(ebpf, "btf_process_fork", "sched_process_fork", &btf)?;
     attach_tp(ebpf, "tp_process_exit", "sched", "sched_process_exit")?;
-    attach_tp(ebpf, "tp_sched_waking", "sched", "sched_waking")?;
+    attach_btf_tp(ebpf, "btf_sched_waking", "sched_waking", &btf)?;
     if plan.poll_exits.is_empty() {
         warnings.push("no epoll_wait exit tracepoint: returns with 0 events are not seen".into());
     }
@@ -466,12 +467,7 @@ fn attach_backend(ebpf: &mut Ebpf, plan: &AttachPlan, warnings: &mut Vec<String>
     }
     // Names each arrival's child socket exactly (and opens chains before 6.6).
     if plan.inet_sock_set_state {
-        attach_tp(
-            ebpf,
-            "tp_inet_sock_set_state",
-            "sock",
-            "inet_sock_set_state",
-        )?;
+        attach_btf_tp(ebpf, "btf_inet_sock_set_state", "inet_sock_set_state", &btf)?;
     } else {
         warnings.push(
             "sock:inet_sock_set_state missing: an arrival's child socket is read from the \
@@ -482,7 +478,7 @@ fn attach_backend(ebpf: &mut Ebpf, plan: &AttachPlan, warnings: &mut Vec<String>
     match plan.backend {
         Backend::Tracepoint => {
             if plan.sk_data_ready {
-                attach_tp(ebpf, "tp_sk_data_ready", "sock", "sk_data_ready")?;
+                attach_btf_tp(ebpf, "btf_sk_data_ready", "sk_data_ready", &btf)?;
             } else {
                 warnings.push(
                     "sock:sk_data_ready missing (kernel < 6.6): arrivals inferred from \
@@ -491,7 +487,7 @@ fn attach_backend(ebpf: &mut Ebpf, plan: &AttachPlan, warnings: &mut Vec<String>
                 );
             }
             if plan.softirq_exit {
-                attach_tp(ebpf, "tp_softirq_exit", "irq", "softirq_exit")?;
+                attach_btf_tp(ebpf, "btf_softirq_exit", "softirq_exit", &btf)?;
             } else {
                 warnings.push(
                     "irq:softirq_exit missing: wake chains end only by time (--chain-window-us)"

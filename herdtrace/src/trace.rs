@@ -168,6 +168,7 @@ pub fn prepare(args: &TraceArgs) -> Result<Prepared> {
     let offsets = Offsets {
         task_pid: need(k.task_pid, "task_struct.pid")?,
         task_tgid: need(k.task_tgid, "task_struct.tgid")?,
+        task_comm: need(k.task_comm, "task_struct.comm")?,
         task_files: k.task_files.unwrap_or(0),
         files_fdt: k.files_fdt.unwrap_or(0),
         fdt_max_fds: k.fdtable_max_fds.unwrap_or(0),

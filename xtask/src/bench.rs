@@ -24,6 +24,7 @@ mod bpftrace;
 mod child;
 mod drops;
 mod engine;
+mod kcost;
 mod loadgen;
 mod machine;
 mod memory;
@@ -56,6 +57,8 @@ Sections (--only NAME, repeatable):
   overhead  epoll-per-worker and reuseport (4 workers) at the maximum rate: untraced,
             herdtrace (each backend this kernel offers), bpftrace's aggregate script;
             traced/untraced ratios (goal >= 0.97) and each tool's CPU per 1000 connections
+  kernel    the time the kernel spends in herdtrace's eBPF programs per connection, per
+            program (kernel.bpf_stats_enabled), and its share of the untraced CPU time
   drops     the maximum rate for --drop-secs with default settings (goal: 0 lost events),
             then ring-buffer sizes x rates for --sweep-secs each: where drops begin
   engine    a recorded max-rate trace replayed in shifted passes: events/s (goal >= 5M/s)
@@ -119,6 +122,7 @@ impl BenchArgs {
 pub enum SectionName {
     Loadgen,
     Overhead,
+    Kernel,
     Drops,
     Engine,
     Memory,
@@ -165,6 +169,11 @@ const SECTIONS: &[Section] = &[
         name: SectionName::Overhead,
         title: overhead::TITLE,
         run: overhead::run,
+    },
+    Section {
+        name: SectionName::Kernel,
+        title: kcost::TITLE,
+        run: kcost::run,
     },
     Section {
         name: SectionName::Drops,
@@ -342,6 +351,7 @@ mod tests {
             [
                 SectionName::Loadgen,
                 SectionName::Overhead,
+                SectionName::Kernel,
                 SectionName::Drops,
                 SectionName::Engine,
                 SectionName::Memory

@@ -1,0 +1,323 @@
+//! Section "Kernel cost": the time the kernel spends in herdtrace's eBPF
+//! programs per connection, from the kernel's own per-program statistics
+//! (`kernel.bpf_stats_enabled`, read with `bpftool prog show --json`). Unlike
+//! a throughput ratio it hardly moves with the machine's noise, so it is the
+//! figure to watch when a probe changes; the share of the untraced CPU time
+//! per connection it represents bounds the throughput a traced server keeps.
+use std::collections::HashSet;
+use std::process::Command;
+
+use anyhow::{bail, Context as _};
+use serde_json::Value;
+
+use super::loadgen;
+use super::report::{SectionReport, Table};
+use super::server::Server;
+use super::tracer::{self, Availability, Tracer, TracerSpec};
+use super::Ctx;
+use crate::proc;
+
+pub const TITLE: &str = "Kernel cost: time in herdtrace's eBPF programs per connection";
+const STATS_SYSCTL: &str = "/proc/sys/kernel/bpf_stats_enabled";
+const CONCURRENCY: u32 = 32;
+
+/// One program's counters as bpftool reports them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProgStat {
+    pub id: u64,
+    pub name: String,
+    pub run_cnt: u64,
+    pub run_time_ns: u64,
+}
+
+/// Parses `bpftool prog show --json` (counters are absent while statistics
+/// are off: read as 0).
+pub fn parse_progs(json: &str) -> Result<Vec<ProgStat>, String> {
+    let v: Value = serde_json::from_str(json).map_err(|e| format!("bpftool JSON: {e}"))?;
+    let progs = v.as_array().ok_or("bpftool JSON: not an array")?;
+    progs
+        .iter()
+        .map(|p| {
+            let id = p["id"]
+                .as_u64()
+                .ok_or("bpftool JSON: a program without id")?;
+            Ok(ProgStat {
+                id,
+                name: p["name"].as_str().unwrap_or("?").to_string(),
+                run_cnt: p["run_cnt"].as_u64().unwrap_or(0),
+                run_time_ns: p["run_time_ns"].as_u64().unwrap_or(0),
+            })
+        })
+        .collect()
+}
+
+/// What each of `ours` ran between the two snapshots, busiest first.
+pub fn delta(before: &[ProgStat], after: &[ProgStat], ours: &HashSet<u64>) -> Vec<ProgStat> {
+    let mut out: Vec<ProgStat> = after
+        .iter()
+        .filter(|a| ours.contains(&a.id))
+        .map(|a| {
+            let b = before.iter().find(|b| b.id == a.id);
+            // A counter below its earlier value was reset: count from zero.
+            let since =
+                |now: u64, then: Option<u64>| now.checked_sub(then.unwrap_or(0)).unwrap_or(now);
+            ProgStat {
+                id: a.id,
+                name: a.name.clone(),
+                run_cnt: since(a.run_cnt, b.map(|b| b.run_cnt)),
+                run_time_ns: since(a.run_time_ns, b.map(|b| b.run_time_ns)),
+            }
+        })
+        .filter(|p| p.run_cnt > 0)
+        .collect();
+    out.sort_by(|x, y| y.run_time_ns.cmp(&x.run_time_ns).then(x.name.cmp(&y.name)));
+    out
+}
+
+/// One model's measurement.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelCost {
+    pub model: String,
+    pub backend: String,
+    pub connections: u64,
+    pub untraced_rate: f64,
+    pub progs: Vec<ProgStat>,
+}
+
+impl ModelCost {
+    pub fn ns_per_conn(&self) -> f64 {
+        let total: u64 = self.progs.iter().map(|p| p.run_time_ns).sum();
+        total as f64 / self.connections.max(1) as f64
+    }
+
+    /// The CPU time the untraced machine spends per connection at its
+    /// maximum rate, in ns.
+    pub fn budget_ns(&self, cpus: usize) -> f64 {
+        cpus as f64 * 1e9 / self.untraced_rate.max(1.0)
+    }
+}
+
+fn snapshot() -> anyhow::Result<Vec<ProgStat>> {
+    let out = proc::stdout(Command::new("bpftool").args(["prog", "show", "--json"]))?;
+    parse_progs(&out).map_err(anyhow::Error::msg)
+}
+
+/// Turns the kernel's per-program statistics on, and back to what they were
+/// when dropped (they cost a clock read per run while on).
+struct StatsOn {
+    previous: String,
+}
+
+impl StatsOn {
+    fn enable() -> anyhow::Result<Self> {
+        let previous = std::fs::read_to_string(STATS_SYSCTL)
+            .with_context(|| format!("reading {STATS_SYSCTL}"))?;
+        std::fs::write(STATS_SYSCTL, "1").with_context(|| format!("writing {STATS_SYSCTL}"))?;
+        Ok(Self { previous })
+    }
+}
+
+impl Drop for StatsOn {
+    fn drop(&mut self) {
+        let _ = std::fs::write(STATS_SYSCTL, self.previous.trim());
+    }
+}
+
+fn measure(ctx: &Ctx, model: &str, workers: u16, backend: &str) -> anyhow::Result<ModelCost> {
+    let mut server = Server::start(&ctx.bin, model, workers)?;
+    let n = u64::from(ctx.connections);
+    let untraced = loadgen::load(&ctx.bin, server.port, n, None, CONCURRENCY)?;
+    let existing: HashSet<u64> = snapshot()?.iter().map(|p| p.id).collect();
+    let t = Tracer::start(&ctx.bin, server.pid(), &TracerSpec::new(backend))?;
+    let before = snapshot()?;
+    let ours: HashSet<u64> = before
+        .iter()
+        .map(|p| p.id)
+        .filter(|id| !existing.contains(id))
+        .collect();
+    let (before, after) = {
+        let _stats = StatsOn::enable()?;
+        let before = snapshot()?;
+        loadgen::load(&ctx.bin, server.port, n, None, CONCURRENCY)?;
+        (before, snapshot()?)
+    };
+    let f = t.stop()?;
+    let s = tracer::parse_text_summary(&f.stdout).map_err(anyhow::Error::msg)?;
+    let st = server.stop()?;
+    if !st.success() {
+        bail!("the server exited with {st}");
+    }
+    if ours.is_empty() {
+        bail!("no eBPF program appeared when herdtrace attached");
+    }
+    let progs = delta(&before, &after, &ours);
+    println!(
+        "   {model} ({backend}): {:.0} ns of eBPF per connection over {} connections",
+        progs.iter().map(|p| p.run_time_ns).sum::<u64>() as f64 / s.connections.max(1) as f64,
+        s.connections
+    );
+    Ok(ModelCost {
+        model: model.to_string(),
+        backend: backend.to_string(),
+        connections: s.connections,
+        untraced_rate: untraced.rate_per_s,
+        progs,
+    })
+}
+
+pub fn run(ctx: &Ctx) -> anyhow::Result<Vec<SectionReport>> {
+    let backends: Vec<String> = tracer::backends(&ctx.bin)?
+        .into_iter()
+        .filter(|(_, a)| *a == Availability::Ok)
+        .map(|(b, _)| b)
+        .collect();
+    let mut costs = Vec::new();
+    for (model, workers) in super::overhead::MODELS {
+        for b in &backends {
+            costs.push(measure(ctx, model, workers, b).with_context(|| format!("{model} ({b})"))?);
+        }
+    }
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    Ok(vec![summarize(&costs, cpus, ctx.connections)])
+}
+
+pub fn summarize(costs: &[ModelCost], cpus: usize, connections: u32) -> SectionReport {
+    let mut r = SectionReport::new(TITLE);
+    r.setup = vec![
+        format!("server: `herdtrace serve --model M --workers 4`; load: `herdtrace load --connections {connections} --concurrency {CONCURRENCY}` at its maximum rate, once untraced, once traced"),
+        "per-program run counts and run time from the kernel (`kernel.bpf_stats_enabled=1` during the traced run only, `bpftool prog show --json`); the tracepoints' own dispatch is not in these figures".into(),
+        "budget = the untraced machine's CPU time per connection (CPUs / untraced conn/s); share = eBPF time / budget, the throughput a CPU-bound traced run gives up at least".into(),
+    ];
+    let mut t = Table {
+        header: [
+            "model (backend)",
+            "program",
+            "runs/conn",
+            "ns/run",
+            "ns/conn",
+        ]
+        .map(String::from)
+        .to_vec(),
+        rows: Vec::new(),
+    };
+    for c in costs {
+        let label = format!("{} ({})", c.model, c.backend);
+        let n = c.connections.max(1) as f64;
+        for p in &c.progs {
+            t.rows.push(vec![
+                label.clone(),
+                p.name.clone(),
+                format!("{:.2}", p.run_cnt as f64 / n),
+                format!("{:.0}", p.run_time_ns as f64 / p.run_cnt.max(1) as f64),
+                format!("{:.0}", p.run_time_ns as f64 / n),
+            ]);
+        }
+        let share = c.ns_per_conn() / c.budget_ns(cpus);
+        r.lines.push(format!(
+            "{label}: {:.0} ns of eBPF per connection; budget {:.0} ns ({cpus} CPUs / {:.0} conn/s untraced): share {:.1}%, so a CPU-bound traced run keeps at most {:.3} of the untraced rate",
+            c.ns_per_conn(),
+            c.budget_ns(cpus),
+            c.untraced_rate,
+            share * 100.0,
+            1.0 - share
+        ));
+    }
+    r.table = Some(t);
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BEFORE: &str = r#"[{"id":7,"type":"cgroup_skb","name":"sd_fw_ingress","run_time_ns":50,"run_cnt":5},
+        {"id":12,"type":"tracing","name":"btf_sched_wakin","run_time_ns":1000,"run_cnt":10},
+        {"id":13,"type":"tracepoint","name":"tp_accept_exit"}]"#;
+    const AFTER: &str = r#"[{"id":7,"type":"cgroup_skb","name":"sd_fw_ingress","run_time_ns":90,"run_cnt":9},
+        {"id":12,"type":"tracing","name":"btf_sched_wakin","run_time_ns":5000,"run_cnt":30},
+        {"id":13,"type":"tracepoint","name":"tp_accept_exit","run_time_ns":8000,"run_cnt":10},
+        {"id":14,"type":"tracepoint","name":"tp_idle","run_time_ns":0,"run_cnt":0}]"#;
+
+    fn stat(id: u64, name: &str, run_cnt: u64, run_time_ns: u64) -> ProgStat {
+        ProgStat {
+            id,
+            name: name.into(),
+            run_cnt,
+            run_time_ns,
+        }
+    }
+
+    #[test]
+    fn parses_bpftool_json_with_and_without_counters() {
+        let b = parse_progs(BEFORE).expect("parses");
+        assert_eq!(b[1], stat(12, "btf_sched_wakin", 10, 1000));
+        assert_eq!(b[2], stat(13, "tp_accept_exit", 0, 0));
+        assert!(parse_progs("{}").is_err());
+        assert!(parse_progs("[{\"name\":\"x\"}]").is_err());
+        assert!(parse_progs("not json").is_err());
+    }
+
+    #[test]
+    fn delta_keeps_only_ours_that_ran_busiest_first() {
+        let b = parse_progs(BEFORE).expect("before");
+        let a = parse_progs(AFTER).expect("after");
+        let ours: HashSet<u64> = [12, 13, 14].into();
+        assert_eq!(
+            delta(&b, &a, &ours),
+            vec![
+                stat(13, "tp_accept_exit", 10, 8000),
+                stat(12, "btf_sched_wakin", 20, 4000)
+            ]
+        );
+        // Counters that went backwards (statistics reset) count from zero.
+        let reset = [stat(12, "btf_sched_wakin", 100, 100_000)];
+        assert_eq!(
+            delta(&reset, &a, &[12].into()),
+            vec![stat(12, "btf_sched_wakin", 30, 5000)]
+        );
+    }
+
+    #[test]
+    fn summary_per_connection_and_share_of_the_budget() {
+        let c = ModelCost {
+            model: "reuseport".into(),
+            backend: "tracepoint".into(),
+            connections: 1000,
+            untraced_rate: 20_000.0,
+            progs: vec![
+                stat(13, "tp_accept_exit", 1000, 1_000_000),
+                stat(12, "btf_sched_wakin", 4000, 400_000),
+            ],
+        };
+        assert_eq!(c.ns_per_conn(), 1400.0);
+        assert_eq!(c.budget_ns(2), 100_000.0);
+        let r = summarize(&[c], 2, 1000);
+        let t = r.table.expect("table");
+        assert_eq!(
+            t.rows[0],
+            [
+                "reuseport (tracepoint)",
+                "tp_accept_exit",
+                "1.00",
+                "1000",
+                "1000"
+            ]
+            .map(String::from)
+        );
+        assert_eq!(
+            t.rows[1],
+            [
+                "reuseport (tracepoint)",
+                "btf_sched_wakin",
+                "4.00",
+                "100",
+                "400"
+            ]
+            .map(String::from)
+        );
+        assert_eq!(
+            r.lines,
+            ["reuseport (tracepoint): 1400 ns of eBPF per connection; budget 100000 ns (2 CPUs / 20000 conn/s untraced): share 1.4%, so a CPU-bound traced run keeps at most 0.986 of the untraced rate"]
+        );
+    }
+}
