@@ -6,7 +6,7 @@ use herdtrace_common::{ChainState, RawEvent, EV_ARRIVAL, EV_EPOLL_CB, EV_WAKE, F
 
 use crate::{
     emit::{bump, new_event, send},
-    kread::{accept_queue_tail, sk_local_port, sk_peer, task_comm},
+    kread::{accept_queue_tail, sk_local_port, sk_peer},
     maps::{get, ACTIVE, CHAIN, LISTENERS, LISTEN_PORTS, TRACED, TRACED_EPS},
 };
 
@@ -116,9 +116,9 @@ pub fn current(check_window: bool) -> Option<&'static mut ChainState> {
 
 /// `sched_waking` of task `tid`: report it if it is traced and inside a chain.
 #[inline(always)]
-pub fn on_waking(tid: u32, task: u64, check_window: bool) {
+pub fn on_waking(tid: u32, comm: impl FnOnce() -> [u8; 16], check_window: bool) {
     let Some(c) = current(check_window) else {
-        on_cascade_waking(tid, task);
+        on_cascade_waking(tid, comm);
         return;
     };
     let Some(tgid) = (unsafe { TRACED.get(tid) }).copied() else {
@@ -132,14 +132,14 @@ pub fn on_waking(tid: u32, task: u64, check_window: bool) {
     ev.tid = tid;
     ev.tgid = tgid;
     ev.aux = c.cur_ep;
-    ev.comm = task_comm(task);
+    ev.comm = comm();
     send(&mut ev);
 }
 
 /// A wakeup outside any chain, made by a task that a chain woke and that has
 /// not returned to user space yet.
 #[inline(always)]
-fn on_cascade_waking(tid: u32, task: u64) {
+fn on_cascade_waking(tid: u32, comm: impl FnOnce() -> [u8; 16]) {
     let waker = bpf_get_current_pid_tgid() as u32;
     let Some(chain) = (unsafe { ACTIVE.get(waker) }).copied() else {
         return;
@@ -154,7 +154,7 @@ fn on_cascade_waking(tid: u32, task: u64) {
     ev.tgid = tgid;
     ev.flags = FLAG_WAKE_CASCADE;
     ev.aux = waker as u64;
-    ev.comm = task_comm(task);
+    ev.comm = comm();
     send(&mut ev);
 }
 

@@ -171,13 +171,11 @@ pub fn ep_poll_callback(wait: u64) {
     chain::on_epoll_callback(c, ep);
 }
 
-/// `sched:sched_waking`.
+/// `sched:sched_waking` of thread `tid`; `comm` reads its name, only when
+/// the wakeup is reported.
 #[inline(always)]
-pub fn sched_waking(task: u64, check_window: bool) {
-    let Some(tid) = read::<i32>(task, get::OFF_TASK_PID()) else {
-        return;
-    };
-    chain::on_waking(tid as u32, task, check_window);
+pub fn sched_waking(tid: u32, comm: impl FnOnce() -> [u8; 16], check_window: bool) {
+    chain::on_waking(tid, comm, check_window);
 }
 
 // ---- the woken task's side --------------------------------------------------

@@ -25,6 +25,11 @@ use crate::maps::get;
 // Classic tracepoint field offsets (stable since 4.x for these events).
 const TP_SYSCALL_ARG0: usize = 16;
 const TP_SYSCALL_RET: usize = 16;
+const TP_WAKING_COMM: usize = 8;
+const TP_WAKING_PID: usize = 24;
+const TP_SKADDR: usize = 8;
+const TP_ISS_OLDSTATE: usize = 16;
+const TP_ISS_NEWSTATE: usize = 20;
 
 /// A field of a classic tracepoint's record. Tracepoint programs may load
 /// their record directly (the verifier checks the offset), which costs less
@@ -37,10 +42,45 @@ fn tp_read<T: Copy>(ctx: &TracePointContext, off: usize) -> T {
 // ---- tracepoint backend (also shared by the others) --------------------------
 //
 // The events that fire for every socket, wakeup and softirq on the machine
-// are BTF tracepoints (raw arguments): unlike classic tracepoints the kernel
-// does not first build a trace record for them, which is most of their cost
-// when the program returns at once. Syscall tracepoints stay classic: a raw
-// `sys_exit` would run for every system call.
+// come in two variants, chosen at load time (`AttachPlan::raw_hot_events`):
+// BTF tracepoints (raw arguments), for which the kernel does not first build
+// a trace record, most of their cost when the program returns at once; and
+// classic tracepoints for kernels before 6.1, whose raw tracepoints lack a
+// recursion guard (Debian's 5.10 hung with two tracers attached). Syscall
+// tracepoints are always classic: a raw `sys_exit` would run for every
+// system call.
+
+#[tracepoint]
+pub fn tp_sk_data_ready(ctx: TracePointContext) -> u32 {
+    handlers::sk_data_ready(tp_read::<u64>(&ctx, TP_SKADDR));
+    0
+}
+
+#[tracepoint]
+pub fn tp_inet_sock_set_state(ctx: TracePointContext) -> u32 {
+    handlers::inet_sock_set_state(
+        tp_read::<u64>(&ctx, TP_SKADDR),
+        tp_read::<i32>(&ctx, TP_ISS_OLDSTATE),
+        tp_read::<i32>(&ctx, TP_ISS_NEWSTATE),
+    );
+    0
+}
+
+#[tracepoint]
+pub fn tp_sched_waking(ctx: TracePointContext) -> u32 {
+    handlers::sched_waking(
+        tp_read::<i32>(&ctx, TP_WAKING_PID) as u32,
+        || tp_read::<[u8; 16]>(&ctx, TP_WAKING_COMM),
+        get::CHAIN_WINDOW_NS() != u64::MAX,
+    );
+    0
+}
+
+#[tracepoint]
+pub fn tp_softirq_exit(_ctx: TracePointContext) -> u32 {
+    handlers::softirq_exit();
+    0
+}
 
 /// `sk_data_ready(sk)` (6.6+).
 #[btf_tracepoint(function = "sk_data_ready")]
@@ -65,7 +105,15 @@ pub fn btf_inet_sock_set_state(ctx: BtfTracePointContext) -> i32 {
 /// exactly.
 #[btf_tracepoint(function = "sched_waking")]
 pub fn btf_sched_waking(ctx: BtfTracePointContext) -> i32 {
-    handlers::sched_waking(ctx.arg::<u64>(0), get::CHAIN_WINDOW_NS() != u64::MAX);
+    let task = ctx.arg::<u64>(0);
+    let Some(tid) = kread::read::<i32>(task, get::OFF_TASK_PID()) else {
+        return 0;
+    };
+    handlers::sched_waking(
+        tid as u32,
+        || kread::task_comm(task),
+        get::CHAIN_WINDOW_NS() != u64::MAX,
+    );
     0
 }
 

@@ -176,6 +176,9 @@ pub struct AttachPlan {
     pub inet_sock_set_state: bool,
     /// `irq:softirq_exit` exists (closes tracepoint-backend chains exactly).
     pub softirq_exit: bool,
+    /// Attach the machine-wide hot events as BTF (raw) tracepoints rather
+    /// than classic ones: see [`crate::backend::raw_hot_events`].
+    pub raw_hot_events: bool,
     /// `syscalls:sys_exit_epoll_*` that exist.
     pub poll_exits: Vec<String>,
     /// `accept`/`accept4` syscall tracepoints that exist (names without prefix).
@@ -279,6 +282,7 @@ impl Tracer {
         let counters =
             PerCpuArray::try_from(ebpf.take_map("COUNTERS").context("map COUNTERS missing")?)
                 .context("map COUNTERS")?;
+        release_startup_memory();
         Ok(Tracer {
             ebpf,
             ring,
@@ -423,6 +427,14 @@ fn attach_kprobe(ebpf: &mut Ebpf, prog: &str, symbol: &str) -> Result<()> {
     Ok(())
 }
 
+/// Loading parsed the kernel's BTF (several MB, twice: aya's relocations and
+/// the attach targets) and freed it again; without a trim the allocator keeps
+/// those pages, and they would stay in the tracer's RSS for the whole run.
+fn release_startup_memory() {
+    // SAFETY: malloc_trim only returns free heap pages to the kernel.
+    unsafe { libc::malloc_trim(0) };
+}
+
 /// fentry, fexit and BTF tracepoint programs load against a BTF name and
 /// attach alike, but share no aya trait.
 macro_rules! attach_btf_tracing {
@@ -448,7 +460,14 @@ fn attach_backend(ebpf: &mut Ebpf, plan: &AttachPlan, warnings: &mut Vec<String>
     // Process tree and task side: the same for every backend.
     attach_btf_tp(ebpf, "btf_process_fork", "sched_process_fork", &btf)?;
     attach_tp(ebpf, "tp_process_exit", "sched", "sched_process_exit")?;
-    attach_btf_tp(ebpf, "btf_sched_waking", "sched_waking", &btf)?;
+    let hot = |ebpf: &mut Ebpf, category: &str, event: &str| {
+        if plan.raw_hot_events {
+            attach_btf_tp(ebpf, &format!("btf_{event}"), event, &btf)
+        } else {
+            attach_tp(ebpf, &format!("tp_{event}"), category, event)
+        }
+    };
+    hot(ebpf, "sched", "sched_waking")?;
     if plan.poll_exits.is_empty() {
         warnings.push("no epoll_wait exit tracepoint: returns with 0 events are not seen".into());
     }
@@ -467,7 +486,7 @@ fn attach_backend(ebpf: &mut Ebpf, plan: &AttachPlan, warnings: &mut Vec<String>
     }
     // Names each arrival's child socket exactly (and opens chains before 6.6).
     if plan.inet_sock_set_state {
-        attach_btf_tp(ebpf, "btf_inet_sock_set_state", "inet_sock_set_state", &btf)?;
+        hot(ebpf, "sock", "inet_sock_set_state")?;
     } else {
         warnings.push(
             "sock:inet_sock_set_state missing: an arrival's child socket is read from the \
@@ -478,7 +497,7 @@ fn attach_backend(ebpf: &mut Ebpf, plan: &AttachPlan, warnings: &mut Vec<String>
     match plan.backend {
         Backend::Tracepoint => {
             if plan.sk_data_ready {
-                attach_btf_tp(ebpf, "btf_sk_data_ready", "sk_data_ready", &btf)?;
+                hot(ebpf, "sock", "sk_data_ready")?;
             } else {
                 warnings.push(
                     "sock:sk_data_ready missing (kernel < 6.6): arrivals inferred from \
@@ -487,7 +506,7 @@ fn attach_backend(ebpf: &mut Ebpf, plan: &AttachPlan, warnings: &mut Vec<String>
                 );
             }
             if plan.softirq_exit {
-                attach_btf_tp(ebpf, "btf_softirq_exit", "softirq_exit", &btf)?;
+                hot(ebpf, "irq", "softirq_exit")?;
             } else {
                 warnings.push(
                     "irq:softirq_exit missing: wake chains end only by time (--chain-window-us)"

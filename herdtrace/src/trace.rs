@@ -212,6 +212,7 @@ pub fn prepare(args: &TraceArgs) -> Result<Prepared> {
         inet_sock_set_state: tp.inet_sock_set_state.is_ok(),
         listen_syscall: kernel::tracepoint_exists("syscalls", "sys_enter_listen").unwrap_or(false),
         softirq_exit: kernel::tracepoint_exists("irq", "softirq_exit").unwrap_or(false),
+        raw_hot_events: backend::raw_hot_events(&facts),
         poll_exits,
         accept_syscalls,
         ep_send_events,

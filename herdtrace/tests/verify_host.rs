@@ -102,7 +102,16 @@ fn every_model_behaves_as_expected_on_this_kernel() {
         }
         let woken = num(r, "woken_mean");
         let p99 = num(r, "woken_p99");
-        assert!((0.0..=4.0).contains(&woken), "{name}: mean {woken}");
+        // At most the 4 workers, but for rare strays: the tracepoint backend
+        // gives a connection any wakeup of a traced task made on its CPU while
+        // its softirq runs, e.g. an interrupt waking the supervisor for its
+        // 100 ms timer (README, "Tracepoint-backend precision"). Seen once in
+        // CI: one in 250 connections (mean 4.004); a systematic excess fails.
+        let strays = 2.0 / num(r, "connections");
+        assert!(
+            (0.0..=4.0 + strays).contains(&woken),
+            "{name}: mean {woken}"
+        );
         assert!(
             (1.0..=4.0).contains(&p99),
             "{name}: p99 {p99} with 4 workers"
