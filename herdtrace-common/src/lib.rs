@@ -43,6 +43,11 @@ pub const FLAG_ACCEPT_KERNEL: u16 = 1 << 2;
 /// chain woke, before it returned to user space (shared epoll in LT mode: the
 /// woken thread wakes the next one).
 pub const FLAG_WAKE_CASCADE: u16 = 1 << 3;
+/// Any kind: emitted by a program that interrupted another one's emission on
+/// the same CPU, which took the previous sequence number and has not
+/// reserved its record yet. That record arrives after this one: a gap of one
+/// just before this event is a reordering, not (yet) a loss.
+pub const FLAG_NESTED_SEND: u16 = 1 << 15;
 
 pub const AF_INET: u16 = 2;
 pub const AF_INET6: u16 = 10;

@@ -1,6 +1,6 @@
 //! Writing one event into the ring buffer, with sequence numbers for loss detection.
 use aya_ebpf::helpers::{bpf_get_smp_processor_id, bpf_ktime_get_ns};
-use herdtrace_common::{RawEvent, CNT_DROPS, CNT_EVENTS};
+use herdtrace_common::{RawEvent, CNT_DROPS, CNT_EVENTS, FLAG_NESTED_SEND};
 
 use crate::maps::{get, COUNTERS, EVENTS, SEQ};
 
@@ -41,7 +41,25 @@ pub fn new_event(kind: u32) -> RawEvent {
 /// The sequence number is taken either way so user space sees the gap.
 #[inline(always)]
 pub fn send(ev: &mut RawEvent) {
+    let Some(depth) = SEQ.get_ptr_mut(SENDING) else {
+        return;
+    };
+    // An interrupted send on this CPU holds the previous seq and reserves
+    // after us: say so, or user space takes the reordering for a loss.
+    if unsafe { *depth } != 0 {
+        ev.flags |= FLAG_NESTED_SEND;
+    }
+    unsafe { *depth += 1 };
     ev.seq = bump(0);
+    reserve_and_submit(ev);
+    unsafe { *depth = (*depth).saturating_sub(1) };
+}
+
+/// SEQ index of the per-CPU count of `send`s in progress.
+const SENDING: u32 = 2;
+
+#[inline(always)]
+fn reserve_and_submit(ev: &RawEvent) {
     match EVENTS.reserve::<RawEvent>(0) {
         Some(mut slot) => {
             slot.write(*ev);

@@ -28,9 +28,11 @@ pub static ACCEPT_ARGS: HashMap<u32, u64> = HashMap::with_max_entries(65536, 0);
 #[map]
 pub static CHAIN: PerCpuArray<ChainState> = PerCpuArray::with_max_entries(1, 0);
 
-/// Per-CPU event sequence (index 0) and chain counter (index 1).
+/// Per-CPU event sequence (index 0), chain counter (index 1), and how many
+/// `send`s are in progress on the CPU (index 2: a program interrupted in
+/// `send` by another one).
 #[map]
-pub static SEQ: PerCpuArray<u64> = PerCpuArray::with_max_entries(2, 0);
+pub static SEQ: PerCpuArray<u64> = PerCpuArray::with_max_entries(3, 0);
 
 /// Per-CPU counters, indexed by `CNT_*`.
 #[map]

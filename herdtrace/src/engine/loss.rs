@@ -24,13 +24,18 @@ struct CpuSeq {
 pub(super) struct LossTracker {
     cpus: Vec<CpuSeq>,
     seq_lost: u64,
+    /// Of `seq_lost`, gap events that a nested emission announced as late
+    /// (`FLAG_NESTED_SEND`): not counted as losses for the epoch until the
+    /// kernel's drop counter says they were.
+    awaited: u64,
     reported: u64,
     epoch: u64,
 }
 
 impl LossTracker {
-    /// Checks one event's per-CPU sequence number.
-    pub(super) fn observe(&mut self, cpu: u32, seq: u64) {
+    /// Checks one event's per-CPU sequence number; `nested`: the event says
+    /// the seq just before it is still to come (`FLAG_NESTED_SEND`).
+    pub(super) fn observe(&mut self, cpu: u32, seq: u64, nested: bool) {
         let cpu = cpu as usize;
         if cpu >= MAX_CPUS {
             return;
@@ -57,9 +62,14 @@ impl LossTracker {
             c.last = seq;
             if step > 1 {
                 // A gap is precise: flag open episodes even when the kernel
-                // counter already announced these drops.
+                // counter already announced these drops; but not for the one
+                // event a nested emission says is only late.
                 self.seq_lost = self.seq_lost.saturating_add(step - 1);
-                self.epoch += 1;
+                let late = u64::from(nested);
+                self.awaited = self.awaited.saturating_add(late);
+                if step - 1 > late {
+                    self.epoch += 1;
+                }
             }
         } else {
             let k = c.last - seq;
@@ -68,6 +78,7 @@ impl LossTracker {
                 // a gap counted as lost.
                 c.arrived |= 1 << k;
                 self.seq_lost = self.seq_lost.saturating_sub(1);
+                self.awaited = self.awaited.saturating_sub(1);
             }
             // Otherwise a duplicate, or too late to tell: ignored.
         }
@@ -76,9 +87,9 @@ impl LossTracker {
     /// Drops reported by the kernel counter (an increment). Returns whether
     /// this revealed drops no seq gap showed (then the epoch moved).
     pub(super) fn report(&mut self, n: u64) -> bool {
-        let before = self.total();
+        let before = self.confirmed();
         self.reported = self.reported.saturating_add(n);
-        let more = self.total() > before;
+        let more = self.confirmed() > before;
         if more {
             self.epoch += 1;
         }
@@ -87,6 +98,14 @@ impl LossTracker {
 
     pub(super) fn total(&self) -> u64 {
         self.seq_lost.max(self.reported)
+    }
+
+    /// The total without the events announced as late: what has moved the
+    /// epoch so far.
+    fn confirmed(&self) -> u64 {
+        self.seq_lost
+            .saturating_sub(self.awaited)
+            .max(self.reported)
     }
 
     pub(super) fn epoch(&self) -> u64 {
@@ -100,8 +119,29 @@ mod tests {
 
     fn feed(t: &mut LossTracker, cpu: u32, seqs: &[u64]) {
         for &s in seqs {
-            t.observe(cpu, s);
+            t.observe(cpu, s, false);
         }
+    }
+
+    #[test]
+    fn a_nested_emission_gap_is_late_not_lost() {
+        let mut t = LossTracker::default();
+        feed(&mut t, 0, &[1, 2]);
+        // 4 interrupted the emission of 3, which arrives after it.
+        t.observe(0, 4, true);
+        assert_eq!((t.total(), t.epoch()), (1, 0), "counted, but no epoch yet");
+        t.observe(0, 3, false);
+        assert_eq!((t.total(), t.epoch()), (0, 0), "3 came: nothing was lost");
+        // Announced late but dropped: the kernel's counter moves the epoch.
+        t.observe(0, 6, true);
+        assert_eq!((t.total(), t.epoch()), (1, 0));
+        assert!(t.report(1), "the drop the nested event hid");
+        assert_eq!((t.total(), t.epoch()), (1, 1));
+        // A wider gap than the one announced event is a loss at once.
+        t.observe(0, 10, true);
+        assert_eq!((t.total(), t.epoch()), (4, 2));
+        t.observe(0, 9, false);
+        assert_eq!((t.total(), t.epoch()), (3, 2));
     }
 
     #[test]

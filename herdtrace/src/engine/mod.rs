@@ -39,7 +39,7 @@ use std::net::SocketAddr;
 
 use herdtrace_common::{
     RawEvent, EV_ACCEPT_RET, EV_ARRIVAL, EV_EPOLL_CB, EV_POLL_RET, EV_SEND_EVENTS, EV_TASK_EXIT,
-    EV_TASK_NEW, EV_WAKE,
+    EV_TASK_NEW, EV_WAKE, FLAG_NESTED_SEND,
 };
 use serde::Serialize;
 
@@ -233,7 +233,8 @@ impl Engine {
 
     /// Feeds one event; records of episodes that close are passed to `sink`.
     pub fn push<F: FnMut(ConnRecord)>(&mut self, ev: &RawEvent, sink: &mut F) {
-        self.loss.observe(ev.cpu, ev.seq);
+        self.loss
+            .observe(ev.cpu, ev.seq, ev.flags & FLAG_NESTED_SEND != 0);
         self.stream_ns = self.stream_ns.max(ev.ts_ns);
         self.expire();
         match ev.kind {
