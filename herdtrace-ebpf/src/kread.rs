@@ -42,13 +42,6 @@ pub fn file_to_sk(file: u64) -> u64 {
     read(sock, get::OFF_SOCKET_SK()).unwrap_or(0)
 }
 
-/// A task's `comm`, read only for the tasks reported (the woken one is not
-/// the current task, so `bpf_get_current_comm` cannot serve).
-#[inline(always)]
-pub fn task_comm(task: u64) -> [u8; 16] {
-    read(task, get::OFF_TASK_COMM()).unwrap_or([0; 16])
-}
-
 #[inline(always)]
 pub fn sk_state(sk: u64) -> u8 {
     read(sk, get::OFF_SKC_STATE()).unwrap_or(0)

@@ -41,14 +41,10 @@ fn tp_read<T: Copy>(ctx: &TracePointContext, off: usize) -> T {
 
 // ---- tracepoint backend (also shared by the others) --------------------------
 //
-// The events that fire for every socket, wakeup and softirq on the machine
-// come in two variants, chosen at load time (`AttachPlan::raw_hot_events`):
-// BTF tracepoints (raw arguments), for which the kernel does not first build
-// a trace record, most of their cost when the program returns at once; and
-// classic tracepoints for kernels before 6.1, whose raw tracepoints lack a
-// recursion guard (Debian's 5.10 hung with two tracers attached). Syscall
-// tracepoints are always classic: a raw `sys_exit` would run for every
-// system call.
+// Classic tracepoints only. BTF (raw) tracepoints for the events that fire for
+// every wakeup, socket and softirq would cost less (no trace record is built
+// first), but with them Debian's 5.10 and 6.1 guests hung (RCU stalls) when
+// the tracepoint and kprobe tracers ran together: see docs/kernel-matrix.md.
 
 #[tracepoint]
 pub fn tp_sk_data_ready(ctx: TracePointContext) -> u32 {
@@ -66,6 +62,8 @@ pub fn tp_inet_sock_set_state(ctx: TracePointContext) -> u32 {
     0
 }
 
+/// With the tracepoint backend the chain has no return probe to close it,
+/// so a time window bounds it; kprobe/fentry close it exactly.
 #[tracepoint]
 pub fn tp_sched_waking(ctx: TracePointContext) -> u32 {
     handlers::sched_waking(
@@ -76,52 +74,11 @@ pub fn tp_sched_waking(ctx: TracePointContext) -> u32 {
     0
 }
 
-#[tracepoint]
-pub fn tp_softirq_exit(_ctx: TracePointContext) -> u32 {
-    handlers::softirq_exit();
-    0
-}
-
-/// `sk_data_ready(sk)` (6.6+).
-#[btf_tracepoint(function = "sk_data_ready")]
-pub fn btf_sk_data_ready(ctx: BtfTracePointContext) -> i32 {
-    handlers::sk_data_ready(ctx.arg::<u64>(0));
-    0
-}
-
-/// `inet_sock_set_state(sk, oldstate, newstate)`.
-#[btf_tracepoint(function = "inet_sock_set_state")]
-pub fn btf_inet_sock_set_state(ctx: BtfTracePointContext) -> i32 {
-    handlers::inet_sock_set_state(
-        ctx.arg::<u64>(0),
-        ctx.arg::<u64>(1) as i32,
-        ctx.arg::<u64>(2) as i32,
-    );
-    0
-}
-
-/// `sched_waking(p)`. With the tracepoint backend the chain has no return
-/// probe to close it, so a time window bounds it; kprobe/fentry close it
-/// exactly.
-#[btf_tracepoint(function = "sched_waking")]
-pub fn btf_sched_waking(ctx: BtfTracePointContext) -> i32 {
-    let task = ctx.arg::<u64>(0);
-    let Some(tid) = kread::read::<i32>(task, get::OFF_TASK_PID()) else {
-        return 0;
-    };
-    handlers::sched_waking(
-        tid as u32,
-        || kread::task_comm(task),
-        get::CHAIN_WINDOW_NS() != u64::MAX,
-    );
-    0
-}
-
 /// The listener's wakeups run inside the NET_RX softirq that processed the
 /// handshake: its end closes the chain exactly (the window then only bounds
 /// arrivals processed in process context, from a locked socket's backlog).
-#[btf_tracepoint(function = "softirq_exit")]
-pub fn btf_softirq_exit(_ctx: BtfTracePointContext) -> i32 {
+#[tracepoint]
+pub fn tp_softirq_exit(_ctx: TracePointContext) -> u32 {
     handlers::softirq_exit();
     0
 }

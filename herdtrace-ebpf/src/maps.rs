@@ -63,7 +63,6 @@ macro_rules! globals {
 globals! {
     OFF_TASK_PID: u32,
     OFF_TASK_TGID: u32,
-    OFF_TASK_COMM: u32,
     OFF_TASK_FILES: u32,
     OFF_FILES_FDT: u32,
     OFF_FDT_MAX_FDS: u32,

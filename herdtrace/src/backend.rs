@@ -297,20 +297,6 @@ impl fmt::Display for Choice {
     }
 }
 
-/// The first kernel whose raw (BTF) tracepoint programs have a per-program
-/// recursion guard, as fentry has; before it a raw tracepoint program may run
-/// nested in another program on the same CPU, and Debian's 5.10 hung (RCU
-/// stall, twice at the same step) with two herdtrace tracers attached.
-pub const RAW_TP_GUARDED_SINCE: (u32, u32, u32) = (6, 1, 0);
-
-/// Whether the events that fire for every wakeup, socket and softirq are
-/// attached as BTF tracepoints (cheaper: no trace record is built) rather
-/// than classic ones: only where tp_btf works and runs guarded. An unknown
-/// version takes the classic ones, which work everywhere.
-pub fn raw_hot_events(facts: &KernelFacts) -> bool {
-    facts.tp_btf.is_ok() && facts.version.is_some_and(|v| v >= RAW_TP_GUARDED_SINCE)
-}
-
 /// Picks the backend for `req`: auto takes the first usable of fentry, kprobe,
 /// tracepoint; an explicit request fails with the reason it is unusable.
 pub fn choose(req: BackendRequest, facts: &KernelFacts) -> Result<Choice, String> {
@@ -518,30 +504,6 @@ mod tests {
             kprobe: refused("kernel built without CONFIG_KPROBES"),
             ..all_ok()
         }
-    }
-
-    #[test]
-    fn hot_events_are_raw_only_from_6_1_with_tp_btf() {
-        assert!(raw_hot_events(&all_ok()));
-        for (version, raw) in [
-            (Some((5, 10, 223)), false),
-            (Some((6, 0, 19)), false),
-            (Some((6, 1, 0)), true),
-            (Some((6, 1, 192)), true),
-            (Some((7, 2, 13)), true),
-            (None, false),
-        ] {
-            let f = KernelFacts {
-                version,
-                ..all_ok()
-            };
-            assert_eq!(raw_hot_events(&f), raw, "{version:?}");
-        }
-        let no_tp_btf = KernelFacts {
-            tp_btf: refused("load returned EINVAL"),
-            ..all_ok()
-        };
-        assert!(!raw_hot_events(&no_tp_btf));
     }
 
     #[test]

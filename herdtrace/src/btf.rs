@@ -500,8 +500,6 @@ kernel_offsets! {
     task_pid: "task_struct", "pid", lost: "thread id of woken tasks";
     /// `task_struct.tgid` (process of a woken task).
     task_tgid: "task_struct", "tgid", lost: "process of woken tasks";
-    /// `task_struct.comm` (name of a woken task).
-    task_comm: "task_struct", "comm", lost: "name of woken tasks";
     /// `task_struct.files`.
     task_files: "task_struct", "files", lost: "listener/child socket of each accept (fd lookup)";
     /// `files_struct.fdt`.
@@ -1130,7 +1128,6 @@ pub(crate) mod tests {
         for (name, v) in [
             ("task_pid", off.task_pid),
             ("task_tgid", off.task_tgid),
-            ("task_comm", off.task_comm),
             ("task_files", off.task_files),
             ("socket_sk", off.socket_sk),
             ("sk_state", off.sk_state),

@@ -141,7 +141,6 @@ where
 pub struct Offsets {
     pub task_pid: u32,
     pub task_tgid: u32,
-    pub task_comm: u32,
     pub task_files: u32,
     pub files_fdt: u32,
     pub fdt_max_fds: u32,
@@ -176,9 +175,6 @@ pub struct AttachPlan {
     pub inet_sock_set_state: bool,
     /// `irq:softirq_exit` exists (closes tracepoint-backend chains exactly).
     pub softirq_exit: bool,
-    /// Attach the machine-wide hot events as BTF (raw) tracepoints rather
-    /// than classic ones: see [`crate::backend::raw_hot_events`].
-    pub raw_hot_events: bool,
     /// `syscalls:sys_exit_epoll_*` that exist.
     pub poll_exits: Vec<String>,
     /// `accept`/`accept4` syscall tracepoints that exist (names without prefix).
@@ -224,10 +220,9 @@ impl Tracer {
         let port = cfg.port_filter as u32;
         let mut loader = EbpfLoader::new();
         loader.map_max_entries("EVENTS", cfg.ringbuf_bytes);
-        let globals: [(&str, u32); 24] = [
+        let globals: [(&str, u32); 23] = [
             ("OFF_TASK_PID", o.task_pid),
             ("OFF_TASK_TGID", o.task_tgid),
-            ("OFF_TASK_COMM", o.task_comm),
             ("OFF_TASK_FILES", o.task_files),
             ("OFF_FILES_FDT", o.files_fdt),
             ("OFF_FDT_MAX_FDS", o.fdt_max_fds),
@@ -460,14 +455,7 @@ fn attach_backend(ebpf: &mut Ebpf, plan: &AttachPlan, warnings: &mut Vec<String>
     // Process tree and task side: the same for every backend.
     attach_btf_tp(ebpf, "btf_process_fork", "sched_process_fork", &btf)?;
     attach_tp(ebpf, "tp_process_exit", "sched", "sched_process_exit")?;
-    let hot = |ebpf: &mut Ebpf, category: &str, event: &str| {
-        if plan.raw_hot_events {
-            attach_btf_tp(ebpf, &format!("btf_{event}"), event, &btf)
-        } else {
-            attach_tp(ebpf, &format!("tp_{event}"), category, event)
-        }
-    };
-    hot(ebpf, "sched", "sched_waking")?;
+    attach_tp(ebpf, "tp_sched_waking", "sched", "sched_waking")?;
     if plan.poll_exits.is_empty() {
         warnings.push("no epoll_wait exit tracepoint: returns with 0 events are not seen".into());
     }
@@ -486,7 +474,12 @@ fn attach_backend(ebpf: &mut Ebpf, plan: &AttachPlan, warnings: &mut Vec<String>
     }
     // Names each arrival's child socket exactly (and opens chains before 6.6).
     if plan.inet_sock_set_state {
-        hot(ebpf, "sock", "inet_sock_set_state")?;
+        attach_tp(
+            ebpf,
+            "tp_inet_sock_set_state",
+            "sock",
+            "inet_sock_set_state",
+        )?;
     } else {
         warnings.push(
             "sock:inet_sock_set_state missing: an arrival's child socket is read from the \
@@ -497,7 +490,7 @@ fn attach_backend(ebpf: &mut Ebpf, plan: &AttachPlan, warnings: &mut Vec<String>
     match plan.backend {
         Backend::Tracepoint => {
             if plan.sk_data_ready {
-                hot(ebpf, "sock", "sk_data_ready")?;
+                attach_tp(ebpf, "tp_sk_data_ready", "sock", "sk_data_ready")?;
             } else {
                 warnings.push(
                     "sock:sk_data_ready missing (kernel < 6.6): arrivals inferred from \
@@ -506,7 +499,7 @@ fn attach_backend(ebpf: &mut Ebpf, plan: &AttachPlan, warnings: &mut Vec<String>
                 );
             }
             if plan.softirq_exit {
-                hot(ebpf, "irq", "softirq_exit")?;
+                attach_tp(ebpf, "tp_softirq_exit", "irq", "softirq_exit")?;
             } else {
                 warnings.push(
                     "irq:softirq_exit missing: wake chains end only by time (--chain-window-us)"

@@ -168,7 +168,6 @@ pub fn prepare(args: &TraceArgs) -> Result<Prepared> {
     let offsets = Offsets {
         task_pid: need(k.task_pid, "task_struct.pid")?,
         task_tgid: need(k.task_tgid, "task_struct.tgid")?,
-        task_comm: need(k.task_comm, "task_struct.comm")?,
         task_files: k.task_files.unwrap_or(0),
         files_fdt: k.files_fdt.unwrap_or(0),
         fdt_max_fds: k.fdtable_max_fds.unwrap_or(0),
@@ -212,7 +211,6 @@ pub fn prepare(args: &TraceArgs) -> Result<Prepared> {
         inet_sock_set_state: tp.inet_sock_set_state.is_ok(),
         listen_syscall: kernel::tracepoint_exists("syscalls", "sys_enter_listen").unwrap_or(false),
         softirq_exit: kernel::tracepoint_exists("irq", "softirq_exit").unwrap_or(false),
-        raw_hot_events: backend::raw_hot_events(&facts),
         poll_exits,
         accept_syscalls,
         ep_send_events,
