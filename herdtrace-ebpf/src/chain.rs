@@ -6,7 +6,7 @@ use herdtrace_common::{ChainState, RawEvent, EV_ARRIVAL, EV_EPOLL_CB, EV_WAKE, F
 
 use crate::{
     emit::{bump, new_event, send},
-    kread::{accept_queue_tail, sk_local_port, sk_peer},
+    kread::{accept_queue_tail, sk_peer},
     maps::{get, ACTIVE, CHAIN, LISTENERS, LISTEN_PORTS, TRACED, TRACED_EPS},
 };
 
@@ -55,11 +55,10 @@ pub fn open(c: &mut ChainState, listener: u64, child: u64, local_port: u16, flag
     }
 }
 
-/// Opens a chain from a listening socket: reads its port and the child just
-/// queued on its accept queue.
+/// Opens a chain from a listening socket on local `port`: finds the child
+/// just queued on its accept queue.
 #[inline(always)]
-pub fn open_from_listener(c: &mut ChainState, listener: u64) -> bool {
-    let port = sk_local_port(listener);
+pub fn open_from_listener(c: &mut ChainState, listener: u64, port: u16) -> bool {
     if !port_allowed(port) {
         c.open = 0;
         return false;
@@ -125,7 +124,7 @@ pub fn on_waking(tid: u32, comm: impl FnOnce() -> [u8; 16], check_window: bool) 
         return;
     };
     emit_arrival(c);
-    let _ = ACTIVE.insert(tid, c.id, 0);
+    set_active(tid, c.id);
     let mut ev: RawEvent = new_event(EV_WAKE);
     ev.chain = c.id;
     ev.sk = c.listener;
@@ -136,18 +135,44 @@ pub fn on_waking(tid: u32, comm: impl FnOnce() -> [u8; 16], check_window: bool) 
     send(&mut ev);
 }
 
+/// Task `tid` was woken by `chain`. Its entry is rewritten in place when it
+/// has one (lock-free); only its first wakeup inserts.
+#[inline(always)]
+fn set_active(tid: u32, chain: u64) {
+    match ACTIVE.get_ptr_mut(tid) {
+        Some(p) => unsafe { *p = chain },
+        None => {
+            let _ = ACTIVE.insert(tid, chain, 0);
+        }
+    }
+}
+
+/// Task `tid` is back in user space: wakeups it makes no longer belong to a
+/// chain.
+#[inline(always)]
+pub fn clear_active(tid: u32) {
+    if let Some(p) = ACTIVE.get_ptr_mut(tid) {
+        unsafe {
+            if *p != 0 {
+                *p = 0;
+            }
+        }
+    }
+}
+
 /// A wakeup outside any chain, made by a task that a chain woke and that has
 /// not returned to user space yet.
 #[inline(always)]
 fn on_cascade_waking(tid: u32, comm: impl FnOnce() -> [u8; 16]) {
     let waker = bpf_get_current_pid_tgid() as u32;
-    let Some(chain) = (unsafe { ACTIVE.get(waker) }).copied() else {
+    let chain = (unsafe { ACTIVE.get(waker) }).copied().unwrap_or(0);
+    if chain == 0 {
         return;
-    };
+    }
     let Some(tgid) = (unsafe { TRACED.get(tid) }).copied() else {
         return;
     };
-    let _ = ACTIVE.insert(tid, chain, 0);
+    set_active(tid, chain);
     let mut ev: RawEvent = new_event(EV_WAKE);
     ev.chain = chain;
     ev.tid = tid;

@@ -9,25 +9,15 @@ use herdtrace_common::{
 use crate::{
     chain::{self, OPEN_LISTENER, OPEN_PROVISIONAL},
     emit::{new_event, send},
-    kread::{fd_to_sk, file_to_sk, read, sk_local_port, sk_state, TCP_LISTEN},
+    kread::{fd_to_sk, file_to_sk, read, sk_head, sk_local_port, TCP_LISTEN},
     maps::{
-        get, ACCEPT_ARGS, ACCEPT_SEEN, ACTIVE, LISTENERS, LISTENER_WQS, LISTEN_PORTS, TRACED,
-        TRACED_EPS,
+        get, AcceptCall, ACCEPT_ARGS, ACCEPT_SEEN, ACTIVE, LISTENERS, LISTENER_WQS, LISTEN_PORTS,
+        TRACED, TRACED_EPS,
     },
 };
 
 const TCP_ESTABLISHED: i32 = 1;
 const TCP_SYN_RECV: i32 = 3;
-
-/// The task is back in user space: wakeups it makes no longer belong to a
-/// chain. Often there is no entry (the poll return took it), and a lookup
-/// costs less than a delete, which takes the bucket lock.
-#[inline(always)]
-fn forget_active(tid: u32) {
-    if unsafe { ACTIVE.get(tid) }.is_some() {
-        let _ = ACTIVE.remove(tid);
-    }
-}
 
 /// (tid, tgid) of the current task if it is traced.
 #[inline(always)]
@@ -54,10 +44,11 @@ pub fn sk_data_ready(sk: u64) {
     let Some(c) = chain::state() else { return };
     c.open = 0;
     c.cur_ep = 0;
-    if sk_state(sk) != TCP_LISTEN {
+    let head = sk_head(sk);
+    if head.state != TCP_LISTEN {
         return;
     }
-    chain::open_from_listener(c, sk);
+    chain::open_from_listener(c, sk, head.num);
 }
 
 /// `sock:inet_sock_set_state`: a child socket going SYN_RECV -> ESTABLISHED
@@ -114,7 +105,7 @@ pub fn wake_up_common_entry(wq_head: u64) {
     c.opened_ns = now;
     match unsafe { LISTENER_WQS.get(wq_head) }.copied() {
         Some(listener) => {
-            chain::open_from_listener(c, listener);
+            chain::open_from_listener(c, listener, sk_local_port(listener));
         }
         None => {
             c.open = OPEN_PROVISIONAL;
@@ -161,10 +152,14 @@ pub fn ep_poll_callback(wait: u64) {
     let epi: u64 = read(entry, get::OFF_EPPOLL_BASE()).unwrap_or(0);
     let file: u64 = read(epi, get::OFF_EPI_FILE()).unwrap_or(0);
     let sk = file_to_sk(file);
-    if sk == 0 || sk_state(sk) != TCP_LISTEN {
+    if sk == 0 {
         return;
     }
-    if c.open != OPEN_LISTENER && !chain::open_from_listener(c, sk) {
+    let head = sk_head(sk);
+    if head.state != TCP_LISTEN {
+        return;
+    }
+    if c.open != OPEN_LISTENER && !chain::open_from_listener(c, sk, head.num) {
         return;
     }
     let ep: u64 = read(epi, get::OFF_EPI_EP()).unwrap_or(0);
@@ -185,7 +180,7 @@ pub fn poll_exit(ret: i64) {
     let Some((tid, tgid)) = traced_current() else {
         return;
     };
-    forget_active(tid);
+    chain::clear_active(tid);
     let mut ev = task_event(EV_POLL_RET, tid, tgid);
     ev.ret = ret;
     send(&mut ev);
@@ -193,7 +188,8 @@ pub fn poll_exit(ret: i64) {
 
 #[inline(always)]
 pub fn ep_send_events_entry(ep: u64) {
-    if traced_current().is_some() {
+    // Known already after the first call: a lookup does not take the lock.
+    if traced_current().is_some() && unsafe { TRACED_EPS.get(ep) }.is_none() {
         let _ = TRACED_EPS.insert(ep, 1, 0);
     }
 }
@@ -229,16 +225,28 @@ pub fn listen_enter(fd: u64) {
     learn_listener(fd_to_sk(fd));
 }
 
-/// The listener of the task's accept call in progress. The entry is left in
-/// place after the call (only `process_exit` removes it): every later call
-/// passes the entry probe first and rewrites it, and a worker accepts on the
-/// same listener call after call, so the steady state is one lock-free
-/// lookup instead of an update and a delete, which take the bucket lock.
+/// Records the listener of the task's accept call in progress. The entry is
+/// left in place after the call (only `process_exit` removes it): every
+/// later call passes the entry probe first and rewrites it, and a worker
+/// accepts on the same listener call after call, so the steady state is one
+/// lock-free lookup (and no port read or listener learning) instead of an
+/// update and a delete, which take the bucket lock.
 #[inline(always)]
 fn remember_accept_listener(tid: u32, listener: u64) {
-    if unsafe { ACCEPT_ARGS.get(tid) } != Some(&listener) {
-        let _ = ACCEPT_ARGS.insert(tid, listener, 0);
+    if let Some(call) = unsafe { ACCEPT_ARGS.get(tid) } {
+        if call.listener == listener {
+            return;
+        }
     }
+    let port = learn_listener(listener) as u64;
+    let _ = ACCEPT_ARGS.insert(tid, AcceptCall { listener, port }, 0);
+}
+
+/// The task's accept call in progress (zero when it began before the probes
+/// were attached).
+#[inline(always)]
+fn accept_call(tid: u32) -> AcceptCall {
+    unsafe { ACCEPT_ARGS.get(tid) }.copied().unwrap_or_default()
 }
 
 /// `sys_enter_accept`/`accept4`.
@@ -247,23 +255,34 @@ pub fn accept_enter(fd: u64) {
     let Some((tid, _)) = traced_current() else {
         return;
     };
-    let listener = fd_to_sk(fd);
-    learn_listener(listener);
-    remember_accept_listener(tid, listener);
+    remember_accept_listener(tid, fd_to_sk(fd));
 }
 
 #[inline(always)]
-fn send_accept(tid: u32, tgid: u32, ret: i64, listener: u64, child: u64, flags: u16) {
-    forget_active(tid);
+fn send_accept(tid: u32, tgid: u32, ret: i64, call: AcceptCall, child: u64, flags: u16) {
+    chain::clear_active(tid);
     let mut ev = task_event(EV_ACCEPT_RET, tid, tgid);
     ev.ret = ret;
-    ev.sk = listener;
+    ev.sk = call.listener;
     ev.child = child;
     ev.flags = flags;
-    ev.local_port = sk_local_port(listener);
+    ev.local_port = call.port as u16;
     // No peer address: the arrival already carries it (4 reads saved).
     ev.comm = bpf_get_current_comm().unwrap_or_default();
     send(&mut ev);
+}
+
+/// Did `inet_csk_accept`'s return report the task's accept already? Clears
+/// the mark in place (no delete: see `ACCEPT_SEEN`).
+#[inline(always)]
+fn take_accept_seen(tid: u32) -> bool {
+    match ACCEPT_SEEN.get_ptr_mut(tid) {
+        Some(p) if unsafe { *p } != 0 => {
+            unsafe { *p = 0 };
+            true
+        }
+        _ => false,
+    }
 }
 
 /// `sys_exit_accept`/`accept4`: the new fd's socket is the child.
@@ -272,12 +291,11 @@ pub fn accept_exit(ret: i64) {
     let Some((tid, tgid)) = traced_current() else {
         return;
     };
-    let listener = unsafe { ACCEPT_ARGS.get(tid) }.copied().unwrap_or(0);
-    if ret >= 0 && get::ACCEPT_EXIT_ERRORS_ONLY() != 0 && ACCEPT_SEEN.remove(tid).is_ok() {
+    if ret >= 0 && get::ACCEPT_EXIT_ERRORS_ONLY() != 0 && take_accept_seen(tid) {
         return; // already reported by inet_csk_accept's return, with the child
     }
     let child = if ret >= 0 { fd_to_sk(ret as u64) } else { 0 };
-    send_accept(tid, tgid, ret, listener, child, 0);
+    send_accept(tid, tgid, ret, accept_call(tid), child, 0);
 }
 
 /// `inet_csk_accept` entry: remember the listener and its wait queue (so a
@@ -287,10 +305,12 @@ pub fn csk_accept_entry(listener: u64) {
     let Some((tid, _)) = traced_current() else {
         return;
     };
-    learn_listener(listener);
     let wq: u64 = read(listener, get::OFF_SK_WQ()).unwrap_or(0);
     if wq != 0 {
-        let _ = LISTENER_WQS.insert(wq + get::OFF_WQ_WAIT() as u64, listener, 0);
+        let head = wq + get::OFF_WQ_WAIT() as u64;
+        if unsafe { LISTENER_WQS.get(head) } != Some(&listener) {
+            let _ = LISTENER_WQS.insert(head, listener, 0);
+        }
     }
     remember_accept_listener(tid, listener);
 }
@@ -306,9 +326,13 @@ pub fn csk_accept_exit(child: u64) {
     let Some((tid, tgid)) = traced_current() else {
         return;
     };
-    let listener = unsafe { ACCEPT_ARGS.get(tid) }.copied().unwrap_or(0);
-    let _ = ACCEPT_SEEN.insert(tid, 1, 0);
-    send_accept(tid, tgid, 0, listener, child, FLAG_ACCEPT_KERNEL);
+    match ACCEPT_SEEN.get_ptr_mut(tid) {
+        Some(p) => unsafe { *p = 1 },
+        None => {
+            let _ = ACCEPT_SEEN.insert(tid, 1, 0);
+        }
+    }
+    send_accept(tid, tgid, 0, accept_call(tid), child, FLAG_ACCEPT_KERNEL);
 }
 
 // ---- process tree -------------------------------------------------------------
@@ -340,7 +364,8 @@ pub fn process_exit() {
     };
     let _ = TRACED.remove(tid);
     let _ = ACCEPT_ARGS.remove(tid);
-    forget_active(tid);
+    let _ = ACCEPT_SEEN.remove(tid);
+    let _ = ACTIVE.remove(tid);
     let mut ev = task_event(EV_TASK_EXIT, tid, tgid);
     ev.comm = bpf_get_current_comm().unwrap_or_default();
     send(&mut ev);

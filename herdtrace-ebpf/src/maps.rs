@@ -19,10 +19,18 @@ pub static TRACED: HashMap<u32, u32> = HashMap::with_max_entries(65536, 0);
 #[map]
 pub static LISTENERS: HashMap<u64, u32> = HashMap::with_max_entries(4096, 0);
 
-/// tid -> listener sk of its accept call (set at entry, read at exit, kept
-/// until the task exits: see `handlers::remember_accept_listener`).
+/// The listener of a task's accept call and its local port.
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+pub struct AcceptCall {
+    pub listener: u64,
+    pub port: u64,
+}
+
+/// tid -> its accept call (set at entry, read at exit, kept until the task
+/// exits: see `handlers::remember_accept_listener`).
 #[map]
-pub static ACCEPT_ARGS: HashMap<u32, u64> = HashMap::with_max_entries(65536, 0);
+pub static ACCEPT_ARGS: HashMap<u32, AcceptCall> = HashMap::with_max_entries(65536, 0);
 
 /// The wake chain open on each CPU.
 #[map]
@@ -83,6 +91,10 @@ globals! {
     OFF_EPI_EP: u32,
     OFF_SK_WQ: u32,
     OFF_WQ_WAIT: u32,
+    /// Non-zero: `sock_common` has its usual head layout (see `kread::sk_head`).
+    SKC_HEAD_PACKED: u32,
+    /// Non-zero: `fdtable.fd` sits 8 bytes after `max_fds`.
+    FDT_PACKED: u32,
     /// Non-zero: the accept syscall exits report only failures (kprobe/fentry
     /// backends report successes from `inet_csk_accept`'s return).
     ACCEPT_EXIT_ERRORS_ONLY: u32,
@@ -116,7 +128,8 @@ pub static TRACED_EPS: HashMap<u64, u32> = HashMap::with_max_entries(16384, 0);
 pub static LISTENER_WQS: HashMap<u64, u64> = HashMap::with_max_entries(4096, 0);
 
 /// tids whose current accept was reported by `inet_csk_accept`'s return
-/// probe: the syscall exit then stays silent. A return probe can miss (a call
+/// probe (value 1; 0 once the syscall exit has seen it, the entry is kept
+/// so the steady state writes in place): the syscall exit then stays silent. A return probe can miss (a call
 /// already in progress when probes were attached; kretprobe instances run out
 /// when more tasks sleep inside `inet_csk_accept` than there are CPUs on
 /// non-preemptible kernels); the syscall exit reports those accepts instead.
@@ -127,7 +140,9 @@ pub static ACCEPT_SEEN: HashMap<u32, u32> = HashMap::with_max_entries(65536, 0);
 #[map]
 pub static SEND_EP: HashMap<u32, u64> = HashMap::with_max_entries(65536, 0);
 
-/// tid -> chain that woke it, until it returns to user space: a wakeup it
+/// tid -> chain that woke it, until it returns to user space (then 0: the
+/// entry stays until the task exits, because rewriting a value in place is
+/// lock-free while an insert or a delete takes the bucket lock): a wakeup it
 /// makes meanwhile is part of that chain (cascade).
 #[map]
 pub static ACTIVE: HashMap<u32, u64> = HashMap::with_max_entries(65536, 0);

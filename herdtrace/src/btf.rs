@@ -551,6 +551,33 @@ impl KernelOffsets {
             .filter(|e| e.offset.is_none())
             .collect()
     }
+
+    /// `sock_common` starts with daddr (+0), dport (+12), num (+14), family
+    /// (+16) and state (+18) on every kernel since 2.6, so the eBPF programs
+    /// read the 20 bytes in one helper call instead of one call per field;
+    /// any other layout falls back to the separate reads.
+    pub fn sock_head_packed(&self) -> bool {
+        let Some(base) = self.sk_daddr else {
+            return false;
+        };
+        [
+            (self.sk_dport, 12),
+            (self.sk_num, 14),
+            (self.sk_family, 16),
+            (self.sk_state, 18),
+        ]
+        .iter()
+        .all(|&(off, rel)| off == Some(base + rel))
+    }
+
+    /// `fdtable` starts with `max_fds` and, 8 bytes on, the `fd` array
+    /// pointer: one read gets both.
+    pub fn fdtable_packed(&self) -> bool {
+        matches!(
+            (self.fdtable_max_fds, self.fdtable_fd),
+            (Some(max), Some(fd)) if fd == max + 8
+        )
+    }
 }
 
 #[cfg(test)]
@@ -1147,5 +1174,44 @@ pub(crate) mod tests {
         let queue = btf.member_offset("inet_connection_sock", "icsk_accept_queue");
         let tail = btf.member_offset("request_sock_queue", "rskq_accept_tail");
         assert_eq!(off.accept_queue_tail, queue.zip(tail).map(|(q, t)| q + t));
+        // The running kernel has the layouts the eBPF programs read in one call.
+        assert!(off.sock_head_packed(), "{off:?}");
+        assert!(off.fdtable_packed(), "{off:?}");
+    }
+
+    fn sock_and_fdtable(head: [Option<u32>; 5], fdt: [Option<u32>; 2]) -> KernelOffsets {
+        KernelOffsets {
+            sk_daddr: head[0],
+            sk_dport: head[1],
+            sk_num: head[2],
+            sk_family: head[3],
+            sk_state: head[4],
+            fdtable_max_fds: fdt[0],
+            fdtable_fd: fdt[1],
+            ..KernelOffsets::default()
+        }
+    }
+
+    #[test]
+    fn packed_layouts_are_recognised_and_anything_else_falls_back() {
+        let fdt = [Some(0), Some(8)];
+        let usual = [Some(0), Some(12), Some(14), Some(16), Some(18)];
+        assert!(sock_and_fdtable(usual, fdt).sock_head_packed());
+        // The block may start anywhere as long as the members keep their places.
+        let shifted = [Some(8), Some(20), Some(22), Some(24), Some(26)];
+        assert!(sock_and_fdtable(shifted, fdt).sock_head_packed());
+        for i in 0..5 {
+            let mut missing = usual;
+            missing[i] = None;
+            assert!(!sock_and_fdtable(missing, fdt).sock_head_packed(), "{i}");
+            let mut moved = usual;
+            moved[i] = usual[i].map(|v| v + 2);
+            assert!(!sock_and_fdtable(moved, fdt).sock_head_packed(), "{i}");
+        }
+        assert!(sock_and_fdtable(usual, fdt).fdtable_packed());
+        assert!(sock_and_fdtable(usual, [Some(4), Some(12)]).fdtable_packed());
+        assert!(!sock_and_fdtable(usual, [Some(0), Some(16)]).fdtable_packed());
+        assert!(!sock_and_fdtable(usual, [None, Some(8)]).fdtable_packed());
+        assert!(!sock_and_fdtable(usual, [Some(0), None]).fdtable_packed());
     }
 }

@@ -5,7 +5,7 @@
 //! handled by the caller, a panic unwinding) or the process dying detaches all.
 use std::os::fd::{AsFd, AsRawFd};
 
-use anyhow::{anyhow, bail, Context as _, Result};
+use anyhow::{anyhow, bail, ensure, Context as _, Result};
 use aya::{
     maps::{HashMap, MapData, PerCpuArray, RingBuf},
     programs::{BtfTracePoint, FEntry, FExit, KProbe, TracePoint},
@@ -161,6 +161,11 @@ pub struct Offsets {
     pub epi_ep: u32,
     pub sk_wq: u32,
     pub wq_wait: u32,
+    /// Non-zero: `sock_common`'s first 20 bytes hold daddr, dport, num,
+    /// family and state at their usual places (one read for all five).
+    pub skc_head_packed: u32,
+    /// Non-zero: `fdtable.fd` follows `max_fds` 8 bytes on (one read for both).
+    pub fdt_packed: u32,
 }
 
 /// Which optional probe points the chosen backend can use on this kernel.
@@ -198,6 +203,9 @@ pub struct TracerConfig {
     pub chain_window_ns: u64,
     /// Ring buffer size in bytes (a power of two, multiple of the page size).
     pub ringbuf_bytes: u32,
+    /// Attach the do-nothing trial programs instead (benchmarks: the cost of
+    /// the probe points alone).
+    pub empty_programs: bool,
 }
 
 /// Attached programs plus the maps user space reads and writes.
@@ -220,7 +228,7 @@ impl Tracer {
         let port = cfg.port_filter as u32;
         let mut loader = EbpfLoader::new();
         loader.map_max_entries("EVENTS", cfg.ringbuf_bytes);
-        let globals: [(&str, u32); 23] = [
+        let globals: [(&str, u32); 25] = [
             ("OFF_TASK_PID", o.task_pid),
             ("OFF_TASK_TGID", o.task_tgid),
             ("OFF_TASK_FILES", o.task_files),
@@ -243,6 +251,8 @@ impl Tracer {
             ("OFF_EPI_EP", o.epi_ep),
             ("OFF_SK_WQ", o.sk_wq),
             ("OFF_WQ_WAIT", o.wq_wait),
+            ("SKC_HEAD_PACKED", o.skc_head_packed),
+            ("FDT_PACKED", o.fdt_packed),
             ("PORT_FILTER", port),
         ];
         for (name, value) in &globals {
@@ -263,7 +273,7 @@ impl Tracer {
             .map_err(|e| anyhow!("loading the eBPF object failed: {}", describe(&e)))?;
 
         let mut warnings = Vec::new();
-        attach_backend(&mut ebpf, &cfg.plan, &mut warnings)?;
+        attach_backend(&mut ebpf, &cfg.plan, cfg.empty_programs, &mut warnings)?;
 
         let ring = RingBuf::try_from(ebpf.take_map("EVENTS").context("map EVENTS missing")?)
             .context("map EVENTS is not a ring buffer")?;
@@ -449,22 +459,45 @@ attach_btf_tracing!(attach_fexit, FExit);
 // For a BTF tracepoint the symbol is the event name without its category.
 attach_btf_tracing!(attach_btf_tp, BtfTracePoint);
 
-fn attach_backend(ebpf: &mut Ebpf, plan: &AttachPlan, warnings: &mut Vec<String>) -> Result<()> {
+fn attach_backend(
+    ebpf: &mut Ebpf,
+    plan: &AttachPlan,
+    empty: bool,
+    warnings: &mut Vec<String>,
+) -> Result<()> {
     let btf = Btf::from_sys_fs().map_err(|e| anyhow!("reading kernel BTF: {}", describe(&e)))?;
+    // The probe points' own cost is measured on the host's backend only.
+    ensure!(
+        !empty || plan.backend == Backend::Tracepoint,
+        "--empty-programs needs the tracepoint backend"
+    );
+    let attach = |ebpf: &mut Ebpf, prog: &str, category: &str, name: &str| {
+        attach_tp(
+            ebpf,
+            if empty { "trial_tracepoint" } else { prog },
+            category,
+            name,
+        )
+    };
+    let fork_prog = if empty {
+        "trial_tp_btf"
+    } else {
+        "btf_process_fork"
+    };
 
     // Process tree and task side: the same for every backend.
-    attach_btf_tp(ebpf, "btf_process_fork", "sched_process_fork", &btf)?;
-    attach_tp(ebpf, "tp_process_exit", "sched", "sched_process_exit")?;
-    attach_tp(ebpf, "tp_sched_waking", "sched", "sched_waking")?;
+    attach_btf_tp(ebpf, fork_prog, "sched_process_fork", &btf)?;
+    attach(ebpf, "tp_process_exit", "sched", "sched_process_exit")?;
+    attach(ebpf, "tp_sched_waking", "sched", "sched_waking")?;
     if plan.poll_exits.is_empty() {
         warnings.push("no epoll_wait exit tracepoint: returns with 0 events are not seen".into());
     }
     for tp in &plan.poll_exits {
-        attach_tp(ebpf, "tp_poll_exit", "syscalls", tp)?;
+        attach(ebpf, "tp_poll_exit", "syscalls", tp)?;
     }
 
     if plan.listen_syscall {
-        attach_tp(ebpf, "tp_listen_enter", "syscalls", "sys_enter_listen")?;
+        attach(ebpf, "tp_listen_enter", "syscalls", "sys_enter_listen")?;
     } else {
         warnings.push(
             "syscalls:sys_enter_listen missing: listeners the targets open after the start \
@@ -474,7 +507,7 @@ fn attach_backend(ebpf: &mut Ebpf, plan: &AttachPlan, warnings: &mut Vec<String>
     }
     // Names each arrival's child socket exactly (and opens chains before 6.6).
     if plan.inet_sock_set_state {
-        attach_tp(
+        attach(
             ebpf,
             "tp_inet_sock_set_state",
             "sock",
@@ -490,7 +523,7 @@ fn attach_backend(ebpf: &mut Ebpf, plan: &AttachPlan, warnings: &mut Vec<String>
     match plan.backend {
         Backend::Tracepoint => {
             if plan.sk_data_ready {
-                attach_tp(ebpf, "tp_sk_data_ready", "sock", "sk_data_ready")?;
+                attach(ebpf, "tp_sk_data_ready", "sock", "sk_data_ready")?;
             } else {
                 warnings.push(
                     "sock:sk_data_ready missing (kernel < 6.6): arrivals inferred from \
@@ -499,7 +532,7 @@ fn attach_backend(ebpf: &mut Ebpf, plan: &AttachPlan, warnings: &mut Vec<String>
                 );
             }
             if plan.softirq_exit {
-                attach_tp(ebpf, "tp_softirq_exit", "irq", "softirq_exit")?;
+                attach(ebpf, "tp_softirq_exit", "irq", "softirq_exit")?;
             } else {
                 warnings.push(
                     "irq:softirq_exit missing: wake chains end only by time (--chain-window-us)"
@@ -507,13 +540,13 @@ fn attach_backend(ebpf: &mut Ebpf, plan: &AttachPlan, warnings: &mut Vec<String>
                 );
             }
             for name in &plan.accept_syscalls {
-                attach_tp(
+                attach(
                     ebpf,
                     "tp_accept_enter",
                     "syscalls",
                     &format!("sys_enter_{name}"),
                 )?;
-                attach_tp(
+                attach(
                     ebpf,
                     "tp_accept_exit",
                     "syscalls",
@@ -525,7 +558,7 @@ fn attach_backend(ebpf: &mut Ebpf, plan: &AttachPlan, warnings: &mut Vec<String>
             // Accept failures (EAGAIN) come from the syscall exits; successes
             // from inet_csk_accept's return, with the child socket.
             for name in &plan.accept_syscalls {
-                attach_tp(
+                attach(
                     ebpf,
                     "tp_accept_exit",
                     "syscalls",

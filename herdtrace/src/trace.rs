@@ -72,6 +72,11 @@ pub struct TraceArgs {
     /// --duration, or the traced processes exiting).
     #[arg(long, value_name = "ADDR")]
     pub prometheus: Option<SocketAddr>,
+    /// Benchmarks only: attach programs that do nothing to the same
+    /// tracepoints, so `cargo xtask bench` can measure what the probe points
+    /// themselves cost (tracepoint backend; no connection is reported).
+    #[arg(long, hide = true)]
+    pub empty_programs: bool,
 }
 
 impl Default for TraceArgs {
@@ -89,6 +94,7 @@ impl Default for TraceArgs {
             ringbuf_size: 4 << 20,
             chain_window_us: 5000,
             prometheus: None,
+            empty_programs: false,
         }
     }
 }
@@ -188,6 +194,8 @@ pub fn prepare(args: &TraceArgs) -> Result<Prepared> {
         epi_ep: k.epitem_ep.unwrap_or(0),
         sk_wq: k.sock_wq.unwrap_or(0),
         wq_wait: k.socket_wq_wait.unwrap_or(0),
+        skc_head_packed: u32::from(k.sock_head_packed()),
+        fdt_packed: u32::from(k.fdtable_packed()),
     };
     let tp = &facts.tracepoints;
     let poll_exits = available(&[
@@ -234,6 +242,7 @@ pub fn prepare(args: &TraceArgs) -> Result<Prepared> {
         port_filter: args.port.unwrap_or(0),
         chain_window_ns: args.chain_window_us.saturating_mul(1000),
         ringbuf_bytes: args.ringbuf_size,
+        empty_programs: args.empty_programs,
     };
     let info = RunInfo {
         backend: choice.backend.name().to_string(),

@@ -82,12 +82,34 @@ pub struct ModelCost {
     pub connections: u64,
     pub untraced_rate: f64,
     pub progs: Vec<ProgStat>,
+    /// The same probe points with programs that do nothing (tracepoint backend).
+    pub floor: Option<Floor>,
+}
+
+/// What do-nothing programs on herdtrace's probe points measure: the
+/// statistics' own clock reads and the call, which every figure above includes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Floor {
+    pub run_cnt: u64,
+    pub run_time_ns: u64,
+    pub connections: u64,
+}
+
+impl Floor {
+    pub fn ns_per_run(&self) -> f64 {
+        self.run_time_ns as f64 / self.run_cnt.max(1) as f64
+    }
 }
 
 impl ModelCost {
     pub fn ns_per_conn(&self) -> f64 {
         let total: u64 = self.progs.iter().map(|p| p.run_time_ns).sum();
         total as f64 / self.connections.max(1) as f64
+    }
+
+    pub fn runs_per_conn(&self) -> f64 {
+        let runs: u64 = self.progs.iter().map(|p| p.run_cnt).sum();
+        runs as f64 / self.connections.max(1) as f64
     }
 
     /// The CPU time the untraced machine spends per connection at its
@@ -123,34 +145,59 @@ impl Drop for StatsOn {
     }
 }
 
-fn measure(ctx: &Ctx, model: &str, workers: u16, backend: &str) -> anyhow::Result<ModelCost> {
-    let mut server = Server::start(&ctx.bin, model, workers)?;
+/// Attaches `spec` to the server, loads it with statistics on, and returns
+/// the tracer's output and what its programs ran.
+fn traced_load(
+    ctx: &Ctx,
+    server: &Server,
+    spec: &TracerSpec,
+) -> anyhow::Result<(String, Vec<ProgStat>, u64)> {
     let n = u64::from(ctx.connections);
-    let untraced = loadgen::load(&ctx.bin, server.port, n, None, CONCURRENCY)?;
     let existing: HashSet<u64> = snapshot()?.iter().map(|p| p.id).collect();
-    let t = Tracer::start(&ctx.bin, server.pid(), &TracerSpec::new(backend))?;
-    let before = snapshot()?;
-    let ours: HashSet<u64> = before
+    let t = Tracer::start(&ctx.bin, server.pid(), spec)?;
+    let ours: HashSet<u64> = snapshot()?
         .iter()
         .map(|p| p.id)
         .filter(|id| !existing.contains(id))
         .collect();
-    let (before, after) = {
+    let (before, after, load) = {
         let _stats = StatsOn::enable()?;
         let before = snapshot()?;
-        loadgen::load(&ctx.bin, server.port, n, None, CONCURRENCY)?;
-        (before, snapshot()?)
+        let load = loadgen::load(&ctx.bin, server.port, n, None, CONCURRENCY)?;
+        (before, snapshot()?, load)
     };
     let f = t.stop()?;
-    let s = tracer::parse_text_summary(&f.stdout).map_err(anyhow::Error::msg)?;
+    if ours.is_empty() {
+        bail!("no eBPF program appeared when herdtrace attached");
+    }
+    let completed = load.attempted.saturating_sub(load.errors);
+    Ok((f.stdout, delta(&before, &after, &ours), completed))
+}
+
+fn measure(ctx: &Ctx, model: &str, workers: u16, backend: &str) -> anyhow::Result<ModelCost> {
+    let mut server = Server::start(&ctx.bin, model, workers)?;
+    let n = u64::from(ctx.connections);
+    let untraced = loadgen::load(&ctx.bin, server.port, n, None, CONCURRENCY)?;
+    let (stdout, progs, _) = traced_load(ctx, &server, &TracerSpec::new(backend))?;
+    let s = tracer::parse_text_summary(&stdout).map_err(anyhow::Error::msg)?;
+    let floor = if backend == super::overhead::PROBE_POINTS_BACKEND {
+        let spec = TracerSpec {
+            empty_programs: true,
+            ..TracerSpec::new(backend)
+        };
+        let (_, empty, completed) = traced_load(ctx, &server, &spec)?;
+        Some(Floor {
+            run_cnt: empty.iter().map(|p| p.run_cnt).sum(),
+            run_time_ns: empty.iter().map(|p| p.run_time_ns).sum(),
+            connections: completed,
+        })
+    } else {
+        None
+    };
     let st = server.stop()?;
     if !st.success() {
         bail!("the server exited with {st}");
     }
-    if ours.is_empty() {
-        bail!("no eBPF program appeared when herdtrace attached");
-    }
-    let progs = delta(&before, &after, &ours);
     println!(
         "   {model} ({backend}): {:.0} ns of eBPF per connection over {} connections",
         progs.iter().map(|p| p.run_time_ns).sum::<u64>() as f64 / s.connections.max(1) as f64,
@@ -162,6 +209,7 @@ fn measure(ctx: &Ctx, model: &str, workers: u16, backend: &str) -> anyhow::Resul
         connections: s.connections,
         untraced_rate: untraced.rate_per_s,
         progs,
+        floor,
     })
 }
 
@@ -221,6 +269,17 @@ pub fn summarize(costs: &[ModelCost], cpus: usize, connections: u32) -> SectionR
             share * 100.0,
             1.0 - share
         ));
+        if let Some(f) = c.floor {
+            let floor_ns = c.runs_per_conn() * f.ns_per_run();
+            let work = (c.ns_per_conn() - floor_ns).max(0.0);
+            r.lines.push(format!(
+                "{label}: programs that do nothing on the same probe points ran {:.2} times per connection at {:.0} ns a run (the statistics' clock reads and the call); at herdtrace's {:.2} runs per connection that floor is {floor_ns:.0} ns, herdtrace's own work {work:.0} ns ({:.1}% of the budget)",
+                f.run_cnt as f64 / f.connections.max(1) as f64,
+                f.ns_per_run(),
+                c.runs_per_conn(),
+                100.0 * work / c.budget_ns(cpus)
+            ));
+        }
     }
     r.table = Some(t);
     r
@@ -288,8 +347,10 @@ mod tests {
                 stat(13, "tp_accept_exit", 1000, 1_000_000),
                 stat(12, "btf_sched_wakin", 4000, 400_000),
             ],
+            floor: None,
         };
         assert_eq!(c.ns_per_conn(), 1400.0);
+        assert_eq!(c.runs_per_conn(), 5.0);
         assert_eq!(c.budget_ns(2), 100_000.0);
         let r = summarize(&[c], 2, 1000);
         let t = r.table.expect("table");
@@ -318,6 +379,28 @@ mod tests {
         assert_eq!(
             r.lines,
             ["reuseport (tracepoint): 1400 ns of eBPF per connection; budget 100000 ns (2 CPUs / 20000 conn/s untraced): share 1.4%, so a CPU-bound traced run keeps at most 0.986 of the untraced rate"]
+        );
+    }
+
+    #[test]
+    fn floor_of_empty_programs_is_taken_out_of_the_work() {
+        let c = ModelCost {
+            model: "reuseport".into(),
+            backend: "tracepoint".into(),
+            connections: 1000,
+            untraced_rate: 20_000.0,
+            progs: vec![stat(13, "tp_accept_exit", 5000, 1_400_000)],
+            // 4.8 runs per connection of 2000 completed, 60 ns each.
+            floor: Some(Floor {
+                run_cnt: 9600,
+                run_time_ns: 576_000,
+                connections: 2000,
+            }),
+        };
+        let r = summarize(&[c], 2, 1000);
+        assert_eq!(
+            r.lines[1],
+            "reuseport (tracepoint): programs that do nothing on the same probe points ran 4.80 times per connection at 60 ns a run (the statistics' clock reads and the call); at herdtrace's 5.00 runs per connection that floor is 300 ns, herdtrace's own work 1100 ns (1.1% of the budget)"
         );
     }
 }

@@ -31,6 +31,9 @@ pub const SETTLE: Duration = Duration::from_millis(300);
 pub enum Tool {
     Untraced,
     Herdtrace(String),
+    /// herdtrace's tracepoints with programs that do nothing: the part of the
+    /// overhead that any tracer of these events pays before doing any work.
+    ProbePoints,
     Bpftrace,
 }
 
@@ -39,6 +42,7 @@ impl Tool {
         match self {
             Tool::Untraced => "untraced".into(),
             Tool::Herdtrace(b) => format!("herdtrace ({b})"),
+            Tool::ProbePoints => "probe points only".into(),
             Tool::Bpftrace => "bpftrace 0.17 script".into(),
         }
     }
@@ -93,6 +97,26 @@ pub fn measure(
                 ..from_load(&l)
             })
         }
+        Tool::ProbePoints => {
+            let spec = TracerSpec {
+                empty_programs: true,
+                ..TracerSpec::new(PROBE_POINTS_BACKEND)
+            };
+            let t = Tracer::start(bin, server.pid(), &spec)?;
+            let l = load()?;
+            std::thread::sleep(SETTLE);
+            let cpu = t.cpu_since_ready();
+            let f = t.stop()?;
+            let s = tracer::parse_text_summary(&f.stdout).map_err(anyhow::Error::msg)?;
+            // The empty programs emit nothing: a connection here means they did work.
+            if s.connections != 0 {
+                bail!("empty programs reported {} connections", s.connections);
+            }
+            Ok(Measurement {
+                tool_cpu_s: Some(cpu),
+                ..from_load(&l)
+            })
+        }
         Tool::Bpftrace => {
             let path = bpftrace.context("bpftrace not found on PATH")?;
             let b = Bpftrace::start(path, server.pid(), server.port)?;
@@ -109,7 +133,11 @@ pub fn measure(
     }
 }
 
-/// The tools of this run: untraced, each available backend, bpftrace if installed.
+/// The backend whose probe points are measured alone (the one every kernel has).
+pub const PROBE_POINTS_BACKEND: &str = "tracepoint";
+
+/// The tools of this run: untraced, each available backend, the tracepoint
+/// backend's probe points alone, bpftrace if installed.
 pub fn tools(backends: &[(String, Availability)], have_bpftrace: bool) -> (Vec<Tool>, Vec<String>) {
     let mut tools = vec![Tool::Untraced];
     let mut notes = Vec::new();
@@ -120,6 +148,9 @@ pub fn tools(backends: &[(String, Availability)], have_bpftrace: bool) -> (Vec<T
                 "herdtrace ({name}): not available on this kernel: {why}"
             )),
         }
+    }
+    if tools.contains(&Tool::Herdtrace(PROBE_POINTS_BACKEND.into())) {
+        tools.push(Tool::ProbePoints);
     }
     if have_bpftrace {
         tools.push(Tool::Bpftrace);
@@ -241,6 +272,7 @@ pub fn summarize(
             .and_then(|(_, ms)| median_of(ms, |x| Some(x.rate)));
         let mut herd_ratios: Vec<(String, Option<f64>)> = Vec::new();
         let mut bpf_ratio: Option<f64> = None;
+        let mut floor_ratio: Option<f64> = None;
         for (tool, ms) in &m.runs {
             let rate = median_of(ms, |x| Some(x.rate));
             let ratio = match (rate, base) {
@@ -250,6 +282,7 @@ pub fn summarize(
             match tool {
                 Tool::Herdtrace(b) => herd_ratios.push((b.clone(), ratio)),
                 Tool::Bpftrace => bpf_ratio = ratio,
+                Tool::ProbePoints => floor_ratio = ratio,
                 Tool::Untraced => {}
             }
             let completed: u64 = ms.iter().map(|x| x.completed).sum();
@@ -292,6 +325,13 @@ pub fn summarize(
                     parse::median(&share).map_or("-".into(), |v| format!("{v:.1}%")),
                 ]);
             }
+        }
+        if let Some(f) = floor_ratio {
+            over.lines.push(format!(
+                "{}: the {PROBE_POINTS_BACKEND} probe points alone (programs that do nothing) \
+                 keep {f:.3} of the untraced throughput",
+                m.model
+            ));
         }
         for (backend, ratio) in herd_ratios {
             let who = format!("{} ({backend})", m.model);
@@ -477,6 +517,7 @@ mod tests {
             [
                 Tool::Untraced,
                 Tool::Herdtrace("tracepoint".into()),
+                Tool::ProbePoints,
                 Tool::Bpftrace
             ]
         );
@@ -485,8 +526,33 @@ mod tests {
             ["herdtrace (fentry): not available on this kernel: EPERM"]
         );
         let (t, notes) = tools(&b, false);
-        assert_eq!(t.len(), 2);
+        assert_eq!(t.len(), 3);
         assert!(notes[1].starts_with("bpftrace: not installed"));
+        // Without the tracepoint backend there are no probe points to measure alone.
+        let (t, _) = tools(&b[..1], true);
+        assert_eq!(t, [Tool::Untraced, Tool::Bpftrace]);
+    }
+
+    #[test]
+    fn probe_points_row_and_line() {
+        let mut r = runs();
+        r.runs.push((
+            Tool::ProbePoints,
+            vec![
+                m(10500.0, 20000, Some(0.01), None),
+                m(10900.0, 20000, Some(0.01), None),
+            ],
+        ));
+        let out = summarize(&[r], &[], 20000, 2);
+        let t = out[0].table.as_ref().expect("table");
+        assert_eq!(
+            t.rows[3],
+            ["reuseport", "probe points only", "10700", "0.973", "-", "-"]
+        );
+        assert!(out[0].lines.iter().any(|l| l
+            == "reuseport: the tracepoint probe points alone (programs that do nothing) keep 0.973 of the untraced throughput"));
+        // Only herdtrace's own ratio is judged against the goal.
+        assert_eq!(out[0].warnings.len(), 1);
     }
 
     #[test]

@@ -161,6 +161,9 @@ pub struct TracerSpec<'a> {
     pub ringbuf: &'a str,
     pub record: Option<PathBuf>,
     pub json: bool,
+    /// Attach do-nothing programs to the same probe points (the hidden
+    /// `--empty-programs`): what the probe points alone cost.
+    pub empty_programs: bool,
 }
 
 impl<'a> TracerSpec<'a> {
@@ -170,6 +173,7 @@ impl<'a> TracerSpec<'a> {
             ringbuf: DEFAULT_RINGBUF,
             record: None,
             json: false,
+            empty_programs: false,
         }
     }
 
@@ -182,6 +186,9 @@ impl<'a> TracerSpec<'a> {
         }
         if self.json {
             cmd.arg("--json");
+        }
+        if self.empty_programs {
+            cmd.arg("--empty-programs");
         }
         cmd
     }
