@@ -35,6 +35,7 @@ mod report;
 mod server;
 pub mod soak;
 mod tracer;
+mod work;
 
 use report::{Report, SectionReport};
 
@@ -55,10 +56,14 @@ Examples:
 Sections (--only NAME, repeatable):
   loadgen   `herdtrace load` vs `ab -n N -c 32`; ratio of median rates (goal >= 1.0, aim 1.5)
   overhead  epoll-per-worker and reuseport (4 workers) at the maximum rate: untraced,
-            herdtrace (each backend this kernel offers), bpftrace's aggregate script;
-            traced/untraced ratios (goal >= 0.97) and each tool's CPU per 1000 connections
+            herdtrace (each backend this kernel offers), the tracepoint backend's probe
+            points with do-nothing programs, bpftrace's aggregate script; traced/untraced
+            ratios (goal >= 0.97) and each tool's CPU per 1000 connections
+  work      the overhead ratio with the server busy 25, 100 and 400 us per request
+            (`serve --work-us`): herdtrace's cost per connection is fixed, its share falls
   kernel    the time the kernel spends in herdtrace's eBPF programs per connection, per
-            program (kernel.bpf_stats_enabled), and its share of the untraced CPU time
+            program (kernel.bpf_stats_enabled), and its share of the untraced CPU time;
+            do-nothing programs on the same probe points give the statistics' floor
   drops     the maximum rate for --drop-secs with default settings (goal: 0 lost events),
             then ring-buffer sizes x rates for --sweep-secs each: where drops begin
   engine    a recorded max-rate trace replayed in shifted passes: events/s (goal >= 5M/s)
@@ -122,6 +127,7 @@ impl BenchArgs {
 pub enum SectionName {
     Loadgen,
     Overhead,
+    Work,
     Kernel,
     Drops,
     Engine,
@@ -169,6 +175,11 @@ const SECTIONS: &[Section] = &[
         name: SectionName::Overhead,
         title: overhead::TITLE,
         run: overhead::run,
+    },
+    Section {
+        name: SectionName::Work,
+        title: work::TITLE,
+        run: work::run,
     },
     Section {
         name: SectionName::Kernel,
@@ -351,6 +362,7 @@ mod tests {
             [
                 SectionName::Loadgen,
                 SectionName::Overhead,
+                SectionName::Work,
                 SectionName::Kernel,
                 SectionName::Drops,
                 SectionName::Engine,

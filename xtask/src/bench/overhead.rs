@@ -20,7 +20,7 @@ pub const TITLE: &str = "Overhead: connections/s untraced vs traced";
 pub const CPU_TITLE: &str = "CPU: the tracing tool's own CPU time per 1,000 connections";
 /// The two configurations of the built-in server.
 pub const MODELS: [(&str, u16); 2] = [("epoll-per-worker", 4), ("reuseport", 4)];
-const CONCURRENCY: u32 = 32;
+pub const CONCURRENCY: u32 = 32;
 /// herdtrace keeps at least this share of the untraced throughput.
 pub const GOAL: f64 = 0.97;
 /// Time for the tracer to drain what the last connections produced.

@@ -23,9 +23,20 @@ pub struct Server {
 impl Server {
     /// Starts `bin serve --model MODEL --workers N` and waits for its listening line.
     pub fn start(bin: &Path, model: &str, workers: u16) -> anyhow::Result<Self> {
+        Self::start_with(bin, model, workers, &[])
+    }
+
+    /// As [`Server::start`], with more `serve` arguments.
+    pub fn start_with(
+        bin: &Path,
+        model: &str,
+        workers: u16,
+        extra: &[&str],
+    ) -> anyhow::Result<Self> {
         let mut cmd = Command::new(bin);
         cmd.args(["serve", "--model", model, "--workers"])
             .arg(workers.to_string())
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::piped());
         let shown = proc::display(&cmd);
