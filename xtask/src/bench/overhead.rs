@@ -212,6 +212,36 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Vec<SectionReport>> {
     Ok(summarize(&all, &notes, ctx.connections, ctx.rounds))
 }
 
+/// Each tool's median rate and its ratio to the untraced median, in `runs` order.
+pub fn rates_and_ratios(runs: &[(Tool, Vec<Measurement>)]) -> Vec<(Option<f64>, Option<f64>)> {
+    let rate = |ms: &[Measurement]| median_of(ms, |x| Some(x.rate));
+    let base = runs
+        .iter()
+        .find(|(t, _)| *t == Tool::Untraced)
+        .and_then(|(_, ms)| rate(ms));
+    runs.iter()
+        .map(|(_, ms)| {
+            let r = rate(ms);
+            let ratio = match (r, base) {
+                (Some(r), Some(b)) if b > 0.0 => Some(r / b),
+                _ => None,
+            };
+            (r, ratio)
+        })
+        .collect()
+}
+
+/// A run with failed connections fails the section: `who` names it.
+pub fn check_errors(report: &mut SectionReport, who: &str, ms: &[Measurement]) {
+    let errors: u64 = ms.iter().map(|x| x.errors).sum();
+    if errors > 0 {
+        report.failed = true;
+        report
+            .warnings
+            .push(format!("{who}: {errors} failed connections"));
+    }
+}
+
 fn median_of(ms: &[Measurement], f: impl Fn(&Measurement) -> Option<f64>) -> Option<f64> {
     let v: Vec<f64> = ms.iter().filter_map(f).collect();
     parse::median(&v)
@@ -265,20 +295,11 @@ pub fn summarize(
     let mut rows = Vec::new();
     let mut cpu_rows = Vec::new();
     for m in all {
-        let base = m
-            .runs
-            .iter()
-            .find(|(t, _)| *t == Tool::Untraced)
-            .and_then(|(_, ms)| median_of(ms, |x| Some(x.rate)));
+        let rates = rates_and_ratios(&m.runs);
         let mut herd_ratios: Vec<(String, Option<f64>)> = Vec::new();
         let mut bpf_ratio: Option<f64> = None;
         let mut floor_ratio: Option<f64> = None;
-        for (tool, ms) in &m.runs {
-            let rate = median_of(ms, |x| Some(x.rate));
-            let ratio = match (rate, base) {
-                (Some(r), Some(b)) if b > 0.0 => Some(r / b),
-                _ => None,
-            };
+        for ((tool, ms), &(rate, ratio)) in m.runs.iter().zip(&rates) {
             match tool {
                 Tool::Herdtrace(b) => herd_ratios.push((b.clone(), ratio)),
                 Tool::Bpftrace => bpf_ratio = ratio,
@@ -288,15 +309,7 @@ pub fn summarize(
             let completed: u64 = ms.iter().map(|x| x.completed).sum();
             let seen: Option<u64> = ms.iter().map(|x| x.seen).sum();
             let lost: Option<u64> = ms.iter().map(|x| x.lost).sum();
-            let errors: u64 = ms.iter().map(|x| x.errors).sum();
-            if errors > 0 {
-                over.failed = true;
-                over.warnings.push(format!(
-                    "{} {}: {errors} failed connections",
-                    m.model,
-                    tool.label()
-                ));
-            }
+            check_errors(&mut over, &format!("{} {}", m.model, tool.label()), ms);
             rows.push(vec![
                 m.model.clone(),
                 tool.label(),

@@ -8,7 +8,6 @@ use anyhow::{bail, Context as _};
 
 use super::loadgen;
 use super::overhead::{self, Measurement, Tool, GOAL};
-use super::parse;
 use super::report::{SectionReport, Table};
 use super::server::Server;
 use super::tracer;
@@ -93,28 +92,10 @@ pub fn summarize(all: &[WorkRuns], notes: &[String], n: u64, rounds: u32) -> Sec
     r.setup.extend(notes.iter().cloned());
     let mut rows = Vec::new();
     for w in all {
-        let median =
-            |ms: &[Measurement]| parse::median(&ms.iter().map(|m| m.rate).collect::<Vec<_>>());
-        let base = w
-            .runs
-            .iter()
-            .find(|(t, _)| *t == Tool::Untraced)
-            .and_then(|(_, ms)| median(ms));
-        for (tool, ms) in &w.runs {
-            let rate = median(ms);
-            let ratio = match (rate, base) {
-                (Some(x), Some(b)) if b > 0.0 => Some(x / b),
-                _ => None,
-            };
-            let errors: u64 = ms.iter().map(|m| m.errors).sum();
-            if errors > 0 {
-                r.failed = true;
-                r.warnings.push(format!(
-                    "work {} us, {}: {errors} failed connections",
-                    w.work_us,
-                    tool.label()
-                ));
-            }
+        let rates = overhead::rates_and_ratios(&w.runs);
+        for ((tool, ms), &(rate, ratio)) in w.runs.iter().zip(&rates) {
+            let who = format!("work {} us, {}", w.work_us, tool.label());
+            overhead::check_errors(&mut r, &who, ms);
             rows.push(vec![
                 w.work_us.to_string(),
                 tool.label(),
