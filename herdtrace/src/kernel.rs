@@ -507,6 +507,13 @@ impl Missing {
             .any(|i| i.split_once(':') == Some((cat, name)))
     }
 
+    /// Tracepoint event `name` of any category (its BTF tracepoint too).
+    pub fn event(&self, name: &str) -> bool {
+        self.items
+            .iter()
+            .any(|i| i.split_once(':').is_some_and(|(_, n)| n == name))
+    }
+
     /// Kernel function `name` (treated as inlined: in neither kallsyms nor BTF).
     pub fn symbol(&self, name: &str) -> bool {
         name != "btf" && self.items.iter().any(|i| i == name)

@@ -8,18 +8,18 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::{anyhow, bail, Context as _, Result};
+use anyhow::{anyhow, bail, Result};
 
 use crate::{
-    backend::{self, Backend, BackendRequest, ProbeStatus},
-    btf::{Btf, KernelOffsets},
-    check,
+    backend::{self, BackendRequest, KernelFacts},
+    btf::KernelOffsets,
+    cgroup, check,
     engine::{EngineConfig, Summary},
     events, exporter, kernel,
-    loader::{AttachPlan, Offsets, Tracer, TracerConfig},
+    loader::Tracer,
     record::{RecordHeader, Recorder},
     report::{is_broken_pipe, Observer, OutputOptions, Pipeline, RunInfo, WallClock},
-    stop, targets,
+    start, stop, targets,
 };
 
 pub use crate::demo::{demo, DemoArgs};
@@ -134,23 +134,28 @@ pub fn parse_size(s: &str) -> Result<u32, String> {
 
 /// Everything needed to start the tracer on this kernel.
 pub struct Prepared {
-    pub config: TracerConfig,
+    pub request: BackendRequest,
+    pub facts: KernelFacts,
+    pub offsets: KernelOffsets,
+    pub options: start::Options,
     pub info: RunInfo,
+    /// Said before tracing starts (simulated gaps, struct members missing).
     pub notes: Vec<String>,
 }
 
-/// Privileges, BTF, backend choice, struct offsets and the attach plan.
+/// Privileges, kernel facts and struct offsets; the backend is chosen when
+/// the tracer attaches (`start::attach_first`), the same way `check` does.
 pub fn prepare(args: &TraceArgs) -> Result<Prepared> {
     if let Some(problem) = kernel::privilege_problem() {
         bail!("{problem}");
     }
-    let btf = Btf::load_vmlinux().context(
-        "kernel BTF is required (/sys/kernel/btf/vmlinux; kernels built with CONFIG_DEBUG_INFO_BTF)",
-    )?;
-    let facts = check::gather_facts_with(Some(&btf));
+    let btf = check::load_btf();
+    let facts = check::gather_facts_with(btf.as_ref().ok());
+    // Fail early, with the same reason `check` gives, when nothing can run.
     let choice = backend::choose(args.backend, &facts).map_err(|e| anyhow!(e))?;
+    let btf = btf.map_err(|e| anyhow!(e))?;
+    let offsets = KernelOffsets::from_btf(&btf)?;
     let mut notes = Vec::new();
-    notes.push(format!("backend {choice}"));
     let simulated = kernel::simulated_missing();
     if !simulated.is_empty() {
         notes.push(format!(
@@ -159,86 +164,13 @@ pub fn prepare(args: &TraceArgs) -> Result<Prepared> {
             simulated.items().join(", ")
         ));
     }
-    notes.extend(choice.warnings.iter().map(|w| format!("warning: {w}")));
-
-    let k = KernelOffsets::from_btf(&btf)?;
-    for m in k.missing() {
+    for m in offsets.missing() {
         notes.push(format!(
             "warning: {} missing from BTF: lost {}",
             m.member, m.lost
         ));
     }
-    let need = |v: Option<u32>, what: &str| {
-        v.ok_or_else(|| anyhow!("kernel BTF lacks {what}, which every backend needs"))
-    };
-    let offsets = Offsets {
-        task_pid: need(k.task_pid, "task_struct.pid")?,
-        task_tgid: need(k.task_tgid, "task_struct.tgid")?,
-        task_files: k.task_files.unwrap_or(0),
-        files_fdt: k.files_fdt.unwrap_or(0),
-        fdt_max_fds: k.fdtable_max_fds.unwrap_or(0),
-        fdt_fd: k.fdtable_fd.unwrap_or(0),
-        file_private: need(k.file_private_data, "file.private_data")?,
-        socket_sk: need(k.socket_sk, "socket.sk")?,
-        skc_state: need(k.sk_state, "sock_common.skc_state")?,
-        skc_num: k.sk_num.unwrap_or(0),
-        skc_dport: k.sk_dport.unwrap_or(0),
-        skc_daddr: k.sk_daddr.unwrap_or(0),
-        skc_family: k.sk_family.unwrap_or(0),
-        skc_v6_daddr: k.sk_v6_daddr.unwrap_or(0),
-        accept_tail: k.accept_queue_tail.unwrap_or(0),
-        rsk_sk: k.request_sock_sk.unwrap_or(0),
-        eppoll_base: k.eppoll_entry_base.unwrap_or(0),
-        eppoll_wait: k.eppoll_entry_wait.unwrap_or(0),
-        epi_file: k.epitem_file.unwrap_or(0),
-        epi_ep: k.epitem_ep.unwrap_or(0),
-        sk_wq: k.sock_wq.unwrap_or(0),
-        wq_wait: k.socket_wq_wait.unwrap_or(0),
-        skc_head_packed: u32::from(k.sock_head_packed()),
-        fdt_packed: u32::from(k.fdtable_packed()),
-    };
-    let tp = &facts.tracepoints;
-    let poll_exits = available(&[
-        ("sys_exit_epoll_wait", &tp.sys_exit_epoll_wait),
-        ("sys_exit_epoll_pwait", &tp.sys_exit_epoll_pwait),
-        ("sys_exit_epoll_pwait2", &tp.sys_exit_epoll_pwait2),
-    ]);
-    let accept_syscalls = available(&[
-        ("accept", &tp.sys_exit_accept),
-        ("accept4", &tp.sys_exit_accept4),
-    ]);
-    let sym = &facts.symbols;
-    let ep_send_events = match choice.backend {
-        Backend::Fentry => sym.ep_send_events.fentry_status().is_ok(),
-        Backend::Kprobe => sym.ep_send_events.kprobe_status().is_ok(),
-        Backend::Tracepoint => false,
-    };
-    let plan = AttachPlan {
-        backend: choice.backend,
-        sk_data_ready: tp.sk_data_ready.is_ok(),
-        inet_sock_set_state: tp.inet_sock_set_state.is_ok(),
-        listen_syscall: kernel::tracepoint_exists("syscalls", "sys_enter_listen").unwrap_or(false),
-        softirq_exit: kernel::tracepoint_exists("irq", "softirq_exit").unwrap_or(false),
-        poll_exits,
-        accept_syscalls,
-        ep_send_events,
-        inet_csk_accept_nargs: sym.inet_csk_accept.btf_params.unwrap_or(4) as u32,
-        symbols: [
-            sym.wake_up_common
-                .attach_name("__wake_up_common")
-                .to_string(),
-            sym.ep_poll_callback
-                .attach_name("ep_poll_callback")
-                .to_string(),
-            sym.ep_send_events.attach_name("ep_send_events").to_string(),
-            sym.inet_csk_accept
-                .attach_name("inet_csk_accept")
-                .to_string(),
-        ],
-    };
-    let config = TracerConfig {
-        plan,
-        offsets,
+    let options = start::Options {
         port_filter: args.port.unwrap_or(0),
         chain_window_ns: args.chain_window_us.saturating_mul(1000),
         ringbuf_bytes: args.ringbuf_size,
@@ -249,57 +181,98 @@ pub fn prepare(args: &TraceArgs) -> Result<Prepared> {
         kernel: facts.release.clone(),
     };
     Ok(Prepared {
-        config,
+        request: args.backend,
+        facts,
+        offsets,
+        options,
         info,
         notes,
     })
 }
 
-/// The names whose probe point is usable.
-fn available(points: &[(&str, &ProbeStatus)]) -> Vec<String> {
-    points
-        .iter()
-        .filter(|(_, status)| status.is_ok())
-        .map(|(name, _)| name.to_string())
-        .collect()
-}
-
-/// Processes followed from the command line: roots plus descendants, with
-/// their start times so a reused pid is not mistaken for them.
+/// Processes followed from the command line: roots plus descendants (with
+/// their start times so a reused pid is not mistaken for them), and every
+/// process of a `--cgroup`.
 pub struct TargetSet {
     roots: Vec<targets::ProcInfo>,
+    cgroup: Option<cgroup::Cgroup>,
     /// Roots already reported gone (each is reported once).
     exited: std::cell::RefCell<Vec<u32>>,
+    /// Listeners already named (each is named once).
+    named: std::cell::RefCell<Vec<targets::TargetListener>>,
+}
+
+/// What one pass over the targets put into the tracer.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    pub tasks: usize,
+    pub procs: usize,
+    /// Listeners not named before.
+    pub new_listeners: Vec<targets::TargetListener>,
+    /// All listeners the targets hold.
+    pub listeners: usize,
 }
 
 impl TargetSet {
     pub fn resolve(pids: &[i64], comms: &[String]) -> Result<TargetSet> {
+        TargetSet::resolve_with(pids, comms, None)
+    }
+
+    /// `--pid`/`--comm` roots and an optional `--cgroup`.
+    pub fn resolve_with(
+        pids: &[i64],
+        comms: &[String],
+        cgroup_path: Option<&Path>,
+    ) -> Result<TargetSet> {
+        let cgroup = cgroup_path.map(cgroup::resolve).transpose()?;
         let all = targets::scan(Path::new("/proc"))?;
-        let root_pids = targets::resolve_roots(&all, pids, comms, std::process::id())?;
+        let root_pids = if cgroup.is_some() && pids.is_empty() && comms.is_empty() {
+            Vec::new()
+        } else {
+            targets::resolve_roots(&all, pids, comms, std::process::id())?
+        };
         let roots = all
             .into_iter()
             .filter(|p| root_pids.contains(&p.pid))
             .collect();
         Ok(TargetSet {
             roots,
+            cgroup,
             exited: Default::default(),
+            named: Default::default(),
         })
     }
 
-    /// Puts every thread of every root and descendant into the kernel's
-    /// traced set; returns (tasks, processes).
-    fn load_into(&self, tracer: &mut Tracer) -> Result<(usize, usize)> {
+    /// The cgroup traced, if any.
+    pub fn cgroup(&self) -> Option<&cgroup::Cgroup> {
+        self.cgroup.as_ref()
+    }
+
+    /// Live processes to trace now.
+    fn pids(&self) -> Result<Vec<u32>> {
         let proc_root = Path::new("/proc");
         let all = targets::scan(proc_root)?;
-        let live: Vec<u32> = self
+        let mut live: Vec<u32> = self
             .roots
             .iter()
             .filter(|r| targets::alive(proc_root, r.pid, r.start_ticks))
             .map(|r| r.pid)
             .collect();
-        let pids = targets::with_descendants(&all, &live);
-        for port in targets::listening_ports(proc_root, &pids) {
-            tracer.watch_port(port)?;
+        if let Some(c) = &self.cgroup {
+            live.extend(cgroup::procs(&c.dir));
+        }
+        Ok(targets::with_descendants(&all, &live))
+    }
+
+    /// Puts every thread of every target into the kernel's traced set and
+    /// their listeners into the watched set; marks threads already blocked
+    /// in accept() (their return probe will not run).
+    pub fn load_into(&self, tracer: &mut Tracer) -> Result<Loaded> {
+        let proc_root = Path::new("/proc");
+        let pids = self.pids()?;
+        let listeners = targets::target_listeners(proc_root, &pids);
+        for l in &listeners {
+            tracer.watch_listener(l.key())?;
         }
         let mut tasks = 0;
         for &pid in &pids {
@@ -307,13 +280,32 @@ impl TargetSet {
                 tracer.trace_task(tid, pid)?;
                 tasks += 1;
             }
+            for tid in targets::threads_in_accept(proc_root, pid) {
+                tracer.accept_in_progress(tid)?;
+            }
         }
-        Ok((tasks, pids.len()))
+        let mut named = self.named.borrow_mut();
+        let new_listeners: Vec<_> = listeners
+            .iter()
+            .filter(|l| !named.contains(l))
+            .copied()
+            .collect();
+        named.extend(&new_listeners);
+        Ok(Loaded {
+            tasks,
+            procs: pids.len(),
+            new_listeners,
+            listeners: listeners.len(),
+        })
     }
 
-    /// True while at least one root process is still the one we started with.
+    /// True while the trace has something to follow: a root process still
+    /// the one we started with, or the cgroup (which may fill up later).
     /// (Descendants are followed in the kernel; the run ends when the roots are gone.)
     fn any_alive(&self) -> bool {
+        if let Some(c) = &self.cgroup {
+            return c.dir.is_dir();
+        }
         self.roots
             .iter()
             .any(|r| targets::alive(Path::new("/proc"), r.pid, r.start_ticks))
@@ -380,29 +372,56 @@ pub fn trace_session_observed<W: Write>(
         )?),
         None => None,
     };
-    let mut tracer = Tracer::start(&prepared.config)?;
-    let (tasks, procs) = targets.load_into(&mut tracer)?;
+    let (choice, mut tracer) = start::attach_first(
+        prepared.request,
+        &prepared.facts,
+        &prepared.offsets,
+        &prepared.options,
+    )
+    .map_err(|e| anyhow!(e))?;
+    let mut info = prepared.info.clone();
+    info.backend = choice.backend.name().to_string();
+    let first = targets.load_into(&mut tracer)?;
     // A fork between the /proc scan and the map update is caught by a second pass.
-    targets.load_into(&mut tracer)?;
+    let second = targets.load_into(&mut tracer)?;
+    let (tasks, procs) = (first.tasks.max(second.tasks), first.procs.max(second.procs));
     let opts = OutputOptions {
         json: args.json,
         per_conn: args.per_conn || args.json,
         intervals: true,
     };
-    let mut pipeline = Pipeline::new(EngineConfig::default(), opts, prepared.info.clone(), out);
+    let mut pipeline = Pipeline::new(EngineConfig::default(), opts, info.clone(), out);
     pipeline.set_clock(WallClock::now());
     if let Some(o) = observer {
         pipeline.set_observer(o);
     }
+    eprintln!("herdtrace: backend {choice}");
     for note in &prepared.notes {
         eprintln!("herdtrace: {note}");
     }
-    for warning in &tracer.warnings {
+    for warning in choice.warnings() {
         eprintln!("herdtrace: warning: {warning}");
     }
+    let listeners: Vec<String> = first
+        .new_listeners
+        .iter()
+        .chain(&second.new_listeners)
+        .map(ToString::to_string)
+        .collect();
+    if listeners.is_empty() {
+        eprintln!(
+            "herdtrace: the traced tasks hold no TCP listening socket yet; watching for listen()"
+        );
+    } else {
+        eprintln!("herdtrace: listeners: {}", listeners.join(", "));
+    }
+    let scope = match targets.cgroup() {
+        Some(c) => format!(" ({c})"),
+        None => String::new(),
+    };
     eprintln!(
-        "herdtrace: tracing {tasks} tasks in {procs} processes with the {} backend; Ctrl-C to end",
-        prepared.info.backend
+        "herdtrace: tracing {tasks} tasks in {procs} processes{scope} with the {} backend; Ctrl-C to end",
+        info.backend
     );
     on_ready();
 
@@ -410,6 +429,7 @@ pub fn trace_session_observed<W: Write>(
     let interval = Duration::from_secs_f64(args.interval);
     let mut next_tick = started + interval;
     let mut next_liveness = started + Duration::from_millis(500);
+    let mut next_skip_sample = started;
     let mut decode_errors = 0u64;
     let mut losses = LossFeed::default();
     let panic_after = test_panic_after();
@@ -448,6 +468,10 @@ pub fn trace_session_observed<W: Write>(
             return Err(e);
         }
         let now = Instant::now();
+        if now >= next_skip_sample {
+            next_skip_sample = now + Duration::from_millis(SKIP_SAMPLE_MS);
+            losses.sample_skips(&tracer, &mut pipeline);
+        }
         if now >= next_tick {
             next_tick += interval;
             // Drops are marked as they happen, so the episodes open then are flagged.
@@ -529,15 +553,16 @@ pub fn trace_session_observed<W: Write>(
     }
 }
 
-/// Feeds the kernel's loss counters to the pipeline (and the recording) as
+/// Feeds the kernel's counters to the pipeline (and the recording) as
 /// increments: ring-buffer drops as lost events; program runs the kernel
-/// skipped (recursion misses), which no sequence gap shows, as skipped runs
-/// (most of them are `sched_waking` of untraced tasks, so they are reported
-/// beside the losses rather than marking episodes incomplete).
+/// skipped (recursion misses), which no sequence gap shows, per program, as
+/// skipped runs (episodes open then are flagged possibly incomplete); map
+/// inserts that failed, per map.
 #[derive(Debug, Default)]
-struct LossFeed {
+pub struct LossFeed {
     drops: Counter,
-    skipped: Counter,
+    skipped: std::collections::BTreeMap<String, Counter>,
+    inserts: std::collections::BTreeMap<&'static str, Counter>,
 }
 
 /// Turns a running total into increments.
@@ -556,18 +581,28 @@ impl Counter {
 }
 
 impl LossFeed {
-    fn feed<W: Write, R: Write>(
+    /// Samples the per-program skip counters (often: the episodes open at a
+    /// skip are the ones flagged).
+    pub fn sample_skips<W: Write>(&mut self, tracer: &Tracer, pipeline: &mut Pipeline<W>) {
+        for (program, total) in tracer.recursion_misses() {
+            let delta = self.skipped.entry(program.clone()).or_default().step(total);
+            pipeline.on_skipped_program(&program, delta);
+        }
+    }
+
+    pub fn feed<W: Write, R: Write>(
         &mut self,
         tracer: &Tracer,
         pipeline: &mut Pipeline<W>,
         recorder: Option<&mut Recorder<R>>,
     ) -> Result<()> {
-        let (_, drops) = tracer.counters()?;
-        let skipped = self.skipped.step(tracer.recursion_misses());
-        if skipped > 0 {
-            pipeline.on_skipped(skipped);
+        let counters = tracer.kernel_counters()?;
+        self.sample_skips(tracer, pipeline);
+        for (map, total) in counters.insert_failed {
+            let delta = self.inserts.entry(map).or_default().step(total);
+            pipeline.on_insert_failed(map, delta);
         }
-        let delta = self.drops.step(drops);
+        let delta = self.drops.step(counters.drops);
         if delta > 0 {
             if let Some(r) = recorder {
                 r.write_lost(delta)?;
@@ -592,6 +627,9 @@ fn parse_panic_after(value: Option<&str>) -> Option<Duration> {
 
 /// How often the reader drains the ring buffer when the kernel does not wake it.
 pub const READER_POLL_MS: u64 = 20;
+/// How often the per-program skip counters are read (one syscall per
+/// program): the connections open at a skip are flagged possibly incomplete.
+pub const SKIP_SAMPLE_MS: u64 = 100;
 
 fn poll_readable(fd: i32, wait: Duration) {
     let mut pfd = libc::pollfd {

@@ -122,6 +122,12 @@ pub struct ConnRecord {
     /// Events were lost (or the episode was evicted) while it was open: the
     /// counts are lower bounds.
     pub incomplete: bool,
+    /// The kernel skipped runs of the tracer's programs (its recursion
+    /// guard) while the episode was open: some of its events may be
+    /// missing. Separate from `incomplete`, which is certain loss.
+    pub possibly_incomplete: bool,
+    /// Network namespace (inode number) of the listener; 0 when unknown.
+    pub netns: u32,
 }
 
 /// Live state of a task (keyed by tid).
@@ -181,6 +187,14 @@ pub struct Engine {
     stream_ns: u64,
     loss: LossTracker,
     skipped_runs: u64,
+    /// Bumped whenever skipped runs are reported: episodes open across a
+    /// change are possibly incomplete.
+    skip_epoch: u64,
+    /// Successful accepts whose child socket had no episode yet, waiting
+    /// for its arrival (the child joins the accept queue before its
+    /// handshake tracepoint and wakeup run, so a task on another CPU can
+    /// accept it first): (stream time, child, stats row).
+    early_accepts: VecDeque<EarlyAccept>,
     lost_at_interval: u64,
     diag: Diagnostics,
     totals: Tally,
@@ -203,6 +217,8 @@ impl Engine {
             stream_ns: 0,
             loss: LossTracker::default(),
             skipped_runs: 0,
+            skip_epoch: 0,
+            early_accepts: VecDeque::new(),
             lost_at_interval: 0,
             diag: Diagnostics::default(),
             totals: Tally::default(),
@@ -259,9 +275,14 @@ impl Engine {
         self.loss.report(n);
     }
 
-    /// Program runs the kernel skipped (an increment); see [`Summary::skipped_runs`].
+    /// Program runs the kernel skipped (an increment); see
+    /// [`Summary::skipped_runs`]. Every episode open now is flagged
+    /// possibly incomplete.
     pub fn note_skipped(&mut self, n: u64) {
-        self.skipped_runs = self.skipped_runs.saturating_add(n);
+        if n > 0 {
+            self.skipped_runs = self.skipped_runs.saturating_add(n);
+            self.skip_epoch += 1;
+        }
     }
 
     /// Moves the clock forward without an event (live mode when idle):
@@ -274,6 +295,8 @@ impl Engine {
 
     /// Closes every open episode (end of the run).
     pub fn finish<F: FnMut(ConnRecord)>(&mut self, sink: &mut F) {
+        self.diag.unmatched_accepts += self.early_accepts.len() as u64;
+        self.early_accepts.clear();
         while let Some(slot) = self.eps.oldest() {
             self.close(slot, false);
         }
@@ -326,6 +349,8 @@ impl Engine {
             tasks,
             lost_events: self.lost_events(),
             skipped_runs: self.skipped_runs,
+            skipped_by_program: Default::default(),
+            insert_failed: Default::default(),
             diagnostics: self.diag,
         }
     }
@@ -333,6 +358,13 @@ impl Engine {
     // ---- closing ----------------------------------------------------------
 
     fn expire(&mut self) {
+        while let Some(a) = self.early_accepts.front() {
+            if a.ts_ns.saturating_add(EARLY_ACCEPT_WAIT_NS) > self.stream_ns {
+                break;
+            }
+            self.early_accepts.pop_front();
+            self.diag.unmatched_accepts += 1;
+        }
         while let Some(slot) = self.eps.oldest() {
             if self.eps[slot]
                 .ts_ns
@@ -418,6 +450,8 @@ impl Engine {
                 .accepted_row
                 .map(|_| e.accept_ts.saturating_sub(e.ts_ns) / 1000),
             incomplete: evicted || e.loss_epoch != self.loss.epoch(),
+            possibly_incomplete: e.skip_epoch != self.skip_epoch,
+            netns: e.netns,
         };
         let (chain, child) = (e.chain, e.child);
         self.eps.close(slot);
@@ -544,7 +578,8 @@ impl Engine {
     // ---- event handlers ---------------------------------------------------
 
     fn on_arrival(&mut self, ev: &RawEvent) {
-        // (listener_key below: arrivals without a listener socket are keyed by port.)
+        // (listener_key below: arrivals without a listener socket are keyed by
+        // namespace and port.)
         if self.chains.contains_key(&ev.chain) {
             return; // duplicate arrival of the same chain
         }
@@ -553,8 +588,9 @@ impl Engine {
                 self.close(oldest, true);
             }
         }
-        let epoch = self.loss.epoch();
-        let listener = listener_key(ev.sk, ev.local_port);
+        let (epoch, skip_epoch) = (self.loss.epoch(), self.skip_epoch);
+        let netns = ev.aux as u32;
+        let listener = listener_key(ev.sk, ev.local_port, netns);
         let slot = self.eps.open(listener, |e| {
             e.chain = ev.chain;
             e.child = ev.child;
@@ -562,10 +598,21 @@ impl Engine {
             e.port = ev.local_port;
             e.peer = events::peer(ev);
             e.loss_epoch = epoch;
+            e.skip_epoch = skip_epoch;
+            e.netns = netns;
         });
         self.chains.insert(ev.chain, slot);
         if ev.child != 0 {
             self.children.insert(ev.child, slot);
+            // Accepted before its arrival was reported?
+            if let Some(i) = self.early_accepts.iter().position(|a| a.child == ev.child) {
+                let a = self.early_accepts.remove(i).expect("index from position");
+                let r = self.eps.ep_ref(slot);
+                let e = &mut self.eps[slot];
+                e.accepted_row = Some(a.row);
+                e.accept_ts = a.ts_ns.max(e.ts_ns);
+                self.touched.push(r);
+            }
         }
     }
 
@@ -671,13 +718,19 @@ impl Engine {
                     e.accept_ts = ev.ts_ns.max(e.ts_ns);
                     self.touched.push(r);
                 }
+                // Its arrival may still come (see `early_accepts`).
+                None if ev.child != 0 => self.early_accepts.push_back(EarlyAccept {
+                    ts_ns: ev.ts_ns,
+                    child: ev.child,
+                    row,
+                }),
                 _ => self.diag.unmatched_accepts += 1,
             }
             // No settle: a batch-accepting task goes on until EAGAIN.
         } else {
             if ev.ret == EAGAIN {
                 self.rows[row as usize].eagain += 1;
-                let by_port = port_key(ev.local_port);
+                let by_port = port_key(ev.local_port, ev.aux as u32);
                 let own = t.last.filter(|&l| {
                     self.eps.valid(l)
                         && (ev.sk == 0
@@ -728,16 +781,29 @@ impl Engine {
 }
 
 /// Arrivals inferred without their listener socket (the pre-6.6
-/// `inet_sock_set_state` substitute) are grouped by local port instead; the
-/// key cannot collide with a kernel address (those have the top bits set).
-fn port_key(port: u16) -> u64 {
-    u64::from(port) | (1 << 32)
+/// `inet_sock_set_state` substitute) are grouped by namespace and local
+/// port instead; the key cannot collide with a kernel address (those have
+/// the top bits set).
+fn port_key(port: u16, netns: u32) -> u64 {
+    u64::from(port) | (1 << 16) | (u64::from(netns & 0x7fff_ffff) << 17)
 }
 
-fn listener_key(sk: u64, port: u16) -> u64 {
+fn listener_key(sk: u64, port: u16, netns: u32) -> u64 {
     if sk != 0 {
         sk
     } else {
-        port_key(port)
+        port_key(port, netns)
     }
+}
+
+/// How long (stream time) an accept whose child has no episode waits for
+/// that child's arrival before it counts as unmatched.
+const EARLY_ACCEPT_WAIT_NS: u64 = 50_000_000;
+
+/// A successful accept seen before its connection's arrival.
+#[derive(Debug, Clone, Copy)]
+struct EarlyAccept {
+    ts_ns: u64,
+    child: u64,
+    row: u32,
 }

@@ -19,6 +19,8 @@ pub struct Tally {
     pub eagain: u64,
     pub eagain_losers: u64,
     pub incomplete: u64,
+    /// Records open while the kernel skipped runs of the tracer's programs.
+    pub possibly_incomplete: u64,
     /// Records with no accept by a traced task.
     pub unaccepted: u64,
 }
@@ -34,6 +36,7 @@ impl Tally {
         self.eagain += u64::from(r.eagain);
         self.eagain_losers += u64::from(r.eagain_losers);
         self.incomplete += u64::from(r.incomplete);
+        self.possibly_incomplete += u64::from(r.possibly_incomplete);
         self.unaccepted += u64::from(r.accepted_by.is_none());
     }
 
@@ -167,6 +170,12 @@ pub struct Summary {
     /// wakeups of untraced tasks, so they are not counted as lost events;
     /// any that concerned traced tasks are missing from the counts.
     pub skipped_runs: u64,
+    /// `skipped_runs` by program (filled in by the live pipeline from the
+    /// kernel's per-program counters; empty in a replay).
+    pub skipped_by_program: std::collections::BTreeMap<String, u64>,
+    /// Inserts the programs could not make because a map was full, by map
+    /// (live runs only): what they could not remember (a task, a listener...).
+    pub insert_failed: std::collections::BTreeMap<String, u64>,
     pub diagnostics: Diagnostics,
 }
 

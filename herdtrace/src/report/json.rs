@@ -27,6 +27,9 @@ struct ConnLine<'a> {
     epolls: Option<u32>,
     accept_latency_us: Option<u64>,
     incomplete: bool,
+    possibly_incomplete: bool,
+    /// Network namespace (inode number) of the listener; null when unknown.
+    netns: Option<u32>,
 }
 
 #[derive(Serialize)]
@@ -56,10 +59,13 @@ struct SummaryLine<'a> {
     eagain_losers: u64,
     spurious: u64,
     incomplete: u64,
+    possibly_incomplete: u64,
     unaccepted: u64,
     tasks: &'a [TaskStats],
     lost_events: u64,
     skipped_runs: u64,
+    skipped_by_program: &'a std::collections::BTreeMap<String, u64>,
+    insert_failed: &'a std::collections::BTreeMap<String, u64>,
     diagnostics: &'a Diagnostics,
     verdict: String,
 }
@@ -86,6 +92,8 @@ pub fn write_conn(out: &mut impl Write, r: &ConnRecord, epolls_seen: bool) -> io
             epolls: epolls_seen.then_some(r.epolls),
             accept_latency_us: r.accept_latency_us,
             incomplete: r.incomplete,
+            possibly_incomplete: r.possibly_incomplete,
+            netns: (r.netns != 0).then_some(r.netns),
         },
     )
 }
@@ -123,10 +131,13 @@ pub fn write_summary(out: &mut impl Write, info: &RunInfo, s: &Summary) -> io::R
             eagain_losers: t.eagain_losers,
             spurious: t.spurious,
             incomplete: t.incomplete,
+            possibly_incomplete: t.possibly_incomplete,
             unaccepted: t.unaccepted,
             tasks: &s.tasks,
             lost_events: s.lost_events,
             skipped_runs: s.skipped_runs,
+            skipped_by_program: &s.skipped_by_program,
+            insert_failed: &s.insert_failed,
             diagnostics: &s.diagnostics,
             verdict: verdict::verdict_line(s),
         },

@@ -133,6 +133,9 @@ pub struct Pipeline<W: Write> {
     clock: Option<WallClock>,
     records: Vec<ConnRecord>,
     observer: Option<Box<dyn Observer + Send>>,
+    /// Kernel-side counters the summary reports beside the engine's.
+    skipped_by_program: std::collections::BTreeMap<String, u64>,
+    insert_failed: std::collections::BTreeMap<String, u64>,
 }
 
 impl<W: Write> Pipeline<W> {
@@ -145,6 +148,8 @@ impl<W: Write> Pipeline<W> {
             clock: None,
             records: Vec::new(),
             observer: None,
+            skipped_by_program: Default::default(),
+            insert_failed: Default::default(),
         }
     }
 
@@ -187,9 +192,25 @@ impl<W: Write> Pipeline<W> {
         }
     }
 
-    /// Program runs the kernel skipped (an increment): reported, not lost.
+    /// Program runs the kernel skipped (an increment): reported, not lost;
+    /// the episodes open now are flagged possibly incomplete.
     pub fn on_skipped(&mut self, n: u64) {
         self.engine.note_skipped(n);
+    }
+
+    /// Runs of `program` the kernel skipped (an increment).
+    pub fn on_skipped_program(&mut self, program: &str, n: u64) {
+        if n > 0 {
+            *self.skipped_by_program.entry(program.to_owned()).or_default() += n;
+            self.engine.note_skipped(n);
+        }
+    }
+
+    /// Inserts into `map` that failed in the kernel (an increment).
+    pub fn on_insert_failed(&mut self, map: &str, n: u64) {
+        if n > 0 {
+            *self.insert_failed.entry(map.to_owned()).or_default() += n;
+        }
     }
 
     /// Drops reported by the kernel counter (an increment).
@@ -267,7 +288,10 @@ impl<W: Write> Pipeline<W> {
         if self.opts.intervals && self.engine.has_interval_data() {
             self.write_interval()?;
         }
-        Ok(self.engine.summary())
+        let mut summary = self.engine.summary();
+        summary.skipped_by_program = self.skipped_by_program.clone();
+        summary.insert_failed = self.insert_failed.clone();
+        Ok(summary)
     }
 
     /// Shows the collected records to the observer, then prints them (per_conn) or drops them.

@@ -54,7 +54,13 @@ pub fn write_conn(
         r.spurious,
         r.eagain,
         r.eagain_losers,
-        if r.incomplete { "  INCOMPLETE" } else { "" }
+        if r.incomplete {
+            "  INCOMPLETE"
+        } else if r.possibly_incomplete {
+            "  POSSIBLY-INCOMPLETE"
+        } else {
+            ""
+        }
     )
 }
 
@@ -94,6 +100,14 @@ pub fn write_summary(out: &mut impl Write, info: &RunInfo, s: &Summary) -> io::R
     write!(out, "connections: {}", t.connections)?;
     if t.unaccepted > 0 {
         write!(out, " ({} not accepted by a traced task)", t.unaccepted)?;
+    }
+    let d = &s.diagnostics;
+    if d.orphan_wakes > 0 {
+        write!(
+            out,
+            "; {} wakes of traced tasks belonged to no traced connection",
+            d.orphan_wakes
+        )?;
     }
     writeln!(out)?;
     if t.connections > 0 {
@@ -156,12 +170,35 @@ pub fn write_summary(out: &mut impl Write, info: &RunInfo, s: &Summary) -> io::R
         )?;
     }
     if s.skipped_runs > 0 {
+        let by: Vec<String> = s
+            .skipped_by_program
+            .iter()
+            .map(|(p, n)| format!("{p} {n}"))
+            .collect();
+        let by = if by.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", by.join(", "))
+        };
         writeln!(
             out,
-            "note: the kernel skipped {} runs of herdtrace's programs (another BPF program was \
-             running on that CPU); most concern untraced tasks, any that did not are missing \
-             from the counts",
-            s.skipped_runs
+            "note: the kernel skipped {} runs of herdtrace's programs{by} (another BPF program \
+             was running on that CPU); {} connections open meanwhile are POSSIBLY INCOMPLETE",
+            s.skipped_runs, t.possibly_incomplete
+        )?;
+    }
+    let failed: Vec<String> = s
+        .insert_failed
+        .iter()
+        .filter(|(_, n)| **n > 0)
+        .map(|(m, n)| format!("{m} {n}"))
+        .collect();
+    if !failed.is_empty() {
+        writeln!(
+            out,
+            "WARNING: kernel maps full, inserts failed: {} (what they should have remembered is \
+             missing from the counts)",
+            failed.join(", ")
         )?;
     }
     let d = &s.diagnostics;
