@@ -173,6 +173,16 @@ pub fn kp_ep_poll_callback(ctx: ProbeContext) -> u32 {
     0
 }
 
+/// `inet_csk_complete_hashdance(sk, child, req, own_req)`: the child is
+/// queued when `own_req` (a race lost otherwise: no wakeup follows).
+#[kprobe]
+pub fn kp_complete_hashdance(ctx: ProbeContext) -> u32 {
+    if kp_arg(&ctx, 3) & 0xff != 0 {
+        handlers::reqsk_queue_add(kp_arg(&ctx, 0), kp_arg(&ctx, 1));
+    }
+    0
+}
+
 /// `inet_csk_reqsk_queue_add(sk, req, child)`.
 #[kprobe]
 pub fn kp_reqsk_queue_add(ctx: ProbeContext) -> u32 {
@@ -261,6 +271,17 @@ pub fn fx_wake_up_common(_ctx: FExitContext) -> u32 {
 #[fentry(function = "ep_poll_callback")]
 pub fn fe_ep_poll_callback(ctx: FEntryContext) -> u32 {
     handlers::ep_poll_callback(ctx.arg::<u64>(0));
+    0
+}
+
+/// `inet_csk_complete_hashdance(sk, child, req, own_req)` returns the child
+/// it queued (NULL when another CPU won the request).
+#[fexit(function = "inet_csk_complete_hashdance")]
+pub fn fx_complete_hashdance(ctx: FExitContext) -> u32 {
+    let queued: u64 = ctx.arg(4);
+    if queued != 0 {
+        handlers::reqsk_queue_add(ctx.arg(0), queued);
+    }
     0
 }
 

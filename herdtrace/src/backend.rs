@@ -64,6 +64,16 @@ pub enum BackendRequest {
     Tracepoint,
 }
 
+impl From<Backend> for BackendRequest {
+    fn from(b: Backend) -> BackendRequest {
+        match b {
+            Backend::Fentry => BackendRequest::Fentry,
+            Backend::Kprobe => BackendRequest::Kprobe,
+            Backend::Tracepoint => BackendRequest::Tracepoint,
+        }
+    }
+}
+
 impl BackendRequest {
     /// The backends to try, in order.
     pub fn candidates(self) -> Vec<Backend> {
@@ -307,11 +317,19 @@ pub fn plan(backend: Backend, facts: &KernelFacts) -> Result<Plan, String> {
     let mut warnings = Vec::new();
     for point in probes::TABLE {
         if !point.backends().contains(&backend) {
+            debug_assert!(!point.is_required(backend), "{} required without a variant", point.id);
             continue;
         }
         let p = plan_point(point, backend, facts, &points);
         if !p.attached() {
-            let reason = p.unusable.first().cloned().unwrap_or_default();
+            // Every variant failed: each one's reason, once.
+            let mut reasons: Vec<&str> = Vec::new();
+            for r in &p.unusable {
+                if !reasons.contains(&r.as_str()) {
+                    reasons.push(r);
+                }
+            }
+            let reason = reasons.join("; ");
             if point.is_required(backend) {
                 return Err(reason);
             }
@@ -448,4 +466,4 @@ pub fn choose_from(
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -155,12 +155,7 @@ fn trial_attach(facts: &KernelFacts, offsets: &KernelOffsets) -> Vec<(Backend, S
         .into_iter()
         .filter(|b| plan(*b, facts).is_ok())
         .filter_map(|b| {
-            let req = match b {
-                Backend::Fentry => BackendRequest::Fentry,
-                Backend::Kprobe => BackendRequest::Kprobe,
-                Backend::Tracepoint => BackendRequest::Tracepoint,
-            };
-            match start::attach_first(req, facts, offsets, &opts) {
+            match start::attach_first(b.into(), facts, offsets, &opts) {
                 Ok(_) => None, // dropping the tracer detaches it
                 Err(e) => Some((
                     b,
@@ -176,11 +171,18 @@ fn trial_attach(facts: &KernelFacts, offsets: &KernelOffsets) -> Vec<(Backend, S
 fn facts(btf: Result<&Btf, String>, privilege: &Privilege, release: Option<&str>) -> KernelFacts {
     let release = release.map(str::to_owned).unwrap_or_else(|| "unknown".into());
     let config = KernelConfig::load(&release);
+    let simulated = kernel::simulated_missing();
     let programs: BTreeMap<ProgramType, ProbeStatus> = ProgramType::ALL
         .into_iter()
         .map(|t| {
             let status = if privilege.problem().is_some() {
                 ProbeStatus::Refused("needs root or CAP_BPF+CAP_PERFMON".into())
+            } else if simulated.program_type(t.name()) {
+                ProbeStatus::Refused(format!(
+                    "treated as refused ({}={})",
+                    kernel::MISSING_ENV,
+                    t.name()
+                ))
             } else {
                 match loader::trial(t) {
                     Ok(()) => ProbeStatus::Ok,
@@ -190,7 +192,6 @@ fn facts(btf: Result<&Btf, String>, privilege: &Privilege, release: Option<&str>
             (t, status)
         })
         .collect();
-    let simulated = kernel::simulated_missing();
     let mut tracepoints = BTreeMap::new();
     let mut tracepoint_fields = BTreeMap::new();
     for target in probes::classic_tracepoints() {
@@ -611,14 +612,7 @@ pub fn render_json(r: &Report) -> Value {
     };
     let backends: serde_json::Map<String, Value> = Backend::ALL
         .iter()
-        .map(|b| {
-            let req = match b {
-                Backend::Fentry => BackendRequest::Fentry,
-                Backend::Kprobe => BackendRequest::Kprobe,
-                Backend::Tracepoint => BackendRequest::Tracepoint,
-            };
-            (b.name().to_owned(), choice_json(&r.choice(req)))
-        })
+        .map(|b| (b.name().to_owned(), choice_json(&r.choice((*b).into()))))
         .collect();
     let privileges = match r.privilege {
         Privilege::Root => json!({"status": "ok", "as": "root"}),

@@ -376,10 +376,28 @@ pub const TABLE: &[Point] = &[
         id: "new-connection",
         what: "a child socket joining its listener's accept queue (names each connection)",
         required: KFUNC,
-        pick: Pick::First,
-        kernels: "every kernel (inet_csk_reqsk_queue_add, exported)",
-        lost: "",
+        pick: Pick::Each,
+        kernels: "every kernel; the normal handshake goes through \
+                  inet_csk_complete_hashdance (7.x inlines inet_csk_reqsk_queue_add into it), \
+                  syncookies and TCP Fast Open call inet_csk_reqsk_queue_add directly",
+        lost: "connections completed that way are named from the accept queue's tail",
         variants: &[
+            v(
+                FE,
+                &[fexit(
+                    "fx_complete_hashdance",
+                    "inet_csk_complete_hashdance",
+                    4,
+                )],
+            ),
+            v(
+                KP,
+                &[a(
+                    "kp_complete_hashdance",
+                    Kind::Kprobe,
+                    "inet_csk_complete_hashdance",
+                )],
+            ),
             v(
                 FE,
                 &[a(
@@ -437,7 +455,7 @@ pub const TABLE: &[Point] = &[
     Point {
         id: "accept",
         what: "accept results (the child socket, or the error such as EAGAIN)",
-        required: ALL,
+        required: KFUNC,
         pick: Pick::First,
         kernels: "inet_accept has 4 parameters up to 6.9 and 3 from 6.10 (one fexit program \
                   each); the kprobe backend also takes successes at fd_install, because \
@@ -492,10 +510,10 @@ pub const TABLE: &[Point] = &[
     },
     Point {
         id: "epoll-returns",
-        what: "epoll_wait returning to user space",
+        what: "epoll_wait, epoll_pwait and epoll_pwait2 returning to user space",
         required: TP,
         pick: Pick::Each,
-        kernels: "epoll_pwait2 is 5.11+; do_epoll_wait has 4 parameters on every kernel",
+        kernels: "epoll_pwait2 is 5.11+",
         lost: "tasks returning from that call are not seen",
         variants: &[
             v(
@@ -510,6 +528,18 @@ pub const TABLE: &[Point] = &[
                 TP,
                 &[tp("tp_poll_exit", "syscalls:sys_exit_epoll_pwait2", &["ret"])],
             ),
+        ],
+    },
+    Point {
+        id: "epoll-wait-exit",
+        what: "epoll waits returning to user space (do_epoll_wait), and the waiter's epoll \
+               instance",
+        required: &[],
+        pick: Pick::First,
+        kernels: "every kernel (4 parameters)",
+        lost: "an epoll_wait that returns an error or times out after a wake is seen only at \
+               the task's next wake",
+        variants: &[
             v(FE, &[fexit("fx_do_epoll_wait", "do_epoll_wait", 4)]),
             v(
                 KP,
@@ -662,10 +692,9 @@ mod tests {
                         Kind::Tracepoint | Kind::BtfTracepoint => true,
                     };
                     assert!(ok, "{} {} in {:?}", p.id, at.program, var.backends);
-                    assert_eq!(
-                        at.params.is_some(),
-                        at.kind == Kind::Fexit,
-                        "fexit programs say the parameter count they read the return after: {}",
+                    assert!(
+                        at.params.is_none() || at.kind == Kind::Fexit,
+                        "only fexit programs read a return value after the parameters: {}",
                         at.program
                     );
                     if at.kind == Kind::Tracepoint {

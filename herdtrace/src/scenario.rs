@@ -78,14 +78,18 @@ pub fn find(name: &str) -> Option<Scenario> {
     all().into_iter().find(|s| s.name == name)
 }
 
-/// One traced connection, as far as `verify` needs it (from a "conn" line).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// One traced connection, as far as `verify` and the agreement check need
+/// it (from a "conn" line).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConnSample {
     /// Arrival time (CLOCK_MONOTONIC ns).
     pub ts_ns: u64,
     /// The task that accepted it, when known.
     pub accepted_by: Option<u32>,
     pub accept_latency_us: Option<u64>,
+    /// The client's `ip:port`: names the same connection in two tracers' outputs.
+    pub peer: Option<String>,
+    pub woken: u32,
 }
 
 /// What one run measured and what failed.
@@ -107,6 +111,11 @@ pub struct Outcome {
     /// tid -> (server's own accepts, tracer's accepts).
     pub accepts_by_tid: BTreeMap<u32, (u64, u64)>,
     pub failures: Vec<String>,
+    /// What the tracer's summary says it could not attribute or may have
+    /// missed (unmatched accepts, orphan wakes, skipped runs by program,
+    /// possibly incomplete connections, failed map inserts); empty when
+    /// nothing: printed with a failure so a run in a VM explains itself.
+    pub diagnostics: Vec<String>,
     pub tracer_stderr: String,
     /// Every "conn" line, in the tracer's (episode-closing) order; not
     /// serialized (the selftest lines stay short).
@@ -335,6 +344,9 @@ impl TracerChild {
 
 /// How far apart two backends' mean woken per connection may be on the same run.
 pub const AGREEMENT_TOLERANCE: f64 = 0.10;
+/// The share of connections (matched by client address and port across the
+/// two tracers' outputs) that must have the same woken count.
+pub const AGREEMENT_SAME_SHARE: f64 = 0.99;
 
 /// Two backends compared on the same connections.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -346,6 +358,12 @@ pub struct Agreement {
     pub other_woken: f64,
     /// |reference - other| / other.
     pub diff: f64,
+    /// Connections both tracers reported (matched by client address).
+    pub matched: u64,
+    /// Of those, how many have the same woken count in both.
+    pub same_woken: u64,
+    /// Connections only one of the two reported.
+    pub unmatched: u64,
     /// Why it fails: disagreement, or either run failing its own checks.
     pub failures: Vec<String>,
 }
@@ -355,10 +373,19 @@ impl Agreement {
         self.failures.is_empty()
     }
 
-    /// `PASS agree MODEL A~B: woken/conn X vs Y diff D% [failures]`.
+    /// Share of the matched connections with equal woken counts.
+    pub fn same_share(&self) -> f64 {
+        if self.matched == 0 {
+            0.0
+        } else {
+            self.same_woken as f64 / self.matched as f64
+        }
+    }
+
+    /// `PASS agree MODEL A~B: woken/conn X vs Y diff D%, same woken in S% of N [failures]`.
     pub fn line(&self) -> String {
         format!(
-            "{} agree {} {}~{}: woken/conn {:.2} vs {:.2} diff {:.1}%{}",
+            "{} agree {} {}~{}: woken/conn {:.2} vs {:.2} diff {:.1}%, same woken in {:.1}% of {} connections{}",
             if self.passed() { "PASS" } else { "FAIL" },
             self.scenario,
             self.reference,
@@ -366,6 +393,8 @@ impl Agreement {
             self.reference_woken,
             self.other_woken,
             self.diff * 100.0,
+            self.same_share() * 100.0,
+            self.matched,
             if self.failures.is_empty() {
                 String::new()
             } else {
@@ -375,9 +404,32 @@ impl Agreement {
     }
 }
 
+/// Compares two tracers' records of one run connection by connection:
+/// (matched, same woken, only in one of them).
+pub fn compare_conns(a: &[ConnSample], b: &[ConnSample]) -> (u64, u64, u64) {
+    let index: BTreeMap<&str, u32> = b
+        .iter()
+        .filter_map(|c| Some((c.peer.as_deref()?, c.woken)))
+        .collect();
+    let (mut matched, mut same) = (0u64, 0u64);
+    for c in a {
+        let Some(peer) = c.peer.as_deref() else {
+            continue;
+        };
+        if let Some(&w) = index.get(peer) {
+            matched += 1;
+            same += u64::from(w == c.woken);
+        }
+    }
+    let with_peer = |v: &[ConnSample]| v.iter().filter(|c| c.peer.is_some()).count() as u64;
+    let unmatched = (with_peer(a) - matched) + (index.len() as u64).saturating_sub(matched);
+    (matched, same, unmatched)
+}
+
 /// The first outcome (the tracepoint backend by convention) against each of
-/// the others, taken on the same run: within [`AGREEMENT_TOLERANCE`], and
-/// each run passing its own checks.
+/// the others, taken on the same run: the same connections, the same woken
+/// count for at least [`AGREEMENT_SAME_SHARE`] of them, means within
+/// [`AGREEMENT_TOLERANCE`], and each run passing its own checks.
 pub fn agreement(outcomes: &[Outcome]) -> Vec<Agreement> {
     let Some((reference, others)) = outcomes.split_first() else {
         return Vec::new();
@@ -392,12 +444,30 @@ pub fn agreement(outcomes: &[Outcome]) -> Vec<Agreement> {
             } else {
                 0.0
             };
+            let (matched, same_woken, unmatched) = compare_conns(&reference.conns, &o.conns);
             let mut failures = Vec::new();
             if diff > AGREEMENT_TOLERANCE {
                 failures.push(format!(
-                    "differ by {:.1}% > {:.0}%",
+                    "means differ by {:.1}% > {:.0}%",
                     diff * 100.0,
                     AGREEMENT_TOLERANCE * 100.0
+                ));
+            }
+            if unmatched > 0 {
+                failures.push(format!(
+                    "{unmatched} connections reported by only one of the two"
+                ));
+            }
+            let share = if matched == 0 {
+                0.0
+            } else {
+                same_woken as f64 / matched as f64
+            };
+            if share < AGREEMENT_SAME_SHARE {
+                failures.push(format!(
+                    "same woken count in {:.1}% of {matched} connections < {:.0}%",
+                    share * 100.0,
+                    AGREEMENT_SAME_SHARE * 100.0
                 ));
             }
             for run in [reference, o] {
@@ -410,6 +480,9 @@ pub fn agreement(outcomes: &[Outcome]) -> Vec<Agreement> {
                 reference_woken: reference.woken_mean,
                 other_woken: o.woken_mean,
                 diff,
+                matched,
+                same_woken,
+                unmatched,
                 failures,
             }
         })
@@ -437,6 +510,12 @@ pub fn outcome_from(
                     .and_then(Value::as_u64)
                     .and_then(|t| u32::try_from(t).ok()),
                 accept_latency_us: v.get("accept_latency_us").and_then(Value::as_u64),
+                peer: v.get("peer").and_then(Value::as_str).map(str::to_owned),
+                woken: v
+                    .get("woken")
+                    .and_then(Value::as_u64)
+                    .and_then(|w| u32::try_from(w).ok())
+                    .unwrap_or(0),
             }),
             Some("summary") => summary = Some(v),
             _ => {}
@@ -491,9 +570,37 @@ pub fn outcome_from(
         lost_events: num(&s, "lost_events") as u64,
         accepts_by_tid,
         failures: Vec::new(),
+        diagnostics: diagnostics_of(&s),
         tracer_stderr: String::new(),
         conns: conn_lines,
     })
+}
+
+/// The non-zero "could not attribute / may have missed" figures of a summary.
+pub fn diagnostics_of(s: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut add = |name: &str, v: Option<&Value>| {
+        if let Some(n) = v.and_then(Value::as_u64).filter(|n| *n > 0) {
+            out.push(format!("{name} {n}"));
+        }
+    };
+    add("unaccepted", s.get("unaccepted"));
+    add("possibly_incomplete", s.get("possibly_incomplete"));
+    add("incomplete", s.get("incomplete"));
+    add("skipped_runs", s.get("skipped_runs"));
+    if let Some(d) = s.get("diagnostics") {
+        add("orphan_wakes", d.get("orphan_wakes"));
+        add("unmatched_accepts", d.get("unmatched_accepts"));
+        add("eagain_unattributed", d.get("eagain_unattributed"));
+    }
+    for key in ["skipped_by_program", "insert_failed"] {
+        if let Some(m) = s.get(key).and_then(Value::as_object) {
+            for (k, v) in m {
+                add(&format!("{key}.{k}"), Some(v));
+            }
+        }
+    }
+    out
 }
 
 /// `herdtrace selftest`: runs scenarios and prints one result line each.
@@ -676,8 +783,14 @@ fn print_outcome(outcome: &Outcome, json: bool) -> Result<()> {
         },
         if outcome.failures.is_empty() {
             String::new()
-        } else {
+        } else if outcome.diagnostics.is_empty() {
             format!(" [{}]", outcome.failures.join("; "))
+        } else {
+            format!(
+                " [{}] (tracer: {})",
+                outcome.failures.join("; "),
+                outcome.diagnostics.join(", ")
+            )
         }
     );
     Ok(())
@@ -791,10 +904,20 @@ mod tests {
             lost_events: 0,
             accepts_by_tid: BTreeMap::new(),
             failures: failures.iter().map(|f| f.to_string()).collect(),
+            diagnostics: Vec::new(),
             tracer_stderr: String::new(),
             kernel: String::new(),
             woken_p99: 0,
-            conns: Vec::new(),
+            // 200 connections, each with the mean (truncated) as its count.
+            conns: (0..200)
+                .map(|i| ConnSample {
+                    ts_ns: i,
+                    accepted_by: None,
+                    accept_latency_us: None,
+                    peer: Some(format!("127.0.0.1:{}", 40000 + i)),
+                    woken: woken as u32,
+                })
+                .collect(),
         }
     }
 
@@ -815,9 +938,56 @@ mod tests {
         assert!((a[0].diff - 0.1 / 2.4).abs() < 1e-9);
         assert_eq!(
             a[0].line(),
-            "PASS agree shared-epoll tracepoint~kprobe: woken/conn 2.50 vs 2.40 diff 4.2%"
+            "PASS agree shared-epoll tracepoint~kprobe: woken/conn 2.50 vs 2.40 diff 4.2%, \
+             same woken in 100.0% of 200 connections"
         );
         assert_eq!(a[1].diff, 0.0);
+    }
+
+    fn sample(peer: Option<&str>, woken: u32) -> ConnSample {
+        ConnSample {
+            ts_ns: 0,
+            accepted_by: None,
+            accept_latency_us: None,
+            peer: peer.map(str::to_owned),
+            woken,
+        }
+    }
+
+    /// Connections are compared one by one (matched by client address):
+    /// equal means are not enough when individual counts differ.
+    #[test]
+    fn agreement_is_per_connection() {
+        let a: Vec<ConnSample> = (0..100)
+            .map(|i| sample(Some(&format!("127.0.0.1:{}", 40000 + i)), 4))
+            .collect();
+        let mut b = a.clone();
+        assert_eq!(compare_conns(&a, &b), (100, 100, 0));
+        // Two connections differ, in opposite directions: means equal, 98% same.
+        b[3].woken = 3;
+        b[7].woken = 5;
+        assert_eq!(compare_conns(&a, &b), (100, 98, 0));
+        let mut ra = run_of("tracepoint", 4.0, &[]);
+        let mut rb = run_of("kprobe", 4.0, &[]);
+        ra.conns = a.clone();
+        rb.conns = b.clone();
+        let ag = &agreement(&[ra.clone(), rb.clone()])[0];
+        assert_eq!(ag.diff, 0.0);
+        assert_eq!(
+            ag.failures,
+            ["same woken count in 98.0% of 100 connections < 99%"]
+        );
+        // One differing connection in 100 is within the bound.
+        rb.conns[7].woken = 4;
+        assert!(agreement(&[ra.clone(), rb.clone()])[0].passed());
+        // A connection only one tracer saw fails, whatever the counts.
+        rb.conns.pop();
+        let ag = &agreement(&[ra.clone(), rb])[0];
+        assert_eq!(ag.unmatched, 1);
+        assert!(ag.failures.contains(&"1 connections reported by only one of the two".to_string()));
+        // Records without a peer address are not compared.
+        let c = [sample(None, 1), sample(Some("x:1"), 2)];
+        assert_eq!(compare_conns(&c, &[sample(Some("x:1"), 2)]), (1, 1, 0));
     }
 
     #[test]
@@ -826,7 +996,9 @@ mod tests {
         assert!(!a[0].passed());
         assert!(a[0].line().starts_with("FAIL agree "), "{}", a[0].line());
         assert!(
-            a[0].line().ends_with("[differ by 14.3% > 10%]"),
+            a[0].line().ends_with(
+                "[means differ by 14.3% > 10%; same woken count in 0.0% of 200 connections < 99%]"
+            ),
             "{}",
             a[0].line()
         );
@@ -874,7 +1046,7 @@ mod tests {
         let text = format!(
             "{}\n{}\n{}\n",
             json!({"type":"conn","ts_ns":20,"accepted_by":{"pid":7,"tid":9,"comm":"w"},
-                "accept_latency_us":150}),
+                "accept_latency_us":150,"peer":"127.0.0.1:40001","woken":4}),
             json!({"type":"conn","ts_ns":10,"accepted_by":null,"accept_latency_us":null}),
             json!({"type":"summary","backend":"tracepoint","kernel":"6.18.44-x","connections":2,
                 "woken_per_conn":{"mean":1.5,"p99":3},"eagain":0,"eagain_losers":0,
@@ -891,12 +1063,16 @@ mod tests {
                 ConnSample {
                     ts_ns: 20,
                     accepted_by: Some(9),
-                    accept_latency_us: Some(150)
+                    accept_latency_us: Some(150),
+                    peer: Some("127.0.0.1:40001".into()),
+                    woken: 4,
                 },
                 ConnSample {
                     ts_ns: 10,
                     accepted_by: None,
-                    accept_latency_us: None
+                    accept_latency_us: None,
+                    peer: None,
+                    woken: 0,
                 },
             ]
         );

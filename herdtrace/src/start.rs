@@ -133,7 +133,10 @@ pub fn attach_first(
 /// Tracepoint fields the plan reads, by tracepoint (for `check`).
 pub fn fields_read(plan: &Plan) -> BTreeMap<&'static str, Vec<&'static str>> {
     let mut out: BTreeMap<&'static str, Vec<&'static str>> = BTreeMap::new();
-    for at in plan.attachments().filter(|a| a.kind == Kind::Tracepoint) {
+    for at in plan
+        .attachments()
+        .filter(|a| a.kind == Kind::Tracepoint && !a.fields.is_empty())
+    {
         out.entry(at.target).or_default().extend(at.fields);
     }
     out

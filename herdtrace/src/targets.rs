@@ -461,12 +461,48 @@ mod tests {
         assert_eq!(parse_socket_link("socket:[x]"), None);
     }
 
+    /// This process's listeners, read from its own namespace, with the
+    /// namespace's inode and the address bytes the kernel side compares.
     #[test]
-    fn finds_the_listening_port_of_this_process() {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        let port = listener.local_addr().expect("addr").port();
-        let ports = listening_ports(Path::new("/proc"), &[std::process::id()]);
-        assert!(ports.contains(&port), "{ports:?} lacks {port}");
+    fn finds_the_listeners_of_this_process() {
+        let v4 = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let v4_addr = v4.local_addr().expect("addr");
+        let v6 = std::net::TcpListener::bind("[::1]:0").ok();
+        let root = Path::new("/proc");
+        let me = std::process::id();
+        let netns = netns_of(root, me).expect("own netns");
+        let found = target_listeners(root, &[me]);
+        let mine = TargetListener {
+            netns,
+            addr: v4_addr,
+        };
+        assert!(found.contains(&mine), "{found:?} lacks {mine}");
+        let key = mine.key();
+        assert_eq!(key.port, v4_addr.port());
+        assert_eq!(key.family, herdtrace_common::AF_INET);
+        assert_eq!(key.addr[..4], [127, 0, 0, 1]);
+        assert_eq!(key.addr[4..], [0; 12]);
+        if let Some(v6) = v6 {
+            let addr = v6.local_addr().expect("addr");
+            let l = TargetListener { netns, addr };
+            assert!(found.contains(&l), "{found:?} lacks {l}");
+            let mut want = [0u8; 16];
+            want[15] = 1;
+            assert_eq!(l.key().addr, want);
+            assert_eq!(l.key().family, herdtrace_common::AF_INET6);
+        }
+        assert_eq!(mine.to_string(), format!("{v4_addr} (netns {netns})"));
+        assert!(target_listeners(root, &[]).is_empty());
+    }
+
+    #[test]
+    fn accept_syscall_lines() {
+        assert!(in_accept("288 0x3 0x0 0x0 0x80800 0x0 0x0 0x7ffd 0x7f12"));
+        assert!(in_accept("43 0x3 0x0 0x0 0x0 0x0 0x0 0x7ffd 0x7f12"));
+        assert!(!in_accept("232 0x4 0x7ffd 0x40 0xffffffff 0x0 0x0 0x7ffd 0x7f12"));
+        assert!(!in_accept("running"));
+        assert!(!in_accept("-1 0x7ffd 0x7f12"));
+        assert!(!in_accept(""));
     }
 
     #[test]

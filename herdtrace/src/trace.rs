@@ -685,10 +685,12 @@ mod tests {
         assert_eq!(c.step(3), 0);
         assert_eq!(c.step(10), 1);
         assert_eq!(c.step(u64::MAX), u64::MAX - 10);
-        // Drops and skipped runs are separate totals.
+        // Drops and each program's skipped runs are separate totals.
         let mut f = LossFeed::default();
-        assert_eq!((f.drops.step(2), f.skipped.step(7)), (2, 7));
-        assert_eq!((f.drops.step(2), f.skipped.step(8)), (0, 1));
+        let mut skipped = |p: &str, total| f.skipped.entry(p.to_owned()).or_default().step(total);
+        assert_eq!((skipped("a", 7), skipped("b", 3)), (7, 3));
+        assert_eq!((skipped("a", 8), skipped("b", 3)), (1, 0));
+        assert_eq!(f.drops.step(2), 2);
     }
 
     #[test]

@@ -269,6 +269,8 @@ mod tests {
             epolls: woken,
             accept_latency_us: who.map(|_| 40),
             incomplete: false,
+            possibly_incomplete: false,
+            netns: 0,
         }
     }
 

@@ -92,6 +92,8 @@ mod tests {
                 epolls: 4,
                 accept_latency_us: Some(12),
                 incomplete: false,
+                possibly_incomplete: false,
+                netns: 0,
             });
         }
         obs.on_lost_total(2);

@@ -178,6 +178,8 @@ mod tests {
             epolls: 4,
             accept_latency_us: Some(9),
             incomplete: false,
+            possibly_incomplete: true,
+            netns: 4026531840,
         };
         let mut out = Vec::new();
         write_conn(&mut out, &r, true).expect("write");
@@ -186,17 +188,21 @@ mod tests {
             json!({"type":"conn","ts_ns":5,"port":8080,"peer":"[::1]:7",
                    "accepted_by":{"pid":1,"tid":2,"comm":"lighttpd"},
                    "woken":4,"returned":3,"spurious":1,"eagain":2,"eagain_losers":2,
-                   "epolls":4,"accept_latency_us":9,"incomplete":false})
+                   "epolls":4,"accept_latency_us":9,"incomplete":false,
+                   "possibly_incomplete":true,"netns":4026531840u32})
         );
         let none = ConnRecord {
             accepted_by: None,
             accept_latency_us: None,
             peer: None,
+            netns: 0,
             ..r
         };
         let mut out = Vec::new();
         write_conn(&mut out, &none, false).expect("write");
         let v = parse(&out);
+        // An unknown namespace is null, not 0.
+        assert_eq!(v["netns"], Value::Null);
         // The tracepoint backend does not see epoll callbacks: unknown, not 0.
         assert_eq!(v["epolls"], Value::Null);
         assert_eq!(v["accepted_by"], Value::Null);
@@ -267,10 +273,10 @@ mod tests {
                    "woken_per_conn":{"mean":1.0,"p50":1,"p99":1,"max":1},
                    "woken_histogram":[0,1],
                    "returned":1,"eagain":0,"eagain_losers":0,"spurious":0,"incomplete":0,
-                   "unaccepted":0,
+                   "possibly_incomplete":0,"unaccepted":0,
                    "tasks":[{"pid":3,"tid":4,"comm":"srv","accepts":1,"woken":1,"eagain":0,"spurious":0}],
                    "lost_events":0,
-                   "skipped_runs":0,
+                   "skipped_runs":0,"skipped_by_program":{},"insert_failed":{},
                    "diagnostics":{"orphan_wakes":0,"unmatched_accepts":0,"eagain_unattributed":0},
                    "verdict":"no herd: ~1 task woken per connection (mean 1.00); 0.00 wasted wakeups per connection (0% of all wakeups: EAGAIN losers 0.00 + spurious 0.00)"})
         );

@@ -258,6 +258,8 @@ mod tests {
             epolls: 4,
             accept_latency_us: Some(85),
             incomplete: false,
+            possibly_incomplete: false,
+            netns: 0,
         };
         let line_with = |r: &ConnRecord, epolls_seen: bool| {
             let mut out = Vec::new();

@@ -218,6 +218,7 @@ mod tests {
             lost_events: 0,
             accepts_by_tid: accepts,
             failures: Vec::new(),
+            diagnostics: Vec::new(),
             tracer_stderr: String::new(),
             conns: tids
                 .iter()
@@ -226,6 +227,8 @@ mod tests {
                     ts_ns: k as u64,
                     accepted_by: Some(*t),
                     accept_latency_us: Some(50 * (k as u64 + 1)),
+                    peer: None,
+                    woken: 1,
                 })
                 .collect(),
         }

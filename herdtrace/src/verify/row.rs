@@ -349,6 +349,8 @@ mod tests {
             ts_ns,
             accepted_by: tid,
             accept_latency_us: lat,
+            peer: None,
+            woken: 1,
         }
     }
 
@@ -381,6 +383,7 @@ mod tests {
             lost_events: 0,
             accepts_by_tid: accepts,
             failures: Vec::new(),
+            diagnostics: Vec::new(),
             tracer_stderr: String::new(),
             conns,
         }
