@@ -127,6 +127,10 @@ pub struct ChainState {
     /// `est_listener`'s wait-queue head, read once per connection so its
     /// wakeup is recognised without a read (kprobe/fentry backends).
     pub est_wait: u64,
+    /// The chain id under which the kprobe/fentry backends already reported
+    /// this connection's arrival (at the accept queue, before any wakeup:
+    /// with no task asleep on the listener there is none); 0 if not.
+    pub est_chain: u64,
     pub est_port: u16,
     pub _pad: u16,
     /// Network namespace (inode number) of the chain's listener.
@@ -275,7 +279,7 @@ mod tests {
     fn shared_structs_have_no_hidden_padding() {
         use core::mem::{offset_of, size_of};
         assert_eq!(size_of::<ListenKey>(), 4 + 2 + 2 + 16);
-        assert_eq!(size_of::<ChainState>(), 120);
+        assert_eq!(size_of::<ChainState>(), 128);
         assert_eq!(offset_of!(ChainState, netns) + 4, size_of::<ChainState>());
         // The u64s follow the last u32 directly (an odd number of u32s would
         // leave a hole before them).

@@ -72,12 +72,18 @@ pub fn listener_known(sk: u64, head: &SkHead) -> bool {
     true
 }
 
+/// A new chain id: the CPU in the top 16 bits, a per-CPU counter below.
+#[inline(always)]
+pub fn new_chain_id() -> u64 {
+    let cpu = unsafe { bpf_get_smp_processor_id() } as u64;
+    (cpu << 48) | (bump(1) & 0xffff_ffff_ffff)
+}
+
 /// Opens a listener chain for `listener` (0 when only the child is known)
 /// whose new connection is `child`, and reports the arrival.
 #[inline(always)]
 pub fn open(c: &mut ChainState, listener: u64, child: u64, local_port: u16, flags: u16, netns: u32) {
-    let cpu = unsafe { bpf_get_smp_processor_id() } as u64;
-    c.id = (cpu << 48) | (bump(1) & 0xffff_ffff_ffff);
+    c.id = new_chain_id();
     c.listener = listener;
     c.child = child;
     c.opened_ns = now();
@@ -95,14 +101,28 @@ pub fn open(c: &mut ChainState, listener: u64, child: u64, local_port: u16, flag
 
 /// Opens a chain for a wakeup of listening socket `sk` if it is a traced
 /// task's; the new connection is the child whose handshake just completed
-/// on this CPU for that listener, else the accept queue's tail.
+/// on this CPU for that listener, else the accept queue's tail. When the
+/// kprobe/fentry backends already reported that arrival at the accept
+/// queue, the chain takes its id and nothing is reported again.
 #[inline(always)]
 pub fn open_from_listener(c: &mut ChainState, sk: u64, head: &SkHead) -> bool {
     let port = head.num;
+    let recent = now().wrapping_sub(c.est_ns) <= conf!(chain_window_ns);
+    if c.est_chain != 0 && c.est_listener == sk && recent {
+        c.id = c.est_chain;
+        c.listener = sk;
+        c.child = c.est_child;
+        c.opened_ns = c.est_ns;
+        c.open = OPEN_LISTENER;
+        c.emitted = 1;
+        c.est_chain = 0;
+        c.est_child = 0;
+        c.est_listener = 0;
+        return true;
+    }
     if !port_allowed(port) || !listener_known(sk, head) {
         return false;
     }
-    let recent = now().wrapping_sub(c.est_ns) <= conf!(chain_window_ns);
     let same = if c.est_listener != 0 {
         c.est_listener == sk
     } else {
@@ -115,8 +135,39 @@ pub fn open_from_listener(c: &mut ChainState, sk: u64, head: &SkHead) -> bool {
     };
     c.est_child = 0;
     c.est_listener = 0;
+    c.est_chain = 0;
     open(c, sk, child, port, 0, sk_netns(sk));
     true
+}
+
+/// A connection `child` joined traced listener `sk`'s accept queue (kprobe/
+/// fentry backends): its arrival is reported now, under a chain id that the
+/// listener's wakeup on this CPU, if any, then continues.
+#[inline(always)]
+pub fn arrival_at_queue(c: &mut ChainState, sk: u64, child: u64, head: &SkHead, wait: u64) {
+    c.est_child = child;
+    c.est_listener = sk;
+    c.est_ns = now();
+    c.est_port = head.num;
+    c.est_wait = wait;
+    c.est_chain = 0;
+    if !port_allowed(head.num) || !listener_known(sk, head) {
+        return;
+    }
+    let id = new_chain_id();
+    c.est_chain = id;
+    let (family, addr, port) = sk_peer(child);
+    let mut ev = new_event(EV_ARRIVAL);
+    ev.chain = id;
+    ev.ts_ns = c.est_ns;
+    ev.sk = sk;
+    ev.child = child;
+    ev.local_port = head.num;
+    ev.peer_addr = addr;
+    ev.peer_port = port;
+    ev.family = family;
+    ev.aux = sk_netns(sk) as u64;
+    send(&mut ev);
 }
 
 #[inline(always)]

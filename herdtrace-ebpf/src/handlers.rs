@@ -117,18 +117,20 @@ pub fn softirq_exit() {
 
 // ---- kprobe/fentry backends: chains --------------------------------------------
 
-/// `inet_csk_reqsk_queue_add(listener, req, child)`: a handshake completed
-/// and `child` joined `listener`'s accept queue; the listener's wakeup
-/// follows on this CPU. Its wait queue is read now, once per connection,
-/// so that wakeup is recognised without a read.
+/// A handshake completed and `child` joined `listener`'s accept queue
+/// (`inet_csk_complete_hashdance` / `inet_csk_reqsk_queue_add`): the
+/// arrival is reported here, since the listener's wakeup that follows on
+/// this CPU happens only when a task sleeps on it. The listener's wait
+/// queue is read now, once per connection, so that wakeup is recognised
+/// without a read.
 #[inline(always)]
 pub fn reqsk_queue_add(listener: u64, child: u64) {
     let Some(c) = chain::state() else { return };
-    c.est_child = child;
-    c.est_listener = listener;
-    c.est_ns = now();
-    c.est_port = 0;
-    c.est_wait = sk_wait_head(listener);
+    if c.est_child == child && c.est_listener == listener && c.est_chain != 0 {
+        return; // both probes of the same handshake (complete_hashdance calls queue_add)
+    }
+    let head = sk_head(listener);
+    chain::arrival_at_queue(c, listener, child, &head, sk_wait_head(listener));
 }
 
 /// `__wake_up_common` entry. Outside a listener chain, a call on the wait
@@ -156,7 +158,7 @@ pub fn wake_up_common_entry(wq_head: u64) {
         c.opened_ns = t;
     }
     if c.est_listener != 0
-        && wq_head == c.est_wait
+        && c.est_wait == wq_head
         && t.wrapping_sub(c.est_ns) <= conf!(chain_window_ns)
     {
         let sk = c.est_listener;

@@ -222,14 +222,16 @@ fn facts(btf: Result<&Btf, String>, privilege: &Privilege, release: Option<&str>
     let btf_tracepoints = probes::btf_tracepoints()
         .into_iter()
         .map(|event| {
-            let status = match &btf {
-                _ if simulated.event(event) => ProbeStatus::Missing(format!(
-                    "treated as missing ({}=…:{event})",
+            let status = match (&btf, simulated.event(event)) {
+                (_, Some(item)) => ProbeStatus::Missing(format!(
+                    "treated as missing ({}={item})",
                     kernel::MISSING_ENV
                 )),
-                Ok(b) if b.has_btf_tracepoint(event) => ProbeStatus::Ok,
-                Ok(_) => ProbeStatus::Missing(format!("no btf_trace_{event} in the kernel BTF")),
-                Err(e) => ProbeStatus::Missing(e.clone()),
+                (Ok(b), None) if b.has_btf_tracepoint(event) => ProbeStatus::Ok,
+                (Ok(_), None) => {
+                    ProbeStatus::Missing(format!("no btf_trace_{event} in the kernel BTF"))
+                }
+                (Err(e), None) => ProbeStatus::Missing(e.clone()),
             };
             (event.to_owned(), status)
         })

@@ -515,11 +515,13 @@ impl Missing {
             .any(|i| i.split_once(':') == Some((cat, name)))
     }
 
-    /// Tracepoint event `name` of any category (its BTF tracepoint too).
-    pub fn event(&self, name: &str) -> bool {
+    /// Tracepoint event `name` of any category (its BTF tracepoint too):
+    /// the item that names it (`category:name`).
+    pub fn event(&self, name: &str) -> Option<&str> {
         self.items
             .iter()
-            .any(|i| i.split_once(':').is_some_and(|(_, n)| n == name))
+            .find(|i| i.split_once(':').is_some_and(|(_, n)| n == name))
+            .map(String::as_str)
     }
 
     /// Kernel function `name` (treated as inlined: in neither kallsyms nor BTF).

@@ -475,28 +475,34 @@ pub const TABLE: &[Point] = &[
         ],
     },
     Point {
-        id: "accept-syscalls",
-        what: "accept and accept4 calls (their listener at entry, their result at exit)",
+        id: "accept4-syscall",
+        what: "accept4 calls (their listener at entry, their result at exit)",
         required: TP,
-        pick: Pick::Each,
+        pick: Pick::First,
         kernels: "every kernel",
-        lost: "accepts through that system call are not seen",
-        variants: &[
-            v(
-                TP,
-                &[
-                    tp("tp_accept_enter", "syscalls:sys_enter_accept4", &["fd"]),
-                    tp("tp_accept_exit", "syscalls:sys_exit_accept4", &["ret"]),
-                ],
-            ),
-            v(
-                TP,
-                &[
-                    tp("tp_accept_enter", "syscalls:sys_enter_accept", &["fd"]),
-                    tp("tp_accept_exit", "syscalls:sys_exit_accept", &["ret"]),
-                ],
-            ),
-        ],
+        lost: "",
+        variants: &[v(
+            TP,
+            &[
+                tp("tp_accept_enter", "syscalls:sys_enter_accept4", &["fd"]),
+                tp("tp_accept_exit", "syscalls:sys_exit_accept4", &["ret"]),
+            ],
+        )],
+    },
+    Point {
+        id: "accept-syscall",
+        what: "accept calls (servers that use accept rather than accept4)",
+        required: &[],
+        pick: Pick::First,
+        kernels: "every kernel",
+        lost: "accepts made with accept(2) rather than accept4(2) are not seen",
+        variants: &[v(
+            TP,
+            &[
+                tp("tp_accept_enter", "syscalls:sys_enter_accept", &["fd"]),
+                tp("tp_accept_exit", "syscalls:sys_exit_accept", &["ret"]),
+            ],
+        )],
     },
     Point {
         id: "accept-in-progress",

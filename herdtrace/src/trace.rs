@@ -179,6 +179,7 @@ pub fn prepare(args: &TraceArgs) -> Result<Prepared> {
     let info = RunInfo {
         backend: choice.backend.name().to_string(),
         kernel: facts.release.clone(),
+        attach: Vec::new(),
     };
     Ok(Prepared {
         request: args.backend,
@@ -381,6 +382,7 @@ pub fn trace_session_observed<W: Write>(
     .map_err(|e| anyhow!(e))?;
     let mut info = prepared.info.clone();
     info.backend = choice.backend.name().to_string();
+    info.attach = tracer.attached.clone();
     let first = targets.load_into(&mut tracer)?;
     // A fork between the /proc scan and the map update is caught by a second pass.
     let second = targets.load_into(&mut tracer)?;

@@ -547,11 +547,14 @@ fn missing_optional_tracepoints_fall_back_with_named_losses() {
     for want in [
         "herdtrace: HERDTRACE_MISSING: acting as if the kernel lacked sock:sk_data_ready, \
          irq:softirq_exit, syscalls:sys_enter_listen, syscalls:sys_exit_epoll_pwait2, ep_send_events",
-        "herdtrace: warning: tracepoint sock:sk_data_ready missing (added in 6.6): arrivals \
-         come from sock:inet_sock_set_state",
-        "herdtrace: warning: irq:softirq_exit missing: wake chains end only by time",
-        "herdtrace: warning: syscalls:sys_enter_listen missing: listeners the targets open \
-         after the start are not learned",
+        "herdtrace: warning: sock:sk_data_ready missing (added in 6.6): arrivals come from \
+         sock:inet_sock_set_state",
+        "herdtrace: warning: tp_btf softirq_exit missing: treated as missing \
+         (HERDTRACE_MISSING=irq:softirq_exit); tracepoint irq:softirq_exit missing: treated as \
+         missing (HERDTRACE_MISSING=irq:softirq_exit): wake chains end only by time",
+        "herdtrace: warning: tracepoint syscalls:sys_enter_listen missing: treated as missing \
+         (HERDTRACE_MISSING=syscalls:sys_enter_listen): listeners the targets open after the \
+         start are learned at their first accept",
         "herdtrace: warning: tracepoint syscalls:sys_exit_epoll_pwait2 missing: treated as \
          missing (HERDTRACE_MISSING=syscalls:sys_exit_epoll_pwait2): tasks returning from \
          that call are not seen",
@@ -579,14 +582,13 @@ fn missing_required_pieces_are_named_in_one_line() {
     for (missing, want) in [
         (
             "btf",
-            "kernel BTF is required (/sys/kernel/btf/vmlinux; kernels built with \
-             CONFIG_DEBUG_INFO_BTF): no /sys/kernel/btf/vmlinux (treated as missing: \
-             HERDTRACE_MISSING=btf)",
+            "tracepoint skipped: kernel BTF missing: no /sys/kernel/btf/vmlinux (treated as \
+             missing: HERDTRACE_MISSING=btf))",
         ),
         (
             "syscalls:sys_exit_accept4",
-            "tracepoint backend unavailable: tracepoint syscalls:sys_exit_accept4 missing: \
-             treated as missing (HERDTRACE_MISSING=syscalls:sys_exit_accept4)",
+            "tracepoint skipped: tracepoint syscalls:sys_exit_accept4 missing: treated as \
+             missing (HERDTRACE_MISSING=syscalls:sys_exit_accept4))",
         ),
     ] {
         let t = Tracer::spawn(&strs(&args), &[("HERDTRACE_MISSING", missing)], false);
@@ -614,15 +616,30 @@ fn check_reports_simulated_gaps() {
         .expect("check");
     let text = String::from_utf8_lossy(&out.stdout);
     for want in [
-        "symbol ep_send_events: missing: not in /proc/kallsyms (inlined or not built)\n",
-        "symbol __wake_up_common: missing: not in /proc/kallsyms (inlined or not built)\n",
+        "function ep_send_events: missing: not in /proc/kallsyms (inlined or not built)\n",
+        "function __wake_up_common: missing: not in /proc/kallsyms (inlined or not built)\n",
         "tracepoint sock:sk_data_ready: missing: treated as missing \
          (HERDTRACE_MISSING=sock:sk_data_ready)\n",
+        "btf tracepoint sk_data_ready: missing: treated as missing \
+         (HERDTRACE_MISSING=sock:sk_data_ready)\n",
         "btf: missing: no /sys/kernel/btf/vmlinux (treated as missing: HERDTRACE_MISSING=btf)\n",
-        "  warning: tracepoint sock:sk_data_ready missing (added in 6.6)",
+        "backend tracepoint: unavailable (kernel BTF missing: no /sys/kernel/btf/vmlinux \
+         (treated as missing: HERDTRACE_MISSING=btf))\n",
     ] {
         assert!(text.contains(want), "want {want:?} in\n{text}");
     }
+    // Without BTF simulated, the same gaps give the substitute's warning.
+    let out = Command::new(bin())
+        .arg("check")
+        .env("HERDTRACE_MISSING", "ep_send_events,__wake_up_common,sock:sk_data_ready")
+        .output()
+        .expect("check");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("  arrival: via handshake\n")
+            && text.contains("  warning: sock:sk_data_ready missing (added in 6.6)"),
+        "{text}"
+    );
 }
 
 // ---- detach --------------------------------------------------------------------

@@ -144,6 +144,7 @@ fn load<R: Read>(mut reader: Reader<R>) -> Result<(Vec<u8>, Shift, RunInfo)> {
     let info = RunInfo {
         backend: header.backend,
         kernel: header.kernel,
+        attach: Vec::new(),
     };
     Ok((bytes, shift, info))
 }

@@ -95,6 +95,7 @@ pub fn replay<R: Read, W: Write>(
     let info = RunInfo {
         backend: header.backend.clone(),
         kernel: header.kernel.clone(),
+        attach: Vec::new(),
     };
     let mut p = Pipeline::new(EngineConfig::default(), opts, info, out);
     let mut interval_ns = interval_ns.filter(|&n| n > 0);

@@ -51,6 +51,8 @@ struct SummaryLine<'a> {
     kind: &'static str,
     backend: &'a str,
     kernel: &'a str,
+    /// What was attached (empty in a replay).
+    attach: &'a [String],
     connections: u64,
     woken_per_conn: &'a WokenStats,
     woken_histogram: &'a [u64],
@@ -123,6 +125,7 @@ pub fn write_summary(out: &mut impl Write, info: &RunInfo, s: &Summary) -> io::R
             kind: "summary",
             backend: &info.backend,
             kernel: &info.kernel,
+            attach: &info.attach,
             connections: t.connections,
             woken_per_conn: &s.woken_per_conn,
             woken_histogram: &s.woken_histogram,
@@ -264,12 +267,13 @@ mod tests {
         let info = RunInfo {
             backend: "fentry".into(),
             kernel: "6.1.0".into(),
+            attach: Vec::new(),
         };
         let mut out = Vec::new();
         write_summary(&mut out, &info, &s).expect("write");
         assert_eq!(
             parse(&out),
-            json!({"type":"summary","backend":"fentry","kernel":"6.1.0","connections":1,
+            json!({"type":"summary","backend":"fentry","kernel":"6.1.0","attach":[],"connections":1,
                    "woken_per_conn":{"mean":1.0,"p50":1,"p99":1,"max":1},
                    "woken_histogram":[0,1],
                    "returned":1,"eagain":0,"eagain_losers":0,"spurious":0,"incomplete":0,

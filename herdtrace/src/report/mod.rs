@@ -31,6 +31,9 @@ pub struct RunInfo {
     pub backend: String,
     /// Kernel release.
     pub kernel: String,
+    /// What the tracer attached (`kind target <- program`, as `check --json`
+    /// lists a plan); empty in a replay.
+    pub attach: Vec<String>,
 }
 
 /// Maps event time (CLOCK_MONOTONIC ns) to wall-clock time for labels.
@@ -352,6 +355,7 @@ mod tests {
         RunInfo {
             backend: "test".into(),
             kernel: "0.0".into(),
+            attach: Vec::new(),
         }
     }
 

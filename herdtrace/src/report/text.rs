@@ -317,6 +317,7 @@ mod tests {
         let info = RunInfo {
             backend: "tracepoint".into(),
             kernel: "6.18.0".into(),
+            attach: Vec::new(),
         };
         let mut out = Vec::new();
         write_summary(&mut out, &info, s).expect("write");

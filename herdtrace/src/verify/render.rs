@@ -219,6 +219,8 @@ mod tests {
             accepts_by_tid: accepts,
             failures: Vec::new(),
             diagnostics: Vec::new(),
+            skipped_by_program: BTreeMap::new(),
+            explained: Vec::new(),
             tracer_stderr: String::new(),
             conns: tids
                 .iter()
@@ -229,6 +231,7 @@ mod tests {
                     accept_latency_us: Some(50 * (k as u64 + 1)),
                     peer: None,
                     woken: 1,
+                    flagged: false,
                 })
                 .collect(),
         }

@@ -36,6 +36,7 @@ pub fn scenario_for(plan: &Plan, setup: &Setup) -> Scenario {
         workers: setup.workers,
         connections: setup.connections,
         rate: setup.rate,
+        concurrency: 2,
         bound,
     }
 }
@@ -351,6 +352,7 @@ mod tests {
             accept_latency_us: lat,
             peer: None,
             woken: 1,
+            flagged: false,
         }
     }
 
@@ -384,6 +386,8 @@ mod tests {
             accepts_by_tid: accepts,
             failures: Vec::new(),
             diagnostics: Vec::new(),
+            skipped_by_program: BTreeMap::new(),
+            explained: Vec::new(),
             tracer_stderr: String::new(),
             conns,
         }
