@@ -582,13 +582,13 @@ fn missing_required_pieces_are_named_in_one_line() {
     for (missing, want) in [
         (
             "btf",
-            "tracepoint skipped: kernel BTF missing: no /sys/kernel/btf/vmlinux (treated as \
-             missing: HERDTRACE_MISSING=btf))",
+            "tracepoint backend unavailable: kernel BTF missing: no /sys/kernel/btf/vmlinux \
+             (treated as missing: HERDTRACE_MISSING=btf)",
         ),
         (
             "syscalls:sys_exit_accept4",
-            "tracepoint skipped: tracepoint syscalls:sys_exit_accept4 missing: treated as \
-             missing (HERDTRACE_MISSING=syscalls:sys_exit_accept4))",
+            "tracepoint backend unavailable: tracepoint syscalls:sys_exit_accept4 missing: \
+             treated as missing (HERDTRACE_MISSING=syscalls:sys_exit_accept4)",
         ),
     ] {
         let t = Tracer::spawn(&strs(&args), &[("HERDTRACE_MISSING", missing)], false);

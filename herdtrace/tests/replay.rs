@@ -113,6 +113,8 @@ fn expected_summary() -> Value {
         "type": "summary",
         "backend": "tracepoint",
         "kernel": "6.18.0-synthetic",
+        // A replay attaches nothing.
+        "attach": [],
         "connections": 9,
         // woken per connection: 0 (conn 7), 1 (conn 8), 2 (conn 6), 4 x 6.
         "woken_per_conn": {"mean": 3.0, "p50": 4, "p99": 4, "max": 4},
@@ -122,6 +124,7 @@ fn expected_summary() -> Value {
         "eagain_losers": 18,
         "spurious": 1,
         "incomplete": 1,
+        "possibly_incomplete": 0,
         "unaccepted": 0,
         "tasks": [
             task(2001, 4, 7, 5, 0),
@@ -131,6 +134,9 @@ fn expected_summary() -> Value {
         ],
         "lost_events": 3,
         "skipped_runs": 0,
+        // Kernel-side counters exist only in a live run.
+        "skipped_by_program": {},
+        "insert_failed": {},
         "diagnostics": {"orphan_wakes": 0, "unmatched_accepts": 1, "eagain_unattributed": 0},
         // 27 wakes: 18 EAGAIN losers + 1 spurious = 19 wasted, 19/9 per connection.
         "verdict": "herd: every connection woke 3.00 tasks on average; 2.11 wasted wakeups per \
