@@ -107,8 +107,11 @@ pub fn open(c: &mut ChainState, listener: u64, child: u64, local_port: u16, flag
 #[inline(always)]
 pub fn open_from_listener(c: &mut ChainState, sk: u64, head: &SkHead) -> bool {
     let port = head.num;
-    let recent = now().wrapping_sub(c.est_ns) <= conf!(chain_window_ns);
-    if c.est_chain != 0 && c.est_listener == sk && recent {
+    // Not bounded by time: the listener's wakeup follows its queue-add in the
+    // same softirq on this CPU, however long that takes (a guest's clock
+    // jumps when its vCPU is descheduled), and the next queue-add here
+    // replaces these fields.
+    if c.est_chain != 0 && c.est_listener == sk {
         c.id = c.est_chain;
         c.listener = sk;
         c.child = c.est_child;
@@ -123,6 +126,7 @@ pub fn open_from_listener(c: &mut ChainState, sk: u64, head: &SkHead) -> bool {
     if !port_allowed(port) || !listener_known(sk, head) {
         return false;
     }
+    let recent = now().wrapping_sub(c.est_ns) <= conf!(chain_window_ns);
     let same = if c.est_listener != 0 {
         c.est_listener == sk
     } else {
@@ -190,19 +194,26 @@ pub fn emit_arrival(c: &mut ChainState) {
     send(&mut ev);
 }
 
-/// The listener chain open on this CPU, if it is still within its window.
+/// The listener chain open on this CPU. A tracepoint-backend chain (no
+/// `__wake_up_common` depth) must still be within its window; a kprobe/
+/// fentry chain ends exactly when its call returns.
 #[inline(always)]
 pub fn current() -> Option<&'static mut ChainState> {
     let c = state()?;
     if c.open != OPEN_LISTENER {
         return None;
     }
-    if now().wrapping_sub(c.opened_ns) > conf!(chain_window_ns) {
+    if c.depth == 0 && now().wrapping_sub(c.opened_ns) > conf!(chain_window_ns) {
         close(c);
         return None;
     }
     Some(c)
 }
+
+/// A `__wake_up_common` depth older than this was left by a return probe
+/// that did not run (kretprobe instances can run out): reset. Long, so a
+/// real chain is never cut (a guest's clock jumps while its vCPU waits).
+pub const STALE_DEPTH_NS: u64 = 1_000_000_000;
 
 /// `sched_waking` of task `tid`: report it if it is traced and inside a chain.
 #[inline(always)]

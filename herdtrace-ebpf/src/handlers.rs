@@ -144,7 +144,7 @@ pub fn wake_up_common_entry(wq_head: u64) {
     let Some(c) = chain::state() else { return };
     let t = now();
     // A missed return probe must not leave the depth stuck forever.
-    if c.depth != 0 && t.wrapping_sub(c.opened_ns) > conf!(chain_window_ns) {
+    if c.depth != 0 && t.wrapping_sub(c.opened_ns) > chain::STALE_DEPTH_NS {
         c.depth = 0;
         close(c);
     }
@@ -157,10 +157,7 @@ pub fn wake_up_common_entry(wq_head: u64) {
         c.cur_ep = 0;
         c.opened_ns = t;
     }
-    if c.est_listener != 0
-        && c.est_wait == wq_head
-        && t.wrapping_sub(c.est_ns) <= conf!(chain_window_ns)
-    {
+    if c.est_listener != 0 && c.est_wait == wq_head {
         let sk = c.est_listener;
         let head = sk_head(sk);
         if chain::open_from_listener(c, sk, &head) {
@@ -190,7 +187,9 @@ pub fn wake_up_common_exit() {
 #[inline(always)]
 pub fn ep_poll_callback(wait: u64) {
     let Some(c) = chain::state() else { return };
-    if c.open == 0 {
+    // Outside any wakeup call there is no chain (a depth left by a missed
+    // return probe still counts as inside one).
+    if c.open == 0 && c.depth == 0 {
         return;
     }
     let entry = wait.wrapping_sub(conf!(eppoll_entry_wait) as u64);

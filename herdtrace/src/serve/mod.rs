@@ -63,6 +63,9 @@ pub struct ServeArgs {
     /// TCP port on 127.0.0.1 (0 = any free port).
     #[arg(long, default_value_t = 0)]
     pub port: u16,
+    /// Listen on [::1] instead of 127.0.0.1.
+    #[arg(long)]
+    pub ipv6: bool,
     /// Busy-loop this many microseconds per request (simulated work).
     #[arg(long, default_value_t = 0, value_name = "US")]
     pub work_us: u64,
@@ -89,6 +92,7 @@ pub struct Config {
     pub edge_triggered: bool,
     pub accept_batch: usize,
     pub port: u16,
+    pub ipv6: bool,
     pub work: Duration,
     pub backlog: i32,
     pub wait_timeout_ms: Option<u32>,
@@ -120,6 +124,7 @@ impl Config {
             edge_triggered: a.edge_triggered,
             accept_batch: a.accept_batch as usize,
             port: a.port,
+            ipv6: a.ipv6,
             work: Duration::from_micros(a.work_us),
             backlog: a.backlog,
             wait_timeout_ms: a.wait_timeout_ms,
@@ -157,20 +162,21 @@ impl Config {
     /// Listening sockets: one per worker with reuseport, else one.
     fn open_listeners(&self) -> anyhow::Result<Vec<OwnedFd>> {
         let nonblocking = self.model.uses_epoll();
-        let addr = format!("127.0.0.1:{}", self.port);
+        let host = lines::loopback(self.ipv6);
+        let addr = format!("{host}:{}", self.port);
         if self.model != Model::Reuseport {
-            let l = sys::listener(self.port, self.backlog, false, nonblocking)
+            let l = sys::listener(self.port, self.backlog, false, nonblocking, self.ipv6)
                 .with_context(|| format!("listen on {addr}"))?;
             return Ok(vec![l]);
         }
-        let first = sys::listener(self.port, self.backlog, true, nonblocking)
+        let first = sys::listener(self.port, self.backlog, true, nonblocking, self.ipv6)
             .with_context(|| format!("listen on {addr}"))?;
         // With port 0 the others join the port the kernel picked for the first.
         let port = sys::local_port(first.as_raw_fd()).context("getsockname")?;
         let mut all = vec![first];
         for i in 1..self.workers {
-            let l = sys::listener(port, self.backlog, true, nonblocking)
-                .with_context(|| format!("listen socket {i} on 127.0.0.1:{port} (SO_REUSEPORT)"))?;
+            let l = sys::listener(port, self.backlog, true, nonblocking, self.ipv6)
+                .with_context(|| format!("listen socket {i} on {host}:{port} (SO_REUSEPORT)"))?;
             all.push(l);
         }
         Ok(all)
@@ -188,6 +194,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<i32> {
     let port = sys::local_port(listeners[0].as_raw_fd()).context("getsockname")?;
     let slots = Arc::new(slots::Slots::new(cfg.workers).context("mmap worker counters")?);
     let line = ListeningLine {
+        ipv6: cfg.ipv6,
         port,
         pid: sys::getpid(),
         model: cfg.model,
@@ -252,6 +259,7 @@ mod tests {
                 edge_triggered: false,
                 accept_batch: 1,
                 port: 0,
+                ipv6: false,
                 work: Duration::ZERO,
                 backlog: 4096,
                 wait_timeout_ms: None,

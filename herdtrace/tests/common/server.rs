@@ -87,6 +87,7 @@ impl TestServer {
             child: Some(child),
             first_line: String::new(),
             listening: ListeningLine {
+                ipv6: false,
                 port: 0,
                 pid: 0,
                 model: herdtrace::serve::Model::EpollPerWorker,
@@ -116,7 +117,7 @@ impl TestServer {
     }
 
     pub fn addr(&self) -> String {
-        format!("127.0.0.1:{}", self.listening.port)
+        self.listening.addr()
     }
 
     /// The server (parent) process id.
