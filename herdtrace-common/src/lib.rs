@@ -132,7 +132,9 @@ pub struct ChainState {
     /// with no task asleep on the listener there is none); 0 if not.
     pub est_chain: u64,
     pub est_port: u16,
-    pub _pad: u16,
+    /// Non-zero inside `inet_csk_complete_hashdance` (kprobe/fentry): the
+    /// `inet_csk_reqsk_queue_add` it calls is that same connection.
+    pub in_hashdance: u16,
     /// Network namespace (inode number) of the chain's listener.
     pub netns: u32,
 }

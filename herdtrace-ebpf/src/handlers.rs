@@ -124,10 +124,27 @@ pub fn softirq_exit() {
 /// queue is read now, once per connection, so that wakeup is recognised
 /// without a read.
 #[inline(always)]
+pub fn new_connection(listener: u64, child: u64) {
+    let Some(c) = chain::state() else { return };
+    let head = sk_head(listener);
+    chain::arrival_at_queue(c, listener, child, &head, sk_wait_head(listener));
+}
+
+/// `inet_csk_complete_hashdance` entry/exit: the queue-add it calls is the
+/// same connection (reported by the hashdance probe instead).
+#[inline(always)]
+pub fn hashdance(inside: bool) {
+    if let Some(c) = chain::state() {
+        c.in_hashdance = u16::from(inside);
+    }
+}
+
+/// `inet_csk_reqsk_queue_add` outside a hashdance (syncookies, TCP Fast Open).
+#[inline(always)]
 pub fn reqsk_queue_add(listener: u64, child: u64) {
     let Some(c) = chain::state() else { return };
-    if c.est_child == child && c.est_listener == listener && c.est_chain != 0 {
-        return; // both probes of the same handshake (complete_hashdance calls queue_add)
+    if c.in_hashdance != 0 {
+        return;
     }
     let head = sk_head(listener);
     chain::arrival_at_queue(c, listener, child, &head, sk_wait_head(listener));

@@ -177,9 +177,16 @@ pub fn kp_ep_poll_callback(ctx: ProbeContext) -> u32 {
 /// queued when `own_req` (a race lost otherwise: no wakeup follows).
 #[kprobe]
 pub fn kp_complete_hashdance(ctx: ProbeContext) -> u32 {
+    handlers::hashdance(true);
     if kp_arg(&ctx, 3) & 0xff != 0 {
-        handlers::reqsk_queue_add(kp_arg(&ctx, 0), kp_arg(&ctx, 1));
+        handlers::new_connection(kp_arg(&ctx, 0), kp_arg(&ctx, 1));
     }
+    0
+}
+
+#[kretprobe]
+pub fn krp_complete_hashdance(_ctx: RetProbeContext) -> u32 {
+    handlers::hashdance(false);
     0
 }
 
@@ -278,10 +285,17 @@ pub fn fe_ep_poll_callback(ctx: FEntryContext) -> u32 {
 /// it queued (NULL when another CPU won the request).
 #[fexit(function = "inet_csk_complete_hashdance")]
 pub fn fx_complete_hashdance(ctx: FExitContext) -> u32 {
+    handlers::hashdance(false);
     let queued: u64 = ctx.arg(4);
     if queued != 0 {
-        handlers::reqsk_queue_add(ctx.arg(0), queued);
+        handlers::new_connection(ctx.arg(0), queued);
     }
+    0
+}
+
+#[fentry(function = "inet_csk_complete_hashdance")]
+pub fn fe_complete_hashdance(_ctx: FEntryContext) -> u32 {
+    handlers::hashdance(true);
     0
 }
 

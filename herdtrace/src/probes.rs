@@ -133,6 +133,12 @@ pub struct Point {
     /// What is lost when it is missing (optional points), or, for
     /// `Pick::Each`, when one of its variants is.
     pub lost: &'static str,
+    /// A run of its programs the kernel skips (recursion guard) can change
+    /// the figures of the connections open at that moment (woken, accepts,
+    /// EAGAIN), which are then flagged possibly incomplete. Points that only
+    /// refine how a wake ended (epoll returns) or keep the maps tidy do not
+    /// flag: their events are recovered from the task's next one.
+    pub counts: bool,
     pub variants: &'static [Variant],
 }
 
@@ -219,6 +225,7 @@ pub const TABLE: &[Point] = &[
         kernels: "every kernel; the BTF tracepoint (5.5+, needs BTF) costs less: no trace \
                   record is built",
         lost: "",
+        counts: true,
         variants: &[
             v(ALL, &[a("btf_sched_waking", Kind::BtfTracepoint, "sched_waking")]),
             v(ALL, &[tp("tp_sched_waking", "sched:sched_waking", &["pid", "comm"])]),
@@ -232,6 +239,7 @@ pub const TABLE: &[Point] = &[
         kernels: "every kernel; the classic tracepoint does not name the new task's process, \
                   which is then learned at its first traced call",
         lost: "processes and threads started after the tracer are not followed",
+        counts: true,
         variants: &[
             v(
                 ALL,
@@ -254,6 +262,7 @@ pub const TABLE: &[Point] = &[
         pick: Pick::First,
         kernels: "every kernel",
         lost: "exited tasks are not forgotten (a reused pid is taken for the old task)",
+        counts: false,
         variants: &[
             v(
                 ALL,
@@ -273,6 +282,7 @@ pub const TABLE: &[Point] = &[
         kernels: "4.16+ (sock:inet_sock_set_state)",
         lost: "an arrival's child socket is read from the accept queue, which can name another \
                connection under concurrent arrivals; a closed listener stays known",
+        counts: true,
         variants: &[
             v(
                 TP,
@@ -295,6 +305,7 @@ pub const TABLE: &[Point] = &[
         pick: Pick::First,
         kernels: "sock:sk_data_ready is 6.6+; before, the handshake tracepoint stands in",
         lost: "",
+        counts: true,
         variants: &[
             v(
                 TP,
@@ -319,6 +330,7 @@ pub const TABLE: &[Point] = &[
         pick: Pick::First,
         kernels: "every kernel",
         lost: "wake chains end only by time (--chain-window-us)",
+        counts: true,
         variants: &[
             v(
                 TP,
@@ -337,6 +349,7 @@ pub const TABLE: &[Point] = &[
         pick: Pick::First,
         kernels: "every kernel (6 parameters up to 6.6, 5 from 6.7; only the first is read)",
         lost: "",
+        counts: true,
         variants: &[
             v(
                 FE,
@@ -361,6 +374,7 @@ pub const TABLE: &[Point] = &[
         pick: Pick::First,
         kernels: "every kernel",
         lost: "",
+        counts: true,
         variants: &[
             v(
                 FE,
@@ -381,22 +395,37 @@ pub const TABLE: &[Point] = &[
                   inet_csk_complete_hashdance (7.x inlines inet_csk_reqsk_queue_add into it), \
                   syncookies and TCP Fast Open call inet_csk_reqsk_queue_add directly",
         lost: "connections completed that way are named from the accept queue's tail",
+        counts: true,
         variants: &[
             v(
                 FE,
-                &[fexit(
-                    "fx_complete_hashdance",
-                    "inet_csk_complete_hashdance",
-                    4,
-                )],
+                &[
+                    a(
+                        "fe_complete_hashdance",
+                        Kind::Fentry,
+                        "inet_csk_complete_hashdance",
+                    ),
+                    fexit(
+                        "fx_complete_hashdance",
+                        "inet_csk_complete_hashdance",
+                        4,
+                    ),
+                ],
             ),
             v(
                 KP,
-                &[a(
-                    "kp_complete_hashdance",
-                    Kind::Kprobe,
-                    "inet_csk_complete_hashdance",
-                )],
+                &[
+                    a(
+                        "kp_complete_hashdance",
+                        Kind::Kprobe,
+                        "inet_csk_complete_hashdance",
+                    ),
+                    a(
+                        "krp_complete_hashdance",
+                        Kind::Kretprobe,
+                        "inet_csk_complete_hashdance",
+                    ),
+                ],
             ),
             v(
                 FE,
@@ -424,6 +453,7 @@ pub const TABLE: &[Point] = &[
         kernels: "every kernel (3 parameters)",
         lost: "wakeups that found no event inside the kernel (never seen by user space) are \
                counted only when the task is woken again or the episode times out",
+        counts: false,
         variants: &[
             v(FE, &[fexit("fx_ep_send_events", "ep_send_events", 3)]),
             v(
@@ -443,6 +473,7 @@ pub const TABLE: &[Point] = &[
         kernels: "every kernel",
         lost: "listeners the targets open after the start are learned at their first accept \
                (connections before it are not reported)",
+        counts: false,
         variants: &[
             v(
                 TP,
@@ -461,6 +492,7 @@ pub const TABLE: &[Point] = &[
                   each); the kprobe backend also takes successes at fd_install, because \
                   kretprobe instances run out while tasks sleep in accept",
         lost: "",
+        counts: true,
         variants: &[
             v(FE, &[fexit("fx_inet_accept4", "inet_accept", 4)]),
             v(FE, &[fexit("fx_inet_accept3", "inet_accept", 3)]),
@@ -481,6 +513,7 @@ pub const TABLE: &[Point] = &[
         pick: Pick::First,
         kernels: "every kernel",
         lost: "",
+        counts: true,
         variants: &[v(
             TP,
             &[
@@ -496,6 +529,7 @@ pub const TABLE: &[Point] = &[
         pick: Pick::First,
         kernels: "every kernel",
         lost: "accepts made with accept(2) rather than accept4(2) are not seen",
+        counts: true,
         variants: &[v(
             TP,
             &[
@@ -512,6 +546,7 @@ pub const TABLE: &[Point] = &[
         kernels: "every kernel (fd_install)",
         lost: "the first accept of each task already blocked in accept() when tracing starts is \
                not seen",
+        counts: true,
         variants: &[v(FE, &[a("fe_fd_install", Kind::Fentry, "fd_install")])],
     },
     Point {
@@ -521,6 +556,7 @@ pub const TABLE: &[Point] = &[
         pick: Pick::Each,
         kernels: "epoll_pwait2 is 5.11+",
         lost: "tasks returning from that call are not seen",
+        counts: false,
         variants: &[
             v(
                 TP,
@@ -545,6 +581,7 @@ pub const TABLE: &[Point] = &[
         kernels: "every kernel (4 parameters)",
         lost: "an epoll_wait that returns an error or times out after a wake is seen only at \
                the task's next wake",
+        counts: false,
         variants: &[
             v(FE, &[fexit("fx_do_epoll_wait", "do_epoll_wait", 4)]),
             v(
@@ -561,6 +598,7 @@ pub const TABLE: &[Point] = &[
         kernels: "every kernel",
         lost: "a closed listener stays known: a later socket at the same kernel address could \
                be taken for it",
+        counts: false,
         variants: &[
             v(
                 FE,
@@ -580,6 +618,7 @@ pub const TABLE: &[Point] = &[
         kernels: "every kernel",
         lost: "a released epoll instance stays known: a later one at the same kernel address \
                could be taken for a traced task's",
+        counts: false,
         variants: &[
             v(
                 FE,
@@ -596,6 +635,16 @@ pub const TABLE: &[Point] = &[
 /// Looks a point up by id.
 pub fn point(id: &str) -> Option<&'static Point> {
     TABLE.iter().find(|p| p.id == id)
+}
+
+/// The point an eBPF program belongs to.
+pub fn point_of_program(program: &str) -> Option<&'static Point> {
+    TABLE.iter().find(|p| {
+        p.variants
+            .iter()
+            .flat_map(|v| v.attach.iter())
+            .any(|a| a.program == program)
+    })
 }
 
 /// Every attachment in the table, once per (kind, target, program).
@@ -748,6 +797,29 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Skips of the programs that carry arrivals, wakes and accepts flag
+    /// connections; epoll returns and housekeeping do not.
+    #[test]
+    fn which_skips_flag_connections() {
+        for (program, counts) in [
+            ("btf_sched_waking", true),
+            ("fx_inet_accept3", true),
+            ("tp_accept_exit", true),
+            ("kp_complete_hashdance", true),
+            ("fx_do_epoll_wait", false),
+            ("fx_ep_send_events", false),
+            ("tp_poll_exit", false),
+            ("fe_inet_csk_listen_stop", false),
+        ] {
+            assert_eq!(
+                point_of_program(program).map(|p| p.counts),
+                Some(counts),
+                "{program}"
+            );
+        }
+        assert!(point_of_program("trial_tracepoint").is_none());
     }
 
     #[test]

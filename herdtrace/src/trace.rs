@@ -588,7 +588,9 @@ impl LossFeed {
     pub fn sample_skips<W: Write>(&mut self, tracer: &Tracer, pipeline: &mut Pipeline<W>) {
         for (program, total) in tracer.recursion_misses() {
             let delta = self.skipped.entry(program.clone()).or_default().step(total);
-            pipeline.on_skipped_program(&program, delta);
+            // Unknown programs (do-nothing ones) flag nothing.
+            let flags = crate::probes::point_of_program(&program).is_some_and(|p| p.counts);
+            pipeline.on_skipped_program(&program, delta, flags);
         }
     }
 

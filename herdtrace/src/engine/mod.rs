@@ -279,9 +279,18 @@ impl Engine {
     /// [`Summary::skipped_runs`]. Every episode open now is flagged
     /// possibly incomplete.
     pub fn note_skipped(&mut self, n: u64) {
+        self.note_skipped_runs(n, true);
+    }
+
+    /// Skipped runs of programs whose events a connection's figures depend
+    /// on (`flags`: the episodes open now are flagged possibly incomplete)
+    /// or not (counted only).
+    pub fn note_skipped_runs(&mut self, n: u64, flags: bool) {
         if n > 0 {
             self.skipped_runs = self.skipped_runs.saturating_add(n);
-            self.skip_epoch += 1;
+            if flags {
+                self.skip_epoch += 1;
+            }
         }
     }
 

@@ -1086,6 +1086,21 @@ fn skipped_runs_flag_open_episodes_possibly_incomplete() {
     assert_eq!(s.skipped_runs, 3);
 }
 
+/// Skips of programs that cannot change a connection's figures are counted,
+/// not flagged.
+#[test]
+fn harmless_skips_are_counted_not_flagged() {
+    let mut b = StreamBuilder::new();
+    b.arrival(0, chain(0, 1), L, child(1));
+    let mut e = Engine::new(immediate());
+    push_all(&mut e, &b.take());
+    e.note_skipped_runs(4, false);
+    let recs = finish(&mut e);
+    assert!(!recs[0].possibly_incomplete);
+    assert_eq!(e.summary().skipped_runs, 4);
+    assert_eq!(e.summary().totals.possibly_incomplete, 0);
+}
+
 /// Arrivals without a listener socket (the pre-6.6 substitute) are grouped
 /// by namespace and port: two containers on the same port stay apart, and
 /// an EAGAIN counts on the connection of its own namespace.

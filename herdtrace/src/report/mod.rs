@@ -201,11 +201,13 @@ impl<W: Write> Pipeline<W> {
         self.engine.note_skipped(n);
     }
 
-    /// Runs of `program` the kernel skipped (an increment).
-    pub fn on_skipped_program(&mut self, program: &str, n: u64) {
+    /// Runs of `program` the kernel skipped (an increment). `flags`: the
+    /// program's events can change the figures of the connections open now
+    /// (see `probes::Point::counts`), which are then flagged.
+    pub fn on_skipped_program(&mut self, program: &str, n: u64, flags: bool) {
         if n > 0 {
             *self.skipped_by_program.entry(program.to_owned()).or_default() += n;
-            self.engine.note_skipped(n);
+            self.engine.note_skipped_runs(n, flags);
         }
     }
 
