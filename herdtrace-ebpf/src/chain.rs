@@ -82,7 +82,14 @@ pub fn new_chain_id() -> u64 {
 /// Opens a listener chain for `listener` (0 when only the child is known)
 /// whose new connection is `child`, and reports the arrival.
 #[inline(always)]
-pub fn open(c: &mut ChainState, listener: u64, child: u64, local_port: u16, flags: u16, netns: u32) {
+pub fn open(
+    c: &mut ChainState,
+    listener: u64,
+    child: u64,
+    local_port: u16,
+    flags: u16,
+    netns: u32,
+) {
     c.id = new_chain_id();
     c.listener = listener;
     c.child = child;

@@ -2,8 +2,8 @@
 //! kprobe and tracepoint programs in `main.rs` stay thin wrappers.
 use aya_ebpf::helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid};
 use herdtrace_common::{
-    RawEvent, AF_INET, AF_INET6, EV_ACCEPT_RET, EV_POLL_RET, EV_SEND_EVENTS, EV_TASK_EXIT, EV_TASK_NEW,
-    FLAG_ACCEPT_KERNEL, FLAG_ARRIVAL_SUBSTITUTE, MAP_ACCEPT_ARGS, MAP_LISTENERS,
+    RawEvent, AF_INET, AF_INET6, EV_ACCEPT_RET, EV_POLL_RET, EV_SEND_EVENTS, EV_TASK_EXIT,
+    EV_TASK_NEW, FLAG_ACCEPT_KERNEL, FLAG_ARRIVAL_SUBSTITUTE, MAP_ACCEPT_ARGS, MAP_LISTENERS,
     MAP_LISTEN_ADDRS, MAP_TRACED, MAP_TRACED_EPS,
 };
 
@@ -13,8 +13,7 @@ use crate::{
     emit::{forget, insert, new_event, put, send},
     kread::{
         fd_to_file, fd_to_sk, file_to_sk, listen_key, read, sk_head, sk_netns, sk_wait_head,
-        socket_sk, task_ids, TCP_CLOSE, TCP_CLOSE_WAIT, TCP_ESTABLISHED, TCP_LISTEN,
-        TCP_SYN_RECV,
+        socket_sk, task_ids, TCP_CLOSE, TCP_CLOSE_WAIT, TCP_ESTABLISHED, TCP_LISTEN, TCP_SYN_RECV,
     },
     maps::{
         AcceptCall, ACCEPT_ARGS, ACCEPT_INFLIGHT, ACTIVE, LISTENERS, LISTEN_ADDRS, TRACED,
@@ -450,7 +449,14 @@ pub fn inet_accept_exit(sock: u64, newsock: u64, ret: i64) {
     forget(&ACCEPT_INFLIGHT, &tid);
     let call = begin_accept(tid, socket_sk(sock), newsock);
     let child = if ret == 0 { socket_sk(newsock) } else { 0 };
-    set_pending(tid, if ret == 0 { PENDING_REPORTED } else { PENDING_NONE });
+    set_pending(
+        tid,
+        if ret == 0 {
+            PENDING_REPORTED
+        } else {
+            PENDING_NONE
+        },
+    );
     send_accept(tid, tgid, ret, &call, child, FLAG_ACCEPT_KERNEL);
 }
 
@@ -480,7 +486,14 @@ pub fn inet_accept_ret(ret: i64) {
         return;
     }
     let child = if ret == 0 { socket_sk(call.newsock) } else { 0 };
-    set_pending(tid, if ret == 0 { PENDING_REPORTED } else { PENDING_NONE });
+    set_pending(
+        tid,
+        if ret == 0 {
+            PENDING_REPORTED
+        } else {
+            PENDING_NONE
+        },
+    );
     send_accept(tid, tgid, ret, &call, child, FLAG_ACCEPT_KERNEL);
 }
 
@@ -514,7 +527,14 @@ pub fn fd_install(fd: u32, file: u64) {
                 return;
             }
             set_pending(tid, PENDING_NONE);
-            send_accept(tid, tgid, fd as i64, &call, socket_sk(sock), FLAG_ACCEPT_KERNEL);
+            send_accept(
+                tid,
+                tgid,
+                fd as i64,
+                &call,
+                socket_sk(sock),
+                FLAG_ACCEPT_KERNEL,
+            );
         }
         _ => {
             if unsafe { ACCEPT_INFLIGHT.get(tid) }.is_none() {

@@ -317,7 +317,11 @@ pub fn plan(backend: Backend, facts: &KernelFacts) -> Result<Plan, String> {
     let mut warnings = Vec::new();
     for point in probes::TABLE {
         if !point.backends().contains(&backend) {
-            debug_assert!(!point.is_required(backend), "{} required without a variant", point.id);
+            debug_assert!(
+                !point.is_required(backend),
+                "{} required without a variant",
+                point.id
+            );
             continue;
         }
         let p = plan_point(point, backend, facts, &points);
@@ -346,7 +350,12 @@ pub fn plan(backend: Backend, facts: &KernelFacts) -> Result<Plan, String> {
     })
 }
 
-fn plan_point(point: &Point, backend: Backend, facts: &KernelFacts, done: &[PointPlan]) -> PointPlan {
+fn plan_point(
+    point: &Point,
+    backend: Backend,
+    facts: &KernelFacts,
+    done: &[PointPlan],
+) -> PointPlan {
     let mut p = PointPlan {
         id: point.id,
         used: Vec::new(),

@@ -408,8 +408,10 @@ impl Btf {
         self.names.get_or_init(|| {
             let mut index = NameIndex::default();
             for (id, t) in self.types.iter().enumerate() {
-                if !matches!(t.kind, Kind::Struct | Kind::Union | Kind::Func | Kind::Typedef)
-                    || t.name_off == 0
+                if !matches!(
+                    t.kind,
+                    Kind::Struct | Kind::Union | Kind::Func | Kind::Typedef
+                ) || t.name_off == 0
                 {
                     continue;
                 }
@@ -1206,7 +1208,10 @@ pub(crate) mod tests {
             ("skc_rcv_saddr", off.sock_common_skc_rcv_saddr),
             ("skc_net", off.sock_common_skc_net),
             ("net_ns_inum", off.net_ns_inum),
-            ("rskq_accept_tail", off.inet_connection_sock_rskq_accept_tail),
+            (
+                "rskq_accept_tail",
+                off.inet_connection_sock_rskq_accept_tail,
+            ),
             ("sock_sk_wq", off.sock_sk_wq),
             ("epitem_ffd_file", off.epitem_ffd_file),
             ("eppoll_entry_base", off.eppoll_entry_base),
@@ -1274,10 +1279,16 @@ pub(crate) mod tests {
         for i in 0..6 {
             let mut missing = usual;
             missing[i] = None;
-            assert!(!sock_and_fdtable(missing, fdt).sock_common_head_packed(), "{i}");
+            assert!(
+                !sock_and_fdtable(missing, fdt).sock_common_head_packed(),
+                "{i}"
+            );
             let mut moved = usual;
             moved[i] = usual[i].map(|v| v + 2);
-            assert!(!sock_and_fdtable(moved, fdt).sock_common_head_packed(), "{i}");
+            assert!(
+                !sock_and_fdtable(moved, fdt).sock_common_head_packed(),
+                "{i}"
+            );
         }
         assert!(sock_and_fdtable(usual, fdt).fdtable_packed());
         assert!(sock_and_fdtable(usual, [Some(4), Some(12)]).fdtable_packed());

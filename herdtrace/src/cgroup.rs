@@ -83,7 +83,11 @@ pub fn validate_under(path: &Path, canonical: &Path, mounts: &[PathBuf]) -> Resu
         .unwrap_or_else(|_| "/".into());
     Ok(Cgroup {
         dir: canonical.to_path_buf(),
-        name: if rel == "/" { rel } else { rel.trim_end_matches('/').to_owned() },
+        name: if rel == "/" {
+            rel
+        } else {
+            rel.trim_end_matches('/').to_owned()
+        },
     })
 }
 
@@ -177,7 +181,9 @@ cgroup2 /mnt/odd\\040name cgroup2 rw 0 0
              (cgroup2 is mounted at /sys/fs/cgroup/unified, /mnt/odd name)"
         );
         let err = validate_under(Path::new("/x"), Path::new("/x"), &[]).expect_err("none");
-        assert!(err.to_string().ends_with("(no cgroup2 file system is mounted)"));
+        assert!(err
+            .to_string()
+            .ends_with("(no cgroup2 file system is mounted)"));
         // The longest matching mount names the cgroup.
         let nested = [PathBuf::from("/a"), PathBuf::from("/a/b")];
         let c = validate_under(Path::new("/a/b/c"), Path::new("/a/b/c"), &nested).expect("ok");

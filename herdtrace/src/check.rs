@@ -12,8 +12,7 @@ use anyhow::Context;
 use serde_json::{json, Value};
 
 use crate::backend::{
-    choose_from, plan, Backend, BackendRequest, Choice, KernelFacts, Plan, ProbeStatus,
-    SymbolFact,
+    choose_from, plan, Backend, BackendRequest, Choice, KernelFacts, Plan, ProbeStatus, SymbolFact,
 };
 use crate::btf::{Btf, KernelOffsets, VMLINUX_BTF};
 use crate::kernel::{self, KernelConfig, Privilege, SymbolPresence, TracefsError};
@@ -117,7 +116,11 @@ fn gather_report() -> Report {
     let btf = load_btf();
     let release = kernel::release().unwrap_or_else(|e| format!("unknown ({e:#})"));
     let privilege = kernel::privilege();
-    let facts = facts(btf.as_ref().map_err(Clone::clone), &privilege, Some(&release));
+    let facts = facts(
+        btf.as_ref().map_err(Clone::clone),
+        &privilege,
+        Some(&release),
+    );
     let offsets = btf
         .as_ref()
         .map_err(Clone::clone)
@@ -133,7 +136,9 @@ fn gather_report() -> Report {
             .map(|c| c.source.display().to_string())
             .map_err(|e| format!("{e:#}")),
         tracefs: kernel::tracefs().map(|p| p.display().to_string()),
-        kallsyms: kernel::read_kallsyms().map(drop).map_err(|e| format!("{e:#}")),
+        kallsyms: kernel::read_kallsyms()
+            .map(drop)
+            .map_err(|e| format!("{e:#}")),
         filter_functions: kernel::read_filter_functions()
             .map(drop)
             .map_err(|e| format!("{e:#}")),
@@ -169,7 +174,9 @@ fn trial_attach(facts: &KernelFacts, offsets: &KernelOffsets) -> Vec<(Backend, S
 }
 
 fn facts(btf: Result<&Btf, String>, privilege: &Privilege, release: Option<&str>) -> KernelFacts {
-    let release = release.map(str::to_owned).unwrap_or_else(|| "unknown".into());
+    let release = release
+        .map(str::to_owned)
+        .unwrap_or_else(|| "unknown".into());
     let config = KernelConfig::load(&release);
     let simulated = kernel::simulated_missing();
     let programs: BTreeMap<ProgramType, ProbeStatus> = ProgramType::ALL
@@ -186,7 +193,9 @@ fn facts(btf: Result<&Btf, String>, privilege: &Privilege, release: Option<&str>
             } else {
                 match loader::trial(t) {
                     Ok(()) => ProbeStatus::Ok,
-                    Err(e) => refine_refusal(t, format!("{e:#}"), config.as_ref().ok(), btf.is_ok()),
+                    Err(e) => {
+                        refine_refusal(t, format!("{e:#}"), config.as_ref().ok(), btf.is_ok())
+                    }
                 }
             };
             (t, status)
@@ -288,9 +297,7 @@ fn functions(btf: Option<&Btf>) -> BTreeMap<String, SymbolFact> {
                 SymbolFact {
                     kallsyms: in_kallsyms.as_ref().map(|f| f[i].clone()),
                     btf_params: btf.and_then(|b| b.func_param_count(name)),
-                    traceable: in_filter
-                        .as_ref()
-                        .map(|f| f[i] != SymbolPresence::Absent),
+                    traceable: in_filter.as_ref().map(|f| f[i] != SymbolPresence::Absent),
                 }
             };
             ((*name).to_owned(), fact)

@@ -12,9 +12,7 @@ use aya::{
     programs::{BtfTracePoint, FEntry, FExit, KProbe, TracePoint},
     Btf, Ebpf, EbpfLoader,
 };
-use herdtrace_common::{
-    Config, ListenKey, CNT_DROPS, CNT_EVENTS, CNT_INSERT_FAILED, MAP_NAMES,
-};
+use herdtrace_common::{Config, ListenKey, CNT_DROPS, CNT_EVENTS, CNT_INSERT_FAILED, MAP_NAMES};
 
 use crate::backend::Plan;
 use crate::probes::{Attach, Kind, ProgramType};
@@ -181,7 +179,8 @@ impl Tracer {
         let mut ebpf = loader
             .load(object()?)
             .map_err(|e| anyhow!("loading the eBPF object failed: {}", describe(&e)))?;
-        let btf = Btf::from_sys_fs().map_err(|e| anyhow!("reading kernel BTF: {}", describe(&e)))?;
+        let btf =
+            Btf::from_sys_fs().map_err(|e| anyhow!("reading kernel BTF: {}", describe(&e)))?;
         let mut extra = Vec::new();
         let mut attached = Vec::new();
         for at in cfg.plan.attachments() {
@@ -303,7 +302,10 @@ impl Tracer {
     }
 }
 
-fn hash_map<K: aya::Pod, V: aya::Pod>(ebpf: &mut Ebpf, name: &str) -> Result<HashMap<MapData, K, V>> {
+fn hash_map<K: aya::Pod, V: aya::Pod>(
+    ebpf: &mut Ebpf,
+    name: &str,
+) -> Result<HashMap<MapData, K, V>> {
     let map = ebpf
         .take_map(name)
         .with_context(|| format!("map {name} missing"))?;

@@ -179,7 +179,11 @@ const fn a(program: &'static str, kind: Kind, target: &'static str) -> Attach {
     }
 }
 
-const fn tp(program: &'static str, target: &'static str, fields: &'static [&'static str]) -> Attach {
+const fn tp(
+    program: &'static str,
+    target: &'static str,
+    fields: &'static [&'static str],
+) -> Attach {
     Attach {
         program,
         kind: Kind::Tracepoint,
@@ -227,8 +231,18 @@ pub const TABLE: &[Point] = &[
         lost: "",
         counts: true,
         variants: &[
-            v(ALL, &[a("btf_sched_waking", Kind::BtfTracepoint, "sched_waking")]),
-            v(ALL, &[tp("tp_sched_waking", "sched:sched_waking", &["pid", "comm"])]),
+            v(
+                ALL,
+                &[a("btf_sched_waking", Kind::BtfTracepoint, "sched_waking")],
+            ),
+            v(
+                ALL,
+                &[tp(
+                    "tp_sched_waking",
+                    "sched:sched_waking",
+                    &["pid", "comm"],
+                )],
+            ),
         ],
     },
     Point {
@@ -243,7 +257,11 @@ pub const TABLE: &[Point] = &[
         variants: &[
             v(
                 ALL,
-                &[a("btf_sched_process_fork", Kind::BtfTracepoint, "sched_process_fork")],
+                &[a(
+                    "btf_sched_process_fork",
+                    Kind::BtfTracepoint,
+                    "sched_process_fork",
+                )],
             ),
             v(
                 ALL,
@@ -266,7 +284,11 @@ pub const TABLE: &[Point] = &[
         variants: &[
             v(
                 ALL,
-                &[a("btf_sched_process_exit", Kind::BtfTracepoint, "sched_process_exit")],
+                &[a(
+                    "btf_sched_process_exit",
+                    Kind::BtfTracepoint,
+                    "sched_process_exit",
+                )],
             ),
             v(
                 ALL,
@@ -286,7 +308,11 @@ pub const TABLE: &[Point] = &[
         variants: &[
             v(
                 TP,
-                &[a("btf_inet_sock_set_state", Kind::BtfTracepoint, "inet_sock_set_state")],
+                &[a(
+                    "btf_inet_sock_set_state",
+                    Kind::BtfTracepoint,
+                    "inet_sock_set_state",
+                )],
             ),
             v(
                 TP,
@@ -336,10 +362,7 @@ pub const TABLE: &[Point] = &[
                 TP,
                 &[a("btf_softirq_exit", Kind::BtfTracepoint, "softirq_exit")],
             ),
-            v(
-                TP,
-                &[tp("tp_softirq_exit", "irq:softirq_exit", &[])],
-            ),
+            v(TP, &[tp("tp_softirq_exit", "irq:softirq_exit", &[])]),
         ],
     },
     Point {
@@ -405,11 +428,7 @@ pub const TABLE: &[Point] = &[
                         Kind::Fentry,
                         "inet_csk_complete_hashdance",
                     ),
-                    fexit(
-                        "fx_complete_hashdance",
-                        "inet_csk_complete_hashdance",
-                        4,
-                    ),
+                    fexit("fx_complete_hashdance", "inet_csk_complete_hashdance", 4),
                 ],
             ),
             v(
@@ -564,11 +583,19 @@ pub const TABLE: &[Point] = &[
             ),
             v(
                 TP,
-                &[tp("tp_poll_exit", "syscalls:sys_exit_epoll_pwait", &["ret"])],
+                &[tp(
+                    "tp_poll_exit",
+                    "syscalls:sys_exit_epoll_pwait",
+                    &["ret"],
+                )],
             ),
             v(
                 TP,
-                &[tp("tp_poll_exit", "syscalls:sys_exit_epoll_pwait2", &["ret"])],
+                &[tp(
+                    "tp_poll_exit",
+                    "syscalls:sys_exit_epoll_pwait2",
+                    &["ret"],
+                )],
             ),
         ],
     },
@@ -602,11 +629,19 @@ pub const TABLE: &[Point] = &[
         variants: &[
             v(
                 FE,
-                &[a("fe_inet_csk_listen_stop", Kind::Fentry, "inet_csk_listen_stop")],
+                &[a(
+                    "fe_inet_csk_listen_stop",
+                    Kind::Fentry,
+                    "inet_csk_listen_stop",
+                )],
             ),
             v(
                 KP,
-                &[a("kp_inet_csk_listen_stop", Kind::Kprobe, "inet_csk_listen_stop")],
+                &[a(
+                    "kp_inet_csk_listen_stop",
+                    Kind::Kprobe,
+                    "inet_csk_listen_stop",
+                )],
             ),
         ],
     },
@@ -622,11 +657,19 @@ pub const TABLE: &[Point] = &[
         variants: &[
             v(
                 FE,
-                &[a("fe_ep_eventpoll_release", Kind::Fentry, "ep_eventpoll_release")],
+                &[a(
+                    "fe_ep_eventpoll_release",
+                    Kind::Fentry,
+                    "ep_eventpoll_release",
+                )],
             ),
             v(
                 KP,
-                &[a("kp_ep_eventpoll_release", Kind::Kprobe, "ep_eventpoll_release")],
+                &[a(
+                    "kp_ep_eventpoll_release",
+                    Kind::Kprobe,
+                    "ep_eventpoll_release",
+                )],
             ),
         ],
     },
@@ -731,7 +774,11 @@ mod tests {
             if !p.required.is_empty() || p.pick == Pick::Each {
                 continue;
             }
-            assert!(!p.lost.is_empty(), "optional point {} must say what is lost", p.id);
+            assert!(
+                !p.lost.is_empty(),
+                "optional point {} must say what is lost",
+                p.id
+            );
         }
     }
 
@@ -841,11 +888,19 @@ mod tests {
             ]
         );
         let funcs = functions();
-        for f in ["__wake_up_common", "inet_accept", "fd_install", "do_epoll_wait"] {
+        for f in [
+            "__wake_up_common",
+            "inet_accept",
+            "fd_install",
+            "do_epoll_wait",
+        ] {
             assert!(funcs.contains(&f), "{f}");
         }
         assert_eq!(fields_of("sched:sched_waking"), ["comm", "pid"]);
-        assert_eq!(fields_of("sock:inet_sock_set_state"), ["newstate", "oldstate", "skaddr"]);
+        assert_eq!(
+            fields_of("sock:inet_sock_set_state"),
+            ["newstate", "oldstate", "skaddr"]
+        );
         assert!(fields_of("irq:softirq_exit").is_empty());
         assert_eq!(event_name("sock:sk_data_ready"), "sk_data_ready");
         assert_eq!(event_name("softirq_exit"), "softirq_exit");

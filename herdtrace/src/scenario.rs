@@ -194,7 +194,9 @@ pub fn integrity_check(sc: &Scenario, o: &Outcome) -> (Vec<String>, Vec<String>)
         let short = o.load_connections.saturating_sub(o.conn_records);
         let skipped = skipped_in(o, ARRIVAL_POINTS);
         if o.conn_records < o.load_connections && short <= skipped {
-            explained.push(format!("{msg}: the kernel skipped {skipped} runs of arrival probes"));
+            explained.push(format!(
+                "{msg}: the kernel skipped {skipped} runs of arrival probes"
+            ));
         } else {
             failures.push(msg);
         }
@@ -219,9 +221,11 @@ pub fn integrity_check(sc: &Scenario, o: &Outcome) -> (Vec<String>, Vec<String>)
     }
     if !mismatches.is_empty() {
         if short_total <= accept_skips {
-            explained.extend(mismatches.into_iter().map(|m| {
-                format!("{m}: the kernel skipped {accept_skips} runs of accept probes")
-            }));
+            explained.extend(
+                mismatches.into_iter().map(|m| {
+                    format!("{m}: the kernel skipped {accept_skips} runs of accept probes")
+                }),
+            );
         } else {
             failures.extend(mismatches);
         }
@@ -598,7 +602,10 @@ pub fn agreement(outcomes: &[Outcome]) -> Vec<Agreement> {
                 failures.extend(run.failures.iter().map(|f| format!("{}: {f}", run.backend)));
             }
             if !failures.is_empty() {
-                for run in [reference, o].into_iter().filter(|r| !r.diagnostics.is_empty()) {
+                for run in [reference, o]
+                    .into_iter()
+                    .filter(|r| !r.diagnostics.is_empty())
+                {
                     failures.push(format!(
                         "{} tracer: {}",
                         run.backend,
@@ -1104,7 +1111,13 @@ mod tests {
         assert_eq!(a[1].diff, 0.0);
     }
 
-    fn cmp(matched: u64, same: u64, only_first: u64, only_second: u64, flagged: u64) -> ConnComparison {
+    fn cmp(
+        matched: u64,
+        same: u64,
+        only_first: u64,
+        only_second: u64,
+        flagged: u64,
+    ) -> ConnComparison {
         ConnComparison {
             matched,
             same,
@@ -1156,9 +1169,12 @@ mod tests {
         rb.conns.pop();
         let ag = &agreement(&[ra.clone(), rb.clone()])[0];
         assert_eq!(ag.unmatched, 1);
-        assert!(ag.failures.contains(&"1 connections reported by only one of the two".to_string()));
+        assert!(ag
+            .failures
+            .contains(&"1 connections reported by only one of the two".to_string()));
         // ...unless the tracer that lacks it reported a skipped arrival probe.
-        rb.skipped_by_program.insert("kp_complete_hashdance".into(), 1);
+        rb.skipped_by_program
+            .insert("kp_complete_hashdance".into(), 1);
         let ag = &agreement(&[ra.clone(), rb.clone()])[0];
         assert!(ag.passed(), "{:?}", ag.failures);
         // Skips in the other tracer explain nothing.
@@ -1302,8 +1318,10 @@ mod tests {
         assert!(failures.is_empty(), "{failures:?}");
         assert_eq!(
             explained,
-            ["task 10: server counted 250 accepts, tracer 249: the kernel skipped 1 runs of \
-              accept probes"]
+            [
+                "task 10: server counted 250 accepts, tracer 249: the kernel skipped 1 runs of \
+              accept probes"
+            ]
         );
         // Skips of a program that does not report accepts explain nothing.
         let mut o = base();

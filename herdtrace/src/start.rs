@@ -31,7 +31,9 @@ const TRACEPOINT_FIELDS: &[(&str, &str, fn(&mut Config) -> &mut u32)] = &[
     ("sched:sched_process_fork", "child_pid", |c| {
         &mut c.sched_process_fork_child_pid
     }),
-    ("sock:sk_data_ready", "skaddr", |c| &mut c.sk_data_ready_skaddr),
+    ("sock:sk_data_ready", "skaddr", |c| {
+        &mut c.sk_data_ready_skaddr
+    }),
     ("sock:inet_sock_set_state", "skaddr", |c| {
         &mut c.inet_sock_set_state_skaddr
     }),
@@ -172,7 +174,8 @@ mod tests {
     /// The tracepoint backend with classic tracepoints only (no tp_btf).
     fn classic_only() -> KernelFacts {
         let mut f = all_ok();
-        f.programs.insert(ProgramType::TpBtf, ProbeStatus::Refused("x".into()));
+        f.programs
+            .insert(ProgramType::TpBtf, ProbeStatus::Refused("x".into()));
         f
     }
 

@@ -318,7 +318,10 @@ pub fn threads_in_accept(proc_root: &Path, pid: u32) -> Vec<u32> {
 pub fn in_accept(syscall_line: &str) -> bool {
     const ACCEPT: &str = "43";
     const ACCEPT4: &str = "288";
-    matches!(syscall_line.split_whitespace().next(), Some(ACCEPT | ACCEPT4))
+    matches!(
+        syscall_line.split_whitespace().next(),
+        Some(ACCEPT | ACCEPT4)
+    )
 }
 
 #[cfg(test)]
@@ -499,7 +502,9 @@ mod tests {
     fn accept_syscall_lines() {
         assert!(in_accept("288 0x3 0x0 0x0 0x80800 0x0 0x0 0x7ffd 0x7f12"));
         assert!(in_accept("43 0x3 0x0 0x0 0x0 0x0 0x0 0x7ffd 0x7f12"));
-        assert!(!in_accept("232 0x4 0x7ffd 0x40 0xffffffff 0x0 0x0 0x7ffd 0x7f12"));
+        assert!(!in_accept(
+            "232 0x4 0x7ffd 0x40 0xffffffff 0x0 0x0 0x7ffd 0x7f12"
+        ));
         assert!(!in_accept("running"));
         assert!(!in_accept("-1 0x7ffd 0x7f12"));
         assert!(!in_accept(""));

@@ -38,7 +38,12 @@ pub struct TraceArgs {
     /// Trace every process with this exact name (/proc/PID/comm), and descendants (repeatable).
     #[arg(short = 'c', long = "comm", value_name = "NAME")]
     pub comms: Vec<String>,
-    /// Only connections to this local port.
+    /// Trace every process in this cgroup v2 directory and the cgroups below
+    /// it, including processes that enter it later (a container: e.g.
+    /// /sys/fs/cgroup/system.slice/docker-ID.scope).
+    #[arg(short = 'G', long, value_name = "PATH")]
+    pub cgroup: Option<PathBuf>,
+    /// Only connections to this local port (arrivals, accepts and EAGAIN).
     #[arg(short = 'P', long, value_name = "PORT")]
     pub port: Option<u16>,
     /// Stop after this many seconds (default: until Ctrl-C or the targets exit).
@@ -84,6 +89,7 @@ impl Default for TraceArgs {
         TraceArgs {
             pids: Vec::new(),
             comms: Vec::new(),
+            cgroup: None,
             port: None,
             duration: None,
             interval: 1.0,
@@ -180,6 +186,8 @@ pub fn prepare(args: &TraceArgs) -> Result<Prepared> {
         backend: choice.backend.name().to_string(),
         kernel: facts.release.clone(),
         attach: Vec::new(),
+        scope: String::new(),
+        listeners: Vec::new(),
     };
     Ok(Prepared {
         request: args.backend,
@@ -387,6 +395,17 @@ pub fn trace_session_observed<W: Write>(
     // A fork between the /proc scan and the map update is caught by a second pass.
     let second = targets.load_into(&mut tracer)?;
     let (tasks, procs) = (first.tasks.max(second.tasks), first.procs.max(second.procs));
+    let listeners: Vec<String> = first
+        .new_listeners
+        .iter()
+        .chain(&second.new_listeners)
+        .map(ToString::to_string)
+        .collect();
+    info.listeners = listeners.clone();
+    info.scope = targets
+        .cgroup()
+        .map(ToString::to_string)
+        .unwrap_or_default();
     let opts = OutputOptions {
         json: args.json,
         per_conn: args.per_conn || args.json,
@@ -404,12 +423,6 @@ pub fn trace_session_observed<W: Write>(
     for warning in choice.warnings() {
         eprintln!("herdtrace: warning: {warning}");
     }
-    let listeners: Vec<String> = first
-        .new_listeners
-        .iter()
-        .chain(&second.new_listeners)
-        .map(ToString::to_string)
-        .collect();
     if listeners.is_empty() {
         eprintln!(
             "herdtrace: the traced tasks hold no TCP listening socket yet; watching for listen()"
@@ -502,6 +515,13 @@ pub fn trace_session_observed<W: Write>(
         }
         if now >= next_liveness {
             next_liveness = now + Duration::from_millis(500);
+            if targets.cgroup().is_some() {
+                // Processes that entered the cgroup since the last pass.
+                for l in targets.load_into(&mut tracer)?.new_listeners {
+                    eprintln!("herdtrace: new listener: {l}");
+                    pipeline.add_listener(l.to_string());
+                }
+            }
             let gone = targets.newly_exited();
             if !gone.is_empty() && targets.any_alive() {
                 let list: Vec<String> = gone.iter().map(u32::to_string).collect();
@@ -649,7 +669,7 @@ fn poll_readable(fd: i32, wait: Duration) {
 pub fn run(args: TraceArgs) -> Result<i32> {
     // Bound before anything attaches: a port in use is a plain error.
     let exporter = args.prometheus.map(exporter::Exporter::start).transpose()?;
-    let targets = TargetSet::resolve(&args.pids, &args.comms)?;
+    let targets = TargetSet::resolve_with(&args.pids, &args.comms, args.cgroup.as_deref())?;
     let prepared = prepare(&args)?;
     stop::install()?;
     stop::install_panic_hook();

@@ -122,7 +122,9 @@ fn check_reports_this_kernel() {
     assert!(!attach.is_empty());
     // This kernel has the BTF tracepoints: the plan prefers them.
     assert!(
-        attach.iter().any(|a| a == "tp_btf sched_waking <- btf_sched_waking"),
+        attach
+            .iter()
+            .any(|a| a == "tp_btf sched_waking <- btf_sched_waking"),
         "{attach:?}"
     );
 

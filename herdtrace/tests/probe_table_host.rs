@@ -52,7 +52,10 @@ fn gaps() -> Vec<String> {
 
 #[derive(Debug, PartialEq, Eq)]
 enum Decision {
-    Attached { backend: String, attach: Vec<String> },
+    Attached {
+        backend: String,
+        attach: Vec<String>,
+    },
     Refused(String),
 }
 
@@ -151,10 +154,7 @@ fn check_reports_what_the_tracer_attaches_for_every_kernel_gap() {
             // Nothing of what was simulated missing was attached.
             for a in attach {
                 let target = a.split(" <- ").next().unwrap_or(a);
-                let named = target
-                    .split_once(' ')
-                    .map(|(_, t)| t)
-                    .unwrap_or(target);
+                let named = target.split_once(' ').map(|(_, t)| t).unwrap_or(target);
                 assert!(
                     named != missing
                         && herdtrace::probes::event_name(named)
@@ -169,5 +169,8 @@ fn check_reports_what_the_tracer_attaches_for_every_kernel_gap() {
         "{} gaps simulated, {refused} refused by both check and the tracer",
         gaps.len()
     );
-    assert!(refused >= 2, "btf and the tracepoint program type refuse everything here");
+    assert!(
+        refused >= 2,
+        "btf and the tracepoint program type refuse everything here"
+    );
 }

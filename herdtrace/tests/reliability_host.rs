@@ -9,24 +9,21 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc::{self, Receiver};
-use std::sync::{Arc, Mutex};
-use std::thread::{self, JoinHandle};
+use std::process::Command;
+use std::sync::Mutex;
+use std::thread;
 use std::time::{Duration, Instant};
 
 use common::server::{bin, run_load, TestServer};
+use common::tracer::{json_lines, summary_of, Ended, Tracer};
 use serde_json::Value;
 
 /// One tracer at a time: they share the CPU with the server and the load.
 static SERIAL: Mutex<()> = Mutex::new(());
-/// Loading and attaching in a debug build on a busy 2-core machine.
-const ATTACH_TIMEOUT: Duration = Duration::from_secs(90);
-const EXIT_TIMEOUT: Duration = Duration::from_secs(30);
 
 fn can_run() -> bool {
     // SAFETY: geteuid has no preconditions.
@@ -42,130 +39,6 @@ fn can_run() -> bool {
 
 fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-// ---- a tracer child process ----------------------------------------------------
-
-/// A running `herdtrace` with stdout and stderr collected by threads.
-struct Tracer {
-    child: Child,
-    stdout: Option<JoinHandle<String>>,
-    stderr: Arc<Mutex<String>>,
-    stderr_thread: Option<JoinHandle<()>>,
-    attached: Receiver<()>,
-}
-
-struct Ended {
-    status: ExitStatus,
-    stdout: String,
-    stderr: String,
-}
-
-impl Tracer {
-    /// Starts `herdtrace <args>`; stdout is collected unless `keep_stdout`.
-    fn spawn(args: &[&str], env: &[(&str, &str)], keep_stdout: bool) -> Tracer {
-        let mut cmd = Command::new(bin());
-        cmd.args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().expect("spawn herdtrace");
-        let stdout = if keep_stdout {
-            None
-        } else {
-            let mut out = child.stdout.take().expect("stdout");
-            Some(thread::spawn(move || {
-                let mut s = String::new();
-                let _ = out.read_to_string(&mut s);
-                s
-            }))
-        };
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let sink = Arc::clone(&stderr);
-        let (tx, attached) = mpsc::channel();
-        let err = child.stderr.take().expect("stderr");
-        let stderr_thread = thread::spawn(move || {
-            for line in BufReader::new(err).lines().map_while(Result::ok) {
-                if line.starts_with("herdtrace: tracing ") {
-                    let _ = tx.send(());
-                }
-                let mut s = sink.lock().expect("stderr lock");
-                s.push_str(&line);
-                s.push('\n');
-            }
-        });
-        Tracer {
-            child,
-            stdout,
-            stderr,
-            stderr_thread: Some(stderr_thread),
-            attached,
-        }
-    }
-
-    fn pid(&self) -> i32 {
-        self.child.id() as i32
-    }
-
-    fn stderr_text(&self) -> String {
-        self.stderr.lock().expect("stderr lock").clone()
-    }
-
-    /// Waits for the "tracing N tasks" line (probes attached).
-    fn wait_attached(&mut self) {
-        if self.attached.recv_timeout(ATTACH_TIMEOUT).is_err() {
-            let _ = self.child.kill();
-            panic!("tracer did not attach; stderr:\n{}", self.stderr_text());
-        }
-    }
-
-    fn signal(&self, sig: i32) {
-        // SAFETY: signals our own child.
-        unsafe { libc::kill(self.pid(), sig) };
-    }
-
-    fn wait(mut self) -> Ended {
-        let deadline = Instant::now() + EXIT_TIMEOUT;
-        let status = loop {
-            if let Some(st) = self.child.try_wait().expect("try_wait") {
-                break st;
-            }
-            if Instant::now() >= deadline {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-                panic!(
-                    "tracer did not exit within {EXIT_TIMEOUT:?}; stderr:\n{}",
-                    self.stderr_text()
-                );
-            }
-            thread::sleep(Duration::from_millis(20));
-        };
-        if let Some(h) = self.stderr_thread.take() {
-            let _ = h.join();
-        }
-        let stdout = self
-            .stdout
-            .take()
-            .map(|h| h.join().expect("stdout thread"))
-            .unwrap_or_default();
-        Ended {
-            status,
-            stdout,
-            stderr: self.stderr_text(),
-        }
-    }
-}
-
-impl Drop for Tracer {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
 }
 
 // ---- BPF objects of one process ------------------------------------------------
@@ -300,20 +173,6 @@ fn trace_args(pid: i32, extra: &[&str]) -> Vec<String> {
 
 fn strs(v: &[String]) -> Vec<&str> {
     v.iter().map(String::as_str).collect()
-}
-
-fn json_lines(text: &str) -> Vec<Value> {
-    text.lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect()
-}
-
-fn summary_of(stdout: &str) -> Value {
-    json_lines(stdout)
-        .into_iter()
-        .rev()
-        .find(|v| v["type"] == "summary")
-        .unwrap_or_else(|| panic!("no summary line in {stdout}"))
 }
 
 // ---- privileges ----------------------------------------------------------------
@@ -631,7 +490,10 @@ fn check_reports_simulated_gaps() {
     // Without BTF simulated, the same gaps give the substitute's warning.
     let out = Command::new(bin())
         .arg("check")
-        .env("HERDTRACE_MISSING", "ep_send_events,__wake_up_common,sock:sk_data_ready")
+        .env(
+            "HERDTRACE_MISSING",
+            "ep_send_events,__wake_up_common,sock:sk_data_ready",
+        )
         .output()
         .expect("check");
     let text = String::from_utf8_lossy(&out.stdout);

@@ -113,8 +113,10 @@ fn expected_summary() -> Value {
         "type": "summary",
         "backend": "tracepoint",
         "kernel": "6.18.0-synthetic",
-        // A replay attaches nothing.
+        // A replay attaches nothing and knows no listeners.
         "attach": [],
+        "scope": null,
+        "listeners": [],
         "connections": 9,
         // woken per connection: 0 (conn 7), 1 (conn 8), 2 (conn 6), 4 x 6.
         "woken_per_conn": {"mean": 3.0, "p50": 4, "p99": 4, "max": 4},

@@ -247,9 +247,11 @@ fn fexit_variant_follows_the_parameter_count() {
     let c = choose(BackendRequest::Fentry, &f).expect("fentry");
     assert_eq!(
         c.warnings(),
-        ["fexit do_epoll_wait missing: has 5 parameters here, this program reads 4: an \
+        [
+            "fexit do_epoll_wait missing: has 5 parameters here, this program reads 4: an \
           epoll_wait that returns an error or times out after a wake is seen only at the \
-          task's next wake"]
+          task's next wake"
+        ]
     );
 }
 
@@ -276,7 +278,9 @@ fn compiler_clones_are_refused_renames_are_not() {
         ]
     );
     let renamed = SymbolFact {
-        kallsyms: Some(SymbolPresence::Suffixed("ep_poll_callback.llvm.8812".into())),
+        kallsyms: Some(SymbolPresence::Suffixed(
+            "ep_poll_callback.llvm.8812".into(),
+        )),
         btf_params: None,
         traceable: Some(true),
     };
@@ -448,10 +452,12 @@ fn each_pick_points_need_one_variant() {
         if mask == 0 {
             assert_eq!(
                 result,
-                Err("tracepoint backend unavailable: tracepoint syscalls:sys_exit_epoll_wait \
+                Err(
+                    "tracepoint backend unavailable: tracepoint syscalls:sys_exit_epoll_wait \
                      missing: absent; tracepoint syscalls:sys_exit_epoll_pwait missing: absent; \
                      tracepoint syscalls:sys_exit_epoll_pwait2 missing: absent"
-                    .into())
+                        .into()
+                )
             );
             continue;
         }
@@ -476,11 +482,13 @@ fn without_btf_no_backend_runs() {
     f.btf = missing("no /sys/kernel/btf/vmlinux");
     assert_eq!(
         choose(BackendRequest::Auto, &f),
-        Err("no backend works on this kernel (fentry skipped: kernel BTF missing: no \
+        Err(
+            "no backend works on this kernel (fentry skipped: kernel BTF missing: no \
              /sys/kernel/btf/vmlinux; kprobe skipped: kernel BTF missing: no \
              /sys/kernel/btf/vmlinux; tracepoint skipped: kernel BTF missing: no \
              /sys/kernel/btf/vmlinux)"
-            .into())
+                .into()
+        )
     );
 }
 
@@ -595,9 +603,17 @@ fn every_single_gap_is_planned_consistently() {
             assert_eq!(r.is_ok(), works, "{what}: {b}: {r:?}");
             if let Ok(c) = r {
                 let unique: BTreeSet<&String> = c.warnings().iter().collect();
-                assert_eq!(unique.len(), c.warnings().len(), "{what}: {:?}", c.warnings());
+                assert_eq!(
+                    unique.len(),
+                    c.warnings().len(),
+                    "{what}: {:?}",
+                    c.warnings()
+                );
                 for p in TABLE.iter().filter(|p| p.is_required(*b)) {
-                    assert!(c.plan.point(p.id).is_some_and(PointPlan::attached), "{what}");
+                    assert!(
+                        c.plan.point(p.id).is_some_and(PointPlan::attached),
+                        "{what}"
+                    );
                 }
             }
         }

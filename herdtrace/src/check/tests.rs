@@ -62,9 +62,7 @@ fn text_report_lines() {
     for t in probes::btf_tracepoints() {
         assert!(text.contains(&format!("btf tracepoint {t}: ok\n")), "{t}");
     }
-    assert!(lines.contains(
-        &"btf offset task_struct.tgid: missing (lost: process of forked tasks)"
-    ));
+    assert!(lines.contains(&"btf offset task_struct.tgid: missing (lost: process of forked tasks)"));
     assert!(!lines.iter().any(|l| l.contains("task_struct.pid")));
     assert!(lines.contains(&"backend fentry: unavailable (refused: load returned EPERM)"));
     assert!(lines.contains(&"backend tracepoint: ok"));
@@ -98,9 +96,7 @@ fn a_plan_refused_at_attach_is_reported_as_refused() {
     assert_eq!(v["backend"]["auto"]["status"], json!("refused"));
     assert_eq!(
         v["backends"]["tracepoint"]["reason"],
-        json!(
-            "tracepoint backend unavailable: attaching btf_sched_waking to sched_waking: EINVAL"
-        )
+        json!("tracepoint backend unavailable: attaching btf_sched_waking to sched_waking: EINVAL")
     );
 }
 
@@ -115,8 +111,9 @@ fn text_report_non_root() {
             .insert(t, refused("needs root or CAP_BPF+CAP_PERFMON"));
     }
     let text = render_text(&r);
-    assert!(text
-        .contains("privileges: refused: need root or CAP_BPF+CAP_PERFMON (current uid 1000)\n"));
+    assert!(
+        text.contains("privileges: refused: need root or CAP_BPF+CAP_PERFMON (current uid 1000)\n")
+    );
     for p in ["tracepoint", "tp_btf", "kprobe", "fentry"] {
         assert!(
             text.contains(&format!(

@@ -1021,7 +1021,8 @@ fn an_accept_seen_before_its_arrival_is_matched_when_it_comes() {
     let mut b = StreamBuilder::new();
     b.accept(1, W2, L, child(1));
     let t1 = b.now();
-    b.arrival(0, chain(0, 1), L, child(1)).wake(0, chain(0, 1), W1);
+    b.arrival(0, chain(0, 1), L, child(1))
+        .wake(0, chain(0, 1), W1);
     b.poll_ret(0, W1, 1).eagain(0, W1, L);
     let (recs, e) = run(immediate(), &b.take());
     assert_eq!(recs.len(), 1);
@@ -1051,7 +1052,10 @@ fn an_early_accept_without_an_arrival_expires_as_unmatched() {
     assert!(recs.is_empty());
     let rest = finish(&mut e);
     assert_eq!(rest.len(), 1);
-    assert_eq!(rest[0].accepted_by, None, "the expired accept is not reused");
+    assert_eq!(
+        rest[0].accepted_by, None,
+        "the expired accept is not reused"
+    );
 }
 
 /// Skipped runs (the kernel's recursion guard) flag the connections open at
@@ -1059,7 +1063,8 @@ fn an_early_accept_without_an_arrival_expires_as_unmatched() {
 #[test]
 fn skipped_runs_flag_open_episodes_possibly_incomplete() {
     let mut b = StreamBuilder::new();
-    b.arrival(0, chain(0, 1), L, child(1)).wake(0, chain(0, 1), W1);
+    b.arrival(0, chain(0, 1), L, child(1))
+        .wake(0, chain(0, 1), W1);
     let mut e = Engine::new(immediate());
     push_all(&mut e, &b.take());
     e.note_skipped(0); // nothing skipped: nothing flagged
@@ -1077,8 +1082,13 @@ fn skipped_runs_flag_open_episodes_possibly_incomplete() {
         .map(|r| (r.ts_ns, r.possibly_incomplete))
         .collect();
     assert_eq!(recs.len(), 3, "{flags:?}");
-    let third = recs.iter().find(|r| r.port == 8080 && !r.possibly_incomplete);
-    assert!(third.is_some(), "the connection that arrived after the skip is clean: {flags:?}");
+    let third = recs
+        .iter()
+        .find(|r| r.port == 8080 && !r.possibly_incomplete);
+    assert!(
+        third.is_some(),
+        "the connection that arrived after the skip is clean: {flags:?}"
+    );
     assert_eq!(recs.iter().filter(|r| r.possibly_incomplete).count(), 2);
     assert!(recs.iter().all(|r| !r.incomplete), "not a certain loss");
     let s = e.summary();

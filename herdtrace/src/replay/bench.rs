@@ -145,6 +145,8 @@ fn load<R: Read>(mut reader: Reader<R>) -> Result<(Vec<u8>, Shift, RunInfo)> {
         backend: header.backend,
         kernel: header.kernel,
         attach: Vec::new(),
+        scope: String::new(),
+        listeners: Vec::new(),
     };
     Ok((bytes, shift, info))
 }

@@ -96,6 +96,8 @@ pub fn replay<R: Read, W: Write>(
         backend: header.backend.clone(),
         kernel: header.kernel.clone(),
         attach: Vec::new(),
+        scope: String::new(),
+        listeners: Vec::new(),
     };
     let mut p = Pipeline::new(EngineConfig::default(), opts, info, out);
     let mut interval_ns = interval_ns.filter(|&n| n > 0);

@@ -53,6 +53,9 @@ struct SummaryLine<'a> {
     kernel: &'a str,
     /// What was attached (empty in a replay).
     attach: &'a [String],
+    /// `cgroup /path` when one was traced, else null.
+    scope: Option<&'a str>,
+    listeners: &'a [String],
     connections: u64,
     woken_per_conn: &'a WokenStats,
     woken_histogram: &'a [u64],
@@ -126,6 +129,8 @@ pub fn write_summary(out: &mut impl Write, info: &RunInfo, s: &Summary) -> io::R
             backend: &info.backend,
             kernel: &info.kernel,
             attach: &info.attach,
+            scope: (!info.scope.is_empty()).then_some(info.scope.as_str()),
+            listeners: &info.listeners,
             connections: t.connections,
             woken_per_conn: &s.woken_per_conn,
             woken_histogram: &s.woken_histogram,
@@ -268,12 +273,14 @@ mod tests {
             backend: "fentry".into(),
             kernel: "6.1.0".into(),
             attach: Vec::new(),
+            scope: String::new(),
+            listeners: Vec::new(),
         };
         let mut out = Vec::new();
         write_summary(&mut out, &info, &s).expect("write");
         assert_eq!(
             parse(&out),
-            json!({"type":"summary","backend":"fentry","kernel":"6.1.0","attach":[],"connections":1,
+            json!({"type":"summary","backend":"fentry","kernel":"6.1.0","attach":[],"scope":null,"listeners":[],"connections":1,
                    "woken_per_conn":{"mean":1.0,"p50":1,"p99":1,"max":1},
                    "woken_histogram":[0,1],
                    "returned":1,"eagain":0,"eagain_losers":0,"spurious":0,"incomplete":0,

@@ -34,6 +34,10 @@ pub struct RunInfo {
     /// What the tracer attached (`kind target <- program`, as `check --json`
     /// lists a plan); empty in a replay.
     pub attach: Vec<String>,
+    /// What was traced beyond the processes named: `cgroup /web` (empty if nothing).
+    pub scope: String,
+    /// The traced tasks' listeners found (`addr (netns N)`).
+    pub listeners: Vec<String>,
 }
 
 /// Maps event time (CLOCK_MONOTONIC ns) to wall-clock time for labels.
@@ -206,9 +210,17 @@ impl<W: Write> Pipeline<W> {
     /// (see `probes::Point::counts`), which are then flagged.
     pub fn on_skipped_program(&mut self, program: &str, n: u64, flags: bool) {
         if n > 0 {
-            *self.skipped_by_program.entry(program.to_owned()).or_default() += n;
+            *self
+                .skipped_by_program
+                .entry(program.to_owned())
+                .or_default() += n;
             self.engine.note_skipped_runs(n, flags);
         }
+    }
+
+    /// A listener of the traced tasks found during the run.
+    pub fn add_listener(&mut self, listener: String) {
+        self.info.listeners.push(listener);
     }
 
     /// Inserts into `map` that failed in the kernel (an increment).
@@ -358,6 +370,8 @@ mod tests {
             backend: "test".into(),
             kernel: "0.0".into(),
             attach: Vec::new(),
+            scope: String::new(),
+            listeners: Vec::new(),
         }
     }
 

@@ -92,11 +92,19 @@ pub fn histogram_lines(hist: &[u64]) -> Vec<String> {
 pub fn write_summary(out: &mut impl Write, info: &RunInfo, s: &Summary) -> io::Result<()> {
     let t = &s.totals;
     writeln!(out)?;
+    let scope = if info.scope.is_empty() {
+        String::new()
+    } else {
+        format!(", {}", info.scope)
+    };
     writeln!(
         out,
-        "herdtrace summary  (backend: {}, kernel: {})",
+        "herdtrace summary  (backend: {}, kernel: {}{scope})",
         info.backend, info.kernel
     )?;
+    if !info.listeners.is_empty() {
+        writeln!(out, "listeners: {}", info.listeners.join(", "))?;
+    }
     write!(out, "connections: {}", t.connections)?;
     if t.unaccepted > 0 {
         write!(out, " ({} not accepted by a traced task)", t.unaccepted)?;
@@ -318,6 +326,8 @@ mod tests {
             backend: "tracepoint".into(),
             kernel: "6.18.0".into(),
             attach: Vec::new(),
+            scope: String::new(),
+            listeners: Vec::new(),
         };
         let mut out = Vec::new();
         write_summary(&mut out, &info, s).expect("write");
