@@ -343,12 +343,25 @@ pub fn plan(backend: Backend, facts: &KernelFacts) -> Result<Plan, String> {
         }
         points.push(p);
     }
+    let guarded = points
+        .iter()
+        .flat_map(|p| p.used.iter())
+        .any(|a| matches!(a.kind, Kind::Kprobe | Kind::Kretprobe | Kind::Tracepoint));
+    if guarded && facts.version.is_some_and(|v| v < (5, 12, 0)) {
+        warnings.push(UNCOUNTED_SKIPS.to_owned());
+    }
     Ok(Plan {
         backend,
         points,
         warnings,
     })
 }
+
+/// Said on kernels that skip kprobe and tracepoint programs (their shared
+/// recursion guard) without counting it.
+pub const UNCOUNTED_SKIPS: &str = "kernel before 5.12: runs of kprobe and tracepoint programs \
+    the kernel skips (an interrupt's softirq arriving while another BPF program runs on that \
+    CPU) are not counted, so counts can be short under load without notice";
 
 fn plan_point(
     point: &Point,

@@ -476,6 +476,29 @@ fn each_pick_points_need_one_variant() {
     }
 }
 
+/// Before 5.12 the kernel does not count the runs its recursion guard skips:
+/// said for the backends that use guarded program types, not for fentry.
+#[test]
+fn old_kernels_warn_that_skips_are_not_counted() {
+    let mut f = all_ok();
+    f.version = Some((5, 10, 223));
+    for (b, warned) in [
+        (Backend::Fentry, false),
+        (Backend::Kprobe, true),
+        (Backend::Tracepoint, true),
+    ] {
+        let p = plan(b, &f).expect("plan");
+        assert_eq!(
+            p.warnings.iter().any(|w| w == UNCOUNTED_SKIPS),
+            warned,
+            "{b}: {:?}",
+            p.warnings
+        );
+    }
+    f.version = Some((5, 12, 0));
+    assert!(plan(Backend::Kprobe, &f).expect("plan").warnings.is_empty());
+}
+
 #[test]
 fn without_btf_no_backend_runs() {
     let mut f = all_ok();
