@@ -133,13 +133,15 @@ pub fn open_from_listener(c: &mut ChainState, sk: u64, head: &SkHead) -> bool {
     if !port_allowed(port) || !listener_known(sk, head) {
         return false;
     }
-    let recent = now().wrapping_sub(c.est_ns) <= conf!(chain_window_ns);
+    // The child that completed its handshake last on this CPU is this
+    // wakeup's: the listener's wakeup follows it in the same softirq, with
+    // nothing else in between, however long that takes.
     let same = if c.est_listener != 0 {
         c.est_listener == sk
     } else {
         c.est_port == port
     };
-    let child = if c.est_child != 0 && recent && same {
+    let child = if c.est_child != 0 && same {
         c.est_child
     } else {
         accept_queue_tail(sk)

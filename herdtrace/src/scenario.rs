@@ -238,11 +238,20 @@ pub fn integrity_failures(sc: &Scenario, o: &Outcome) -> Vec<String> {
     integrity_check(sc, o).0
 }
 
+/// The highest load-generator concurrency at which the scenarios' workers
+/// are still idle when a connection arrives (their woken bounds hold).
+pub const IDLE_CONCURRENCY: u32 = 2;
+
 /// Pure checks of a run's figures against the scenario.
 pub fn evaluate(sc: &Scenario, o: &mut Outcome) {
     let (counts, explained) = integrity_check(sc, o);
     o.failures.extend(counts);
     o.explained = explained;
+    // The woken bounds assume idle workers; under concurrent load they are
+    // busy, and only the counts (and, run together, the agreement) are checked.
+    if sc.concurrency > IDLE_CONCURRENCY {
+        return;
+    }
     let mut fail = |m: String| o.failures.push(m);
     let wasted = o.eagain_losers_per_conn + o.spurious_per_conn;
     match sc.bound {
@@ -1040,6 +1049,15 @@ mod tests {
         assert!(outcome(&sc, &ndjson(250, 1.0, 0, 0, &[(10, 250)]), &[(10, 250)]).passed());
         let o = outcome(&sc, &ndjson(250, 1.6, 0, 0, &[(10, 250)]), &[(10, 250)]);
         assert!(o.failures.iter().any(|f| f.contains("> 1.5")));
+        // Under concurrent load the bound is not checked, the counts still are.
+        let busy = Scenario {
+            concurrency: 8,
+            ..sc.clone()
+        };
+        let o = outcome(&busy, &ndjson(250, 1.6, 0, 0, &[(10, 250)]), &[(10, 250)]);
+        assert!(o.passed(), "{:?}", o.failures);
+        let o = outcome(&busy, &ndjson(250, 1.6, 0, 0, &[(10, 249)]), &[(10, 250)]);
+        assert!(!o.passed());
         // Missing conn records.
         let o = outcome(&sc, &ndjson(249, 1.0, 0, 0, &[(10, 250)]), &[(10, 250)]);
         assert!(o.failures.iter().any(|f| f.contains("249 conn records")));
