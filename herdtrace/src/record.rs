@@ -38,11 +38,24 @@ pub struct RecordHeader {
     pub created_unix_s: u64,
     pub herdtrace_version: String,
     pub event_size: u32,
+    /// The two clocks read together when recording started, so replay can
+    /// stamp events with wall-clock time; absent in recordings made before
+    /// it was added (left out of the JSON then, so those bytes are unchanged).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clock: Option<HeaderClock>,
+}
+
+/// CLOCK_MONOTONIC and CLOCK_REALTIME at one moment, in nanoseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeaderClock {
+    pub mono_ns: u64,
+    pub unix_ns: u64,
 }
 
 impl RecordHeader {
     /// A header for a recording made now by this build.
     pub fn new(kernel: &str, backend: &str) -> RecordHeader {
+        let now = crate::report::WallClock::now();
         RecordHeader {
             kernel: kernel.to_string(),
             backend: backend.to_string(),
@@ -51,6 +64,10 @@ impl RecordHeader {
                 .map_or(0, |d| d.as_secs()),
             herdtrace_version: env!("CARGO_PKG_VERSION").to_string(),
             event_size: RAW_EVENT_SIZE as u32,
+            clock: Some(HeaderClock {
+                mono_ns: now.mono_ns,
+                unix_ns: now.unix_ns,
+            }),
         }
     }
 }
@@ -270,6 +287,7 @@ pub(crate) mod tests {
             created_unix_s: 1_700_000_000,
             herdtrace_version: "0.1.0".into(),
             event_size: RAW_EVENT_SIZE as u32,
+            clock: None,
         }
     }
 

@@ -53,6 +53,10 @@ pub struct TraceArgs {
     /// NDJSON on stdout: one "conn" object per connection, "interval" objects, a final "summary".
     #[arg(long)]
     pub json: bool,
+    /// Nothing on stdout (no live lines, no interval or connection output):
+    /// for exporter-only runs; the summary and errors still go to stderr.
+    #[arg(short = 'q', long, conflicts_with = "per_conn")]
+    pub quiet: bool,
     /// Probe set: auto takes fentry, else kprobe, else tracepoint.
     #[arg(long, value_enum, default_value = "auto")]
     pub backend: BackendRequest,
@@ -89,6 +93,7 @@ impl Default for TraceArgs {
             interval: 1.0,
             per_conn: false,
             json: false,
+            quiet: false,
             backend: BackendRequest::Auto,
             record: None,
             ringbuf_size: 4 << 20,
@@ -311,6 +316,13 @@ impl TargetSet {
         Ok((tasks, pids.len()))
     }
 
+    /// Workers able to accept, read from /proc (0 if not known): what the
+    /// fair share of the accepts is judged against.
+    pub fn acceptors(&self) -> u64 {
+        let pids: Vec<u32> = self.roots.iter().map(|r| r.pid).collect();
+        crate::diagnose::acceptors(Path::new("/proc"), &pids)
+    }
+
     /// True while at least one root process is still the one we started with.
     /// (Descendants are followed in the kernel; the run ends when the roots are gone.)
     fn any_alive(&self) -> bool {
@@ -386,11 +398,12 @@ pub fn trace_session_observed<W: Write>(
     targets.load_into(&mut tracer)?;
     let opts = OutputOptions {
         json: args.json,
-        per_conn: args.per_conn || args.json,
-        intervals: true,
+        per_conn: (args.per_conn || args.json) && !args.quiet,
+        intervals: !args.quiet,
     };
     let mut pipeline = Pipeline::new(EngineConfig::default(), opts, prepared.info.clone(), out);
     pipeline.set_clock(WallClock::now());
+    pipeline.set_workers(targets.acceptors());
     if let Some(o) = observer {
         pipeline.set_observer(o);
     }
@@ -611,15 +624,20 @@ pub fn run(args: TraceArgs) -> Result<i32> {
     let prepared = prepare(&args)?;
     stop::install()?;
     stop::install_panic_hook();
-    let observer = exporter.map(|e| {
+    let observer = exporter.map(|mut e| {
+        e.set_run_info(&prepared.info);
         eprintln!(
             "herdtrace: serving Prometheus metrics on http://{}/metrics",
             e.local_addr()
         );
         e.into_observer()
     });
-    let stdout = io::stdout();
-    let out = BufWriter::new(stdout.lock());
+    // --quiet: stdout stays empty; the summary goes where errors go.
+    let out: Box<dyn Write> = if args.quiet {
+        Box::new(BufWriter::new(io::stderr()))
+    } else {
+        Box::new(BufWriter::new(io::stdout().lock()))
+    };
     let (_, reason) =
         trace_session_observed(&args, &prepared, &targets, out, observer, || {}, || false)?;
     match reason {

@@ -37,6 +37,7 @@ fn fixture_bytes() -> Vec<u8> {
         created_unix_s: 1_700_000_000,
         herdtrace_version: "0.1.0".into(),
         event_size: 112,
+        clock: None,
     };
     let mut rec = Recorder::new(Vec::new(), &header).expect("header");
     let mut b = StreamBuilder::new();

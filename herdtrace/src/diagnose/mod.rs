@@ -11,6 +11,7 @@ pub mod fdinfo;
 pub mod layout;
 pub mod procfs;
 pub mod render;
+pub mod server;
 
 use std::{
     io::{self, Write},
@@ -23,13 +24,13 @@ use anyhow::{bail, Context as _, Result};
 use crate::{
     engine::Summary,
     kernel,
-    report::verdict::Verdict,
+    report::{balance, verdict::Verdict},
     stop, targets,
     trace::{parse_secs, prepare, trace_session, EndReason, TargetSet, TraceArgs},
 };
-use advice::ServerKind;
 use procfs::Snapshot;
 use render::{EndpointReport, Report};
+use server::ServerId;
 
 const EXAMPLES: &str = "\
 Examples:
@@ -68,7 +69,24 @@ pub struct DiagnoseArgs {
 pub struct Setup {
     pub snapshot: Snapshot,
     pub endpoints: Vec<layout::Endpoint>,
-    pub kind: ServerKind,
+    pub server: ServerId,
+}
+
+/// Workers able to accept in the process trees of `roots`, read from /proc
+/// (the largest count over one tree's listening addresses, summed over the
+/// trees); 0 when it cannot be read.
+pub fn acceptors(proc_root: &Path, roots: &[u32]) -> u64 {
+    roots
+        .iter()
+        .filter_map(|&pid| procfs::read_snapshot(proc_root, pid, &procfs::kcmp_same_file).ok())
+        .map(|snap| {
+            layout::endpoints(&snap)
+                .iter()
+                .map(|e| e.acceptors as u64)
+                .max()
+                .unwrap_or(0)
+        })
+        .sum()
 }
 
 /// Reads and classifies the setup of `pid` and its descendants below `proc_root`.
@@ -81,12 +99,12 @@ pub fn read_setup(proc_root: &Path, pid: u32, same_file: procfs::SameFile) -> Re
             root.comm
         );
     }
-    let kind = ServerKind::from_comm(&root.comm);
+    let server = server::identify(&snapshot);
     let endpoints = layout::endpoints(&snapshot);
     Ok(Setup {
         snapshot,
         endpoints,
-        kind,
+        server,
     })
 }
 
@@ -96,6 +114,8 @@ pub struct Measured {
     pub seconds: f64,
     pub context_switches: Option<u64>,
     pub backend: String,
+    /// Kernel release (what it changes is part of the balance advice).
+    pub kernel: String,
     pub end: EndReason,
 }
 
@@ -107,10 +127,15 @@ pub fn report(setup: &Setup, measured: Option<&Measured>) -> Report {
         .endpoints
         .iter()
         .map(|e| EndpointReport {
-            advice: advice::advise(&setup.kind, e.pattern, verdict),
+            advice: advice::advise(&setup.server, e.pattern, verdict),
             endpoint: e.clone(),
         })
         .collect();
+    let patterns: Vec<layout::Pattern> = setup.endpoints.iter().map(|e| e.pattern).collect();
+    let balance = measured.map(|m| balance::finding(&m.summary.balance));
+    let balance_advice = measured
+        .zip(balance.as_ref())
+        .and_then(|(m, f)| advice::balance_advice(&setup.server, &patterns, f, &m.kernel));
     let snap = &setup.snapshot;
     let mut notes = Vec::new();
     if snap.identity_unknown {
@@ -146,12 +171,16 @@ pub fn report(setup: &Setup, measured: Option<&Measured>) -> Report {
     Report {
         pid: root.pid,
         comm: root.comm.clone(),
-        server: setup.kind.clone(),
+        server: setup.server.kind,
+        recognised_by: setup.server.evidence.clone(),
+        server_facts: setup.server.facts(),
         processes: snap.processes.len(),
         threads: snap.processes.iter().map(|p| p.threads.len()).sum(),
-        fine: endpoints.iter().all(|e| e.advice.fine),
+        fine: endpoints.iter().all(|e| e.advice.fine) && balance_advice.is_none(),
         endpoints,
         cost,
+        balance,
+        balance_advice,
         backend: measured.map(|m| m.backend.clone()),
         notes,
     }
@@ -169,8 +198,8 @@ pub fn measure(pid: u32, seconds: f64) -> Result<Measured> {
     let args = TraceArgs {
         pids: vec![i64::from(pid)],
         duration: Some(seconds),
-        // No live lines are shown; one interval per run keeps the engine quiet.
-        interval: seconds,
+        // No live lines are shown (the output is a sink).
+        interval: seconds.min(1.0),
         ..TraceArgs::default()
     };
     let targets = TargetSet::resolve(&args.pids, &[])?;
@@ -208,6 +237,7 @@ pub fn measure(pid: u32, seconds: f64) -> Result<Measured> {
         seconds,
         context_switches,
         backend: prepared.info.backend.clone(),
+        kernel: prepared.info.kernel.clone(),
         end,
     })
 }
@@ -279,6 +309,7 @@ mod tests {
             seconds: 2.0,
             context_switches: Some(connections * 8),
             backend: "tracepoint".into(),
+            kernel: "6.18.44".into(),
             end: EndReason::Duration,
         }
     }
@@ -292,7 +323,7 @@ mod tests {
     #[test]
     fn lighttpd_report_names_max_worker() {
         let s = setup("lighttpd-4-workers", 5790);
-        assert_eq!(s.kind, ServerKind::Lighttpd);
+        assert_eq!(s.server.kind, server::ServerKind::Lighttpd);
         let r = report(&s, Some(&measured(400, 4, 60, 1140)));
         assert!(!r.fine);
         let t = text(&r);

@@ -45,6 +45,7 @@ use serde::Serialize;
 
 use crate::events;
 
+pub mod balance;
 mod episodes;
 mod fxhash;
 mod loss;
@@ -53,10 +54,14 @@ pub mod synth;
 #[cfg(test)]
 mod tests;
 
+use balance::BalanceTracker;
 use episodes::{EpRef, Episodes, WakeState, Woken, NIL};
 use fxhash::FxHashMap;
 use loss::LossTracker;
-pub use stats::{Diagnostics, IntervalStats, Summary, Tally, TaskStats, WokenStats};
+pub use stats::{
+    task_shares, Balance, Diagnostics, Held, IntervalStats, Summary, Tally, TaskShare, TaskStats,
+    WokenStats,
+};
 
 const EAGAIN: i64 = -(libc::EAGAIN as i64);
 
@@ -164,6 +169,8 @@ struct TaskRow {
     woken: u64,
     eagain: u64,
     spurious: u64,
+    /// `accepts` at the last interval cut.
+    accepts_mark: u64,
 }
 
 /// The reconstruction state machine. See the module docs.
@@ -186,6 +193,11 @@ pub struct Engine {
     totals: Tally,
     interval: Tally,
     hist: Vec<u64>,
+    balance: BalanceTracker,
+    /// Workers known from outside (/proc), 0 if not.
+    workers_known: u64,
+    /// Task rows with at least one accept.
+    accepting_rows: u64,
 }
 
 impl Engine {
@@ -208,7 +220,21 @@ impl Engine {
             totals: Tally::default(),
             interval: Tally::default(),
             hist: Vec::new(),
+            balance: BalanceTracker::default(),
+            workers_known: 0,
+            accepting_rows: 0,
         }
+    }
+
+    /// The workers able to accept, as read from /proc by the caller: the
+    /// fair share is judged against them, tasks that never accepted included.
+    pub fn set_workers(&mut self, workers: u64) {
+        self.workers_known = workers;
+    }
+
+    /// N: the workers known, or more if more tasks were seen accepting.
+    pub fn workers(&self) -> u64 {
+        self.workers_known.max(self.accepting_rows)
     }
 
     pub fn config(&self) -> &EngineConfig {
@@ -284,10 +310,17 @@ impl Engine {
     /// Deltas since the previous call, stamped with the stream time.
     pub fn take_interval(&mut self) -> IntervalStats {
         let lost = self.lost_events();
+        let shares = stats::task_shares(self.rows.iter_mut().map(|r| {
+            let delta = r.accepts - r.accepts_mark;
+            r.accepts_mark = r.accepts;
+            (r.pid, r.tid, events::comm_str(&r.comm).into_owned(), delta)
+        }));
         let out = IntervalStats {
             ts_ns: self.stream_ns,
             tally: std::mem::take(&mut self.interval),
             lost_events: lost - self.lost_at_interval,
+            shares,
+            workers: self.workers(),
         };
         self.lost_at_interval = lost;
         out
@@ -319,6 +352,7 @@ impl Engine {
                 .then(a.pid.cmp(&b.pid))
                 .then(a.tid.cmp(&b.tid))
         });
+        let balance = self.balance_summary(&tasks);
         Summary {
             totals: self.totals,
             woken_per_conn: WokenStats::from_histogram(&self.hist),
@@ -327,6 +361,42 @@ impl Engine {
             lost_events: self.lost_events(),
             skipped_runs: self.skipped_runs,
             diagnostics: self.diag,
+            balance,
+        }
+    }
+
+    fn balance_summary(&self, tasks: &[TaskStats]) -> Balance {
+        let workers = self.workers();
+        let shares = stats::task_shares(
+            tasks
+                .iter()
+                .map(|t| (t.pid, t.tid, t.comm.clone(), t.accepts)),
+        );
+        let held = self.balance.longest_run(workers).map(|r| {
+            let row = &self.rows[r.row as usize];
+            Held {
+                pid: row.pid,
+                tid: row.tid,
+                comm: events::comm_str(&row.comm).into_owned(),
+                windows: r.windows,
+                seconds: (r.to_ns - r.from_ns) as f64 / 1e9,
+                from_ns: r.from_ns,
+                to_ns: r.to_ns,
+                share_min: r.share_min,
+            }
+        });
+        Balance {
+            workers,
+            workers_from_proc: self.workers_known,
+            accepts: shares.iter().map(|s| s.accepts).sum(),
+            accepting_tasks: shares.len() as u64,
+            fair_share: balance::fair_share(workers),
+            top: shares.into_iter().next(),
+            same_worker_share: self.balance.same_worker_share(),
+            held,
+            windows: self.balance.windows(),
+            listeners_per_port: self.balance.max_listeners_per_port(),
+            clients: self.balance.clients(workers),
         }
     }
 
@@ -435,6 +505,7 @@ impl Engine {
         self.hist[n] += 1;
         self.totals.add(&rec, won);
         self.interval.add(&rec, won);
+        self.balance.on_conn(rec.peer);
         self.done.push(rec);
     }
 
@@ -489,6 +560,7 @@ impl Engine {
                 woken: 0,
                 eagain: 0,
                 spurious: 0,
+                accepts_mark: 0,
             });
         }
         t.row
@@ -567,6 +639,7 @@ impl Engine {
         if ev.child != 0 {
             self.children.insert(ev.child, slot);
         }
+        self.balance.on_listener(ev.local_port, ev.sk);
     }
 
     fn on_wake(&mut self, ev: &RawEvent) {
@@ -655,6 +728,11 @@ impl Engine {
         }
         if ev.ret >= 0 {
             self.rows[row as usize].accepts += 1;
+            if self.rows[row as usize].accepts == 1 {
+                self.accepting_rows += 1;
+            }
+            let workers = self.workers();
+            self.balance.on_accept(row, ev.ts_ns, workers);
             t.accepted_since_return = t.accepted_since_return.saturating_add(1);
             let target = if ev.child != 0 {
                 self.children.get(&ev.child).map(|&s| self.eps.ep_ref(s))

@@ -18,6 +18,13 @@ Examples:
   herdtrace replay trace.htr --json | jq 'select(.type==\"summary\")'
   herdtrace replay trace.htr --interval 1         a line per second of recorded time";
 
+/// The summary's `wall_clock` for a recording with its clock reference.
+pub const WALL_CLOCK_RECORDED: &str =
+    "recorded: CLOCK_REALTIME read with CLOCK_MONOTONIC when the recording started";
+/// The summary's `wall_clock` for a recording without one.
+pub const WALL_CLOCK_NONE: &str = "none: the recording has no clock reference (made by an \
+     older herdtrace), so times are monotonic only";
+
 /// A run of empty intervals longer than this is printed as one line.
 const MAX_EMPTY_INTERVALS: u64 = 1000;
 
@@ -97,18 +104,23 @@ pub fn replay<R: Read, W: Write>(
         kernel: header.kernel.clone(),
     };
     let mut p = Pipeline::new(EngineConfig::default(), opts, info, out);
+    match header.clock {
+        Some(c) => {
+            p.set_clock(WallClock {
+                mono_ns: c.mono_ns,
+                unix_ns: c.unix_ns,
+            });
+            p.set_wall_clock_note(WALL_CLOCK_RECORDED);
+        }
+        // Older recordings carry only the creation second, which does not
+        // map event time to wall time: no stamps rather than invented ones.
+        None => p.set_wall_clock_note(WALL_CLOCK_NONE),
+    }
     let mut interval_ns = interval_ns.filter(|&n| n > 0);
     let mut next_tick: Option<u64> = None;
     while let Some(record) = reader.next_record()? {
         match record {
             Record::Event(ev) => {
-                if p.clock().is_none() {
-                    // Labels: the first event happened about when recording started.
-                    p.set_clock(WallClock {
-                        mono_ns: ev.ts_ns,
-                        unix_ns: header.created_unix_s.saturating_mul(1_000_000_000),
-                    });
-                }
                 if let Some(step) = interval_ns {
                     let stream = p.engine().stream_ns().max(ev.ts_ns);
                     let tick = next_tick.get_or_insert(ev.ts_ns.saturating_add(step));
