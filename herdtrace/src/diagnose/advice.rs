@@ -465,7 +465,16 @@ pub fn balance_advice(
         .any(|p| matches!(p, Pattern::Reuseport { .. }));
     let mut items = Vec::new();
     let mut knobs = Vec::new();
-    if finding.pattern == Some(BalancePattern::ReuseportHash) || reuseport {
+    if finding.pattern == Some(BalancePattern::TakingTurns) && server.kind == ServerKind::Nginx {
+        items.push(
+            "`accept_mutex off;` (the default since 1.11.3): every worker keeps the listener in \
+             its epoll with EPOLLEXCLUSIVE instead of one holder taking the connections"
+                .into(),
+        );
+        items
+            .push("or `listen ADDR:PORT reuseport;`: one socket per worker, spread by hash".into());
+        knobs.extend([knobs::NGINX_ACCEPT_MUTEX, knobs::NGINX_REUSEPORT]);
+    } else if finding.pattern == Some(BalancePattern::ReuseportHash) || reuseport {
         items.push(
             "SO_REUSEPORT picks a socket by hashing the client's address and port: with few \
              clients (a load balancer with few connections, a test client reusing ports) the \
@@ -568,6 +577,7 @@ pub fn balance_advice(
             match finding.pattern {
                 Some(BalancePattern::Lifo) => "; the LIFO pattern of EPOLLEXCLUSIVE",
                 Some(BalancePattern::ReuseportHash) => "; a reuseport hash imbalance",
+                Some(BalancePattern::TakingTurns) => "; the worker holding the listener keeps it",
                 None => "",
             }
         ),
@@ -912,6 +922,10 @@ mod tests {
         let t = text(&balance_advice(&id(ServerKind::Nginx), &[rp], &hashed, "6.1.0").expect("a"));
         assert!(t.contains("hashing the client's address and port"), "{t}");
         assert!(t.contains("reuseport hash imbalance"), "{t}");
+        let turns = imbalanced(Some(BalancePattern::TakingTurns));
+        let a = balance_advice(&id(ServerKind::Nginx), &[], &turns, "6.1.0").expect("a");
+        assert_eq!(a.knobs[0], knobs::NGINX_ACCEPT_MUTEX);
+        assert!(text(&a).contains("`accept_mutex off;`"), "{}", text(&a));
         // Balanced or not judged: nothing to advise.
         let mut ok = imbalanced(None);
         ok.verdict = BalanceVerdict::Balanced;

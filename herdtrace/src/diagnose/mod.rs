@@ -132,7 +132,8 @@ pub fn report(setup: &Setup, measured: Option<&Measured>) -> Report {
         })
         .collect();
     let patterns: Vec<layout::Pattern> = setup.endpoints.iter().map(|e| e.pattern).collect();
-    let balance = measured.map(|m| balance::finding(&m.summary.balance));
+    let hint = setup_hint(&patterns);
+    let balance = measured.map(|m| balance::finding_in(&m.summary.balance, hint));
     let balance_advice = measured
         .zip(balance.as_ref())
         .and_then(|(m, f)| advice::balance_advice(&setup.server, &patterns, f, &m.kernel));
@@ -183,6 +184,23 @@ pub fn report(setup: &Setup, measured: Option<&Measured>) -> Report {
         balance_advice,
         backend: measured.map(|m| m.backend.clone()),
         notes,
+    }
+}
+
+/// What the layout tells the balance verdict (the first address decides
+/// when a server has several; most have one).
+fn setup_hint(patterns: &[layout::Pattern]) -> balance::SetupHint {
+    use layout::Pattern as P;
+    match patterns.first() {
+        Some(P::EpollPerWorker { exclusive, .. }) if *exclusive > 0 => {
+            balance::SetupHint::Exclusive
+        }
+        Some(P::EpollPerWorker { .. } | P::SelectPerWorker { .. } | P::SharedEpoll { .. }) => {
+            balance::SetupHint::Shared
+        }
+        Some(P::TakingTurns { .. }) => balance::SetupHint::TakingTurns,
+        Some(P::Reuseport { .. }) => balance::SetupHint::Reuseport,
+        _ => balance::SetupHint::Unknown,
     }
 }
 

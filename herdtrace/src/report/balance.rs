@@ -50,6 +50,24 @@ impl BalanceVerdict {
 pub enum BalancePattern {
     Lifo,
     ReuseportHash,
+    /// The workers take turns holding the listener (nginx's accept_mutex):
+    /// the holder keeps taking connections while it can.
+    TakingTurns,
+}
+
+/// What is known of the server's setup when judging (diagnose reads it from
+/// /proc; a trace alone does not know it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SetupHint {
+    Unknown,
+    /// One shared socket in exclusive waits (EPOLLEXCLUSIVE).
+    Exclusive,
+    /// One shared socket, waits not exclusive (every idle worker is woken).
+    Shared,
+    /// Workers take turns watching the socket.
+    TakingTurns,
+    /// An SO_REUSEPORT group.
+    Reuseport,
 }
 
 /// The verdict with what backs it, as reports print it.
@@ -92,9 +110,20 @@ pub fn classify(b: &Balance) -> BalanceVerdict {
     }
 }
 
-/// Which known pattern explains an imbalance, if any.
+/// Which known pattern explains an imbalance, if any, from the trace alone.
 pub fn pattern(b: &Balance) -> Option<BalancePattern> {
-    let reuseport = b.listeners_per_port >= 2;
+    pattern_in(b, SetupHint::Unknown)
+}
+
+/// Which known pattern explains an imbalance, given what is known of the setup.
+pub fn pattern_in(b: &Balance, hint: SetupHint) -> Option<BalancePattern> {
+    match hint {
+        SetupHint::TakingTurns => return Some(BalancePattern::TakingTurns),
+        // Every idle worker is woken: no LIFO (the first to run wins), and no hash.
+        SetupHint::Shared => return None,
+        _ => {}
+    }
+    let reuseport = b.listeners_per_port >= 2 || hint == SetupHint::Reuseport;
     let c = &b.clients;
     let few_clients = c.connections >= MIN_ACCEPTS
         && !c.capped
@@ -116,6 +145,11 @@ fn pct(v: f64) -> String {
 }
 
 pub fn finding(b: &Balance) -> BalanceFinding {
+    finding_in(b, SetupHint::Unknown)
+}
+
+/// [`finding`], with the setup known (diagnose).
+pub fn finding_in(b: &Balance, hint: SetupHint) -> BalanceFinding {
     let verdict = classify(b);
     let top_share = b.top.as_ref().map_or(0.0, |t| t.share);
     let top_over_fair = if b.fair_share > 0.0 {
@@ -128,7 +162,7 @@ pub fn finding(b: &Balance) -> BalanceFinding {
         .as_ref()
         .map_or(0.0, |t| z_score(t.accepts, b.accepts, b.workers));
     let pattern = (verdict == BalanceVerdict::Imbalanced)
-        .then(|| pattern(b))
+        .then(|| pattern_in(b, hint))
         .flatten();
     let line = line(b, verdict, pattern, top_over_fair);
     BalanceFinding {
@@ -217,6 +251,10 @@ fn line(
                     b.workers,
                     pct(b.clients.top_peers_share)
                 )),
+                Some(BalancePattern::TakingTurns) => s.push_str(
+                    "; the workers take turns watching the listener (like nginx's \
+                     accept_mutex): the one holding it keeps taking connections while it can",
+                ),
                 None => {}
             }
             s
@@ -307,6 +345,36 @@ mod tests {
         assert_eq!(pattern(&b), None, "SO_REUSEPORT: no shared wait queue");
         assert_eq!(lifo_threshold(4), 0.625);
         assert_eq!(lifo_threshold(0), 1.0);
+    }
+
+    #[test]
+    fn a_known_setup_decides_the_pattern() {
+        let mut b = balance(4, &[400, 0, 0, 0]);
+        b.same_worker_share = Some(1.0);
+        assert_eq!(
+            pattern_in(&b, SetupHint::Unknown),
+            Some(BalancePattern::Lifo)
+        );
+        assert_eq!(
+            pattern_in(&b, SetupHint::Exclusive),
+            Some(BalancePattern::Lifo)
+        );
+        assert_eq!(
+            pattern_in(&b, SetupHint::TakingTurns),
+            Some(BalancePattern::TakingTurns)
+        );
+        assert_eq!(pattern_in(&b, SetupHint::Shared), None);
+        assert_eq!(pattern_in(&b, SetupHint::Reuseport), None, "many clients");
+        let f = finding_in(&b, SetupHint::TakingTurns);
+        assert!(
+            f.line.contains("take turns watching the listener"),
+            "{}",
+            f.line
+        );
+        assert!(!f.line.contains("LIFO"), "{}", f.line);
+        // A balanced run names no pattern whatever the setup.
+        let even = balance(4, &[100, 100, 100, 100]);
+        assert_eq!(finding_in(&even, SetupHint::TakingTurns).pattern, None);
     }
 
     #[test]
