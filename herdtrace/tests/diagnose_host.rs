@@ -502,7 +502,7 @@ fn nginx_default_uses_epollexclusive_and_is_fine() {
     assert_eq!(b["workers"], 4, "{b}");
     eprintln!("nginx default balance: {}", b["line"]);
     if b["verdict"] == "imbalanced" {
-        let a = advice_text(&v["balance_advice"]);
+        let a = advice_text_of(&v["balance_advice"]);
         assert!(a.contains("reuseport") && a.contains("accept_mutex"), "{a}");
         assert_eq!(v["fine"], false);
     } else {
@@ -549,7 +549,7 @@ fn nginx_accept_mutex_takes_turns() {
     eprintln!("nginx accept_mutex balance: {}", b["line"]);
     if b["verdict"] == "imbalanced" {
         assert_eq!(b["pattern"], "taking_turns", "{b}");
-        let a = advice_text(&v["balance_advice"]);
+        let a = advice_text_of(&v["balance_advice"]);
         assert!(a.contains("`accept_mutex off;`"), "{a}");
     }
 }
