@@ -43,6 +43,10 @@ pub struct RecordHeader {
     /// it was added (left out of the JSON then, so those bytes are unchanged).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub clock: Option<HeaderClock>,
+    /// Workers able to accept, read from /proc when recording started (the
+    /// fair share of the balance verdict); absent in older recordings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workers: Option<u64>,
 }
 
 /// CLOCK_MONOTONIC and CLOCK_REALTIME at one moment, in nanoseconds.
@@ -68,6 +72,7 @@ impl RecordHeader {
                 mono_ns: now.mono_ns,
                 unix_ns: now.unix_ns,
             }),
+            workers: None,
         }
     }
 }
@@ -288,6 +293,7 @@ pub(crate) mod tests {
             herdtrace_version: "0.1.0".into(),
             event_size: RAW_EVENT_SIZE as u32,
             clock: None,
+            workers: None,
         }
     }
 
@@ -313,6 +319,31 @@ pub(crate) mod tests {
 
     fn err(bytes: &[u8]) -> String {
         format!("{:#}", read_all(bytes).expect_err("must fail"))
+    }
+
+    #[test]
+    fn clock_and_workers_round_trip_and_old_headers_keep_their_bytes() {
+        let mut h = header();
+        let old = serde_json::to_string(&h).expect("json");
+        assert!(!old.contains("clock") && !old.contains("workers"), "{old}");
+        h.clock = Some(HeaderClock {
+            mono_ns: 5,
+            unix_ns: 1_796_019_352_000_000_000,
+        });
+        h.workers = Some(4);
+        let mut rec = Recorder::new(Vec::new(), &h).expect("header");
+        rec.write_event(&herd_stream(1, 1)[0]).expect("event");
+        let bytes = rec.finish().expect("finish");
+        let (back, _) = read_all(&bytes).expect("read");
+        assert_eq!(back, h);
+        // A header written before these fields existed still reads.
+        let parsed: RecordHeader = serde_json::from_str(&old).expect("old header");
+        assert_eq!((parsed.clock, parsed.workers), (None, None));
+        // A new header takes both clocks now.
+        let now = RecordHeader::new("k", "b");
+        assert!(now
+            .clock
+            .is_some_and(|c| c.unix_ns > 1_700_000_000_000_000_000));
     }
 
     #[test]

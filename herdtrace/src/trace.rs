@@ -385,11 +385,13 @@ pub fn trace_session_observed<W: Write>(
     mut until: impl FnMut() -> bool,
 ) -> Result<(Option<Summary>, EndReason)> {
     // Before attaching: a recording path that cannot be created leaves nothing behind.
+    let workers = targets.acceptors();
     let mut recorder = match &args.record {
-        Some(path) => Some(Recorder::create(
-            path,
-            &RecordHeader::new(&prepared.info.kernel, &prepared.info.backend),
-        )?),
+        Some(path) => {
+            let mut header = RecordHeader::new(&prepared.info.kernel, &prepared.info.backend);
+            header.workers = Some(workers);
+            Some(Recorder::create(path, &header)?)
+        }
         None => None,
     };
     let mut tracer = Tracer::start(&prepared.config)?;
@@ -403,7 +405,7 @@ pub fn trace_session_observed<W: Write>(
     };
     let mut pipeline = Pipeline::new(EngineConfig::default(), opts, prepared.info.clone(), out);
     pipeline.set_clock(WallClock::now());
-    pipeline.set_workers(targets.acceptors());
+    pipeline.set_workers(workers);
     if let Some(o) = observer {
         pipeline.set_observer(o);
     }

@@ -83,6 +83,7 @@ fn header() -> RecordHeader {
         herdtrace_version: "0.1.0".into(),
         event_size: RAW_EVENT_SIZE as u32,
         clock: None,
+        workers: None,
     }
 }
 

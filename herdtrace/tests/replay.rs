@@ -38,6 +38,7 @@ fn fixture_bytes() -> Vec<u8> {
         herdtrace_version: "0.1.0".into(),
         event_size: 112,
         clock: None,
+        workers: None,
     };
     let mut rec = Recorder::new(Vec::new(), &header).expect("header");
     let mut b = StreamBuilder::new();

@@ -186,3 +186,153 @@ fn follows_workers_forked_after_attach() {
         o.accepts_by_tid
     );
 }
+
+/// `herdtrace --pid SERVER` on the built-in server in `model`, 300
+/// connections at 200/s: the NDJSON lines and the text summary of a second,
+/// identical run (replayed from its recording).
+fn balance_run(model: &str) -> (Vec<serde_json::Value>, String) {
+    use std::{
+        io::{BufRead, BufReader, Read},
+        process::{Command, Stdio},
+        sync::mpsc,
+        thread,
+        time::Duration,
+    };
+    let exe = env!("CARGO_BIN_EXE_herdtrace");
+    let mut server = Command::new(exe)
+        .args(["serve", "--model", model, "--workers", "4"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn server");
+    let mut first = String::new();
+    BufReader::new(server.stdout.take().expect("stdout"))
+        .read_line(&mut first)
+        .expect("listening line");
+    let listening = ListeningLine::parse(first.trim()).expect("listening line");
+    let rec = std::env::temp_dir().join(format!(
+        "herdtrace-balance-{model}-{}.htr",
+        std::process::id()
+    ));
+    let mut tracer = Command::new(exe)
+        .args([
+            "--pid",
+            &listening.pid.to_string(),
+            "--json",
+            "--backend",
+            "tracepoint",
+        ])
+        .args(["-d", "4", "--record"])
+        .arg(&rec)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn tracer");
+    let mut out = tracer.stdout.take().expect("stdout");
+    let reader = thread::spawn(move || {
+        let mut s = String::new();
+        let _ = out.read_to_string(&mut s);
+        s
+    });
+    let (tx, rx) = mpsc::channel();
+    let err = tracer.stderr.take().expect("stderr");
+    thread::spawn(move || {
+        for line in BufReader::new(err).lines().map_while(Result::ok) {
+            if line.contains("herdtrace: tracing ") {
+                let _ = tx.send(());
+            }
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(60))
+        .expect("tracer attached");
+    let load = Command::new(exe)
+        .args(["load", "--addr", &format!("127.0.0.1:{}", listening.port)])
+        .args([
+            "--connections",
+            "300",
+            "--rate",
+            "200",
+            "--concurrency",
+            "4",
+        ])
+        .stdout(Stdio::null())
+        .status()
+        .expect("load");
+    assert!(load.success());
+    let status = tracer.wait().expect("tracer exit");
+    let _ = server.kill();
+    let _ = server.wait();
+    assert!(status.success());
+    let lines = reader
+        .join()
+        .expect("stdout")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("NDJSON"))
+        .collect();
+    let text = Command::new(exe)
+        .arg("replay")
+        .arg(&rec)
+        .output()
+        .expect("replay");
+    let _ = std::fs::remove_file(&rec);
+    (lines, String::from_utf8_lossy(&text.stdout).into_owned())
+}
+
+/// EPOLLEXCLUSIVE: one worker takes the connections (LIFO), and the
+/// summary says so with the measured share; every line carries wall-clock time.
+#[test]
+fn exclusive_summary_names_the_lifo_imbalance() {
+    if !can_run() {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let (lines, replayed) = balance_run("exclusive");
+    let summary = lines.last().expect("summary");
+    assert_eq!(summary["type"], "summary");
+    let b = &summary["balance"];
+    eprintln!("exclusive: {}", b["line"]);
+    assert_eq!(b["verdict"], "imbalanced", "{b}");
+    assert_eq!(b["pattern"], "lifo", "{b}");
+    assert_eq!(b["workers"], 4, "the 3 idle workers count: {b}");
+    let share = b["top"]["share"].as_f64().expect("share");
+    assert!(share >= 0.5, "{b}");
+    assert!(b["line"]
+        .as_str()
+        .expect("line")
+        .contains(&format!("took {:.0}% of", 100.0 * share)));
+    // The intervals carry the per-worker shares, and every object a time.
+    let intervals: Vec<&serde_json::Value> =
+        lines.iter().filter(|l| l["type"] == "interval").collect();
+    assert!(intervals
+        .iter()
+        .any(|i| i["share_max"].as_f64() >= Some(0.5)));
+    assert!(intervals.iter().all(|i| i["fair_share"] == 0.25));
+    for l in &lines {
+        let t = l["time"].as_str().unwrap_or_else(|| panic!("no time: {l}"));
+        assert!(
+            t.len() == 27 && t.ends_with('Z') && &t[10..11] == "T",
+            "{t}"
+        );
+    }
+    assert!(summary["wall_clock"]
+        .as_str()
+        .expect("wall_clock")
+        .starts_with("live"));
+    // The recording keeps the clock: its replay names the same imbalance.
+    assert!(replayed.contains("balance: IMBALANCED: "), "{replayed}");
+}
+
+/// SO_REUSEPORT spreads the connections: no imbalance is named.
+#[test]
+fn reuseport_summary_is_balanced() {
+    if !can_run() {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let (lines, _) = balance_run("reuseport");
+    let b = &lines.last().expect("summary")["balance"];
+    eprintln!("reuseport: {}", b["line"]);
+    assert_eq!(b["verdict"], "balanced", "{b}");
+    assert_eq!(b["listeners_per_port"], 4, "{b}");
+    assert_eq!(b["workers"], 4, "{b}");
+}

@@ -116,6 +116,7 @@ pub fn replay<R: Read, W: Write>(
         // map event time to wall time: no stamps rather than invented ones.
         None => p.set_wall_clock_note(WALL_CLOCK_NONE),
     }
+    p.set_workers(header.workers.unwrap_or(0));
     let mut interval_ns = interval_ns.filter(|&n| n > 0);
     let mut next_tick: Option<u64> = None;
     while let Some(record) = reader.next_record()? {
@@ -189,6 +190,55 @@ mod tests {
             }
         }
         rec.finish().expect("finish")
+    }
+
+    fn replay_json(h: &crate::record::RecordHeader) -> Vec<Value> {
+        let bytes = spaced_recording(false);
+        // The same events under another header.
+        let mut rec = Recorder::new(Vec::new(), h).expect("header");
+        let mut reader = Reader::new(&bytes[..]).expect("reader");
+        while let Some(Record::Event(ev)) = reader.next_record().expect("record") {
+            rec.write_event(&ev).expect("event");
+        }
+        let bytes = rec.finish().expect("finish");
+        let opts = OutputOptions {
+            json: true,
+            per_conn: true,
+            intervals: false,
+        };
+        let mut out = Vec::new();
+        replay(
+            Reader::new(&bytes[..]).expect("reader"),
+            opts,
+            None,
+            &mut out,
+        )
+        .expect("replay");
+        json_lines(&out)
+    }
+
+    #[test]
+    fn a_recorded_clock_stamps_wall_time_and_none_says_so() {
+        let mut h = header();
+        h.clock = Some(crate::record::HeaderClock {
+            mono_ns: 1_000_000_000,
+            unix_ns: 1_796_019_352_000_000_000,
+        });
+        h.workers = Some(4);
+        let v = replay_json(&h);
+        // The first arrival is at monotonic 1 s: the clock reference itself.
+        assert_eq!(v[0]["time"], "2026-11-30T06:15:52.000000Z");
+        let s = v.last().expect("summary");
+        assert_eq!(s["wall_clock"], WALL_CLOCK_RECORDED);
+        assert!(s["time"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("2026-11-30T06:15:52.")));
+        assert_eq!(s["balance"]["workers"], 4, "workers from the header");
+        let v = replay_json(&header());
+        assert!(v.iter().all(|l| l["time"].is_null()), "no invented time");
+        let s = v.last().expect("summary");
+        assert_eq!(s["wall_clock"], WALL_CLOCK_NONE);
+        assert_eq!(s["balance"]["workers"], 1, "only the tasks seen accepting");
     }
 
     #[test]
