@@ -610,7 +610,7 @@ fn assert_server(v: &Value, server: &str, pattern: &str, knob: &str) -> Value {
     );
     assert!(!source.is_empty(), "{v}");
     assert!(
-        advice_text(ep).contains(&format!("source: ")),
+        advice_text(ep).contains("source: "),
         "{}",
         advice_text(ep)
     );

@@ -473,7 +473,7 @@ mod tests {
     #[test]
     fn splits_cmdline_and_environ() {
         assert_eq!(
-            split_nul(b"/usr/bin/python3\0/usr/bin/gunicorn\0--workers\04\0"),
+            split_nul(b"/usr/bin/python3\0/usr/bin/gunicorn\0--workers\0\x34\0"),
             vec!["/usr/bin/python3", "/usr/bin/gunicorn", "--workers", "4"]
         );
         assert!(split_nul(b"").is_empty());
