@@ -609,11 +609,7 @@ fn assert_server(v: &Value, server: &str, pattern: &str, knob: &str) -> Value {
         "knob {setting:?}, want {knob:?}: {v}"
     );
     assert!(!source.is_empty(), "{v}");
-    assert!(
-        advice_text(ep).contains("source: "),
-        "{}",
-        advice_text(ep)
-    );
+    assert!(advice_text(ep).contains("source: "), "{}", advice_text(ep));
     ep["advice"].clone()
 }
 
