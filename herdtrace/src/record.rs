@@ -47,6 +47,9 @@ pub struct RecordHeader {
     /// fair share of the balance verdict); absent in older recordings.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workers: Option<u64>,
+    /// The most listening sockets on one address then (2+: SO_REUSEPORT).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listeners_per_addr: Option<u64>,
 }
 
 /// CLOCK_MONOTONIC and CLOCK_REALTIME at one moment, in nanoseconds.
@@ -73,6 +76,7 @@ impl RecordHeader {
                 unix_ns: now.unix_ns,
             }),
             workers: None,
+            listeners_per_addr: None,
         }
     }
 }
@@ -294,6 +298,7 @@ pub(crate) mod tests {
             event_size: RAW_EVENT_SIZE as u32,
             clock: None,
             workers: None,
+            listeners_per_addr: None,
         }
     }
 
@@ -325,12 +330,16 @@ pub(crate) mod tests {
     fn clock_and_workers_round_trip_and_old_headers_keep_their_bytes() {
         let mut h = header();
         let old = serde_json::to_string(&h).expect("json");
-        assert!(!old.contains("clock") && !old.contains("workers"), "{old}");
+        assert!(
+            !old.contains("clock") && !old.contains("workers") && !old.contains("listeners"),
+            "{old}"
+        );
         h.clock = Some(HeaderClock {
             mono_ns: 5,
             unix_ns: 1_796_019_352_000_000_000,
         });
         h.workers = Some(4);
+        h.listeners_per_addr = Some(4);
         let mut rec = Recorder::new(Vec::new(), &h).expect("header");
         rec.write_event(&herd_stream(1, 1)[0]).expect("event");
         let bytes = rec.finish().expect("finish");
@@ -338,7 +347,10 @@ pub(crate) mod tests {
         assert_eq!(back, h);
         // A header written before these fields existed still reads.
         let parsed: RecordHeader = serde_json::from_str(&old).expect("old header");
-        assert_eq!((parsed.clock, parsed.workers), (None, None));
+        assert_eq!(
+            (parsed.clock, parsed.workers, parsed.listeners_per_addr),
+            (None, None, None)
+        );
         // A new header takes both clocks now.
         let now = RecordHeader::new("k", "b");
         assert!(now

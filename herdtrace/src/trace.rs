@@ -316,11 +316,11 @@ impl TargetSet {
         Ok((tasks, pids.len()))
     }
 
-    /// Workers able to accept, read from /proc (0 if not known): what the
-    /// fair share of the accepts is judged against.
-    pub fn acceptors(&self) -> u64 {
+    /// What /proc shows of the setup for the balance verdict (workers able
+    /// to accept, SO_REUSEPORT groups); zeros if it cannot be read.
+    pub fn known_setup(&self) -> crate::engine::KnownSetup {
         let pids: Vec<u32> = self.roots.iter().map(|r| r.pid).collect();
-        crate::diagnose::acceptors(Path::new("/proc"), &pids)
+        crate::diagnose::known_setup(Path::new("/proc"), &pids)
     }
 
     /// True while at least one root process is still the one we started with.
@@ -385,11 +385,12 @@ pub fn trace_session_observed<W: Write>(
     mut until: impl FnMut() -> bool,
 ) -> Result<(Option<Summary>, EndReason)> {
     // Before attaching: a recording path that cannot be created leaves nothing behind.
-    let workers = targets.acceptors();
+    let known = targets.known_setup();
     let mut recorder = match &args.record {
         Some(path) => {
             let mut header = RecordHeader::new(&prepared.info.kernel, &prepared.info.backend);
-            header.workers = Some(workers);
+            header.workers = Some(known.workers);
+            header.listeners_per_addr = Some(known.listeners_per_addr);
             Some(Recorder::create(path, &header)?)
         }
         None => None,
@@ -405,7 +406,7 @@ pub fn trace_session_observed<W: Write>(
     };
     let mut pipeline = Pipeline::new(EngineConfig::default(), opts, prepared.info.clone(), out);
     pipeline.set_clock(WallClock::now());
-    pipeline.set_workers(workers);
+    pipeline.set_setup(known);
     if let Some(o) = observer {
         pipeline.set_observer(o);
     }

@@ -84,6 +84,7 @@ fn header() -> RecordHeader {
         event_size: RAW_EVENT_SIZE as u32,
         clock: None,
         workers: None,
+        listeners_per_addr: None,
     }
 }
 

@@ -39,6 +39,7 @@ fn fixture_bytes() -> Vec<u8> {
         event_size: 112,
         clock: None,
         workers: None,
+        listeners_per_addr: None,
     };
     let mut rec = Recorder::new(Vec::new(), &header).expect("header");
     let mut b = StreamBuilder::new();

@@ -22,7 +22,7 @@ use std::{
 use anyhow::{bail, Context as _, Result};
 
 use crate::{
-    engine::Summary,
+    engine::{KnownSetup, Summary},
     kernel,
     report::{balance, verdict::Verdict},
     stop, targets,
@@ -72,21 +72,26 @@ pub struct Setup {
     pub server: ServerId,
 }
 
-/// Workers able to accept in the process trees of `roots`, read from /proc
-/// (the largest count over one tree's listening addresses, summed over the
-/// trees); 0 when it cannot be read.
-pub fn acceptors(proc_root: &Path, roots: &[u32]) -> u64 {
-    roots
-        .iter()
-        .filter_map(|&pid| procfs::read_snapshot(proc_root, pid, &procfs::kcmp_same_file).ok())
-        .map(|snap| {
-            layout::endpoints(&snap)
-                .iter()
-                .map(|e| e.acceptors as u64)
-                .max()
-                .unwrap_or(0)
-        })
-        .sum()
+/// What /proc shows of the process trees of `roots` for the balance
+/// verdict: the workers able to accept (the largest count over one tree's
+/// listening addresses, summed over the trees) and the most listening
+/// sockets on one address; zeros when it cannot be read.
+pub fn known_setup(proc_root: &Path, roots: &[u32]) -> KnownSetup {
+    let mut known = KnownSetup::default();
+    for &pid in roots {
+        let Ok(snap) = procfs::read_snapshot(proc_root, pid, &procfs::kcmp_same_file) else {
+            continue;
+        };
+        let endpoints = layout::endpoints(&snap);
+        known.workers += endpoints
+            .iter()
+            .map(|e| e.acceptors as u64)
+            .max()
+            .unwrap_or(0);
+        let sockets = endpoints.iter().map(|e| e.sockets.len() as u64).max();
+        known.listeners_per_addr = known.listeners_per_addr.max(sockets.unwrap_or(0));
+    }
+    known
 }
 
 /// Reads and classifies the setup of `pid` and its descendants below `proc_root`.
@@ -393,6 +398,27 @@ mod tests {
         let r = report(&s, None);
         assert!(text(&r).contains("what it costs: not traced"));
         assert!(text(&r).contains("listen ... reuseport;"));
+    }
+
+    #[test]
+    fn known_setup_reads_workers_and_reuseport_groups() {
+        let k = known_setup(&fixture("nginx-reuseport"), &[4519]);
+        assert_eq!(
+            k,
+            KnownSetup {
+                workers: 4,
+                listeners_per_addr: 4
+            }
+        );
+        let k = known_setup(&fixture("nginx-default"), &[2162]);
+        assert_eq!((k.workers, k.listeners_per_addr), (4, 1));
+        // Two trees add their workers; an unreadable one adds nothing.
+        let both = known_setup(&fixture("lighttpd-4-workers"), &[5790, 1]);
+        assert_eq!(both.workers, 4);
+        assert_eq!(
+            known_setup(&fixture("nginx-default"), &[1]),
+            KnownSetup::default()
+        );
     }
 
     #[test]

@@ -90,6 +90,16 @@ impl Default for EngineConfig {
     }
 }
 
+/// What /proc showed of the traced server's setup when tracing started
+/// (zeros: not known, as in replays of older recordings).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct KnownSetup {
+    /// Workers able to accept (the N of the fair share).
+    pub workers: u64,
+    /// The most listening sockets on one address (2+: an SO_REUSEPORT group).
+    pub listeners_per_addr: u64,
+}
+
 /// The task that accepted a connection.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct TaskRef {
@@ -194,8 +204,8 @@ pub struct Engine {
     interval: Tally,
     hist: Vec<u64>,
     balance: BalanceTracker,
-    /// Workers known from outside (/proc), 0 if not.
-    workers_known: u64,
+    /// The setup known from outside (/proc), zeros if not.
+    known: KnownSetup,
     /// Task rows with at least one accept.
     accepting_rows: u64,
 }
@@ -221,20 +231,21 @@ impl Engine {
             interval: Tally::default(),
             hist: Vec::new(),
             balance: BalanceTracker::default(),
-            workers_known: 0,
+            known: KnownSetup::default(),
             accepting_rows: 0,
         }
     }
 
-    /// The workers able to accept, as read from /proc by the caller: the
-    /// fair share is judged against them, tasks that never accepted included.
-    pub fn set_workers(&mut self, workers: u64) {
-        self.workers_known = workers;
+    /// What /proc showed of the setup: the fair share is judged against its
+    /// workers (tasks that never accepted included), and an SO_REUSEPORT
+    /// group is known even when every connection hashed to one socket.
+    pub fn set_setup(&mut self, known: KnownSetup) {
+        self.known = known;
     }
 
     /// N: the workers known, or more if more tasks were seen accepting.
     pub fn workers(&self) -> u64 {
-        self.workers_known.max(self.accepting_rows)
+        self.known.workers.max(self.accepting_rows)
     }
 
     pub fn config(&self) -> &EngineConfig {
@@ -387,7 +398,7 @@ impl Engine {
         });
         Balance {
             workers,
-            workers_from_proc: self.workers_known,
+            workers_from_proc: self.known.workers,
             accepts: shares.iter().map(|s| s.accepts).sum(),
             accepting_tasks: shares.len() as u64,
             fair_share: balance::fair_share(workers),
@@ -395,7 +406,10 @@ impl Engine {
             same_worker_share: self.balance.same_worker_share(),
             held,
             windows: self.balance.windows(),
-            listeners_per_port: self.balance.max_listeners_per_port(),
+            listeners_per_port: self
+                .balance
+                .max_listeners_per_port()
+                .max(self.known.listeners_per_addr),
             clients: self.balance.clients(workers),
         }
     }

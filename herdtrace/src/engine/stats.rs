@@ -178,7 +178,8 @@ pub struct Balance {
     pub held: Option<Held>,
     /// 1 s windows with accepts.
     pub windows: u64,
-    /// The most listening sockets seen on one port (2+: an SO_REUSEPORT group).
+    /// The most listening sockets on one port, seen by arrivals or read from
+    /// /proc at the start (2+: an SO_REUSEPORT group).
     pub listeners_per_port: u64,
     pub clients: Clients,
 }

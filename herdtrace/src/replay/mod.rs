@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result};
 
-use crate::engine::{EngineConfig, Summary};
+use crate::engine::{EngineConfig, KnownSetup, Summary};
 use crate::record::{Reader, Record};
 use crate::report::{is_broken_pipe, OutputOptions, Pipeline, RunInfo, WallClock};
 
@@ -116,7 +116,10 @@ pub fn replay<R: Read, W: Write>(
         // map event time to wall time: no stamps rather than invented ones.
         None => p.set_wall_clock_note(WALL_CLOCK_NONE),
     }
-    p.set_workers(header.workers.unwrap_or(0));
+    p.set_setup(KnownSetup {
+        workers: header.workers.unwrap_or(0),
+        listeners_per_addr: header.listeners_per_addr.unwrap_or(0),
+    });
     let mut interval_ns = interval_ns.filter(|&n| n > 0);
     let mut next_tick: Option<u64> = None;
     while let Some(record) = reader.next_record()? {

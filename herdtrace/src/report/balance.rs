@@ -241,10 +241,10 @@ fn line(
                     pct(b.same_worker_share.unwrap_or(0.0))
                 )),
                 Some(BalancePattern::ReuseportHash) => s.push_str(&format!(
-                    "; reuseport hash imbalance: {} listening sockets share the port and the \
-                     kernel picks one by hashing the client's address and port, but only {} \
-                     client address:port pairs ({} addresses) made the connections, the {} \
-                     busiest {} of them",
+                    "; reuseport hash imbalance: the port has an SO_REUSEPORT group of {} \
+                     sockets and the kernel picks a socket by hashing the client's address and port, but only {} client \
+                     address:port pairs ({} addresses) made the connections, the {} busiest \
+                     made {} of them",
                     b.listeners_per_port,
                     b.clients.distinct_peers,
                     b.clients.distinct_addrs,
@@ -457,8 +457,7 @@ mod tests {
         };
         let f = finding(&hashed);
         assert!(
-            f.line
-                .contains("reuseport hash imbalance: 4 listening sockets")
+            f.line.contains("an SO_REUSEPORT group of 4 sockets")
                 && f.line
                     .contains("only 2 client address:port pairs (1 addresses)"),
             "{}",

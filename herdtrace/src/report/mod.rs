@@ -181,9 +181,9 @@ impl<W: Write> Pipeline<W> {
         self.wall_clock = note.to_string();
     }
 
-    /// The workers able to accept, read from /proc (see [`Engine::set_workers`]).
-    pub fn set_workers(&mut self, workers: u64) {
-        self.engine.set_workers(workers);
+    /// What /proc showed of the setup (see [`Engine::set_setup`]).
+    pub fn set_setup(&mut self, known: crate::engine::KnownSetup) {
+        self.engine.set_setup(known);
     }
 
     fn time_of(&self, mono_ns: u64) -> Option<String> {
