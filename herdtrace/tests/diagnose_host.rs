@@ -104,6 +104,12 @@ fn diagnose(pid: u32, port: u16) -> Value {
     let text = String::from_utf8_lossy(&out.1);
     let v: Value = serde_json::from_str(text.trim())
         .unwrap_or_else(|e| panic!("not one JSON object ({e}): {text}\nstderr:\n{stderr}"));
+    // When it was made, in wall-clock time (RFC 3339, UTC, microseconds).
+    let t = v["time"].as_str().expect("time");
+    assert!(
+        t.len() == 27 && t.ends_with('Z') && &t[10..11] == "T",
+        "{t}"
+    );
     eprintln!(
         "{}: {} | cost: {} conns, woken/conn {}, wasted/s {} | advice: {}",
         v["comm"],

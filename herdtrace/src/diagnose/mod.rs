@@ -175,6 +175,7 @@ pub fn report(setup: &Setup, measured: Option<&Measured>) -> Report {
     }
     let root = &snap.processes[0];
     Report {
+        time: None,
         pid: root.pid,
         comm: root.comm.clone(),
         server: setup.server.kind,
@@ -291,7 +292,9 @@ pub fn run(args: DiagnoseArgs) -> Result<i32> {
         args.duration
     );
     let measured = measure(pid, args.duration).context("tracing the server")?;
-    let report = report(&setup, Some(&measured));
+    let mut report = report(&setup, Some(&measured));
+    let now = crate::report::WallClock::now();
+    report.time = Some(crate::report::clock::rfc3339_utc(now.unix_ns));
     let stdout = io::stdout();
     let mut out = stdout.lock();
     if args.json {

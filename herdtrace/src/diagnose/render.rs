@@ -21,6 +21,9 @@ pub struct EndpointReport {
 /// Everything `diagnose` found.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
+    /// When the report was made (RFC 3339, UTC); None in reports built
+    /// without a clock (tests).
+    pub time: Option<String>,
     pub pid: u32,
     pub comm: String,
     pub server: ServerKind,
