@@ -745,9 +745,19 @@ fn uwsgi_herd_names_thunder_lock_and_the_lock_ends_it() {
     let Some((_server, v)) = uwsgi("uwsgi-lock", &["--thunder-lock"]) else {
         return;
     };
+    // /proc shows every worker's epoll watching the socket, or (caught while
+    // only the lock holder had it registered) the workers taking turns.
     let ep = endpoint(&v);
+    assert!(
+        ep["pattern"]["kind"] == "epoll_per_worker" || ep["pattern"]["kind"] == "taking_turns",
+        "{v}"
+    );
     assert_eq!(ep["advice"]["fine"], true, "{v}");
     assert!(advice_text(ep).contains("--thunder-lock"), "{v}");
+    assert_eq!(
+        first_knob(&ep["advice"]).0,
+        "--thunder-lock (ini: thunder-lock = true)"
+    );
     assert!(woken(&v) <= 1.2, "{v}");
 }
 

@@ -234,6 +234,11 @@ fn fine_advice(server: &ServerId, pattern: Pattern) -> Advice {
         (ServerKind::Uwsgi, Pattern::EpollPerWorker { .. }) if server.thunder_lock => {
             knobs.push(knobs::UWSGI_THUNDER_LOCK);
         }
+        // Caught while only the lock holder had the socket in its epoll.
+        (ServerKind::Uwsgi, Pattern::TakingTurns { .. }) if server.thunder_lock => {
+            items.push("this is uWSGI's `--thunder-lock`".into());
+            knobs.push(knobs::UWSGI_THUNDER_LOCK);
+        }
         (ServerKind::Nodejs, Pattern::SingleWaiter) => {
             items.push(
                 "this is Node.js cluster's round-robin scheduling (SCHED_RR, the default on \
@@ -825,6 +830,18 @@ mod tests {
         assert_eq!(a.knobs, vec![knobs::UWSGI_THUNDER_LOCK]);
         // A herd measured despite the lock is reported, not called fine.
         assert!(!advise(&uwsgi, HERD, Some(Verdict::Herd)).fine);
+        // /proc read while only the lock holder watched the socket.
+        let turns = Pattern::TakingTurns {
+            workers: 4,
+            watching: 1,
+        };
+        let a = advise(&uwsgi, turns, Some(Verdict::NoHerd));
+        assert!(
+            a.fine && text(&a).contains("uWSGI's `--thunder-lock`"),
+            "{}",
+            text(&a)
+        );
+        assert_eq!(a.knobs, vec![knobs::UWSGI_THUNDER_LOCK]);
         let a = advise(
             &id(ServerKind::Nodejs),
             Pattern::SingleWaiter,
