@@ -12,6 +12,7 @@ Examples:
   sudo herdtrace verify                       every server model on this kernel vs the expected herd
   sudo herdtrace diagnose --pid $(pgrep -o nginx)   what the server does, what it costs, what to change
   sudo herdtrace -c nginx --prometheus 127.0.0.1:9435   serve /metrics for Prometheus
+  sudo herdtrace -c nginx --prometheus 127.0.0.1:9435 --quiet   exporter only: nothing on stdout
   herdtrace serve --model epoll-per-worker --workers 4 --stats
   herdtrace load --addr 127.0.0.1:8080 --connections 1000
   herdtrace replay trace.htr --json           re-run the reconstruction on a recording";

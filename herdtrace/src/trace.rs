@@ -58,6 +58,10 @@ pub struct TraceArgs {
     /// NDJSON on stdout: one "conn" object per connection, "interval" objects, a final "summary".
     #[arg(long)]
     pub json: bool,
+    /// Nothing on stdout (no live lines, no interval or connection output):
+    /// for exporter-only runs; the summary and errors still go to stderr.
+    #[arg(short = 'q', long, conflicts_with = "per_conn")]
+    pub quiet: bool,
     /// Probe set: auto takes fentry, else kprobe, else tracepoint.
     #[arg(long, value_enum, default_value = "auto")]
     pub backend: BackendRequest,
@@ -95,6 +99,7 @@ impl Default for TraceArgs {
             interval: 1.0,
             per_conn: false,
             json: false,
+            quiet: false,
             backend: BackendRequest::Auto,
             record: None,
             ringbuf_size: 4 << 20,
@@ -308,6 +313,28 @@ impl TargetSet {
         })
     }
 
+    /// What /proc shows of the setup for the balance verdict (workers able
+    /// to accept, SO_REUSEPORT groups); zeros if it cannot be read.
+    pub fn known_setup(&self) -> crate::engine::KnownSetup {
+        crate::diagnose::known_setup(Path::new("/proc"), &self.tree_roots())
+    }
+
+    /// The roots of the traced process trees: the named processes, and the
+    /// cgroup's processes whose parent is outside it.
+    fn tree_roots(&self) -> Vec<u32> {
+        let mut roots: Vec<u32> = self.roots.iter().map(|r| r.pid).collect();
+        if let Some(c) = &self.cgroup {
+            let members = cgroup::procs(&c.dir);
+            let all = targets::scan(Path::new("/proc")).unwrap_or_default();
+            roots.extend(members.iter().copied().filter(|pid| {
+                all.iter()
+                    .find(|p| p.pid == *pid)
+                    .is_some_and(|p| !members.contains(&p.ppid))
+            }));
+        }
+        roots
+    }
+
     /// True while the trace has something to follow: a root process still
     /// the one we started with, or the cgroup (which may fill up later).
     /// (Descendants are followed in the kernel; the run ends when the roots are gone.)
@@ -374,11 +401,14 @@ pub fn trace_session_observed<W: Write>(
     mut until: impl FnMut() -> bool,
 ) -> Result<(Option<Summary>, EndReason)> {
     // Before attaching: a recording path that cannot be created leaves nothing behind.
+    let known = targets.known_setup();
     let mut recorder = match &args.record {
-        Some(path) => Some(Recorder::create(
-            path,
-            &RecordHeader::new(&prepared.info.kernel, &prepared.info.backend),
-        )?),
+        Some(path) => {
+            let mut header = RecordHeader::new(&prepared.info.kernel, &prepared.info.backend);
+            header.workers = Some(known.workers);
+            header.listeners_per_addr = Some(known.listeners_per_addr);
+            Some(Recorder::create(path, &header)?)
+        }
         None => None,
     };
     let (choice, mut tracer) = start::attach_first(
@@ -408,11 +438,12 @@ pub fn trace_session_observed<W: Write>(
         .unwrap_or_default();
     let opts = OutputOptions {
         json: args.json,
-        per_conn: args.per_conn || args.json,
-        intervals: true,
+        per_conn: (args.per_conn || args.json) && !args.quiet,
+        intervals: !args.quiet,
     };
     let mut pipeline = Pipeline::new(EngineConfig::default(), opts, info.clone(), out);
     pipeline.set_clock(WallClock::now());
+    pipeline.set_setup(known);
     if let Some(o) = observer {
         pipeline.set_observer(o);
     }
@@ -673,15 +704,20 @@ pub fn run(args: TraceArgs) -> Result<i32> {
     let prepared = prepare(&args)?;
     stop::install()?;
     stop::install_panic_hook();
-    let observer = exporter.map(|e| {
+    let observer = exporter.map(|mut e| {
+        e.set_run_info(&prepared.info);
         eprintln!(
             "herdtrace: serving Prometheus metrics on http://{}/metrics",
             e.local_addr()
         );
         e.into_observer()
     });
-    let stdout = io::stdout();
-    let out = BufWriter::new(stdout.lock());
+    // --quiet: stdout stays empty; the summary goes where errors go.
+    let out: Box<dyn Write> = if args.quiet {
+        Box::new(BufWriter::new(io::stderr()))
+    } else {
+        Box::new(BufWriter::new(io::stdout().lock()))
+    };
     let (_, reason) =
         trace_session_observed(&args, &prepared, &targets, out, observer, || {}, || false)?;
     match reason {

@@ -45,6 +45,7 @@ use serde::Serialize;
 
 use crate::events;
 
+pub mod balance;
 mod episodes;
 mod fxhash;
 mod loss;
@@ -53,10 +54,14 @@ pub mod synth;
 #[cfg(test)]
 mod tests;
 
+use balance::BalanceTracker;
 use episodes::{EpRef, Episodes, WakeState, Woken, NIL};
 use fxhash::FxHashMap;
 use loss::LossTracker;
-pub use stats::{Diagnostics, IntervalStats, Summary, Tally, TaskStats, WokenStats};
+pub use stats::{
+    task_shares, Balance, Diagnostics, Held, IntervalStats, Summary, Tally, TaskShare, TaskStats,
+    WokenStats,
+};
 
 const EAGAIN: i64 = -(libc::EAGAIN as i64);
 
@@ -83,6 +88,16 @@ impl Default for EngineConfig {
             settle_grace_ns: 2_000_000,
         }
     }
+}
+
+/// What /proc showed of the traced server's setup when tracing started
+/// (zeros: not known, as in replays of older recordings).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct KnownSetup {
+    /// Workers able to accept (the N of the fair share).
+    pub workers: u64,
+    /// The most listening sockets on one address (2+: an SO_REUSEPORT group).
+    pub listeners_per_addr: u64,
 }
 
 /// The task that accepted a connection.
@@ -170,6 +185,8 @@ struct TaskRow {
     woken: u64,
     eagain: u64,
     spurious: u64,
+    /// `accepts` at the last interval cut.
+    accepts_mark: u64,
 }
 
 /// The reconstruction state machine. See the module docs.
@@ -200,6 +217,11 @@ pub struct Engine {
     totals: Tally,
     interval: Tally,
     hist: Vec<u64>,
+    balance: BalanceTracker,
+    /// The setup known from outside (/proc), zeros if not.
+    known: KnownSetup,
+    /// Task rows with at least one accept.
+    accepting_rows: u64,
 }
 
 impl Engine {
@@ -224,7 +246,22 @@ impl Engine {
             totals: Tally::default(),
             interval: Tally::default(),
             hist: Vec::new(),
+            balance: BalanceTracker::default(),
+            known: KnownSetup::default(),
+            accepting_rows: 0,
         }
+    }
+
+    /// What /proc showed of the setup: the fair share is judged against its
+    /// workers (tasks that never accepted included), and an SO_REUSEPORT
+    /// group is known even when every connection hashed to one socket.
+    pub fn set_setup(&mut self, known: KnownSetup) {
+        self.known = known;
+    }
+
+    /// N: the workers known, or more if more tasks were seen accepting.
+    pub fn workers(&self) -> u64 {
+        self.known.workers.max(self.accepting_rows)
     }
 
     pub fn config(&self) -> &EngineConfig {
@@ -316,10 +353,17 @@ impl Engine {
     /// Deltas since the previous call, stamped with the stream time.
     pub fn take_interval(&mut self) -> IntervalStats {
         let lost = self.lost_events();
+        let shares = stats::task_shares(self.rows.iter_mut().map(|r| {
+            let delta = r.accepts - r.accepts_mark;
+            r.accepts_mark = r.accepts;
+            (r.pid, r.tid, events::comm_str(&r.comm).into_owned(), delta)
+        }));
         let out = IntervalStats {
             ts_ns: self.stream_ns,
             tally: std::mem::take(&mut self.interval),
             lost_events: lost - self.lost_at_interval,
+            shares,
+            workers: self.workers(),
         };
         self.lost_at_interval = lost;
         out
@@ -351,6 +395,7 @@ impl Engine {
                 .then(a.pid.cmp(&b.pid))
                 .then(a.tid.cmp(&b.tid))
         });
+        let balance = self.balance_summary(&tasks);
         Summary {
             totals: self.totals,
             woken_per_conn: WokenStats::from_histogram(&self.hist),
@@ -361,6 +406,45 @@ impl Engine {
             skipped_by_program: Default::default(),
             insert_failed: Default::default(),
             diagnostics: self.diag,
+            balance,
+        }
+    }
+
+    fn balance_summary(&self, tasks: &[TaskStats]) -> Balance {
+        let workers = self.workers();
+        let shares = stats::task_shares(
+            tasks
+                .iter()
+                .map(|t| (t.pid, t.tid, t.comm.clone(), t.accepts)),
+        );
+        let held = self.balance.longest_run(workers).map(|r| {
+            let row = &self.rows[r.row as usize];
+            Held {
+                pid: row.pid,
+                tid: row.tid,
+                comm: events::comm_str(&row.comm).into_owned(),
+                windows: r.windows,
+                seconds: (r.to_ns - r.from_ns) as f64 / 1e9,
+                from_ns: r.from_ns,
+                to_ns: r.to_ns,
+                share_min: r.share_min,
+            }
+        });
+        Balance {
+            workers,
+            workers_from_proc: self.known.workers,
+            accepts: shares.iter().map(|s| s.accepts).sum(),
+            accepting_tasks: shares.len() as u64,
+            fair_share: balance::fair_share(workers),
+            top: shares.into_iter().next(),
+            same_worker_share: self.balance.same_worker_share(),
+            held,
+            windows: self.balance.windows(),
+            listeners_per_port: self
+                .balance
+                .max_listeners_per_port()
+                .max(self.known.listeners_per_addr),
+            clients: self.balance.clients(workers),
         }
     }
 
@@ -478,6 +562,7 @@ impl Engine {
         self.hist[n] += 1;
         self.totals.add(&rec, won);
         self.interval.add(&rec, won);
+        self.balance.on_conn(rec.peer);
         self.done.push(rec);
     }
 
@@ -532,6 +617,7 @@ impl Engine {
                 woken: 0,
                 eagain: 0,
                 spurious: 0,
+                accepts_mark: 0,
             });
         }
         t.row
@@ -623,6 +709,7 @@ impl Engine {
                 self.touched.push(r);
             }
         }
+        self.balance.on_listener(ev.local_port, ev.sk);
     }
 
     fn on_wake(&mut self, ev: &RawEvent) {
@@ -711,6 +798,11 @@ impl Engine {
         }
         if ev.ret >= 0 {
             self.rows[row as usize].accepts += 1;
+            if self.rows[row as usize].accepts == 1 {
+                self.accepting_rows += 1;
+            }
+            let workers = self.workers();
+            self.balance.on_accept(row, ev.ts_ns, workers);
             t.accepted_since_return = t.accepted_since_return.saturating_add(1);
             let target = if ev.child != 0 {
                 self.children.get(&ev.child).map(|&s| self.eps.ep_ref(s))

@@ -41,6 +41,11 @@ impl Exporter {
         self.addr
     }
 
+    /// Labels `herdtrace_build_info` with the run's backend and kernel.
+    pub fn set_run_info(&mut self, info: &crate::report::RunInfo) {
+        self.collector.set_run_info(info);
+    }
+
     /// The observer to hand to the trace pipeline.
     pub fn into_observer(self) -> Box<dyn Observer + Send> {
         Box::new(self.collector)

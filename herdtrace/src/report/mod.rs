@@ -7,8 +7,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use anyhow::{Context as _, Result};
 use herdtrace_common::RawEvent;
 
-use crate::engine::{ConnRecord, Engine, EngineConfig, Summary};
+use crate::engine::{ConnRecord, Engine, EngineConfig, IntervalStats, Summary};
 
+pub mod balance;
+pub mod clock;
 pub mod json;
 pub mod text;
 pub mod verdict;
@@ -67,6 +69,11 @@ impl WallClock {
         WallClock { mono_ns, unix_ns }
     }
 
+    /// RFC 3339 (UTC, microseconds) of the moment `mono_ns`.
+    pub fn rfc3339_of(&self, mono_ns: u64) -> String {
+        clock::rfc3339_utc(self.unix_ns_of(mono_ns))
+    }
+
     fn unix_ns_of(&self, mono_ns: u64) -> u64 {
         if mono_ns >= self.mono_ns {
             self.unix_ns.saturating_add(mono_ns - self.mono_ns)
@@ -104,11 +111,7 @@ fn time_label(clock: Option<WallClock>, mono_ns: u64, micros: bool) -> String {
                 format!("{h:02}:{m:02}:{s:02}")
             }
         }
-        None if micros => format!(
-            "{}.{:06}",
-            mono_ns / 1_000_000_000,
-            mono_ns % 1_000_000_000 / 1000
-        ),
+        None if micros => clock::mono_seconds(mono_ns),
         None => format!("{}s", mono_ns / 1_000_000_000),
     }
 }
@@ -128,7 +131,12 @@ pub trait Observer {
     fn on_conn(&mut self, record: &ConnRecord);
     /// Events lost so far in the run (a running total, never smaller than before).
     fn on_lost_total(&mut self, total: u64);
+    /// One interval ended (whether or not interval lines are printed).
+    fn on_interval(&mut self, _interval: &IntervalStats) {}
 }
+
+/// What the wall-clock stamps rest on, for the summary.
+pub const WALL_CLOCK_LIVE: &str = "live: CLOCK_REALTIME read with CLOCK_MONOTONIC at the start";
 
 /// Engine + output. Write errors (a closed stdout) come back as errors that
 /// [`is_broken_pipe`] recognises; nothing panics.
@@ -138,6 +146,8 @@ pub struct Pipeline<W: Write> {
     opts: OutputOptions,
     info: RunInfo,
     clock: Option<WallClock>,
+    /// Where `clock` comes from, or why there is none (the summary says it).
+    wall_clock: String,
     records: Vec<ConnRecord>,
     observer: Option<Box<dyn Observer + Send>>,
     /// Kernel-side counters the summary reports beside the engine's.
@@ -153,6 +163,7 @@ impl<W: Write> Pipeline<W> {
             opts,
             info,
             clock: None,
+            wall_clock: "none".into(),
             records: Vec::new(),
             observer: None,
             skipped_by_program: Default::default(),
@@ -170,9 +181,25 @@ impl<W: Write> Pipeline<W> {
         self.opts.per_conn || self.observer.is_some()
     }
 
-    /// Sets the mapping of event time to wall-clock time used in labels.
+    /// Sets the mapping of event time to wall-clock time used in labels and
+    /// stamps, read live (see [`Pipeline::set_wall_clock_note`] otherwise).
     pub fn set_clock(&mut self, clock: WallClock) {
         self.clock = Some(clock);
+        self.wall_clock = WALL_CLOCK_LIVE.into();
+    }
+
+    /// Says where the wall clock came from, or why there is none.
+    pub fn set_wall_clock_note(&mut self, note: &str) {
+        self.wall_clock = note.to_string();
+    }
+
+    /// What /proc showed of the setup (see [`Engine::set_setup`]).
+    pub fn set_setup(&mut self, known: crate::engine::KnownSetup) {
+        self.engine.set_setup(known);
+    }
+
+    fn time_of(&self, mono_ns: u64) -> Option<String> {
+        self.clock.map(|c| c.rfc3339_of(mono_ns))
     }
 
     pub fn clock(&self) -> Option<WallClock> {
@@ -247,10 +274,23 @@ impl<W: Write> Pipeline<W> {
             self.engine.advance_to(now_ns, &mut |_| {});
         }
         self.report_lost();
-        if self.opts.intervals {
-            self.write_interval()?;
-        }
+        self.end_interval()?;
         self.flush()
+    }
+
+    /// Cuts the interval for the observer and the interval line, if either wants it.
+    fn end_interval(&mut self) -> Result<()> {
+        if !self.opts.intervals && self.observer.is_none() {
+            return Ok(());
+        }
+        let i = self.engine.take_interval();
+        if let Some(o) = self.observer.as_mut() {
+            o.on_interval(&i);
+        }
+        if self.opts.intervals {
+            self.write_interval(&i)?;
+        }
+        Ok(())
     }
 
     pub fn flush(&mut self) -> Result<()> {
@@ -261,14 +301,25 @@ impl<W: Write> Pipeline<W> {
     /// closed, the last partial interval (if any) and the summary printed.
     pub fn finish(mut self, extra_lost: u64) -> Result<Summary> {
         let summary = self.close(extra_lost)?;
+        let end = self.summary_end();
         if self.opts.json {
-            json::write_summary(&mut self.out, &self.info, &summary)
+            json::write_summary(&mut self.out, &self.info, &summary, &end)
         } else {
             text::write_summary(&mut self.out, &self.info, &summary)
         }
         .context("write summary")?;
         self.flush()?;
         Ok(summary)
+    }
+
+    /// When the run ended, for the summary's stamps.
+    fn summary_end(&self) -> json::RunEnd {
+        let ts_ns = self.engine.stream_ns();
+        json::RunEnd {
+            ts_ns,
+            time: self.time_of(ts_ns),
+            wall_clock: self.wall_clock.clone(),
+        }
     }
 
     /// Stops writing to the output (its reader is gone); events are still counted.
@@ -302,8 +353,8 @@ impl<W: Write> Pipeline<W> {
             self.engine.finish(&mut |_| {});
         }
         self.report_lost();
-        if self.opts.intervals && self.engine.has_interval_data() {
-            self.write_interval()?;
+        if self.engine.has_interval_data() {
+            self.end_interval()?;
         }
         let mut summary = self.engine.summary();
         summary.skipped_by_program = self.skipped_by_program.clone();
@@ -335,25 +386,34 @@ impl<W: Write> Pipeline<W> {
     fn write_records(&mut self) -> Result<()> {
         // Only kprobe/fentry see ep_poll_callback; elsewhere the count is unknown, not 0.
         let epolls_seen = self.info.backend != "tracepoint";
-        for r in self.records.drain(..) {
+        let records = std::mem::take(&mut self.records);
+        for r in &records {
+            let time = self.time_of(r.ts_ns);
             if self.opts.json {
-                json::write_conn(&mut self.out, &r, epolls_seen)
+                json::write_conn(&mut self.out, r, epolls_seen, time.as_deref())
             } else {
-                let label = time_label(self.clock, r.ts_ns, true);
-                text::write_conn(&mut self.out, &label, &r, epolls_seen)
+                // Wall clock (or "-" when unknown), then the monotonic time.
+                let label = format!(
+                    "{} {}",
+                    time.as_deref().unwrap_or("-"),
+                    clock::mono_seconds(r.ts_ns)
+                );
+                text::write_conn(&mut self.out, &label, r, epolls_seen)
             }
             .context("write connection record")?;
         }
+        self.records = records;
+        self.records.clear();
         Ok(())
     }
 
-    fn write_interval(&mut self) -> Result<()> {
-        let i = self.engine.take_interval();
+    fn write_interval(&mut self, i: &IntervalStats) -> Result<()> {
+        let time = self.time_of(i.ts_ns);
         if self.opts.json {
-            json::write_interval(&mut self.out, &i)
+            json::write_interval(&mut self.out, i, time.as_deref())
         } else {
             let label = time_label(self.clock, i.ts_ns, false);
-            text::write_interval(&mut self.out, &label, &i)
+            text::write_interval(&mut self.out, &label, i)
         }
         .context("write interval")
     }
@@ -463,7 +523,8 @@ mod tests {
         );
         assert_eq!(
             rest,
-            " conns 4  woken/conn 2.00 (max 2)  eagain/conn 1.00  spurious/conn 0.00  drops 0"
+            " conns 4  woken/conn 2.00 (max 2)  eagain/conn 1.00  spurious/conn 0.00  drops 0  \
+             top 50% worker[1000/1000] (fair 50%)"
         );
         assert!(
             !text.contains("woken 2 returned"),
@@ -490,8 +551,11 @@ mod tests {
         p.finish(0).expect("finish");
         let text = String::from_utf8(out).expect("utf8");
         let first = text.lines().next().expect("line");
-        assert_eq!(&first[2..3], ":", "{first}");
-        assert_eq!(&first[8..16], ".123456 ", "{first}");
+        // RFC 3339 in UTC, then the monotonic time of the same event.
+        assert!(
+            first.starts_with("1970-01-02T00:00:00.123456Z 1.000000 :8080 <- "),
+            "{first}"
+        );
         assert!(
             first.ends_with("accepted by worker[1000/1000] after 4us"),
             "{first}"
