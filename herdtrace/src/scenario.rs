@@ -1204,8 +1204,10 @@ mod tests {
         assert_eq!(ag.diff, 0.0);
         assert_eq!(
             ag.failures,
-            ["same woken count in 98.0% of 100 connections < 99% (e.g. 127.0.0.1:40003 4/3, \
-              127.0.0.1:40007 4/5)"]
+            [
+                "same woken count in 98.0% of 100 connections < 99% (e.g. 127.0.0.1:40003 4/3, \
+              127.0.0.1:40007 4/5)"
+            ]
         );
         // One differing connection in 100 is within the bound.
         rb.conns[7].woken = 4;

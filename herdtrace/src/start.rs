@@ -24,8 +24,11 @@ pub struct Options {
     pub empty_programs: bool,
 }
 
+/// The `Config` slot of one tracepoint field.
+type Slot = fn(&mut Config) -> &mut u32;
+
 /// Where each classic tracepoint field the programs read goes in `Config`.
-const TRACEPOINT_FIELDS: &[(&str, &str, fn(&mut Config) -> &mut u32)] = &[
+const TRACEPOINT_FIELDS: &[(&str, &str, Slot)] = &[
     ("sched:sched_waking", "pid", |c| &mut c.sched_waking_pid),
     ("sched:sched_waking", "comm", |c| &mut c.sched_waking_comm),
     ("sched:sched_process_fork", "child_pid", |c| {
@@ -152,14 +155,15 @@ mod tests {
     use crate::probes::ProgramType;
 
     fn offsets() -> KernelOffsets {
-        let mut o = KernelOffsets::default();
-        o.task_struct_pid = Some(100);
-        o.task_struct_tgid = Some(104);
-        o.file_private_data = Some(200);
-        o.socket_sk = Some(24);
-        o.sock_common_skc_num = Some(14);
-        o.sock_common_skc_state = Some(18);
-        o
+        KernelOffsets {
+            task_struct_pid: Some(100),
+            task_struct_tgid: Some(104),
+            file_private_data: Some(200),
+            socket_sk: Some(24),
+            sock_common_skc_num: Some(14),
+            sock_common_skc_state: Some(18),
+            ..KernelOffsets::default()
+        }
     }
 
     fn opts() -> Options {

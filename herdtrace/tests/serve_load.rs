@@ -406,7 +406,7 @@ fn load_times_out_on_a_server_that_never_answers() {
 fn load_counts_connect_timeouts_when_the_accept_queue_is_full() {
     // listen(fd, 0) queues one connection; SYNs beyond it are dropped, so
     // those connects never complete.
-    let l = herdtrace::serve::sys::listener(0, 0, false, false).expect("listen");
+    let l = herdtrace::serve::sys::listener(0, 0, false, false, false).expect("listen");
     let port =
         herdtrace::serve::sys::local_port(std::os::fd::AsRawFd::as_raw_fd(&l)).expect("port");
     let (status, report) = run_load(

@@ -611,7 +611,7 @@ fn every_single_gap_is_planned_consistently() {
             // Independent: a backend works iff every required point of the
             // table has a variant for it whose attachments are all usable here.
             let usable = |v: &Variant| {
-                v.via.map_or(true, |via| {
+                v.via.is_none_or(|via| {
                     probes::point(via).is_some_and(|p| {
                         p.variants_for(*b)
                             .any(|pv| pv.attach.iter().all(|a| f.attach_status(a).is_ok()))
