@@ -443,3 +443,55 @@ fn wait_for_workers(master: i32, n: usize) {
         thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// `diagnose --pid` on a server in another namespace reads its listeners and
+/// its SO_REUSEPORT group from that namespace, not from ours (where another
+/// server holds the same address and port without reuseport).
+#[test]
+fn diagnose_reads_a_namespaced_servers_own_listeners() {
+    if !can_run() {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let ns = Netns::new("dg");
+    let port = free_port().to_string();
+    let traced = TestServer::start_via(
+        &ns.prefix(),
+        &["--model", "reuseport", "--workers", "4", "--port", &port],
+    );
+    let other = TestServer::start(&[
+        "--model",
+        "epoll-per-worker",
+        "--workers",
+        "4",
+        "--port",
+        &port,
+    ]);
+    let mut t = Tracer::spawn(
+        &[
+            "diagnose",
+            "--pid",
+            &traced.pid().to_string(),
+            "--duration",
+            "4",
+            "--json",
+        ],
+        &[],
+        false,
+    );
+    t.wait_attached();
+    let (load, _) = load_both(&ns, &traced.addr(), 150, 100);
+    let end = t.wait();
+    drop(traced);
+    drop(other);
+    assert_eq!(end.status.code(), Some(0), "{}", end.stderr);
+    let v: Value = serde_json::from_str(end.stdout.trim()).expect("diagnose --json");
+    let eps = v["endpoints"].as_array().expect("endpoints");
+    assert_eq!(eps.len(), 1, "one listening address: {v}");
+    assert_eq!(eps[0]["pattern"]["kind"], "reuseport", "{v}");
+    assert_eq!(eps[0]["pattern"]["sockets"], 4, "{v}");
+    let conns = v["cost"]["connections"].as_u64().expect("connections");
+    assert_eq!(conns, load["connections"].as_u64().expect("load"), "{v}");
+    let woken = v["cost"]["woken_per_conn"].as_f64().expect("woken");
+    assert!(woken <= 1.2, "reuseport wakes one: {woken}");
+}

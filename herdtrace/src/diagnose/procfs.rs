@@ -284,7 +284,14 @@ pub fn read_snapshot(proc_root: &Path, root: u32, same_file: SameFile) -> Result
     let mut pids = targets::with_descendants(&all, &[root]);
     pids.retain(|&p| p != root);
     pids.insert(0, root);
-    let listen_all = targets::listen_sockets(proc_root);
+    // The server's own network namespace (a container's), not ours: its
+    // /proc/PID/net shows the tables of the namespace it lives in.
+    let own = proc_root.join(root.to_string());
+    let listen_all = if own.join("net/tcp").exists() {
+        targets::listen_sockets(&own)
+    } else {
+        targets::listen_sockets(proc_root)
+    };
 
     let mut processes = Vec::new();
     let mut held: BTreeSet<u64> = BTreeSet::new();
