@@ -23,7 +23,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use serde::Serialize;
 
-use super::fxhash::FxHashMap;
+use rustc_hash::FxHashMap;
 
 /// Length of a dominance window (stream time).
 pub const WINDOW_NS: u64 = 1_000_000_000;

@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 use std::ops::{Index, IndexMut};
 
-use super::fxhash::FxHashMap;
+use rustc_hash::FxHashMap;
 
 pub(super) const NIL: u32 = u32::MAX;
 

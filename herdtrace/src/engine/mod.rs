@@ -47,7 +47,6 @@ use crate::events;
 
 pub mod balance;
 mod episodes;
-mod fxhash;
 mod loss;
 mod stats;
 pub mod synth;
@@ -56,8 +55,8 @@ mod tests;
 
 use balance::BalanceTracker;
 use episodes::{EpRef, Episodes, WakeState, Woken, NIL};
-use fxhash::FxHashMap;
 use loss::LossTracker;
+use rustc_hash::FxHashMap;
 pub use stats::{
     task_shares, Balance, Diagnostics, Held, IntervalStats, Summary, Tally, TaskShare, TaskStats,
     WokenStats,
@@ -211,7 +210,10 @@ pub struct Engine {
     /// for its arrival (the child joins the accept queue before its
     /// handshake tracepoint and wakeup run, so a task on another CPU can
     /// accept it first): (stream time, child, stats row).
-    early_accepts: VecDeque<EarlyAccept>,
+    early_accepts: FxHashMap<u64, EarlyAccept>,
+    /// `early_accepts` in arrival order, for expiry: (stream time, child);
+    /// an entry whose child was matched (or re-added later) is skipped.
+    early_order: VecDeque<(u64, u64)>,
     lost_at_interval: u64,
     diag: Diagnostics,
     totals: Tally,
@@ -240,7 +242,8 @@ impl Engine {
             loss: LossTracker::default(),
             skipped_runs: 0,
             skip_epoch: 0,
-            early_accepts: VecDeque::new(),
+            early_accepts: FxHashMap::default(),
+            early_order: VecDeque::new(),
             lost_at_interval: 0,
             diag: Diagnostics::default(),
             totals: Tally::default(),
@@ -343,6 +346,7 @@ impl Engine {
     pub fn finish<F: FnMut(ConnRecord)>(&mut self, sink: &mut F) {
         self.diag.unmatched_accepts += self.early_accepts.len() as u64;
         self.early_accepts.clear();
+        self.early_order.clear();
         while let Some(slot) = self.eps.oldest() {
             self.close(slot, false);
         }
@@ -451,12 +455,19 @@ impl Engine {
     // ---- closing ----------------------------------------------------------
 
     fn expire(&mut self) {
-        while let Some(a) = self.early_accepts.front() {
-            if a.ts_ns.saturating_add(EARLY_ACCEPT_WAIT_NS) > self.stream_ns {
+        while let Some(&(ts, child)) = self.early_order.front() {
+            if ts.saturating_add(EARLY_ACCEPT_WAIT_NS) > self.stream_ns {
                 break;
             }
-            self.early_accepts.pop_front();
-            self.diag.unmatched_accepts += 1;
+            self.early_order.pop_front();
+            if self
+                .early_accepts
+                .get(&child)
+                .is_some_and(|a| a.ts_ns == ts)
+            {
+                self.early_accepts.remove(&child);
+                self.diag.unmatched_accepts += 1;
+            }
         }
         while let Some(slot) = self.eps.oldest() {
             if self.eps[slot]
@@ -700,8 +711,7 @@ impl Engine {
         if ev.child != 0 {
             self.children.insert(ev.child, slot);
             // Accepted before its arrival was reported?
-            if let Some(i) = self.early_accepts.iter().position(|a| a.child == ev.child) {
-                let a = self.early_accepts.remove(i).expect("index from position");
+            if let Some(a) = self.early_accepts.remove(&ev.child) {
                 let r = self.eps.ep_ref(slot);
                 let e = &mut self.eps[slot];
                 e.accepted_row = Some(a.row);
@@ -820,11 +830,18 @@ impl Engine {
                     self.touched.push(r);
                 }
                 // Its arrival may still come (see `early_accepts`).
-                None if ev.child != 0 => self.early_accepts.push_back(EarlyAccept {
-                    ts_ns: ev.ts_ns,
-                    child: ev.child,
-                    row,
-                }),
+                None if ev.child != 0 => {
+                    let early = EarlyAccept {
+                        ts_ns: ev.ts_ns,
+                        row,
+                    };
+                    // A child address accepted twice without an arrival:
+                    // the older accept will never match.
+                    if self.early_accepts.insert(ev.child, early).is_some() {
+                        self.diag.unmatched_accepts += 1;
+                    }
+                    self.early_order.push_back((ev.ts_ns, ev.child));
+                }
                 _ => self.diag.unmatched_accepts += 1,
             }
             // No settle: a batch-accepting task goes on until EAGAIN.
@@ -901,10 +918,9 @@ fn listener_key(sk: u64, port: u16, netns: u32) -> u64 {
 /// that child's arrival before it counts as unmatched.
 const EARLY_ACCEPT_WAIT_NS: u64 = 50_000_000;
 
-/// A successful accept seen before its connection's arrival.
+/// A successful accept seen before its connection's arrival (keyed by child).
 #[derive(Debug, Clone, Copy)]
 struct EarlyAccept {
     ts_ns: u64,
-    child: u64,
     row: u32,
 }
