@@ -1,6 +1,7 @@
 //! What each probe does, written once on plain values so that the fentry,
 //! kprobe and tracepoint programs in `main.rs` stay thin wrappers.
 use aya_ebpf::helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid};
+use aya_log_ebpf::warn;
 use herdtrace_common::{
     RawEvent, EV_ACCEPT_RET, EV_POLL_RET, EV_SEND_EVENTS, EV_TASK_EXIT, EV_TASK_NEW,
     FLAG_ACCEPT_KERNEL, FLAG_ARRIVAL_SUBSTITUTE,
@@ -350,7 +351,16 @@ pub fn process_fork(child_task: u64) {
         return;
     };
     let (child_tid, child_tgid) = (child_tid as u32, child_tgid as u32);
-    let _ = TRACED.insert(child_tid, child_tgid, 0);
+    if TRACED.insert(child_tid, child_tgid, 0).is_err() {
+        // Otherwise invisible: this task's wakeups and accepts go unreported.
+        // (aya-log-ebpf 0.2 takes a context argument but does not use it.)
+        warn!(
+            &(),
+            "map TRACED is full: task {} of process {}, forked by a traced task, is not followed",
+            child_tid,
+            child_tgid
+        );
+    }
     let mut ev = task_event(EV_TASK_NEW, child_tid, child_tgid);
     ev.aux = parent_tgid as u64;
     ev.comm = bpf_get_current_comm().unwrap_or_default();

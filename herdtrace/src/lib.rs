@@ -15,6 +15,8 @@ pub mod exporter;
 pub mod kernel;
 pub mod load;
 pub mod loader;
+pub mod logging;
+pub mod pipeline;
 pub mod record;
 pub mod replay;
 pub mod report;

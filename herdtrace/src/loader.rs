@@ -11,6 +11,7 @@ use aya::{
     programs::{BtfTracePoint, FEntry, FExit, KProbe, TracePoint},
     Btf, Ebpf, EbpfLoader,
 };
+use aya_log::EbpfLogger;
 use herdtrace_common::{CNT_DROPS, CNT_EVENTS};
 
 use crate::backend::Backend;
@@ -215,6 +216,9 @@ pub struct Tracer {
     traced: HashMap<MapData, u32, u32>,
     listen_ports: HashMap<MapData, u32, u32>,
     counters: PerCpuArray<MapData, u64>,
+    /// The eBPF programs' log records (aya-log), kept for the whole run:
+    /// dropping it closes the map the programs write them to.
+    log: EbpfLogger<&'static dyn log::Log>,
     pub warnings: Vec<String>,
 }
 
@@ -268,9 +272,16 @@ impl Tracer {
         loader.override_global("ISS_OPENS_CHAIN", &iss_opens, true);
         let errors_only = u32::from(cfg.plan.backend != Backend::Tracepoint);
         loader.override_global("ACCEPT_EXIT_ERRORS_ONLY", &errors_only, true);
+        // Kernel-side log statements above the level user space shows are
+        // skipped in the kernel (with logging off, all of them).
+        let log_level = crate::logging::kernel_level(log::max_level());
+        loader.override_global(aya_log::LEVEL, &log_level, true);
         let mut ebpf = loader
             .load(object()?)
             .map_err(|e| anyhow!("loading the eBPF object failed: {}", describe(&e)))?;
+        // Taken before the programs load: they refer to its map.
+        let log = EbpfLogger::init(&mut ebpf)
+            .map_err(|e| anyhow!("reading the eBPF programs' log: {}", describe(&e)))?;
 
         let mut warnings = Vec::new();
         attach_backend(&mut ebpf, &cfg.plan, cfg.empty_programs, &mut warnings)?;
@@ -294,6 +305,7 @@ impl Tracer {
             traced,
             listen_ports,
             counters,
+            log,
             warnings,
         })
     }
@@ -325,6 +337,11 @@ impl Tracer {
             n += 1;
         }
         n
+    }
+
+    /// Passes the eBPF programs' pending log records to the logger.
+    pub fn drain_log(&mut self) {
+        self.log.flush();
     }
 
     /// (events written, events dropped because the ring buffer was full), all CPUs.

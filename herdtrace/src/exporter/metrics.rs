@@ -18,7 +18,7 @@ use prometheus_client::{
 };
 
 use super::fold::Folder;
-use crate::{engine::ConnRecord, report::Observer};
+use crate::{engine::ConnRecord, pipeline::Observer};
 
 /// Distinct `port` values before folding into `other`.
 pub const MAX_PORTS: usize = 32;
