@@ -403,6 +403,22 @@ mod tests {
         assert_eq!(v.last().expect("summary")["skipped_runs"], 3);
     }
 
+    /// Keeps what it is shown, readable from the test through the Arc.
+    #[derive(Default)]
+    struct Seen {
+        conns: Vec<ConnRecord>,
+        lost: Vec<u64>,
+    }
+    struct Spy(std::sync::Arc<std::sync::Mutex<Seen>>);
+    impl Observer for Spy {
+        fn on_conn(&mut self, record: &ConnRecord) {
+            self.0.lock().expect("lock").conns.push(record.clone());
+        }
+        fn on_lost_total(&mut self, total: u64) {
+            self.0.lock().expect("lock").lost.push(total);
+        }
+    }
+
     #[test]
     fn an_observer_sees_every_record_whatever_the_output_options() {
         for per_conn in [false, true] {

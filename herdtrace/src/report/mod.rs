@@ -125,20 +125,4 @@ mod tests {
         assert_eq!(c.unix_ns_of(4), 0, "saturates before the epoch");
         assert_eq!(c.unix_ns_of(20), 15);
     }
-
-    /// Keeps what it is shown, readable from the test through the Arc.
-    #[derive(Default)]
-    struct Seen {
-        conns: Vec<ConnRecord>,
-        lost: Vec<u64>,
-    }
-    struct Spy(std::sync::Arc<std::sync::Mutex<Seen>>);
-    impl Observer for Spy {
-        fn on_conn(&mut self, record: &ConnRecord) {
-            self.0.lock().expect("lock").conns.push(record.clone());
-        }
-        fn on_lost_total(&mut self, total: u64) {
-            self.0.lock().expect("lock").lost.push(total);
-        }
-    }
 }
