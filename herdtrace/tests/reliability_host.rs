@@ -598,6 +598,55 @@ fn missing_required_pieces_are_named_in_one_line() {
     }
 }
 
+/// What the eBPF programs report reaches `-v` (aya-log), and nothing when
+/// logging is off: the traced-task map is filled by the test hook, so the
+/// fork program cannot add the child a traced shell forks, and says so.
+#[test]
+fn kernel_side_warnings_show_with_v_only() {
+    if !can_run() {
+        return;
+    }
+    let _serial = serial();
+    for verbose in [true, false] {
+        // Forks one child once told to, prints its pid, then exits.
+        let mut shell = Command::new("sh")
+            .args(["-c", "read go; sleep 0.2 & echo $!; wait"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn sh");
+        let pid = shell.id().to_string();
+        let mut args = vec!["--pid", pid.as_str(), "--backend", "tracepoint"];
+        if verbose {
+            args.push("-v");
+        }
+        let mut t = Tracer::spawn(&args, &[("HERDTRACE_TEST_FILL_TRACED", "1")], false);
+        t.wait_attached();
+        let mut stdin = shell.stdin.take().expect("stdin");
+        std::io::Write::write_all(&mut stdin, b"go\n").expect("write");
+        let mut child = String::new();
+        BufReader::new(shell.stdout.take().expect("stdout"))
+            .read_line(&mut child)
+            .expect("child pid");
+        assert!(shell.wait().expect("sh").success());
+        // The shell is gone: the run ends by itself.
+        let end = t.wait();
+        assert_eq!(end.status.code(), Some(0), "{}", end.stderr);
+        common::assert_contains(&end.stderr, "placeholder tasks fill the traced set");
+        let line = format!(
+            "herdtrace: WARN herdtrace::handlers: map TRACED is full: task {} of process {}, \
+             forked by a traced task, is not followed",
+            child.trim(),
+            child.trim()
+        );
+        if verbose {
+            common::assert_contains(&end.stderr, &line);
+        } else {
+            assert!(!end.stderr.contains("map TRACED is full"), "{}", end.stderr);
+        }
+    }
+}
+
 /// `check` shows a simulated inlined function like a real one.
 #[test]
 fn check_reports_simulated_gaps() {
