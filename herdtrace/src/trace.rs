@@ -478,14 +478,16 @@ async fn session<W: Write>(
     let mut reason = loop {
         let mut tick_due = false;
         let mut check_liveness = false;
+        // In this order: the timers are ready only at their times, so a
+        // ring buffer that keeps becoming readable cannot starve them.
         tokio::select! {
             biased;
             sig = signals.recv() => break EndReason::Signal(sig),
+            _ = ticks.tick() => tick_due = true,
+            _ = liveness.tick() => check_liveness = true,
             ready = ring.readable() => {
                 ready.context("waiting for the ring buffer")?.clear_ready();
             }
-            _ = ticks.tick() => tick_due = true,
-            _ = liveness.tick() => check_liveness = true,
             _ = drain_timer.tick() => {}
         }
         if drain(&mut tracer, &mut pipeline, &mut decode_errors)? {
