@@ -183,23 +183,30 @@ pub(crate) mod tests {
         assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
     }
 
-    /// A served listener on loopback, its runtime in a thread of its own.
-    pub(crate) fn serve_in_background(registry: Arc<Registry>) -> SocketAddr {
-        let listener = bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    /// Runs `start` inside a tokio runtime that keeps running, in a thread
+    /// of its own (as the trace session's would), and returns what it returned.
+    pub(crate) fn in_runtime_thread<T: Send + 'static>(
+        start: impl FnOnce() -> T + Send + 'static,
+    ) -> T {
+        let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .expect("runtime");
             rt.block_on(async move {
-                spawn(listener, registry).expect("spawn");
-                let _ = ready_tx.send(());
+                let _ = tx.send(start());
                 std::future::pending::<()>().await
             });
         });
-        ready_rx.recv().expect("server started");
+        rx.recv().expect("started")
+    }
+
+    /// A served listener on loopback.
+    fn serve_in_background(registry: Arc<Registry>) -> SocketAddr {
+        let listener = bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        in_runtime_thread(move || spawn(listener, registry).expect("spawn"));
         addr
     }
 

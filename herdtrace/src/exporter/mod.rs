@@ -77,19 +77,7 @@ mod tests {
         let ex = Exporter::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).expect("bind");
         let addr = ex.local_addr();
         assert_ne!(addr.port(), 0);
-        // The session's runtime, here in a thread of its own.
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            rt.block_on(async move {
-                let _ = tx.send(ex.serve().expect("serve"));
-                std::future::pending::<()>().await
-            });
-        });
-        let mut obs = rx.recv().expect("observer");
+        let mut obs = http::tests::in_runtime_thread(move || ex.serve().expect("serve"));
         let before = get_metrics(addr);
         assert!(!before.contains("herdtrace_connections_total{"), "{before}");
         for _ in 0..3 {

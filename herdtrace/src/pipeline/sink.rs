@@ -64,16 +64,21 @@ mod tests {
         }
     }
 
-    #[test]
-    fn the_recording_sink_gets_every_event_and_drop_in_stream_order() {
-        let file = Shared::default();
-        let recorder = Recorder::new(file.clone(), &header()).expect("header");
-        let mut p = Pipeline::new(
+    /// A pipeline that prints nothing: only its sinks matter here.
+    fn quiet_pipeline() -> Pipeline<std::io::Sink> {
+        Pipeline::new(
             EngineConfig::default(),
             OutputOptions::default(),
             RunInfo::default(),
             std::io::sink(),
-        );
+        )
+    }
+
+    #[test]
+    fn the_recording_sink_gets_every_event_and_drop_in_stream_order() {
+        let file = Shared::default();
+        let recorder = Recorder::new(file.clone(), &header()).expect("header");
+        let mut p = quiet_pipeline();
         p.add_event_sink(Box::new(recorder));
         let events = herd_stream(3, 2);
         let (first, rest) = events.split_at(4);
@@ -122,12 +127,7 @@ mod tests {
             .expect("header")
             .len();
         let recorder = Recorder::new(Disk { room: header_len }, &header()).expect("header fits");
-        let mut p = Pipeline::new(
-            EngineConfig::default(),
-            OutputOptions::default(),
-            RunInfo::default(),
-            std::io::sink(),
-        );
+        let mut p = quiet_pipeline();
         p.add_event_sink(Box::new(recorder));
         let ev = herd_stream(1, 1)[0];
         let err = p.on_event(&ev).expect_err("the sink's error comes back");
