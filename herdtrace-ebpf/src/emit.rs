@@ -6,7 +6,10 @@ use aya_ebpf::{
     helpers::{bpf_get_smp_processor_id, bpf_ktime_get_ns},
     maps::HashMap,
 };
-use herdtrace_common::{RawEvent, CNT_DROPS, CNT_EVENTS, CNT_INSERT_FAILED, FLAG_NESTED_SEND};
+use aya_log_ebpf::warn;
+use herdtrace_common::{
+    RawEvent, CNT_DROPS, CNT_EVENTS, CNT_INSERT_FAILED, FLAG_NESTED_SEND, MAP_NAMES,
+};
 
 use crate::config::conf;
 use crate::maps::{COUNTERS, EVENTS, SEQ};
@@ -54,11 +57,23 @@ pub fn count(index: u32) {
 
 /// Inserts `k -> v` into `map`; a failure (map full) is counted under
 /// `CNT_INSERT_FAILED + map_id` so user space can say what was not
-/// remembered.
+/// remembered, and logged (shown with `herdtrace -v`). Returns whether the
+/// entry was stored, for callers that can say more about what was lost.
 #[inline(always)]
-pub fn insert<K, V>(map: &HashMap<K, V>, k: &K, v: &V, map_id: u32) {
-    if map.insert(k, v, 0).is_err() {
-        count(CNT_INSERT_FAILED + map_id);
+pub fn insert<K, V>(map: &HashMap<K, V>, k: &K, v: &V, map_id: u32) -> bool {
+    match map.insert(k, v, 0) {
+        Ok(()) => true,
+        Err(e) => {
+            count(CNT_INSERT_FAILED + map_id);
+            // Otherwise invisible: what this entry stood for goes unreported.
+            // (aya-log-ebpf 0.2 takes a context argument but does not use it.)
+            let name = MAP_NAMES.get(map_id as usize).copied().unwrap_or("?");
+            warn!(
+                &(),
+                "insert into map {} failed ({}): the map is full", name, e
+            );
+            false
+        }
     }
 }
 
@@ -73,7 +88,9 @@ pub fn put<K, V: Copy + PartialEq>(map: &HashMap<K, V>, k: &K, v: V, map_id: u32
                 *p = v;
             }
         },
-        None => insert(map, k, &v, map_id),
+        None => {
+            insert(map, k, &v, map_id);
+        }
     }
 }
 

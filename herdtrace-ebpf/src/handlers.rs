@@ -1,6 +1,7 @@
 //! What each probe does, written once on plain values so that the fentry,
 //! kprobe and tracepoint programs in `main.rs` stay thin wrappers.
 use aya_ebpf::helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid};
+use aya_log_ebpf::{debug, warn};
 use herdtrace_common::{
     RawEvent, AF_INET, AF_INET6, EV_ACCEPT_RET, EV_POLL_RET, EV_SEND_EVENTS, EV_TASK_EXIT,
     EV_TASK_NEW, FLAG_ACCEPT_KERNEL, FLAG_ARRIVAL_SUBSTITUTE, MAP_ACCEPT_ARGS, MAP_LISTENERS,
@@ -161,6 +162,10 @@ pub fn wake_up_common_entry(wq_head: u64) {
     let t = now();
     // A missed return probe must not leave the depth stuck forever.
     if c.depth != 0 && t.wrapping_sub(c.opened_ns) > chain::STALE_DEPTH_NS {
+        warn!(
+            &(),
+            "__wake_up_common depth {} left by a return probe that did not run: reset", c.depth
+        );
         c.depth = 0;
         close(c);
     }
@@ -187,6 +192,10 @@ pub fn wake_up_common_exit() {
     let Some(c) = chain::state() else { return };
     if c.depth > 0 {
         c.depth -= 1;
+    } else {
+        // Its entry was skipped (the kernel's recursion guard) or began
+        // before the probes were attached.
+        debug!(&(), "__wake_up_common returned at depth 0");
     }
     if c.depth == 0 {
         close(c);
@@ -561,7 +570,15 @@ fn follow_child(child_tid: u32, child_tgid: u32) {
     let Some((_, parent_tgid)) = traced_current() else {
         return;
     };
-    insert(&TRACED, &child_tid, &child_tgid, MAP_TRACED);
+    if !insert(&TRACED, &child_tid, &child_tgid, MAP_TRACED) {
+        // This task's wakeups and accepts go unreported: say whose.
+        warn!(
+            &(),
+            "task {} of process {}, forked by a traced task, is not followed",
+            child_tid,
+            child_tgid
+        );
+    }
     let mut ev = task_event(EV_TASK_NEW, child_tid, child_tgid);
     ev.aux = parent_tgid as u64;
     ev.comm = bpf_get_current_comm().unwrap_or_default();

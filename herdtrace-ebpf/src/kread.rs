@@ -1,5 +1,6 @@
 //! Reading kernel structures at the offsets user space found in BTF.
 use aya_ebpf::helpers::{bpf_get_current_task, bpf_probe_read_kernel};
+use aya_log_ebpf::warn;
 use herdtrace_common::{ListenKey, AF_INET6};
 
 use crate::config::conf;
@@ -18,12 +19,31 @@ pub fn read<T>(base: u64, off: u32) -> Option<T> {
     unsafe { bpf_probe_read_kernel((base + off as u64) as *const T).ok() }
 }
 
+/// [`read`], saying which field could not be read (shown with `herdtrace
+/// -v`): a failing read means an offset that does not fit this kernel, and
+/// the figure that needs it is silently missing otherwise.
+#[inline(always)]
+pub fn read_field<T>(base: u64, off: u32, field: &str) -> Option<T> {
+    if base == 0 {
+        return None;
+    }
+    match unsafe { bpf_probe_read_kernel((base + off as u64) as *const T) } {
+        Ok(v) => Some(v),
+        Err(e) => {
+            // Not `base` itself: in BTF programs it may be a trusted pointer,
+            // which the verifier does not let us print as a number.
+            warn!(&(), "reading {} at offset {} failed ({})", field, off, e);
+            None
+        }
+    }
+}
+
 /// The `struct file` behind file descriptor `fd` of the current task.
 #[inline(always)]
 pub fn fd_to_file(fd: u64) -> u64 {
     let task = unsafe { bpf_get_current_task() };
-    let files: u64 = read(task, conf!(task_struct_files)).unwrap_or(0);
-    let fdt: u64 = read(files, conf!(files_struct_fdt)).unwrap_or(0);
+    let files: u64 = read_field(task, conf!(task_struct_files), "task_struct.files").unwrap_or(0);
+    let fdt: u64 = read_field(files, conf!(files_struct_fdt), "files_struct.fdt").unwrap_or(0);
     let (max_fds, fd_array) = fdtable(fdt);
     if fd >= max_fds as u64 || fd_array == 0 {
         return 0;
@@ -53,14 +73,14 @@ fn fdtable(fdt: u64) -> (u32, u64) {
 /// `file->private_data` is the `struct socket` of a socket file.
 #[inline(always)]
 pub fn file_to_sk(file: u64) -> u64 {
-    let sock: u64 = read(file, conf!(file_private_data)).unwrap_or(0);
+    let sock: u64 = read_field(file, conf!(file_private_data), "file.private_data").unwrap_or(0);
     socket_sk(sock)
 }
 
 /// `socket->sk`.
 #[inline(always)]
 pub fn socket_sk(sock: u64) -> u64 {
-    read(sock, conf!(socket_sk)).unwrap_or(0)
+    read_field(sock, conf!(socket_sk), "socket.sk").unwrap_or(0)
 }
 
 #[inline(always)]
@@ -110,8 +130,8 @@ pub fn sk_head(sk: u64) -> SkHead {
 /// Inode number of `sk`'s network namespace (as `/proc/PID/ns/net` shows it).
 #[inline(always)]
 pub fn sk_netns(sk: u64) -> u32 {
-    let net: u64 = read(sk, conf!(sock_common_skc_net)).unwrap_or(0);
-    read(net, conf!(net_ns_inum)).unwrap_or(0)
+    let net: u64 = read_field(sk, conf!(sock_common_skc_net), "sock_common.skc_net").unwrap_or(0);
+    read_field(net, conf!(net_ns_inum), "net.ns.inum").unwrap_or(0)
 }
 
 /// The listener identity of `sk`: its namespace, local address and port
@@ -166,8 +186,8 @@ pub fn sk_peer(sk: u64) -> (u16, [u8; 16], u16) {
 /// `(pid, tgid)` of a task.
 #[inline(always)]
 pub fn task_ids(task: u64) -> Option<(u32, u32)> {
-    let pid = read::<i32>(task, conf!(task_struct_pid))?;
-    let tgid = read::<i32>(task, conf!(task_struct_tgid))?;
+    let pid = read_field::<i32>(task, conf!(task_struct_pid), "task_struct.pid")?;
+    let tgid = read_field::<i32>(task, conf!(task_struct_tgid), "task_struct.tgid")?;
     Some((pid as u32, tgid as u32))
 }
 

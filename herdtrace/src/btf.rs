@@ -489,6 +489,14 @@ macro_rules! kernel_offsets {
                 })
             }
 
+            /// The offset slot of `member` (`"struct.path"`), if it is one.
+            pub fn slot_mut(&mut self, member: &str) -> Option<&mut Option<u32>> {
+                $( if member == concat!($strukt, ".", $path) {
+                    return Some(&mut self.$field);
+                } )*
+                None
+            }
+
             /// Every member: `(field, "struct.path", offset, required, metric lost if missing)`.
             pub fn entries(&self) -> Vec<OffsetEntry> {
                 vec![ $( OffsetEntry {

@@ -16,6 +16,8 @@ pub mod exporter;
 pub mod kernel;
 pub mod load;
 pub mod loader;
+pub mod logging;
+pub mod pipeline;
 pub mod probes;
 pub mod record;
 pub mod replay;

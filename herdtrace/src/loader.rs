@@ -12,6 +12,7 @@ use aya::{
     programs::{BtfTracePoint, FEntry, FExit, KProbe, TracePoint},
     Btf, Ebpf, EbpfLoader,
 };
+use aya_log::EbpfLogger;
 use herdtrace_common::{Config, ListenKey, CNT_DROPS, CNT_EVENTS, CNT_INSERT_FAILED, MAP_NAMES};
 
 use crate::backend::Plan;
@@ -165,6 +166,9 @@ pub struct Tracer {
     counters: PerCpuArray<MapData, u64>,
     /// `kind target <- program` of every attachment made, in order.
     pub attached: Vec<String>,
+    /// The eBPF programs' log records (aya-log), kept for the whole run:
+    /// dropping it closes the map the programs write them to.
+    log: EbpfLogger<&'static dyn log::Log>,
 }
 
 impl Tracer {
@@ -176,9 +180,15 @@ impl Tracer {
         // rate it can keep up with, the kernel never has to wake it.
         config.ringbuf_wake_bytes = u64::from(cfg.ringbuf_bytes / 4);
         loader.override_global("CONFIG", &config, true);
+        // Kernel-side log statements above the level user space shows are
+        // skipped in the kernel (with logging off, all of them).
+        let log_level = crate::logging::kernel_level(log::max_level());
+        loader.override_global(aya_log::LEVEL, &log_level, true);
         let mut ebpf = loader
             .load(object()?)
             .map_err(|e| anyhow!("loading the eBPF object failed: {}", describe(&e)))?;
+        let log = EbpfLogger::init(&mut ebpf)
+            .map_err(|e| anyhow!("reading the eBPF programs' log: {}", describe(&e)))?;
         let btf =
             Btf::from_sys_fs().map_err(|e| anyhow!("reading kernel BTF: {}", describe(&e)))?;
         let mut extra = Vec::new();
@@ -209,6 +219,7 @@ impl Tracer {
             inflight,
             counters,
             attached,
+            log,
         })
     }
 
@@ -247,6 +258,11 @@ impl Tracer {
             n += 1;
         }
         n
+    }
+
+    /// Passes the eBPF programs' pending log records to the logger.
+    pub fn drain_log(&mut self) {
+        self.log.flush();
     }
 
     /// (events written, events dropped because the ring buffer was full), all CPUs.

@@ -149,6 +149,11 @@ impl<W: Write> Recorder<W> {
             .context("write recording")
     }
 
+    /// Writes out what is buffered.
+    pub fn flush(&mut self) -> Result<()> {
+        self.out.flush().context("flush recording")
+    }
+
     /// Flushes and returns the writer.
     pub fn finish(mut self) -> Result<W> {
         self.out.flush().context("flush recording")?;

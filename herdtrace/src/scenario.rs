@@ -74,6 +74,9 @@ pub fn all() -> Vec<Scenario> {
         base("exclusive", Model::Exclusive, Bound::AtMost(1.5)),
         base("reuseport", Model::Reuseport, Bound::AtMost(1.5)),
         base("blocking-accept", Model::BlockingAccept, Bound::AtMost(1.5)),
+        // One epoll per runtime, one waiter in it (docs/architecture.md).
+        base("tokio", Model::Tokio, Bound::AtMost(1.5)),
+        base("tokio-reuseport", Model::TokioReuseport, Bound::AtMost(1.5)),
     ]
 }
 

@@ -1,14 +1,19 @@
 //! Live tracing (`herdtrace --pid ...`): picks the backend, starts the
 //! tracer, follows the target tasks and feeds the ring buffer to the same
-//! [`Pipeline`] that `replay` uses.
+//! [`Pipeline`] that `replay` uses, on a current-thread tokio runtime.
 use std::{
     io::{self, BufWriter, Write},
     net::SocketAddr,
+    os::fd::{BorrowedFd, OwnedFd},
     path::{Path, PathBuf},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
-use anyhow::{anyhow, bail, Result};
+use anyhow::{anyhow, bail, Context as _, Result};
+use tokio::{
+    io::{unix::AsyncFd, Interest},
+    time::{self, Instant, MissedTickBehavior},
+};
 
 use crate::{
     backend::{self, BackendRequest, KernelFacts},
@@ -17,8 +22,10 @@ use crate::{
     engine::{EngineConfig, Summary},
     events, exporter, kernel,
     loader::Tracer,
+    logging::LogArgs,
+    pipeline::Pipeline,
     record::{RecordHeader, Recorder},
-    report::{is_broken_pipe, Observer, OutputOptions, Pipeline, RunInfo, WallClock},
+    report::{is_broken_pipe, OutputOptions, RunInfo, WallClock},
     start, stop, targets,
 };
 
@@ -86,6 +93,8 @@ pub struct TraceArgs {
     /// themselves cost (tracepoint backend; no connection is reported).
     #[arg(long, hide = true)]
     pub empty_programs: bool,
+    #[command(flatten)]
+    pub log: LogArgs,
 }
 
 impl Default for TraceArgs {
@@ -106,6 +115,7 @@ impl Default for TraceArgs {
             chain_window_us: 5000,
             prometheus: None,
             empty_programs: false,
+            log: LogArgs::default(),
         }
     }
 }
@@ -165,7 +175,8 @@ pub fn prepare(args: &TraceArgs) -> Result<Prepared> {
     // Fail early, with the same reason `check` gives, when nothing can run.
     let choice = backend::choose(args.backend, &facts).map_err(|e| anyhow!(e))?;
     let btf = btf.map_err(|e| anyhow!(e))?;
-    let offsets = KernelOffsets::from_btf(&btf)?;
+    let mut offsets = KernelOffsets::from_btf(&btf)?;
+    apply_test_offset(&mut offsets)?;
     let mut notes = Vec::new();
     let simulated = kernel::simulated_missing();
     if !simulated.is_empty() {
@@ -387,22 +398,58 @@ pub fn trace_session<W: Write>(
     on_ready: impl FnMut(),
     until: impl FnMut() -> bool,
 ) -> Result<(Option<Summary>, EndReason)> {
-    trace_session_observed(args, prepared, targets, out, None, on_ready, until)
+    trace_session_exported(args, prepared, targets, out, None, on_ready, until)
 }
 
-/// [`trace_session`], with every connection record also passed to `observer`.
-pub fn trace_session_observed<W: Write>(
+/// [`trace_session`], also serving `exporter`'s `/metrics` while it runs.
+///
+/// The session runs on a current-thread tokio runtime: the ring buffer's
+/// readiness, a short drain timer, the interval and liveness timers, the
+/// stop signals and the exporter's HTTP connections all wait in one epoll.
+pub fn trace_session_exported<W: Write>(
     args: &TraceArgs,
     prepared: &Prepared,
     targets: &TargetSet,
     out: W,
-    observer: Option<Box<dyn Observer + Send>>,
+    exporter: Option<exporter::Exporter>,
+    on_ready: impl FnMut(),
+    until: impl FnMut() -> bool,
+) -> Result<(Option<Summary>, EndReason)> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .enable_time()
+        .build()
+        .context("starting the tracer's event loop")?;
+    runtime.block_on(session(
+        args, prepared, targets, out, exporter, on_ready, until,
+    ))
+}
+
+/// A duplicate of the ring buffer's fd, registered with the runtime for
+/// readiness (epoll watches the ring buffer, whichever fd names it).
+fn watch_ring(tracer: &Tracer) -> Result<AsyncFd<OwnedFd>> {
+    // SAFETY: the tracer owns the fd and is alive for this call.
+    let fd = unsafe { BorrowedFd::borrow_raw(tracer.ring_fd()) }
+        .try_clone_to_owned()
+        .context("duplicating the ring buffer's fd")?;
+    // SAFETY: the AsyncFd owns `fd`, which stays open until the AsyncFd drops.
+    unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }
+        .map_err(|e| anyhow::Error::from(e.into_parts().1))
+        .context("watching the ring buffer")
+}
+
+async fn session<W: Write>(
+    args: &TraceArgs,
+    prepared: &Prepared,
+    targets: &TargetSet,
+    out: W,
+    exporter: Option<exporter::Exporter>,
     mut on_ready: impl FnMut(),
     mut until: impl FnMut() -> bool,
 ) -> Result<(Option<Summary>, EndReason)> {
     // Before attaching: a recording path that cannot be created leaves nothing behind.
     let known = targets.known_setup();
-    let mut recorder = match &args.record {
+    let recorder = match &args.record {
         Some(path) => {
             let mut header = RecordHeader::new(&prepared.info.kernel, &prepared.info.backend);
             header.workers = Some(known.workers);
@@ -411,6 +458,7 @@ pub fn trace_session_observed<W: Write>(
         }
         None => None,
     };
+    let mut signals = stop::Signals::new()?;
     let (choice, mut tracer) = start::attach_first(
         prepared.request,
         &prepared.facts,
@@ -425,6 +473,9 @@ pub fn trace_session_observed<W: Write>(
     // A fork between the /proc scan and the map update is caught by a second pass.
     let second = targets.load_into(&mut tracer)?;
     let (tasks, procs) = (first.tasks.max(second.tasks), first.procs.max(second.procs));
+    if test_fill_traced() {
+        fill_traced_set(&mut tracer);
+    }
     let listeners: Vec<String> = first
         .new_listeners
         .iter()
@@ -444,8 +495,12 @@ pub fn trace_session_observed<W: Write>(
     let mut pipeline = Pipeline::new(EngineConfig::default(), opts, info.clone(), out);
     pipeline.set_clock(WallClock::now());
     pipeline.set_setup(known);
-    if let Some(o) = observer {
-        pipeline.set_observer(o);
+    if let Some(r) = recorder {
+        pipeline.add_event_sink(Box::new(r));
+    }
+    if let Some(mut e) = exporter {
+        e.set_run_info(&info);
+        pipeline.add_observer(e.serve()?);
     }
     eprintln!("herdtrace: backend {choice}");
     for note in &prepared.notes {
@@ -454,6 +509,7 @@ pub fn trace_session_observed<W: Write>(
     for warning in choice.warnings() {
         eprintln!("herdtrace: warning: {warning}");
     }
+    log::debug!("programs loaded: {}", tracer.programs().join(", "));
     if listeners.is_empty() {
         eprintln!(
             "herdtrace: the traced tasks hold no TCP listening socket yet; watching for listen()"
@@ -471,57 +527,50 @@ pub fn trace_session_observed<W: Write>(
     );
     on_ready();
 
+    let ring = watch_ring(&tracer)?;
     let started = Instant::now();
     let interval = Duration::from_secs_f64(args.interval);
-    let mut next_tick = started + interval;
-    let mut next_liveness = started + Duration::from_millis(500);
-    let mut next_skip_sample = started;
+    let mut ticks = time::interval_at(started + interval, interval);
+    // The kernel wakes us only when the ring buffer is a quarter full
+    // (RINGBUF_WAKE_BYTES); otherwise this timer is what drains it.
+    let mut drain_timer = time::interval(Duration::from_millis(READER_POLL_MS));
+    drain_timer.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let liveness_every = Duration::from_millis(500);
+    let mut liveness = time::interval_at(started + liveness_every, liveness_every);
+    liveness.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    // The per-program skip counters: the connections open at a skip are the
+    // ones flagged possibly incomplete, so they are read often.
+    let mut skip_samples = time::interval(Duration::from_millis(SKIP_SAMPLE_MS));
+    skip_samples.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let deadline = args.duration.map(|d| started + Duration::from_secs_f64(d));
+    let panic_at = test_panic_after().map(|d| started + d);
     let mut decode_errors = 0u64;
     let mut losses = LossFeed::default();
-    let panic_after = test_panic_after();
-    let reason = loop {
-        let now = Instant::now();
-        // The kernel wakes us only when the ring buffer is a quarter full
-        // (RINGBUF_WAKE_BYTES); otherwise this timer is what drains it.
-        let wait = next_tick
-            .saturating_duration_since(now)
-            .min(Duration::from_millis(READER_POLL_MS));
-        poll_readable(tracer.ring_fd(), wait);
-        let mut failure: Option<anyhow::Error> = None;
-        tracer.drain(|bytes| {
-            if failure.is_some() {
-                return;
+    let mut reason = loop {
+        let mut tick_due = false;
+        let mut check_liveness = false;
+        // In this order: the timers are ready only at their times, so a
+        // ring buffer that keeps becoming readable cannot starve them.
+        tokio::select! {
+            biased;
+            sig = signals.recv() => break EndReason::Signal(sig),
+            _ = ticks.tick() => tick_due = true,
+            _ = liveness.tick() => check_liveness = true,
+            _ = skip_samples.tick() => losses.sample_skips(&tracer, &mut pipeline),
+            ready = ring.readable() => {
+                ready.context("waiting for the ring buffer")?.clear_ready();
             }
-            match events::decode(bytes) {
-                Ok(ev) => {
-                    if let Some(r) = recorder.as_mut() {
-                        if let Err(e) = r.write_event(&ev) {
-                            failure = Some(e);
-                            return;
-                        }
-                    }
-                    if let Err(e) = pipeline.on_event(&ev) {
-                        failure = Some(e);
-                    }
-                }
-                Err(_) => decode_errors += 1,
-            }
-        });
-        if let Some(e) = failure {
-            if is_broken_pipe(&e) {
-                break EndReason::OutputClosed;
-            }
-            return Err(e);
+            _ = drain_timer.tick() => {}
         }
-        let now = Instant::now();
-        if now >= next_skip_sample {
-            next_skip_sample = now + Duration::from_millis(SKIP_SAMPLE_MS);
-            losses.sample_skips(&tracer, &mut pipeline);
+        if drain(&mut tracer, &mut pipeline, &mut decode_errors)? {
+            break EndReason::OutputClosed;
         }
-        if now >= next_tick {
-            next_tick += interval;
+        // Kernel-side log records are rare: read on this timer, never
+        // waited for (a wakeup from inside a program would cost events).
+        tracer.drain_log();
+        if tick_due {
             // Drops are marked as they happen, so the episodes open then are flagged.
-            losses.feed(&tracer, &mut pipeline, recorder.as_mut())?;
+            losses.feed(&tracer, &mut pipeline)?;
             if let Err(e) = pipeline.on_tick(monotonic_ns()) {
                 if is_broken_pipe(&e) {
                     break EndReason::OutputClosed;
@@ -529,23 +578,21 @@ pub fn trace_session_observed<W: Write>(
                 return Err(e);
             }
         }
+        // A stop signal that came before the session (between two demo models).
         if let Some(sig) = stop::requested() {
             break EndReason::Signal(sig);
         }
-        if args
-            .duration
-            .is_some_and(|d| started.elapsed().as_secs_f64() >= d)
-        {
+        let now = Instant::now();
+        if deadline.is_some_and(|d| now >= d) {
             break EndReason::Duration;
         }
         if until() {
             break EndReason::Caller;
         }
-        if panic_after.is_some_and(|d| started.elapsed() >= d) {
+        if panic_at.is_some_and(|at| now >= at) {
             panic!("{TEST_PANIC_ENV} is set: panicking with every probe attached");
         }
-        if now >= next_liveness {
-            next_liveness = now + Duration::from_millis(500);
+        if check_liveness {
             if targets.cgroup().is_some() {
                 // Processes that entered the cgroup since the last pass.
                 for l in targets.load_into(&mut tracer)?.new_listeners {
@@ -571,28 +618,18 @@ pub fn trace_session_observed<W: Write>(
         pipeline.mute();
     }
     // Whatever is still in the ring buffer belongs to the run.
-    let mut tail = Vec::new();
-    tracer.drain(|bytes| {
-        if let Ok(ev) = events::decode(bytes) {
-            tail.push(ev);
-        }
-    });
-    for ev in &tail {
-        if let Some(r) = recorder.as_mut() {
-            r.write_event(ev)?;
-        }
-        pipeline.on_event(ev)?;
+    if drain(&mut tracer, &mut pipeline, &mut decode_errors)? {
+        reason = EndReason::OutputClosed;
     }
+    tracer.drain_log();
     // Drops at the very end leave no sequence gap; the kernel counter has them.
-    losses.feed(&tracer, &mut pipeline, recorder.as_mut())?;
-    if let Some(r) = recorder {
-        r.finish()?;
-    }
+    losses.feed(&tracer, &mut pipeline)?;
     if decode_errors > 0 {
         eprintln!(
             "herdtrace: warning: {decode_errors} malformed records from the kernel were skipped"
         );
     }
+    drop(ring);
     drop(tracer); // detach every probe before printing the summary
     if reason == EndReason::OutputClosed {
         // stdout is closed; stderr may still reach the user.
@@ -604,6 +641,37 @@ pub fn trace_session_observed<W: Write>(
         Err(e) if is_broken_pipe(&e) => Ok((None, EndReason::OutputClosed)),
         Err(e) => Err(e),
     }
+}
+
+/// Decodes every record waiting in the ring buffer into the pipeline.
+/// Returns true when the output turned out to be closed (`herdtrace | head`):
+/// the pipeline is then muted and goes on counting. Any other error (a
+/// recording that cannot be written) stops the feeding and is returned.
+fn drain<W: Write>(
+    tracer: &mut Tracer,
+    pipeline: &mut Pipeline<W>,
+    decode_errors: &mut u64,
+) -> Result<bool> {
+    let mut closed = false;
+    let mut failure: Option<anyhow::Error> = None;
+    tracer.drain(|bytes| {
+        if failure.is_some() {
+            return;
+        }
+        let Ok(ev) = events::decode(bytes) else {
+            *decode_errors += 1;
+            return;
+        };
+        match pipeline.on_event(&ev) {
+            Ok(()) => {}
+            Err(e) if is_broken_pipe(&e) => {
+                closed = true;
+                pipeline.mute();
+            }
+            Err(e) => failure = Some(e),
+        }
+    });
+    failure.map_or(Ok(closed), Err)
 }
 
 /// Feeds the kernel's counters to the pipeline (and the recording) as
@@ -645,12 +713,7 @@ impl LossFeed {
         }
     }
 
-    pub fn feed<W: Write, R: Write>(
-        &mut self,
-        tracer: &Tracer,
-        pipeline: &mut Pipeline<W>,
-        recorder: Option<&mut Recorder<R>>,
-    ) -> Result<()> {
+    pub fn feed<W: Write>(&mut self, tracer: &Tracer, pipeline: &mut Pipeline<W>) -> Result<()> {
         let counters = tracer.kernel_counters()?;
         self.sample_skips(tracer, pipeline);
         for (map, total) in counters.insert_failed {
@@ -659,10 +722,7 @@ impl LossFeed {
         }
         let delta = self.drops.step(counters.drops);
         if delta > 0 {
-            if let Some(r) = recorder {
-                r.write_lost(delta)?;
-            }
-            pipeline.on_lost(delta);
+            pipeline.on_lost(delta)?;
         }
         Ok(())
     }
@@ -680,38 +740,69 @@ fn parse_panic_after(value: Option<&str>) -> Option<Duration> {
     Duration::try_from_secs_f64(value?.parse().ok()?).ok()
 }
 
+/// Test hook: `HERDTRACE_TEST_FILL_TRACED=1` fills the kernel's set of
+/// traced tasks once the targets are in it, so that the next task a target
+/// forks cannot be added: the fork program's kernel-side warning (aya-log)
+/// then shows with `-v`. Not an option: it breaks the run it is used in.
+pub const TEST_FILL_TRACED_ENV: &str = "HERDTRACE_TEST_FILL_TRACED";
+
+fn test_fill_traced() -> bool {
+    std::env::var_os(TEST_FILL_TRACED_ENV).is_some_and(|v| v == "1")
+}
+
+/// Adds tasks that cannot exist (tids above the kernel's PID_MAX_LIMIT,
+/// 2^22) until the map refuses more.
+fn fill_traced_set(tracer: &mut Tracer) {
+    const FIRST: u32 = 1 << 30;
+    let added = (0..1u32 << 20)
+        .take_while(|i| tracer.trace_task(FIRST + i, FIRST).is_ok())
+        .count();
+    eprintln!("herdtrace: {TEST_FILL_TRACED_ENV}: {added} placeholder tasks fill the traced set");
+}
+
+/// Test hook: `HERDTRACE_TEST_OFFSET=struct.member=other.member` makes the
+/// programs read `struct.member` at `other.member`'s offset, a wrong offset
+/// as a kernel whose BTF lied would give. With `task_struct.files` read at
+/// `task_struct.pid` the next read lands in user space and fails: the
+/// kernel-side warning that names the field then shows with `-v`.
+pub const TEST_OFFSET_ENV: &str = "HERDTRACE_TEST_OFFSET";
+
+fn apply_test_offset(offsets: &mut KernelOffsets) -> Result<()> {
+    let Ok(spec) = std::env::var(TEST_OFFSET_ENV) else {
+        return Ok(());
+    };
+    let (member, from) = spec.split_once('=').with_context(|| {
+        format!("{TEST_OFFSET_ENV}={spec}: expected struct.member=other.member")
+    })?;
+    let value = *offsets
+        .slot_mut(from)
+        .with_context(|| format!("{TEST_OFFSET_ENV}: unknown member {from}"))?;
+    *offsets
+        .slot_mut(member)
+        .with_context(|| format!("{TEST_OFFSET_ENV}: unknown member {member}"))? = value;
+    eprintln!("herdtrace: {TEST_OFFSET_ENV}: {member} is read at {from}'s offset");
+    Ok(())
+}
+
 /// How often the reader drains the ring buffer when the kernel does not wake it.
 pub const READER_POLL_MS: u64 = 20;
 /// How often the per-program skip counters are read (one syscall per
 /// program): the connections open at a skip are flagged possibly incomplete.
 pub const SKIP_SAMPLE_MS: u64 = 100;
 
-fn poll_readable(fd: i32, wait: Duration) {
-    let mut pfd = libc::pollfd {
-        fd,
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    let ms = wait.as_millis().min(i32::MAX as u128) as i32;
-    // SAFETY: one valid pollfd; EINTR (a signal) just returns early.
-    unsafe { libc::poll(&mut pfd, 1, ms) };
-}
-
 pub fn run(args: TraceArgs) -> Result<i32> {
     // Bound before anything attaches: a port in use is a plain error.
-    let exporter = args.prometheus.map(exporter::Exporter::start).transpose()?;
+    let exporter = args.prometheus.map(exporter::Exporter::bind).transpose()?;
     let targets = TargetSet::resolve_with(&args.pids, &args.comms, args.cgroup.as_deref())?;
     let prepared = prepare(&args)?;
     stop::install()?;
     stop::install_panic_hook();
-    let observer = exporter.map(|mut e| {
-        e.set_run_info(&prepared.info);
+    if let Some(e) = &exporter {
         eprintln!(
             "herdtrace: serving Prometheus metrics on http://{}/metrics",
             e.local_addr()
         );
-        e.into_observer()
-    });
+    }
     // --quiet: stdout stays empty; the summary goes where errors go.
     let out: Box<dyn Write> = if args.quiet {
         Box::new(BufWriter::new(io::stderr()))
@@ -719,7 +810,7 @@ pub fn run(args: TraceArgs) -> Result<i32> {
         Box::new(BufWriter::new(io::stdout().lock()))
     };
     let (_, reason) =
-        trace_session_observed(&args, &prepared, &targets, out, observer, || {}, || false)?;
+        trace_session_exported(&args, &prepared, &targets, out, exporter, || {}, || false)?;
     match reason {
         EndReason::TargetsExited => eprintln!("herdtrace: the traced processes exited"),
         EndReason::Signal(_) | EndReason::Duration | EndReason::Caller => {}

@@ -78,6 +78,17 @@ fn shared_epoll_wakes_one_to_n() {
     check("shared-epoll");
 }
 
+/// A multi-threaded tokio server: the runtime's one epoll has one waiter.
+#[test]
+fn tokio_wakes_one() {
+    check("tokio");
+}
+
+#[test]
+fn tokio_reuseport_wakes_one() {
+    check("tokio-reuseport");
+}
+
 /// The tracer is attached to a process before it forks its workers (an
 /// nginx master starting or reloading): the workers are followed through
 /// `sched_process_fork`, and their herd is measured like any other.

@@ -63,6 +63,8 @@ pub struct DiagnoseArgs {
     /// One JSON object instead of text.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub log: crate::logging::LogArgs,
 }
 
 /// The server's setup, classified, before any tracing.

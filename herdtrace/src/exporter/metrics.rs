@@ -20,7 +20,8 @@ use prometheus_client::{
 use super::fold::Folder;
 use crate::{
     engine::{balance::fair_share, ConnRecord, IntervalStats},
-    report::{Observer, RunInfo},
+    pipeline::Observer,
+    report::RunInfo,
 };
 
 /// Distinct `port` values before folding into `other`.

@@ -6,8 +6,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context as _, Result};
 
 use crate::engine::{EngineConfig, KnownSetup, Summary};
+use crate::pipeline::Pipeline;
 use crate::record::{Reader, Record};
-use crate::report::{is_broken_pipe, OutputOptions, Pipeline, RunInfo, WallClock};
+use crate::report::{is_broken_pipe, OutputOptions, RunInfo, WallClock};
 
 mod bench;
 
@@ -153,7 +154,7 @@ pub fn replay<R: Read, W: Write>(
                 }
                 p.on_event(&ev)?;
             }
-            Record::Lost(n) => p.on_lost(n),
+            Record::Lost(n) => p.on_lost(n)?,
         }
     }
     p.finish(0)

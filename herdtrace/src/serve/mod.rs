@@ -21,6 +21,7 @@ pub mod signals;
 pub mod slots;
 pub mod supervise;
 pub mod sys;
+pub mod tokio_workers;
 pub mod worker;
 
 pub use lines::{ListeningLine, StatsLine, TotalStats, WorkerStats};
@@ -33,11 +34,14 @@ Examples:
   herdtrace serve --model exclusive --threads --port 8080
   herdtrace serve --model epoll-per-worker --accept-batch 100   (lighttpd-style accept loop)
   herdtrace serve --model reuseport --work-us 200
+  herdtrace serve --model tokio --workers 4 --stats    (a typical Rust async server)
 
 The first stdout line is `listening on 127.0.0.1:<port> pid <pid> model <model> workers <n>`.
 SIGTERM, SIGINT or SIGHUP stop every worker; --stats then prints one line per worker
 (`stats worker <idx> pid <pid> tid <tid> accepts <n> eagain <n> empty_waits <n>`) and
-`stats total accepts <n> eagain <n> empty_waits <n>`.";
+`stats total accepts <n> eagain <n> empty_waits <n>`. In the tokio models a worker is a
+runtime worker thread, counted for the accepts it made; tokio retries EAGAIN inside
+TcpListener::accept, so their eagain stays 0 (the tracer counts it).";
 
 #[derive(Debug, Clone, clap::Args)]
 #[command(after_help = EXAMPLES)]
@@ -102,7 +106,19 @@ pub struct Config {
 impl Config {
     /// Checks the combinations clap cannot express.
     pub fn from_args(a: &ServeArgs) -> anyhow::Result<Self> {
-        if !a.model.uses_epoll() {
+        if a.model.is_tokio() {
+            if a.edge_triggered {
+                anyhow::bail!(
+                    "--edge-triggered: the tokio models are always edge-triggered (tokio registers every socket with EPOLLET)"
+                );
+            }
+            if a.accept_batch > 1 {
+                anyhow::bail!("--accept-batch: the tokio models accept one connection per call of TcpListener::accept");
+            }
+            if a.wait_timeout_ms.is_some() {
+                anyhow::bail!("--wait-timeout-ms: in the tokio models the runtime decides how long it waits in epoll_wait");
+            }
+        } else if !a.model.uses_epoll() {
             if a.edge_triggered {
                 anyhow::bail!("--edge-triggered needs an epoll model (not blocking-accept)");
             }
@@ -161,10 +177,10 @@ impl Config {
 
     /// Listening sockets: one per worker with reuseport, else one.
     fn open_listeners(&self) -> anyhow::Result<Vec<OwnedFd>> {
-        let nonblocking = self.model.uses_epoll();
+        let nonblocking = self.model.uses_epoll() || self.model.is_tokio();
         let host = lines::loopback(self.ipv6);
         let addr = format!("{host}:{}", self.port);
-        if self.model != Model::Reuseport {
+        if !self.model.reuseport() {
             let l = sys::listener(self.port, self.backlog, false, nonblocking, self.ipv6)
                 .with_context(|| format!("listen on {addr}"))?;
             return Ok(vec![l]);
@@ -200,7 +216,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<i32> {
         model: cfg.model,
         workers: cfg.workers,
     };
-    let code = if cfg.threads {
+    let code = if cfg.model.is_tokio() {
+        tokio_workers::run(&cfg, listeners, &slots, line)?
+    } else if cfg.threads {
         let shared_epoll = if cfg.model == Model::SharedEpoll {
             let ep = sys::epoll_create().context("epoll_create1")?;
             sys::epoll_add(ep.as_raw_fd(), listeners[0].as_raw_fd(), cfg.epoll_events())
@@ -341,6 +359,34 @@ mod tests {
         ] {
             let err = parse(bad).expect_err(&format!("{bad:?} must be rejected"));
             assert_ne!(err.kind(), clap::error::ErrorKind::DisplayHelp, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn tokio_models_are_threads_and_reject_epoll_options() {
+        for model in ["tokio", "tokio-reuseport"] {
+            let c = config(&[
+                "--model",
+                model,
+                "--workers",
+                "3",
+                "--work-us",
+                "50",
+                "--stats",
+            ])
+            .expect("valid");
+            assert!(c.threads && c.stats, "{model}");
+            assert_eq!((c.workers, c.work), (3, Duration::from_micros(50)));
+            for (bad, says) in [
+                (&["--edge-triggered"][..], "always edge-triggered"),
+                (&["--accept-batch", "2"], "one connection per call"),
+                (&["--wait-timeout-ms", "10"], "the runtime decides"),
+            ] {
+                let mut args = vec!["--model", model];
+                args.extend_from_slice(bad);
+                let err = config(&args).expect_err("rejected");
+                assert!(err.to_string().contains(says), "{model} {bad:?}: {err}");
+            }
         }
     }
 

@@ -29,7 +29,8 @@ Examples:
   sudo herdtrace verify --backend tracepoint --workers 8 --rate 100
 
 Rows: epoll-per-worker (+et: --edge-triggered, +batch100: --accept-batch 100),
-shared-epoll (+et), exclusive, reuseport, blocking-accept.
+shared-epoll (+et), exclusive, reuseport, blocking-accept, and tokio,
+tokio-reuseport (a multi-threaded tokio runtime, as a typical Rust async server).
 A row that does not pass is run again (--attempts); the table says so.
 A departure while accepts lagged more than the gap between arrivals is not
 blamed on the kernel (the workers were not all asleep): it is INVALID.
