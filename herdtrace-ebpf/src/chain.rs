@@ -2,6 +2,7 @@
 //! listening socket of a traced task, it tags the wakeups nested in that
 //! call with its id.
 use aya_ebpf::helpers::{bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_ktime_get_ns};
+use aya_log_ebpf::warn;
 use herdtrace_common::{
     ChainState, ListenKey, RawEvent, EV_ARRIVAL, EV_EPOLL_CB, EV_WAKE, FLAG_WAKE_CASCADE,
     MAP_ACTIVE, MAP_LISTENERS,
@@ -223,6 +224,30 @@ pub fn current() -> Option<&'static mut ChainState> {
 /// that did not run (kretprobe instances can run out): reset. Long, so a
 /// real chain is never cut (a guest's clock jumps while its vCPU waits).
 pub const STALE_DEPTH_NS: u64 = 1_000_000_000;
+
+/// Called where no `__wake_up_common` can be running on this CPU: a
+/// connection joining an accept queue. Wait-queue locks are taken with
+/// interrupts off, so nothing else runs on a CPU inside a wakeup call; a
+/// depth or open chain seen here was left by a return probe that did not
+/// run (a kretprobe or fexit the kernel skipped). Without this reset every
+/// later wakeup on this CPU would join that stale chain until
+/// [`STALE_DEPTH_NS`] passed (seen on 5.10 under load: a second of
+/// connections with their wakeups given to an earlier one).
+#[inline(always)]
+pub fn outside_wakeups(c: &mut ChainState) {
+    if c.depth != 0 {
+        warn!(
+            &(),
+            "__wake_up_common depth {} outside any wakeup (a return probe did not run): reset",
+            c.depth
+        );
+        c.depth = 0;
+        c.open_depth = 0;
+    }
+    if c.open != 0 {
+        close(c);
+    }
+}
 
 /// `sched_waking` of task `tid`: report it if it is traced and inside a chain.
 #[inline(always)]

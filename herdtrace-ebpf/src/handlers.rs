@@ -126,6 +126,7 @@ pub fn softirq_exit() {
 #[inline(always)]
 pub fn new_connection(listener: u64, child: u64) {
     let Some(c) = chain::state() else { return };
+    chain::outside_wakeups(c);
     let head = sk_head(listener);
     chain::arrival_at_queue(c, listener, child, &head, sk_wait_head(listener));
 }
@@ -135,6 +136,9 @@ pub fn new_connection(listener: u64, child: u64) {
 #[inline(always)]
 pub fn hashdance(inside: bool) {
     if let Some(c) = chain::state() {
+        if inside {
+            chain::outside_wakeups(c);
+        }
         c.in_hashdance = u16::from(inside);
     }
 }
@@ -146,6 +150,7 @@ pub fn reqsk_queue_add(listener: u64, child: u64) {
     if c.in_hashdance != 0 {
         return;
     }
+    chain::outside_wakeups(c);
     let head = sk_head(listener);
     chain::arrival_at_queue(c, listener, child, &head, sk_wait_head(listener));
 }

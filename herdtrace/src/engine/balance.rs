@@ -164,7 +164,8 @@ impl BalanceTracker {
             .unwrap_or((0, 0));
         self.window_counts.clear();
         let share = top as f64 / total as f64;
-        let (from, to) = (w * WINDOW_NS, (w + 1) * WINDOW_NS);
+        // Saturating: a corrupt recording can carry a timestamp near u64::MAX.
+        let (from, to) = (w * WINDOW_NS, (w + 1).saturating_mul(WINDOW_NS));
         if is_dominant(top, total, workers) {
             self.dominated_windows += 1;
             match self.run.as_mut() {

@@ -11,13 +11,16 @@ use crate::record::{Reader, Record};
 use crate::report::{is_broken_pipe, OutputOptions, RunInfo, WallClock};
 
 mod bench;
+mod events;
 
 const EXAMPLES: &str = "\
 Examples:
   herdtrace replay trace.htr                      summary of a recording
   herdtrace replay trace.htr --per-conn           one line per connection, then the summary
   herdtrace replay trace.htr --json | jq 'select(.type==\"summary\")'
-  herdtrace replay trace.htr --interval 1         a line per second of recorded time";
+  herdtrace replay trace.htr --interval 1         a line per second of recorded time
+  herdtrace replay trace.htr --events | grep 'chain=0x1000000000005'
+                                                  the kernel events behind one connection";
 
 /// The summary's `wall_clock` for a recording with its clock reference.
 pub const WALL_CLOCK_RECORDED: &str =
@@ -43,6 +46,10 @@ pub struct ReplayArgs {
     /// Print an interval line every SECS of recorded time.
     #[arg(long, value_name = "SECS", value_parser = parse_secs)]
     pub interval: Option<f64>,
+    /// Print every recorded kernel event, one line each in recorded order
+    /// (as `perf script` does), instead of the reconstruction.
+    #[arg(long, conflicts_with_all = ["json", "per_conn", "interval"])]
+    pub events: bool,
     /// Benchmark (`cargo xtask bench`): decode and reconstruct the recording's
     /// events in a loop, timestamps and sequence numbers shifted each pass,
     /// until N events were processed; prints the timing line on stderr.
@@ -64,6 +71,15 @@ pub fn run(args: ReplayArgs) -> Result<i32> {
         let t = bench::run_file(&args.file, n)?;
         eprintln!("{}", t.line());
         return Ok(0);
+    }
+    if args.events {
+        let reader =
+            Reader::open(&args.file).with_context(|| format!("replay {}", args.file.display()))?;
+        return match events::dump(reader, BufWriter::new(io::stdout().lock())) {
+            Ok(_) => Ok(0),
+            Err(e) if is_broken_pipe(&e) => Ok(0),
+            Err(e) => Err(e).with_context(|| format!("replay {}", args.file.display())),
+        };
     }
     let opts = OutputOptions {
         json: args.json,
