@@ -86,6 +86,12 @@ pub struct ConnSample {
     /// The task that accepted it, when known.
     pub accepted_by: Option<u32>,
     pub accept_latency_us: Option<u64>,
+    /// The conn line's counts: `verify` estimates the spread of each
+    /// per-connection mean from them.
+    pub woken: u32,
+    pub eagain: u32,
+    pub eagain_losers: u32,
+    pub spurious: u32,
 }
 
 /// What one run measured and what failed.
@@ -426,6 +432,12 @@ pub fn outcome_from(
 ) -> Result<Outcome> {
     let mut conn_lines = Vec::new();
     let mut summary = None;
+    let count = |v: &Value, k: &str| {
+        v.get(k)
+            .and_then(Value::as_u64)
+            .and_then(|n| u32::try_from(n).ok())
+            .unwrap_or(0)
+    };
     for line in ndjson.lines().filter(|l| !l.trim().is_empty()) {
         let v: Value =
             serde_json::from_str(line).with_context(|| format!("tracer line {line:?}"))?;
@@ -437,6 +449,10 @@ pub fn outcome_from(
                     .and_then(Value::as_u64)
                     .and_then(|t| u32::try_from(t).ok()),
                 accept_latency_us: v.get("accept_latency_us").and_then(Value::as_u64),
+                woken: count(&v, "woken"),
+                eagain: count(&v, "eagain"),
+                eagain_losers: count(&v, "eagain_losers"),
+                spurious: count(&v, "spurious"),
             }),
             Some("summary") => summary = Some(v),
             _ => {}
@@ -874,7 +890,7 @@ mod tests {
         let text = format!(
             "{}\n{}\n{}\n",
             json!({"type":"conn","ts_ns":20,"accepted_by":{"pid":7,"tid":9,"comm":"w"},
-                "accept_latency_us":150}),
+                "accept_latency_us":150,"woken":4,"eagain":2,"eagain_losers":1,"spurious":2}),
             json!({"type":"conn","ts_ns":10,"accepted_by":null,"accept_latency_us":null}),
             json!({"type":"summary","backend":"tracepoint","kernel":"6.18.44-x","connections":2,
                 "woken_per_conn":{"mean":1.5,"p99":3},"eagain":0,"eagain_losers":0,
@@ -891,12 +907,20 @@ mod tests {
                 ConnSample {
                     ts_ns: 20,
                     accepted_by: Some(9),
-                    accept_latency_us: Some(150)
+                    accept_latency_us: Some(150),
+                    woken: 4,
+                    eagain: 2,
+                    eagain_losers: 1,
+                    spurious: 2,
                 },
                 ConnSample {
                     ts_ns: 10,
                     accepted_by: None,
-                    accept_latency_us: None
+                    accept_latency_us: None,
+                    woken: 0,
+                    eagain: 0,
+                    eagain_losers: 0,
+                    spurious: 0,
                 },
             ]
         );

@@ -2,12 +2,12 @@
 //! each expectation. Bounds scale with the number of workers N and leave
 //! room for a noisy 2-core machine (the values for N = 4 are the ones the
 //! host scenarios have proven: `scenario::all`).
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::serve::model::Model;
 
 /// A figure of a row that an expectation constrains.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Metric {
     /// Mean tasks woken per connection.
