@@ -46,7 +46,7 @@ pub struct Scenario {
 
 /// The scenarios: 4 idle workers (moderate rate, so workers are asleep when
 /// each connection arrives), a few hundred connections. Expectations from
-/// herd-mechanics.md: epoll-per-worker wakes every idle worker; exclusive,
+/// docs/herd-mechanics.md: epoll-per-worker wakes every idle worker; exclusive,
 /// reuseport and blocking accept one; shared epoll in LT mode one to N.
 pub fn all() -> Vec<Scenario> {
     let base = |name, model, bound| Scenario {

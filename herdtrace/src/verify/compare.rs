@@ -246,8 +246,7 @@ pub fn share_diff(a: (f64, u64), b: (f64, u64), z: f64) -> Option<FigureDiff> {
     }
     let adjusted = |p: f64, n: u64| (p * n as f64 + 1.0) / (n as f64 + 2.0);
     let (ta, tb) = (adjusted(pa, na), adjusted(pb, nb));
-    let se =
-        (ta * (1.0 - ta) / (na as f64 + 2.0) + tb * (1.0 - tb) / (nb as f64 + 2.0)).sqrt();
+    let se = (ta * (1.0 - ta) / (na as f64 + 2.0) + tb * (1.0 - tb) / (nb as f64 + 2.0)).sqrt();
     let d = tb - ta;
     let score = if (pb - pa).abs() < EPSILON {
         0.0
@@ -472,7 +471,11 @@ pub fn compare(a: &Run, b: &Run, z: f64) -> Result<Comparison> {
         }
         rows.push(compare_row(ra, rb, z));
     }
-    for rb in b.rows.iter().filter(|rb| a.rows.iter().all(|ra| ra.model != rb.model)) {
+    for rb in b
+        .rows
+        .iter()
+        .filter(|rb| a.rows.iter().all(|ra| ra.model != rb.model))
+    {
         rows.push(RowDiff {
             model: rb.model.clone(),
             verdict_a: None,
@@ -727,13 +730,13 @@ mod tests {
     #[test]
     fn means_differ_beyond_their_standard_error() {
         // se = sqrt(1/100 + 1/100) = 0.1414.
-        let d = mean_diff(Figure::WokenMean, (2.0, 1.0, 100), (2.5, 1.0, 100), 3.3)
-            .expect("compared");
+        let d =
+            mean_diff(Figure::WokenMean, (2.0, 1.0, 100), (2.5, 1.0, 100), 3.3).expect("compared");
         assert!((d.se - 0.02f64.sqrt()).abs() < 1e-12);
         assert!((d.z - 0.5 / 0.02f64.sqrt()).abs() < 1e-9);
         assert!(d.changed, "3.5 se");
-        let d = mean_diff(Figure::WokenMean, (2.0, 1.0, 100), (2.4, 1.0, 100), 3.3)
-            .expect("compared");
+        let d =
+            mean_diff(Figure::WokenMean, (2.0, 1.0, 100), (2.4, 1.0, 100), 3.3).expect("compared");
         assert!(!d.changed, "2.8 se");
         // The threshold is the caller's.
         assert!(
@@ -742,24 +745,29 @@ mod tests {
                 .changed
         );
         // Sizes differ: each run's own n.
-        let d = mean_diff(Figure::SpuriousPerConn, (1.0, 2.0, 400), (1.0, 1.0, 25), 3.3)
-            .expect("compared");
+        let d = mean_diff(
+            Figure::SpuriousPerConn,
+            (1.0, 2.0, 400),
+            (1.0, 1.0, 25),
+            3.3,
+        )
+        .expect("compared");
         assert!((d.se - (4.0f64 / 400.0 + 1.0 / 25.0).sqrt()).abs() < 1e-12);
         assert_eq!((d.z, d.changed), (0.0, false));
     }
 
     #[test]
     fn no_spread_in_either_run_makes_any_difference_a_change() {
-        let d = mean_diff(Figure::WokenMean, (4.0, 0.0, 250), (3.0, 0.0, 250), 3.3)
-            .expect("compared");
+        let d =
+            mean_diff(Figure::WokenMean, (4.0, 0.0, 250), (3.0, 0.0, 250), 3.3).expect("compared");
         assert!(d.changed && d.z.is_infinite() && d.se == 0.0);
-        let d = mean_diff(Figure::WokenMean, (1.0, 0.0, 250), (1.0, 0.0, 250), 3.3)
-            .expect("compared");
+        let d =
+            mean_diff(Figure::WokenMean, (1.0, 0.0, 250), (1.0, 0.0, 250), 3.3).expect("compared");
         assert!(!d.changed && d.z == 0.0);
         // One connection of 250 woke two: well within the spread it brings.
         let sd = sample_sd_of_one_two(250);
-        let d = mean_diff(Figure::WokenMean, (1.0, 0.0, 250), (1.004, sd, 250), 3.3)
-            .expect("compared");
+        let d =
+            mean_diff(Figure::WokenMean, (1.0, 0.0, 250), (1.004, sd, 250), 3.3).expect("compared");
         assert!(!d.changed && d.z < 1.1, "{d:?}");
     }
 
@@ -896,9 +904,9 @@ mod tests {
         assert!(c.rows[0].notes[0].starts_with("departs in A: woken/conn 3.90"));
         let t = render(&c);
         assert!(
-            t.lines()
-                .any(|l| l.starts_with("exclusive ") && l.contains("FAIL -> pass")
-                    && l.contains("VERDICT CHANGED")),
+            t.lines().any(|l| l.starts_with("exclusive ")
+                && l.contains("FAIL -> pass")
+                && l.contains("VERDICT CHANGED")),
             "{t}"
         );
     }
@@ -912,7 +920,9 @@ mod tests {
         assert_eq!(c.exit_code, EXIT_SAME);
         let t = render(&c);
         assert!(
-            t.contains("shared-epoll  pass -> pass        woken/conn 2.20 -> 3.10 (+0.90, 10.1 se)"),
+            t.contains(
+                "shared-epoll  pass -> pass        woken/conn 2.20 -> 3.10 (+0.90, 10.1 se)"
+            ),
             "{t}"
         );
     }
@@ -995,7 +1005,10 @@ mod tests {
             })
             .collect();
         let c = compare(&run("a", &rows), &run("b", &slow), DEFAULT_Z).expect("compares");
-        assert_eq!(c.warnings, vec!["rate differs: 50 in A, 20 in B".to_string()]);
+        assert_eq!(
+            c.warnings,
+            vec!["rate differs: 50 in A, 20 in B".to_string()]
+        );
         assert!(render(&c).contains("  note: rate differs: 50 in A, 20 in B\n"));
         for z in [0.0, -1.0, f64::NAN, f64::INFINITY] {
             assert!(compare(&run("a", &rows), &run("b", &rows), z).is_err());
@@ -1076,7 +1089,11 @@ mod tests {
         };
         assert_eq!(exit_code(&[]), EXIT_SAME);
         assert_eq!(
-            exit_code(&[r(Status::Same), r(Status::FiguresChanged), r(Status::OnlyInB)]),
+            exit_code(&[
+                r(Status::Same),
+                r(Status::FiguresChanged),
+                r(Status::OnlyInB)
+            ]),
             EXIT_SAME
         );
         assert_eq!(exit_code(&[r(Status::OnlyInA)]), EXIT_INCOMPLETE);
@@ -1085,7 +1102,12 @@ mod tests {
             exit_code(&[r(Status::NotComparable), r(Status::VerdictChanged)]),
             EXIT_VERDICT_CHANGED
         );
-        let codes = [EXIT_SAME, EXIT_VERDICT_CHANGED, EXIT_BAD_INPUT, EXIT_INCOMPLETE];
+        let codes = [
+            EXIT_SAME,
+            EXIT_VERDICT_CHANGED,
+            EXIT_BAD_INPUT,
+            EXIT_INCOMPLETE,
+        ];
         for (i, x) in codes.iter().enumerate() {
             assert!(codes[i + 1..].iter().all(|y| y != x), "distinct");
         }

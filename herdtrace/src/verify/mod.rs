@@ -1,10 +1,11 @@
 //! `herdtrace verify`: every server model (and the edge-triggered and
 //! accept-batch variants) run on this kernel under tracing, compared with
-//! the behaviour herd-mechanics.md predicts.
+//! the behaviour docs/herd-mechanics.md predicts; `verify --compare`: two
+//! such runs (two kernels, or one before and after a patch) row by row.
 //!
 //! `expect` (the expectations and their sources), `row` (figures, checks,
-//! verdict) and `render` (table, JSON) are pure; this file runs the
-//! scenarios through `crate::scenario`.
+//! verdict), `render` (table, JSON) and `compare` are pure; this file runs
+//! the scenarios through `crate::scenario` and reads the compared files.
 use std::{
     io::Write as _,
     path::{Path, PathBuf},
@@ -134,7 +135,10 @@ fn run_compare(files: &[PathBuf], z: f64, json: bool) -> i32 {
     match result {
         Ok((text, code)) => {
             let mut stdout = std::io::stdout().lock();
-            match stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()) {
+            match stdout
+                .write_all(text.as_bytes())
+                .and_then(|()| stdout.flush())
+            {
                 Ok(()) => code,
                 Err(e) => {
                     eprintln!("herdtrace: error: verify --compare: writing the report: {e}");

@@ -81,17 +81,14 @@ pub struct Spread {
 
 impl Spread {
     pub fn of(conns: &[ConnSample]) -> Spread {
-        let sd_of = |f: &dyn Fn(&ConnSample) -> f64| {
-            sample_sd(&conns.iter().map(f).collect::<Vec<f64>>())
-        };
+        let sd_of =
+            |f: &dyn Fn(&ConnSample) -> f64| sample_sd(&conns.iter().map(f).collect::<Vec<f64>>());
         Spread {
             conns: conns.len() as u64,
             woken_sd: sd_of(&|c| f64::from(c.woken)),
             eagain_losers_sd: sd_of(&|c| f64::from(c.eagain_losers)),
             spurious_sd: sd_of(&|c| f64::from(c.spurious)),
-            winner_eagain_sd: sd_of(&|c| {
-                f64::from(c.eagain.saturating_sub(c.eagain_losers))
-            }),
+            winner_eagain_sd: sd_of(&|c| f64::from(c.eagain.saturating_sub(c.eagain_losers))),
             same_worker_pairs: same_worker_counts(conns).1,
         }
     }
