@@ -90,7 +90,8 @@ pub struct VerifyArgs {
     #[arg(long, value_delimiter = ',', value_name = "ROW,...")]
     pub models: Vec<String>,
     /// Run nothing: compare two `verify --json` outputs row by row (see below).
-    #[arg(long, num_args = 2, value_names = ["A.json", "B.json"])]
+    #[arg(long, num_args = 2, value_names = ["A.json", "B.json"],
+          conflicts_with_all = ["workers", "connections", "rate", "backend", "attempts", "models"])]
     pub compare: Vec<PathBuf>,
     /// With --compare: a figure changed when A and B differ by more than
     /// this many standard errors.
