@@ -46,14 +46,16 @@ the backend asked for is not available: one error line).
 
 --compare A B reads two `verify --json` outputs and prints, row by row, what
 changed beyond the runs' own spread. Each run carries its spread: the
-standard deviation of every per-connection count (woken, EAGAIN losers,
-spurious, winner EAGAIN) over its conn records, and the number of pairs
-behind the same-worker share. A mean's difference is tested against
+standard deviation of every per-connection count (woken, wasted = EAGAIN
+losers + spurious, winner EAGAIN) over its conn records, and the number of
+pairs behind the same-worker share. A mean's difference is tested against
 sqrt(sd_A²/n_A + sd_B²/n_B); the share's with the Agresti-Caffo interval for
 two proportions ((x+1)/(n+2) in each run). A figure changed when the
-difference exceeds --z standard errors (default 3.3: with ~40 figures per
-comparison, about a 4% chance of one false alarm between two runs of the
-same kernel). Rows are matched by name; both runs must use the same --workers.
+difference exceeds --z standard errors (default 3.3: with ~32 figures per
+comparison, about a 3% chance of one false alarm between two runs of the
+same kernel). The split of wasted wakeups into EAGAIN and spurious is timing,
+not kernel, and is not tested. Rows are matched by name; both runs must use
+the same --workers.
 Exit status of --compare: 0 no verdict changed; 1 a row went from pass to
 FAIL or back; 2 an input is unreadable or the runs are incompatible (one
 error line); 3 no verdict changed, but a row of A is not measured cleanly in

@@ -74,6 +74,10 @@ pub struct Spread {
     pub woken_sd: f64,
     pub eagain_losers_sd: f64,
     pub spurious_sd: f64,
+    /// Of losers + spurious per connection (the wasted wakeups); absent from
+    /// rows written before it was added.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wasted_sd: Option<f64>,
     pub winner_eagain_sd: f64,
     /// Consecutive pairs with a known acceptor behind `same_worker_share`.
     pub same_worker_pairs: u64,
@@ -88,6 +92,7 @@ impl Spread {
             woken_sd: sd_of(&|c| f64::from(c.woken)),
             eagain_losers_sd: sd_of(&|c| f64::from(c.eagain_losers)),
             spurious_sd: sd_of(&|c| f64::from(c.spurious)),
+            wasted_sd: Some(sd_of(&|c| f64::from(c.eagain_losers + c.spurious))),
             winner_eagain_sd: sd_of(&|c| f64::from(c.eagain.saturating_sub(c.eagain_losers))),
             same_worker_pairs: same_worker_counts(conns).1,
         }
@@ -539,6 +544,9 @@ mod tests {
         assert!((s.woken_sd - 2.0 * half).abs() < 1e-12, "{s:?}");
         assert!((s.eagain_losers_sd - half).abs() < 1e-12, "{s:?}");
         assert!((s.spurious_sd - sample_sd(&[2.0, 3.0, 1.0, 0.0])).abs() < 1e-12);
+        // losers + spurious: 3, 3, 1, 1.
+        let wasted = s.wasted_sd.expect("wasted sd");
+        assert!((wasted - 2.0 * half).abs() < 1e-12, "{s:?}");
         assert!((s.winner_eagain_sd - half).abs() < 1e-12, "{s:?}");
         // Pairs 1-1, 1-1, 1-2: three pairs, two by the same worker.
         assert_eq!(s.same_worker_pairs, 3);
