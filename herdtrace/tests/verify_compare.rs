@@ -105,7 +105,7 @@ fn an_edited_row_is_flagged_and_fails_the_comparison() {
         l.contains("pass -> FAIL") && l.contains("VERDICT CHANGED"),
         "{l}"
     );
-    assert!(l.contains("same-worker share 0.99 -> 0.26"), "{l}");
+    assert!(l.contains("same-worker share 0.88 -> 0.26"), "{l}");
     assert!(
         l.contains("departs in B: same-worker share 0.26 (>=0.625) [C]"),
         "{l}"
