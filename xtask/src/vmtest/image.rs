@@ -121,6 +121,19 @@ pub struct Image {
     pub overlay: Vec<(PathBuf, String)>,
 }
 
+impl Image {
+    /// "release R, config PATH, N module files", for the log.
+    pub fn describe(&self) -> String {
+        let config = self.kernel.config.as_deref();
+        format!(
+            "release {}, config {}, {} module files",
+            self.kernel.info.version,
+            config.map_or_else(|| "not found".to_string(), |c| c.display().to_string()),
+            self.overlay.len() - usize::from(config.is_some())
+        )
+    }
+}
+
 /// Reads and checks the image, finds its config, lists its modules.
 pub fn prepare(image: &Path, modules: Option<&Path>) -> anyhow::Result<Image> {
     let bytes =
@@ -136,14 +149,6 @@ pub fn prepare(image: &Path, modules: Option<&Path>) -> anyhow::Result<Image> {
         overlay.extend(module_files(&modules_root(dir, &release)?, &release)?);
     }
     let sha256 = sha256_file(image)?;
-    println!(
-        "kernel image: {} (release {release}, config {}, {} module files)",
-        image.display(),
-        config
-            .as_deref()
-            .map_or_else(|| "not found".to_string(), |c| c.display().to_string()),
-        overlay.len() - usize::from(config.is_some())
-    );
     Ok(Image {
         kernel: Kernel {
             vmlinuz: image.to_path_buf(),
@@ -323,6 +328,13 @@ mod tests {
                     "/lib/modules/6.1.0-9-test/modules.dep".to_string()
                 ),
             ]
+        );
+        assert_eq!(
+            img.describe(),
+            format!(
+                "release 6.1.0-9-test, config {}, 1 module files",
+                root.join("boot/config-6.1.0-9-test").display()
+            )
         );
         // Without modules: the config alone. Not an image: one error naming the file.
         assert_eq!(prepare(&image, None).expect("prepared").overlay.len(), 1);

@@ -299,6 +299,7 @@ fn resolve(
         }
         Target::Image { path, modules } => {
             let img = image::prepare(path, modules.as_deref())?;
+            println!("kernel image: {} ({})", path.display(), img.describe());
             Ok((img.kernel, img.overlay))
         }
     }
