@@ -7,6 +7,7 @@ use std::fmt::Write as _;
 use serde_json::Value;
 
 use super::console::{self, Console, Ending, Verdict};
+use super::report::cell;
 
 /// Every backend, in the order the rows are shown.
 pub const BACKENDS: [&str; 3] = ["tracepoint", "kprobe", "fentry"];
@@ -291,11 +292,6 @@ fn f2(v: Option<f64>) -> String {
 
 fn opt<T: ToString>(v: Option<T>) -> String {
     v.map_or_else(|| "-".to_string(), |v| v.to_string())
-}
-
-/// Markdown cell text: no newlines, escaped pipes.
-fn cell(s: &str) -> String {
-    s.replace('|', "\\|").replace('\n', " ")
 }
 
 /// Verify row names in the order they first appear.
