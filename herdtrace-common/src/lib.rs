@@ -7,7 +7,8 @@
 #![no_std]
 
 /// A connection became ready on a listening socket (the start of a wake chain).
-/// `chain`, `sk` = listener, `child` = new socket, `local_port`, `peer_*`, `family`.
+/// `chain`, `sk` = listener, `child` = new socket, `local_port`, `peer_*`, `family`,
+/// `aux` = the listener's network namespace (inode number).
 pub const EV_ARRIVAL: u32 = 1;
 /// A traced task was woken inside a listener's wake chain.
 /// `chain`, `sk` = listener, `tid`/`tgid`/`comm` = the woken task, `aux` = eventpoll (0 if unknown).
@@ -20,24 +21,22 @@ pub const EV_POLL_RET: u32 = 4;
 /// `ep_send_events` returned inside `ep_poll` (kprobe/fentry only); `ret` == 0 means
 /// the task found nothing and goes back to sleep without returning to user space.
 pub const EV_SEND_EVENTS: u32 = 5;
-/// A traced task returned from `accept`/`accept4` (or `inet_csk_accept`).
+/// A traced task returned from `accept`/`accept4` (or the kernel's `inet_accept`).
 /// `ret`, `sk` = listener (0 if unknown), `child` (0 on failure), `local_port`, `comm` (the peer is on the arrival).
 pub const EV_ACCEPT_RET: u32 = 6;
 /// A traced task forked or cloned a thread: `tid`/`tgid` = child, `aux` = parent tgid, `comm`.
 pub const EV_TASK_NEW: u32 = 7;
-/// A traced task exited: `tid`/`tgid`, `flags` & [`FLAG_GROUP_DEAD`].
+/// A traced task exited: `tid`/`tgid`.
 pub const EV_TASK_EXIT: u32 = 8;
 
 /// Highest event kind this version emits; decoders reject anything above.
 pub const EV_MAX: u32 = EV_TASK_EXIT;
 
-/// EV_TASK_EXIT: the whole thread group is gone.
-pub const FLAG_GROUP_DEAD: u16 = 1 << 0;
 /// EV_ARRIVAL: the arrival was inferred from `sock:inet_sock_set_state`
 /// (kernels before 6.6 have no `sock:sk_data_ready`), which is less precise.
 pub const FLAG_ARRIVAL_SUBSTITUTE: u16 = 1 << 1;
-/// EV_ACCEPT_RET: the accept came from `inet_csk_accept` (kprobe/fentry) rather
-/// than the syscall exit.
+/// EV_ACCEPT_RET: the accept came from the kernel's `inet_accept` (kprobe/fentry
+/// backends) rather than the syscall exit.
 pub const FLAG_ACCEPT_KERNEL: u16 = 1 << 2;
 /// EV_WAKE: not nested in the listener's wakeup but done by a task that this
 /// chain woke, before it returned to user space (shared epoll in LT mode: the
@@ -99,7 +98,7 @@ pub struct ChainState {
     pub listener: u64,
     pub child: u64,
     pub opened_ns: u64,
-    /// Non-zero while the chain is open.
+    /// Non-zero while the chain is open (`OPEN_*` on the eBPF side).
     pub open: u32,
     /// Non-zero once EV_ARRIVAL was emitted for this chain.
     pub emitted: u32,
@@ -108,31 +107,162 @@ pub struct ChainState {
     pub local_port: u16,
     pub family: u16,
     /// EV_ARRIVAL flags to report.
-    pub _pad: u16,
+    pub arrival_flags: u16,
     /// `__wake_up_common` nesting depth (kprobe/fentry backends).
     pub depth: u32,
-    pub _pad2: u32,
+    /// Depth at which the listener chain opened: it ends when the call at
+    /// that depth returns (a softirq can open one inside an unrelated,
+    /// interrupted wakeup, so it is not always the outermost call).
+    pub open_depth: u32,
     /// The eventpoll whose `ep_poll_callback` is running (kprobe/fentry backends).
     pub cur_ep: u64,
-    /// The child socket that last went SYN_RECV -> ESTABLISHED on this CPU,
-    /// when, and its local port: the listener's `sk_data_ready` follows on the
-    /// same CPU, so this names the new connection exactly (the accept queue's
-    /// tail may already hold another CPU's child).
+    /// The child socket that most recently completed its handshake on this
+    /// CPU, its listener (0 when the probe cannot name it), when, and its
+    /// local port: the listener's wakeup follows on the same CPU, so this
+    /// names the new connection exactly (the accept queue's tail may
+    /// already hold another CPU's child).
     pub est_child: u64,
+    pub est_listener: u64,
     pub est_ns: u64,
+    /// `est_listener`'s wait-queue head, read once per connection so its
+    /// wakeup is recognised without a read (kprobe/fentry backends).
+    pub est_wait: u64,
+    /// The chain id under which the kprobe/fentry backends already reported
+    /// this connection's arrival (at the accept queue, before any wakeup:
+    /// with no task asleep on the listener there is none); 0 if not.
+    pub est_chain: u64,
     pub est_port: u16,
-    pub _pad3: [u16; 3],
+    /// Non-zero inside `inet_csk_complete_hashdance` (kprobe/fentry): the
+    /// `inet_csk_reqsk_queue_add` it calls is that same connection.
+    pub in_hashdance: u16,
+    /// Network namespace (inode number) of the chain's listener.
+    pub netns: u32,
+}
+
+/// Identity of a listening socket without its kernel address: network
+/// namespace (inode number of `/proc/PID/ns/net`), address and port. User
+/// space seeds these from the traced processes' own `/proc/PID/net/tcp{,6}`;
+/// the kernel side learns more at `listen()`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ListenKey {
+    pub netns: u32,
+    /// Local port, host order.
+    pub port: u16,
+    /// `AF_INET` or `AF_INET6`.
+    pub family: u16,
+    /// Local address as stored in the socket (IPv4 in the first 4 bytes);
+    /// all zero for a wildcard listener.
+    pub addr: [u8; 16],
+}
+
+/// Everything user space tells the programs, set once before loading as the
+/// single global `CONFIG`. Kernel struct offsets come from the running
+/// kernel's BTF (aya-ebpf has no CO-RE), classic tracepoint field offsets
+/// from tracefs `format` files; names are the kernel's own (`struct_member`).
+/// A zero offset means "not available on this kernel" only where the
+/// member's own doc says so.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Config {
+    // ---- struct member offsets (bytes), from BTF
+    pub task_struct_pid: u32,
+    pub task_struct_tgid: u32,
+    pub task_struct_comm: u32,
+    pub task_struct_files: u32,
+    pub files_struct_fdt: u32,
+    pub fdtable_max_fds: u32,
+    pub fdtable_fd: u32,
+    pub file_private_data: u32,
+    pub socket_sk: u32,
+    pub sock_common_skc_daddr: u32,
+    pub sock_common_skc_rcv_saddr: u32,
+    pub sock_common_skc_dport: u32,
+    pub sock_common_skc_num: u32,
+    pub sock_common_skc_family: u32,
+    pub sock_common_skc_state: u32,
+    pub sock_common_skc_v6_daddr: u32,
+    pub sock_common_skc_v6_rcv_saddr: u32,
+    /// `sock_common.skc_net` (a `possible_net_t`: the `struct net *`).
+    pub sock_common_skc_net: u32,
+    /// `net.ns.inum`: the namespace's inode number, as `/proc/PID/ns/net` shows it.
+    pub net_ns_inum: u32,
+    pub inet_connection_sock_rskq_accept_tail: u32,
+    pub request_sock_sk: u32,
+    pub eppoll_entry_base: u32,
+    pub eppoll_entry_wait: u32,
+    pub epitem_ffd_file: u32,
+    pub epitem_ep: u32,
+    pub sock_sk_wq: u32,
+    pub socket_wq_wait: u32,
+    // ---- layouts checked in BTF (non-zero: one read covers several members)
+    /// `sock_common` holds daddr, rcv_saddr, dport, num, family and state in
+    /// its first 20 bytes at their usual places.
+    pub sock_common_head_packed: u32,
+    /// `fdtable.fd` sits 8 bytes after `fdtable.max_fds`.
+    pub fdtable_packed: u32,
+    // ---- classic tracepoint record offsets, from tracefs format files
+    pub sched_waking_pid: u32,
+    pub sched_waking_comm: u32,
+    pub sched_process_fork_child_pid: u32,
+    pub sk_data_ready_skaddr: u32,
+    pub inet_sock_set_state_skaddr: u32,
+    pub inet_sock_set_state_oldstate: u32,
+    pub inet_sock_set_state_newstate: u32,
+    /// `syscalls:sys_enter_{accept,accept4,listen}`: the `fd` argument.
+    pub sys_enter_fd: u32,
+    /// `syscalls:sys_exit_*`: `ret`.
+    pub sys_exit_ret: u32,
+    // ---- behaviour
+    /// Non-zero: `inet_sock_set_state` opens chains (tracepoint backend on
+    /// kernels without `sock:sk_data_ready`).
+    pub iss_opens_chain: u32,
+    /// Only connections to this local port (0 = all).
+    pub port_filter: u32,
+    /// A wake chain closes this long after it opened, at the latest.
+    pub chain_window_ns: u64,
+    /// Bytes waiting in the ring buffer from which a submit wakes the reader.
+    /// Below it the reader is not woken (it polls on a short timer): a
+    /// wakeup issued from inside our program runs `sched_waking` while the
+    /// program is still running, and the kernel's recursion guard then skips
+    /// every tracing program on that CPU, so it costs events, not only time.
+    pub ringbuf_wake_bytes: u64,
 }
 
 /// Indexes into the `COUNTERS` per-CPU array map.
 pub const CNT_DROPS: u32 = 0;
 pub const CNT_EVENTS: u32 = 1;
-pub const CNT_MAX: u32 = 4;
+/// `COUNTERS[CNT_INSERT_FAILED + MAP_*]`: inserts into that map that failed
+/// (map full): what the programs could not remember.
+pub const CNT_INSERT_FAILED: u32 = 2;
+pub const MAP_TRACED: u32 = 0;
+pub const MAP_LISTENERS: u32 = 1;
+pub const MAP_LISTEN_ADDRS: u32 = 2;
+pub const MAP_ACCEPT_ARGS: u32 = 3;
+pub const MAP_TRACED_EPS: u32 = 4;
+pub const MAP_ACTIVE: u32 = 5;
+pub const MAP_ACCEPT_INFLIGHT: u32 = 6;
+/// Map names by `MAP_*` index, as user space reports them.
+pub const MAP_NAMES: [&str; 7] = [
+    "TRACED",
+    "LISTENERS",
+    "LISTEN_ADDRS",
+    "ACCEPT_ARGS",
+    "TRACED_EPS",
+    "ACTIVE",
+    "ACCEPT_INFLIGHT",
+];
+pub const CNT_MAX: u32 = CNT_INSERT_FAILED + MAP_NAMES.len() as u32;
 
 #[cfg(feature = "user")]
 mod user {
     // SAFETY: plain old data, every bit pattern is valid.
     unsafe impl aya::Pod for super::ChainState {}
+    // SAFETY: plain old data (integers and byte arrays), no padding holes
+    // that the kernel would read as anything but bytes.
+    unsafe impl aya::Pod for super::Config {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::ListenKey {}
 }
 
 #[cfg(test)]
@@ -144,5 +274,30 @@ mod tests {
     fn raw_event_size_is_the_wire_size() {
         assert_eq!(core::mem::size_of::<RawEvent>(), RAW_EVENT_SIZE);
         assert_eq!(core::mem::align_of::<RawEvent>(), 8);
+    }
+
+    /// No implicit padding: the kernel side reads these byte for byte.
+    #[test]
+    fn shared_structs_have_no_hidden_padding() {
+        use core::mem::{offset_of, size_of};
+        assert_eq!(size_of::<ListenKey>(), 4 + 2 + 2 + 16);
+        assert_eq!(size_of::<ChainState>(), 128);
+        assert_eq!(offset_of!(ChainState, netns) + 4, size_of::<ChainState>());
+        // The u64s follow the last u32 directly (an odd number of u32s would
+        // leave a hole before them).
+        assert_eq!(
+            offset_of!(Config, chain_window_ns),
+            offset_of!(Config, port_filter) + 4
+        );
+        assert_eq!(
+            size_of::<Config>(),
+            offset_of!(Config, ringbuf_wake_bytes) + 8
+        );
+    }
+
+    #[test]
+    fn counter_indexes_fit() {
+        assert_eq!(CNT_MAX as usize, 2 + MAP_NAMES.len());
+        assert_eq!(MAP_NAMES[MAP_ACCEPT_INFLIGHT as usize], "ACCEPT_INFLIGHT");
     }
 }

@@ -1,17 +1,21 @@
 //! The per-CPU wake chain: opened when a connection becomes ready on a
-//! listening socket, it tags the wakeups nested in that call with its id.
-use aya_ebpf::helpers::bpf_get_current_pid_tgid;
-use aya_ebpf::helpers::{bpf_get_smp_processor_id, bpf_ktime_get_ns};
-use herdtrace_common::{ChainState, RawEvent, EV_ARRIVAL, EV_EPOLL_CB, EV_WAKE, FLAG_WAKE_CASCADE};
-
-use crate::{
-    emit::{bump, new_event, send},
-    kread::{accept_queue_tail, sk_peer},
-    maps::{get, ACTIVE, CHAIN, LISTENERS, LISTEN_PORTS, TRACED, TRACED_EPS},
+//! listening socket of a traced task, it tags the wakeups nested in that
+//! call with its id.
+use aya_ebpf::helpers::{bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_ktime_get_ns};
+use herdtrace_common::{
+    ChainState, ListenKey, RawEvent, EV_ARRIVAL, EV_EPOLL_CB, EV_WAKE, FLAG_WAKE_CASCADE,
+    MAP_ACTIVE, MAP_LISTENERS,
 };
 
-/// `open` values: a chain known to be a listener's, or an outermost
-/// `__wake_up_common` not yet known to concern a listener (kprobe/fentry).
+use crate::{
+    config::conf,
+    emit::{bump, new_event, put, send},
+    kread::{accept_queue_tail, listen_key, sk_netns, sk_peer, SkHead},
+    maps::{ACTIVE, CHAIN, LISTENERS, LISTEN_ADDRS, TRACED, TRACED_EPS},
+};
+
+/// `open` values: a chain known to be a listener's, or a `__wake_up_common`
+/// not yet known to concern a listener (kprobe/fentry).
 pub const OPEN_LISTENER: u32 = 1;
 pub const OPEN_PROVISIONAL: u32 = 2;
 
@@ -21,60 +25,162 @@ pub fn state() -> Option<&'static mut ChainState> {
 }
 
 #[inline(always)]
+pub fn now() -> u64 {
+    unsafe { bpf_ktime_get_ns() }
+}
+
+#[inline(always)]
 pub fn port_allowed(port: u16) -> bool {
-    let filter = get::PORT_FILTER();
+    let filter = conf!(port_filter);
     filter == 0 || filter == port as u32
 }
 
-/// Opens a listener chain for `listener` (may be 0 when only the child is
-/// known) whose new connection is `child`.
+/// Ends the chain: wakeups that follow on this CPU belong to no connection.
 #[inline(always)]
-pub fn open(c: &mut ChainState, listener: u64, child: u64, local_port: u16, flags: u16) {
+pub fn close(c: &mut ChainState) {
+    c.open = 0;
+    c.cur_ep = 0;
+}
+
+/// Is a listener with this identity (or the wildcard address on the same
+/// port) one of the traced tasks'?
+#[inline(always)]
+pub fn addr_known(key: &ListenKey) -> bool {
+    if unsafe { LISTEN_ADDRS.get(key) }.is_some() {
+        return true;
+    }
+    let wildcard = ListenKey {
+        addr: [0; 16],
+        ..*key
+    };
+    unsafe { LISTEN_ADDRS.get(&wildcard) }.is_some()
+}
+
+/// Is listening socket `sk` one of the traced tasks'? Known sockets are a
+/// lock-free lookup; one seen for the first time is checked by namespace,
+/// address and port (never by port alone: another container may listen on
+/// the same port) and then remembered.
+#[inline(always)]
+pub fn listener_known(sk: u64, head: &SkHead) -> bool {
+    if unsafe { LISTENERS.get(sk) }.is_some() {
+        return true;
+    }
+    if !addr_known(&listen_key(sk, head)) {
+        return false;
+    }
+    put(&LISTENERS, &sk, head.num as u32, MAP_LISTENERS);
+    true
+}
+
+/// A new chain id: the CPU in the top 16 bits, a per-CPU counter below.
+#[inline(always)]
+pub fn new_chain_id() -> u64 {
     let cpu = unsafe { bpf_get_smp_processor_id() } as u64;
-    c.id = (cpu << 48) | (bump(1) & 0xffff_ffff_ffff);
+    (cpu << 48) | (bump(1) & 0xffff_ffff_ffff)
+}
+
+/// Opens a listener chain for `listener` (0 when only the child is known)
+/// whose new connection is `child`, and reports the arrival.
+#[inline(always)]
+pub fn open(
+    c: &mut ChainState,
+    listener: u64,
+    child: u64,
+    local_port: u16,
+    flags: u16,
+    netns: u32,
+) {
+    c.id = new_chain_id();
     c.listener = listener;
     c.child = child;
-    c.opened_ns = unsafe { bpf_ktime_get_ns() };
+    c.opened_ns = now();
     c.open = OPEN_LISTENER;
     c.emitted = 0;
     c.local_port = local_port;
-    c._pad = flags;
+    c.arrival_flags = flags;
+    c.netns = netns;
     let (family, addr, port) = sk_peer(child);
     c.family = family;
     c.peer_addr = addr;
     c.peer_port = port;
-    // Only listeners of traced processes (seeded from /proc, learned at
-    // accept): an unrelated listener's arrival must not claim the wakeups
-    // that happen to follow it on this CPU.
-    let known = unsafe { LISTENERS.get(listener).is_some() }
-        || unsafe { LISTEN_PORTS.get(local_port as u32).is_some() };
-    if known {
-        emit_arrival(c);
-    } else {
-        c.open = 0;
-    }
+    emit_arrival(c);
 }
 
-/// Opens a chain from a listening socket on local `port`: finds the child
-/// just queued on its accept queue.
+/// Opens a chain for a wakeup of listening socket `sk` if it is a traced
+/// task's; the new connection is the child whose handshake just completed
+/// on this CPU for that listener, else the accept queue's tail. When the
+/// kprobe/fentry backends already reported that arrival at the accept
+/// queue, the chain takes its id and nothing is reported again.
 #[inline(always)]
-pub fn open_from_listener(c: &mut ChainState, listener: u64, port: u16) -> bool {
-    if !port_allowed(port) {
-        c.open = 0;
+pub fn open_from_listener(c: &mut ChainState, sk: u64, head: &SkHead) -> bool {
+    let port = head.num;
+    // Not bounded by time: the listener's wakeup follows its queue-add in the
+    // same softirq on this CPU, however long that takes (a guest's clock
+    // jumps when its vCPU is descheduled), and the next queue-add here
+    // replaces these fields.
+    if c.est_chain != 0 && c.est_listener == sk {
+        c.id = c.est_chain;
+        c.listener = sk;
+        c.child = c.est_child;
+        c.opened_ns = c.est_ns;
+        c.open = OPEN_LISTENER;
+        c.emitted = 1;
+        c.est_chain = 0;
+        c.est_child = 0;
+        c.est_listener = 0;
+        return true;
+    }
+    if !port_allowed(port) || !listener_known(sk, head) {
         return false;
     }
-    let now = unsafe { bpf_ktime_get_ns() };
-    let child = if c.est_child != 0
-        && c.est_port == port
-        && now.wrapping_sub(c.est_ns) <= get::CHAIN_WINDOW_NS()
-    {
+    // The child that completed its handshake last on this CPU is this
+    // wakeup's: the listener's wakeup follows it in the same softirq, with
+    // nothing else in between, however long that takes.
+    let same = if c.est_listener != 0 {
+        c.est_listener == sk
+    } else {
+        c.est_port == port
+    };
+    let child = if c.est_child != 0 && same {
         c.est_child
     } else {
-        accept_queue_tail(listener)
+        accept_queue_tail(sk)
     };
     c.est_child = 0;
-    open(c, listener, child, port, 0);
+    c.est_listener = 0;
+    c.est_chain = 0;
+    open(c, sk, child, port, 0, sk_netns(sk));
     true
+}
+
+/// A connection `child` joined traced listener `sk`'s accept queue (kprobe/
+/// fentry backends): its arrival is reported now, under a chain id that the
+/// listener's wakeup on this CPU, if any, then continues.
+#[inline(always)]
+pub fn arrival_at_queue(c: &mut ChainState, sk: u64, child: u64, head: &SkHead, wait: u64) {
+    c.est_child = child;
+    c.est_listener = sk;
+    c.est_ns = now();
+    c.est_port = head.num;
+    c.est_wait = wait;
+    c.est_chain = 0;
+    if !port_allowed(head.num) || !listener_known(sk, head) {
+        return;
+    }
+    let id = new_chain_id();
+    c.est_chain = id;
+    let (family, addr, port) = sk_peer(child);
+    let mut ev = new_event(EV_ARRIVAL);
+    ev.chain = id;
+    ev.ts_ns = c.est_ns;
+    ev.sk = sk;
+    ev.child = child;
+    ev.local_port = head.num;
+    ev.peer_addr = addr;
+    ev.peer_port = port;
+    ev.family = family;
+    ev.aux = sk_netns(sk) as u64;
+    send(&mut ev);
 }
 
 #[inline(always)]
@@ -92,38 +198,42 @@ pub fn emit_arrival(c: &mut ChainState) {
     ev.peer_addr = c.peer_addr;
     ev.peer_port = c.peer_port;
     ev.family = c.family;
-    ev.flags = c._pad;
+    ev.flags = c.arrival_flags;
+    ev.aux = c.netns as u64;
     send(&mut ev);
 }
 
-/// Is a listener chain open on this CPU and still within its window?
+/// The listener chain open on this CPU. A tracepoint-backend chain (no
+/// `__wake_up_common` depth) must still be within its window; a kprobe/
+/// fentry chain ends exactly when its call returns.
 #[inline(always)]
-pub fn current(check_window: bool) -> Option<&'static mut ChainState> {
+pub fn current() -> Option<&'static mut ChainState> {
     let c = state()?;
     if c.open != OPEN_LISTENER {
         return None;
     }
-    if check_window {
-        let now = unsafe { bpf_ktime_get_ns() };
-        if now.wrapping_sub(c.opened_ns) > get::CHAIN_WINDOW_NS() {
-            c.open = 0;
-            return None;
-        }
+    if c.depth == 0 && now().wrapping_sub(c.opened_ns) > conf!(chain_window_ns) {
+        close(c);
+        return None;
     }
     Some(c)
 }
 
+/// A `__wake_up_common` depth older than this was left by a return probe
+/// that did not run (kretprobe instances can run out): reset. Long, so a
+/// real chain is never cut (a guest's clock jumps while its vCPU waits).
+pub const STALE_DEPTH_NS: u64 = 1_000_000_000;
+
 /// `sched_waking` of task `tid`: report it if it is traced and inside a chain.
 #[inline(always)]
-pub fn on_waking(tid: u32, comm: impl FnOnce() -> [u8; 16], check_window: bool) {
-    let Some(c) = current(check_window) else {
+pub fn on_waking(tid: u32, comm: impl FnOnce() -> [u8; 16]) {
+    let Some(c) = current() else {
         on_cascade_waking(tid, comm);
         return;
     };
     let Some(tgid) = (unsafe { TRACED.get(tid) }).copied() else {
         return;
     };
-    emit_arrival(c);
     set_active(tid, c.id);
     let mut ev: RawEvent = new_event(EV_WAKE);
     ev.chain = c.id;
@@ -135,16 +245,10 @@ pub fn on_waking(tid: u32, comm: impl FnOnce() -> [u8; 16], check_window: bool) 
     send(&mut ev);
 }
 
-/// Task `tid` was woken by `chain`. Its entry is rewritten in place when it
-/// has one (lock-free); only its first wakeup inserts.
+/// Task `tid` was woken by `chain`.
 #[inline(always)]
 fn set_active(tid: u32, chain: u64) {
-    match ACTIVE.get_ptr_mut(tid) {
-        Some(p) => unsafe { *p = chain },
-        None => {
-            let _ = ACTIVE.insert(tid, chain, 0);
-        }
-    }
+    put(&ACTIVE, &tid, chain, MAP_ACTIVE);
 }
 
 /// Task `tid` is back in user space: wakeups it makes no longer belong to a
@@ -183,14 +287,13 @@ fn on_cascade_waking(tid: u32, comm: impl FnOnce() -> [u8; 16]) {
     send(&mut ev);
 }
 
-/// `ep_poll_callback` for epoll instance `ep` on listener `sk` inside a chain.
+/// `ep_poll_callback` for epoll instance `ep` inside a listener chain.
 #[inline(always)]
 pub fn on_epoll_callback(c: &mut ChainState, ep: u64) {
     c.cur_ep = ep;
     if unsafe { TRACED_EPS.get(ep).is_none() } {
         return;
     }
-    emit_arrival(c);
     let mut ev = new_event(EV_EPOLL_CB);
     ev.chain = c.id;
     ev.sk = c.listener;

@@ -1,30 +1,40 @@
 //! What each probe does, written once on plain values so that the fentry,
 //! kprobe and tracepoint programs in `main.rs` stay thin wrappers.
 use aya_ebpf::helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid};
+use aya_log_ebpf::{debug, warn};
 use herdtrace_common::{
-    RawEvent, EV_ACCEPT_RET, EV_POLL_RET, EV_SEND_EVENTS, EV_TASK_EXIT, EV_TASK_NEW,
-    FLAG_ACCEPT_KERNEL, FLAG_ARRIVAL_SUBSTITUTE,
+    RawEvent, AF_INET, AF_INET6, EV_ACCEPT_RET, EV_POLL_RET, EV_SEND_EVENTS, EV_TASK_EXIT,
+    EV_TASK_NEW, FLAG_ACCEPT_KERNEL, FLAG_ARRIVAL_SUBSTITUTE, MAP_ACCEPT_ARGS, MAP_LISTENERS,
+    MAP_LISTEN_ADDRS, MAP_TRACED, MAP_TRACED_EPS,
 };
 
 use crate::{
-    chain::{self, OPEN_LISTENER, OPEN_PROVISIONAL},
-    emit::{new_event, send},
-    kread::{fd_to_sk, file_to_sk, read, sk_head, sk_local_port, TCP_LISTEN},
+    chain::{self, close, now, OPEN_LISTENER, OPEN_PROVISIONAL},
+    config::conf,
+    emit::{forget, insert, new_event, put, send},
+    kread::{
+        fd_to_file, fd_to_sk, file_to_sk, listen_key, read, sk_head, sk_netns, sk_wait_head,
+        socket_sk, task_ids, TCP_CLOSE, TCP_CLOSE_WAIT, TCP_ESTABLISHED, TCP_LISTEN, TCP_SYN_RECV,
+    },
     maps::{
-        get, AcceptCall, ACCEPT_ARGS, ACCEPT_SEEN, ACTIVE, LISTENERS, LISTENER_WQS, LISTEN_PORTS,
-        TRACED, TRACED_EPS,
+        AcceptCall, ACCEPT_ARGS, ACCEPT_INFLIGHT, ACTIVE, LISTENERS, LISTEN_ADDRS, TRACED,
+        TRACED_EPS,
     },
 };
 
-const TCP_ESTABLISHED: i32 = 1;
-const TCP_SYN_RECV: i32 = 3;
-
-/// (tid, tgid) of the current task if it is traced.
+/// (tid, tgid) of the current task if it is traced. A task followed through
+/// the classic fork tracepoint has tgid 0 until now: it is filled in.
 #[inline(always)]
 fn traced_current() -> Option<(u32, u32)> {
-    let tid = bpf_get_current_pid_tgid() as u32;
-    let tgid = unsafe { TRACED.get(tid) }.copied()?;
-    Some((tid, tgid))
+    let id = bpf_get_current_pid_tgid();
+    let tid = id as u32;
+    let p = TRACED.get_ptr_mut(tid)?;
+    unsafe {
+        if *p == 0 {
+            *p = (id >> 32) as u32;
+        }
+        Some((tid, *p))
+    }
 }
 
 #[inline(always)]
@@ -35,45 +45,65 @@ fn task_event(kind: u32, tid: u32, tgid: u32) -> RawEvent {
     ev
 }
 
-// ---- wake-chain openers ---------------------------------------------------
+// ---- wakeups (every backend) -------------------------------------------------
+
+/// `sched_waking` of thread `tid`; `comm` reads its name, only when the
+/// wakeup is reported.
+#[inline(always)]
+pub fn sched_waking(tid: u32, comm: impl FnOnce() -> [u8; 16]) {
+    chain::on_waking(tid, comm);
+}
+
+// ---- tracepoint backend: chains ----------------------------------------------
 
 /// `sock:sk_data_ready` (6.6+): every data-ready ends the previous chain on
-/// this CPU; one on a listening socket opens a new one.
+/// this CPU; one on a traced task's listening socket opens a new one.
 #[inline(always)]
 pub fn sk_data_ready(sk: u64) {
     let Some(c) = chain::state() else { return };
-    c.open = 0;
-    c.cur_ep = 0;
+    close(c);
     let head = sk_head(sk);
     if head.state != TCP_LISTEN {
         return;
     }
-    chain::open_from_listener(c, sk, head.num);
+    chain::open_from_listener(c, sk, &head);
 }
 
 /// `sock:inet_sock_set_state`: a child socket going SYN_RECV -> ESTABLISHED
-/// is immediately followed by the listener's `sk_data_ready` on the same CPU.
-/// Always remembered as the child of that arrival; before 6.6 (no
-/// `sock:sk_data_ready`) it also opens the chain.
+/// is immediately followed by its listener's `sk_data_ready` on the same
+/// CPU: remembered as that arrival's child (and, before 6.6, where there is
+/// no `sock:sk_data_ready`, it opens the chain). A listener going LISTEN ->
+/// CLOSE is forgotten (its address may be reused by anyone's socket).
 #[inline(always)]
-pub fn inet_sock_set_state(child: u64, old: i32, new: i32) {
-    if old != TCP_SYN_RECV || new != TCP_ESTABLISHED {
+pub fn inet_sock_set_state(sk: u64, old: i32, new: i32) {
+    if old == TCP_LISTEN as i32 && new == TCP_CLOSE as i32 {
+        forget(&LISTENERS, &sk);
+        return;
+    }
+    if old != TCP_SYN_RECV as i32 || new != TCP_ESTABLISHED as i32 {
         return;
     }
     let Some(c) = chain::state() else { return };
-    let sport = sk_local_port(child);
-    c.est_child = child;
-    c.est_ns = unsafe { aya_ebpf::helpers::bpf_ktime_get_ns() };
-    c.est_port = sport;
-    if get::ISS_OPENS_CHAIN() == 0 {
+    let head = sk_head(sk);
+    c.est_child = sk;
+    c.est_listener = 0;
+    c.est_ns = now();
+    c.est_port = head.num;
+    if conf!(iss_opens_chain) == 0 {
         return;
     }
-    c.open = 0;
-    c.cur_ep = 0;
-    if !chain::port_allowed(sport) {
+    close(c);
+    if !chain::port_allowed(head.num) {
         return;
     }
-    chain::open(c, 0, child, sport, FLAG_ARRIVAL_SUBSTITUTE);
+    // No listener socket here: the child's namespace, local address and port
+    // name it.
+    let key = listen_key(sk, &head);
+    if !chain::addr_known(&key) {
+        return;
+    }
+    c.est_child = 0;
+    chain::open(c, 0, sk, head.num, FLAG_ARRIVAL_SUBSTITUTE, key.netns);
 }
 
 /// `irq:softirq_exit`: a tracepoint-backend chain ends with its softirq.
@@ -81,49 +111,78 @@ pub fn inet_sock_set_state(child: u64, old: i32, new: i32) {
 pub fn softirq_exit() {
     let Some(c) = chain::state() else { return };
     if c.open != 0 && c.depth == 0 {
-        c.open = 0;
-        c.cur_ep = 0;
+        close(c);
     }
 }
 
-/// `__wake_up_common` entry: the outermost call opens a chain, a listener
-/// chain right away when the wait queue is a known listener's (blocking
-/// accept), otherwise a provisional one that `ep_poll_callback` may promote.
+// ---- kprobe/fentry backends: chains --------------------------------------------
+
+/// A handshake completed and `child` joined `listener`'s accept queue
+/// (`inet_csk_complete_hashdance` / `inet_csk_reqsk_queue_add`): the
+/// arrival is reported here, since the listener's wakeup that follows on
+/// this CPU happens only when a task sleeps on it. The listener's wait
+/// queue is read now, once per connection, so that wakeup is recognised
+/// without a read.
+#[inline(always)]
+pub fn new_connection(listener: u64, child: u64) {
+    let Some(c) = chain::state() else { return };
+    let head = sk_head(listener);
+    chain::arrival_at_queue(c, listener, child, &head, sk_wait_head(listener));
+}
+
+/// `inet_csk_complete_hashdance` entry/exit: the queue-add it calls is the
+/// same connection (reported by the hashdance probe instead).
+#[inline(always)]
+pub fn hashdance(inside: bool) {
+    if let Some(c) = chain::state() {
+        c.in_hashdance = u16::from(inside);
+    }
+}
+
+/// `inet_csk_reqsk_queue_add` outside a hashdance (syncookies, TCP Fast Open).
+#[inline(always)]
+pub fn reqsk_queue_add(listener: u64, child: u64) {
+    let Some(c) = chain::state() else { return };
+    if c.in_hashdance != 0 {
+        return;
+    }
+    let head = sk_head(listener);
+    chain::arrival_at_queue(c, listener, child, &head, sk_wait_head(listener));
+}
+
+/// `__wake_up_common` entry. Outside a listener chain, a call on the wait
+/// queue of the listener whose child just completed its handshake opens
+/// one (a blocking accept's wakeup); any other call is provisional until
+/// `ep_poll_callback` shows it wakes an epoll watching a listener. The
+/// chain is tied to the depth it opened at: a softirq can process a
+/// connection inside an unrelated wakeup it interrupted.
 #[inline(always)]
 pub fn wake_up_common_entry(wq_head: u64) {
     let Some(c) = chain::state() else { return };
-    let now = unsafe { aya_ebpf::helpers::bpf_ktime_get_ns() };
+    let t = now();
     // A missed return probe must not leave the depth stuck forever.
-    if c.depth != 0 && now.wrapping_sub(c.opened_ns) > get::CHAIN_WINDOW_NS() {
+    if c.depth != 0 && t.wrapping_sub(c.opened_ns) > chain::STALE_DEPTH_NS {
+        warn!(
+            &(),
+            "__wake_up_common depth {} left by a return probe that did not run: reset", c.depth
+        );
         c.depth = 0;
+        close(c);
     }
     c.depth += 1;
-    if c.depth != 1 {
-        return;
+    if c.open == OPEN_LISTENER {
+        return; // nested in a listener's wakeup: part of its chain
     }
-    c.cur_ep = 0;
-    c.opened_ns = now;
-    match unsafe { LISTENER_WQS.get(wq_head) }.copied() {
-        Some(listener) => {
-            chain::open_from_listener(c, listener, sk_local_port(listener));
-        }
-        None => {
-            c.open = OPEN_PROVISIONAL;
-            // A task asleep in accept() since before the probes were attached:
-            // its listener's wait queue is not learned yet. The first wakeup
-            // after a child of a traced port became ESTABLISHED on this CPU is
-            // that listener's (the child's own state-change wakeup has no
-            // sleepers), so the child names the connection.
-            let port = c.est_port;
-            if c.est_child != 0
-                && now.wrapping_sub(c.est_ns) <= get::CHAIN_WINDOW_NS()
-                && unsafe { LISTEN_PORTS.get(port as u32).is_some() }
-                && chain::port_allowed(port)
-            {
-                let child = c.est_child;
-                c.est_child = 0;
-                chain::open(c, 0, child, port, 0);
-            }
+    if c.depth == 1 {
+        c.open = OPEN_PROVISIONAL;
+        c.cur_ep = 0;
+        c.opened_ns = t;
+    }
+    if c.est_listener != 0 && c.est_wait == wq_head {
+        let sk = c.est_listener;
+        let head = sk_head(sk);
+        if chain::open_from_listener(c, sk, &head) {
+            c.open_depth = c.depth;
         }
     }
 }
@@ -133,228 +192,411 @@ pub fn wake_up_common_exit() {
     let Some(c) = chain::state() else { return };
     if c.depth > 0 {
         c.depth -= 1;
+    } else {
+        // Its entry was skipped (the kernel's recursion guard) or began
+        // before the probes were attached.
+        debug!(&(), "__wake_up_common returned at depth 0");
     }
     if c.depth == 0 {
-        c.open = 0;
+        close(c);
+    } else if c.open == OPEN_LISTENER && c.depth < c.open_depth {
+        // The call that opened the listener chain returned; the interrupted
+        // outer wakeup is not that connection's.
+        c.open = OPEN_PROVISIONAL;
         c.cur_ep = 0;
     }
 }
 
-/// `ep_poll_callback(wait, ...)`: find the watched file; when it is a
-/// listening socket this chain is a listener's.
+/// `ep_poll_callback(wait, ...)`: find the watched file; when it is a traced
+/// task's listening socket this call belongs to that listener's chain.
 #[inline(always)]
 pub fn ep_poll_callback(wait: u64) {
     let Some(c) = chain::state() else { return };
-    if c.open == 0 {
+    // Outside any wakeup call there is no chain (a depth left by a missed
+    // return probe still counts as inside one).
+    if c.open == 0 && c.depth == 0 {
         return;
     }
-    let entry = wait.wrapping_sub(get::OFF_EPPOLL_WAIT() as u64);
-    let epi: u64 = read(entry, get::OFF_EPPOLL_BASE()).unwrap_or(0);
-    let file: u64 = read(epi, get::OFF_EPI_FILE()).unwrap_or(0);
+    let entry = wait.wrapping_sub(conf!(eppoll_entry_wait) as u64);
+    let epi: u64 = read(entry, conf!(eppoll_entry_base)).unwrap_or(0);
+    let file: u64 = read(epi, conf!(epitem_ffd_file)).unwrap_or(0);
     let sk = file_to_sk(file);
     if sk == 0 {
         return;
     }
-    let head = sk_head(sk);
-    if head.state != TCP_LISTEN {
-        return;
+    if c.open != OPEN_LISTENER {
+        let head = sk_head(sk);
+        if head.state != TCP_LISTEN || !chain::open_from_listener(c, sk, &head) {
+            return;
+        }
+        c.open_depth = c.depth;
+    } else if c.listener != sk {
+        return; // another listener's callback nested in this chain
     }
-    if c.open != OPEN_LISTENER && !chain::open_from_listener(c, sk, head.num) {
-        return;
-    }
-    let ep: u64 = read(epi, get::OFF_EPI_EP()).unwrap_or(0);
+    let ep: u64 = read(epi, conf!(epitem_ep)).unwrap_or(0);
     chain::on_epoll_callback(c, ep);
-}
-
-/// `sched:sched_waking` of thread `tid`; `comm` reads its name, only when
-/// the wakeup is reported.
-#[inline(always)]
-pub fn sched_waking(tid: u32, comm: impl FnOnce() -> [u8; 16], check_window: bool) {
-    chain::on_waking(tid, comm, check_window);
 }
 
 // ---- the woken task's side --------------------------------------------------
 
+/// A traced task returns from epoll_wait (syscall exit, or `do_epoll_wait`'s).
+/// `ret` is read only for traced tasks (every task's calls come here).
 #[inline(always)]
-pub fn poll_exit(ret: i64) {
+pub fn poll_exit(ret: impl FnOnce() -> i64) {
     let Some((tid, tgid)) = traced_current() else {
         return;
     };
+    chain::clear_active(tid);
+    let mut ev = task_event(EV_POLL_RET, tid, tgid);
+    ev.ret = ret();
+    send(&mut ev);
+}
+
+/// `do_epoll_wait(epfd, ...)` returned `ret` (fentry backend): also learns
+/// the task's epoll instance, which `ep_send_events` cannot do on kernels
+/// that inline it (5.10, 6.1).
+#[inline(always)]
+pub fn epoll_wait_exit(epfd: i32, ret: i64) {
+    let Some((tid, tgid)) = traced_current() else {
+        return;
+    };
+    if epfd >= 0 {
+        let ep: u64 = read(fd_to_file(epfd as u64), conf!(file_private_data)).unwrap_or(0);
+        if ep != 0 && unsafe { TRACED_EPS.get(ep) }.is_none() {
+            insert(&TRACED_EPS, &ep, &1, MAP_TRACED_EPS);
+        }
+    }
     chain::clear_active(tid);
     let mut ev = task_event(EV_POLL_RET, tid, tgid);
     ev.ret = ret;
     send(&mut ev);
 }
 
+/// `ep_send_events(ep, ...)` returned `ret` events (0: the task found
+/// nothing and goes back to sleep inside the kernel).
 #[inline(always)]
-pub fn ep_send_events_entry(ep: u64) {
-    // Known already after the first call: a lookup does not take the lock.
-    if traced_current().is_some() && unsafe { TRACED_EPS.get(ep) }.is_none() {
-        let _ = TRACED_EPS.insert(ep, 1, 0);
-    }
-}
-
-#[inline(always)]
-pub fn ep_send_events_exit(ret: i64) {
+pub fn ep_send_events_exit(ep: u64, ret: i64) {
     let Some((tid, tgid)) = traced_current() else {
         return;
     };
+    // Known already after the first call: a lookup does not take the lock.
+    if ep != 0 && unsafe { TRACED_EPS.get(ep) }.is_none() {
+        insert(&TRACED_EPS, &ep, &1, MAP_TRACED_EPS);
+    }
     let mut ev = task_event(EV_SEND_EVENTS, tid, tgid);
     ev.ret = ret;
     send(&mut ev);
 }
 
+/// `ep_send_events(ep, ...)` entry (kprobe backend: its return probe has
+/// no arguments): learn the traced task's epoll instance.
 #[inline(always)]
-fn learn_listener(listener: u64) -> u16 {
-    let port = sk_local_port(listener);
-    // Known already (every accept after the first): a lookup is lock-free,
-    // an update takes the bucket lock.
-    if listener != 0 && unsafe { LISTENERS.get(listener) } != Some(&(port as u32)) {
-        let _ = LISTENERS.insert(listener, port as u32, 0);
-        let _ = LISTEN_PORTS.insert(port as u32, 1, 0);
+pub fn ep_send_events_entry(ep: u64) {
+    if traced_current().is_some() && ep != 0 && unsafe { TRACED_EPS.get(ep) }.is_none() {
+        insert(&TRACED_EPS, &ep, &1, MAP_TRACED_EPS);
     }
-    port
 }
 
-/// `sys_enter_listen`.
+/// The epoll file `file` is being released: forget its instance (its
+/// address will be reused).
 #[inline(always)]
-pub fn listen_enter(fd: u64) {
-    if traced_current().is_none() {
-        return;
+pub fn ep_release(file: u64) {
+    let ep: u64 = read(file, conf!(file_private_data)).unwrap_or(0);
+    if ep != 0 {
+        forget(&TRACED_EPS, &ep);
     }
-    learn_listener(fd_to_sk(fd));
 }
 
-/// Records the listener of the task's accept call in progress. The entry is
-/// left in place after the call (only `process_exit` removes it): every
-/// later call passes the entry probe first and rewrites it, and a worker
+// ---- listeners -----------------------------------------------------------------
+
+/// A traced task listens on `sk`: its arrivals are reported from the first
+/// one on (listeners that existed before the trace come from /proc).
+#[inline(always)]
+pub fn learn_listener(sk: u64) -> u16 {
+    if sk == 0 {
+        return 0;
+    }
+    let head = sk_head(sk);
+    // Known already (every accept after the first): a lookup is lock-free.
+    if unsafe { LISTENERS.get(sk) } != Some(&(head.num as u32)) {
+        put(&LISTENERS, &sk, head.num as u32, MAP_LISTENERS);
+        insert(&LISTEN_ADDRS, &listen_key(sk, &head), &1, MAP_LISTEN_ADDRS);
+    }
+    head.num
+}
+
+/// `listen(fd)` by a traced task (tracepoint backend: syscall entry).
+#[inline(always)]
+pub fn listen_fd(fd: u64) {
+    if traced_current().is_some() {
+        learn_listener(fd_to_sk(fd));
+    }
+}
+
+/// `inet_listen(sock)` by a traced task (kprobe/fentry backends).
+#[inline(always)]
+pub fn listen_socket(sock: u64) {
+    if traced_current().is_some() {
+        learn_listener(socket_sk(sock));
+    }
+}
+
+/// `inet_csk_listen_stop(sk)`: a listening socket closes.
+#[inline(always)]
+pub fn listen_stop(sk: u64) {
+    forget(&LISTENERS, &sk);
+}
+
+// ---- accept ----------------------------------------------------------------------
+
+/// `AcceptCall::pending`: no call known in progress.
+const PENDING_NONE: u32 = 0;
+/// Entered (kprobe entry seen), result not reported yet.
+const PENDING_ENTERED: u32 = 1;
+/// Reported by the return probe: the `fd_install` that follows stays silent.
+const PENDING_REPORTED: u32 = 2;
+
+/// Records `listener` as the task's accept call and returns it. The entry
+/// stays after the call (only the task's exit removes it), and a worker
 /// accepts on the same listener call after call, so the steady state is one
-/// lock-free lookup (and no port read or listener learning) instead of an
-/// update and a delete, which take the bucket lock.
+/// lookup and two in-place writes; the listener's port and namespace are
+/// read only when it changes.
 #[inline(always)]
-fn remember_accept_listener(tid: u32, listener: u64) {
-    if let Some(call) = unsafe { ACCEPT_ARGS.get(tid) } {
+fn begin_accept(tid: u32, listener: u64, newsock: u64) -> AcceptCall {
+    if let Some(p) = ACCEPT_ARGS.get_ptr_mut(tid) {
+        let call = unsafe { &mut *p };
         if call.listener == listener {
-            return;
+            call.newsock = newsock;
+            call.pending = PENDING_ENTERED;
+            return *call;
         }
     }
-    let port = learn_listener(listener) as u64;
-    let _ = ACCEPT_ARGS.insert(tid, AcceptCall { listener, port }, 0);
+    let call = AcceptCall {
+        listener,
+        newsock,
+        port: learn_listener(listener) as u32,
+        netns: sk_netns(listener),
+        pending: PENDING_ENTERED,
+        _pad: 0,
+    };
+    insert(&ACCEPT_ARGS, &tid, &call, MAP_ACCEPT_ARGS);
+    call
 }
 
-/// The task's accept call in progress (zero when it began before the probes
-/// were attached).
+/// Sets where the task's accept call stands.
+#[inline(always)]
+fn set_pending(tid: u32, state: u32) {
+    if let Some(p) = ACCEPT_ARGS.get_ptr_mut(tid) {
+        unsafe {
+            if (*p).pending != state {
+                (*p).pending = state;
+            }
+        }
+    }
+}
+
+/// The task's accept call (zero when it began before the probes were attached).
 #[inline(always)]
 fn accept_call(tid: u32) -> AcceptCall {
     unsafe { ACCEPT_ARGS.get(tid) }.copied().unwrap_or_default()
 }
 
-/// `sys_enter_accept`/`accept4`.
+/// Reports an accept result. `--port` filters accepts too, not only arrivals.
 #[inline(always)]
-pub fn accept_enter(fd: u64) {
-    let Some((tid, _)) = traced_current() else {
-        return;
+fn send_accept(tid: u32, tgid: u32, ret: i64, call: &AcceptCall, child: u64, flags: u16) {
+    let port = if call.listener != 0 || child == 0 {
+        call.port as u16
+    } else {
+        sk_head(child).num
     };
-    remember_accept_listener(tid, fd_to_sk(fd));
-}
-
-#[inline(always)]
-fn send_accept(tid: u32, tgid: u32, ret: i64, call: AcceptCall, child: u64, flags: u16) {
+    if !chain::port_allowed(port) {
+        return;
+    }
     chain::clear_active(tid);
     let mut ev = task_event(EV_ACCEPT_RET, tid, tgid);
     ev.ret = ret;
     ev.sk = call.listener;
     ev.child = child;
     ev.flags = flags;
-    ev.local_port = call.port as u16;
-    // No peer address: the arrival already carries it (4 reads saved).
+    ev.local_port = port;
+    ev.aux = call.netns as u64;
+    // No peer address: the arrival already carries it.
     ev.comm = bpf_get_current_comm().unwrap_or_default();
     send(&mut ev);
 }
 
-/// Did `inet_csk_accept`'s return report the task's accept already? Clears
-/// the mark in place (no delete: see `ACCEPT_SEEN`).
+/// `sys_enter_accept`/`accept4` (tracepoint backend).
 #[inline(always)]
-fn take_accept_seen(tid: u32) -> bool {
-    match ACCEPT_SEEN.get_ptr_mut(tid) {
-        Some(p) if unsafe { *p } != 0 => {
-            unsafe { *p = 0 };
-            true
-        }
-        _ => false,
-    }
-}
-
-/// `sys_exit_accept`/`accept4`: the new fd's socket is the child.
-#[inline(always)]
-pub fn accept_exit(ret: i64) {
-    let Some((tid, tgid)) = traced_current() else {
-        return;
-    };
-    if ret >= 0 && get::ACCEPT_EXIT_ERRORS_ONLY() != 0 && take_accept_seen(tid) {
-        return; // already reported by inet_csk_accept's return, with the child
-    }
-    let child = if ret >= 0 { fd_to_sk(ret as u64) } else { 0 };
-    send_accept(tid, tgid, ret, accept_call(tid), child, 0);
-}
-
-/// `inet_csk_accept` entry: remember the listener and its wait queue (so a
-/// blocking accept's wakeup opens a chain).
-#[inline(always)]
-pub fn csk_accept_entry(listener: u64) {
+pub fn accept_enter(fd: u64) {
     let Some((tid, _)) = traced_current() else {
         return;
     };
-    let wq: u64 = read(listener, get::OFF_SK_WQ()).unwrap_or(0);
-    if wq != 0 {
-        let head = wq + get::OFF_WQ_WAIT() as u64;
-        if unsafe { LISTENER_WQS.get(head) } != Some(&listener) {
-            let _ = LISTENER_WQS.insert(head, listener, 0);
-        }
-    }
-    remember_accept_listener(tid, listener);
+    begin_accept(tid, fd_to_sk(fd), 0);
 }
 
-/// `inet_csk_accept` return: a new child socket. A failure (NULL) is left to
-/// the accept syscall's exit, which has the error code on every kernel (the
-/// `err` parameter moved in 6.10, and 5.10's fentry cannot read an `int *`).
+/// `sys_exit_accept`/`accept4` (tracepoint backend): the new fd's socket is
+/// the child.
 #[inline(always)]
-pub fn csk_accept_exit(child: u64) {
-    if child == 0 {
-        return;
-    }
+pub fn accept_exit(ret: impl FnOnce() -> i64) {
     let Some((tid, tgid)) = traced_current() else {
         return;
     };
-    match ACCEPT_SEEN.get_ptr_mut(tid) {
-        Some(p) => unsafe { *p = 1 },
-        None => {
-            let _ = ACCEPT_SEEN.insert(tid, 1, 0);
+    let ret = ret();
+    let call = accept_call(tid);
+    let child = if ret >= 0 { fd_to_sk(ret as u64) } else { 0 };
+    send_accept(tid, tgid, ret, &call, child, 0);
+}
+
+/// `inet_accept(sock, newsock, ...)` returned `ret` (fentry backend: fexit
+/// has the arguments too). A return probe runs only for calls that began
+/// after it was attached, so this call is not one of the in-flight ones.
+#[inline(always)]
+pub fn inet_accept_exit(sock: u64, newsock: u64, ret: i64) {
+    let Some((tid, tgid)) = traced_current() else {
+        return;
+    };
+    forget(&ACCEPT_INFLIGHT, &tid);
+    let call = begin_accept(tid, socket_sk(sock), newsock);
+    let child = if ret == 0 { socket_sk(newsock) } else { 0 };
+    set_pending(
+        tid,
+        if ret == 0 {
+            PENDING_REPORTED
+        } else {
+            PENDING_NONE
+        },
+    );
+    send_accept(tid, tgid, ret, &call, child, FLAG_ACCEPT_KERNEL);
+}
+
+/// `inet_accept(sock, newsock, ...)` entry (kprobe backend): remembered for
+/// the return probe and for `fd_install`. An entry seen means the call began
+/// after the probes were attached.
+#[inline(always)]
+pub fn inet_accept_entry(sock: u64, newsock: u64) {
+    let Some((tid, _)) = traced_current() else {
+        return;
+    };
+    forget(&ACCEPT_INFLIGHT, &tid);
+    begin_accept(tid, socket_sk(sock), newsock);
+}
+
+/// `inet_accept` returned `ret` (kprobe backend). A return probe can miss:
+/// kretprobe instances run out when more tasks sleep inside accept than the
+/// kernel allows (on non-preemptible kernels, one per CPU); a success is
+/// then reported by `fd_install`, which the accept calls next.
+#[inline(always)]
+pub fn inet_accept_ret(ret: i64) {
+    let Some((tid, tgid)) = traced_current() else {
+        return;
+    };
+    let call = accept_call(tid);
+    if call.pending != PENDING_ENTERED {
+        return;
+    }
+    let child = if ret == 0 { socket_sk(call.newsock) } else { 0 };
+    set_pending(
+        tid,
+        if ret == 0 {
+            PENDING_REPORTED
+        } else {
+            PENDING_NONE
+        },
+    );
+    send_accept(tid, tgid, ret, &call, child, FLAG_ACCEPT_KERNEL);
+}
+
+/// Is `sk` a connected TCP socket (what an accept returns)? Guards the
+/// in-flight report against a task's unrelated fd.
+#[inline(always)]
+fn accepted_socket(sk: u64) -> bool {
+    let head = sk_head(sk);
+    (head.family == AF_INET || head.family == AF_INET6)
+        && matches!(head.state, TCP_ESTABLISHED | TCP_CLOSE_WAIT | TCP_CLOSE)
+}
+
+/// `fd_install(fd, file)`: the last step of a successful accept. Reports an
+/// accept whose return probe did not run: a call already in progress when
+/// the probes were attached, or a missed kretprobe.
+#[inline(always)]
+pub fn fd_install(fd: u32, file: u64) {
+    let Some((tid, tgid)) = traced_current() else {
+        return;
+    };
+    let call = accept_call(tid);
+    match call.pending {
+        PENDING_REPORTED => {
+            set_pending(tid, PENDING_NONE);
+            forget(&ACCEPT_INFLIGHT, &tid);
+        }
+        PENDING_ENTERED => {
+            // The return probe missed; the file must be this call's new socket.
+            let sock: u64 = read(file, conf!(file_private_data)).unwrap_or(0);
+            if sock != call.newsock {
+                return;
+            }
+            set_pending(tid, PENDING_NONE);
+            send_accept(
+                tid,
+                tgid,
+                fd as i64,
+                &call,
+                socket_sk(sock),
+                FLAG_ACCEPT_KERNEL,
+            );
+        }
+        _ => {
+            if unsafe { ACCEPT_INFLIGHT.get(tid) }.is_none() {
+                return;
+            }
+            let child = file_to_sk(file);
+            if !accepted_socket(child) {
+                return;
+            }
+            forget(&ACCEPT_INFLIGHT, &tid);
+            // The listener is unknown: the child's local port is its port.
+            let unknown = AcceptCall::default();
+            send_accept(tid, tgid, fd as i64, &unknown, child, FLAG_ACCEPT_KERNEL);
         }
     }
-    send_accept(tid, tgid, 0, accept_call(tid), child, FLAG_ACCEPT_KERNEL);
 }
 
 // ---- process tree -------------------------------------------------------------
 
-/// `sched_process_fork(parent, child)`: children of traced tasks are traced.
+/// A traced task forked `child_tid` of process `child_tgid` (0 when the probe
+/// cannot tell: filled in when the child first runs a probed call).
 #[inline(always)]
-pub fn process_fork(child_task: u64) {
+fn follow_child(child_tid: u32, child_tgid: u32) {
     let Some((_, parent_tgid)) = traced_current() else {
         return;
     };
-    let Some(child_tid) = read::<i32>(child_task, get::OFF_TASK_PID()) else {
-        return;
-    };
-    let Some(child_tgid) = read::<i32>(child_task, get::OFF_TASK_TGID()) else {
-        return;
-    };
-    let (child_tid, child_tgid) = (child_tid as u32, child_tgid as u32);
-    let _ = TRACED.insert(child_tid, child_tgid, 0);
+    if !insert(&TRACED, &child_tid, &child_tgid, MAP_TRACED) {
+        // This task's wakeups and accepts go unreported: say whose.
+        warn!(
+            &(),
+            "task {} of process {}, forked by a traced task, is not followed",
+            child_tid,
+            child_tgid
+        );
+    }
     let mut ev = task_event(EV_TASK_NEW, child_tid, child_tgid);
     ev.aux = parent_tgid as u64;
     ev.comm = bpf_get_current_comm().unwrap_or_default();
     send(&mut ev);
+}
+
+/// `sched_process_fork(parent, child)` as a BTF tracepoint (task pointers).
+#[inline(always)]
+pub fn process_fork_task(child_task: u64) {
+    if let Some((tid, tgid)) = task_ids(child_task) {
+        follow_child(tid, tgid);
+    }
+}
+
+/// `sched:sched_process_fork` (classic): only the child's thread id.
+#[inline(always)]
+pub fn process_fork_pid(child_tid: u32) {
+    follow_child(child_tid, 0);
 }
 
 #[inline(always)]
@@ -364,8 +606,8 @@ pub fn process_exit() {
     };
     let _ = TRACED.remove(tid);
     let _ = ACCEPT_ARGS.remove(tid);
-    let _ = ACCEPT_SEEN.remove(tid);
     let _ = ACTIVE.remove(tid);
+    forget(&ACCEPT_INFLIGHT, &tid);
     let mut ev = task_event(EV_TASK_EXIT, tid, tgid);
     ev.comm = bpf_get_current_comm().unwrap_or_default();
     send(&mut ev);

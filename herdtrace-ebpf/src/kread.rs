@@ -1,10 +1,15 @@
-//! Reading kernel structures at offsets handed in by user space.
+//! Reading kernel structures at the offsets user space found in BTF.
 use aya_ebpf::helpers::{bpf_get_current_task, bpf_probe_read_kernel};
+use aya_log_ebpf::warn;
+use herdtrace_common::{ListenKey, AF_INET6};
 
-use crate::maps::get;
+use crate::config::conf;
 
+pub const TCP_ESTABLISHED: u8 = 1;
+pub const TCP_SYN_RECV: u8 = 3;
+pub const TCP_CLOSE: u8 = 7;
+pub const TCP_CLOSE_WAIT: u8 = 8;
 pub const TCP_LISTEN: u8 = 10;
-const AF_INET6: u16 = 10;
 
 #[inline(always)]
 pub fn read<T>(base: u64, off: u32) -> Option<T> {
@@ -14,54 +19,80 @@ pub fn read<T>(base: u64, off: u32) -> Option<T> {
     unsafe { bpf_probe_read_kernel((base + off as u64) as *const T).ok() }
 }
 
-/// The kernel `struct sock` behind file descriptor `fd` of the current task.
+/// [`read`], saying which field could not be read (shown with `herdtrace
+/// -v`): a failing read means an offset that does not fit this kernel, and
+/// the figure that needs it is silently missing otherwise.
 #[inline(always)]
-pub fn fd_to_sk(fd: u64) -> u64 {
+pub fn read_field<T>(base: u64, off: u32, field: &str) -> Option<T> {
+    if base == 0 {
+        return None;
+    }
+    match unsafe { bpf_probe_read_kernel((base + off as u64) as *const T) } {
+        Ok(v) => Some(v),
+        Err(e) => {
+            // Not `base` itself: in BTF programs it may be a trusted pointer,
+            // which the verifier does not let us print as a number.
+            warn!(&(), "reading {} at offset {} failed ({})", field, off, e);
+            None
+        }
+    }
+}
+
+/// The `struct file` behind file descriptor `fd` of the current task.
+#[inline(always)]
+pub fn fd_to_file(fd: u64) -> u64 {
     let task = unsafe { bpf_get_current_task() };
-    let files: u64 = read(task, get::OFF_TASK_FILES()).unwrap_or(0);
-    let fdt: u64 = read(files, get::OFF_FILES_FDT()).unwrap_or(0);
+    let files: u64 = read_field(task, conf!(task_struct_files), "task_struct.files").unwrap_or(0);
+    let fdt: u64 = read_field(files, conf!(files_struct_fdt), "files_struct.fdt").unwrap_or(0);
     let (max_fds, fd_array) = fdtable(fdt);
     if fd >= max_fds as u64 || fd_array == 0 {
         return 0;
     }
-    let file: u64 = read(fd_array, (fd * 8) as u32).unwrap_or(0);
-    file_to_sk(file)
+    read(fd_array, (fd * 8) as u32).unwrap_or(0)
+}
+
+/// The kernel `struct sock` behind file descriptor `fd` of the current task.
+#[inline(always)]
+pub fn fd_to_sk(fd: u64) -> u64 {
+    file_to_sk(fd_to_file(fd))
 }
 
 /// `(max_fds, fd)` of an fdtable: one read when they sit side by side.
 #[inline(always)]
 fn fdtable(fdt: u64) -> (u32, u64) {
-    if get::FDT_PACKED() != 0 {
-        let both: [u64; 2] = read(fdt, get::OFF_FDT_MAX_FDS()).unwrap_or([0; 2]);
+    if conf!(fdtable_packed) != 0 {
+        let both: [u64; 2] = read(fdt, conf!(fdtable_max_fds)).unwrap_or([0; 2]);
         return (both[0] as u32, both[1]);
     }
-    let Some(max_fds) = read::<u32>(fdt, get::OFF_FDT_MAX_FDS()) else {
+    let Some(max_fds) = read::<u32>(fdt, conf!(fdtable_max_fds)) else {
         return (0, 0);
     };
-    (max_fds, read(fdt, get::OFF_FDT_FD()).unwrap_or(0))
+    (max_fds, read(fdt, conf!(fdtable_fd)).unwrap_or(0))
 }
 
-/// `file->private_data` is the `struct socket` for socket files.
+/// `file->private_data` is the `struct socket` of a socket file.
 #[inline(always)]
 pub fn file_to_sk(file: u64) -> u64 {
-    let sock: u64 = read(file, get::OFF_FILE_PRIVATE()).unwrap_or(0);
-    read(sock, get::OFF_SOCKET_SK()).unwrap_or(0)
+    let sock: u64 = read_field(file, conf!(file_private_data), "file.private_data").unwrap_or(0);
+    socket_sk(sock)
 }
 
+/// `socket->sk`.
 #[inline(always)]
-pub fn sk_state(sk: u64) -> u8 {
-    read(sk, get::OFF_SKC_STATE()).unwrap_or(0)
+pub fn socket_sk(sock: u64) -> u64 {
+    read_field(sock, conf!(socket_sk), "socket.sk").unwrap_or(0)
 }
 
 #[inline(always)]
 pub fn sk_local_port(sk: u64) -> u16 {
-    read(sk, get::OFF_SKC_NUM()).unwrap_or(0)
+    read(sk, conf!(sock_common_skc_num)).unwrap_or(0)
 }
 
 /// The fields of `struct sock_common` a connection is reported with.
 #[derive(Clone, Copy, Default)]
 pub struct SkHead {
     pub daddr: [u8; 4],
+    pub rcv_saddr: [u8; 4],
     /// Peer port, host order.
     pub dport: u16,
     /// Local port.
@@ -71,15 +102,15 @@ pub struct SkHead {
 }
 
 /// Reads `sk`'s head: one helper call for the 20 bytes from `skc_daddr` to
-/// `skc_state` when user space found the usual layout (`SKC_HEAD_PACKED`),
-/// otherwise one call per field. A helper call costs about as much whether
-/// it copies 1 byte or 20.
+/// `skc_state` when user space found the usual layout, otherwise one call
+/// per field. A helper call costs about as much whether it copies 1 byte or 20.
 #[inline(always)]
 pub fn sk_head(sk: u64) -> SkHead {
-    if get::SKC_HEAD_PACKED() != 0 {
-        let b: [u8; 20] = read(sk, get::OFF_SKC_DADDR()).unwrap_or([0; 20]);
+    if conf!(sock_common_head_packed) != 0 {
+        let b: [u8; 20] = read(sk, conf!(sock_common_skc_daddr)).unwrap_or([0; 20]);
         return SkHead {
             daddr: [b[0], b[1], b[2], b[3]],
+            rcv_saddr: [b[4], b[5], b[6], b[7]],
             dport: u16::from_be_bytes([b[12], b[13]]),
             num: u16::from_ne_bytes([b[14], b[15]]),
             family: u16::from_ne_bytes([b[16], b[17]]),
@@ -87,19 +118,55 @@ pub fn sk_head(sk: u64) -> SkHead {
         };
     }
     SkHead {
-        daddr: read(sk, get::OFF_SKC_DADDR()).unwrap_or([0; 4]),
-        dport: u16::from_be(read(sk, get::OFF_SKC_DPORT()).unwrap_or(0)),
+        daddr: read(sk, conf!(sock_common_skc_daddr)).unwrap_or([0; 4]),
+        rcv_saddr: read(sk, conf!(sock_common_skc_rcv_saddr)).unwrap_or([0; 4]),
+        dport: u16::from_be(read(sk, conf!(sock_common_skc_dport)).unwrap_or(0)),
         num: sk_local_port(sk),
-        family: read(sk, get::OFF_SKC_FAMILY()).unwrap_or(0),
-        state: sk_state(sk),
+        family: read(sk, conf!(sock_common_skc_family)).unwrap_or(0),
+        state: read(sk, conf!(sock_common_skc_state)).unwrap_or(0),
     }
+}
+
+/// Inode number of `sk`'s network namespace (as `/proc/PID/ns/net` shows it).
+#[inline(always)]
+pub fn sk_netns(sk: u64) -> u32 {
+    let net: u64 = read_field(sk, conf!(sock_common_skc_net), "sock_common.skc_net").unwrap_or(0);
+    read_field(net, conf!(net_ns_inum), "net.ns.inum").unwrap_or(0)
+}
+
+/// The listener identity of `sk`: its namespace, local address and port
+/// (a child socket gives the address its listener accepted it on).
+#[inline(always)]
+pub fn listen_key(sk: u64, head: &SkHead) -> ListenKey {
+    let mut key = ListenKey {
+        netns: sk_netns(sk),
+        port: head.num,
+        family: head.family,
+        addr: [0; 16],
+    };
+    if head.family == AF_INET6 {
+        key.addr = read(sk, conf!(sock_common_skc_v6_rcv_saddr)).unwrap_or([0; 16]);
+    } else {
+        let a = head.rcv_saddr;
+        key.addr = [a[0], a[1], a[2], a[3], 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+    }
+    key
 }
 
 /// The child socket most recently queued on a listener's accept queue.
 #[inline(always)]
 pub fn accept_queue_tail(listener: u64) -> u64 {
-    let req: u64 = read(listener, get::OFF_ACCEPT_TAIL()).unwrap_or(0);
-    read(req, get::OFF_RSK_SK()).unwrap_or(0)
+    let req: u64 = read(listener, conf!(inet_connection_sock_rskq_accept_tail)).unwrap_or(0);
+    read(req, conf!(request_sock_sk)).unwrap_or(0)
+}
+
+/// The wait-queue head a socket's wakeups go through (`&sk->sk_wq->wait`).
+#[inline(always)]
+pub fn sk_wait_head(sk: u64) -> u64 {
+    match read::<u64>(sk, conf!(sock_sk_wq)) {
+        Some(wq) if wq != 0 => wq + conf!(socket_wq_wait) as u64,
+        _ => 0,
+    }
 }
 
 /// Peer address of a connected socket: (family, addr bytes, port in host order).
@@ -108,12 +175,23 @@ pub fn sk_peer(sk: u64) -> (u16, [u8; 16], u16) {
     let head = sk_head(sk);
     let mut addr = [0u8; 16];
     if head.family == AF_INET6 {
-        addr = read(sk, get::OFF_SKC_V6_DADDR()).unwrap_or(addr);
+        addr = read(sk, conf!(sock_common_skc_v6_daddr)).unwrap_or(addr);
     } else {
-        addr[0] = head.daddr[0];
-        addr[1] = head.daddr[1];
-        addr[2] = head.daddr[2];
-        addr[3] = head.daddr[3];
+        let a = head.daddr;
+        addr = [a[0], a[1], a[2], a[3], 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
     }
     (head.family, addr, head.dport)
+}
+
+/// `(pid, tgid)` of a task.
+#[inline(always)]
+pub fn task_ids(task: u64) -> Option<(u32, u32)> {
+    let pid = read_field::<i32>(task, conf!(task_struct_pid), "task_struct.pid")?;
+    let tgid = read_field::<i32>(task, conf!(task_struct_tgid), "task_struct.tgid")?;
+    Some((pid as u32, tgid as u32))
+}
+
+#[inline(always)]
+pub fn task_comm(task: u64) -> [u8; 16] {
+    read(task, conf!(task_struct_comm)).unwrap_or([0; 16])
 }

@@ -1,75 +1,109 @@
 //! herdtrace eBPF programs. Each program is a thin wrapper that reads its
-//! arguments and calls the shared logic in `handlers`, so the fentry, kprobe
-//! and tracepoint backends differ only in how they get their arguments.
+//! arguments and calls the shared logic in `handlers`, so the backends and
+//! the BTF/classic variants of one tracepoint differ only in how they get
+//! their arguments. Which programs attach where is decided in user space
+//! (`herdtrace::probes`, the probe table).
 #![no_std]
 #![no_main]
+#![allow(internal_features)]
+#![feature(core_intrinsics)]
 
 mod chain;
+mod config;
 mod emit;
 mod handlers;
 mod kread;
 mod maps;
 
 use aya_ebpf::{
+    helpers::bpf_probe_read_kernel,
     macros::{btf_tracepoint, fentry, fexit, kprobe, kretprobe, tracepoint},
     programs::{
         BtfTracePointContext, FEntryContext, FExitContext, ProbeContext, RetProbeContext,
         TracePointContext,
     },
+    EbpfContext,
 };
 
-use aya_ebpf::EbpfContext;
+use crate::config::conf;
+use crate::kread::{read, task_comm};
 
-use crate::maps::get;
-
-// Classic tracepoint field offsets (stable since 4.x for these events).
-const TP_SYSCALL_ARG0: usize = 16;
-const TP_SYSCALL_RET: usize = 16;
-const TP_WAKING_COMM: usize = 8;
-const TP_WAKING_PID: usize = 24;
-const TP_SKADDR: usize = 8;
-const TP_ISS_OLDSTATE: usize = 16;
-const TP_ISS_NEWSTATE: usize = 20;
-
-/// A field of a classic tracepoint's record. Tracepoint programs may load
-/// their record directly (the verifier checks the offset), which costs less
-/// than a `bpf_probe_read_kernel` call; every offset here is aligned.
+/// A field of a classic tracepoint's record at the offset user space read
+/// from the event's tracefs `format` file. (A direct load needs an offset
+/// known at compile time; these layouts change between kernels.)
 #[inline(always)]
-fn tp_read<T: Copy>(ctx: &TracePointContext, off: usize) -> T {
-    unsafe { core::ptr::read((ctx.as_ptr() as *const u8).add(off) as *const T) }
+fn tp_field<T: Default>(ctx: &TracePointContext, off: u32) -> T {
+    let p = (ctx.as_ptr() as usize + off as usize) as *const T;
+    unsafe { bpf_probe_read_kernel(p) }.unwrap_or_default()
 }
 
-// ---- tracepoint backend (also shared by the others) --------------------------
-//
-// Classic tracepoints only. BTF (raw) tracepoints for the events that fire for
-// every wakeup, socket and softirq would cost less (no trace record is built
-// first), but with them Debian's 5.10 and 6.1 guests hung (RCU stalls) when
-// the tracepoint and kprobe tracers ran together: see docs/kernel-matrix.md.
+// ---- wakeups and the process tree: every backend ---------------------------------
+
+#[btf_tracepoint(function = "sched_waking")]
+pub fn btf_sched_waking(ctx: BtfTracePointContext) -> i32 {
+    let task: u64 = ctx.arg(0);
+    let tid = read::<i32>(task, conf!(task_struct_pid)).unwrap_or(0) as u32;
+    handlers::sched_waking(tid, || task_comm(task));
+    0
+}
+
+#[tracepoint]
+pub fn tp_sched_waking(ctx: TracePointContext) -> u32 {
+    let tid = tp_field::<i32>(&ctx, conf!(sched_waking_pid)) as u32;
+    handlers::sched_waking(tid, || tp_field(&ctx, conf!(sched_waking_comm)));
+    0
+}
+
+#[btf_tracepoint(function = "sched_process_fork")]
+pub fn btf_sched_process_fork(ctx: BtfTracePointContext) -> i32 {
+    handlers::process_fork_task(ctx.arg::<u64>(1));
+    0
+}
+
+#[tracepoint]
+pub fn tp_sched_process_fork(ctx: TracePointContext) -> u32 {
+    handlers::process_fork_pid(tp_field::<i32>(&ctx, conf!(sched_process_fork_child_pid)) as u32);
+    0
+}
+
+#[btf_tracepoint(function = "sched_process_exit")]
+pub fn btf_sched_process_exit(_ctx: BtfTracePointContext) -> i32 {
+    handlers::process_exit();
+    0
+}
+
+#[tracepoint]
+pub fn tp_sched_process_exit(_ctx: TracePointContext) -> u32 {
+    handlers::process_exit();
+    0
+}
+
+// ---- tracepoint backend ------------------------------------------------------------
+
+#[btf_tracepoint(function = "sk_data_ready")]
+pub fn btf_sk_data_ready(ctx: BtfTracePointContext) -> i32 {
+    handlers::sk_data_ready(ctx.arg(0));
+    0
+}
 
 #[tracepoint]
 pub fn tp_sk_data_ready(ctx: TracePointContext) -> u32 {
-    handlers::sk_data_ready(tp_read::<u64>(&ctx, TP_SKADDR));
+    handlers::sk_data_ready(tp_field(&ctx, conf!(sk_data_ready_skaddr)));
+    0
+}
+
+#[btf_tracepoint(function = "inet_sock_set_state")]
+pub fn btf_inet_sock_set_state(ctx: BtfTracePointContext) -> i32 {
+    handlers::inet_sock_set_state(ctx.arg(0), ctx.arg(1), ctx.arg(2));
     0
 }
 
 #[tracepoint]
 pub fn tp_inet_sock_set_state(ctx: TracePointContext) -> u32 {
     handlers::inet_sock_set_state(
-        tp_read::<u64>(&ctx, TP_SKADDR),
-        tp_read::<i32>(&ctx, TP_ISS_OLDSTATE),
-        tp_read::<i32>(&ctx, TP_ISS_NEWSTATE),
-    );
-    0
-}
-
-/// With the tracepoint backend the chain has no return probe to close it,
-/// so a time window bounds it; kprobe/fentry close it exactly.
-#[tracepoint]
-pub fn tp_sched_waking(ctx: TracePointContext) -> u32 {
-    handlers::sched_waking(
-        tp_read::<i32>(&ctx, TP_WAKING_PID) as u32,
-        || tp_read::<[u8; 16]>(&ctx, TP_WAKING_COMM),
-        get::CHAIN_WINDOW_NS() != u64::MAX,
+        tp_field(&ctx, conf!(inet_sock_set_state_skaddr)),
+        tp_field(&ctx, conf!(inet_sock_set_state_oldstate)),
+        tp_field(&ctx, conf!(inet_sock_set_state_newstate)),
     );
     0
 }
@@ -77,51 +111,44 @@ pub fn tp_sched_waking(ctx: TracePointContext) -> u32 {
 /// The listener's wakeups run inside the NET_RX softirq that processed the
 /// handshake: its end closes the chain exactly (the window then only bounds
 /// arrivals processed in process context, from a locked socket's backlog).
+#[btf_tracepoint(function = "softirq_exit")]
+pub fn btf_softirq_exit(_ctx: BtfTracePointContext) -> i32 {
+    handlers::softirq_exit();
+    0
+}
+
 #[tracepoint]
 pub fn tp_softirq_exit(_ctx: TracePointContext) -> u32 {
     handlers::softirq_exit();
     0
 }
 
+/// `sys_enter_listen`: a traced task starts listening.
 #[tracepoint]
-pub fn tp_poll_exit(ctx: TracePointContext) -> u32 {
-    handlers::poll_exit(tp_read::<i64>(&ctx, TP_SYSCALL_RET));
+pub fn tp_listen_enter(ctx: TracePointContext) -> u32 {
+    handlers::listen_fd(tp_field::<u64>(&ctx, conf!(sys_enter_fd)) & 0xffff_ffff);
     0
 }
 
 #[tracepoint]
 pub fn tp_accept_enter(ctx: TracePointContext) -> u32 {
-    handlers::accept_enter(tp_read::<u64>(&ctx, TP_SYSCALL_ARG0) & 0xffff_ffff);
-    0
-}
-
-/// A traced task starts listening: its port's arrivals are reported from the
-/// first connection on (ports listening before the trace began come from /proc).
-#[tracepoint]
-pub fn tp_listen_enter(ctx: TracePointContext) -> u32 {
-    handlers::listen_enter(tp_read::<u64>(&ctx, TP_SYSCALL_ARG0) & 0xffff_ffff);
+    handlers::accept_enter(tp_field::<u64>(&ctx, conf!(sys_enter_fd)) & 0xffff_ffff);
     0
 }
 
 #[tracepoint]
 pub fn tp_accept_exit(ctx: TracePointContext) -> u32 {
-    handlers::accept_exit(tp_read::<i64>(&ctx, TP_SYSCALL_RET));
-    0
-}
-
-#[btf_tracepoint(function = "sched_process_fork")]
-pub fn btf_process_fork(ctx: BtfTracePointContext) -> i32 {
-    handlers::process_fork(ctx.arg::<u64>(1));
+    handlers::accept_exit(|| tp_field::<i64>(&ctx, conf!(sys_exit_ret)));
     0
 }
 
 #[tracepoint]
-pub fn tp_process_exit(_ctx: TracePointContext) -> u32 {
-    handlers::process_exit();
+pub fn tp_poll_exit(ctx: TracePointContext) -> u32 {
+    handlers::poll_exit(|| tp_field::<i64>(&ctx, conf!(sys_exit_ret)));
     0
 }
 
-// ---- kprobe backend ------------------------------------------------------------
+// ---- kprobe backend ---------------------------------------------------------------
 
 #[inline(always)]
 fn kp_arg(ctx: &ProbeContext, n: usize) -> u64 {
@@ -146,6 +173,30 @@ pub fn kp_ep_poll_callback(ctx: ProbeContext) -> u32 {
     0
 }
 
+/// `inet_csk_complete_hashdance(sk, child, req, own_req)`: the child is
+/// queued when `own_req` (a race lost otherwise: no wakeup follows).
+#[kprobe]
+pub fn kp_complete_hashdance(ctx: ProbeContext) -> u32 {
+    handlers::hashdance(true);
+    if kp_arg(&ctx, 3) & 0xff != 0 {
+        handlers::new_connection(kp_arg(&ctx, 0), kp_arg(&ctx, 1));
+    }
+    0
+}
+
+#[kretprobe]
+pub fn krp_complete_hashdance(_ctx: RetProbeContext) -> u32 {
+    handlers::hashdance(false);
+    0
+}
+
+/// `inet_csk_reqsk_queue_add(sk, req, child)`.
+#[kprobe]
+pub fn kp_reqsk_queue_add(ctx: ProbeContext) -> u32 {
+    handlers::reqsk_queue_add(kp_arg(&ctx, 0), kp_arg(&ctx, 2));
+    0
+}
+
 #[kprobe]
 pub fn kp_ep_send_events(ctx: ProbeContext) -> u32 {
     handlers::ep_send_events_entry(kp_arg(&ctx, 0));
@@ -154,25 +205,63 @@ pub fn kp_ep_send_events(ctx: ProbeContext) -> u32 {
 
 #[kretprobe]
 pub fn krp_ep_send_events(ctx: RetProbeContext) -> u32 {
-    handlers::ep_send_events_exit(ctx.ret::<i32>() as i64);
+    handlers::ep_send_events_exit(0, ctx.ret::<i32>() as i64);
     0
 }
 
-/// `inet_csk_accept(sk, ...)`: only the listener is read (the other
-/// parameters changed in 6.10).
+/// `inet_accept(sock, newsock, ...)`: only the two sockets are read (the
+/// other parameters changed in 6.10).
 #[kprobe]
-pub fn kp_inet_csk_accept(ctx: ProbeContext) -> u32 {
-    handlers::csk_accept_entry(kp_arg(&ctx, 0));
+pub fn kp_inet_accept(ctx: ProbeContext) -> u32 {
+    handlers::inet_accept_entry(kp_arg(&ctx, 0), kp_arg(&ctx, 1));
     0
 }
 
 #[kretprobe]
-pub fn krp_inet_csk_accept(ctx: RetProbeContext) -> u32 {
-    handlers::csk_accept_exit(ctx.ret::<u64>());
+pub fn krp_inet_accept(ctx: RetProbeContext) -> u32 {
+    handlers::inet_accept_ret(ctx.ret::<i32>() as i64);
     0
 }
 
-// ---- fentry backend ---------------------------------------------------------------
+/// `fd_install(fd, file)`.
+#[kprobe]
+pub fn kp_fd_install(ctx: ProbeContext) -> u32 {
+    handlers::fd_install(kp_arg(&ctx, 0) as u32, kp_arg(&ctx, 1));
+    0
+}
+
+#[kretprobe]
+pub fn krp_do_epoll_wait(ctx: RetProbeContext) -> u32 {
+    let ret = ctx.ret::<i32>() as i64;
+    handlers::poll_exit(|| ret);
+    0
+}
+
+/// `inet_listen(sock, backlog)`.
+#[kprobe]
+pub fn kp_inet_listen(ctx: ProbeContext) -> u32 {
+    handlers::listen_socket(kp_arg(&ctx, 0));
+    0
+}
+
+/// `inet_csk_listen_stop(sk)`.
+#[kprobe]
+pub fn kp_inet_csk_listen_stop(ctx: ProbeContext) -> u32 {
+    handlers::listen_stop(kp_arg(&ctx, 0));
+    0
+}
+
+/// `ep_eventpoll_release(inode, file)`.
+#[kprobe]
+pub fn kp_ep_eventpoll_release(ctx: ProbeContext) -> u32 {
+    handlers::ep_release(kp_arg(&ctx, 1));
+    0
+}
+
+// ---- fentry backend -------------------------------------------------------------
+// fexit programs read the return value after the arguments (`bpf_get_func_ret`
+// needs 5.17), so each has the parameter count of its kernel function; the
+// probe table picks the variant that matches the running kernel's BTF.
 
 #[fentry(function = "__wake_up_common")]
 pub fn fe_wake_up_common(ctx: FEntryContext) -> u32 {
@@ -192,36 +281,87 @@ pub fn fe_ep_poll_callback(ctx: FEntryContext) -> u32 {
     0
 }
 
-/// `ep_send_events(ep, events, maxevents)`: the return value follows the
-/// three arguments in the fexit context (read directly: `bpf_get_func_ret`
-/// needs 5.17).
+/// `inet_csk_complete_hashdance(sk, child, req, own_req)` returns the child
+/// it queued (NULL when another CPU won the request).
+#[fexit(function = "inet_csk_complete_hashdance")]
+pub fn fx_complete_hashdance(ctx: FExitContext) -> u32 {
+    handlers::hashdance(false);
+    let queued: u64 = ctx.arg(4);
+    if queued != 0 {
+        handlers::new_connection(ctx.arg(0), queued);
+    }
+    0
+}
+
+#[fentry(function = "inet_csk_complete_hashdance")]
+pub fn fe_complete_hashdance(_ctx: FEntryContext) -> u32 {
+    handlers::hashdance(true);
+    0
+}
+
+#[fentry(function = "inet_csk_reqsk_queue_add")]
+pub fn fe_reqsk_queue_add(ctx: FEntryContext) -> u32 {
+    handlers::reqsk_queue_add(ctx.arg::<u64>(0), ctx.arg::<u64>(2));
+    0
+}
+
+/// `ep_send_events(ep, events, maxevents)`.
 #[fexit(function = "ep_send_events")]
 pub fn fx_ep_send_events(ctx: FExitContext) -> u32 {
-    handlers::ep_send_events_entry(ctx.arg::<u64>(0));
-    handlers::ep_send_events_exit(ctx.arg::<i32>(3) as i64);
+    handlers::ep_send_events_exit(ctx.arg::<u64>(0), ctx.arg::<i32>(3) as i64);
     0
 }
 
-#[fentry(function = "inet_csk_accept")]
-pub fn fe_inet_csk_accept(ctx: FEntryContext) -> u32 {
-    handlers::csk_accept_entry(ctx.arg::<u64>(0));
+/// `inet_accept(sock, newsock, flags, kern)` up to 6.9.
+#[fexit(function = "inet_accept")]
+pub fn fx_inet_accept4(ctx: FExitContext) -> u32 {
+    handlers::inet_accept_exit(ctx.arg(0), ctx.arg(1), ctx.arg::<i32>(4) as i64);
     0
 }
 
-/// The return value follows the parameters: 4 of them up to 6.9, 2 from 6.10.
-#[fexit(function = "inet_csk_accept")]
-pub fn fx_inet_csk_accept4(ctx: FExitContext) -> u32 {
-    handlers::csk_accept_exit(ctx.arg::<u64>(4));
+/// `inet_accept(sock, newsock, arg)` from 6.10.
+#[fexit(function = "inet_accept")]
+pub fn fx_inet_accept3(ctx: FExitContext) -> u32 {
+    handlers::inet_accept_exit(ctx.arg(0), ctx.arg(1), ctx.arg::<i32>(3) as i64);
     0
 }
 
-#[fexit(function = "inet_csk_accept")]
-pub fn fx_inet_csk_accept2(ctx: FExitContext) -> u32 {
-    handlers::csk_accept_exit(ctx.arg::<u64>(2));
+#[fentry(function = "fd_install")]
+pub fn fe_fd_install(ctx: FEntryContext) -> u32 {
+    handlers::fd_install(ctx.arg::<u32>(0), ctx.arg::<u64>(1));
     0
 }
 
-// ---- trial programs for `herdtrace check` (do nothing) ------------------------------
+/// `do_epoll_wait(epfd, events, maxevents, timeout)`.
+#[fexit(function = "do_epoll_wait")]
+pub fn fx_do_epoll_wait(ctx: FExitContext) -> u32 {
+    handlers::epoll_wait_exit(ctx.arg::<i32>(0), ctx.arg::<i32>(4) as i64);
+    0
+}
+
+/// `inet_listen(sock, backlog)`: learned once it succeeded.
+#[fexit(function = "inet_listen")]
+pub fn fx_inet_listen(ctx: FExitContext) -> u32 {
+    if ctx.arg::<i32>(2) == 0 {
+        handlers::listen_socket(ctx.arg::<u64>(0));
+    }
+    0
+}
+
+#[fentry(function = "inet_csk_listen_stop")]
+pub fn fe_inet_csk_listen_stop(ctx: FEntryContext) -> u32 {
+    handlers::listen_stop(ctx.arg::<u64>(0));
+    0
+}
+
+#[fentry(function = "ep_eventpoll_release")]
+pub fn fe_ep_eventpoll_release(ctx: FEntryContext) -> u32 {
+    handlers::ep_release(ctx.arg::<u64>(1));
+    0
+}
+
+// ---- do-nothing programs: `check`'s trial loads, and the cost of the probe
+// points alone (`--empty-programs`, benchmarks) ------------------------------------
 
 #[tracepoint]
 pub fn trial_tracepoint(_ctx: TracePointContext) -> u32 {
@@ -238,8 +378,18 @@ pub fn trial_kprobe(_ctx: ProbeContext) -> u32 {
     0
 }
 
+#[kretprobe]
+pub fn trial_kretprobe(_ctx: RetProbeContext) -> u32 {
+    0
+}
+
 #[fentry(function = "inet_csk_accept")]
 pub fn trial_fentry(_ctx: FEntryContext) -> u32 {
+    0
+}
+
+#[fexit(function = "inet_csk_accept")]
+pub fn trial_fexit(_ctx: FExitContext) -> u32 {
     0
 }
 

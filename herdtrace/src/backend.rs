@@ -1,15 +1,20 @@
-//! Which backend (set of probe points) the tracer uses on this kernel.
+//! Which backend (set of probe points) the tracer uses on this kernel, and
+//! exactly which programs it attaches.
 //!
-//! Pure: [`choose`] decides from [`KernelFacts`] gathered elsewhere
-//! (`check::gather_facts`), so every combination is unit-tested without a kernel.
+//! Pure: [`plan`] and [`choose`] walk the probe table (`probes::TABLE`) over
+//! [`KernelFacts`] gathered elsewhere (`check::gather_facts`), so every
+//! combination is unit-tested without a kernel, and `check` and the tracer
+//! decide with the same code.
+use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::Serialize;
 
 use crate::kernel::SymbolPresence;
+use crate::probes::{self, Attach, Kind, Pick, Point, ProgramType, Variant};
 
 /// A set of probe points the tracer can run on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Backend {
     /// fentry/fexit on the wake path: most precise, needs BTF and trampolines.
@@ -31,6 +36,15 @@ impl Backend {
             Backend::Tracepoint => "tracepoint",
         }
     }
+
+    /// The program type every one of its probe points needs.
+    fn program_type(self) -> ProgramType {
+        match self {
+            Backend::Fentry => ProgramType::Fentry,
+            Backend::Kprobe => ProgramType::Kprobe,
+            Backend::Tracepoint => ProgramType::Tracepoint,
+        }
+    }
 }
 
 impl fmt::Display for Backend {
@@ -48,6 +62,28 @@ pub enum BackendRequest {
     Fentry,
     Kprobe,
     Tracepoint,
+}
+
+impl From<Backend> for BackendRequest {
+    fn from(b: Backend) -> BackendRequest {
+        match b {
+            Backend::Fentry => BackendRequest::Fentry,
+            Backend::Kprobe => BackendRequest::Kprobe,
+            Backend::Tracepoint => BackendRequest::Tracepoint,
+        }
+    }
+}
+
+impl BackendRequest {
+    /// The backends to try, in order.
+    pub fn candidates(self) -> Vec<Backend> {
+        match self {
+            BackendRequest::Auto => Backend::ALL.to_vec(),
+            BackendRequest::Fentry => vec![Backend::Fentry],
+            BackendRequest::Kprobe => vec![Backend::Kprobe],
+            BackendRequest::Tracepoint => vec![Backend::Tracepoint],
+        }
+    }
 }
 
 /// Whether something the tracer needs is usable.
@@ -90,10 +126,16 @@ pub struct SymbolFact {
 }
 
 impl SymbolFact {
-    /// Usable by a kprobe (which can also attach to a `.isra`/`.constprop` clone).
+    /// Usable by a kprobe. A compiler clone (`.isra`, `.constprop`, `.part`)
+    /// may have dropped or reordered parameters, which nothing here can
+    /// verify, so it is refused; an LTO rename (`.llvm.N`) keeps them.
     pub fn kprobe_status(&self) -> ProbeStatus {
         match &self.kallsyms {
-            Some(SymbolPresence::Exact | SymbolPresence::Suffixed(_)) => ProbeStatus::Ok,
+            Some(SymbolPresence::Exact) => ProbeStatus::Ok,
+            Some(SymbolPresence::Suffixed(name)) if is_rename(name) => ProbeStatus::Ok,
+            Some(SymbolPresence::Suffixed(clone)) => ProbeStatus::Refused(format!(
+                "only present as the compiler clone {clone}, whose parameters cannot be verified"
+            )),
             Some(SymbolPresence::Absent) => {
                 ProbeStatus::Missing("not in /proc/kallsyms (inlined or not built)".into())
             }
@@ -102,7 +144,7 @@ impl SymbolFact {
         }
     }
 
-    /// Usable by fentry: needs the BTF function and the exact, traceable symbol.
+    /// Usable by fentry/fexit: needs the BTF function and the exact, traceable symbol.
     pub fn fentry_status(&self) -> ProbeStatus {
         if let Some(SymbolPresence::Absent) = self.kallsyms {
             return ProbeStatus::Missing("not in /proc/kallsyms (inlined or not built)".into());
@@ -121,170 +163,279 @@ impl SymbolFact {
         ProbeStatus::Ok
     }
 
-    /// The name a kprobe attaches to: the clone's name when only a clone exists.
+    /// The name a kprobe attaches to: the renamed symbol when only that exists.
     pub fn attach_name<'a>(&'a self, name: &'a str) -> &'a str {
         match &self.kallsyms {
-            Some(SymbolPresence::Suffixed(clone)) => clone,
+            Some(SymbolPresence::Suffixed(renamed)) if is_rename(renamed) => renamed,
             _ => name,
         }
     }
 }
 
-/// The kernel functions the kprobe/fentry backends attach to.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Symbols {
-    pub wake_up_common: SymbolFact,
-    pub ep_poll_callback: SymbolFact,
-    pub ep_send_events: SymbolFact,
-    pub inet_csk_accept: SymbolFact,
+/// `name.llvm.123`: renamed by LTO, same parameters.
+fn is_rename(symbol: &str) -> bool {
+    symbol
+        .split_once('.')
+        .is_some_and(|(_, suffix)| suffix.starts_with("llvm."))
 }
 
-impl Symbols {
-    pub const NAMES: [&'static str; 4] = [
-        "__wake_up_common",
-        "ep_poll_callback",
-        "ep_send_events",
-        "inet_csk_accept",
-    ];
-
-    /// Builds the set from a lookup by kernel function name.
-    pub fn from_fn(mut f: impl FnMut(&str) -> SymbolFact) -> Symbols {
-        Symbols {
-            wake_up_common: f(Self::NAMES[0]),
-            ep_poll_callback: f(Self::NAMES[1]),
-            ep_send_events: f(Self::NAMES[2]),
-            inet_csk_accept: f(Self::NAMES[3]),
-        }
-    }
-
-    /// `(kernel function name, fact)` in display order.
-    pub fn each(&self) -> [(&'static str, &SymbolFact); 4] {
-        [
-            (Self::NAMES[0], &self.wake_up_common),
-            (Self::NAMES[1], &self.ep_poll_callback),
-            (Self::NAMES[2], &self.ep_send_events),
-            (Self::NAMES[3], &self.inet_csk_accept),
-        ]
-    }
-
-    /// Without these the wake chain cannot be followed in the kernel.
-    fn required(&self) -> [(&'static str, &SymbolFact); 3] {
-        [
-            (Self::NAMES[0], &self.wake_up_common),
-            (Self::NAMES[1], &self.ep_poll_callback),
-            (Self::NAMES[3], &self.inet_csk_accept),
-        ]
-    }
-}
-
-/// Presence of each tracepoint herdtrace may use.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Tracepoints {
-    pub sk_data_ready: ProbeStatus,
-    pub inet_sock_set_state: ProbeStatus,
-    pub sched_waking: ProbeStatus,
-    pub sys_exit_epoll_wait: ProbeStatus,
-    pub sys_exit_epoll_pwait: ProbeStatus,
-    pub sys_exit_epoll_pwait2: ProbeStatus,
-    pub sys_exit_accept: ProbeStatus,
-    pub sys_exit_accept4: ProbeStatus,
-    pub sched_process_fork: ProbeStatus,
-    pub sched_process_exit: ProbeStatus,
-}
-
-impl Tracepoints {
-    /// `(category, name)` in display order.
-    pub const NAMES: [(&'static str, &'static str); 10] = [
-        ("sock", "sk_data_ready"),
-        ("sock", "inet_sock_set_state"),
-        ("sched", "sched_waking"),
-        ("syscalls", "sys_exit_epoll_wait"),
-        ("syscalls", "sys_exit_epoll_pwait"),
-        ("syscalls", "sys_exit_epoll_pwait2"),
-        ("syscalls", "sys_exit_accept"),
-        ("syscalls", "sys_exit_accept4"),
-        ("sched", "sched_process_fork"),
-        ("sched", "sched_process_exit"),
-    ];
-
-    /// Builds the set from a lookup by `(category, name)`.
-    pub fn from_fn(mut f: impl FnMut(&str, &str) -> ProbeStatus) -> Tracepoints {
-        let [sk_data_ready, inet_sock_set_state, sched_waking, sys_exit_epoll_wait, sys_exit_epoll_pwait, sys_exit_epoll_pwait2, sys_exit_accept, sys_exit_accept4, sched_process_fork, sched_process_exit] =
-            Self::NAMES.map(|(c, n)| f(c, n));
-        Tracepoints {
-            sk_data_ready,
-            inet_sock_set_state,
-            sched_waking,
-            sys_exit_epoll_wait,
-            sys_exit_epoll_pwait,
-            sys_exit_epoll_pwait2,
-            sys_exit_accept,
-            sys_exit_accept4,
-            sched_process_fork,
-            sched_process_exit,
-        }
-    }
-
-    /// `("category:name", status)` in display order.
-    pub fn each(&self) -> Vec<(String, &ProbeStatus)> {
-        let statuses = [
-            &self.sk_data_ready,
-            &self.inet_sock_set_state,
-            &self.sched_waking,
-            &self.sys_exit_epoll_wait,
-            &self.sys_exit_epoll_pwait,
-            &self.sys_exit_epoll_pwait2,
-            &self.sys_exit_accept,
-            &self.sys_exit_accept4,
-            &self.sched_process_fork,
-            &self.sched_process_exit,
-        ];
-        Self::NAMES
-            .iter()
-            .zip(statuses)
-            .map(|((cat, name), s)| (format!("{cat}:{name}"), s))
-            .collect()
-    }
-
-    fn epoll_exits(&self) -> [(&'static str, &ProbeStatus); 3] {
-        [
-            ("syscalls:sys_exit_epoll_wait", &self.sys_exit_epoll_wait),
-            ("syscalls:sys_exit_epoll_pwait", &self.sys_exit_epoll_pwait),
-            (
-                "syscalls:sys_exit_epoll_pwait2",
-                &self.sys_exit_epoll_pwait2,
-            ),
-        ]
-    }
-}
-
-/// Everything [`choose`] needs to know about the running kernel.
+/// Everything [`plan`] needs to know about the running kernel.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KernelFacts {
     /// `uname -r`.
     pub release: String,
     pub version: Option<(u32, u32, u32)>,
-    /// Kernel BTF (`/sys/kernel/btf/vmlinux`).
+    /// Kernel BTF (`/sys/kernel/btf/vmlinux`) with the struct members every
+    /// backend reads.
     pub btf: ProbeStatus,
     /// Root or CAP_BPF+CAP_PERFMON.
     pub privileges: ProbeStatus,
-    /// Program types, from a trial load + attach.
-    pub fentry: ProbeStatus,
-    pub kprobe: ProbeStatus,
-    pub tracepoint: ProbeStatus,
-    pub tp_btf: ProbeStatus,
-    pub symbols: Symbols,
-    pub tracepoints: Tracepoints,
+    /// Program types, from trial loads.
+    pub programs: BTreeMap<ProgramType, ProbeStatus>,
+    /// Classic tracepoints of the table (`category:name`): present in tracefs
+    /// with the record fields the programs read.
+    pub tracepoints: BTreeMap<String, ProbeStatus>,
+    /// BTF tracepoints of the table (event name): `btf_trace_<name>` in BTF.
+    pub btf_tracepoints: BTreeMap<String, ProbeStatus>,
+    /// Kernel functions of the table.
+    pub functions: BTreeMap<String, SymbolFact>,
+    /// Record field offsets of the classic tracepoints that exist
+    /// (`category:name` -> field -> offset), from their tracefs format files.
+    pub tracepoint_fields: BTreeMap<String, BTreeMap<String, u32>>,
+}
+
+impl KernelFacts {
+    pub fn program(&self, t: ProgramType) -> ProbeStatus {
+        self.programs
+            .get(&t)
+            .cloned()
+            .unwrap_or_else(|| ProbeStatus::Missing("not checked".into()))
+    }
+
+    pub fn function(&self, name: &str) -> SymbolFact {
+        self.functions.get(name).cloned().unwrap_or_default()
+    }
+
+    /// Whether one attachment can be made here, and if not, why (`"fexit
+    /// inet_accept missing: ..."`).
+    pub fn attach_status(&self, at: &Attach) -> Result<(), String> {
+        let why = |s: ProbeStatus| format!("{} {s}", at.label());
+        let program = self.program(at.kind.program_type());
+        if !program.is_ok() {
+            return Err(format!("{} (program {})", why(program), at.kind.name()));
+        }
+        let lookup = |map: &BTreeMap<String, ProbeStatus>, key: &str| {
+            map.get(key)
+                .cloned()
+                .unwrap_or_else(|| ProbeStatus::Missing("not checked".into()))
+        };
+        let status = match at.kind {
+            Kind::Tracepoint => lookup(&self.tracepoints, at.target),
+            Kind::BtfTracepoint if !self.btf.is_ok() => {
+                ProbeStatus::Missing(format!("kernel BTF {}", self.btf))
+            }
+            Kind::BtfTracepoint => lookup(&self.btf_tracepoints, at.target),
+            Kind::Kprobe | Kind::Kretprobe => self.function(at.target).kprobe_status(),
+            Kind::Fentry | Kind::Fexit => {
+                let f = self.function(at.target);
+                match (f.fentry_status(), at.params) {
+                    (ProbeStatus::Ok, Some(want)) if f.btf_params != Some(want) => {
+                        ProbeStatus::Missing(format!(
+                            "has {} parameters here, this program reads {want}",
+                            f.btf_params.unwrap_or(0)
+                        ))
+                    }
+                    (s, _) => s,
+                }
+            }
+        };
+        if status.is_ok() {
+            Ok(())
+        } else {
+            Err(why(status))
+        }
+    }
+}
+
+/// How one probe point is provided under one backend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PointPlan {
+    pub id: &'static str,
+    /// The attachments used (several for `Pick::Each`).
+    pub used: Vec<Attach>,
+    /// Provided by another point (the arrival substitute).
+    pub via: Option<&'static str>,
+    /// Why the best variant (or, for `Pick::Each`, each missing one) is not
+    /// used; empty when the best one is.
+    pub unusable: Vec<String>,
+}
+
+impl PointPlan {
+    pub fn attached(&self) -> bool {
+        !self.used.is_empty() || self.via.is_some()
+    }
+}
+
+/// What one backend attaches on this kernel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    pub backend: Backend,
+    /// Every point the backend uses, in table order.
+    pub points: Vec<PointPlan>,
+    /// What is lost or less precise on this kernel, each said once.
+    pub warnings: Vec<String>,
+}
+
+impl Plan {
+    /// Every program to attach, in order.
+    pub fn attachments(&self) -> impl Iterator<Item = &Attach> {
+        self.points.iter().flat_map(|p| p.used.iter())
+    }
+
+    pub fn point(&self, id: &str) -> Option<&PointPlan> {
+        self.points.iter().find(|p| p.id == id)
+    }
+
+    /// Arrivals come from the handshake tracepoint (no `sock:sk_data_ready`).
+    pub fn arrival_substitute(&self) -> bool {
+        self.point("arrival").is_some_and(|p| p.via.is_some())
+    }
+}
+
+/// Walks the probe table for `backend`: `Err(reason)` when a required point
+/// has no usable variant (the reason names the first one missing).
+pub fn plan(backend: Backend, facts: &KernelFacts) -> Result<Plan, String> {
+    let program = facts.program(backend.program_type());
+    if !program.is_ok() {
+        return Err(program.to_string());
+    }
+    if !facts.btf.is_ok() {
+        // Every backend reads kernel structs at offsets found in BTF.
+        return Err(format!("kernel BTF {}", facts.btf));
+    }
+    let mut points: Vec<PointPlan> = Vec::new();
+    let mut warnings = Vec::new();
+    for point in probes::TABLE {
+        if !point.backends().contains(&backend) {
+            debug_assert!(
+                !point.is_required(backend),
+                "{} required without a variant",
+                point.id
+            );
+            continue;
+        }
+        let p = plan_point(point, backend, facts, &points);
+        if !p.attached() {
+            // Every variant failed: each one's reason, once.
+            let mut reasons: Vec<&str> = Vec::new();
+            for r in &p.unusable {
+                if !reasons.contains(&r.as_str()) {
+                    reasons.push(r);
+                }
+            }
+            let reason = reasons.join("; ");
+            if point.is_required(backend) {
+                return Err(reason);
+            }
+            warnings.push(format!("{reason}: {}", point.lost));
+        } else {
+            warnings.extend(point_warnings(point, backend, &p));
+        }
+        points.push(p);
+    }
+    let guarded = points
+        .iter()
+        .flat_map(|p| p.used.iter())
+        .any(|a| matches!(a.kind, Kind::Kprobe | Kind::Kretprobe | Kind::Tracepoint));
+    if guarded && facts.version.is_some_and(|v| v < (5, 12, 0)) {
+        warnings.push(UNCOUNTED_SKIPS.to_owned());
+    }
+    Ok(Plan {
+        backend,
+        points,
+        warnings,
+    })
+}
+
+/// Said on kernels that skip kprobe and tracepoint programs (their shared
+/// recursion guard) without counting it.
+pub const UNCOUNTED_SKIPS: &str = "kernel before 5.12: runs of kprobe and tracepoint programs \
+    the kernel skips (an interrupt's softirq arriving while another BPF program runs on that \
+    CPU) are not counted, so counts can be short under load without notice";
+
+fn plan_point(
+    point: &Point,
+    backend: Backend,
+    facts: &KernelFacts,
+    done: &[PointPlan],
+) -> PointPlan {
+    let mut p = PointPlan {
+        id: point.id,
+        used: Vec::new(),
+        via: None,
+        unusable: Vec::new(),
+    };
+    for var in point.variants_for(backend) {
+        match variant_status(var, facts, done) {
+            Ok(()) => {
+                p.used.extend(var.attach.iter().copied());
+                p.via = p.via.or(var.via);
+                if point.pick == Pick::First {
+                    break;
+                }
+            }
+            Err(reason) => p.unusable.push(reason),
+        }
+    }
+    if point.pick == Pick::First && p.attached() {
+        // Only the reasons of better variants matter (the note says what they cost).
+        p.unusable.truncate(usize::from(!p.unusable.is_empty()));
+    }
+    p
+}
+
+fn variant_status(var: &Variant, facts: &KernelFacts, done: &[PointPlan]) -> Result<(), String> {
+    if let Some(via) = var.via {
+        return match done.iter().find(|d| d.id == via) {
+            Some(d) if !d.used.is_empty() => Ok(()),
+            _ => Err(format!("point {via} not attached")),
+        };
+    }
+    var.attach.iter().try_for_each(|at| facts.attach_status(at))
+}
+
+/// Warnings for a point that is attached: a degraded variant's note, or
+/// each missing variant of a `Pick::Each` point.
+fn point_warnings(point: &Point, backend: Backend, p: &PointPlan) -> Vec<String> {
+    match point.pick {
+        Pick::Each => p
+            .unusable
+            .iter()
+            .map(|r| format!("{r}: {}", point.lost))
+            .collect(),
+        Pick::First => point
+            .variants_for(backend)
+            .find(|v| v.via == p.via && v.attach.first() == p.used.first())
+            .and_then(|v| v.note)
+            .map(|note| vec![note.to_owned()])
+            .unwrap_or_default(),
+    }
 }
 
 /// The backend [`choose`] picked, and why better ones were passed over.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Choice {
     pub backend: Backend,
+    pub plan: Plan,
     /// For auto: one `"<backend> skipped: <reason>"` per better backend.
     pub skipped: Vec<String>,
+}
+
+impl Choice {
     /// Metrics the chosen backend loses on this kernel.
-    pub warnings: Vec<String>,
+    pub fn warnings(&self) -> &[String] {
+        &self.plan.warnings
+    }
 }
 
 impl fmt::Display for Choice {
@@ -297,33 +448,35 @@ impl fmt::Display for Choice {
     }
 }
 
-/// Picks the backend for `req`: auto takes the first usable of fentry, kprobe,
-/// tracepoint; an explicit request fails with the reason it is unusable.
+/// Picks the backend for `req`: auto takes the first of fentry, kprobe,
+/// tracepoint whose plan works; an explicit request fails with the reason.
 pub fn choose(req: BackendRequest, facts: &KernelFacts) -> Result<Choice, String> {
-    let explicit = match req {
-        BackendRequest::Auto => None,
-        BackendRequest::Fentry => Some(Backend::Fentry),
-        BackendRequest::Kprobe => Some(Backend::Kprobe),
-        BackendRequest::Tracepoint => Some(Backend::Tracepoint),
-    };
-    if let Some(backend) = explicit {
-        return assess(backend, facts)
-            .map(|warnings| Choice {
-                backend,
-                skipped: Vec::new(),
-                warnings,
-            })
-            .map_err(|reason| format!("{backend} backend unavailable: {reason}"));
-    }
+    choose_from(req, facts, &[])
+}
+
+/// [`choose`], with backends already known not to attach (`(backend,
+/// reason)`: the trial attach of their plan failed) skipped with that reason.
+pub fn choose_from(
+    req: BackendRequest,
+    facts: &KernelFacts,
+    failed: &[(Backend, String)],
+) -> Result<Choice, String> {
     let mut skipped = Vec::new();
-    for backend in Backend::ALL {
-        match assess(backend, facts) {
-            Ok(warnings) => {
+    for backend in req.candidates() {
+        let result = match failed.iter().find(|(b, _)| *b == backend) {
+            Some((_, reason)) => Err(reason.clone()),
+            None => plan(backend, facts),
+        };
+        match result {
+            Ok(plan) => {
                 return Ok(Choice {
                     backend,
+                    plan,
                     skipped,
-                    warnings,
                 })
+            }
+            Err(reason) if req != BackendRequest::Auto => {
+                return Err(format!("{backend} backend unavailable: {reason}"))
             }
             Err(reason) => skipped.push(format!("{backend} skipped: {reason}")),
         }
@@ -334,653 +487,5 @@ pub fn choose(req: BackendRequest, facts: &KernelFacts) -> Result<Choice, String
     ))
 }
 
-/// `Ok(warnings)` when `backend` can run, else the first reason it cannot.
-fn assess(backend: Backend, facts: &KernelFacts) -> Result<Vec<String>, String> {
-    let mut warnings = Vec::new();
-    match backend {
-        Backend::Fentry | Backend::Kprobe => {
-            let (program, symbol_status): (_, fn(&SymbolFact) -> ProbeStatus) =
-                if backend == Backend::Fentry {
-                    (&facts.fentry, SymbolFact::fentry_status)
-                } else {
-                    (&facts.kprobe, SymbolFact::kprobe_status)
-                };
-            if !program.is_ok() {
-                return Err(program.to_string());
-            }
-            if backend == Backend::Fentry && !facts.btf.is_ok() {
-                return Err(format!("kernel BTF {}", facts.btf));
-            }
-            for (name, fact) in facts.symbols.required() {
-                let status = symbol_status(fact);
-                if !status.is_ok() {
-                    return Err(format!("symbol {name} {status}"));
-                }
-            }
-            wake_source(facts)?;
-            let send = symbol_status(&facts.symbols.ep_send_events);
-            if !send.is_ok() {
-                warnings.push(format!(
-                    "symbol ep_send_events {send}: wakeups that found no event inside the \
-                     kernel (never seen by user space) are not counted"
-                ));
-            }
-        }
-        Backend::Tracepoint => {
-            if !facts.tracepoint.is_ok() {
-                return Err(facts.tracepoint.to_string());
-            }
-            let tp = &facts.tracepoints;
-            for (name, status) in [
-                ("sched:sched_waking", &tp.sched_waking),
-                ("syscalls:sys_exit_accept", &tp.sys_exit_accept),
-                ("syscalls:sys_exit_accept4", &tp.sys_exit_accept4),
-            ] {
-                if !status.is_ok() {
-                    return Err(format!("tracepoint {name} {status}"));
-                }
-            }
-            let epoll = tp.epoll_exits();
-            if epoll.iter().all(|(_, s)| !s.is_ok()) {
-                return Err(
-                    "no syscalls:sys_exit_epoll_wait/epoll_pwait/epoll_pwait2 tracepoint".into(),
-                );
-            }
-            for (name, status) in epoll.iter().filter(|(_, s)| !s.is_ok()) {
-                warnings.push(format!(
-                    "tracepoint {name} {status}: tasks returning from that call are not seen"
-                ));
-            }
-            if !tp.sk_data_ready.is_ok() {
-                if !tp.inet_sock_set_state.is_ok() {
-                    return Err(format!(
-                        "tracepoint sock:sk_data_ready {} and sock:inet_sock_set_state {}",
-                        tp.sk_data_ready, tp.inet_sock_set_state
-                    ));
-                }
-                warnings.push(
-                    "tracepoint sock:sk_data_ready missing (added in 6.6): arrivals come from \
-                     sock:inet_sock_set_state, which fires when the handshake completes, not \
-                     when the listener is woken, so wakes are matched to arrivals less precisely"
-                        .into(),
-                );
-            }
-        }
-    }
-    let tp = &facts.tracepoints;
-    for (name, status, lost) in [
-        (
-            "sched:sched_process_fork",
-            &tp.sched_process_fork,
-            "processes and threads started after the tracer are not followed",
-        ),
-        (
-            "sched:sched_process_exit",
-            &tp.sched_process_exit,
-            "exited tasks are not forgotten (a reused pid is taken for the old task)",
-        ),
-    ] {
-        if !status.is_ok() {
-            warnings.push(format!("tracepoint {name} {status}: {lost}"));
-        }
-    }
-    Ok(warnings)
-}
-
-/// kprobe/fentry still learn which tasks were woken from `sched_waking`,
-/// through tp_btf (attached by BTF name) or a classic tracepoint.
-fn wake_source(facts: &KernelFacts) -> Result<(), String> {
-    if facts.tp_btf.is_ok() && facts.btf.is_ok() {
-        return Ok(());
-    }
-    if !facts.tracepoint.is_ok() {
-        return Err(format!(
-            "woken tasks need program tp_btf or tracepoint: tp_btf {}, tracepoint {}",
-            facts.tp_btf, facts.tracepoint
-        ));
-    }
-    if !facts.tracepoints.sched_waking.is_ok() {
-        return Err(format!(
-            "tracepoint sched:sched_waking {}",
-            facts.tracepoints.sched_waking
-        ));
-    }
-    Ok(())
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn ok_symbol(params: usize) -> SymbolFact {
-        SymbolFact {
-            kallsyms: Some(SymbolPresence::Exact),
-            btf_params: Some(params),
-            traceable: Some(true),
-        }
-    }
-
-    fn absent_symbol() -> SymbolFact {
-        SymbolFact {
-            kallsyms: Some(SymbolPresence::Absent),
-            btf_params: None,
-            traceable: Some(false),
-        }
-    }
-
-    fn refused(r: &str) -> ProbeStatus {
-        ProbeStatus::Refused(r.into())
-    }
-
-    fn missing(r: &str) -> ProbeStatus {
-        ProbeStatus::Missing(r.into())
-    }
-
-    /// A kernel where everything works (like a Debian 6.12 in QEMU).
-    fn all_ok() -> KernelFacts {
-        KernelFacts {
-            release: "6.12.117+deb12-cloud-amd64".into(),
-            version: Some((6, 12, 117)),
-            btf: ProbeStatus::Ok,
-            privileges: ProbeStatus::Ok,
-            fentry: ProbeStatus::Ok,
-            kprobe: ProbeStatus::Ok,
-            tracepoint: ProbeStatus::Ok,
-            tp_btf: ProbeStatus::Ok,
-            symbols: Symbols {
-                wake_up_common: ok_symbol(5),
-                ep_poll_callback: ok_symbol(4),
-                ep_send_events: ok_symbol(3),
-                inet_csk_accept: ok_symbol(2),
-            },
-            tracepoints: Tracepoints::from_fn(|_, _| ProbeStatus::Ok),
-        }
-    }
-
-    /// The development host: tracepoints only.
-    fn this_host() -> KernelFacts {
-        KernelFacts {
-            fentry: refused("load returned EPERM"),
-            kprobe: refused("kernel built without CONFIG_KPROBES"),
-            ..all_ok()
-        }
-    }
-
-    #[test]
-    fn everything_works_auto_takes_fentry() {
-        let c = choose(BackendRequest::Auto, &all_ok()).expect("fentry");
-        assert_eq!(c.backend, Backend::Fentry);
-        assert!(c.skipped.is_empty());
-        assert!(c.warnings.is_empty());
-        assert_eq!(c.to_string(), "fentry");
-        for (req, want) in [
-            (BackendRequest::Fentry, Backend::Fentry),
-            (BackendRequest::Kprobe, Backend::Kprobe),
-            (BackendRequest::Tracepoint, Backend::Tracepoint),
-        ] {
-            assert_eq!(choose(req, &all_ok()).expect("explicit").backend, want);
-        }
-    }
-
-    #[test]
-    fn this_host_falls_back_to_tracepoint_with_reasons() {
-        let c = choose(BackendRequest::Auto, &this_host()).expect("tracepoint");
-        assert_eq!(c.backend, Backend::Tracepoint);
-        assert_eq!(
-            c.to_string(),
-            "tracepoint (fentry skipped: refused: load returned EPERM; \
-             kprobe skipped: refused: kernel built without CONFIG_KPROBES)"
-        );
-        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
-        assert_eq!(
-            choose(BackendRequest::Kprobe, &this_host()),
-            Err("kprobe backend unavailable: refused: kernel built without CONFIG_KPROBES".into())
-        );
-        assert_eq!(
-            choose(BackendRequest::Fentry, &this_host()),
-            Err("fentry backend unavailable: refused: load returned EPERM".into())
-        );
-    }
-
-    #[test]
-    fn kprobe_when_fentry_refused() {
-        let facts = KernelFacts {
-            fentry: refused("load returned EPERM"),
-            ..all_ok()
-        };
-        let c = choose(BackendRequest::Auto, &facts).expect("kprobe");
-        assert_eq!(c.backend, Backend::Kprobe);
-        assert_eq!(c.skipped, ["fentry skipped: refused: load returned EPERM"]);
-    }
-
-    #[test]
-    fn missing_required_symbol_skips_both_in_kernel_backends() {
-        for name in ["__wake_up_common", "ep_poll_callback", "inet_csk_accept"] {
-            let mut facts = all_ok();
-            facts.symbols = Symbols::from_fn(|n| {
-                if n == name {
-                    absent_symbol()
-                } else {
-                    ok_symbol(3)
-                }
-            });
-            let c = choose(BackendRequest::Auto, &facts).expect("tracepoint");
-            assert_eq!(c.backend, Backend::Tracepoint);
-            let reason =
-                format!("symbol {name} missing: not in /proc/kallsyms (inlined or not built)");
-            assert_eq!(
-                c.skipped,
-                [
-                    format!("fentry skipped: {reason}"),
-                    format!("kprobe skipped: {reason}")
-                ]
-            );
-        }
-    }
-
-    #[test]
-    fn ep_send_events_missing_only_warns() {
-        let mut facts = all_ok();
-        facts.symbols.ep_send_events = absent_symbol();
-        for req in [
-            BackendRequest::Auto,
-            BackendRequest::Fentry,
-            BackendRequest::Kprobe,
-        ] {
-            let c = choose(req, &facts).expect("usable");
-            assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
-            assert!(c.warnings[0].starts_with("symbol ep_send_events missing"));
-            assert!(c.warnings[0].contains("not counted"));
-        }
-        // The tracepoint backend never uses it.
-        let c = choose(BackendRequest::Tracepoint, &facts).expect("tracepoint");
-        assert!(c.warnings.is_empty());
-    }
-
-    #[test]
-    fn clone_symbol_suits_kprobe_not_fentry() {
-        let mut facts = all_ok();
-        facts.symbols.ep_poll_callback = SymbolFact {
-            kallsyms: Some(SymbolPresence::Suffixed("ep_poll_callback.isra.0".into())),
-            btf_params: None,
-            traceable: Some(true),
-        };
-        let c = choose(BackendRequest::Auto, &facts).expect("kprobe");
-        assert_eq!(c.backend, Backend::Kprobe);
-        assert_eq!(
-            c.skipped,
-            [
-                "fentry skipped: symbol ep_poll_callback missing: only present as \
-              ep_poll_callback.isra.0, fentry needs the exact name"
-            ]
-        );
-        assert_eq!(
-            facts
-                .symbols
-                .ep_poll_callback
-                .attach_name("ep_poll_callback"),
-            "ep_poll_callback.isra.0"
-        );
-        assert_eq!(
-            facts.symbols.wake_up_common.attach_name("__wake_up_common"),
-            "__wake_up_common"
-        );
-    }
-
-    #[test]
-    fn symbol_fact_rules() {
-        let notrace = SymbolFact {
-            traceable: Some(false),
-            ..ok_symbol(2)
-        };
-        assert!(notrace.kprobe_status().is_ok());
-        assert_eq!(
-            notrace.fentry_status(),
-            refused("not in available_filter_functions (notrace)")
-        );
-        let no_btf = SymbolFact {
-            btf_params: None,
-            ..ok_symbol(2)
-        };
-        assert!(no_btf.kprobe_status().is_ok());
-        assert_eq!(
-            no_btf.fentry_status(),
-            missing("no BTF function of this name")
-        );
-        // Unreadable kallsyms / filter list: BTF decides.
-        let unknown = SymbolFact {
-            kallsyms: None,
-            btf_params: Some(4),
-            traceable: None,
-        };
-        assert!(unknown.kprobe_status().is_ok());
-        assert!(unknown.fentry_status().is_ok());
-        let nothing = SymbolFact::default();
-        assert_eq!(
-            nothing.kprobe_status(),
-            missing("not in BTF, and /proc/kallsyms is unreadable")
-        );
-        assert_eq!(
-            nothing.fentry_status(),
-            missing("no BTF function of this name")
-        );
-    }
-
-    #[test]
-    fn fentry_needs_btf() {
-        let facts = KernelFacts {
-            btf: missing("no /sys/kernel/btf/vmlinux"),
-            tp_btf: missing("no BTF"),
-            ..all_ok()
-        };
-        let c = choose(BackendRequest::Auto, &facts).expect("kprobe");
-        assert_eq!(c.backend, Backend::Kprobe);
-        assert_eq!(
-            c.skipped,
-            ["fentry skipped: kernel BTF missing: no /sys/kernel/btf/vmlinux"]
-        );
-    }
-
-    #[test]
-    fn in_kernel_backends_need_a_wake_source() {
-        // tp_btf alone is enough (attached by BTF name, no tracefs event needed).
-        let facts = KernelFacts {
-            tracepoint: refused("x"),
-            ..all_ok()
-        };
-        assert_eq!(
-            choose(BackendRequest::Auto, &facts)
-                .expect("fentry")
-                .backend,
-            Backend::Fentry
-        );
-        // A classic tracepoint needs sched_waking to exist.
-        let mut facts = KernelFacts {
-            tp_btf: refused("y"),
-            ..all_ok()
-        };
-        facts.tracepoints.sched_waking = missing("no events/sched/sched_waking");
-        let err = choose(BackendRequest::Kprobe, &facts).expect_err("no wake source");
-        assert_eq!(
-            err,
-            "kprobe backend unavailable: tracepoint sched:sched_waking missing: no events/sched/sched_waking"
-        );
-        let facts = KernelFacts {
-            tp_btf: refused("y"),
-            tracepoint: refused("x"),
-            ..all_ok()
-        };
-        let err = choose(BackendRequest::Fentry, &facts).expect_err("no wake source");
-        assert_eq!(
-            err,
-            "fentry backend unavailable: woken tasks need program tp_btf or tracepoint: \
-             tp_btf refused: y, tracepoint refused: x"
-        );
-    }
-
-    #[test]
-    fn tracepoint_backend_requirements() {
-        for field in ["sched_waking", "sys_exit_accept", "sys_exit_accept4"] {
-            let mut facts = this_host();
-            facts.tracepoints = Tracepoints::from_fn(|_, n| {
-                if n == field {
-                    missing("gone")
-                } else {
-                    ProbeStatus::Ok
-                }
-            });
-            let err = choose(BackendRequest::Tracepoint, &facts).expect_err(field);
-            assert!(
-                err.contains(field) && err.contains("missing: gone"),
-                "{err}"
-            );
-            let err = choose(BackendRequest::Auto, &facts).expect_err(field);
-            assert!(
-                err.starts_with("no backend works on this kernel (fentry skipped: "),
-                "{err}"
-            );
-        }
-        let facts = KernelFacts {
-            tracepoint: refused("needs root or CAP_BPF+CAP_PERFMON"),
-            ..this_host()
-        };
-        assert_eq!(
-            choose(BackendRequest::Tracepoint, &facts),
-            Err(
-                "tracepoint backend unavailable: refused: needs root or CAP_BPF+CAP_PERFMON".into()
-            )
-        );
-    }
-
-    #[test]
-    fn epoll_variants_one_is_enough() {
-        let names = [
-            "sys_exit_epoll_wait",
-            "sys_exit_epoll_pwait",
-            "sys_exit_epoll_pwait2",
-        ];
-        for mask in 0u8..8 {
-            let mut facts = this_host();
-            facts.tracepoints =
-                Tracepoints::from_fn(|_, n| match names.iter().position(|x| *x == n) {
-                    Some(i) if mask & (1 << i) == 0 => missing("absent"),
-                    _ => ProbeStatus::Ok,
-                });
-            let result = choose(BackendRequest::Tracepoint, &facts);
-            if mask == 0 {
-                assert_eq!(
-                    result,
-                    Err("tracepoint backend unavailable: no syscalls:sys_exit_epoll_wait/epoll_pwait/epoll_pwait2 tracepoint".into())
-                );
-            } else {
-                let c = result.expect("one variant suffices");
-                let absent: Vec<_> = (0..3).filter(|i| mask & (1 << i) == 0).collect();
-                assert_eq!(c.warnings.len(), absent.len(), "{:?}", c.warnings);
-                for (w, i) in c.warnings.iter().zip(&absent) {
-                    assert!(w.contains(names[*i]), "{w}");
-                }
-            }
-        }
-    }
-
-    #[test]
-    fn arrival_tracepoint_and_substitute() {
-        let set = |data_ready: bool, set_state: bool| {
-            let mut f = this_host();
-            f.tracepoints.sk_data_ready = if data_ready {
-                ProbeStatus::Ok
-            } else {
-                missing("a")
-            };
-            f.tracepoints.inet_sock_set_state = if set_state {
-                ProbeStatus::Ok
-            } else {
-                missing("b")
-            };
-            choose(BackendRequest::Tracepoint, &f)
-        };
-        assert!(set(true, true).expect("both").warnings.is_empty());
-        assert!(set(true, false).expect("data_ready").warnings.is_empty());
-        let c = set(false, true).expect("substitute");
-        assert_eq!(c.warnings.len(), 1);
-        assert!(c.warnings[0].contains("sock:inet_sock_set_state"));
-        assert!(c.warnings[0].contains("less precisely"));
-        assert_eq!(
-            set(false, false),
-            Err(
-                "tracepoint backend unavailable: tracepoint sock:sk_data_ready missing: a and \
-                 sock:inet_sock_set_state missing: b"
-                    .into()
-            )
-        );
-    }
-
-    #[test]
-    fn task_tracking_tracepoints_only_warn() {
-        let mut facts = all_ok();
-        facts.tracepoints.sched_process_fork = missing("f");
-        facts.tracepoints.sched_process_exit = missing("e");
-        for req in [
-            BackendRequest::Fentry,
-            BackendRequest::Kprobe,
-            BackendRequest::Tracepoint,
-        ] {
-            let c = choose(req, &facts).expect("usable");
-            assert_eq!(c.warnings.len(), 2, "{:?}", c.warnings);
-            assert!(c.warnings[0].starts_with("tracepoint sched:sched_process_fork missing: f"));
-            assert!(c.warnings[1].starts_with("tracepoint sched:sched_process_exit missing: e"));
-        }
-    }
-
-    #[test]
-    fn nothing_works() {
-        let facts = KernelFacts {
-            tracepoint: refused("needs root or CAP_BPF+CAP_PERFMON"),
-            tp_btf: refused("needs root or CAP_BPF+CAP_PERFMON"),
-            fentry: refused("needs root or CAP_BPF+CAP_PERFMON"),
-            kprobe: refused("needs root or CAP_BPF+CAP_PERFMON"),
-            ..all_ok()
-        };
-        let err = choose(BackendRequest::Auto, &facts).expect_err("none");
-        assert_eq!(
-            err,
-            "no backend works on this kernel (fentry skipped: refused: needs root or \
-             CAP_BPF+CAP_PERFMON; kprobe skipped: refused: needs root or CAP_BPF+CAP_PERFMON; \
-             tracepoint skipped: refused: needs root or CAP_BPF+CAP_PERFMON)"
-        );
-    }
-
-    /// Every combination of program statuses, BTF, symbol presence and the
-    /// tracepoints that matter: auto must equal the first explicit request that
-    /// succeeds, with one skip line per better backend carrying that request's reason.
-    #[test]
-    fn auto_is_first_usable_explicit_for_all_combinations() {
-        let statuses = [ProbeStatus::Ok, refused("r"), missing("m")];
-        let mut checked = 0;
-        for bits in 0u32..(1 << 7) {
-            let on = |i: u32| bits & (1 << i) == 0;
-            let mut f = all_ok();
-            f.btf = if on(0) {
-                ProbeStatus::Ok
-            } else {
-                missing("btf")
-            };
-            if !on(1) {
-                f.symbols.wake_up_common = absent_symbol();
-            }
-            if !on(2) {
-                f.symbols.inet_csk_accept.kallsyms =
-                    Some(SymbolPresence::Suffixed("inet_csk_accept.isra.0".into()));
-            }
-            if !on(3) {
-                f.symbols.ep_send_events = absent_symbol();
-            }
-            if !on(4) {
-                f.tracepoints.sk_data_ready = missing("sdr");
-            }
-            if !on(5) {
-                f.tracepoints.sys_exit_accept4 = missing("a4");
-            }
-            if !on(6) {
-                f.tracepoints.sched_waking = missing("sw");
-            }
-            // Each of the 4 program types ok, refused or missing: 3^4 combinations.
-            for p in 0..81u32 {
-                let pick = |k: u32| statuses[((p / 3u32.pow(k)) % 3) as usize].clone();
-                f.fentry = pick(0);
-                f.kprobe = pick(1);
-                f.tracepoint = pick(2);
-                f.tp_btf = pick(3);
-                let explicit: Vec<_> = [
-                    BackendRequest::Fentry,
-                    BackendRequest::Kprobe,
-                    BackendRequest::Tracepoint,
-                ]
-                .into_iter()
-                .map(|r| choose(r, &f))
-                .collect();
-                // Independent spec of each backend's hard requirements.
-                let wake = (f.tp_btf.is_ok() && f.btf.is_ok())
-                    || (f.tracepoint.is_ok() && f.tracepoints.sched_waking.is_ok());
-                let fentry_ok = f.fentry.is_ok() && f.btf.is_ok() && on(1) && on(2) && wake;
-                let kprobe_ok = f.kprobe.is_ok() && on(1) && wake;
-                let tp_ok = f.tracepoint.is_ok() && on(5) && on(6);
-                assert_eq!(explicit[0].is_ok(), fentry_ok, "{f:?}");
-                assert_eq!(explicit[1].is_ok(), kprobe_ok, "{f:?}");
-                assert_eq!(explicit[2].is_ok(), tp_ok, "{f:?}");
-                let auto = choose(BackendRequest::Auto, &f);
-                match explicit.iter().position(Result::is_ok) {
-                    Some(i) => {
-                        let c = auto.expect("some backend");
-                        assert_eq!(c.backend, Backend::ALL[i]);
-                        assert_eq!(c.skipped.len(), i);
-                        for (j, line) in c.skipped.iter().enumerate() {
-                            let reason = explicit[j].as_ref().expect_err("skipped");
-                            let reason = reason
-                                .strip_prefix(&format!("{} backend unavailable: ", Backend::ALL[j]))
-                                .expect("explicit error prefix");
-                            assert_eq!(line, &format!("{} skipped: {reason}", Backend::ALL[j]));
-                        }
-                        let chosen = explicit[i].as_ref().expect("chosen");
-                        assert_eq!(c.warnings, chosen.warnings);
-                        let send_warn = c.warnings.iter().any(|w| w.contains("ep_send_events"));
-                        assert_eq!(send_warn, i < 2 && !on(3));
-                        let substitute = c.warnings.iter().any(|w| w.contains("sk_data_ready"));
-                        assert_eq!(substitute, i == 2 && !on(4));
-                    }
-                    None => assert!(auto.expect_err("none").starts_with("no backend works")),
-                }
-                checked += 1;
-            }
-        }
-        assert_eq!(checked, 128 * 81);
-    }
-
-    #[test]
-    fn status_display() {
-        assert_eq!(ProbeStatus::Ok.to_string(), "ok");
-        assert_eq!(missing("x").to_string(), "missing: x");
-        assert_eq!(
-            refused("load returned EPERM").to_string(),
-            "refused: load returned EPERM"
-        );
-        assert_eq!(
-            serde_json::to_value(refused("r")).expect("json"),
-            serde_json::json!({"status": "refused", "reason": "r"})
-        );
-        assert_eq!(
-            serde_json::to_value(ProbeStatus::Ok).expect("json"),
-            serde_json::json!({"status": "ok"})
-        );
-    }
-
-    #[test]
-    fn request_names() {
-        use clap::ValueEnum;
-        let names: Vec<_> = BackendRequest::value_variants()
-            .iter()
-            .filter_map(|v| v.to_possible_value())
-            .map(|p| p.get_name().to_owned())
-            .collect();
-        assert_eq!(names, ["auto", "fentry", "kprobe", "tracepoint"]);
-        assert_eq!(BackendRequest::default(), BackendRequest::Auto);
-    }
-
-    #[test]
-    fn tracepoint_names_line_up() {
-        let tp = Tracepoints::from_fn(|c, n| missing(&format!("{c}/{n}")));
-        for (name, status) in tp.each() {
-            assert_eq!(
-                status.to_string(),
-                format!("missing: {}", name.replace(':', "/"))
-            );
-        }
-        let syms = Symbols::from_fn(|n| SymbolFact {
-            btf_params: Some(n.len()),
-            ..SymbolFact::default()
-        });
-        for (name, fact) in syms.each() {
-            assert_eq!(fact.btf_params, Some(name.len()));
-        }
-    }
-}
+pub(crate) mod tests;

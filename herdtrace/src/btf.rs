@@ -16,6 +16,8 @@ use anyhow::{bail, ensure, Context};
 pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 
 const BTF_MAGIC: u16 = 0xEB9F;
+/// Typedef name prefix of the kernel's BTF tracepoints.
+const BTF_TRACE_PREFIX: &str = "btf_trace_";
 const HEADER_LEN: usize = 24;
 /// `struct btf_type`: name_off, info, size/type.
 const TYPE_LEN: usize = 12;
@@ -117,6 +119,8 @@ struct NameIndex {
     composites: HashMap<String, Vec<u32>>,
     /// FUNC ids by name (first one wins).
     funcs: HashMap<String, u32>,
+    /// `btf_trace_<event>` typedefs: the BTF tracepoints this kernel has.
+    btf_trace: std::collections::HashSet<String>,
 }
 
 /// Parsed BTF: type records indexed by type id (id 0 is `void`).
@@ -271,6 +275,12 @@ impl Btf {
         Some(self.types[id as usize].size_type)
     }
 
+    /// Whether the kernel has BTF tracepoint `event` (a `btf_trace_<event>`
+    /// typedef, which is what a BTF tracepoint program attaches by).
+    pub fn has_btf_tracepoint(&self, event: &str) -> bool {
+        self.index().btf_trace.contains(event)
+    }
+
     /// Whether a function (BTF_KIND_FUNC) of this exact name exists.
     pub fn has_func(&self, name: &str) -> bool {
         self.index().funcs.contains_key(name)
@@ -398,7 +408,11 @@ impl Btf {
         self.names.get_or_init(|| {
             let mut index = NameIndex::default();
             for (id, t) in self.types.iter().enumerate() {
-                if !matches!(t.kind, Kind::Struct | Kind::Union | Kind::Func) || t.name_off == 0 {
+                if !matches!(
+                    t.kind,
+                    Kind::Struct | Kind::Union | Kind::Func | Kind::Typedef
+                ) || t.name_off == 0
+                {
                     continue;
                 }
                 let Some(name) = self
@@ -407,7 +421,11 @@ impl Btf {
                 else {
                     continue;
                 };
-                if t.kind == Kind::Func {
+                if t.kind == Kind::Typedef {
+                    if let Some(event) = name.strip_prefix(BTF_TRACE_PREFIX) {
+                        index.btf_trace.insert(event.to_owned());
+                    }
+                } else if t.kind == Kind::Func {
                     index.funcs.entry(name.to_owned()).or_insert(id as u32);
                 } else {
                     index
@@ -445,10 +463,11 @@ fn read_u32(data: &[u8], off: usize, big_endian: bool) -> Option<u32> {
     })
 }
 
-/// Declares [`KernelOffsets`] from one table, so the struct, its BTF lookup and
-/// the list of lost metrics cannot drift apart.
+/// Declares [`KernelOffsets`] from one table, so the struct, its BTF lookup,
+/// the list of lost metrics and the eBPF programs' `Config` cannot drift
+/// apart: each field has the name of the `Config` member it fills.
 macro_rules! kernel_offsets {
-    ($( $(#[$doc:meta])* $field:ident: $strukt:literal, $path:literal, lost: $lost:literal; )*) => {
+    ($( $(#[$doc:meta])* $field:ident: $strukt:literal, $path:literal, $need:ident, lost: $lost:literal; )*) => {
         /// Byte offsets of the kernel struct members the eBPF programs read,
         /// taken from the running kernel's BTF. A `None` member is absent on
         /// this kernel: [`KernelOffsets::missing`] says which metric is lost.
@@ -470,77 +489,103 @@ macro_rules! kernel_offsets {
                 })
             }
 
-            /// Every member: `(field, "struct.path", offset, metric lost if missing)`.
+            /// The offset slot of `member` (`"struct.path"`), if it is one.
+            pub fn slot_mut(&mut self, member: &str) -> Option<&mut Option<u32>> {
+                $( if member == concat!($strukt, ".", $path) {
+                    return Some(&mut self.$field);
+                } )*
+                None
+            }
+
+            /// Every member: `(field, "struct.path", offset, required, metric lost if missing)`.
             pub fn entries(&self) -> Vec<OffsetEntry> {
                 vec![ $( OffsetEntry {
                     field: stringify!($field),
                     member: concat!($strukt, ".", $path),
                     offset: self.$field,
+                    required: Need::$need == Need::Required,
                     lost: $lost,
                 }, )* ]
+            }
+
+            /// Writes every offset into the programs' configuration (0 for a
+            /// missing member: the programs then skip what needs it).
+            pub fn apply(&self, config: &mut herdtrace_common::Config) {
+                $( config.$field = self.$field.unwrap_or(0); )*
+                config.sock_common_head_packed = u32::from(self.sock_common_head_packed());
+                config.fdtable_packed = u32::from(self.fdtable_packed());
             }
         }
     };
 }
 
+#[derive(PartialEq, Eq)]
+enum Need {
+    Required,
+    Optional,
+}
+
 /// One row of [`KernelOffsets::entries`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OffsetEntry {
-    /// Field name in [`KernelOffsets`].
+    /// Field name in [`KernelOffsets`] and in the programs' `Config`.
     pub field: &'static str,
     /// `struct.member.path` as looked up in BTF.
     pub member: &'static str,
     pub offset: Option<u32>,
+    /// Every backend needs it: without it no backend runs.
+    pub required: bool,
     /// What herdtrace cannot report without this member.
     pub lost: &'static str,
 }
 
 kernel_offsets! {
-    /// `task_struct.pid` (thread id of a woken task).
-    task_pid: "task_struct", "pid", lost: "thread id of woken tasks";
-    /// `task_struct.tgid` (process of a woken task).
-    task_tgid: "task_struct", "tgid", lost: "process of woken tasks";
-    /// `task_struct.files`.
-    task_files: "task_struct", "files", lost: "listener/child socket of each accept (fd lookup)";
-    /// `files_struct.fdt`.
-    files_fdt: "files_struct", "fdt", lost: "listener/child socket of each accept (fd lookup)";
-    /// `fdtable.max_fds`.
-    fdtable_max_fds: "fdtable", "max_fds", lost: "listener/child socket of each accept (fd lookup)";
-    /// `fdtable.fd`.
-    fdtable_fd: "fdtable", "fd", lost: "listener/child socket of each accept (fd lookup)";
-    /// `file.private_data` (the `struct socket` of a socket file).
-    file_private_data: "file", "private_data", lost: "listener/child socket of each accept (fd lookup)";
-    /// `socket.sk`.
-    socket_sk: "socket", "sk", lost: "listener/child socket of each accept (fd lookup)";
-    /// `sock.__sk_common.skc_state`.
-    sk_state: "sock", "__sk_common.skc_state", lost: "listener filter for inet_sock_set_state arrivals";
-    /// `sock.__sk_common.skc_num` (local port, host order).
-    sk_num: "sock", "__sk_common.skc_num", lost: "local port of connections";
-    /// `sock.__sk_common.skc_dport` (peer port, network order).
-    sk_dport: "sock", "__sk_common.skc_dport", lost: "peer port of connections";
+    /// `task_struct.pid` (thread id of a woken or forked task).
+    task_struct_pid: "task_struct", "pid", Required, lost: "thread id of woken tasks";
+    /// `task_struct.tgid` (process of a forked task).
+    task_struct_tgid: "task_struct", "tgid", Required, lost: "process of forked tasks";
+    /// `task_struct.comm` (name of a woken task, BTF tracepoint).
+    task_struct_comm: "task_struct", "comm", Optional, lost: "names of woken tasks";
+    task_struct_files: "task_struct", "files", Optional, lost: "listener/child socket of each accept (fd lookup)";
+    files_struct_fdt: "files_struct", "fdt", Optional, lost: "listener/child socket of each accept (fd lookup)";
+    fdtable_max_fds: "fdtable", "max_fds", Optional, lost: "listener/child socket of each accept (fd lookup)";
+    fdtable_fd: "fdtable", "fd", Optional, lost: "listener/child socket of each accept (fd lookup)";
+    /// `file.private_data` (the `struct socket` of a socket file, the `eventpoll` of an epoll file).
+    file_private_data: "file", "private_data", Required, lost: "listener/child socket of each accept";
+    socket_sk: "socket", "sk", Required, lost: "listener/child socket of each accept";
     /// `sock.__sk_common.skc_daddr` (IPv4 peer address).
-    sk_daddr: "sock", "__sk_common.skc_daddr", lost: "IPv4 peer address of connections";
-    /// `sock.__sk_common.skc_family`.
-    sk_family: "sock", "__sk_common.skc_family", lost: "address family of connections";
-    /// `sock.__sk_common.skc_v6_daddr` (absent without CONFIG_IPV6).
-    sk_v6_daddr: "sock", "__sk_common.skc_v6_daddr", lost: "IPv6 peer address of connections";
+    sock_common_skc_daddr: "sock", "__sk_common.skc_daddr", Optional, lost: "IPv4 peer address of connections";
+    /// `sock.__sk_common.skc_rcv_saddr` (IPv4 local address: which listener).
+    sock_common_skc_rcv_saddr: "sock", "__sk_common.skc_rcv_saddr", Optional, lost: "telling listeners on the same port apart by address";
+    /// `sock.__sk_common.skc_dport` (peer port, network order).
+    sock_common_skc_dport: "sock", "__sk_common.skc_dport", Optional, lost: "peer port of connections";
+    /// `sock.__sk_common.skc_num` (local port, host order).
+    sock_common_skc_num: "sock", "__sk_common.skc_num", Required, lost: "local port of connections";
+    sock_common_skc_family: "sock", "__sk_common.skc_family", Optional, lost: "address family of connections";
+    sock_common_skc_state: "sock", "__sk_common.skc_state", Required, lost: "telling listening sockets from others";
+    /// Absent without CONFIG_IPV6.
+    sock_common_skc_v6_daddr: "sock", "__sk_common.skc_v6_daddr", Optional, lost: "IPv6 peer address of connections";
+    /// Absent without CONFIG_IPV6.
+    sock_common_skc_v6_rcv_saddr: "sock", "__sk_common.skc_v6_rcv_saddr", Optional, lost: "telling IPv6 listeners on the same port apart by address";
+    /// `possible_net_t` holds the `struct net *` (absent without CONFIG_NET_NS: then 0, one namespace).
+    sock_common_skc_net: "sock", "__sk_common.skc_net.net", Optional, lost: "telling listeners in different network namespaces apart";
+    net_ns_inum: "net", "ns.inum", Optional, lost: "telling listeners in different network namespaces apart";
     /// `inet_connection_sock.icsk_accept_queue.rskq_accept_tail`, from the start of the socket.
-    accept_queue_tail: "inet_connection_sock", "icsk_accept_queue.rskq_accept_tail",
-        lost: "child socket at arrival (matching arrivals to accepts)";
+    inet_connection_sock_rskq_accept_tail: "inet_connection_sock", "icsk_accept_queue.rskq_accept_tail", Optional,
+        lost: "child socket at arrival when no probe names it (matching arrivals to accepts)";
     /// `request_sock.sk` (the child socket of a queued request).
-    request_sock_sk: "request_sock", "sk", lost: "child socket at arrival (matching arrivals to accepts)";
-    /// `eppoll_entry.wait` (the wait entry `ep_poll_callback` receives).
-    eppoll_entry_wait: "eppoll_entry", "wait", lost: "epoll instance of each ep_poll_callback";
+    request_sock_sk: "request_sock", "sk", Optional, lost: "child socket at arrival when no probe names it";
     /// `eppoll_entry.base` (pointer to the epitem).
-    eppoll_entry_base: "eppoll_entry", "base", lost: "epoll instance of each ep_poll_callback";
+    eppoll_entry_base: "eppoll_entry", "base", Optional, lost: "epoll instance of each ep_poll_callback";
+    /// `eppoll_entry.wait` (the wait entry `ep_poll_callback` receives).
+    eppoll_entry_wait: "eppoll_entry", "wait", Optional, lost: "epoll instance of each ep_poll_callback";
     /// `epitem.ffd.file` (the watched file).
-    epitem_file: "epitem", "ffd.file", lost: "listener of each ep_poll_callback";
-    /// `epitem.ep` (the eventpoll).
-    epitem_ep: "epitem", "ep", lost: "epoll instance of each ep_poll_callback";
+    epitem_ffd_file: "epitem", "ffd.file", Optional, lost: "listener of each ep_poll_callback (kprobe/fentry epoll chains)";
+    epitem_ep: "epitem", "ep", Optional, lost: "epoll instance of each ep_poll_callback";
     /// `sock.sk_wq` (pointer to the socket's `socket_wq`).
-    sock_wq: "sock", "sk_wq", lost: "matching __wake_up_common's wait queue to a listener";
+    sock_sk_wq: "sock", "sk_wq", Optional, lost: "recognising a blocking accept's wakeup (kprobe/fentry)";
     /// `socket_wq.wait` (the wait queue head inside `socket_wq`).
-    socket_wq_wait: "socket_wq", "wait", lost: "matching __wake_up_common's wait queue to a listener";
+    socket_wq_wait: "socket_wq", "wait", Optional, lost: "recognising a blocking accept's wakeup (kprobe/fentry)";
 }
 
 impl KernelOffsets {
@@ -552,19 +597,25 @@ impl KernelOffsets {
             .collect()
     }
 
-    /// `sock_common` starts with daddr (+0), dport (+12), num (+14), family
-    /// (+16) and state (+18) on every kernel since 2.6, so the eBPF programs
-    /// read the 20 bytes in one helper call instead of one call per field;
-    /// any other layout falls back to the separate reads.
-    pub fn sock_head_packed(&self) -> bool {
-        let Some(base) = self.sk_daddr else {
+    /// The first member every backend needs that this kernel lacks.
+    pub fn missing_required(&self) -> Option<OffsetEntry> {
+        self.missing().into_iter().find(|e| e.required)
+    }
+
+    /// `sock_common` starts with daddr (+0), rcv_saddr (+4), dport (+12),
+    /// num (+14), family (+16) and state (+18) on every kernel since 2.6, so
+    /// the eBPF programs read the 20 bytes in one helper call instead of one
+    /// call per field; any other layout falls back to the separate reads.
+    pub fn sock_common_head_packed(&self) -> bool {
+        let Some(base) = self.sock_common_skc_daddr else {
             return false;
         };
         [
-            (self.sk_dport, 12),
-            (self.sk_num, 14),
-            (self.sk_family, 16),
-            (self.sk_state, 18),
+            (self.sock_common_skc_rcv_saddr, 4),
+            (self.sock_common_skc_dport, 12),
+            (self.sock_common_skc_num, 14),
+            (self.sock_common_skc_family, 16),
+            (self.sock_common_skc_state, 18),
         ]
         .iter()
         .all(|&(off, rel)| off == Some(base + rel))
@@ -1067,8 +1118,8 @@ pub(crate) mod tests {
         );
         let btf = Btf::parse(b.build()).expect("parses");
         let off = KernelOffsets::from_btf(&btf).expect("has task_struct");
-        assert_eq!(off.task_pid, Some(32));
-        assert_eq!(off.task_tgid, Some(33));
+        assert_eq!(off.task_struct_pid, Some(32));
+        assert_eq!(off.task_struct_tgid, Some(33));
         assert_eq!(off.socket_sk, None);
         let missing: Vec<_> = off.missing().iter().map(|e| e.member).collect();
         assert!(missing.contains(&"socket.sk"));
@@ -1140,8 +1191,9 @@ pub(crate) mod tests {
         let Some(btf) = host_btf() else { return };
         let off = KernelOffsets::from_btf(&btf).expect("vmlinux BTF is a kernel BTF");
         for e in off.entries() {
-            // CONFIG_IPV6 is the only member a supported kernel may lack.
-            if e.field == "sk_v6_daddr" && e.offset.is_none() {
+            // CONFIG_IPV6 and CONFIG_NET_NS are the only members a
+            // supported kernel may lack.
+            if (e.field.contains("v6") || e.field.contains("net")) && e.offset.is_none() {
                 continue;
             }
             let value = e.offset.unwrap_or_else(|| panic!("{} missing", e.member));
@@ -1151,41 +1203,73 @@ pub(crate) mod tests {
         }
         // sock_common is the first member of sock, and skc_daddr the first of sock_common;
         // everything else sits past the start of its struct.
-        assert_eq!(off.sk_daddr, Some(0));
+        assert_eq!(off.sock_common_skc_daddr, Some(0));
         for (name, v) in [
-            ("task_pid", off.task_pid),
-            ("task_tgid", off.task_tgid),
-            ("task_files", off.task_files),
+            ("task_struct_pid", off.task_struct_pid),
+            ("task_struct_tgid", off.task_struct_tgid),
+            ("task_struct_comm", off.task_struct_comm),
+            ("task_struct_files", off.task_struct_files),
             ("socket_sk", off.socket_sk),
-            ("sk_state", off.sk_state),
-            ("sk_num", off.sk_num),
-            ("sk_dport", off.sk_dport),
-            ("accept_queue_tail", off.accept_queue_tail),
-            ("sock_wq", off.sock_wq),
-            ("epitem_file", off.epitem_file),
+            ("skc_state", off.sock_common_skc_state),
+            ("skc_num", off.sock_common_skc_num),
+            ("skc_dport", off.sock_common_skc_dport),
+            ("skc_rcv_saddr", off.sock_common_skc_rcv_saddr),
+            ("skc_net", off.sock_common_skc_net),
+            ("net_ns_inum", off.net_ns_inum),
+            (
+                "rskq_accept_tail",
+                off.inet_connection_sock_rskq_accept_tail,
+            ),
+            ("sock_sk_wq", off.sock_sk_wq),
+            ("epitem_ffd_file", off.epitem_ffd_file),
             ("eppoll_entry_base", off.eppoll_entry_base),
         ] {
             assert!(v.is_some_and(|v| v > 0), "{name} = {v:?}");
         }
         // Adjacent members keep their declared order.
-        assert_eq!(off.task_tgid.zip(off.task_pid).map(|(t, p)| t - p), Some(4));
-        assert_eq!(off.sk_num.zip(off.sk_dport).map(|(n, d)| n - d), Some(2));
+        assert_eq!(
+            off.task_struct_tgid
+                .zip(off.task_struct_pid)
+                .map(|(t, p)| t - p),
+            Some(4)
+        );
+        assert_eq!(
+            off.sock_common_skc_num
+                .zip(off.sock_common_skc_dport)
+                .map(|(n, d)| n - d),
+            Some(2)
+        );
         // The nested path adds the two offsets.
         let queue = btf.member_offset("inet_connection_sock", "icsk_accept_queue");
         let tail = btf.member_offset("request_sock_queue", "rskq_accept_tail");
-        assert_eq!(off.accept_queue_tail, queue.zip(tail).map(|(q, t)| q + t));
+        assert_eq!(
+            off.inet_connection_sock_rskq_accept_tail,
+            queue.zip(tail).map(|(q, t)| q + t)
+        );
         // The running kernel has the layouts the eBPF programs read in one call.
-        assert!(off.sock_head_packed(), "{off:?}");
+        assert!(off.sock_common_head_packed(), "{off:?}");
         assert!(off.fdtable_packed(), "{off:?}");
+        // It has the BTF tracepoints the probe table prefers.
+        for event in crate::probes::btf_tracepoints() {
+            assert!(btf.has_btf_tracepoint(event), "btf_trace_{event}");
+        }
+        assert!(!btf.has_btf_tracepoint("no_such_event_herdtrace"));
+        // Every offset lands in the programs' configuration under its own name.
+        let mut config = herdtrace_common::Config::default();
+        off.apply(&mut config);
+        assert_eq!(Some(config.task_struct_pid), off.task_struct_pid);
+        assert_eq!(Some(config.socket_wq_wait), off.socket_wq_wait);
+        assert_eq!(config.sock_common_head_packed, 1);
     }
 
-    fn sock_and_fdtable(head: [Option<u32>; 5], fdt: [Option<u32>; 2]) -> KernelOffsets {
+    fn sock_and_fdtable(head: [Option<u32>; 6], fdt: [Option<u32>; 2]) -> KernelOffsets {
         KernelOffsets {
-            sk_daddr: head[0],
-            sk_dport: head[1],
-            sk_num: head[2],
-            sk_family: head[3],
-            sk_state: head[4],
+            sock_common_skc_daddr: head[0],
+            sock_common_skc_rcv_saddr: head[1],
+            sock_common_skc_dport: head[2],
+            sock_common_skc_num: head[3],
+            sock_common_skc_family: head[4],
+            sock_common_skc_state: head[5],
             fdtable_max_fds: fdt[0],
             fdtable_fd: fdt[1],
             ..KernelOffsets::default()
@@ -1195,18 +1279,24 @@ pub(crate) mod tests {
     #[test]
     fn packed_layouts_are_recognised_and_anything_else_falls_back() {
         let fdt = [Some(0), Some(8)];
-        let usual = [Some(0), Some(12), Some(14), Some(16), Some(18)];
-        assert!(sock_and_fdtable(usual, fdt).sock_head_packed());
+        let usual = [Some(0), Some(4), Some(12), Some(14), Some(16), Some(18)];
+        assert!(sock_and_fdtable(usual, fdt).sock_common_head_packed());
         // The block may start anywhere as long as the members keep their places.
-        let shifted = [Some(8), Some(20), Some(22), Some(24), Some(26)];
-        assert!(sock_and_fdtable(shifted, fdt).sock_head_packed());
-        for i in 0..5 {
+        let shifted = [Some(8), Some(12), Some(20), Some(22), Some(24), Some(26)];
+        assert!(sock_and_fdtable(shifted, fdt).sock_common_head_packed());
+        for i in 0..6 {
             let mut missing = usual;
             missing[i] = None;
-            assert!(!sock_and_fdtable(missing, fdt).sock_head_packed(), "{i}");
+            assert!(
+                !sock_and_fdtable(missing, fdt).sock_common_head_packed(),
+                "{i}"
+            );
             let mut moved = usual;
             moved[i] = usual[i].map(|v| v + 2);
-            assert!(!sock_and_fdtable(moved, fdt).sock_head_packed(), "{i}");
+            assert!(
+                !sock_and_fdtable(moved, fdt).sock_common_head_packed(),
+                "{i}"
+            );
         }
         assert!(sock_and_fdtable(usual, fdt).fdtable_packed());
         assert!(sock_and_fdtable(usual, [Some(4), Some(12)]).fdtable_packed());

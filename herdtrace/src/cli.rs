@@ -1,7 +1,7 @@
 //! Command-line interface: argument definitions and dispatch.
 use clap::{Parser, Subcommand};
 
-use crate::{check, diagnose, load, replay, scenario, serve, trace, verify};
+use crate::{check, diagnose, load, logging, replay, scenario, serve, trace, verify};
 
 const EXAMPLES: &str = "\
 Examples:
@@ -12,6 +12,8 @@ Examples:
   sudo herdtrace verify                       every server model on this kernel vs the expected herd
   sudo herdtrace diagnose --pid $(pgrep -o nginx)   what the server does, what it costs, what to change
   sudo herdtrace -c nginx --prometheus 127.0.0.1:9435   serve /metrics for Prometheus
+  sudo herdtrace -c nginx --prometheus 127.0.0.1:9435 --quiet   exporter only: nothing on stdout
+  sudo herdtrace -p 1234 -v                   also show what the eBPF programs report (a full map)
   herdtrace serve --model epoll-per-worker --workers 4 --stats
   herdtrace load --addr 127.0.0.1:8080 --connections 1000
   herdtrace replay trace.htr --json           re-run the reconstruction on a recording";
@@ -57,6 +59,12 @@ pub enum Command {
 /// Runs the command line and returns the process exit code.
 pub fn main() -> i32 {
     let cli = Cli::parse();
+    match &cli.command {
+        None => logging::init(&cli.trace.log),
+        Some(Command::Demo(a)) => logging::init(&a.log),
+        Some(Command::Diagnose(a)) => logging::init(&a.log),
+        Some(_) => {}
+    }
     let result = match cli.command {
         Some(Command::Check(a)) => check::run(a),
         Some(Command::Serve(a)) => serve::run(a),

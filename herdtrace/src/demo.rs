@@ -47,6 +47,8 @@ pub struct DemoArgs {
     /// Probe set.
     #[arg(long, value_enum, default_value = "auto")]
     pub backend: BackendRequest,
+    #[command(flatten)]
+    pub log: crate::logging::LogArgs,
 }
 
 /// One model's result, for the side-by-side table.

@@ -465,8 +465,10 @@ pub fn privilege_problem() -> Option<String> {
 
 /// Environment variable naming kernel features to treat as absent, so tests
 /// (and users checking the fallbacks) can see what herdtrace does on a kernel
-/// without them: `btf`, tracepoints as `category:name`, kernel functions by
-/// name (seen as inlined), separated by commas or spaces.
+/// without them: `btf`, a program type (`tracepoint`, `tp_btf`, `kprobe`,
+/// `fentry`: refused), tracepoints as `category:name` (the event, classic and
+/// BTF), kernel functions by name (seen as inlined), separated by commas or
+/// spaces.
 /// Example: `HERDTRACE_MISSING=ep_send_events,sock:sk_data_ready,btf`.
 pub const MISSING_ENV: &str = "HERDTRACE_MISSING";
 
@@ -500,6 +502,12 @@ impl Missing {
         self.items.iter().any(|i| i == "btf")
     }
 
+    /// A program type (`tracepoint`, `tp_btf`, `kprobe`, `fentry`) treated
+    /// as refused by the kernel.
+    pub fn program_type(&self, name: &str) -> bool {
+        self.items.iter().any(|i| i == name)
+    }
+
     /// Tracepoint `cat:name`.
     pub fn tracepoint(&self, cat: &str, name: &str) -> bool {
         self.items
@@ -507,9 +515,19 @@ impl Missing {
             .any(|i| i.split_once(':') == Some((cat, name)))
     }
 
+    /// Tracepoint event `name` of any category (its BTF tracepoint too):
+    /// the item that names it (`category:name`).
+    pub fn event(&self, name: &str) -> Option<&str> {
+        self.items
+            .iter()
+            .find(|i| i.split_once(':').is_some_and(|(_, n)| n == name))
+            .map(String::as_str)
+    }
+
     /// Kernel function `name` (treated as inlined: in neither kallsyms nor BTF).
     pub fn symbol(&self, name: &str) -> bool {
-        name != "btf" && self.items.iter().any(|i| i == name)
+        !matches!(name, "btf" | "tracepoint" | "tp_btf" | "kprobe" | "fentry")
+            && self.items.iter().any(|i| i == name)
     }
 }
 

@@ -5,6 +5,7 @@
 //! to aya.
 pub mod backend;
 pub mod btf;
+pub mod cgroup;
 pub mod check;
 pub mod cli;
 pub mod demo;
@@ -15,11 +16,15 @@ pub mod exporter;
 pub mod kernel;
 pub mod load;
 pub mod loader;
+pub mod logging;
+pub mod pipeline;
+pub mod probes;
 pub mod record;
 pub mod replay;
 pub mod report;
 pub mod scenario;
 pub mod serve;
+pub mod start;
 pub mod stop;
 pub mod targets;
 pub mod trace;

@@ -38,11 +38,31 @@ pub struct RecordHeader {
     pub created_unix_s: u64,
     pub herdtrace_version: String,
     pub event_size: u32,
+    /// The two clocks read together when recording started, so replay can
+    /// stamp events with wall-clock time; absent in recordings made before
+    /// it was added (left out of the JSON then, so those bytes are unchanged).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clock: Option<HeaderClock>,
+    /// Workers able to accept, read from /proc when recording started (the
+    /// fair share of the balance verdict); absent in older recordings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workers: Option<u64>,
+    /// The most listening sockets on one address then (2+: SO_REUSEPORT).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listeners_per_addr: Option<u64>,
+}
+
+/// CLOCK_MONOTONIC and CLOCK_REALTIME at one moment, in nanoseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeaderClock {
+    pub mono_ns: u64,
+    pub unix_ns: u64,
 }
 
 impl RecordHeader {
     /// A header for a recording made now by this build.
     pub fn new(kernel: &str, backend: &str) -> RecordHeader {
+        let now = crate::report::WallClock::now();
         RecordHeader {
             kernel: kernel.to_string(),
             backend: backend.to_string(),
@@ -51,6 +71,12 @@ impl RecordHeader {
                 .map_or(0, |d| d.as_secs()),
             herdtrace_version: env!("CARGO_PKG_VERSION").to_string(),
             event_size: RAW_EVENT_SIZE as u32,
+            clock: Some(HeaderClock {
+                mono_ns: now.mono_ns,
+                unix_ns: now.unix_ns,
+            }),
+            workers: None,
+            listeners_per_addr: None,
         }
     }
 }
@@ -121,6 +147,11 @@ impl<W: Write> Recorder<W> {
             .write_all(&[TAG_LOST])
             .and_then(|_| self.out.write_all(&n.to_le_bytes()))
             .context("write recording")
+    }
+
+    /// Writes out what is buffered.
+    pub fn flush(&mut self) -> Result<()> {
+        self.out.flush().context("flush recording")
     }
 
     /// Flushes and returns the writer.
@@ -270,6 +301,9 @@ pub(crate) mod tests {
             created_unix_s: 1_700_000_000,
             herdtrace_version: "0.1.0".into(),
             event_size: RAW_EVENT_SIZE as u32,
+            clock: None,
+            workers: None,
+            listeners_per_addr: None,
         }
     }
 
@@ -295,6 +329,38 @@ pub(crate) mod tests {
 
     fn err(bytes: &[u8]) -> String {
         format!("{:#}", read_all(bytes).expect_err("must fail"))
+    }
+
+    #[test]
+    fn clock_and_workers_round_trip_and_old_headers_keep_their_bytes() {
+        let mut h = header();
+        let old = serde_json::to_string(&h).expect("json");
+        assert!(
+            !old.contains("clock") && !old.contains("workers") && !old.contains("listeners"),
+            "{old}"
+        );
+        h.clock = Some(HeaderClock {
+            mono_ns: 5,
+            unix_ns: 1_796_019_352_000_000_000,
+        });
+        h.workers = Some(4);
+        h.listeners_per_addr = Some(4);
+        let mut rec = Recorder::new(Vec::new(), &h).expect("header");
+        rec.write_event(&herd_stream(1, 1)[0]).expect("event");
+        let bytes = rec.finish().expect("finish");
+        let (back, _) = read_all(&bytes).expect("read");
+        assert_eq!(back, h);
+        // A header written before these fields existed still reads.
+        let parsed: RecordHeader = serde_json::from_str(&old).expect("old header");
+        assert_eq!(
+            (parsed.clock, parsed.workers, parsed.listeners_per_addr),
+            (None, None, None)
+        );
+        // A new header takes both clocks now.
+        let now = RecordHeader::new("k", "b");
+        assert!(now
+            .clock
+            .is_some_and(|c| c.unix_ns > 1_700_000_000_000_000_000));
     }
 
     #[test]

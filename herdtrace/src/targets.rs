@@ -227,22 +227,101 @@ pub fn listen_sockets(proc_root: &Path) -> Vec<ListenSocket> {
         .collect()
 }
 
-/// Local ports of the TCP listening sockets held by `pids`.
-pub fn listening_ports(proc_root: &Path, pids: &[u32]) -> Vec<u16> {
-    let mut listeners = Vec::new();
-    for table in ["net/tcp", "net/tcp6"] {
-        if let Ok(text) = fs::read_to_string(proc_root.join(table)) {
-            listeners.extend(parse_listeners(&text));
+/// Inode number of process `pid`'s network namespace (`/proc/PID/ns/net`),
+/// which the kernel side reads as `net->ns.inum`.
+pub fn netns_of(proc_root: &Path, pid: u32) -> Option<u32> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = fs::metadata(proc_root.join(pid.to_string()).join("ns/net")).ok()?;
+    u32::try_from(meta.ino()).ok()
+}
+
+/// A listening socket held by a traced process, in that process's own
+/// network namespace.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+pub struct TargetListener {
+    pub netns: u32,
+    pub addr: SocketAddr,
+}
+
+impl std::fmt::Display for TargetListener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} (netns {})", self.addr, self.netns)
+    }
+}
+
+impl TargetListener {
+    /// The kernel side's key for this listener: namespace, family, the
+    /// address bytes as the socket stores them (network order), port.
+    pub fn key(&self) -> herdtrace_common::ListenKey {
+        let (family, addr) = match self.addr.ip() {
+            IpAddr::V4(ip) => {
+                let mut a = [0u8; 16];
+                a[..4].copy_from_slice(&ip.octets());
+                (herdtrace_common::AF_INET, a)
+            }
+            IpAddr::V6(ip) => (herdtrace_common::AF_INET6, ip.octets()),
+        };
+        herdtrace_common::ListenKey {
+            netns: self.netns,
+            port: self.addr.port(),
+            family,
+            addr,
         }
     }
-    let mut ports: Vec<u16> = pids
-        .iter()
-        .flat_map(|&pid| socket_inodes(proc_root, pid))
-        .filter_map(|inode| listeners.iter().find(|(i, _)| *i == inode).map(|(_, p)| *p))
-        .collect();
-    ports.sort_unstable();
-    ports.dedup();
-    ports
+}
+
+/// The TCP listening sockets `pids` hold. Each process's tables are read
+/// from its own namespace (`/proc/PID/net/tcp{,6}`), never from ours: a
+/// server in a container listens in its namespace, and another container
+/// may listen on the same address and port.
+pub fn target_listeners(proc_root: &Path, pids: &[u32]) -> Vec<TargetListener> {
+    let mut tables: std::collections::HashMap<u32, Vec<ListenSocket>> = Default::default();
+    let mut found = Vec::new();
+    for &pid in pids {
+        let Some(netns) = netns_of(proc_root, pid) else {
+            continue;
+        };
+        let table = tables
+            .entry(netns)
+            .or_insert_with(|| listen_sockets(&proc_root.join(pid.to_string())));
+        for inode in socket_inodes(proc_root, pid) {
+            if let Some(s) = table.iter().find(|s| s.inode == inode) {
+                found.push(TargetListener {
+                    netns,
+                    addr: s.addr,
+                });
+            }
+        }
+    }
+    found.sort_unstable();
+    found.dedup();
+    found
+}
+
+/// Threads of `pid` blocked in accept()/accept4() right now
+/// (`/proc/PID/task/TID/syscall` starts with the syscall number).
+pub fn threads_in_accept(proc_root: &Path, pid: u32) -> Vec<u32> {
+    threads(proc_root, pid)
+        .into_iter()
+        .filter(|tid| {
+            let path = proc_root
+                .join(pid.to_string())
+                .join("task")
+                .join(tid.to_string())
+                .join("syscall");
+            fs::read_to_string(path).is_ok_and(|t| in_accept(&t))
+        })
+        .collect()
+}
+
+/// Whether a `/proc/PID/task/TID/syscall` line shows accept or accept4 (x86-64).
+pub fn in_accept(syscall_line: &str) -> bool {
+    const ACCEPT: &str = "43";
+    const ACCEPT4: &str = "288";
+    matches!(
+        syscall_line.split_whitespace().next(),
+        Some(ACCEPT | ACCEPT4)
+    )
 }
 
 #[cfg(test)]
@@ -385,12 +464,50 @@ mod tests {
         assert_eq!(parse_socket_link("socket:[x]"), None);
     }
 
+    /// This process's listeners, read from its own namespace, with the
+    /// namespace's inode and the address bytes the kernel side compares.
     #[test]
-    fn finds_the_listening_port_of_this_process() {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        let port = listener.local_addr().expect("addr").port();
-        let ports = listening_ports(Path::new("/proc"), &[std::process::id()]);
-        assert!(ports.contains(&port), "{ports:?} lacks {port}");
+    fn finds_the_listeners_of_this_process() {
+        let v4 = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let v4_addr = v4.local_addr().expect("addr");
+        let v6 = std::net::TcpListener::bind("[::1]:0").ok();
+        let root = Path::new("/proc");
+        let me = std::process::id();
+        let netns = netns_of(root, me).expect("own netns");
+        let found = target_listeners(root, &[me]);
+        let mine = TargetListener {
+            netns,
+            addr: v4_addr,
+        };
+        assert!(found.contains(&mine), "{found:?} lacks {mine}");
+        let key = mine.key();
+        assert_eq!(key.port, v4_addr.port());
+        assert_eq!(key.family, herdtrace_common::AF_INET);
+        assert_eq!(key.addr[..4], [127, 0, 0, 1]);
+        assert_eq!(key.addr[4..], [0; 12]);
+        if let Some(v6) = v6 {
+            let addr = v6.local_addr().expect("addr");
+            let l = TargetListener { netns, addr };
+            assert!(found.contains(&l), "{found:?} lacks {l}");
+            let mut want = [0u8; 16];
+            want[15] = 1;
+            assert_eq!(l.key().addr, want);
+            assert_eq!(l.key().family, herdtrace_common::AF_INET6);
+        }
+        assert_eq!(mine.to_string(), format!("{v4_addr} (netns {netns})"));
+        assert!(target_listeners(root, &[]).is_empty());
+    }
+
+    #[test]
+    fn accept_syscall_lines() {
+        assert!(in_accept("288 0x3 0x0 0x0 0x80800 0x0 0x0 0x7ffd 0x7f12"));
+        assert!(in_accept("43 0x3 0x0 0x0 0x0 0x0 0x0 0x7ffd 0x7f12"));
+        assert!(!in_accept(
+            "232 0x4 0x7ffd 0x40 0xffffffff 0x0 0x0 0x7ffd 0x7f12"
+        ));
+        assert!(!in_accept("running"));
+        assert!(!in_accept("-1 0x7ffd 0x7f12"));
+        assert!(!in_accept(""));
     }
 
     #[test]

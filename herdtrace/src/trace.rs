@@ -1,25 +1,32 @@
 //! Live tracing (`herdtrace --pid ...`): picks the backend, starts the
 //! tracer, follows the target tasks and feeds the ring buffer to the same
-//! [`Pipeline`] that `replay` uses.
+//! [`Pipeline`] that `replay` uses, on a current-thread tokio runtime.
 use std::{
     io::{self, BufWriter, Write},
     net::SocketAddr,
+    os::fd::{BorrowedFd, OwnedFd},
     path::{Path, PathBuf},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use anyhow::{anyhow, bail, Context as _, Result};
+use tokio::{
+    io::{unix::AsyncFd, Interest},
+    time::{self, Instant, MissedTickBehavior},
+};
 
 use crate::{
-    backend::{self, Backend, BackendRequest, ProbeStatus},
-    btf::{Btf, KernelOffsets},
-    check,
+    backend::{self, BackendRequest, KernelFacts},
+    btf::KernelOffsets,
+    cgroup, check,
     engine::{EngineConfig, Summary},
     events, exporter, kernel,
-    loader::{AttachPlan, Offsets, Tracer, TracerConfig},
+    loader::Tracer,
+    logging::LogArgs,
+    pipeline::Pipeline,
     record::{RecordHeader, Recorder},
-    report::{is_broken_pipe, Observer, OutputOptions, Pipeline, RunInfo, WallClock},
-    stop, targets,
+    report::{is_broken_pipe, OutputOptions, RunInfo, WallClock},
+    start, stop, targets,
 };
 
 pub use crate::demo::{demo, DemoArgs};
@@ -38,7 +45,12 @@ pub struct TraceArgs {
     /// Trace every process with this exact name (/proc/PID/comm), and descendants (repeatable).
     #[arg(short = 'c', long = "comm", value_name = "NAME")]
     pub comms: Vec<String>,
-    /// Only connections to this local port.
+    /// Trace every process in this cgroup v2 directory and the cgroups below
+    /// it, including processes that enter it later (a container: e.g.
+    /// /sys/fs/cgroup/system.slice/docker-ID.scope).
+    #[arg(short = 'G', long, value_name = "PATH")]
+    pub cgroup: Option<PathBuf>,
+    /// Only connections to this local port (arrivals, accepts and EAGAIN).
     #[arg(short = 'P', long, value_name = "PORT")]
     pub port: Option<u16>,
     /// Stop after this many seconds (default: until Ctrl-C or the targets exit).
@@ -53,6 +65,10 @@ pub struct TraceArgs {
     /// NDJSON on stdout: one "conn" object per connection, "interval" objects, a final "summary".
     #[arg(long)]
     pub json: bool,
+    /// Nothing on stdout (no live lines, no interval or connection output):
+    /// for exporter-only runs; the summary and errors still go to stderr.
+    #[arg(short = 'q', long, conflicts_with = "per_conn")]
+    pub quiet: bool,
     /// Probe set: auto takes fentry, else kprobe, else tracepoint.
     #[arg(long, value_enum, default_value = "auto")]
     pub backend: BackendRequest,
@@ -77,6 +93,8 @@ pub struct TraceArgs {
     /// themselves cost (tracepoint backend; no connection is reported).
     #[arg(long, hide = true)]
     pub empty_programs: bool,
+    #[command(flatten)]
+    pub log: LogArgs,
 }
 
 impl Default for TraceArgs {
@@ -84,17 +102,20 @@ impl Default for TraceArgs {
         TraceArgs {
             pids: Vec::new(),
             comms: Vec::new(),
+            cgroup: None,
             port: None,
             duration: None,
             interval: 1.0,
             per_conn: false,
             json: false,
+            quiet: false,
             backend: BackendRequest::Auto,
             record: None,
             ringbuf_size: 4 << 20,
             chain_window_us: 5000,
             prometheus: None,
             empty_programs: false,
+            log: LogArgs::default(),
         }
     }
 }
@@ -134,23 +155,29 @@ pub fn parse_size(s: &str) -> Result<u32, String> {
 
 /// Everything needed to start the tracer on this kernel.
 pub struct Prepared {
-    pub config: TracerConfig,
+    pub request: BackendRequest,
+    pub facts: KernelFacts,
+    pub offsets: KernelOffsets,
+    pub options: start::Options,
     pub info: RunInfo,
+    /// Said before tracing starts (simulated gaps, struct members missing).
     pub notes: Vec<String>,
 }
 
-/// Privileges, BTF, backend choice, struct offsets and the attach plan.
+/// Privileges, kernel facts and struct offsets; the backend is chosen when
+/// the tracer attaches (`start::attach_first`), the same way `check` does.
 pub fn prepare(args: &TraceArgs) -> Result<Prepared> {
     if let Some(problem) = kernel::privilege_problem() {
         bail!("{problem}");
     }
-    let btf = Btf::load_vmlinux().context(
-        "kernel BTF is required (/sys/kernel/btf/vmlinux; kernels built with CONFIG_DEBUG_INFO_BTF)",
-    )?;
-    let facts = check::gather_facts_with(Some(&btf));
+    let btf = check::load_btf();
+    let facts = check::gather_facts_with(btf.as_ref().ok());
+    // Fail early, with the same reason `check` gives, when nothing can run.
     let choice = backend::choose(args.backend, &facts).map_err(|e| anyhow!(e))?;
+    let btf = btf.map_err(|e| anyhow!(e))?;
+    let mut offsets = KernelOffsets::from_btf(&btf)?;
+    apply_test_offset(&mut offsets)?;
     let mut notes = Vec::new();
-    notes.push(format!("backend {choice}"));
     let simulated = kernel::simulated_missing();
     if !simulated.is_empty() {
         notes.push(format!(
@@ -159,86 +186,13 @@ pub fn prepare(args: &TraceArgs) -> Result<Prepared> {
             simulated.items().join(", ")
         ));
     }
-    notes.extend(choice.warnings.iter().map(|w| format!("warning: {w}")));
-
-    let k = KernelOffsets::from_btf(&btf)?;
-    for m in k.missing() {
+    for m in offsets.missing() {
         notes.push(format!(
             "warning: {} missing from BTF: lost {}",
             m.member, m.lost
         ));
     }
-    let need = |v: Option<u32>, what: &str| {
-        v.ok_or_else(|| anyhow!("kernel BTF lacks {what}, which every backend needs"))
-    };
-    let offsets = Offsets {
-        task_pid: need(k.task_pid, "task_struct.pid")?,
-        task_tgid: need(k.task_tgid, "task_struct.tgid")?,
-        task_files: k.task_files.unwrap_or(0),
-        files_fdt: k.files_fdt.unwrap_or(0),
-        fdt_max_fds: k.fdtable_max_fds.unwrap_or(0),
-        fdt_fd: k.fdtable_fd.unwrap_or(0),
-        file_private: need(k.file_private_data, "file.private_data")?,
-        socket_sk: need(k.socket_sk, "socket.sk")?,
-        skc_state: need(k.sk_state, "sock_common.skc_state")?,
-        skc_num: k.sk_num.unwrap_or(0),
-        skc_dport: k.sk_dport.unwrap_or(0),
-        skc_daddr: k.sk_daddr.unwrap_or(0),
-        skc_family: k.sk_family.unwrap_or(0),
-        skc_v6_daddr: k.sk_v6_daddr.unwrap_or(0),
-        accept_tail: k.accept_queue_tail.unwrap_or(0),
-        rsk_sk: k.request_sock_sk.unwrap_or(0),
-        eppoll_base: k.eppoll_entry_base.unwrap_or(0),
-        eppoll_wait: k.eppoll_entry_wait.unwrap_or(0),
-        epi_file: k.epitem_file.unwrap_or(0),
-        epi_ep: k.epitem_ep.unwrap_or(0),
-        sk_wq: k.sock_wq.unwrap_or(0),
-        wq_wait: k.socket_wq_wait.unwrap_or(0),
-        skc_head_packed: u32::from(k.sock_head_packed()),
-        fdt_packed: u32::from(k.fdtable_packed()),
-    };
-    let tp = &facts.tracepoints;
-    let poll_exits = available(&[
-        ("sys_exit_epoll_wait", &tp.sys_exit_epoll_wait),
-        ("sys_exit_epoll_pwait", &tp.sys_exit_epoll_pwait),
-        ("sys_exit_epoll_pwait2", &tp.sys_exit_epoll_pwait2),
-    ]);
-    let accept_syscalls = available(&[
-        ("accept", &tp.sys_exit_accept),
-        ("accept4", &tp.sys_exit_accept4),
-    ]);
-    let sym = &facts.symbols;
-    let ep_send_events = match choice.backend {
-        Backend::Fentry => sym.ep_send_events.fentry_status().is_ok(),
-        Backend::Kprobe => sym.ep_send_events.kprobe_status().is_ok(),
-        Backend::Tracepoint => false,
-    };
-    let plan = AttachPlan {
-        backend: choice.backend,
-        sk_data_ready: tp.sk_data_ready.is_ok(),
-        inet_sock_set_state: tp.inet_sock_set_state.is_ok(),
-        listen_syscall: kernel::tracepoint_exists("syscalls", "sys_enter_listen").unwrap_or(false),
-        softirq_exit: kernel::tracepoint_exists("irq", "softirq_exit").unwrap_or(false),
-        poll_exits,
-        accept_syscalls,
-        ep_send_events,
-        inet_csk_accept_nargs: sym.inet_csk_accept.btf_params.unwrap_or(4) as u32,
-        symbols: [
-            sym.wake_up_common
-                .attach_name("__wake_up_common")
-                .to_string(),
-            sym.ep_poll_callback
-                .attach_name("ep_poll_callback")
-                .to_string(),
-            sym.ep_send_events.attach_name("ep_send_events").to_string(),
-            sym.inet_csk_accept
-                .attach_name("inet_csk_accept")
-                .to_string(),
-        ],
-    };
-    let config = TracerConfig {
-        plan,
-        offsets,
+    let options = start::Options {
         port_filter: args.port.unwrap_or(0),
         chain_window_ns: args.chain_window_us.saturating_mul(1000),
         ringbuf_bytes: args.ringbuf_size,
@@ -247,59 +201,103 @@ pub fn prepare(args: &TraceArgs) -> Result<Prepared> {
     let info = RunInfo {
         backend: choice.backend.name().to_string(),
         kernel: facts.release.clone(),
+        attach: Vec::new(),
+        scope: String::new(),
+        listeners: Vec::new(),
     };
     Ok(Prepared {
-        config,
+        request: args.backend,
+        facts,
+        offsets,
+        options,
         info,
         notes,
     })
 }
 
-/// The names whose probe point is usable.
-fn available(points: &[(&str, &ProbeStatus)]) -> Vec<String> {
-    points
-        .iter()
-        .filter(|(_, status)| status.is_ok())
-        .map(|(name, _)| name.to_string())
-        .collect()
-}
-
-/// Processes followed from the command line: roots plus descendants, with
-/// their start times so a reused pid is not mistaken for them.
+/// Processes followed from the command line: roots plus descendants (with
+/// their start times so a reused pid is not mistaken for them), and every
+/// process of a `--cgroup`.
 pub struct TargetSet {
     roots: Vec<targets::ProcInfo>,
+    cgroup: Option<cgroup::Cgroup>,
     /// Roots already reported gone (each is reported once).
     exited: std::cell::RefCell<Vec<u32>>,
+    /// Listeners already named (each is named once).
+    named: std::cell::RefCell<Vec<targets::TargetListener>>,
+}
+
+/// What one pass over the targets put into the tracer.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    pub tasks: usize,
+    pub procs: usize,
+    /// Listeners not named before.
+    pub new_listeners: Vec<targets::TargetListener>,
+    /// All listeners the targets hold.
+    pub listeners: usize,
 }
 
 impl TargetSet {
     pub fn resolve(pids: &[i64], comms: &[String]) -> Result<TargetSet> {
+        TargetSet::resolve_with(pids, comms, None)
+    }
+
+    /// `--pid`/`--comm` roots and an optional `--cgroup`.
+    pub fn resolve_with(
+        pids: &[i64],
+        comms: &[String],
+        cgroup_path: Option<&Path>,
+    ) -> Result<TargetSet> {
+        let cgroup = cgroup_path.map(cgroup::resolve).transpose()?;
         let all = targets::scan(Path::new("/proc"))?;
-        let root_pids = targets::resolve_roots(&all, pids, comms, std::process::id())?;
+        let root_pids = if cgroup.is_some() && pids.is_empty() && comms.is_empty() {
+            Vec::new()
+        } else {
+            targets::resolve_roots(&all, pids, comms, std::process::id())?
+        };
         let roots = all
             .into_iter()
             .filter(|p| root_pids.contains(&p.pid))
             .collect();
         Ok(TargetSet {
             roots,
+            cgroup,
             exited: Default::default(),
+            named: Default::default(),
         })
     }
 
-    /// Puts every thread of every root and descendant into the kernel's
-    /// traced set; returns (tasks, processes).
-    fn load_into(&self, tracer: &mut Tracer) -> Result<(usize, usize)> {
+    /// The cgroup traced, if any.
+    pub fn cgroup(&self) -> Option<&cgroup::Cgroup> {
+        self.cgroup.as_ref()
+    }
+
+    /// Live processes to trace now.
+    fn pids(&self) -> Result<Vec<u32>> {
         let proc_root = Path::new("/proc");
         let all = targets::scan(proc_root)?;
-        let live: Vec<u32> = self
+        let mut live: Vec<u32> = self
             .roots
             .iter()
             .filter(|r| targets::alive(proc_root, r.pid, r.start_ticks))
             .map(|r| r.pid)
             .collect();
-        let pids = targets::with_descendants(&all, &live);
-        for port in targets::listening_ports(proc_root, &pids) {
-            tracer.watch_port(port)?;
+        if let Some(c) = &self.cgroup {
+            live.extend(cgroup::procs(&c.dir));
+        }
+        Ok(targets::with_descendants(&all, &live))
+    }
+
+    /// Puts every thread of every target into the kernel's traced set and
+    /// their listeners into the watched set; marks threads already blocked
+    /// in accept() (their return probe will not run).
+    pub fn load_into(&self, tracer: &mut Tracer) -> Result<Loaded> {
+        let proc_root = Path::new("/proc");
+        let pids = self.pids()?;
+        let listeners = targets::target_listeners(proc_root, &pids);
+        for l in &listeners {
+            tracer.watch_listener(l.key())?;
         }
         let mut tasks = 0;
         for &pid in &pids {
@@ -307,13 +305,54 @@ impl TargetSet {
                 tracer.trace_task(tid, pid)?;
                 tasks += 1;
             }
+            for tid in targets::threads_in_accept(proc_root, pid) {
+                tracer.accept_in_progress(tid)?;
+            }
         }
-        Ok((tasks, pids.len()))
+        let mut named = self.named.borrow_mut();
+        let new_listeners: Vec<_> = listeners
+            .iter()
+            .filter(|l| !named.contains(l))
+            .copied()
+            .collect();
+        named.extend(&new_listeners);
+        Ok(Loaded {
+            tasks,
+            procs: pids.len(),
+            new_listeners,
+            listeners: listeners.len(),
+        })
     }
 
-    /// True while at least one root process is still the one we started with.
+    /// What /proc shows of the setup for the balance verdict (workers able
+    /// to accept, SO_REUSEPORT groups); zeros if it cannot be read.
+    pub fn known_setup(&self) -> crate::engine::KnownSetup {
+        crate::diagnose::known_setup(Path::new("/proc"), &self.tree_roots())
+    }
+
+    /// The roots of the traced process trees: the named processes, and the
+    /// cgroup's processes whose parent is outside it.
+    fn tree_roots(&self) -> Vec<u32> {
+        let mut roots: Vec<u32> = self.roots.iter().map(|r| r.pid).collect();
+        if let Some(c) = &self.cgroup {
+            let members = cgroup::procs(&c.dir);
+            let all = targets::scan(Path::new("/proc")).unwrap_or_default();
+            roots.extend(members.iter().copied().filter(|pid| {
+                all.iter()
+                    .find(|p| p.pid == *pid)
+                    .is_some_and(|p| !members.contains(&p.ppid))
+            }));
+        }
+        roots
+    }
+
+    /// True while the trace has something to follow: a root process still
+    /// the one we started with, or the cgroup (which may fill up later).
     /// (Descendants are followed in the kernel; the run ends when the roots are gone.)
     fn any_alive(&self) -> bool {
+        if let Some(c) = &self.cgroup {
+            return c.dir.is_dir();
+        }
         self.roots
             .iter()
             .any(|r| targets::alive(Path::new("/proc"), r.pid, r.start_ticks))
@@ -359,99 +398,179 @@ pub fn trace_session<W: Write>(
     on_ready: impl FnMut(),
     until: impl FnMut() -> bool,
 ) -> Result<(Option<Summary>, EndReason)> {
-    trace_session_observed(args, prepared, targets, out, None, on_ready, until)
+    trace_session_exported(args, prepared, targets, out, None, on_ready, until)
 }
 
-/// [`trace_session`], with every connection record also passed to `observer`.
-pub fn trace_session_observed<W: Write>(
+/// [`trace_session`], also serving `exporter`'s `/metrics` while it runs.
+///
+/// The session runs on a current-thread tokio runtime: the ring buffer's
+/// readiness, a short drain timer, the interval and liveness timers, the
+/// stop signals and the exporter's HTTP connections all wait in one epoll.
+pub fn trace_session_exported<W: Write>(
     args: &TraceArgs,
     prepared: &Prepared,
     targets: &TargetSet,
     out: W,
-    observer: Option<Box<dyn Observer + Send>>,
+    exporter: Option<exporter::Exporter>,
+    on_ready: impl FnMut(),
+    until: impl FnMut() -> bool,
+) -> Result<(Option<Summary>, EndReason)> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .enable_time()
+        .build()
+        .context("starting the tracer's event loop")?;
+    runtime.block_on(session(
+        args, prepared, targets, out, exporter, on_ready, until,
+    ))
+}
+
+/// A duplicate of the ring buffer's fd, registered with the runtime for
+/// readiness (epoll watches the ring buffer, whichever fd names it).
+fn watch_ring(tracer: &Tracer) -> Result<AsyncFd<OwnedFd>> {
+    // SAFETY: the tracer owns the fd and is alive for this call.
+    let fd = unsafe { BorrowedFd::borrow_raw(tracer.ring_fd()) }
+        .try_clone_to_owned()
+        .context("duplicating the ring buffer's fd")?;
+    // SAFETY: the AsyncFd owns `fd`, which stays open until the AsyncFd drops.
+    unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }
+        .map_err(|e| anyhow::Error::from(e.into_parts().1))
+        .context("watching the ring buffer")
+}
+
+async fn session<W: Write>(
+    args: &TraceArgs,
+    prepared: &Prepared,
+    targets: &TargetSet,
+    out: W,
+    exporter: Option<exporter::Exporter>,
     mut on_ready: impl FnMut(),
     mut until: impl FnMut() -> bool,
 ) -> Result<(Option<Summary>, EndReason)> {
     // Before attaching: a recording path that cannot be created leaves nothing behind.
-    let mut recorder = match &args.record {
-        Some(path) => Some(Recorder::create(
-            path,
-            &RecordHeader::new(&prepared.info.kernel, &prepared.info.backend),
-        )?),
+    let known = targets.known_setup();
+    let recorder = match &args.record {
+        Some(path) => {
+            let mut header = RecordHeader::new(&prepared.info.kernel, &prepared.info.backend);
+            header.workers = Some(known.workers);
+            header.listeners_per_addr = Some(known.listeners_per_addr);
+            Some(Recorder::create(path, &header)?)
+        }
         None => None,
     };
-    let mut tracer = Tracer::start(&prepared.config)?;
-    let (tasks, procs) = targets.load_into(&mut tracer)?;
+    let mut signals = stop::Signals::new()?;
+    let (choice, mut tracer) = start::attach_first(
+        prepared.request,
+        &prepared.facts,
+        &prepared.offsets,
+        &prepared.options,
+    )
+    .map_err(|e| anyhow!(e))?;
+    let mut info = prepared.info.clone();
+    info.backend = choice.backend.name().to_string();
+    info.attach = tracer.attached.clone();
+    let first = targets.load_into(&mut tracer)?;
     // A fork between the /proc scan and the map update is caught by a second pass.
-    targets.load_into(&mut tracer)?;
+    let second = targets.load_into(&mut tracer)?;
+    let (tasks, procs) = (first.tasks.max(second.tasks), first.procs.max(second.procs));
+    if test_fill_traced() {
+        fill_traced_set(&mut tracer);
+    }
+    let listeners: Vec<String> = first
+        .new_listeners
+        .iter()
+        .chain(&second.new_listeners)
+        .map(ToString::to_string)
+        .collect();
+    info.listeners = listeners.clone();
+    info.scope = targets
+        .cgroup()
+        .map(ToString::to_string)
+        .unwrap_or_default();
     let opts = OutputOptions {
         json: args.json,
-        per_conn: args.per_conn || args.json,
-        intervals: true,
+        per_conn: (args.per_conn || args.json) && !args.quiet,
+        intervals: !args.quiet,
     };
-    let mut pipeline = Pipeline::new(EngineConfig::default(), opts, prepared.info.clone(), out);
+    let mut pipeline = Pipeline::new(EngineConfig::default(), opts, info.clone(), out);
     pipeline.set_clock(WallClock::now());
-    if let Some(o) = observer {
-        pipeline.set_observer(o);
+    pipeline.set_setup(known);
+    if let Some(r) = recorder {
+        pipeline.add_event_sink(Box::new(r));
     }
+    if let Some(mut e) = exporter {
+        e.set_run_info(&info);
+        pipeline.add_observer(e.serve()?);
+    }
+    eprintln!("herdtrace: backend {choice}");
     for note in &prepared.notes {
         eprintln!("herdtrace: {note}");
     }
-    for warning in &tracer.warnings {
+    for warning in choice.warnings() {
         eprintln!("herdtrace: warning: {warning}");
     }
+    log::debug!("programs loaded: {}", tracer.programs().join(", "));
+    if listeners.is_empty() {
+        eprintln!(
+            "herdtrace: the traced tasks hold no TCP listening socket yet; watching for listen()"
+        );
+    } else {
+        eprintln!("herdtrace: listeners: {}", listeners.join(", "));
+    }
+    let scope = match targets.cgroup() {
+        Some(c) => format!(" ({c})"),
+        None => String::new(),
+    };
     eprintln!(
-        "herdtrace: tracing {tasks} tasks in {procs} processes with the {} backend; Ctrl-C to end",
-        prepared.info.backend
+        "herdtrace: tracing {tasks} tasks in {procs} processes{scope} with the {} backend; Ctrl-C to end",
+        info.backend
     );
     on_ready();
 
+    let ring = watch_ring(&tracer)?;
     let started = Instant::now();
     let interval = Duration::from_secs_f64(args.interval);
-    let mut next_tick = started + interval;
-    let mut next_liveness = started + Duration::from_millis(500);
+    let mut ticks = time::interval_at(started + interval, interval);
+    // The kernel wakes us only when the ring buffer is a quarter full
+    // (RINGBUF_WAKE_BYTES); otherwise this timer is what drains it.
+    let mut drain_timer = time::interval(Duration::from_millis(READER_POLL_MS));
+    drain_timer.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let liveness_every = Duration::from_millis(500);
+    let mut liveness = time::interval_at(started + liveness_every, liveness_every);
+    liveness.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    // The per-program skip counters: the connections open at a skip are the
+    // ones flagged possibly incomplete, so they are read often.
+    let mut skip_samples = time::interval(Duration::from_millis(SKIP_SAMPLE_MS));
+    skip_samples.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let deadline = args.duration.map(|d| started + Duration::from_secs_f64(d));
+    let panic_at = test_panic_after().map(|d| started + d);
     let mut decode_errors = 0u64;
     let mut losses = LossFeed::default();
-    let panic_after = test_panic_after();
-    let reason = loop {
-        let now = Instant::now();
-        // The kernel wakes us only when the ring buffer is a quarter full
-        // (RINGBUF_WAKE_BYTES); otherwise this timer is what drains it.
-        let wait = next_tick
-            .saturating_duration_since(now)
-            .min(Duration::from_millis(READER_POLL_MS));
-        poll_readable(tracer.ring_fd(), wait);
-        let mut failure: Option<anyhow::Error> = None;
-        tracer.drain(|bytes| {
-            if failure.is_some() {
-                return;
+    let mut reason = loop {
+        let mut tick_due = false;
+        let mut check_liveness = false;
+        // In this order: the timers are ready only at their times, so a
+        // ring buffer that keeps becoming readable cannot starve them.
+        tokio::select! {
+            biased;
+            sig = signals.recv() => break EndReason::Signal(sig),
+            _ = ticks.tick() => tick_due = true,
+            _ = liveness.tick() => check_liveness = true,
+            _ = skip_samples.tick() => losses.sample_skips(&tracer, &mut pipeline),
+            ready = ring.readable() => {
+                ready.context("waiting for the ring buffer")?.clear_ready();
             }
-            match events::decode(bytes) {
-                Ok(ev) => {
-                    if let Some(r) = recorder.as_mut() {
-                        if let Err(e) = r.write_event(&ev) {
-                            failure = Some(e);
-                            return;
-                        }
-                    }
-                    if let Err(e) = pipeline.on_event(&ev) {
-                        failure = Some(e);
-                    }
-                }
-                Err(_) => decode_errors += 1,
-            }
-        });
-        if let Some(e) = failure {
-            if is_broken_pipe(&e) {
-                break EndReason::OutputClosed;
-            }
-            return Err(e);
+            _ = drain_timer.tick() => {}
         }
-        let now = Instant::now();
-        if now >= next_tick {
-            next_tick += interval;
+        if drain(&mut tracer, &mut pipeline, &mut decode_errors)? {
+            break EndReason::OutputClosed;
+        }
+        // Kernel-side log records are rare: read on this timer, never
+        // waited for (a wakeup from inside a program would cost events).
+        tracer.drain_log();
+        if tick_due {
             // Drops are marked as they happen, so the episodes open then are flagged.
-            losses.feed(&tracer, &mut pipeline, recorder.as_mut())?;
+            losses.feed(&tracer, &mut pipeline)?;
             if let Err(e) = pipeline.on_tick(monotonic_ns()) {
                 if is_broken_pipe(&e) {
                     break EndReason::OutputClosed;
@@ -459,23 +578,28 @@ pub fn trace_session_observed<W: Write>(
                 return Err(e);
             }
         }
+        // A stop signal that came before the session (between two demo models).
         if let Some(sig) = stop::requested() {
             break EndReason::Signal(sig);
         }
-        if args
-            .duration
-            .is_some_and(|d| started.elapsed().as_secs_f64() >= d)
-        {
+        let now = Instant::now();
+        if deadline.is_some_and(|d| now >= d) {
             break EndReason::Duration;
         }
         if until() {
             break EndReason::Caller;
         }
-        if panic_after.is_some_and(|d| started.elapsed() >= d) {
+        if panic_at.is_some_and(|at| now >= at) {
             panic!("{TEST_PANIC_ENV} is set: panicking with every probe attached");
         }
-        if now >= next_liveness {
-            next_liveness = now + Duration::from_millis(500);
+        if check_liveness {
+            if targets.cgroup().is_some() {
+                // Processes that entered the cgroup since the last pass.
+                for l in targets.load_into(&mut tracer)?.new_listeners {
+                    eprintln!("herdtrace: new listener: {l}");
+                    pipeline.add_listener(l.to_string());
+                }
+            }
             let gone = targets.newly_exited();
             if !gone.is_empty() && targets.any_alive() {
                 let list: Vec<String> = gone.iter().map(u32::to_string).collect();
@@ -494,28 +618,18 @@ pub fn trace_session_observed<W: Write>(
         pipeline.mute();
     }
     // Whatever is still in the ring buffer belongs to the run.
-    let mut tail = Vec::new();
-    tracer.drain(|bytes| {
-        if let Ok(ev) = events::decode(bytes) {
-            tail.push(ev);
-        }
-    });
-    for ev in &tail {
-        if let Some(r) = recorder.as_mut() {
-            r.write_event(ev)?;
-        }
-        pipeline.on_event(ev)?;
+    if drain(&mut tracer, &mut pipeline, &mut decode_errors)? {
+        reason = EndReason::OutputClosed;
     }
+    tracer.drain_log();
     // Drops at the very end leave no sequence gap; the kernel counter has them.
-    losses.feed(&tracer, &mut pipeline, recorder.as_mut())?;
-    if let Some(r) = recorder {
-        r.finish()?;
-    }
+    losses.feed(&tracer, &mut pipeline)?;
     if decode_errors > 0 {
         eprintln!(
             "herdtrace: warning: {decode_errors} malformed records from the kernel were skipped"
         );
     }
+    drop(ring);
     drop(tracer); // detach every probe before printing the summary
     if reason == EndReason::OutputClosed {
         // stdout is closed; stderr may still reach the user.
@@ -529,15 +643,47 @@ pub fn trace_session_observed<W: Write>(
     }
 }
 
-/// Feeds the kernel's loss counters to the pipeline (and the recording) as
+/// Decodes every record waiting in the ring buffer into the pipeline.
+/// Returns true when the output turned out to be closed (`herdtrace | head`):
+/// the pipeline is then muted and goes on counting. Any other error (a
+/// recording that cannot be written) stops the feeding and is returned.
+fn drain<W: Write>(
+    tracer: &mut Tracer,
+    pipeline: &mut Pipeline<W>,
+    decode_errors: &mut u64,
+) -> Result<bool> {
+    let mut closed = false;
+    let mut failure: Option<anyhow::Error> = None;
+    tracer.drain(|bytes| {
+        if failure.is_some() {
+            return;
+        }
+        let Ok(ev) = events::decode(bytes) else {
+            *decode_errors += 1;
+            return;
+        };
+        match pipeline.on_event(&ev) {
+            Ok(()) => {}
+            Err(e) if is_broken_pipe(&e) => {
+                closed = true;
+                pipeline.mute();
+            }
+            Err(e) => failure = Some(e),
+        }
+    });
+    failure.map_or(Ok(closed), Err)
+}
+
+/// Feeds the kernel's counters to the pipeline (and the recording) as
 /// increments: ring-buffer drops as lost events; program runs the kernel
-/// skipped (recursion misses), which no sequence gap shows, as skipped runs
-/// (most of them are `sched_waking` of untraced tasks, so they are reported
-/// beside the losses rather than marking episodes incomplete).
+/// skipped (recursion misses), which no sequence gap shows, per program, as
+/// skipped runs (episodes open then are flagged possibly incomplete); map
+/// inserts that failed, per map.
 #[derive(Debug, Default)]
-struct LossFeed {
+pub struct LossFeed {
     drops: Counter,
-    skipped: Counter,
+    skipped: std::collections::BTreeMap<String, Counter>,
+    inserts: std::collections::BTreeMap<&'static str, Counter>,
 }
 
 /// Turns a running total into increments.
@@ -556,23 +702,27 @@ impl Counter {
 }
 
 impl LossFeed {
-    fn feed<W: Write, R: Write>(
-        &mut self,
-        tracer: &Tracer,
-        pipeline: &mut Pipeline<W>,
-        recorder: Option<&mut Recorder<R>>,
-    ) -> Result<()> {
-        let (_, drops) = tracer.counters()?;
-        let skipped = self.skipped.step(tracer.recursion_misses());
-        if skipped > 0 {
-            pipeline.on_skipped(skipped);
+    /// Samples the per-program skip counters (often: the episodes open at a
+    /// skip are the ones flagged).
+    pub fn sample_skips<W: Write>(&mut self, tracer: &Tracer, pipeline: &mut Pipeline<W>) {
+        for (program, total) in tracer.recursion_misses() {
+            let delta = self.skipped.entry(program.clone()).or_default().step(total);
+            // Unknown programs (do-nothing ones) flag nothing.
+            let flags = crate::probes::point_of_program(&program).is_some_and(|p| p.counts);
+            pipeline.on_skipped_program(&program, delta, flags);
         }
-        let delta = self.drops.step(drops);
+    }
+
+    pub fn feed<W: Write>(&mut self, tracer: &Tracer, pipeline: &mut Pipeline<W>) -> Result<()> {
+        let counters = tracer.kernel_counters()?;
+        self.sample_skips(tracer, pipeline);
+        for (map, total) in counters.insert_failed {
+            let delta = self.inserts.entry(map).or_default().step(total);
+            pipeline.on_insert_failed(map, delta);
+        }
+        let delta = self.drops.step(counters.drops);
         if delta > 0 {
-            if let Some(r) = recorder {
-                r.write_lost(delta)?;
-            }
-            pipeline.on_lost(delta);
+            pipeline.on_lost(delta)?;
         }
         Ok(())
     }
@@ -590,38 +740,77 @@ fn parse_panic_after(value: Option<&str>) -> Option<Duration> {
     Duration::try_from_secs_f64(value?.parse().ok()?).ok()
 }
 
+/// Test hook: `HERDTRACE_TEST_FILL_TRACED=1` fills the kernel's set of
+/// traced tasks once the targets are in it, so that the next task a target
+/// forks cannot be added: the fork program's kernel-side warning (aya-log)
+/// then shows with `-v`. Not an option: it breaks the run it is used in.
+pub const TEST_FILL_TRACED_ENV: &str = "HERDTRACE_TEST_FILL_TRACED";
+
+fn test_fill_traced() -> bool {
+    std::env::var_os(TEST_FILL_TRACED_ENV).is_some_and(|v| v == "1")
+}
+
+/// Adds tasks that cannot exist (tids above the kernel's PID_MAX_LIMIT,
+/// 2^22) until the map refuses more.
+fn fill_traced_set(tracer: &mut Tracer) {
+    const FIRST: u32 = 1 << 30;
+    let added = (0..1u32 << 20)
+        .take_while(|i| tracer.trace_task(FIRST + i, FIRST).is_ok())
+        .count();
+    eprintln!("herdtrace: {TEST_FILL_TRACED_ENV}: {added} placeholder tasks fill the traced set");
+}
+
+/// Test hook: `HERDTRACE_TEST_OFFSET=struct.member=other.member` makes the
+/// programs read `struct.member` at `other.member`'s offset, a wrong offset
+/// as a kernel whose BTF lied would give. With `task_struct.files` read at
+/// `task_struct.pid` the next read lands in user space and fails: the
+/// kernel-side warning that names the field then shows with `-v`.
+pub const TEST_OFFSET_ENV: &str = "HERDTRACE_TEST_OFFSET";
+
+fn apply_test_offset(offsets: &mut KernelOffsets) -> Result<()> {
+    let Ok(spec) = std::env::var(TEST_OFFSET_ENV) else {
+        return Ok(());
+    };
+    let (member, from) = spec.split_once('=').with_context(|| {
+        format!("{TEST_OFFSET_ENV}={spec}: expected struct.member=other.member")
+    })?;
+    let value = *offsets
+        .slot_mut(from)
+        .with_context(|| format!("{TEST_OFFSET_ENV}: unknown member {from}"))?;
+    *offsets
+        .slot_mut(member)
+        .with_context(|| format!("{TEST_OFFSET_ENV}: unknown member {member}"))? = value;
+    eprintln!("herdtrace: {TEST_OFFSET_ENV}: {member} is read at {from}'s offset");
+    Ok(())
+}
+
 /// How often the reader drains the ring buffer when the kernel does not wake it.
 pub const READER_POLL_MS: u64 = 20;
-
-fn poll_readable(fd: i32, wait: Duration) {
-    let mut pfd = libc::pollfd {
-        fd,
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    let ms = wait.as_millis().min(i32::MAX as u128) as i32;
-    // SAFETY: one valid pollfd; EINTR (a signal) just returns early.
-    unsafe { libc::poll(&mut pfd, 1, ms) };
-}
+/// How often the per-program skip counters are read (one syscall per
+/// program): the connections open at a skip are flagged possibly incomplete.
+pub const SKIP_SAMPLE_MS: u64 = 100;
 
 pub fn run(args: TraceArgs) -> Result<i32> {
     // Bound before anything attaches: a port in use is a plain error.
-    let exporter = args.prometheus.map(exporter::Exporter::start).transpose()?;
-    let targets = TargetSet::resolve(&args.pids, &args.comms)?;
+    let exporter = args.prometheus.map(exporter::Exporter::bind).transpose()?;
+    let targets = TargetSet::resolve_with(&args.pids, &args.comms, args.cgroup.as_deref())?;
     let prepared = prepare(&args)?;
     stop::install()?;
     stop::install_panic_hook();
-    let observer = exporter.map(|e| {
+    if let Some(e) = &exporter {
         eprintln!(
             "herdtrace: serving Prometheus metrics on http://{}/metrics",
             e.local_addr()
         );
-        e.into_observer()
-    });
-    let stdout = io::stdout();
-    let out = BufWriter::new(stdout.lock());
+    }
+    // --quiet: stdout stays empty; the summary goes where errors go.
+    let out: Box<dyn Write> = if args.quiet {
+        Box::new(BufWriter::new(io::stderr()))
+    } else {
+        Box::new(BufWriter::new(io::stdout().lock()))
+    };
     let (_, reason) =
-        trace_session_observed(&args, &prepared, &targets, out, observer, || {}, || false)?;
+        trace_session_exported(&args, &prepared, &targets, out, exporter, || {}, || false)?;
     match reason {
         EndReason::TargetsExited => eprintln!("herdtrace: the traced processes exited"),
         EndReason::Signal(_) | EndReason::Duration | EndReason::Caller => {}
@@ -647,10 +836,12 @@ mod tests {
         assert_eq!(c.step(3), 0);
         assert_eq!(c.step(10), 1);
         assert_eq!(c.step(u64::MAX), u64::MAX - 10);
-        // Drops and skipped runs are separate totals.
+        // Drops and each program's skipped runs are separate totals.
         let mut f = LossFeed::default();
-        assert_eq!((f.drops.step(2), f.skipped.step(7)), (2, 7));
-        assert_eq!((f.drops.step(2), f.skipped.step(8)), (0, 1));
+        let mut skipped = |p: &str, total| f.skipped.entry(p.to_owned()).or_default().step(total);
+        assert_eq!((skipped("a", 7), skipped("b", 3)), (7, 3));
+        assert_eq!((skipped("a", 8), skipped("b", 3)), (1, 0));
+        assert_eq!(f.drops.step(2), 2);
     }
 
     #[test]

@@ -97,14 +97,35 @@ fn check_reports_this_kernel() {
     }
     // The facts the tracer reuses agree with what the binary printed.
     let facts = herdtrace::check::gather_facts();
+    use herdtrace::probes::ProgramType;
     assert_eq!(
-        facts.tracepoint.is_ok(),
+        facts.program(ProgramType::Tracepoint).is_ok(),
         status(tracepoint) == "ok",
         "{facts:?}"
     );
     assert_eq!(
-        facts.kprobe.to_string().starts_with("refused"),
+        facts
+            .program(ProgramType::Kprobe)
+            .to_string()
+            .starts_with("refused"),
         status(kprobe) == "refused"
+    );
+    // Every probe point of the table is listed, with its backends, and the
+    // auto plan names each program it attaches.
+    let probes = v["probes"].as_array().expect("probes");
+    assert_eq!(probes.len(), herdtrace::probes::TABLE.len());
+    for (p, want) in probes.iter().zip(herdtrace::probes::TABLE) {
+        assert_eq!(p["id"], want.id);
+        assert!(p["backends"].as_array().is_some_and(|b| !b.is_empty()));
+    }
+    let attach = auto["attach"].as_array().expect("attach list");
+    assert!(!attach.is_empty());
+    // This kernel has the BTF tracepoints: the plan prefers them.
+    assert!(
+        attach
+            .iter()
+            .any(|a| a == "tp_btf sched_waking <- btf_sched_waking"),
+        "{attach:?}"
     );
 
     // The text form prints the same decision.

@@ -82,6 +82,9 @@ fn header() -> RecordHeader {
         created_unix_s: 1_700_000_000,
         herdtrace_version: "0.1.0".into(),
         event_size: RAW_EVENT_SIZE as u32,
+        clock: None,
+        workers: None,
+        listeners_per_addr: None,
     }
 }
 

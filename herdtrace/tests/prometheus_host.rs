@@ -131,6 +131,39 @@ fn query(prom: SocketAddr, expr: &str) -> Option<f64> {
     result[0]["value"][1].as_str()?.parse().ok()
 }
 
+/// Number of series (or samples) an expression returns; None on an error.
+fn results(prom: SocketAddr, expr: &str) -> Option<usize> {
+    let (status, body) = http_get(prom, &format!("/api/v1/query?query={}", url_encode(expr)))?;
+    if status != 200 {
+        return None;
+    }
+    let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+    v["data"]["result"].as_array().map(Vec::len)
+}
+
+/// Every PromQL expression of the Grafana dashboard (docs/grafana/herdtrace.json),
+/// with the panel it belongs to, its Grafana variables filled in.
+fn dashboard_queries() -> Vec<(String, String)> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/grafana/herdtrace.json");
+    let text = fs::read_to_string(&path).expect("dashboard JSON");
+    let d: serde_json::Value = serde_json::from_str(&text).expect("dashboard is JSON");
+    let mut out = Vec::new();
+    for p in d["panels"].as_array().expect("panels") {
+        let title = p["title"].as_str().expect("title").to_string();
+        let targets = p["targets"].as_array().expect("targets");
+        assert!(!targets.is_empty(), "panel {title} has no query");
+        for t in targets {
+            let expr = t["expr"]
+                .as_str()
+                .expect("expr")
+                .replace("$__rate_interval", "30s")
+                .replace("$instance", ".*");
+            out.push((title.clone(), expr));
+        }
+    }
+    out
+}
+
 /// Number of series an expression selects.
 fn series(prom: SocketAddr, expr: &str) -> usize {
     query(prom, &format!("count({expr})")).map_or(0, |n| n as usize)
@@ -150,8 +183,10 @@ fn prometheus_stores_the_connection_count_and_the_woken_histogram() {
             .args(["--pid", &server.pid().to_string()])
             .args(["--port", &server.port().to_string()])
             .args(["--backend", "tracepoint", "--prometheus", "127.0.0.1:0"])
+            // Exporter only: nothing on stdout, the summary on stderr.
+            .arg("--quiet")
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn herdtrace --prometheus"),
@@ -169,6 +204,14 @@ fn prometheus_stores_the_connection_count_and_the_woken_histogram() {
         });
     }
     let log = || stderr.lock().expect("log").clone();
+    let stdout = {
+        let mut out = tracer.0.stdout.take().expect("stdout");
+        thread::spawn(move || {
+            let mut s = String::new();
+            let _ = out.read_to_string(&mut s);
+            s
+        })
+    };
     let mut exporter: Option<SocketAddr> = None;
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
@@ -328,6 +371,52 @@ fn prometheus_stores_the_connection_count_and_the_woken_histogram() {
         "{context}"
     );
 
+    // The build, labelled with what the trace runs on.
+    assert_eq!(
+        series(
+            prom,
+            &format!(
+                "herdtrace_build_info{{version=\"{}\",backend=\"tracepoint\"}}",
+                env!("CARGO_PKG_VERSION")
+            )
+        ),
+        1,
+        "{context}"
+    );
+    let kernel = fs::read_to_string("/proc/sys/kernel/osrelease").expect("osrelease");
+    assert_eq!(
+        query(
+            prom,
+            &format!("sum(herdtrace_build_info{{kernel=\"{}\"}})", kernel.trim())
+        ),
+        Some(1.0),
+        "{context}"
+    );
+    // The workers read from /proc, and the per-worker shares of the intervals.
+    assert_eq!(
+        query(prom, "max(herdtrace_workers)"),
+        Some(4.0),
+        "{context}"
+    );
+    assert_eq!(
+        query(prom, "max(herdtrace_accept_share_fair)"),
+        Some(0.25),
+        "{context}"
+    );
+    let max_share = query(prom, "max_over_time(herdtrace_accept_share_max[5m])").expect("share");
+    assert!((0.25..=1.0).contains(&max_share), "{max_share}; {context}");
+    assert!(series(prom, "herdtrace_accept_share") >= 1, "{context}");
+    // Every panel of the Grafana dashboard gets data from this Prometheus.
+    let queries = dashboard_queries();
+    assert!(queries.len() >= 9, "{queries:?}");
+    for (panel, expr) in &queries {
+        let n = results(prom, expr);
+        assert!(
+            n.is_some_and(|n| n >= 1),
+            "dashboard panel {panel:?}: {expr} returned {n:?}; {context}"
+        );
+    }
+
     // Ctrl-C ends the exporter cleanly.
     // SAFETY: signals our own child.
     unsafe { libc::kill(tracer.0.id() as i32, libc::SIGINT) };
@@ -336,10 +425,23 @@ fn prometheus_stores_the_connection_count_and_the_woken_histogram() {
     })
     .unwrap_or_else(|| panic!("tracer did not exit after SIGINT; {context}"));
     assert!(exit.success(), "tracer exit {exit}; {context}");
+    // --quiet: stdout stayed empty; the summary went to stderr.
+    let out = stdout.join().expect("stdout reader");
+    assert_eq!(out, "", "--quiet printed on stdout");
+    let done = wait_for(Duration::from_secs(10), || {
+        log().contains("\nbalance: ").then_some(())
+    });
+    assert!(done.is_some(), "no summary on stderr:\n{}", log());
+    assert!(
+        log().contains("herdtrace summary  (backend: tracepoint"),
+        "{}",
+        log()
+    );
     drop(server);
     eprintln!(
-        "prometheus test: {n} connections, woken sum {woken} ({:.2}/conn), waste {waste}, lost {lost}, {:.1}s",
+        "prometheus test: {n} connections, woken sum {woken} ({:.2}/conn), waste {waste}, lost {lost}, max share {max_share}, {} dashboard queries, {:.1}s",
         woken / n,
+        queries.len(),
         started.elapsed().as_secs_f64()
     );
 }

@@ -181,6 +181,38 @@ fn blocking_accept_threads() {
 }
 
 #[test]
+fn tokio_runtime() {
+    check_model(&["--model", "tokio"], true);
+}
+
+#[test]
+fn tokio_reuseport() {
+    check_model(&["--model", "tokio-reuseport"], true);
+}
+
+/// The tokio models honour --work-us: each request keeps a worker busy.
+#[test]
+fn tokio_work_is_done_per_request() {
+    let server = TestServer::start(&["--model", "tokio", "--workers", "2", "--work-us", "20000"]);
+    let started = Instant::now();
+    let (status, report) = run_load(
+        &server.addr(),
+        &["--connections", "10", "--concurrency", "1"],
+    );
+    assert!(status.success(), "{report}");
+    assert_eq!(report["connections"], 10, "{report}");
+    // One at a time, 20 ms of work each.
+    assert!(
+        started.elapsed() >= Duration::from_millis(200),
+        "{:?}",
+        started.elapsed()
+    );
+    let exit = server.stop();
+    assert!(exit.status.success(), "{}", exit.stderr);
+    assert_eq!(exit.total.expect("total").accepts, 10);
+}
+
+#[test]
 fn first_line_is_exact_and_flushed_to_a_pipe() {
     let server = TestServer::start(&["--model", "exclusive", "--workers", "3"]);
     let want = format!(
@@ -228,7 +260,7 @@ fn sigint_and_sighup_stop_processes_and_threads() {
 
 #[test]
 fn ctrl_c_to_the_process_group_is_a_clean_stop() {
-    for model in ["exclusive", "shared-epoll"] {
+    for model in ["exclusive", "shared-epoll", "tokio", "tokio-reuseport"] {
         let server = TestServer::start(&["--model", model, "--workers", "3"]);
         let children = server.children();
         let (_, report) = run_load(&server.addr(), &["--connections", "30"]);
@@ -406,7 +438,7 @@ fn load_times_out_on_a_server_that_never_answers() {
 fn load_counts_connect_timeouts_when_the_accept_queue_is_full() {
     // listen(fd, 0) queues one connection; SYNs beyond it are dropped, so
     // those connects never complete.
-    let l = herdtrace::serve::sys::listener(0, 0, false, false).expect("listen");
+    let l = herdtrace::serve::sys::listener(0, 0, false, false, false).expect("listen");
     let port =
         herdtrace::serve::sys::local_port(std::os::fd::AsRawFd::as_raw_fd(&l)).expect("port");
     let (status, report) = run_load(

@@ -78,6 +78,17 @@ fn shared_epoll_wakes_one_to_n() {
     check("shared-epoll");
 }
 
+/// A multi-threaded tokio server: the runtime's one epoll has one waiter.
+#[test]
+fn tokio_wakes_one() {
+    check("tokio");
+}
+
+#[test]
+fn tokio_reuseport_wakes_one() {
+    check("tokio-reuseport");
+}
+
 /// The tracer is attached to a process before it forks its workers (an
 /// nginx master starting or reloading): the workers are followed through
 /// `sched_process_fork`, and their herd is measured like any other.
@@ -185,4 +196,296 @@ fn follows_workers_forked_after_attach() {
         o.failures,
         o.accepts_by_tid
     );
+}
+
+/// `herdtrace --pid SERVER` on the built-in server in `model`, 300
+/// connections at 200/s: the NDJSON lines and the text summary of a second,
+/// identical run (replayed from its recording).
+fn balance_run(model: &str) -> (Vec<serde_json::Value>, String) {
+    use std::{
+        io::{BufRead, BufReader, Read},
+        process::{Command, Stdio},
+        sync::mpsc,
+        thread,
+        time::Duration,
+    };
+    let exe = env!("CARGO_BIN_EXE_herdtrace");
+    let mut server = Command::new(exe)
+        .args(["serve", "--model", model, "--workers", "4"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn server");
+    let mut first = String::new();
+    BufReader::new(server.stdout.take().expect("stdout"))
+        .read_line(&mut first)
+        .expect("listening line");
+    let listening = ListeningLine::parse(first.trim()).expect("listening line");
+    let rec = std::env::temp_dir().join(format!(
+        "herdtrace-balance-{model}-{}.htr",
+        std::process::id()
+    ));
+    let mut tracer = Command::new(exe)
+        .args([
+            "--pid",
+            &listening.pid.to_string(),
+            "--json",
+            "--backend",
+            "tracepoint",
+        ])
+        .args(["-d", "4", "--record"])
+        .arg(&rec)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn tracer");
+    let mut out = tracer.stdout.take().expect("stdout");
+    let reader = thread::spawn(move || {
+        let mut s = String::new();
+        let _ = out.read_to_string(&mut s);
+        s
+    });
+    let (tx, rx) = mpsc::channel();
+    let err = tracer.stderr.take().expect("stderr");
+    thread::spawn(move || {
+        for line in BufReader::new(err).lines().map_while(Result::ok) {
+            if line.contains("herdtrace: tracing ") {
+                let _ = tx.send(());
+            }
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(60))
+        .expect("tracer attached");
+    let load = Command::new(exe)
+        .args(["load", "--addr", &format!("127.0.0.1:{}", listening.port)])
+        .args([
+            "--connections",
+            "300",
+            "--rate",
+            "200",
+            "--concurrency",
+            "4",
+        ])
+        .stdout(Stdio::null())
+        .status()
+        .expect("load");
+    assert!(load.success());
+    let status = tracer.wait().expect("tracer exit");
+    let _ = server.kill();
+    let _ = server.wait();
+    assert!(status.success());
+    let lines = reader
+        .join()
+        .expect("stdout")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("NDJSON"))
+        .collect();
+    let text = Command::new(exe)
+        .arg("replay")
+        .arg(&rec)
+        .output()
+        .expect("replay");
+    let _ = std::fs::remove_file(&rec);
+    (lines, String::from_utf8_lossy(&text.stdout).into_owned())
+}
+
+/// EPOLLEXCLUSIVE: one worker takes the connections (LIFO), and the
+/// summary says so with the measured share; every line carries wall-clock time.
+#[test]
+fn exclusive_summary_names_the_lifo_imbalance() {
+    if !can_run() {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let (lines, replayed) = balance_run("exclusive");
+    let summary = lines.last().expect("summary");
+    assert_eq!(summary["type"], "summary");
+    let b = &summary["balance"];
+    eprintln!("exclusive: {}", b["line"]);
+    assert_eq!(b["verdict"], "imbalanced", "{b}");
+    assert_eq!(b["pattern"], "lifo", "{b}");
+    assert_eq!(b["workers"], 4, "the 3 idle workers count: {b}");
+    let share = b["top"]["share"].as_f64().expect("share");
+    assert!(share >= 0.5, "{b}");
+    assert!(b["line"]
+        .as_str()
+        .expect("line")
+        .contains(&format!("took {:.0}% of", 100.0 * share)));
+    // The intervals carry the per-worker shares, and every object a time.
+    let intervals: Vec<&serde_json::Value> =
+        lines.iter().filter(|l| l["type"] == "interval").collect();
+    assert!(intervals
+        .iter()
+        .any(|i| i["share_max"].as_f64() >= Some(0.5)));
+    assert!(intervals.iter().all(|i| i["fair_share"] == 0.25));
+    for l in &lines {
+        let t = l["time"].as_str().unwrap_or_else(|| panic!("no time: {l}"));
+        assert!(
+            t.len() == 27 && t.ends_with('Z') && &t[10..11] == "T",
+            "{t}"
+        );
+    }
+    assert!(summary["wall_clock"]
+        .as_str()
+        .expect("wall_clock")
+        .starts_with("live"));
+    // The recording keeps the clock: its replay names the same imbalance.
+    assert!(replayed.contains("balance: IMBALANCED: "), "{replayed}");
+}
+
+/// SO_REUSEPORT spreads the connections: no imbalance is named.
+#[test]
+fn reuseport_summary_is_balanced() {
+    if !can_run() {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let (lines, _) = balance_run("reuseport");
+    let b = &lines.last().expect("summary")["balance"];
+    eprintln!("reuseport: {}", b["line"]);
+    assert_eq!(b["verdict"], "balanced", "{b}");
+    assert_eq!(b["listeners_per_port"], 4, "{b}");
+    assert_eq!(b["workers"], 4, "{b}");
+}
+
+/// One connection from 127.0.0.1:`port` to `server`: request, response read
+/// to EOF, close. The source port is reused from one connection to the next
+/// (SO_REUSEADDR), as few clients with long-lived ports do.
+fn connect_from(port: u16, server: u16) -> bool {
+    use std::io::{Read, Write};
+    use std::os::fd::FromRawFd;
+    let sin = |p: u16| libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: p.to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(std::net::Ipv4Addr::LOCALHOST).to_be(),
+        },
+        sin_zero: [0; 8],
+    };
+    let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    // SAFETY: plain socket calls on an fd this function owns; on success the
+    // fd is handed to a TcpStream, which closes it.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        assert!(fd >= 0, "socket");
+        let one: libc::c_int = 1;
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_REUSEADDR,
+            (&one as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+        let local = sin(port);
+        let remote = sin(server);
+        if libc::bind(fd, (&local as *const libc::sockaddr_in).cast(), len) != 0
+            || libc::connect(fd, (&remote as *const libc::sockaddr_in).cast(), len) != 0
+        {
+            libc::close(fd);
+            return false;
+        }
+        let mut s = std::net::TcpStream::from_raw_fd(fd);
+        let _ = s.set_read_timeout(Some(std::time::Duration::from_secs(5)));
+        let mut buf = Vec::new();
+        s.write_all(b"GET / HTTP/1.0\r\n\r\n").is_ok() && s.read_to_end(&mut buf).is_ok()
+    }
+}
+
+/// SO_REUSEPORT with two clients that keep their ports: the kernel hashes
+/// each connection's addresses and ports to a socket, so two address:port
+/// pairs reach at most two of the four workers; the summary names the
+/// reuseport hash imbalance.
+#[test]
+fn reuseport_with_two_client_ports_is_a_hash_imbalance() {
+    use std::{
+        io::{BufRead, BufReader, Read},
+        process::{Command, Stdio},
+        sync::mpsc,
+        thread,
+        time::{Duration, Instant},
+    };
+    if !can_run() {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let exe = env!("CARGO_BIN_EXE_herdtrace");
+    let mut server = Command::new(exe)
+        .args(["serve", "--model", "reuseport", "--workers", "4"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn server");
+    let mut first = String::new();
+    BufReader::new(server.stdout.take().expect("stdout"))
+        .read_line(&mut first)
+        .expect("listening line");
+    let listening = ListeningLine::parse(first.trim()).expect("listening line");
+    let mut tracer = Command::new(exe)
+        .args([
+            "--pid",
+            &listening.pid.to_string(),
+            "--json",
+            "--backend",
+            "tracepoint",
+        ])
+        .args(["-d", "6"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn tracer");
+    let mut out = tracer.stdout.take().expect("stdout");
+    let reader = thread::spawn(move || {
+        let mut s = String::new();
+        let _ = out.read_to_string(&mut s);
+        s
+    });
+    let (tx, rx) = mpsc::channel();
+    let err = tracer.stderr.take().expect("stderr");
+    thread::spawn(move || {
+        for line in BufReader::new(err).lines().map_while(Result::ok) {
+            if line.contains("herdtrace: tracing ") {
+                let _ = tx.send(());
+            }
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(60))
+        .expect("tracer attached");
+    // Two free source ports, reused by 100 connections each, 10 ms apart.
+    let ports: Vec<u16> = (0..2)
+        .map(|_| {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .expect("free port")
+                .port()
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(4);
+    let mut made = 0;
+    for k in 0..200 {
+        if Instant::now() >= deadline {
+            break;
+        }
+        made += u32::from(connect_from(ports[k % 2], listening.port));
+        thread::sleep(Duration::from_millis(10));
+    }
+    let status = tracer.wait().expect("tracer exit");
+    let _ = server.kill();
+    let _ = server.wait();
+    assert!(status.success());
+    assert!(made >= 50, "only {made} connections made");
+    let text = reader.join().expect("stdout");
+    let summary: serde_json::Value =
+        serde_json::from_str(text.lines().last().expect("summary")).expect("json");
+    let b = &summary["balance"];
+    eprintln!("two client ports, {made} connections: {}", b["line"]);
+    // The group is known from /proc, even when both pairs hash to one socket.
+    assert_eq!(b["listeners_per_port"], 4, "{b}");
+    assert!(b["accepting_tasks"].as_u64() <= Some(2), "{b}");
+    assert_eq!(b["clients"]["distinct_peers"], 2, "{b}");
+    assert_eq!(b["verdict"], "imbalanced", "{b}");
+    assert_eq!(b["pattern"], "reuseport_hash", "{b}");
+    assert!(b["line"]
+        .as_str()
+        .expect("line")
+        .contains("reuseport hash imbalance"));
 }

@@ -35,7 +35,7 @@ fn verify(args: &[&str]) -> Output {
         .expect("run herdtrace verify")
 }
 
-const ROWS: [&str; 8] = [
+const ROWS: [&str; 10] = [
     "epoll-per-worker",
     "epoll-per-worker+et",
     "epoll-per-worker+batch100",
@@ -44,6 +44,8 @@ const ROWS: [&str; 8] = [
     "exclusive",
     "reuseport",
     "blocking-accept",
+    "tokio",
+    "tokio-reuseport",
 ];
 
 fn num(row: &Value, key: &str) -> f64 {

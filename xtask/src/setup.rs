@@ -22,13 +22,21 @@ const PKGS_BPF_LINKER: &[&str] = &[
     "libzstd-dev",
 ];
 /// `ab` and `bpftrace` for the benchmarks, `bpftool` for the detach tests,
-/// nginx and lighttpd for `diagnose`'s tests, prometheus for the exporter's.
+/// the real servers `diagnose`'s tests recognise (nginx, lighttpd, Apache
+/// httpd, uWSGI with its Python 3 plugin, gunicorn, Node.js, HAProxy),
+/// prometheus for the exporter's.
 const PKGS_TESTS: &[&str] = &[
     "apache2-utils",
     "bpftool",
     "bpftrace",
     "nginx",
     "lighttpd",
+    "apache2",
+    "uwsgi",
+    "uwsgi-plugin-python3",
+    "gunicorn",
+    "nodejs",
+    "haproxy",
     "prometheus",
 ];
 /// QEMU and the initramfs tools for `cargo xtask vmtest`.

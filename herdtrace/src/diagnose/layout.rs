@@ -44,6 +44,9 @@ pub struct SocketSetup {
     pub watchers: Vec<Watcher>,
     /// Threads asleep in accept() on it.
     pub accepting_threads: Vec<u32>,
+    /// Threads of holders asleep in select()/poll() that can include it
+    /// (select's `nfds` above the fd; any poll, whose fds /proc does not show).
+    pub polling_threads: Vec<u32>,
     /// Holders that have an epoll instance (of any use): the worker processes.
     pub workers_with_epoll: Vec<u32>,
 }
@@ -71,6 +74,9 @@ pub enum Pattern {
     Reuseport { sockets: usize, max_woken: usize },
     /// Tasks asleep in accept() (no epoll): the kernel wakes one.
     BlockingAccept { threads: usize },
+    /// Workers asleep in select()/poll() on the shared socket (gunicorn's
+    /// sync worker): their waits are not exclusive, every one is woken.
+    SelectPerWorker { tasks: usize },
     /// Several worker processes hold the socket but at most one epoll watches
     /// it at a time (nginx `accept_mutex on`).
     TakingTurns { workers: usize, watching: usize },
@@ -104,6 +110,7 @@ impl Pattern {
                 }
             }
             Pattern::Reuseport { max_woken, .. } => (1, max_woken.max(1)),
+            Pattern::SelectPerWorker { tasks } => (tasks, tasks),
             Pattern::BlockingAccept { .. } | Pattern::SingleWaiter => (1, 1),
             Pattern::TakingTurns { watching, .. } => (watching.min(1), 1),
             Pattern::NoWaiter => (0, 0),
@@ -114,6 +121,21 @@ impl Pattern {
     pub fn herd_prone(self) -> bool {
         self.expected_woken().1 > 1
     }
+
+    /// Tasks that can take a connection (the N of the fair share 1/N); for
+    /// an SO_REUSEPORT group see [`Endpoint::acceptors`].
+    pub fn acceptors(self) -> usize {
+        match self {
+            Pattern::EpollPerWorker { instances, .. } => instances,
+            Pattern::SharedEpoll { threads, .. } => threads,
+            Pattern::Reuseport { sockets, .. } => sockets,
+            Pattern::BlockingAccept { threads } => threads,
+            Pattern::SelectPerWorker { tasks } => tasks,
+            Pattern::TakingTurns { workers, .. } => workers,
+            Pattern::SingleWaiter => 1,
+            Pattern::NoWaiter => 0,
+        }
+    }
 }
 
 /// One listening address of the server.
@@ -122,6 +144,9 @@ pub struct Endpoint {
     pub addr: SocketAddr,
     pub sockets: Vec<SocketSetup>,
     pub pattern: Pattern,
+    /// Tasks that can take a connection on this address (every socket's, for
+    /// an SO_REUSEPORT group): the N of the fair share 1/N.
+    pub acceptors: usize,
     /// One sentence: "4 processes, each with its own epoll on 127.0.0.1:80, no EPOLLEXCLUSIVE".
     pub description: String,
 }
@@ -197,11 +222,25 @@ fn socket_setup(snap: &Snapshot, inode: u64) -> SocketSetup {
         .filter(|p| holders.contains(&p.pid) && !p.epolls.is_empty())
         .map(|p| p.pid)
         .collect();
+    let polling_threads = snap
+        .processes
+        .iter()
+        .flat_map(|p| {
+            let fd = p.listen_fds.iter().find(|f| f.inode == inode).map(|f| f.fd);
+            p.threads.iter().filter(move |t| match (t.blocked, fd) {
+                (Blocked::Select { nfds }, Some(fd)) => nfds > fd,
+                (Blocked::Poll, Some(_)) => p.epolls.is_empty(),
+                _ => false,
+            })
+        })
+        .map(|t| t.tid)
+        .collect();
     SocketSetup {
         inode,
         holders,
         watchers,
         accepting_threads,
+        polling_threads,
         workers_with_epoll,
     }
 }
@@ -212,6 +251,10 @@ fn single_socket_pattern(s: &SocketSetup) -> Pattern {
         0 if !s.accepting_threads.is_empty() => Pattern::BlockingAccept {
             threads: s.accepting_threads.len(),
         },
+        0 if s.polling_threads.len() >= 2 => Pattern::SelectPerWorker {
+            tasks: s.polling_threads.len(),
+        },
+        0 if s.polling_threads.len() == 1 => Pattern::SingleWaiter,
         0 | 1
             if s.workers_with_epoll.len() >= 2
                 && s.watchers.first().is_none_or(|w| w.likely_waiters < 2) =>
@@ -245,6 +288,15 @@ fn single_socket_pattern(s: &SocketSetup) -> Pattern {
     }
 }
 
+/// Tasks waiting on one socket of an SO_REUSEPORT group: its epoll
+/// waiters, accept() and select()/poll() sleepers; at least one (under load
+/// a snapshot can catch its worker busy). Every worker holds every socket of
+/// an nginx group, so holders do not count.
+fn group_member_acceptors(s: &SocketSetup) -> usize {
+    let waiters: usize = s.watchers.iter().map(|w| w.likely_waiters.max(1)).sum();
+    (waiters + s.accepting_threads.len() + s.polling_threads.len()).max(1)
+}
+
 /// Groups the snapshot's listening sockets by address and classifies each.
 pub fn endpoints(snap: &Snapshot) -> Vec<Endpoint> {
     let addrs: BTreeSet<SocketAddr> = snap.listeners.iter().map(|l| l.addr).collect();
@@ -272,11 +324,17 @@ pub fn endpoints(snap: &Snapshot) -> Vec<Endpoint> {
                     .first()
                     .map_or(Pattern::NoWaiter, single_socket_pattern)
             };
+            let acceptors = if sockets.len() >= 2 {
+                sockets.iter().map(group_member_acceptors).sum()
+            } else {
+                pattern.acceptors()
+            };
             let description = describe(addr, &sockets, pattern);
             Endpoint {
                 addr,
                 sockets,
                 pattern,
+                acceptors,
                 description,
             }
         })
@@ -351,6 +409,12 @@ pub fn describe(addr: SocketAddr, sockets: &[SocketSetup], pattern: Pattern) -> 
                 s,
                 "{} in accept() on {addr}, no epoll",
                 plural(threads, "task blocked", "tasks blocked")
+            );
+        }
+        Pattern::SelectPerWorker { tasks } => {
+            let _ = write!(
+                s,
+                "{tasks} tasks waiting in select()/poll() on the shared socket {addr}, no epoll"
             );
         }
         Pattern::TakingTurns { workers, watching } => {
@@ -485,6 +549,10 @@ mod tests {
             pid,
             ppid: 1,
             comm: "srv".into(),
+            exe: String::new(),
+            cmdline: Vec::new(),
+            libraries: Vec::new(),
+            env: Vec::new(),
             threads,
             listen_fds: vec![ListenFd { fd: 3, inode: INO }],
             epolls,
@@ -652,6 +720,99 @@ mod tests {
         let e = &endpoints(&snapshot(idle, &[INO]))[0];
         assert_eq!(e.pattern, Pattern::NoWaiter);
         assert_eq!(e.pattern.expected_woken(), (0, 0));
+    }
+
+    #[test]
+    fn workers_in_select_over_the_listener_are_a_herd() {
+        // gunicorn: the master holds fd 3 but selects over fds < 3 only.
+        let mut procs: Vec<ProcessInfo> = (0..4)
+            .map(|i| {
+                process(
+                    11 + i,
+                    vec![],
+                    vec![thread(11 + i, Blocked::Select { nfds: 8 })],
+                )
+            })
+            .collect();
+        procs.insert(
+            0,
+            process(10, vec![], vec![thread(10, Blocked::Select { nfds: 3 })]),
+        );
+        let e = &endpoints(&snapshot(procs.clone(), &[INO]))[0];
+        assert_eq!(e.pattern, Pattern::SelectPerWorker { tasks: 4 });
+        assert_eq!(e.sockets[0].polling_threads, vec![11, 12, 13, 14]);
+        assert_eq!(e.pattern.expected_woken(), (4, 4));
+        assert!(e.pattern.herd_prone());
+        assert_eq!(e.acceptors, 4);
+        assert_eq!(
+            e.description,
+            "4 tasks waiting in select()/poll() on the shared socket 0.0.0.0:80, no epoll"
+        );
+        // poll(): counted when the process has no epoll to wait in instead.
+        procs[1].threads[0].blocked = Blocked::Poll;
+        let e = &endpoints(&snapshot(procs, &[INO]))[0];
+        assert_eq!(e.pattern, Pattern::SelectPerWorker { tasks: 4 });
+        let one = vec![process(
+            10,
+            vec![],
+            vec![thread(10, Blocked::Select { nfds: 4 })],
+        )];
+        assert_eq!(
+            endpoints(&snapshot(one, &[INO]))[0].pattern,
+            Pattern::SingleWaiter
+        );
+    }
+
+    #[test]
+    fn acceptors_count_the_tasks_that_can_take_a_connection() {
+        for (p, n) in [
+            (
+                Pattern::EpollPerWorker {
+                    instances: 4,
+                    exclusive: 4,
+                    threads: false,
+                },
+                4,
+            ),
+            (
+                Pattern::SharedEpoll {
+                    threads: 3,
+                    edge_triggered: false,
+                    oneshot: false,
+                },
+                3,
+            ),
+            (
+                Pattern::Reuseport {
+                    sockets: 2,
+                    max_woken: 1,
+                },
+                2,
+            ),
+            (Pattern::BlockingAccept { threads: 5 }, 5),
+            (Pattern::SelectPerWorker { tasks: 6 }, 6),
+            (
+                Pattern::TakingTurns {
+                    workers: 4,
+                    watching: 1,
+                },
+                4,
+            ),
+            (Pattern::SingleWaiter, 1),
+            (Pattern::NoWaiter, 0),
+        ] {
+            assert_eq!(p.acceptors(), n, "{p:?}");
+        }
+        assert_eq!(fixture_endpoints("nginx-default", 2162)[0].acceptors, 4);
+        assert_eq!(fixture_endpoints("nginx-reuseport", 4519)[0].acceptors, 4);
+        assert_eq!(
+            fixture_endpoints("nginx-accept-mutex", 5275)[0].acceptors,
+            4
+        );
+        assert_eq!(
+            fixture_endpoints("lighttpd-4-workers", 5790)[0].acceptors,
+            4
+        );
     }
 
     #[test]

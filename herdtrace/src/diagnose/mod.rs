@@ -11,6 +11,7 @@ pub mod fdinfo;
 pub mod layout;
 pub mod procfs;
 pub mod render;
+pub mod server;
 
 use std::{
     io::{self, Write},
@@ -21,15 +22,15 @@ use std::{
 use anyhow::{bail, Context as _, Result};
 
 use crate::{
-    engine::Summary,
+    engine::{KnownSetup, Summary},
     kernel,
-    report::verdict::Verdict,
+    report::{balance, verdict::Verdict},
     stop, targets,
     trace::{parse_secs, prepare, trace_session, EndReason, TargetSet, TraceArgs},
 };
-use advice::ServerKind;
 use procfs::Snapshot;
 use render::{EndpointReport, Report};
+use server::ServerId;
 
 const EXAMPLES: &str = "\
 Examples:
@@ -62,13 +63,37 @@ pub struct DiagnoseArgs {
     /// One JSON object instead of text.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub log: crate::logging::LogArgs,
 }
 
 /// The server's setup, classified, before any tracing.
 pub struct Setup {
     pub snapshot: Snapshot,
     pub endpoints: Vec<layout::Endpoint>,
-    pub kind: ServerKind,
+    pub server: ServerId,
+}
+
+/// What /proc shows of the process trees of `roots` for the balance
+/// verdict: the workers able to accept (the largest count over one tree's
+/// listening addresses, summed over the trees) and the most listening
+/// sockets on one address; zeros when it cannot be read.
+pub fn known_setup(proc_root: &Path, roots: &[u32]) -> KnownSetup {
+    let mut known = KnownSetup::default();
+    for &pid in roots {
+        let Ok(snap) = procfs::read_snapshot(proc_root, pid, &procfs::kcmp_same_file) else {
+            continue;
+        };
+        let endpoints = layout::endpoints(&snap);
+        known.workers += endpoints
+            .iter()
+            .map(|e| e.acceptors as u64)
+            .max()
+            .unwrap_or(0);
+        let sockets = endpoints.iter().map(|e| e.sockets.len() as u64).max();
+        known.listeners_per_addr = known.listeners_per_addr.max(sockets.unwrap_or(0));
+    }
+    known
 }
 
 /// Reads and classifies the setup of `pid` and its descendants below `proc_root`.
@@ -81,12 +106,12 @@ pub fn read_setup(proc_root: &Path, pid: u32, same_file: procfs::SameFile) -> Re
             root.comm
         );
     }
-    let kind = ServerKind::from_comm(&root.comm);
+    let server = server::identify(&snapshot);
     let endpoints = layout::endpoints(&snapshot);
     Ok(Setup {
         snapshot,
         endpoints,
-        kind,
+        server,
     })
 }
 
@@ -96,6 +121,8 @@ pub struct Measured {
     pub seconds: f64,
     pub context_switches: Option<u64>,
     pub backend: String,
+    /// Kernel release (what it changes is part of the balance advice).
+    pub kernel: String,
     pub end: EndReason,
 }
 
@@ -107,10 +134,16 @@ pub fn report(setup: &Setup, measured: Option<&Measured>) -> Report {
         .endpoints
         .iter()
         .map(|e| EndpointReport {
-            advice: advice::advise(&setup.kind, e.pattern, verdict),
+            advice: advice::advise(&setup.server, e.pattern, verdict),
             endpoint: e.clone(),
         })
         .collect();
+    let patterns: Vec<layout::Pattern> = setup.endpoints.iter().map(|e| e.pattern).collect();
+    let hint = setup_hint(&patterns);
+    let balance = measured.map(|m| balance::finding_in(&m.summary.balance, hint));
+    let balance_advice = measured
+        .zip(balance.as_ref())
+        .and_then(|(m, f)| advice::balance_advice(&setup.server, &patterns, f, &m.kernel));
     let snap = &setup.snapshot;
     let mut notes = Vec::new();
     if snap.identity_unknown {
@@ -144,16 +177,38 @@ pub fn report(setup: &Setup, measured: Option<&Measured>) -> Report {
     }
     let root = &snap.processes[0];
     Report {
+        time: None,
         pid: root.pid,
         comm: root.comm.clone(),
-        server: setup.kind.clone(),
+        server: setup.server.kind,
+        recognised_by: setup.server.evidence.clone(),
+        server_facts: setup.server.facts(),
         processes: snap.processes.len(),
         threads: snap.processes.iter().map(|p| p.threads.len()).sum(),
-        fine: endpoints.iter().all(|e| e.advice.fine),
+        fine: endpoints.iter().all(|e| e.advice.fine) && balance_advice.is_none(),
         endpoints,
         cost,
+        balance,
+        balance_advice,
         backend: measured.map(|m| m.backend.clone()),
         notes,
+    }
+}
+
+/// What the layout tells the balance verdict (the first address decides
+/// when a server has several; most have one).
+fn setup_hint(patterns: &[layout::Pattern]) -> balance::SetupHint {
+    use layout::Pattern as P;
+    match patterns.first() {
+        Some(P::EpollPerWorker { exclusive, .. }) if *exclusive > 0 => {
+            balance::SetupHint::Exclusive
+        }
+        Some(P::EpollPerWorker { .. } | P::SelectPerWorker { .. } | P::SharedEpoll { .. }) => {
+            balance::SetupHint::Shared
+        }
+        Some(P::TakingTurns { .. }) => balance::SetupHint::TakingTurns,
+        Some(P::Reuseport { .. }) => balance::SetupHint::Reuseport,
+        _ => balance::SetupHint::Unknown,
     }
 }
 
@@ -169,8 +224,8 @@ pub fn measure(pid: u32, seconds: f64) -> Result<Measured> {
     let args = TraceArgs {
         pids: vec![i64::from(pid)],
         duration: Some(seconds),
-        // No live lines are shown; one interval per run keeps the engine quiet.
-        interval: seconds,
+        // No live lines are shown (the output is a sink).
+        interval: seconds.min(1.0),
         ..TraceArgs::default()
     };
     let targets = TargetSet::resolve(&args.pids, &[])?;
@@ -208,6 +263,7 @@ pub fn measure(pid: u32, seconds: f64) -> Result<Measured> {
         seconds,
         context_switches,
         backend: prepared.info.backend.clone(),
+        kernel: prepared.info.kernel.clone(),
         end,
     })
 }
@@ -238,7 +294,9 @@ pub fn run(args: DiagnoseArgs) -> Result<i32> {
         args.duration
     );
     let measured = measure(pid, args.duration).context("tracing the server")?;
-    let report = report(&setup, Some(&measured));
+    let mut report = report(&setup, Some(&measured));
+    let now = crate::report::WallClock::now();
+    report.time = Some(crate::report::clock::rfc3339_utc(now.unix_ns));
     let stdout = io::stdout();
     let mut out = stdout.lock();
     if args.json {
@@ -279,6 +337,7 @@ mod tests {
             seconds: 2.0,
             context_switches: Some(connections * 8),
             backend: "tracepoint".into(),
+            kernel: "6.18.44".into(),
             end: EndReason::Duration,
         }
     }
@@ -292,7 +351,7 @@ mod tests {
     #[test]
     fn lighttpd_report_names_max_worker() {
         let s = setup("lighttpd-4-workers", 5790);
-        assert_eq!(s.kind, ServerKind::Lighttpd);
+        assert_eq!(s.server.kind, server::ServerKind::Lighttpd);
         let r = report(&s, Some(&measured(400, 4, 60, 1140)));
         assert!(!r.fine);
         let t = text(&r);
@@ -344,6 +403,27 @@ mod tests {
         let r = report(&s, None);
         assert!(text(&r).contains("what it costs: not traced"));
         assert!(text(&r).contains("listen ... reuseport;"));
+    }
+
+    #[test]
+    fn known_setup_reads_workers_and_reuseport_groups() {
+        let k = known_setup(&fixture("nginx-reuseport"), &[4519]);
+        assert_eq!(
+            k,
+            KnownSetup {
+                workers: 4,
+                listeners_per_addr: 4
+            }
+        );
+        let k = known_setup(&fixture("nginx-default"), &[2162]);
+        assert_eq!((k.workers, k.listeners_per_addr), (4, 1));
+        // Two trees add their workers; an unreadable one adds nothing.
+        let both = known_setup(&fixture("lighttpd-4-workers"), &[5790, 1]);
+        assert_eq!(both.workers, 4);
+        assert_eq!(
+            known_setup(&fixture("nginx-default"), &[1]),
+            KnownSetup::default()
+        );
     }
 
     #[test]

@@ -23,17 +23,27 @@ use crate::targets::{self, ListenSocket};
 mod nr {
     pub const EPOLL_WAITS: &[i64] = &[232, 281, 441]; // epoll_wait, epoll_pwait, epoll_pwait2
     pub const ACCEPTS: &[i64] = &[43, 288]; // accept, accept4
+    pub const SELECTS: &[i64] = &[23, 270]; // select, pselect6
+    pub const POLLS: &[i64] = &[7, 271]; // poll, ppoll
 }
 #[cfg(target_arch = "aarch64")]
 mod nr {
     pub const EPOLL_WAITS: &[i64] = &[22, 441]; // epoll_pwait, epoll_pwait2
     pub const ACCEPTS: &[i64] = &[202, 242]; // accept, accept4
+    pub const SELECTS: &[i64] = &[72]; // pselect6
+    pub const POLLS: &[i64] = &[73]; // ppoll
 }
 #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
 mod nr {
     pub const EPOLL_WAITS: &[i64] = &[];
     pub const ACCEPTS: &[i64] = &[];
+    pub const SELECTS: &[i64] = &[];
+    pub const POLLS: &[i64] = &[];
 }
+
+/// Environment variables kept from /proc/PID/environ: the ones that change
+/// how a recognised server shares connections.
+pub const ENV_KEPT: &[&str] = &["NODE_CLUSTER_SCHED_POLICY"];
 
 /// What a thread was doing when /proc was read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -43,6 +53,11 @@ pub enum Blocked {
     EpollWait { epfd: i32 },
     /// Asleep in accept/accept4 on this fd.
     Accept { fd: i32 },
+    /// Asleep in select/pselect6 over fds below `nfds` (gunicorn's sync
+    /// worker): a listening fd below `nfds` may be among them.
+    Select { nfds: i32 },
+    /// Asleep in poll/ppoll (which fds is not visible in /proc).
+    Poll,
     /// In another system call.
     Other { nr: i64 },
     /// Running in user space (no system call to show).
@@ -71,6 +86,8 @@ pub fn parse_syscall(text: &str) -> Blocked {
     match arg0 {
         Some(fd) if nr::EPOLL_WAITS.contains(&nr) => Blocked::EpollWait { epfd: fd },
         Some(fd) if nr::ACCEPTS.contains(&nr) => Blocked::Accept { fd },
+        Some(nfds) if nr::SELECTS.contains(&nr) => Blocked::Select { nfds },
+        _ if nr::POLLS.contains(&nr) => Blocked::Poll,
         _ => Blocked::Other { nr },
     }
 }
@@ -103,6 +120,15 @@ pub struct ProcessInfo {
     pub pid: u32,
     pub ppid: u32,
     pub comm: String,
+    /// /proc/PID/exe (empty when unreadable, as in saved trees).
+    pub exe: String,
+    /// /proc/PID/cmdline, one argument each.
+    pub cmdline: Vec<String>,
+    /// File names of the shared objects mapped (/proc/PID/maps), e.g. an
+    /// Apache httpd child's `mod_mpm_event.so`.
+    pub libraries: Vec<String>,
+    /// The [`ENV_KEPT`] variables set in /proc/PID/environ, as `KEY=VALUE`.
+    pub env: Vec<String>,
     pub threads: Vec<ThreadInfo>,
     pub listen_fds: Vec<ListenFd>,
     pub epolls: Vec<EpollFd>,
@@ -186,6 +212,52 @@ fn fd_entries(dir: &Path) -> Result<Vec<(i32, String)>> {
     Ok(out)
 }
 
+/// NUL-separated strings (cmdline, environ).
+pub fn split_nul(bytes: &[u8]) -> Vec<String> {
+    bytes
+        .split(|&b| b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect()
+}
+
+/// File names of the shared objects in a maps file, each once, sorted.
+pub fn parse_map_libraries(maps: &str) -> Vec<String> {
+    let set: BTreeSet<String> = maps
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(5))
+        .filter(|path| path.starts_with('/') && path.contains(".so"))
+        .filter_map(|path| path.rsplit('/').next())
+        .map(str::to_string)
+        .collect();
+    set.into_iter().collect()
+}
+
+/// Who the process is: executable, arguments, libraries, kept environment.
+fn read_identity(dir: &Path) -> (String, Vec<String>, Vec<String>, Vec<String>) {
+    let exe = fs::read_link(dir.join("exe"))
+        .map(|p| p.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let cmdline = fs::read(dir.join("cmdline"))
+        .map(|b| split_nul(&b))
+        .unwrap_or_default();
+    let libraries = fs::read_to_string(dir.join("maps"))
+        .map(|m| parse_map_libraries(&m))
+        .unwrap_or_default();
+    let env = fs::read(dir.join("environ"))
+        .map(|b| {
+            split_nul(&b)
+                .into_iter()
+                .filter(|kv| {
+                    kv.split_once('=')
+                        .is_some_and(|(k, _)| ENV_KEPT.contains(&k))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    (exe, cmdline, libraries, env)
+}
+
 fn read_threads(pid_dir: &Path) -> Vec<ThreadInfo> {
     let Ok(entries) = fs::read_dir(pid_dir.join("task")) else {
         return Vec::new();
@@ -212,7 +284,14 @@ pub fn read_snapshot(proc_root: &Path, root: u32, same_file: SameFile) -> Result
     let mut pids = targets::with_descendants(&all, &[root]);
     pids.retain(|&p| p != root);
     pids.insert(0, root);
-    let listen_all = targets::listen_sockets(proc_root);
+    // The server's own network namespace (a container's), not ours: its
+    // /proc/PID/net shows the tables of the namespace it lives in.
+    let own = proc_root.join(root.to_string());
+    let listen_all = if own.join("net/tcp").exists() {
+        targets::listen_sockets(&own)
+    } else {
+        targets::listen_sockets(proc_root)
+    };
 
     let mut processes = Vec::new();
     let mut held: BTreeSet<u64> = BTreeSet::new();
@@ -270,10 +349,15 @@ pub fn read_snapshot(proc_root: &Path, root: u32, same_file: SameFile) -> Result
                 });
             }
         }
+        let (exe, cmdline, libraries, env) = read_identity(&dir);
         processes.push(ProcessInfo {
             pid,
             ppid: info.ppid,
             comm: info.comm.clone(),
+            exe,
+            cmdline,
+            libraries,
+            env,
             threads: read_threads(&dir),
             listen_fds,
             epolls,
@@ -367,10 +451,57 @@ mod tests {
                 Blocked::Other { nr: 130 }
             );
         }
+        #[cfg(target_arch = "x86_64")]
+        {
+            // gunicorn's sync worker and its master, in pselect6.
+            assert_eq!(
+                parse_syscall("270 0x8 0x7f 0x0 0x0 0x7ffd 0x0 0x7ffd 0x7f"),
+                Blocked::Select { nfds: 8 }
+            );
+            assert_eq!(
+                parse_syscall("23 0x4 0x7f 0x0 0x0 0x0 0x0 0x7ffd 0x7f"),
+                Blocked::Select { nfds: 4 }
+            );
+            assert_eq!(
+                parse_syscall("7 0x7ffd 0x2 0xffffffff 0x0 0x0 0x0 0x7ffd 0x7f"),
+                Blocked::Poll
+            );
+            assert_eq!(
+                parse_syscall("271 0x7ffd 0x2 0x0 0x0 0x8 0x0 0x7ffd 0x7f"),
+                Blocked::Poll
+            );
+        }
         assert_eq!(parse_syscall("running\n"), Blocked::Running);
         assert_eq!(parse_syscall("-1 0x7ffc 0x7f1"), Blocked::Other { nr: -1 });
         assert_eq!(parse_syscall(""), Blocked::Unknown);
         assert_eq!(parse_syscall("garbage"), Blocked::Unknown);
+    }
+
+    #[test]
+    fn splits_cmdline_and_environ() {
+        assert_eq!(
+            split_nul(b"/usr/bin/python3\0/usr/bin/gunicorn\0--workers\0\x34\0"),
+            vec!["/usr/bin/python3", "/usr/bin/gunicorn", "--workers", "4"]
+        );
+        assert!(split_nul(b"").is_empty());
+        assert_eq!(split_nul(b"a\0\0b"), vec!["a", "b"]);
+    }
+
+    #[test]
+    fn lists_mapped_libraries_once() {
+        let maps = "\
+7f1c0000-7f1c1000 r--p 00000000 08:01 123 /usr/lib/apache2/modules/mod_mpm_event.so
+7f1c1000-7f1c2000 r-xp 00001000 08:01 123 /usr/lib/apache2/modules/mod_mpm_event.so
+7f1d0000-7f1d1000 r-xp 00000000 08:01 124 /usr/lib/x86_64-linux-gnu/libc.so.6
+7ffd0000-7ffd1000 rw-p 00000000 00:00 0 [stack]
+55e00000-55e01000 r-xp 00000000 08:01 125 /usr/sbin/apache2
+7f1e0000-7f1e1000 rw-p 00000000 00:00 0
+";
+        assert_eq!(
+            parse_map_libraries(maps),
+            vec!["libc.so.6", "mod_mpm_event.so"]
+        );
+        assert!(parse_map_libraries("").is_empty());
     }
 
     #[test]
@@ -498,6 +629,24 @@ mod tests {
             .find(|l| l.addr == addr)
             .expect("listener");
         let p = s.process(me).expect("self");
+        // Who it is, as the server recognition reads it.
+        assert_eq!(
+            p.exe,
+            std::env::current_exe()
+                .expect("exe")
+                .to_string_lossy()
+                .into_owned()
+        );
+        assert!(!p.cmdline.is_empty());
+        assert!(
+            p.libraries.iter().any(|l| l.starts_with("libc.so")),
+            "{:?}",
+            p.libraries
+        );
+        assert!(p
+            .env
+            .iter()
+            .all(|kv| kv.starts_with("NODE_CLUSTER_SCHED_POLICY=")));
         assert!(p
             .listen_fds
             .iter()

@@ -8,6 +8,7 @@ use super::{
     cost::Cost,
     layout::{plural, Endpoint},
 };
+use crate::report::balance::BalanceFinding;
 
 /// One listening address: what the server does there and what to change.
 #[derive(Debug, Clone, Serialize)]
@@ -20,16 +21,28 @@ pub struct EndpointReport {
 /// Everything `diagnose` found.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
+    /// When the report was made (RFC 3339, UTC); None in reports built
+    /// without a clock (tests).
+    pub time: Option<String>,
     pub pid: u32,
     pub comm: String,
     pub server: ServerKind,
+    /// What the server was recognised by ("executable /usr/sbin/nginx").
+    pub recognised_by: String,
+    /// What /proc showed of its settings (MPM, worker class, ...).
+    pub server_facts: Vec<String>,
     pub processes: usize,
     pub threads: usize,
     pub endpoints: Vec<EndpointReport>,
     /// None when nothing was traced.
     pub cost: Option<Cost>,
+    /// How the accepts were shared (None when nothing was traced).
+    pub balance: Option<BalanceFinding>,
+    /// What to change when one worker took too large a share.
+    pub balance_advice: Option<Advice>,
     pub backend: Option<String>,
-    /// Every endpoint is fine (setup and measurement).
+    /// Every endpoint is fine (setup and measurement) and no worker took
+    /// more than its share.
     pub fine: bool,
     pub notes: Vec<String>,
 }
@@ -98,6 +111,17 @@ pub fn write_text(out: &mut impl Write, r: &Report) -> io::Result<()> {
         plural(r.processes, "process", "processes"),
         plural(r.threads, "thread", "threads")
     )?;
+    let facts = if r.server_facts.is_empty() {
+        String::new()
+    } else {
+        format!("; {}", r.server_facts.join(", "))
+    };
+    writeln!(
+        out,
+        "server: {} (recognised by {}{facts})",
+        r.server.name(),
+        r.recognised_by
+    )?;
     writeln!(out, "\nwhat it does (from /proc):")?;
     for e in &r.endpoints {
         writeln!(out, "  {}", e.endpoint.description)?;
@@ -145,6 +169,9 @@ pub fn write_text(out: &mut impl Write, r: &Report) -> io::Result<()> {
                 writeln!(out, "  warning: {} events lost", c.lost_events)?;
             }
             writeln!(out, "  {}", c.verdict_line)?;
+            if let Some(b) = &r.balance {
+                writeln!(out, "  balance: {}", b.line)?;
+            }
         }
         None => writeln!(out, "\nwhat it costs: not traced")?,
     }
@@ -155,13 +182,21 @@ pub fn write_text(out: &mut impl Write, r: &Report) -> io::Result<()> {
         } else {
             String::new()
         };
-        writeln!(out, "  {prefix}{}", e.advice.headline)?;
-        for item in &e.advice.items {
-            writeln!(out, "    - {item}")?;
-        }
+        write_advice(out, &prefix, &e.advice)?;
+    }
+    if let Some(a) = &r.balance_advice {
+        write_advice(out, "", a)?;
     }
     for n in &r.notes {
         writeln!(out, "note: {n}")?;
+    }
+    Ok(())
+}
+
+fn write_advice(out: &mut impl Write, prefix: &str, a: &Advice) -> io::Result<()> {
+    writeln!(out, "  {prefix}{}", a.headline)?;
+    for item in &a.items {
+        writeln!(out, "    - {item}")?;
     }
     Ok(())
 }
@@ -199,9 +234,11 @@ mod tests {
                     })
                     .collect(),
                 accepting_threads: vec![],
+                polling_threads: vec![],
                 workers_with_epoll: vec![],
             }],
             pattern,
+            acceptors: watchers,
             description: String::new(),
         }
     }

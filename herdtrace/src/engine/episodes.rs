@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 use std::ops::{Index, IndexMut};
 
-use super::fxhash::FxHashMap;
+use rustc_hash::FxHashMap;
 
 pub(super) const NIL: u32 = u32::MAX;
 
@@ -48,6 +48,11 @@ pub(super) struct Episode {
     pub port: u16,
     pub peer: Option<SocketAddr>,
     pub loss_epoch: u64,
+    /// The engine's skip epoch when the episode opened (see
+    /// `Engine::note_skipped`).
+    pub skip_epoch: u64,
+    /// Network namespace of the listener (0: unknown).
+    pub netns: u32,
     pub accepted_row: Option<u32>,
     pub accept_ts: u64,
     pub woken: Vec<Woken>,

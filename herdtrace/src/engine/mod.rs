@@ -45,18 +45,22 @@ use serde::Serialize;
 
 use crate::events;
 
+pub mod balance;
 mod episodes;
-mod fxhash;
 mod loss;
 mod stats;
 pub mod synth;
 #[cfg(test)]
 mod tests;
 
+use balance::BalanceTracker;
 use episodes::{EpRef, Episodes, WakeState, Woken, NIL};
-use fxhash::FxHashMap;
 use loss::LossTracker;
-pub use stats::{Diagnostics, IntervalStats, Summary, Tally, TaskStats, WokenStats};
+use rustc_hash::FxHashMap;
+pub use stats::{
+    task_shares, Balance, Diagnostics, Held, IntervalStats, Summary, Tally, TaskShare, TaskStats,
+    WokenStats,
+};
 
 const EAGAIN: i64 = -(libc::EAGAIN as i64);
 
@@ -83,6 +87,16 @@ impl Default for EngineConfig {
             settle_grace_ns: 2_000_000,
         }
     }
+}
+
+/// What /proc showed of the traced server's setup when tracing started
+/// (zeros: not known, as in replays of older recordings).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct KnownSetup {
+    /// Workers able to accept (the N of the fair share).
+    pub workers: u64,
+    /// The most listening sockets on one address (2+: an SO_REUSEPORT group).
+    pub listeners_per_addr: u64,
 }
 
 /// The task that accepted a connection.
@@ -122,6 +136,12 @@ pub struct ConnRecord {
     /// Events were lost (or the episode was evicted) while it was open: the
     /// counts are lower bounds.
     pub incomplete: bool,
+    /// The kernel skipped runs of the tracer's programs (its recursion
+    /// guard) while the episode was open: some of its events may be
+    /// missing. Separate from `incomplete`, which is certain loss.
+    pub possibly_incomplete: bool,
+    /// Network namespace (inode number) of the listener; 0 when unknown.
+    pub netns: u32,
 }
 
 /// Live state of a task (keyed by tid).
@@ -164,6 +184,8 @@ struct TaskRow {
     woken: u64,
     eagain: u64,
     spurious: u64,
+    /// `accepts` at the last interval cut.
+    accepts_mark: u64,
 }
 
 /// The reconstruction state machine. See the module docs.
@@ -181,11 +203,27 @@ pub struct Engine {
     stream_ns: u64,
     loss: LossTracker,
     skipped_runs: u64,
+    /// Bumped whenever skipped runs are reported: episodes open across a
+    /// change are possibly incomplete.
+    skip_epoch: u64,
+    /// Successful accepts whose child socket had no episode yet, waiting
+    /// for its arrival (the child joins the accept queue before its
+    /// handshake tracepoint and wakeup run, so a task on another CPU can
+    /// accept it first): (stream time, child, stats row).
+    early_accepts: FxHashMap<u64, EarlyAccept>,
+    /// `early_accepts` in arrival order, for expiry: (stream time, child);
+    /// an entry whose child was matched (or re-added later) is skipped.
+    early_order: VecDeque<(u64, u64)>,
     lost_at_interval: u64,
     diag: Diagnostics,
     totals: Tally,
     interval: Tally,
     hist: Vec<u64>,
+    balance: BalanceTracker,
+    /// The setup known from outside (/proc), zeros if not.
+    known: KnownSetup,
+    /// Task rows with at least one accept.
+    accepting_rows: u64,
 }
 
 impl Engine {
@@ -203,12 +241,30 @@ impl Engine {
             stream_ns: 0,
             loss: LossTracker::default(),
             skipped_runs: 0,
+            skip_epoch: 0,
+            early_accepts: FxHashMap::default(),
+            early_order: VecDeque::new(),
             lost_at_interval: 0,
             diag: Diagnostics::default(),
             totals: Tally::default(),
             interval: Tally::default(),
             hist: Vec::new(),
+            balance: BalanceTracker::default(),
+            known: KnownSetup::default(),
+            accepting_rows: 0,
         }
+    }
+
+    /// What /proc showed of the setup: the fair share is judged against its
+    /// workers (tasks that never accepted included), and an SO_REUSEPORT
+    /// group is known even when every connection hashed to one socket.
+    pub fn set_setup(&mut self, known: KnownSetup) {
+        self.known = known;
+    }
+
+    /// N: the workers known, or more if more tasks were seen accepting.
+    pub fn workers(&self) -> u64 {
+        self.known.workers.max(self.accepting_rows)
     }
 
     pub fn config(&self) -> &EngineConfig {
@@ -259,9 +315,23 @@ impl Engine {
         self.loss.report(n);
     }
 
-    /// Program runs the kernel skipped (an increment); see [`Summary::skipped_runs`].
+    /// Program runs the kernel skipped (an increment); see
+    /// [`Summary::skipped_runs`]. Every episode open now is flagged
+    /// possibly incomplete.
     pub fn note_skipped(&mut self, n: u64) {
-        self.skipped_runs = self.skipped_runs.saturating_add(n);
+        self.note_skipped_runs(n, true);
+    }
+
+    /// Skipped runs of programs whose events a connection's figures depend
+    /// on (`flags`: the episodes open now are flagged possibly incomplete)
+    /// or not (counted only).
+    pub fn note_skipped_runs(&mut self, n: u64, flags: bool) {
+        if n > 0 {
+            self.skipped_runs = self.skipped_runs.saturating_add(n);
+            if flags {
+                self.skip_epoch += 1;
+            }
+        }
     }
 
     /// Moves the clock forward without an event (live mode when idle):
@@ -274,6 +344,9 @@ impl Engine {
 
     /// Closes every open episode (end of the run).
     pub fn finish<F: FnMut(ConnRecord)>(&mut self, sink: &mut F) {
+        self.diag.unmatched_accepts += self.early_accepts.len() as u64;
+        self.early_accepts.clear();
+        self.early_order.clear();
         while let Some(slot) = self.eps.oldest() {
             self.close(slot, false);
         }
@@ -284,10 +357,17 @@ impl Engine {
     /// Deltas since the previous call, stamped with the stream time.
     pub fn take_interval(&mut self) -> IntervalStats {
         let lost = self.lost_events();
+        let shares = stats::task_shares(self.rows.iter_mut().map(|r| {
+            let delta = r.accepts - r.accepts_mark;
+            r.accepts_mark = r.accepts;
+            (r.pid, r.tid, events::comm_str(&r.comm).into_owned(), delta)
+        }));
         let out = IntervalStats {
             ts_ns: self.stream_ns,
             tally: std::mem::take(&mut self.interval),
             lost_events: lost - self.lost_at_interval,
+            shares,
+            workers: self.workers(),
         };
         self.lost_at_interval = lost;
         out
@@ -319,6 +399,7 @@ impl Engine {
                 .then(a.pid.cmp(&b.pid))
                 .then(a.tid.cmp(&b.tid))
         });
+        let balance = self.balance_summary(&tasks);
         Summary {
             totals: self.totals,
             woken_per_conn: WokenStats::from_histogram(&self.hist),
@@ -326,13 +407,68 @@ impl Engine {
             tasks,
             lost_events: self.lost_events(),
             skipped_runs: self.skipped_runs,
+            skipped_by_program: Default::default(),
+            insert_failed: Default::default(),
             diagnostics: self.diag,
+            balance,
+        }
+    }
+
+    fn balance_summary(&self, tasks: &[TaskStats]) -> Balance {
+        let workers = self.workers();
+        let shares = stats::task_shares(
+            tasks
+                .iter()
+                .map(|t| (t.pid, t.tid, t.comm.clone(), t.accepts)),
+        );
+        let held = self.balance.longest_run(workers).map(|r| {
+            let row = &self.rows[r.row as usize];
+            Held {
+                pid: row.pid,
+                tid: row.tid,
+                comm: events::comm_str(&row.comm).into_owned(),
+                windows: r.windows,
+                seconds: (r.to_ns - r.from_ns) as f64 / 1e9,
+                from_ns: r.from_ns,
+                to_ns: r.to_ns,
+                share_min: r.share_min,
+            }
+        });
+        Balance {
+            workers,
+            workers_from_proc: self.known.workers,
+            accepts: shares.iter().map(|s| s.accepts).sum(),
+            accepting_tasks: shares.len() as u64,
+            fair_share: balance::fair_share(workers),
+            top: shares.into_iter().next(),
+            same_worker_share: self.balance.same_worker_share(),
+            held,
+            windows: self.balance.windows(),
+            listeners_per_port: self
+                .balance
+                .max_listeners_per_port()
+                .max(self.known.listeners_per_addr),
+            clients: self.balance.clients(workers),
         }
     }
 
     // ---- closing ----------------------------------------------------------
 
     fn expire(&mut self) {
+        while let Some(&(ts, child)) = self.early_order.front() {
+            if ts.saturating_add(EARLY_ACCEPT_WAIT_NS) > self.stream_ns {
+                break;
+            }
+            self.early_order.pop_front();
+            if self
+                .early_accepts
+                .get(&child)
+                .is_some_and(|a| a.ts_ns == ts)
+            {
+                self.early_accepts.remove(&child);
+                self.diag.unmatched_accepts += 1;
+            }
+        }
         while let Some(slot) = self.eps.oldest() {
             if self.eps[slot]
                 .ts_ns
@@ -418,6 +554,8 @@ impl Engine {
                 .accepted_row
                 .map(|_| e.accept_ts.saturating_sub(e.ts_ns) / 1000),
             incomplete: evicted || e.loss_epoch != self.loss.epoch(),
+            possibly_incomplete: e.skip_epoch != self.skip_epoch,
+            netns: e.netns,
         };
         let (chain, child) = (e.chain, e.child);
         self.eps.close(slot);
@@ -435,6 +573,7 @@ impl Engine {
         self.hist[n] += 1;
         self.totals.add(&rec, won);
         self.interval.add(&rec, won);
+        self.balance.on_conn(rec.peer);
         self.done.push(rec);
     }
 
@@ -489,6 +628,7 @@ impl Engine {
                 woken: 0,
                 eagain: 0,
                 spurious: 0,
+                accepts_mark: 0,
             });
         }
         t.row
@@ -544,7 +684,8 @@ impl Engine {
     // ---- event handlers ---------------------------------------------------
 
     fn on_arrival(&mut self, ev: &RawEvent) {
-        // (listener_key below: arrivals without a listener socket are keyed by port.)
+        // (listener_key below: arrivals without a listener socket are keyed by
+        // namespace and port.)
         if self.chains.contains_key(&ev.chain) {
             return; // duplicate arrival of the same chain
         }
@@ -553,8 +694,9 @@ impl Engine {
                 self.close(oldest, true);
             }
         }
-        let epoch = self.loss.epoch();
-        let listener = listener_key(ev.sk, ev.local_port);
+        let (epoch, skip_epoch) = (self.loss.epoch(), self.skip_epoch);
+        let netns = ev.aux as u32;
+        let listener = listener_key(ev.sk, ev.local_port, netns);
         let slot = self.eps.open(listener, |e| {
             e.chain = ev.chain;
             e.child = ev.child;
@@ -562,11 +704,22 @@ impl Engine {
             e.port = ev.local_port;
             e.peer = events::peer(ev);
             e.loss_epoch = epoch;
+            e.skip_epoch = skip_epoch;
+            e.netns = netns;
         });
         self.chains.insert(ev.chain, slot);
         if ev.child != 0 {
             self.children.insert(ev.child, slot);
+            // Accepted before its arrival was reported?
+            if let Some(a) = self.early_accepts.remove(&ev.child) {
+                let r = self.eps.ep_ref(slot);
+                let e = &mut self.eps[slot];
+                e.accepted_row = Some(a.row);
+                e.accept_ts = a.ts_ns.max(e.ts_ns);
+                self.touched.push(r);
+            }
         }
+        self.balance.on_listener(ev.local_port, ev.sk);
     }
 
     fn on_wake(&mut self, ev: &RawEvent) {
@@ -655,6 +808,11 @@ impl Engine {
         }
         if ev.ret >= 0 {
             self.rows[row as usize].accepts += 1;
+            if self.rows[row as usize].accepts == 1 {
+                self.accepting_rows += 1;
+            }
+            let workers = self.workers();
+            self.balance.on_accept(row, ev.ts_ns, workers);
             t.accepted_since_return = t.accepted_since_return.saturating_add(1);
             let target = if ev.child != 0 {
                 self.children.get(&ev.child).map(|&s| self.eps.ep_ref(s))
@@ -671,13 +829,26 @@ impl Engine {
                     e.accept_ts = ev.ts_ns.max(e.ts_ns);
                     self.touched.push(r);
                 }
+                // Its arrival may still come (see `early_accepts`).
+                None if ev.child != 0 => {
+                    let early = EarlyAccept {
+                        ts_ns: ev.ts_ns,
+                        row,
+                    };
+                    // A child address accepted twice without an arrival:
+                    // the older accept will never match.
+                    if self.early_accepts.insert(ev.child, early).is_some() {
+                        self.diag.unmatched_accepts += 1;
+                    }
+                    self.early_order.push_back((ev.ts_ns, ev.child));
+                }
                 _ => self.diag.unmatched_accepts += 1,
             }
             // No settle: a batch-accepting task goes on until EAGAIN.
         } else {
             if ev.ret == EAGAIN {
                 self.rows[row as usize].eagain += 1;
-                let by_port = port_key(ev.local_port);
+                let by_port = port_key(ev.local_port, ev.aux as u32);
                 let own = t.last.filter(|&l| {
                     self.eps.valid(l)
                         && (ev.sk == 0
@@ -728,16 +899,28 @@ impl Engine {
 }
 
 /// Arrivals inferred without their listener socket (the pre-6.6
-/// `inet_sock_set_state` substitute) are grouped by local port instead; the
-/// key cannot collide with a kernel address (those have the top bits set).
-fn port_key(port: u16) -> u64 {
-    u64::from(port) | (1 << 32)
+/// `inet_sock_set_state` substitute) are grouped by namespace and local
+/// port instead; the key cannot collide with a kernel address (those have
+/// the top bits set).
+fn port_key(port: u16, netns: u32) -> u64 {
+    u64::from(port) | (1 << 16) | (u64::from(netns & 0x7fff_ffff) << 17)
 }
 
-fn listener_key(sk: u64, port: u16) -> u64 {
+fn listener_key(sk: u64, port: u16, netns: u32) -> u64 {
     if sk != 0 {
         sk
     } else {
-        port_key(port)
+        port_key(port, netns)
     }
+}
+
+/// How long (stream time) an accept whose child has no episode waits for
+/// that child's arrival before it counts as unmatched.
+const EARLY_ACCEPT_WAIT_NS: u64 = 50_000_000;
+
+/// A successful accept seen before its connection's arrival (keyed by child).
+#[derive(Debug, Clone, Copy)]
+struct EarlyAccept {
+    ts_ns: u64,
+    row: u32,
 }

@@ -2,7 +2,7 @@
 //! the final summary.
 use serde::Serialize;
 
-use super::ConnRecord;
+use super::{balance::Clients, ConnRecord};
 
 /// Counts summed over a set of connection records.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -19,6 +19,8 @@ pub struct Tally {
     pub eagain: u64,
     pub eagain_losers: u64,
     pub incomplete: u64,
+    /// Records open while the kernel skipped runs of the tracer's programs.
+    pub possibly_incomplete: u64,
     /// Records with no accept by a traced task.
     pub unaccepted: u64,
 }
@@ -34,6 +36,7 @@ impl Tally {
         self.eagain += u64::from(r.eagain);
         self.eagain_losers += u64::from(r.eagain_losers);
         self.incomplete += u64::from(r.incomplete);
+        self.possibly_incomplete += u64::from(r.possibly_incomplete);
         self.unaccepted += u64::from(r.accepted_by.is_none());
     }
 
@@ -75,13 +78,113 @@ impl Tally {
 }
 
 /// What happened in one live interval (deltas since the previous one).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct IntervalStats {
     /// Stream time (CLOCK_MONOTONIC ns) at the end of the interval.
     pub ts_ns: u64,
     pub tally: Tally,
     /// Events lost during the interval.
     pub lost_events: u64,
+    /// Tasks that accepted during the interval, most accepts first, with
+    /// their share of the interval's accepts.
+    pub shares: Vec<TaskShare>,
+    /// Workers able to accept (N; the fair share is 1/N), 0 if unknown.
+    pub workers: u64,
+}
+
+impl IntervalStats {
+    /// Accepts made during the interval.
+    pub fn accepts(&self) -> u64 {
+        self.shares.iter().map(|s| s.accepts).sum()
+    }
+
+    /// The largest share one task took (0 without accepts).
+    pub fn share_max(&self) -> f64 {
+        self.shares.first().map_or(0.0, |s| s.share)
+    }
+}
+
+/// One task's part of the accepts.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TaskShare {
+    pub pid: u32,
+    pub tid: u32,
+    pub comm: String,
+    pub accepts: u64,
+    /// accepts / all accepts (0..1).
+    pub share: f64,
+}
+
+/// Shares of `(pid, tid, comm, accepts)` rows: the rows with accepts, most
+/// first (then by pid, tid), each with its share of the total.
+pub fn task_shares(rows: impl IntoIterator<Item = (u32, u32, String, u64)>) -> Vec<TaskShare> {
+    let mut v: Vec<TaskShare> = rows
+        .into_iter()
+        .filter(|r| r.3 > 0)
+        .map(|(pid, tid, comm, accepts)| TaskShare {
+            pid,
+            tid,
+            comm,
+            accepts,
+            share: 0.0,
+        })
+        .collect();
+    let total: u64 = v.iter().map(|s| s.accepts).sum();
+    for s in &mut v {
+        s.share = s.accepts as f64 / total as f64;
+    }
+    v.sort_by(|a, b| {
+        b.accepts
+            .cmp(&a.accepts)
+            .then(a.pid.cmp(&b.pid))
+            .then(a.tid.cmp(&b.tid))
+    });
+    v
+}
+
+/// How long one task held an imbalanced share (see `engine::balance`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Held {
+    pub pid: u32,
+    pub tid: u32,
+    pub comm: String,
+    /// Consecutive 1 s windows with accepts in which it dominated.
+    pub windows: u64,
+    /// From the start of the first such window to the end of the last
+    /// (stream time; windows without accepts in between included).
+    pub seconds: f64,
+    pub from_ns: u64,
+    pub to_ns: u64,
+    /// Its smallest share in one of those windows.
+    pub share_min: f64,
+}
+
+/// How evenly the workers shared the accepts over the run.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Balance {
+    /// Workers able to accept: N, the fair share being 1/N (the larger of the
+    /// count read from /proc, if any, and the tasks seen accepting).
+    pub workers: u64,
+    /// Workers read from /proc at the start (0: not known).
+    pub workers_from_proc: u64,
+    /// Successful accepts of all tasks.
+    pub accepts: u64,
+    /// Tasks that accepted at least once.
+    pub accepting_tasks: u64,
+    /// 1/N.
+    pub fair_share: f64,
+    /// The task with the most accepts.
+    pub top: Option<TaskShare>,
+    /// Share of consecutive accepts made by the task that made the previous one.
+    pub same_worker_share: Option<f64>,
+    /// The longest run of 1 s windows one task dominated.
+    pub held: Option<Held>,
+    /// 1 s windows with accepts.
+    pub windows: u64,
+    /// The most listening sockets on one port, seen by arrivals or read from
+    /// /proc at the start (2+: an SO_REUSEPORT group).
+    pub listeners_per_port: u64,
+    pub clients: Clients,
 }
 
 /// Distribution of tasks woken per connection.
@@ -167,7 +270,14 @@ pub struct Summary {
     /// wakeups of untraced tasks, so they are not counted as lost events;
     /// any that concerned traced tasks are missing from the counts.
     pub skipped_runs: u64,
+    /// `skipped_runs` by program (filled in by the live pipeline from the
+    /// kernel's per-program counters; empty in a replay).
+    pub skipped_by_program: std::collections::BTreeMap<String, u64>,
+    /// Inserts the programs could not make because a map was full, by map
+    /// (live runs only): what they could not remember (a task, a listener...).
+    pub insert_failed: std::collections::BTreeMap<String, u64>,
     pub diagnostics: Diagnostics,
+    pub balance: Balance,
 }
 
 #[cfg(test)]
@@ -199,6 +309,29 @@ mod tests {
         let s = WokenStats::from_histogram(&[0, 0, 0, 5]);
         assert_eq!((s.p50, s.p99, s.max), (3, 3, 3));
         assert_eq!(s.mean, 3.0);
+    }
+
+    #[test]
+    fn task_shares_keep_accepting_tasks_most_first() {
+        let rows = vec![
+            (1, 1, "a".to_string(), 1),
+            (2, 2, "b".to_string(), 0),
+            (3, 3, "c".to_string(), 3),
+            (0, 9, "d".to_string(), 1),
+        ];
+        let s = task_shares(rows);
+        let order: Vec<(u32, u64)> = s.iter().map(|t| (t.tid, t.accepts)).collect();
+        assert_eq!(order, vec![(3, 3), (9, 1), (1, 1)], "ties by pid");
+        assert_eq!(s[0].share, 0.6);
+        assert_eq!(s[1].share, 0.2);
+        assert!(task_shares(Vec::new()).is_empty());
+        assert!(task_shares(vec![(1, 1, "a".to_string(), 0)]).is_empty());
+        let i = IntervalStats {
+            shares: s,
+            ..IntervalStats::default()
+        };
+        assert_eq!((i.accepts(), i.share_max()), (5, 0.6));
+        assert_eq!(IntervalStats::default().share_max(), 0.0);
     }
 
     #[test]

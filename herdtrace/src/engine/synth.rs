@@ -134,6 +134,18 @@ impl StreamBuilder {
 
     /// A connection from 127.0.0.1:(40000 + chain % 20000) arrives on `listener`.
     pub fn arrival(&mut self, cpu: u32, chain: u64, listener: u64, child: u64) -> &mut Self {
+        self.arrival_in(cpu, chain, listener, child, 0)
+    }
+
+    /// An arrival on a listener in network namespace `netns` (inode number).
+    pub fn arrival_in(
+        &mut self,
+        cpu: u32,
+        chain: u64,
+        listener: u64,
+        child: u64,
+        netns: u32,
+    ) -> &mut Self {
         self.emit(EV_ARRIVAL, cpu, |ev| {
             ev.chain = chain;
             ev.sk = listener;
@@ -142,6 +154,7 @@ impl StreamBuilder {
             ev.family = AF_INET;
             ev.peer_addr[..4].copy_from_slice(&[127, 0, 0, 1]);
             ev.peer_port = 40_000 + (chain % 20_000) as u16;
+            ev.aux = u64::from(netns);
         })
     }
 
@@ -217,6 +230,17 @@ impl StreamBuilder {
     /// `task`'s accept on `listener` returned EAGAIN.
     pub fn eagain(&mut self, cpu: u32, task: SynthTask, listener: u64) -> &mut Self {
         self.accept_err(cpu, task, listener, libc::EAGAIN)
+    }
+
+    /// EAGAIN on a listener in network namespace `netns`.
+    pub fn eagain_in(&mut self, cpu: u32, task: SynthTask, listener: u64, netns: u32) -> &mut Self {
+        self.emit(EV_ACCEPT_RET, cpu, |ev| {
+            Self::task_fields(ev, task);
+            ev.ret = -i64::from(libc::EAGAIN);
+            ev.sk = listener;
+            ev.local_port = SYNTH_PORT;
+            ev.aux = u64::from(netns);
+        })
     }
 
     /// `task` was created by `parent_pid`.

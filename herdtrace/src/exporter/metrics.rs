@@ -13,12 +13,16 @@ use std::sync::Arc;
 
 use prometheus_client::{
     encoding::{text, EncodeLabelSet},
-    metrics::{counter::Counter, family::Family, histogram::Histogram},
+    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
     registry::{Registry, Unit},
 };
 
 use super::fold::Folder;
-use crate::{engine::ConnRecord, report::Observer};
+use crate::{
+    engine::{balance::fair_share, ConnRecord, IntervalStats},
+    pipeline::Observer,
+    report::RunInfo,
+};
 
 /// Distinct `port` values before folding into `other`.
 pub const MAX_PORTS: usize = 32;
@@ -55,6 +59,28 @@ struct TaskLabels {
     task: String,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ShareLabels {
+    process: String,
+    task: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: String,
+    backend: String,
+    kernel: String,
+}
+
+/// `task` label of a task: `PID` for a process's main thread, `PID/TID` otherwise.
+fn task_label(pid: u32, tid: u32) -> String {
+    if tid == pid {
+        pid.to_string()
+    } else {
+        format!("{pid}/{tid}")
+    }
+}
+
 fn woken_histogram() -> Histogram {
     Histogram::new(WOKEN_BUCKETS)
 }
@@ -80,6 +106,14 @@ pub struct Collector {
     latency: HistFamily,
     lost: Counter,
     lost_seen: u64,
+    share: Family<ShareLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    /// The share series set at the last interval (reset to 0 at the next).
+    share_labels: Vec<ShareLabels>,
+    share_max: Gauge<f64, std::sync::atomic::AtomicU64>,
+    fair: Gauge<f64, std::sync::atomic::AtomicU64>,
+    workers: Gauge,
+    interval_accepts: Gauge,
+    build_info: Family<BuildLabels, Gauge>,
     ports: Folder,
     processes: Folder,
     tasks: Folder,
@@ -102,6 +136,12 @@ impl Collector {
         let accepts = Family::<TaskLabels, Counter>::default();
         let latency: HistFamily = Family::new_with_constructor(latency_histogram);
         let lost = Counter::default();
+        let share = Family::<ShareLabels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+        let share_max = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        let fair = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        let workers = Gauge::default();
+        let interval_accepts = Gauge::default();
+        let build_info = Family::<BuildLabels, Gauge>::default();
 
         // Counter names get `_total` from the encoder.
         let mut r = Registry::with_prefix("herdtrace");
@@ -151,6 +191,36 @@ impl Collector {
             "Tracer events lost before reaching herdtrace",
             lost.clone(),
         );
+        r.register(
+            "accept_share",
+            "Share of the last interval's accepts taken by each task (0 to 1)",
+            share.clone(),
+        );
+        r.register(
+            "accept_share_max",
+            "Largest share of the last interval's accepts one task took (0 to 1)",
+            share_max.clone(),
+        );
+        r.register(
+            "accept_share_fair",
+            "The fair share 1/N of N workers able to accept (0 if unknown)",
+            fair.clone(),
+        );
+        r.register(
+            "workers",
+            "Workers able to accept (from /proc at the start, or the tasks seen accepting)",
+            workers.clone(),
+        );
+        r.register(
+            "interval_accepts",
+            "Accepts in the last interval (the base of the shares)",
+            interval_accepts.clone(),
+        );
+        r.register(
+            "build_info",
+            "herdtrace's version, the backend it traces with and the kernel, as labels (value 1)",
+            build_info.clone(),
+        );
         Collector {
             registry: Arc::new(r),
             connections,
@@ -163,6 +233,13 @@ impl Collector {
             latency,
             lost,
             lost_seen: 0,
+            share,
+            share_labels: Vec::new(),
+            share_max,
+            fair,
+            workers,
+            interval_accepts,
+            build_info,
             ports: Folder::new(MAX_PORTS),
             processes: Folder::new(MAX_PROCESSES),
             tasks: Folder::new(MAX_TASKS),
@@ -204,18 +281,53 @@ impl Collector {
             self.latency.get_or_create(&labels).observe(us as f64 / 1e6);
         }
         if let Some(t) = &r.accepted_by {
-            let task = if t.tid == t.pid {
-                t.pid.to_string()
-            } else {
-                format!("{}/{}", t.pid, t.tid)
-            };
             let task_labels = TaskLabels {
                 port: labels.port,
                 process: labels.process,
-                task: self.tasks.fold(&task),
+                task: self.tasks.fold(&task_label(t.pid, t.tid)),
             };
             self.accepts.get_or_create(&task_labels).inc();
         }
+    }
+
+    /// The last interval's shares: every task's gauge is reset, then those
+    /// that accepted are set, so a task that stopped accepting reads 0.
+    pub fn interval(&mut self, i: &IntervalStats) {
+        // Series with a folded task label ("other") add up.
+        let mut by_label: Vec<(ShareLabels, f64)> = Vec::new();
+        for s in &i.shares {
+            let labels = ShareLabels {
+                process: self.processes.fold(&s.comm),
+                task: self.tasks.fold(&task_label(s.pid, s.tid)),
+            };
+            match by_label.iter_mut().find(|(l, _)| *l == labels) {
+                Some((_, v)) => *v += s.share,
+                None => by_label.push((labels, s.share)),
+            }
+        }
+        for old in self.share_labels.drain(..) {
+            self.share.get_or_create(&old).set(0.0);
+        }
+        for (labels, v) in by_label {
+            self.share.get_or_create(&labels).set(v);
+            self.share_labels.push(labels);
+        }
+        self.share_max.set(i.share_max());
+        self.fair.set(fair_share(i.workers));
+        self.workers.set(i.workers as i64);
+        self.interval_accepts.set(i.accepts() as i64);
+    }
+
+    /// `herdtrace_build_info{version, backend, kernel} 1`.
+    pub fn set_run_info(&mut self, info: &RunInfo) {
+        self.build_info.clear();
+        self.build_info
+            .get_or_create(&BuildLabels {
+                version: env!("CARGO_PKG_VERSION").to_string(),
+                backend: info.backend.clone(),
+                kernel: info.kernel.clone(),
+            })
+            .set(1);
     }
 
     /// The run's lost-event total so far; the counter follows it (it never goes down).
@@ -234,6 +346,10 @@ impl Observer for Collector {
 
     fn on_lost_total(&mut self, total: u64) {
         self.set_lost_total(total);
+    }
+
+    fn on_interval(&mut self, interval: &IntervalStats) {
+        self.interval(interval);
     }
 }
 
@@ -269,6 +385,8 @@ mod tests {
             epolls: woken,
             accept_latency_us: who.map(|_| 40),
             incomplete: false,
+            possibly_incomplete: false,
+            netns: 0,
         }
     }
 
@@ -281,15 +399,135 @@ mod tests {
     }
 
     #[test]
-    fn an_empty_collector_renders_only_the_lost_counter_and_eof() {
-        // Families without series are left out by the encoder.
-        let text = render(&Collector::new().registry()).expect("render");
+    fn an_empty_collector_renders_only_the_plain_metrics_and_eof() {
+        // Families without series are left out by the encoder; plain
+        // counters and gauges are there from the start, at zero.
+        let s = parse(&render(&Collector::new().registry()).expect("render"));
+        let names: Vec<&str> = s.iter().map(|x| x.name.as_str()).collect();
         assert_eq!(
-            text,
-            "# HELP herdtrace_lost_events Tracer events lost before reaching herdtrace.\n\
-             # TYPE herdtrace_lost_events counter\n\
-             herdtrace_lost_events_total 0\n\
-             # EOF\n"
+            names,
+            vec![
+                "herdtrace_lost_events_total",
+                "herdtrace_accept_share_max",
+                "herdtrace_accept_share_fair",
+                "herdtrace_workers",
+                "herdtrace_interval_accepts",
+            ]
+        );
+        assert!(s.iter().all(|x| x.value == 0.0));
+        let text = render(&Collector::new().registry()).expect("render");
+        assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+
+    fn shares(workers: u64, tasks: &[(u32, u32, &str, u64)]) -> IntervalStats {
+        IntervalStats {
+            shares: crate::engine::task_shares(
+                tasks
+                    .iter()
+                    .map(|&(pid, tid, comm, n)| (pid, tid, comm.to_string(), n)),
+            ),
+            workers,
+            ..IntervalStats::default()
+        }
+    }
+
+    #[test]
+    fn interval_shares_follow_the_last_interval() {
+        let mut c = Collector::new();
+        c.interval(&shares(4, &[(10, 10, "nginx", 30), (11, 11, "nginx", 10)]));
+        let s = scrape(&c);
+        let share = |s: &[Sample], task: &str| {
+            value(
+                s,
+                "herdtrace_accept_share",
+                &[("process", "nginx"), ("task", task)],
+            )
+        };
+        assert_eq!(share(&s, "10"), Some(0.75));
+        assert_eq!(share(&s, "11"), Some(0.25));
+        assert_eq!(value(&s, "herdtrace_accept_share_max", &[]), Some(0.75));
+        assert_eq!(value(&s, "herdtrace_accept_share_fair", &[]), Some(0.25));
+        assert_eq!(value(&s, "herdtrace_workers", &[]), Some(4.0));
+        assert_eq!(value(&s, "herdtrace_interval_accepts", &[]), Some(40.0));
+        // Next interval: only a thread of 10 accepted; the others read 0.
+        c.interval(&shares(4, &[(10, 12, "nginx", 5)]));
+        let s = scrape(&c);
+        assert_eq!(share(&s, "10"), Some(0.0));
+        assert_eq!(share(&s, "11"), Some(0.0));
+        assert_eq!(share(&s, "10/12"), Some(1.0));
+        assert_eq!(value(&s, "herdtrace_accept_share_max", &[]), Some(1.0));
+        // An interval without accepts.
+        Observer::on_interval(&mut c, &shares(4, &[]));
+        let s = scrape(&c);
+        assert_eq!(value(&s, "herdtrace_accept_share_max", &[]), Some(0.0));
+        assert_eq!(share(&s, "10/12"), Some(0.0));
+    }
+
+    #[test]
+    fn folded_tasks_add_their_shares() {
+        let mut c = Collector::new();
+        let many: Vec<(u32, u32, &str, u64)> = (0..(MAX_TASKS as u32 + 4))
+            .map(|t| (1, 100 + t, "srv", 1))
+            .collect();
+        c.interval(&shares(0, &many));
+        let s = scrape(&c);
+        let other = value(
+            &s,
+            "herdtrace_accept_share",
+            &[("process", "srv"), ("task", OTHER)],
+        )
+        .expect("other");
+        assert!(
+            (other - 4.0 / (MAX_TASKS as f64 + 4.0)).abs() < 1e-12,
+            "{other}"
+        );
+        let total: f64 = s
+            .iter()
+            .filter(|x| x.name == "herdtrace_accept_share")
+            .map(|x| x.value)
+            .sum();
+        assert!((total - 1.0).abs() < 1e-9, "{total}");
+        assert_eq!(value(&s, "herdtrace_accept_share_fair", &[]), Some(0.0));
+    }
+
+    #[test]
+    fn build_info_carries_version_backend_and_kernel() {
+        let mut c = Collector::new();
+        assert!(!render(&c.registry())
+            .expect("render")
+            .contains("herdtrace_build_info"));
+        c.set_run_info(&RunInfo {
+            backend: "tracepoint".into(),
+            kernel: "6.18.44".into(),
+            ..RunInfo::default()
+        });
+        let text = render(&c.registry()).expect("render");
+        assert!(text.contains("# TYPE herdtrace_build_info gauge"), "{text}");
+        let s = parse(&text);
+        assert_eq!(
+            value(
+                &s,
+                "herdtrace_build_info",
+                &[
+                    ("version", env!("CARGO_PKG_VERSION")),
+                    ("backend", "tracepoint"),
+                    ("kernel", "6.18.44"),
+                ]
+            ),
+            Some(1.0)
+        );
+        // Set again (never expected): still one series.
+        c.set_run_info(&RunInfo {
+            backend: "fentry".into(),
+            kernel: "6.1.0".into(),
+            ..RunInfo::default()
+        });
+        let s = scrape(&c);
+        assert_eq!(
+            s.iter()
+                .filter(|x| x.name == "herdtrace_build_info")
+                .count(),
+            1
         );
     }
 

@@ -1,13 +1,14 @@
 //! Prometheus exporter mode (`herdtrace --pid PID --prometheus ADDR`): every
 //! reconstructed connection updates counters and histograms
-//! ([`metrics::Collector`], a [`crate::report::Observer`] on the trace
-//! pipeline) that a small HTTP thread ([`http`]) serves on `/metrics` in the
-//! OpenMetrics text format, encoded by `prometheus-client`.
+//! ([`metrics::Collector`], a [`crate::pipeline::Observer`] on the trace
+//! pipeline) that [`http`] serves on `/metrics` with hyper, on the trace
+//! session's tokio runtime, in the OpenMetrics text format, encoded by
+//! `prometheus-client`.
 use std::net::SocketAddr;
 
 use anyhow::{Context as _, Result};
 
-use crate::report::Observer;
+use crate::pipeline::Observer;
 
 pub mod fold;
 pub mod http;
@@ -17,23 +18,26 @@ mod sample;
 
 pub use metrics::{Collector, CONTENT_TYPE};
 
-/// A bound, serving `/metrics` endpoint and the collector that feeds it.
+/// A bound `/metrics` endpoint and the collector that feeds it.
 pub struct Exporter {
     collector: Collector,
+    listener: std::net::TcpListener,
     addr: SocketAddr,
 }
 
 impl Exporter {
-    /// Binds `addr` (a port in use is a one-line error) and serves
-    /// `/metrics` from a thread until the process ends.
-    pub fn start(addr: SocketAddr) -> Result<Exporter> {
+    /// Binds `addr` (a port in use is a one-line error); nothing is served
+    /// until [`serve`](Self::serve).
+    pub fn bind(addr: SocketAddr) -> Result<Exporter> {
         let listener = http::bind(addr)?;
         let addr = listener
             .local_addr()
             .with_context(|| format!("--prometheus {addr}: reading the bound address"))?;
-        let collector = Collector::new();
-        http::spawn(listener, collector.registry())?;
-        Ok(Exporter { collector, addr })
+        Ok(Exporter {
+            collector: Collector::new(),
+            listener,
+            addr,
+        })
     }
 
     /// The address actually bound (port 0 picks a free one).
@@ -41,9 +45,16 @@ impl Exporter {
         self.addr
     }
 
-    /// The observer to hand to the trace pipeline.
-    pub fn into_observer(self) -> Box<dyn Observer + Send> {
-        Box::new(self.collector)
+    /// Labels `herdtrace_build_info` with the run's backend and kernel.
+    pub fn set_run_info(&mut self, info: &crate::report::RunInfo) {
+        self.collector.set_run_info(info);
+    }
+
+    /// Serves `/metrics` on the current tokio runtime (the trace session's)
+    /// until it ends; returns the observer to hand to the trace pipeline.
+    pub fn serve(self) -> Result<Box<dyn Observer + Send>> {
+        http::spawn(self.listener, self.collector.registry())?;
+        Ok(Box::new(self.collector))
     }
 }
 
@@ -68,12 +79,12 @@ mod tests {
 
     #[test]
     fn records_given_to_the_observer_show_in_the_served_metrics() {
-        let ex = Exporter::start(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).expect("start");
+        let ex = Exporter::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).expect("bind");
         let addr = ex.local_addr();
         assert_ne!(addr.port(), 0);
+        let mut obs = http::tests::in_runtime_thread(move || ex.serve().expect("serve"));
         let before = get_metrics(addr);
         assert!(!before.contains("herdtrace_connections_total{"), "{before}");
-        let mut obs = ex.into_observer();
         for _ in 0..3 {
             obs.on_conn(&ConnRecord {
                 ts_ns: 0,
@@ -92,6 +103,8 @@ mod tests {
                 epolls: 4,
                 accept_latency_us: Some(12),
                 incomplete: false,
+                possibly_incomplete: false,
+                netns: 0,
             });
         }
         obs.on_lost_total(2);

@@ -12,8 +12,9 @@ use herdtrace_common::{RawEvent, RAW_EVENT_SIZE};
 
 use crate::engine::EngineConfig;
 use crate::events;
+use crate::pipeline::Pipeline;
 use crate::record::{Reader, Record};
-use crate::report::{OutputOptions, Pipeline, RunInfo};
+use crate::report::{OutputOptions, RunInfo};
 
 /// Gap between the end of one pass and the start of the next (stream time).
 const PASS_GAP_NS: u64 = 1_000_000;
@@ -144,6 +145,9 @@ fn load<R: Read>(mut reader: Reader<R>) -> Result<(Vec<u8>, Shift, RunInfo)> {
     let info = RunInfo {
         backend: header.backend,
         kernel: header.kernel,
+        attach: Vec::new(),
+        scope: String::new(),
+        listeners: Vec::new(),
     };
     Ok((bytes, shift, info))
 }

@@ -5,9 +5,10 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result};
 
-use crate::engine::{EngineConfig, Summary};
+use crate::engine::{EngineConfig, KnownSetup, Summary};
+use crate::pipeline::Pipeline;
 use crate::record::{Reader, Record};
-use crate::report::{is_broken_pipe, OutputOptions, Pipeline, RunInfo, WallClock};
+use crate::report::{is_broken_pipe, OutputOptions, RunInfo, WallClock};
 
 mod bench;
 
@@ -17,6 +18,13 @@ Examples:
   herdtrace replay trace.htr --per-conn           one line per connection, then the summary
   herdtrace replay trace.htr --json | jq 'select(.type==\"summary\")'
   herdtrace replay trace.htr --interval 1         a line per second of recorded time";
+
+/// The summary's `wall_clock` for a recording with its clock reference.
+pub const WALL_CLOCK_RECORDED: &str =
+    "recorded: CLOCK_REALTIME read with CLOCK_MONOTONIC when the recording started";
+/// The summary's `wall_clock` for a recording without one.
+pub const WALL_CLOCK_NONE: &str = "none: the recording has no clock reference (made by an \
+     older herdtrace), so times are monotonic only";
 
 /// A run of empty intervals longer than this is printed as one line.
 const MAX_EMPTY_INTERVALS: u64 = 1000;
@@ -95,20 +103,32 @@ pub fn replay<R: Read, W: Write>(
     let info = RunInfo {
         backend: header.backend.clone(),
         kernel: header.kernel.clone(),
+        attach: Vec::new(),
+        scope: String::new(),
+        listeners: Vec::new(),
     };
     let mut p = Pipeline::new(EngineConfig::default(), opts, info, out);
+    match header.clock {
+        Some(c) => {
+            p.set_clock(WallClock {
+                mono_ns: c.mono_ns,
+                unix_ns: c.unix_ns,
+            });
+            p.set_wall_clock_note(WALL_CLOCK_RECORDED);
+        }
+        // Older recordings carry only the creation second, which does not
+        // map event time to wall time: no stamps rather than invented ones.
+        None => p.set_wall_clock_note(WALL_CLOCK_NONE),
+    }
+    p.set_setup(KnownSetup {
+        workers: header.workers.unwrap_or(0),
+        listeners_per_addr: header.listeners_per_addr.unwrap_or(0),
+    });
     let mut interval_ns = interval_ns.filter(|&n| n > 0);
     let mut next_tick: Option<u64> = None;
     while let Some(record) = reader.next_record()? {
         match record {
             Record::Event(ev) => {
-                if p.clock().is_none() {
-                    // Labels: the first event happened about when recording started.
-                    p.set_clock(WallClock {
-                        mono_ns: ev.ts_ns,
-                        unix_ns: header.created_unix_s.saturating_mul(1_000_000_000),
-                    });
-                }
                 if let Some(step) = interval_ns {
                     let stream = p.engine().stream_ns().max(ev.ts_ns);
                     let tick = next_tick.get_or_insert(ev.ts_ns.saturating_add(step));
@@ -134,7 +154,7 @@ pub fn replay<R: Read, W: Write>(
                 }
                 p.on_event(&ev)?;
             }
-            Record::Lost(n) => p.on_lost(n),
+            Record::Lost(n) => p.on_lost(n)?,
         }
     }
     p.finish(0)
@@ -177,6 +197,55 @@ mod tests {
             }
         }
         rec.finish().expect("finish")
+    }
+
+    fn replay_json(h: &crate::record::RecordHeader) -> Vec<Value> {
+        let bytes = spaced_recording(false);
+        // The same events under another header.
+        let mut rec = Recorder::new(Vec::new(), h).expect("header");
+        let mut reader = Reader::new(&bytes[..]).expect("reader");
+        while let Some(Record::Event(ev)) = reader.next_record().expect("record") {
+            rec.write_event(&ev).expect("event");
+        }
+        let bytes = rec.finish().expect("finish");
+        let opts = OutputOptions {
+            json: true,
+            per_conn: true,
+            intervals: false,
+        };
+        let mut out = Vec::new();
+        replay(
+            Reader::new(&bytes[..]).expect("reader"),
+            opts,
+            None,
+            &mut out,
+        )
+        .expect("replay");
+        json_lines(&out)
+    }
+
+    #[test]
+    fn a_recorded_clock_stamps_wall_time_and_none_says_so() {
+        let mut h = header();
+        h.clock = Some(crate::record::HeaderClock {
+            mono_ns: 1_000_000_000,
+            unix_ns: 1_796_019_352_000_000_000,
+        });
+        h.workers = Some(4);
+        let v = replay_json(&h);
+        // The first arrival is at monotonic 1 s: the clock reference itself.
+        assert_eq!(v[0]["time"], "2026-11-30T06:15:52.000000Z");
+        let s = v.last().expect("summary");
+        assert_eq!(s["wall_clock"], WALL_CLOCK_RECORDED);
+        assert!(s["time"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("2026-11-30T06:15:52.")));
+        assert_eq!(s["balance"]["workers"], 4, "workers from the header");
+        let v = replay_json(&header());
+        assert!(v.iter().all(|l| l["time"].is_null()), "no invented time");
+        let s = v.last().expect("summary");
+        assert_eq!(s["wall_clock"], WALL_CLOCK_NONE);
+        assert_eq!(s["balance"]["workers"], 1, "only the tasks seen accepting");
     }
 
     #[test]

@@ -1,14 +1,11 @@
-//! Output of a run, the same for live tracing and replay: a [`Pipeline`] owns
-//! the [`Engine`], turns events into per-connection lines, interval lines and
-//! the final summary, as text or NDJSON.
-use std::io::{self, Write};
+//! What a run prints and how: the output options, the facts shown in the
+//! summary, the wall-clock labels, and the text and NDJSON writers that
+//! [`crate::pipeline::Pipeline`] drives.
+use std::io;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use anyhow::{Context as _, Result};
-use herdtrace_common::RawEvent;
-
-use crate::engine::{ConnRecord, Engine, EngineConfig, Summary};
-
+pub mod balance;
+pub mod clock;
 pub mod json;
 pub mod text;
 pub mod verdict;
@@ -20,7 +17,7 @@ pub struct OutputOptions {
     pub json: bool,
     /// One line per connection.
     pub per_conn: bool,
-    /// An interval line at every [`Pipeline::on_tick`].
+    /// An interval line at every [`crate::pipeline::Pipeline::on_tick`].
     pub intervals: bool,
 }
 
@@ -31,7 +28,17 @@ pub struct RunInfo {
     pub backend: String,
     /// Kernel release.
     pub kernel: String,
+    /// What the tracer attached (`kind target <- program`, as `check --json`
+    /// lists a plan); empty in a replay.
+    pub attach: Vec<String>,
+    /// What was traced beyond the processes named: `cgroup /web` (empty if nothing).
+    pub scope: String,
+    /// The traced tasks' listeners found (`addr (netns N)`).
+    pub listeners: Vec<String>,
 }
+
+/// What the wall-clock stamps rest on, for the summary.
+pub const WALL_CLOCK_LIVE: &str = "live: CLOCK_REALTIME read with CLOCK_MONOTONIC at the start";
 
 /// Maps event time (CLOCK_MONOTONIC ns) to wall-clock time for labels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,6 +67,11 @@ impl WallClock {
         WallClock { mono_ns, unix_ns }
     }
 
+    /// RFC 3339 (UTC, microseconds) of the moment `mono_ns`.
+    pub fn rfc3339_of(&self, mono_ns: u64) -> String {
+        clock::rfc3339_utc(self.unix_ns_of(mono_ns))
+    }
+
     fn unix_ns_of(&self, mono_ns: u64) -> u64 {
         if mono_ns >= self.mono_ns {
             self.unix_ns.saturating_add(mono_ns - self.mono_ns)
@@ -86,7 +98,7 @@ fn local_hms(unix_s: u64) -> (i32, i32, i32) {
 
 /// The label of a moment: wall-clock `HH:MM:SS` (with `.micros` if asked) when
 /// a clock is known, else seconds of monotonic time.
-fn time_label(clock: Option<WallClock>, mono_ns: u64, micros: bool) -> String {
+pub(crate) fn time_label(clock: Option<WallClock>, mono_ns: u64, micros: bool) -> String {
     match clock {
         Some(c) => {
             let unix_ns = c.unix_ns_of(mono_ns);
@@ -97,11 +109,7 @@ fn time_label(clock: Option<WallClock>, mono_ns: u64, micros: bool) -> String {
                 format!("{h:02}:{m:02}:{s:02}")
             }
         }
-        None if micros => format!(
-            "{}.{:06}",
-            mono_ns / 1_000_000_000,
-            mono_ns % 1_000_000_000 / 1000
-        ),
+        None if micros => clock::mono_seconds(mono_ns),
         None => format!("{}s", mono_ns / 1_000_000_000),
     }
 }
@@ -115,381 +123,9 @@ pub fn is_broken_pipe(err: &anyhow::Error) -> bool {
     })
 }
 
-/// Sees every connection record and the lost-event total, whatever the
-/// output options (the Prometheus exporter).
-pub trait Observer {
-    fn on_conn(&mut self, record: &ConnRecord);
-    /// Events lost so far in the run (a running total, never smaller than before).
-    fn on_lost_total(&mut self, total: u64);
-}
-
-/// Engine + output. Write errors (a closed stdout) come back as errors that
-/// [`is_broken_pipe`] recognises; nothing panics.
-pub struct Pipeline<W: Write> {
-    engine: Engine,
-    out: W,
-    opts: OutputOptions,
-    info: RunInfo,
-    clock: Option<WallClock>,
-    records: Vec<ConnRecord>,
-    observer: Option<Box<dyn Observer + Send>>,
-}
-
-impl<W: Write> Pipeline<W> {
-    pub fn new(cfg: EngineConfig, opts: OutputOptions, info: RunInfo, out: W) -> Pipeline<W> {
-        Pipeline {
-            engine: Engine::new(cfg),
-            out,
-            opts,
-            info,
-            clock: None,
-            records: Vec::new(),
-            observer: None,
-        }
-    }
-
-    /// Also passes every connection record and the lost-event total to `observer`.
-    pub fn set_observer(&mut self, observer: Box<dyn Observer + Send>) {
-        self.observer = Some(observer);
-    }
-
-    /// Records are collected when printed or observed.
-    fn collects(&self) -> bool {
-        self.opts.per_conn || self.observer.is_some()
-    }
-
-    /// Sets the mapping of event time to wall-clock time used in labels.
-    pub fn set_clock(&mut self, clock: WallClock) {
-        self.clock = Some(clock);
-    }
-
-    pub fn clock(&self) -> Option<WallClock> {
-        self.clock
-    }
-
-    pub fn engine(&self) -> &Engine {
-        &self.engine
-    }
-
-    pub fn info(&self) -> &RunInfo {
-        &self.info
-    }
-
-    /// Feeds one decoded event.
-    pub fn on_event(&mut self, ev: &RawEvent) -> Result<()> {
-        if self.collects() {
-            let records = &mut self.records;
-            self.engine.push(ev, &mut |r| records.push(r));
-            self.emit_records()
-        } else {
-            self.engine.push(ev, &mut |_| {});
-            Ok(())
-        }
-    }
-
-    /// Program runs the kernel skipped (an increment): reported, not lost.
-    pub fn on_skipped(&mut self, n: u64) {
-        self.engine.note_skipped(n);
-    }
-
-    /// Drops reported by the kernel counter (an increment).
-    pub fn on_lost(&mut self, n: u64) {
-        self.engine.note_lost(n);
-        self.report_lost();
-    }
-
-    /// Advances the clock to `now_ns` (CLOCK_MONOTONIC), closing timed-out
-    /// episodes, prints the interval line if enabled, and flushes.
-    pub fn on_tick(&mut self, now_ns: u64) -> Result<()> {
-        if self.collects() {
-            let records = &mut self.records;
-            self.engine.advance_to(now_ns, &mut |r| records.push(r));
-            self.emit_records()?;
-        } else {
-            self.engine.advance_to(now_ns, &mut |_| {});
-        }
-        self.report_lost();
-        if self.opts.intervals {
-            self.write_interval()?;
-        }
-        self.flush()
-    }
-
-    pub fn flush(&mut self) -> Result<()> {
-        self.out.flush().context("flush output")
-    }
-
-    /// Ends the run: `extra_lost` drops not yet reported, every open episode
-    /// closed, the last partial interval (if any) and the summary printed.
-    pub fn finish(mut self, extra_lost: u64) -> Result<Summary> {
-        let summary = self.close(extra_lost)?;
-        if self.opts.json {
-            json::write_summary(&mut self.out, &self.info, &summary)
-        } else {
-            text::write_summary(&mut self.out, &self.info, &summary)
-        }
-        .context("write summary")?;
-        self.flush()?;
-        Ok(summary)
-    }
-
-    /// Stops writing to the output (its reader is gone); events are still counted.
-    pub fn mute(&mut self) {
-        self.opts = OutputOptions::default();
-    }
-
-    /// Ends the run when the output is gone (`herdtrace --json | head -1`):
-    /// episodes are closed as by [`finish`](Self::finish), nothing more is
-    /// written to the output, and the text summary goes to `elsewhere` (stderr).
-    pub fn finish_elsewhere(
-        mut self,
-        extra_lost: u64,
-        elsewhere: &mut impl Write,
-    ) -> Result<Summary> {
-        self.mute();
-        let summary = self.close(extra_lost)?;
-        text::write_summary(elsewhere, &self.info, &summary).context("write summary")?;
-        elsewhere.flush().context("flush summary")?;
-        Ok(summary)
-    }
-
-    /// Closes every open episode and prints what remains before the summary.
-    fn close(&mut self, extra_lost: u64) -> Result<Summary> {
-        self.engine.note_lost(extra_lost);
-        if self.collects() {
-            let records = &mut self.records;
-            self.engine.finish(&mut |r| records.push(r));
-            self.emit_records()?;
-        } else {
-            self.engine.finish(&mut |_| {});
-        }
-        self.report_lost();
-        if self.opts.intervals && self.engine.has_interval_data() {
-            self.write_interval()?;
-        }
-        Ok(self.engine.summary())
-    }
-
-    /// Shows the collected records to the observer, then prints them (per_conn) or drops them.
-    fn emit_records(&mut self) -> Result<()> {
-        if let Some(o) = self.observer.as_mut() {
-            for r in &self.records {
-                o.on_conn(r);
-            }
-        }
-        if self.opts.per_conn {
-            self.write_records()
-        } else {
-            self.records.clear();
-            Ok(())
-        }
-    }
-
-    fn report_lost(&mut self) {
-        if let Some(o) = self.observer.as_mut() {
-            o.on_lost_total(self.engine.lost_events());
-        }
-    }
-
-    fn write_records(&mut self) -> Result<()> {
-        // Only kprobe/fentry see ep_poll_callback; elsewhere the count is unknown, not 0.
-        let epolls_seen = self.info.backend != "tracepoint";
-        for r in self.records.drain(..) {
-            if self.opts.json {
-                json::write_conn(&mut self.out, &r, epolls_seen)
-            } else {
-                let label = time_label(self.clock, r.ts_ns, true);
-                text::write_conn(&mut self.out, &label, &r, epolls_seen)
-            }
-            .context("write connection record")?;
-        }
-        Ok(())
-    }
-
-    fn write_interval(&mut self) -> Result<()> {
-        let i = self.engine.take_interval();
-        if self.opts.json {
-            json::write_interval(&mut self.out, &i)
-        } else {
-            let label = time_label(self.clock, i.ts_ns, false);
-            text::write_interval(&mut self.out, &label, &i)
-        }
-        .context("write interval")
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::synth::herd_stream;
-    use serde_json::Value;
-
-    fn info() -> RunInfo {
-        RunInfo {
-            backend: "test".into(),
-            kernel: "0.0".into(),
-        }
-    }
-
-    fn lines(buf: &[u8]) -> Vec<Value> {
-        std::str::from_utf8(buf)
-            .expect("utf8")
-            .lines()
-            .map(|l| serde_json::from_str(l).expect("json line"))
-            .collect()
-    }
-
-    #[test]
-    fn json_pipeline_emits_conns_intervals_and_a_summary() {
-        let events = herd_stream(6, 3);
-        let opts = OutputOptions {
-            json: true,
-            per_conn: true,
-            intervals: true,
-        };
-        let mut out = Vec::new();
-        let mut p = Pipeline::new(EngineConfig::default(), opts, info(), &mut out);
-        for ev in &events[..events.len() / 2] {
-            p.on_event(ev).expect("event");
-        }
-        let mid = p.engine().stream_ns();
-        p.on_tick(mid).expect("tick");
-        for ev in &events[events.len() / 2..] {
-            p.on_event(ev).expect("event");
-        }
-        p.on_lost(2);
-        let s = p.finish(1).expect("finish");
-        assert_eq!(s.totals.connections, 6);
-        assert_eq!(s.lost_events, 3);
-        let v = lines(&out);
-        let kinds: Vec<&str> = v
-            .iter()
-            .map(|l| l["type"].as_str().expect("type"))
-            .collect();
-        assert_eq!(kinds.iter().filter(|k| **k == "conn").count(), 6);
-        assert_eq!(kinds.iter().filter(|k| **k == "interval").count(), 2);
-        assert_eq!(kinds.last(), Some(&"summary"));
-        let intervals: Vec<&Value> = v.iter().filter(|l| l["type"] == "interval").collect();
-        let conns_in_intervals: u64 = intervals
-            .iter()
-            .map(|l| l["connections"].as_u64().expect("n"))
-            .sum();
-        assert_eq!(conns_in_intervals, 6);
-        assert_eq!(intervals[1]["lost_events"], 3);
-        let summary = v.last().expect("summary");
-        assert_eq!(summary["connections"], 6);
-        assert_eq!(summary["eagain_losers"], 12);
-        assert_eq!(summary["backend"], "test");
-        assert!(summary["verdict"]
-            .as_str()
-            .expect("v")
-            .starts_with("herd: "));
-    }
-
-    #[test]
-    fn text_pipeline_without_per_conn_prints_only_intervals_and_summary() {
-        let events = herd_stream(4, 2);
-        let opts = OutputOptions {
-            json: false,
-            per_conn: false,
-            intervals: true,
-        };
-        let mut out = Vec::new();
-        let mut p = Pipeline::new(EngineConfig::default(), opts, info(), &mut out);
-        p.set_clock(WallClock {
-            mono_ns: 0,
-            unix_ns: 0,
-        });
-        for ev in &events {
-            p.on_event(ev).expect("event");
-        }
-        p.on_tick(10_000_000_000).expect("tick");
-        p.finish(0).expect("finish");
-        let text = String::from_utf8(out).expect("utf8");
-        let first = text.lines().next().expect("line");
-        // HH:MM:SS of the local zone, then the counters.
-        let (hms, rest) = first.split_at(8);
-        assert!(
-            hms.bytes().enumerate().all(|(i, c)| if i == 2 || i == 5 {
-                c == b':'
-            } else {
-                c.is_ascii_digit()
-            }),
-            "{first}"
-        );
-        assert_eq!(
-            rest,
-            " conns 4  woken/conn 2.00 (max 2)  eagain/conn 1.00  spurious/conn 0.00  drops 0"
-        );
-        assert!(
-            !text.contains("woken 2 returned"),
-            "no per-conn lines: {text}"
-        );
-        assert!(text.contains("verdict: mild herd: "), "{text}");
-    }
-
-    #[test]
-    fn text_per_conn_lines_use_the_wall_clock() {
-        let mut out = Vec::new();
-        let opts = OutputOptions {
-            per_conn: true,
-            ..OutputOptions::default()
-        };
-        let mut p = Pipeline::new(EngineConfig::default(), opts, info(), &mut out);
-        p.set_clock(WallClock {
-            mono_ns: 1_000_000_000,
-            unix_ns: 86_400 * 1_000_000_000 + 123_456_000,
-        });
-        for ev in &herd_stream(1, 1) {
-            p.on_event(ev).expect("event");
-        }
-        p.finish(0).expect("finish");
-        let text = String::from_utf8(out).expect("utf8");
-        let first = text.lines().next().expect("line");
-        assert_eq!(&first[2..3], ":", "{first}");
-        assert_eq!(&first[8..16], ".123456 ", "{first}");
-        assert!(
-            first.ends_with("accepted by worker[1000/1000] after 4us"),
-            "{first}"
-        );
-    }
-
-    #[test]
-    fn skipped_runs_are_reported_but_not_lost() {
-        let mut out = Vec::new();
-        let mut p = Pipeline::new(
-            EngineConfig::default(),
-            OutputOptions::default(),
-            info(),
-            &mut out,
-        );
-        for ev in &herd_stream(2, 2) {
-            p.on_event(ev).expect("event");
-        }
-        p.on_skipped(5);
-        p.on_skipped(2);
-        let s = p.finish(0).expect("finish");
-        assert_eq!(
-            (s.skipped_runs, s.lost_events, s.totals.incomplete),
-            (7, 0, 0)
-        );
-        let text = String::from_utf8(out).expect("utf8");
-        assert!(
-            text.contains("note: the kernel skipped 7 runs of herdtrace's programs"),
-            "{text}"
-        );
-        assert!(!text.contains("LOST"), "{text}");
-        let mut json = Vec::new();
-        let opts = OutputOptions {
-            json: true,
-            ..OutputOptions::default()
-        };
-        let mut p = Pipeline::new(EngineConfig::default(), opts, info(), &mut json);
-        p.on_skipped(3);
-        p.finish(0).expect("finish");
-        let v = lines(&json);
-        assert_eq!(v.last().expect("summary")["skipped_runs"], 3);
-    }
 
     #[test]
     fn labels_without_a_clock_are_monotonic_seconds() {
@@ -501,137 +137,5 @@ mod tests {
         };
         assert_eq!(c.unix_ns_of(4), 0, "saturates before the epoch");
         assert_eq!(c.unix_ns_of(20), 15);
-    }
-
-    /// Keeps what it is shown, readable from the test through the Arc.
-    #[derive(Default)]
-    struct Seen {
-        conns: Vec<ConnRecord>,
-        lost: Vec<u64>,
-    }
-    struct Spy(std::sync::Arc<std::sync::Mutex<Seen>>);
-    impl Observer for Spy {
-        fn on_conn(&mut self, record: &ConnRecord) {
-            self.0.lock().expect("lock").conns.push(record.clone());
-        }
-        fn on_lost_total(&mut self, total: u64) {
-            self.0.lock().expect("lock").lost.push(total);
-        }
-    }
-
-    #[test]
-    fn an_observer_sees_every_record_whatever_the_output_options() {
-        for per_conn in [false, true] {
-            let seen = std::sync::Arc::new(std::sync::Mutex::new(Seen::default()));
-            let opts = OutputOptions {
-                json: true,
-                per_conn,
-                intervals: false,
-            };
-            let mut out = Vec::new();
-            let mut p = Pipeline::new(EngineConfig::default(), opts, info(), &mut out);
-            p.set_observer(Box::new(Spy(seen.clone())));
-            let events = herd_stream(5, 3);
-            for ev in &events[..events.len() / 2] {
-                p.on_event(ev).expect("event");
-            }
-            p.on_lost(2);
-            let mid = p.engine().stream_ns();
-            p.on_tick(mid).expect("tick");
-            for ev in &events[events.len() / 2..] {
-                p.on_event(ev).expect("event");
-            }
-            let summary = p.finish(1).expect("finish");
-            let seen = seen.lock().expect("lock");
-            assert_eq!(seen.conns.len(), 5, "per_conn {per_conn}");
-            assert!(seen.conns.iter().all(|r| r.woken == 3), "{:?}", seen.conns);
-            assert_eq!(seen.lost.first(), Some(&2), "on_lost reports at once");
-            assert_eq!(seen.lost.last(), Some(&summary.lost_events));
-            assert_eq!(summary.lost_events, 3);
-            assert!(
-                seen.lost.windows(2).all(|w| w[0] <= w[1]),
-                "{:?}",
-                seen.lost
-            );
-            let v = lines(&out);
-            let conns = v.iter().filter(|l| l["type"] == "conn").count();
-            assert_eq!(conns, if per_conn { 5 } else { 0 });
-            assert_eq!(v.last().expect("summary")["type"], "summary");
-        }
-    }
-
-    /// A writer whose reader went away.
-    struct ClosedPipe;
-    impl Write for ClosedPipe {
-        fn write(&mut self, _: &[u8]) -> io::Result<usize> {
-            Err(io::Error::from(io::ErrorKind::BrokenPipe))
-        }
-        fn flush(&mut self) -> io::Result<()> {
-            Err(io::Error::from(io::ErrorKind::BrokenPipe))
-        }
-    }
-
-    #[test]
-    fn a_closed_pipe_is_an_error_the_caller_recognises() {
-        let opts = OutputOptions {
-            json: true,
-            per_conn: true,
-            intervals: false,
-        };
-        let cfg = EngineConfig {
-            settle_grace_ns: 0,
-            ..EngineConfig::default()
-        };
-        let mut p = Pipeline::new(cfg, opts, info(), ClosedPipe);
-        let mut err = None;
-        for ev in &herd_stream(3, 2) {
-            if let Err(e) = p.on_event(ev) {
-                err = Some(e);
-                break;
-            }
-        }
-        let err = err.expect("writing a record must fail");
-        assert!(is_broken_pipe(&err), "{err:#}");
-        let at_finish = p.finish(0).expect_err("the summary cannot be written");
-        assert!(is_broken_pipe(&at_finish), "{at_finish:#}");
-        let other = anyhow::Error::from(io::Error::from(io::ErrorKind::PermissionDenied));
-        assert!(!is_broken_pipe(&other));
-        assert!(!is_broken_pipe(&anyhow::anyhow!("plain")));
-    }
-
-    #[test]
-    fn after_a_closed_pipe_the_summary_goes_elsewhere() {
-        let opts = OutputOptions {
-            json: true,
-            per_conn: true,
-            intervals: true,
-        };
-        let cfg = EngineConfig {
-            settle_grace_ns: 0,
-            ..EngineConfig::default()
-        };
-        let mut p = Pipeline::new(cfg, opts, info(), ClosedPipe);
-        let events = herd_stream(4, 3);
-        let failed_at = events
-            .iter()
-            .position(|ev| p.on_event(ev).is_err_and(|e| is_broken_pipe(&e)))
-            .expect("the closed pipe shows");
-        // The rest of the stream is still counted, without writing.
-        p.mute();
-        for ev in &events[failed_at + 1..] {
-            p.on_event(ev).expect("muted: nothing is written");
-        }
-        let mut stderr = Vec::new();
-        let s = p
-            .finish_elsewhere(5, &mut stderr)
-            .expect("summary to stderr");
-        // Every connection is still counted, and the drops reported at the end.
-        assert_eq!(s.totals.connections, 4);
-        assert_eq!(s.lost_events, 5);
-        let text = String::from_utf8(stderr).expect("utf8");
-        assert!(text.contains("herdtrace summary  (backend: test"), "{text}");
-        assert!(text.contains("connections: 4\n"), "{text}");
-        assert!(text.contains("WARNING: 5 events LOST"), "{text}");
-        assert!(!text.contains("\"type\""), "text, not JSON: {text}");
     }
 }

@@ -3,7 +3,8 @@ use std::io::{self, Write};
 
 use crate::engine::{ConnRecord, IntervalStats, Summary};
 
-use super::{verdict, RunInfo};
+use super::{balance, verdict, RunInfo};
+use crate::engine::balance::fair_share;
 
 /// Width of the histogram bars, as bpftrace draws them.
 const BAR_WIDTH: u64 = 52;
@@ -12,18 +13,39 @@ const MAX_DENSE_ROWS: usize = 40;
 /// Tasks listed in the summary table.
 const MAX_TASK_ROWS: usize = 30;
 
-/// `15:04:05 conns 1234  woken/conn 3.98 (max 4)  eagain/conn 2.91  spurious/conn 0.07  drops 0`
+/// `15:04:05 conns 1234  woken/conn 3.98 (max 4)  eagain/conn 2.91  spurious/conn 0.07  drops 0  top 31% nginx[812/812] (fair 25%)`
 pub fn write_interval(out: &mut impl Write, label: &str, i: &IntervalStats) -> io::Result<()> {
     let t = &i.tally;
     writeln!(
         out,
-        "{label} conns {}  woken/conn {:.2} (max {})  eagain/conn {:.2}  spurious/conn {:.2}  drops {}",
+        "{label} conns {}  woken/conn {:.2} (max {})  eagain/conn {:.2}  spurious/conn {:.2}  drops {}  {}",
         t.connections,
         t.woken_mean(),
         t.woken_max,
         t.eagain_per_conn(),
         t.spurious_per_conn(),
-        i.lost_events
+        i.lost_events,
+        top_share(i)
+    )
+}
+
+/// The interval's busiest worker: `top 31% nginx[812/812] (fair 25%)`, or
+/// `top -` without accepts.
+fn top_share(i: &IntervalStats) -> String {
+    let Some(top) = i.shares.first() else {
+        return "top -".into();
+    };
+    let fair = if i.workers > 0 {
+        format!(" (fair {:.0}%)", 100.0 * fair_share(i.workers))
+    } else {
+        String::new()
+    };
+    format!(
+        "top {:.0}% {}[{}/{}]{fair}",
+        100.0 * top.share,
+        top.comm,
+        top.pid,
+        top.tid
     )
 }
 
@@ -54,7 +76,13 @@ pub fn write_conn(
         r.spurious,
         r.eagain,
         r.eagain_losers,
-        if r.incomplete { "  INCOMPLETE" } else { "" }
+        if r.incomplete {
+            "  INCOMPLETE"
+        } else if r.possibly_incomplete {
+            "  POSSIBLY-INCOMPLETE"
+        } else {
+            ""
+        }
     )
 }
 
@@ -86,14 +114,30 @@ pub fn histogram_lines(hist: &[u64]) -> Vec<String> {
 pub fn write_summary(out: &mut impl Write, info: &RunInfo, s: &Summary) -> io::Result<()> {
     let t = &s.totals;
     writeln!(out)?;
+    let scope = if info.scope.is_empty() {
+        String::new()
+    } else {
+        format!(", {}", info.scope)
+    };
     writeln!(
         out,
-        "herdtrace summary  (backend: {}, kernel: {})",
+        "herdtrace summary  (backend: {}, kernel: {}{scope})",
         info.backend, info.kernel
     )?;
+    if !info.listeners.is_empty() {
+        writeln!(out, "listeners: {}", info.listeners.join(", "))?;
+    }
     write!(out, "connections: {}", t.connections)?;
     if t.unaccepted > 0 {
         write!(out, " ({} not accepted by a traced task)", t.unaccepted)?;
+    }
+    let d = &s.diagnostics;
+    if d.orphan_wakes > 0 {
+        write!(
+            out,
+            "; {} wakes of traced tasks belonged to no traced connection",
+            d.orphan_wakes
+        )?;
     }
     writeln!(out)?;
     if t.connections > 0 {
@@ -156,12 +200,35 @@ pub fn write_summary(out: &mut impl Write, info: &RunInfo, s: &Summary) -> io::R
         )?;
     }
     if s.skipped_runs > 0 {
+        let by: Vec<String> = s
+            .skipped_by_program
+            .iter()
+            .map(|(p, n)| format!("{p} {n}"))
+            .collect();
+        let by = if by.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", by.join(", "))
+        };
         writeln!(
             out,
-            "note: the kernel skipped {} runs of herdtrace's programs (another BPF program was \
-             running on that CPU); most concern untraced tasks, any that did not are missing \
-             from the counts",
-            s.skipped_runs
+            "note: the kernel skipped {} runs of herdtrace's programs{by} (another BPF program \
+             was running on that CPU); {} connections open meanwhile are POSSIBLY INCOMPLETE",
+            s.skipped_runs, t.possibly_incomplete
+        )?;
+    }
+    let failed: Vec<String> = s
+        .insert_failed
+        .iter()
+        .filter(|(_, n)| **n > 0)
+        .map(|(m, n)| format!("{m} {n}"))
+        .collect();
+    if !failed.is_empty() {
+        writeln!(
+            out,
+            "WARNING: kernel maps full, inserts failed: {} (what they should have remembered is \
+             missing from the counts)",
+            failed.join(", ")
         )?;
     }
     let d = &s.diagnostics;
@@ -172,13 +239,14 @@ pub fn write_summary(out: &mut impl Write, info: &RunInfo, s: &Summary) -> io::R
             d.orphan_wakes, d.unmatched_accepts, d.eagain_unattributed
         )?;
     }
-    writeln!(out, "verdict: {}", verdict::verdict_line(s))
+    writeln!(out, "verdict: {}", verdict::verdict_line(s))?;
+    writeln!(out, "balance: {}", balance::finding(&s.balance).line)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::{Tally, TaskRef, TaskStats, WokenStats};
+    use crate::engine::{Tally, TaskRef, TaskShare, TaskStats, WokenStats};
 
     #[test]
     fn interval_line_matches_the_documented_shape() {
@@ -193,13 +261,25 @@ mod tests {
                 ..Tally::default()
             },
             lost_events: 0,
+            shares: vec![TaskShare {
+                pid: 812,
+                tid: 812,
+                comm: "nginx".into(),
+                accepts: 31,
+                share: 0.31,
+            }],
+            workers: 4,
         };
         let mut out = Vec::new();
         write_interval(&mut out, "15:04:05", &i).expect("write");
         assert_eq!(
             String::from_utf8(out).expect("utf8"),
-            "15:04:05 conns 100  woken/conn 3.98 (max 4)  eagain/conn 2.91  spurious/conn 0.07  drops 0\n"
+            "15:04:05 conns 100  woken/conn 3.98 (max 4)  eagain/conn 2.91  spurious/conn 0.07  drops 0  top 31% nginx[812/812] (fair 25%)\n"
         );
+        let none = IntervalStats::default();
+        assert_eq!(top_share(&none), "top -");
+        let unknown = IntervalStats { workers: 0, ..i };
+        assert_eq!(top_share(&unknown), "top 31% nginx[812/812]");
     }
 
     #[test]
@@ -221,6 +301,8 @@ mod tests {
             epolls: 4,
             accept_latency_us: Some(85),
             incomplete: false,
+            possibly_incomplete: false,
+            netns: 0,
         };
         let line_with = |r: &ConnRecord, epolls_seen: bool| {
             let mut out = Vec::new();
@@ -278,6 +360,9 @@ mod tests {
         let info = RunInfo {
             backend: "tracepoint".into(),
             kernel: "6.18.0".into(),
+            attach: Vec::new(),
+            scope: String::new(),
+            listeners: Vec::new(),
         };
         let mut out = Vec::new();
         write_summary(&mut out, &info, s).expect("write");
@@ -364,7 +449,10 @@ mod tests {
         assert!(!text.contains("PID"), "{text}");
         assert!(!text.contains("WARNING"), "{text}");
         assert!(
-            text.ends_with("verdict: no verdict: no connection was traced\n"),
+            text.ends_with(
+                "verdict: no verdict: no connection was traced\n\
+                 balance: no balance verdict: no accept was traced\n"
+            ),
             "{text}"
         );
     }

@@ -4,9 +4,21 @@ use std::fmt;
 
 use super::model::Model;
 
+/// The loopback address the server listens on, as the listening line writes it.
+pub fn loopback(ipv6: bool) -> &'static str {
+    if ipv6 {
+        "[::1]"
+    } else {
+        "127.0.0.1"
+    }
+}
+
 /// `listening on 127.0.0.1:<port> pid <pid> model <model> workers <n>`
+/// (`[::1]:<port>` with `--ipv6`)
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ListeningLine {
+    /// Listening on [::1] rather than 127.0.0.1.
+    pub ipv6: bool,
     pub port: u16,
     pub pid: i32,
     pub model: Model,
@@ -17,19 +29,33 @@ impl fmt::Display for ListeningLine {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "listening on 127.0.0.1:{} pid {} model {} workers {}",
-            self.port, self.pid, self.model, self.workers
+            "listening on {}:{} pid {} model {} workers {}",
+            loopback(self.ipv6),
+            self.port,
+            self.pid,
+            self.model,
+            self.workers
         )
     }
 }
 
 impl ListeningLine {
+    /// `host:port` to connect to.
+    pub fn addr(&self) -> String {
+        format!("{}:{}", loopback(self.ipv6), self.port)
+    }
+
     /// Parses exactly the format `Display` writes (no trailing newline).
     pub fn parse(line: &str) -> Option<Self> {
         let w: Vec<&str> = line.split(' ').collect();
         match w.as_slice() {
             ["listening", "on", addr, "pid", pid, "model", model, "workers", n] => Some(Self {
-                port: addr.strip_prefix("127.0.0.1:")?.parse().ok()?,
+                ipv6: addr.starts_with('['),
+                port: addr
+                    .strip_prefix("127.0.0.1:")
+                    .or_else(|| addr.strip_prefix("[::1]:"))?
+                    .parse()
+                    .ok()?,
                 pid: pid.parse().ok()?,
                 model: model.parse().ok()?,
                 workers: n.parse().ok()?,
@@ -132,6 +158,7 @@ mod tests {
     #[test]
     fn listening_line_exact_format_and_round_trip() {
         let l = ListeningLine {
+            ipv6: false,
             port: 8080,
             pid: 42,
             model: Model::SharedEpoll,
@@ -143,8 +170,17 @@ mod tests {
             "listening on 127.0.0.1:8080 pid 42 model shared-epoll workers 4"
         );
         assert_eq!(ListeningLine::parse(&s), Some(l));
+        assert_eq!(l.addr(), "127.0.0.1:8080");
+        let v6 = ListeningLine { ipv6: true, ..l };
+        assert_eq!(
+            v6.to_string(),
+            "listening on [::1]:8080 pid 42 model shared-epoll workers 4"
+        );
+        assert_eq!(ListeningLine::parse(&v6.to_string()), Some(v6));
+        assert_eq!(v6.addr(), "[::1]:8080");
         for m in Model::ALL {
             let l = ListeningLine {
+                ipv6: false,
                 port: 1,
                 pid: 7,
                 model: m,

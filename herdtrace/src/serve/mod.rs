@@ -21,6 +21,7 @@ pub mod signals;
 pub mod slots;
 pub mod supervise;
 pub mod sys;
+pub mod tokio_workers;
 pub mod worker;
 
 pub use lines::{ListeningLine, StatsLine, TotalStats, WorkerStats};
@@ -33,11 +34,14 @@ Examples:
   herdtrace serve --model exclusive --threads --port 8080
   herdtrace serve --model epoll-per-worker --accept-batch 100   (lighttpd-style accept loop)
   herdtrace serve --model reuseport --work-us 200
+  herdtrace serve --model tokio --workers 4 --stats    (a typical Rust async server)
 
 The first stdout line is `listening on 127.0.0.1:<port> pid <pid> model <model> workers <n>`.
 SIGTERM, SIGINT or SIGHUP stop every worker; --stats then prints one line per worker
 (`stats worker <idx> pid <pid> tid <tid> accepts <n> eagain <n> empty_waits <n>`) and
-`stats total accepts <n> eagain <n> empty_waits <n>`.";
+`stats total accepts <n> eagain <n> empty_waits <n>`. In the tokio models a worker is a
+runtime worker thread, counted for the accepts it made; tokio retries EAGAIN inside
+TcpListener::accept, so their eagain stays 0 (the tracer counts it).";
 
 #[derive(Debug, Clone, clap::Args)]
 #[command(after_help = EXAMPLES)]
@@ -63,6 +67,9 @@ pub struct ServeArgs {
     /// TCP port on 127.0.0.1 (0 = any free port).
     #[arg(long, default_value_t = 0)]
     pub port: u16,
+    /// Listen on [::1] instead of 127.0.0.1.
+    #[arg(long)]
+    pub ipv6: bool,
     /// Busy-loop this many microseconds per request (simulated work).
     #[arg(long, default_value_t = 0, value_name = "US")]
     pub work_us: u64,
@@ -89,6 +96,7 @@ pub struct Config {
     pub edge_triggered: bool,
     pub accept_batch: usize,
     pub port: u16,
+    pub ipv6: bool,
     pub work: Duration,
     pub backlog: i32,
     pub wait_timeout_ms: Option<u32>,
@@ -98,7 +106,19 @@ pub struct Config {
 impl Config {
     /// Checks the combinations clap cannot express.
     pub fn from_args(a: &ServeArgs) -> anyhow::Result<Self> {
-        if !a.model.uses_epoll() {
+        if a.model.is_tokio() {
+            if a.edge_triggered {
+                anyhow::bail!(
+                    "--edge-triggered: the tokio models are always edge-triggered (tokio registers every socket with EPOLLET)"
+                );
+            }
+            if a.accept_batch > 1 {
+                anyhow::bail!("--accept-batch: the tokio models accept one connection per call of TcpListener::accept");
+            }
+            if a.wait_timeout_ms.is_some() {
+                anyhow::bail!("--wait-timeout-ms: in the tokio models the runtime decides how long it waits in epoll_wait");
+            }
+        } else if !a.model.uses_epoll() {
             if a.edge_triggered {
                 anyhow::bail!("--edge-triggered needs an epoll model (not blocking-accept)");
             }
@@ -120,6 +140,7 @@ impl Config {
             edge_triggered: a.edge_triggered,
             accept_batch: a.accept_batch as usize,
             port: a.port,
+            ipv6: a.ipv6,
             work: Duration::from_micros(a.work_us),
             backlog: a.backlog,
             wait_timeout_ms: a.wait_timeout_ms,
@@ -156,21 +177,22 @@ impl Config {
 
     /// Listening sockets: one per worker with reuseport, else one.
     fn open_listeners(&self) -> anyhow::Result<Vec<OwnedFd>> {
-        let nonblocking = self.model.uses_epoll();
-        let addr = format!("127.0.0.1:{}", self.port);
-        if self.model != Model::Reuseport {
-            let l = sys::listener(self.port, self.backlog, false, nonblocking)
+        let nonblocking = self.model.uses_epoll() || self.model.is_tokio();
+        let host = lines::loopback(self.ipv6);
+        let addr = format!("{host}:{}", self.port);
+        if !self.model.reuseport() {
+            let l = sys::listener(self.port, self.backlog, false, nonblocking, self.ipv6)
                 .with_context(|| format!("listen on {addr}"))?;
             return Ok(vec![l]);
         }
-        let first = sys::listener(self.port, self.backlog, true, nonblocking)
+        let first = sys::listener(self.port, self.backlog, true, nonblocking, self.ipv6)
             .with_context(|| format!("listen on {addr}"))?;
         // With port 0 the others join the port the kernel picked for the first.
         let port = sys::local_port(first.as_raw_fd()).context("getsockname")?;
         let mut all = vec![first];
         for i in 1..self.workers {
-            let l = sys::listener(port, self.backlog, true, nonblocking)
-                .with_context(|| format!("listen socket {i} on 127.0.0.1:{port} (SO_REUSEPORT)"))?;
+            let l = sys::listener(port, self.backlog, true, nonblocking, self.ipv6)
+                .with_context(|| format!("listen socket {i} on {host}:{port} (SO_REUSEPORT)"))?;
             all.push(l);
         }
         Ok(all)
@@ -188,12 +210,15 @@ pub fn run(args: ServeArgs) -> anyhow::Result<i32> {
     let port = sys::local_port(listeners[0].as_raw_fd()).context("getsockname")?;
     let slots = Arc::new(slots::Slots::new(cfg.workers).context("mmap worker counters")?);
     let line = ListeningLine {
+        ipv6: cfg.ipv6,
         port,
         pid: sys::getpid(),
         model: cfg.model,
         workers: cfg.workers,
     };
-    let code = if cfg.threads {
+    let code = if cfg.model.is_tokio() {
+        tokio_workers::run(&cfg, listeners, &slots, line)?
+    } else if cfg.threads {
         let shared_epoll = if cfg.model == Model::SharedEpoll {
             let ep = sys::epoll_create().context("epoll_create1")?;
             sys::epoll_add(ep.as_raw_fd(), listeners[0].as_raw_fd(), cfg.epoll_events())
@@ -252,6 +277,7 @@ mod tests {
                 edge_triggered: false,
                 accept_batch: 1,
                 port: 0,
+                ipv6: false,
                 work: Duration::ZERO,
                 backlog: 4096,
                 wait_timeout_ms: None,
@@ -333,6 +359,34 @@ mod tests {
         ] {
             let err = parse(bad).expect_err(&format!("{bad:?} must be rejected"));
             assert_ne!(err.kind(), clap::error::ErrorKind::DisplayHelp, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn tokio_models_are_threads_and_reject_epoll_options() {
+        for model in ["tokio", "tokio-reuseport"] {
+            let c = config(&[
+                "--model",
+                model,
+                "--workers",
+                "3",
+                "--work-us",
+                "50",
+                "--stats",
+            ])
+            .expect("valid");
+            assert!(c.threads && c.stats, "{model}");
+            assert_eq!((c.workers, c.work), (3, Duration::from_micros(50)));
+            for (bad, says) in [
+                (&["--edge-triggered"][..], "always edge-triggered"),
+                (&["--accept-batch", "2"], "one connection per call"),
+                (&["--wait-timeout-ms", "10"], "the runtime decides"),
+            ] {
+                let mut args = vec!["--model", model];
+                args.extend_from_slice(bad);
+                let err = config(&args).expect_err("rejected");
+                assert!(err.to_string().contains(says), "{model} {bad:?}: {err}");
+            }
         }
     }
 

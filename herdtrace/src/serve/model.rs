@@ -15,15 +15,22 @@ pub enum Model {
     Reuseport,
     /// Workers blocked in accept() on the shared socket, no epoll.
     BlockingAccept,
+    /// A multi-threaded tokio runtime (one worker thread per worker): one
+    /// task accepts from a tokio TcpListener, one task per connection.
+    Tokio,
+    /// As tokio, with one SO_REUSEPORT listener (and accept task) per worker.
+    TokioReuseport,
 }
 
 impl Model {
-    pub const ALL: [Model; 5] = [
+    pub const ALL: [Model; 7] = [
         Model::EpollPerWorker,
         Model::SharedEpoll,
         Model::Exclusive,
         Model::Reuseport,
         Model::BlockingAccept,
+        Model::Tokio,
+        Model::TokioReuseport,
     ];
 
     /// The name used on the command line and in the listening line.
@@ -34,17 +41,30 @@ impl Model {
             Model::Exclusive => "exclusive",
             Model::Reuseport => "reuseport",
             Model::BlockingAccept => "blocking-accept",
+            Model::Tokio => "tokio",
+            Model::TokioReuseport => "tokio-reuseport",
         }
     }
 
-    /// Whether workers wait in epoll_wait (all but blocking-accept).
+    /// Whether workers wait in their own epoll_wait loop (the hand-written
+    /// epoll models; not blocking-accept, not tokio, whose runtime owns the epoll).
     pub fn uses_epoll(self) -> bool {
-        self != Model::BlockingAccept
+        !matches!(self, Model::BlockingAccept) && !self.is_tokio()
+    }
+
+    /// Whether a tokio runtime runs the workers.
+    pub fn is_tokio(self) -> bool {
+        matches!(self, Model::Tokio | Model::TokioReuseport)
+    }
+
+    /// Whether every worker has a SO_REUSEPORT listener of its own.
+    pub fn reuseport(self) -> bool {
+        matches!(self, Model::Reuseport | Model::TokioReuseport)
     }
 
     /// Whether the model can only run as threads of one process.
     pub fn threads_only(self) -> bool {
-        self == Model::SharedEpoll
+        self == Model::SharedEpoll || self.is_tokio()
     }
 }
 
@@ -87,5 +107,10 @@ mod tests {
         assert!(Model::Reuseport.uses_epoll());
         assert!(Model::SharedEpoll.threads_only());
         assert!(!Model::Exclusive.threads_only());
+        for m in [Model::Tokio, Model::TokioReuseport] {
+            assert!(m.is_tokio() && m.threads_only() && !m.uses_epoll(), "{m}");
+        }
+        assert!(Model::TokioReuseport.reuseport() && Model::Reuseport.reuseport());
+        assert!(!Model::Tokio.reuseport() && !Model::EpollPerWorker.is_tokio());
     }
 }

@@ -23,7 +23,7 @@ const NUDGE_EVERY: Duration = Duration::from_millis(20);
 const KILL_AFTER: Duration = Duration::from_secs(5);
 
 /// The workers, whatever they are.
-trait Crew {
+pub(super) trait Crew {
     /// Collects workers that ended; returns how many still run.
     fn reap(&mut self) -> usize;
     /// True once a worker failed (error, crash, non-zero exit).
@@ -317,7 +317,11 @@ impl Crew for ThreadCrew {
 
 /// Waits for readiness, prints the listening line, waits for a stop signal
 /// (or a failed worker), then stops every worker. Returns the exit code.
-fn supervise(crew: &mut dyn Crew, slots: &Slots, line: ListeningLine) -> anyhow::Result<i32> {
+pub(super) fn supervise(
+    crew: &mut dyn Crew,
+    slots: &Slots,
+    line: ListeningLine,
+) -> anyhow::Result<i32> {
     let set = signals::supervisor_set();
     let mut startup_error = None;
     let mut stopped = false;

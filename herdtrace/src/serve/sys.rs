@@ -42,45 +42,71 @@ fn loopback(port: u16) -> libc::sockaddr_in {
     sa
 }
 
-/// A TCP listening socket on 127.0.0.1:`port` (0 = kernel's choice).
+fn loopback6(port: u16) -> libc::sockaddr_in6 {
+    // SAFETY: sockaddr_in6 is plain data; all-zero is a valid value.
+    let mut sa: libc::sockaddr_in6 = unsafe { std::mem::zeroed() };
+    sa.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+    sa.sin6_port = port.to_be();
+    sa.sin6_addr.s6_addr = std::net::Ipv6Addr::LOCALHOST.octets();
+    sa
+}
+
+/// A TCP listening socket on 127.0.0.1:`port`, or [::1]:`port` with `ipv6`
+/// (port 0 = kernel's choice).
 pub fn listener(
     port: u16,
     backlog: i32,
     reuseport: bool,
     nonblocking: bool,
+    ipv6: bool,
 ) -> io::Result<OwnedFd> {
     let mut ty = libc::SOCK_STREAM | libc::SOCK_CLOEXEC;
     if nonblocking {
         ty |= libc::SOCK_NONBLOCK;
     }
+    let family = if ipv6 { libc::AF_INET6 } else { libc::AF_INET };
     // SAFETY: plain syscall; the fd is owned right after the check.
-    let fd = unsafe { OwnedFd::from_raw_fd(cvt(libc::socket(libc::AF_INET, ty, 0))?) };
+    let fd = unsafe { OwnedFd::from_raw_fd(cvt(libc::socket(family, ty, 0))?) };
     // SO_REUSEADDR so a fixed --port can be reused while old connections sit in TIME_WAIT.
     set_int_opt(fd.as_raw_fd(), libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)?;
     if reuseport {
         set_int_opt(fd.as_raw_fd(), libc::SOL_SOCKET, libc::SO_REUSEPORT, 1)?;
     }
-    let sa = loopback(port);
-    // SAFETY: sa is a valid sockaddr_in of the given length.
-    cvt(unsafe {
-        libc::bind(
-            fd.as_raw_fd(),
-            (&sa as *const libc::sockaddr_in).cast(),
-            size_of::<libc::sockaddr_in>() as libc::socklen_t,
-        )
-    })?;
+    if ipv6 {
+        let sa = loopback6(port);
+        // SAFETY: sa is a valid sockaddr_in6 of the given length.
+        cvt(unsafe {
+            libc::bind(
+                fd.as_raw_fd(),
+                (&sa as *const libc::sockaddr_in6).cast(),
+                size_of::<libc::sockaddr_in6>() as libc::socklen_t,
+            )
+        })?;
+    } else {
+        let sa = loopback(port);
+        // SAFETY: sa is a valid sockaddr_in of the given length.
+        cvt(unsafe {
+            libc::bind(
+                fd.as_raw_fd(),
+                (&sa as *const libc::sockaddr_in).cast(),
+                size_of::<libc::sockaddr_in>() as libc::socklen_t,
+            )
+        })?;
+    }
     // SAFETY: plain syscall on an owned fd.
     cvt(unsafe { libc::listen(fd.as_raw_fd(), backlog) })?;
     Ok(fd)
 }
 
-/// The local port a socket is bound to.
+/// The local port a socket is bound to (IPv4 or IPv6: the port sits at the
+/// same place in both address structures).
 pub fn local_port(fd: RawFd) -> io::Result<u16> {
-    let mut sa = loopback(0);
-    let mut len = size_of::<libc::sockaddr_in>() as libc::socklen_t;
-    // SAFETY: sa/len describe a writable sockaddr_in buffer.
-    cvt(unsafe { libc::getsockname(fd, (&mut sa as *mut libc::sockaddr_in).cast(), &mut len) })?;
-    Ok(u16::from_be(sa.sin_port))
+    let mut sa = loopback6(0);
+    let mut len = size_of::<libc::sockaddr_in6>() as libc::socklen_t;
+    // SAFETY: sa/len describe a writable sockaddr_in6 buffer, large enough
+    // for either family.
+    cvt(unsafe { libc::getsockname(fd, (&mut sa as *mut libc::sockaddr_in6).cast(), &mut len) })?;
+    Ok(u16::from_be(sa.sin6_port))
 }
 
 /// A new epoll instance (close-on-exec).

@@ -24,9 +24,9 @@ use serde_json::Value;
 use super::expect::Metric;
 use super::row::{check_text, Measured, Verdict};
 
-/// Default threshold in standard errors: with about 32 figures per
-/// comparison (8 rows, up to 4 each), 3.3 (two-sided p = 0.001 each) keeps
-/// the chance of one false alarm between two runs of the same kernel near 3 %.
+/// Default threshold in standard errors: with about 40 figures per
+/// comparison (10 rows, up to 4 each), 3.3 (two-sided p = 0.001 each) keeps
+/// the chance of one false alarm between two runs of the same kernel near 4 %.
 pub const DEFAULT_Z: f64 = 3.3;
 
 /// Exit status: no verdict changed and every row of A was compared.

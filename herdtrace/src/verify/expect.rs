@@ -92,8 +92,16 @@ pub const CLOUDFLARE: Source = Source {
             (LIFO wait queue); blocking accept spread them round-robin",
 };
 
+pub const TOKIO: Source = Source {
+    key: "T",
+    doc: "docs/architecture.md#tokio (tokio's single I/O driver)",
+    claim: "a tokio runtime has one epoll instance, waited in by one worker thread at a time, \
+            and registers each listener in it once, edge-triggered: a connection wakes that one \
+            thread, which then runs the accept itself; TcpListener::accept retries until EAGAIN",
+};
+
 /// Every source, in footnote order.
-pub const SOURCES: [Source; 8] = [
+pub const SOURCES: [Source; 9] = [
     HERD,
     SHARED_LT,
     SHARED_ET,
@@ -102,6 +110,7 @@ pub const SOURCES: [Source; 8] = [
     BLOCKING,
     WINNER_EAGAIN,
     CLOUDFLARE,
+    TOKIO,
 ];
 
 /// `min <= metric <= max` (either side open).
@@ -297,6 +306,22 @@ pub fn plans(workers: u32) -> Vec<Plan> {
                 .flatten()
                 .collect(),
         ),
+        // SO_REUSEPORT spreads connections over sockets, but every socket is
+        // in the same runtime's one epoll: still one thread woken.
+        plan(
+            "tokio",
+            Model::Tokio,
+            &[],
+            "one (the epoll owner)",
+            vec![one(TOKIO), winner_eagain()],
+        ),
+        plan(
+            "tokio-reuseport",
+            Model::TokioReuseport,
+            &[],
+            "one (the epoll owner)",
+            vec![one(TOKIO), winner_eagain()],
+        ),
     ]
 }
 
@@ -335,7 +360,9 @@ mod tests {
                 "shared-epoll+et",
                 "exclusive",
                 "reuseport",
-                "blocking-accept"
+                "blocking-accept",
+                "tokio",
+                "tokio-reuseport"
             ]
         );
         for m in Model::ALL {
@@ -372,6 +399,8 @@ mod tests {
             "exclusive",
             "reuseport",
             "blocking-accept",
+            "tokio",
+            "tokio-reuseport",
         ] {
             let p = find(&plans, name);
             assert_eq!(
@@ -401,8 +430,10 @@ mod tests {
                 .expects
                 .iter()
                 .any(|e| e.metric == Metric::WinnerEagainPerConn);
+            // tokio's TcpListener::accept retries until EAGAIN.
             let loops = p.serve_args.contains(&"--edge-triggered")
-                || p.serve_args.contains(&"--accept-batch");
+                || p.serve_args.contains(&"--accept-batch")
+                || p.model.is_tokio();
             assert_eq!(has, loops, "{}", p.name);
         }
     }

@@ -32,11 +32,12 @@ Examples:
   sudo herdtrace verify --json > verify-$(uname -r).ndjson
   sudo herdtrace verify --models exclusive,blocking-accept --connections 500
   sudo herdtrace verify --backend tracepoint --workers 8 --rate 100
-  sudo herdtrace verify --rate 200          # real hardware: about 40 s instead of 2 min
+  sudo herdtrace verify --rate 200          # real hardware: a third of the time
   herdtrace verify --compare verify-6.1.json verify-6.12.json
 
 Rows: epoll-per-worker (+et: --edge-triggered, +batch100: --accept-batch 100),
-shared-epoll (+et), exclusive, reuseport, blocking-accept.
+shared-epoll (+et), exclusive, reuseport, blocking-accept, and tokio,
+tokio-reuseport (a multi-threaded tokio runtime, as a typical Rust async server).
 A row that does not pass is run again (--attempts); the table says so.
 A departure while accepts lagged more than the gap between arrivals is not
 blamed on the kernel (the workers were not all asleep): it is INVALID.
@@ -51,11 +52,12 @@ losers + spurious, winner EAGAIN) over its conn records, and the number of
 pairs behind the same-worker share. A mean's difference is tested against
 sqrt(sd_A²/n_A + sd_B²/n_B); the share's with the Agresti-Caffo interval for
 two proportions ((x+1)/(n+2) in each run). A figure changed when the
-difference exceeds --z standard errors (default 3.3: with ~32 figures per
-comparison, about a 3% chance of one false alarm between two runs of the
+difference exceeds --z standard errors (default 3.3: with ~40 figures per
+comparison, about a 4% chance of one false alarm between two runs of the
 same kernel). The split of wasted wakeups into EAGAIN and spurious is timing,
 not kernel, and is not tested. Rows are matched by name; both runs must use
-the same --workers.
+the same --workers; a row in B only (one added since A was saved) is
+listed but does not change the exit status.
 Exit status of --compare: 0 no verdict changed; 1 a row went from pass to
 FAIL or back; 2 an input is unreadable or the runs are incompatible (one
 error line); 3 no verdict changed, but a row of A is not measured cleanly in
@@ -163,7 +165,7 @@ fn run_compare(files: &[PathBuf], z: f64, json: bool) -> i32 {
 }
 
 /// Why the backend asked for cannot run here (checked before any row, so
-/// an unavailable backend is one line, not eight ERROR rows).
+/// an unavailable backend is one line, not an ERROR row per model).
 fn backend_refusal(req: BackendRequest) -> Option<String> {
     crate::backend::choose(req, &crate::check::gather_facts()).err()
 }

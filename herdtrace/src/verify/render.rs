@@ -218,6 +218,9 @@ mod tests {
             lost_events: 0,
             accepts_by_tid: accepts,
             failures: Vec::new(),
+            diagnostics: Vec::new(),
+            skipped_by_program: BTreeMap::new(),
+            explained: Vec::new(),
             tracer_stderr: String::new(),
             conns: tids
                 .iter()
@@ -226,10 +229,12 @@ mod tests {
                     ts_ns: k as u64,
                     accepted_by: Some(*t),
                     accept_latency_us: Some(50 * (k as u64 + 1)),
+                    peer: None,
                     woken: 1,
                     eagain: 0,
                     eagain_losers: 0,
                     spurious: 0,
+                    flagged: false,
                 })
                 .collect(),
         }

@@ -36,6 +36,7 @@ pub fn scenario_for(plan: &Plan, setup: &Setup) -> Scenario {
         workers: setup.workers,
         connections: setup.connections,
         rate: setup.rate,
+        concurrency: 2,
         bound,
     }
 }
@@ -409,10 +410,12 @@ mod tests {
             ts_ns,
             accepted_by: tid,
             accept_latency_us: lat,
+            peer: None,
             woken: 1,
             eagain: 0,
             eagain_losers: 0,
             spurious: 0,
+            flagged: false,
         }
     }
 
@@ -445,6 +448,9 @@ mod tests {
             lost_events: 0,
             accepts_by_tid: accepts,
             failures: Vec::new(),
+            diagnostics: Vec::new(),
+            skipped_by_program: BTreeMap::new(),
+            explained: Vec::new(),
             tracer_stderr: String::new(),
             conns,
         }

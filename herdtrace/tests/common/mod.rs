@@ -1,5 +1,6 @@
 //! Helpers shared by the integration tests.
 pub mod server;
+pub mod tracer;
 
 /// Asserts `text` holds `needle`, showing all of `text` when it does not.
 #[track_caller]

@@ -48,7 +48,22 @@ pub struct ServerExit {
 impl TestServer {
     /// Starts `herdtrace serve <args> --stats` and waits for its listening line.
     pub fn start(args: &[&str]) -> TestServer {
-        let mut child = Command::new(bin())
+        TestServer::start_via(&[], args)
+    }
+
+    /// Like [`TestServer::start`], run through a command that execs its
+    /// arguments (`ip netns exec NS`, `sh -c '... exec "$@"' sh`): the server
+    /// keeps the child's pid.
+    pub fn start_via(prefix: &[&str], args: &[&str]) -> TestServer {
+        let mut cmd = match prefix.split_first() {
+            Some((program, rest)) => {
+                let mut c = Command::new(program);
+                c.args(rest).arg(bin());
+                c
+            }
+            None => Command::new(bin()),
+        };
+        let mut child = cmd
             .arg("serve")
             .args(args)
             .arg("--stats")
@@ -87,6 +102,7 @@ impl TestServer {
             child: Some(child),
             first_line: String::new(),
             listening: ListeningLine {
+                ipv6: false,
                 port: 0,
                 pid: 0,
                 model: herdtrace::serve::Model::EpollPerWorker,
@@ -116,7 +132,7 @@ impl TestServer {
     }
 
     pub fn addr(&self) -> String {
-        format!("127.0.0.1:{}", self.listening.port)
+        self.listening.addr()
     }
 
     /// The server (parent) process id.
@@ -265,7 +281,20 @@ pub fn pid_exists(pid: i32) -> bool {
 
 /// Runs `herdtrace load --addr <addr> --json <args>`: exit status and the JSON object.
 pub fn run_load(addr: &str, args: &[&str]) -> (ExitStatus, serde_json::Value) {
-    let out = Command::new(bin())
+    run_load_via(&[], addr, args)
+}
+
+/// [`run_load`] through a command that execs its arguments (`ip netns exec NS`).
+pub fn run_load_via(prefix: &[&str], addr: &str, args: &[&str]) -> (ExitStatus, serde_json::Value) {
+    let mut cmd = match prefix.split_first() {
+        Some((program, rest)) => {
+            let mut c = Command::new(program);
+            c.args(rest).arg(bin());
+            c
+        }
+        None => Command::new(bin()),
+    };
+    let out = cmd
         .args(["load", "--addr", addr, "--json"])
         .args(args)
         .stdin(Stdio::null())

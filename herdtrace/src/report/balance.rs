@@ -1,0 +1,482 @@
+//! The balance verdict: did one worker take more than its fair share of the
+//! accepts, for how long, and which known pattern explains it.
+//!
+//! - fewer than [`MIN_ACCEPTS`] accepts, or no worker count: no verdict;
+//! - one worker: nothing to balance;
+//! - imbalanced: the busiest task's share is at least
+//!   [`dominance_threshold`] (twice the fair share 1/N, capped halfway to
+//!   all) and beyond chance ([`MIN_Z`] standard deviations above a fair pick);
+//! - balanced otherwise.
+//!
+//! Patterns named with an imbalance:
+//! - *LIFO*: one shared listening socket and the same worker taking
+//!   consecutive connections at least halfway between a random pick (1/N)
+//!   and always ((1+1/N)/2): EPOLLEXCLUSIVE wakes the most recently queued
+//!   waiter, so a worker that just went back to sleep wins again;
+//! - *reuseport hash*: an SO_REUSEPORT group (2+ listening sockets on a
+//!   port) and few clients: at most 2N distinct client address:port pairs,
+//!   or the N busiest pairs made half the connections or more. The kernel
+//!   hashes addresses and ports to pick a socket, so few pairs cannot spread.
+use serde::Serialize;
+
+use crate::engine::{
+    balance::{dominance_threshold, is_dominant, z_score, MIN_ACCEPTS, MIN_Z},
+    Balance,
+};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BalanceVerdict {
+    NoData,
+    OneWorker,
+    Balanced,
+    Imbalanced,
+}
+
+impl BalanceVerdict {
+    pub fn label(self) -> &'static str {
+        match self {
+            BalanceVerdict::NoData => "no data",
+            BalanceVerdict::OneWorker => "one worker",
+            BalanceVerdict::Balanced => "balanced",
+            BalanceVerdict::Imbalanced => "IMBALANCED",
+        }
+    }
+}
+
+/// A known cause named with an imbalance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BalancePattern {
+    Lifo,
+    ReuseportHash,
+    /// The workers take turns holding the listener (nginx's accept_mutex):
+    /// the holder keeps taking connections while it can.
+    TakingTurns,
+}
+
+/// What is known of the server's setup when judging (diagnose reads it from
+/// /proc; a trace alone does not know it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SetupHint {
+    Unknown,
+    /// One shared socket in exclusive waits (EPOLLEXCLUSIVE).
+    Exclusive,
+    /// One shared socket, waits not exclusive (every idle worker is woken).
+    Shared,
+    /// Workers take turns watching the socket.
+    TakingTurns,
+    /// An SO_REUSEPORT group.
+    Reuseport,
+}
+
+/// The verdict with what backs it, as reports print it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BalanceFinding {
+    #[serde(flatten)]
+    pub balance: Balance,
+    pub verdict: BalanceVerdict,
+    pub pattern: Option<BalancePattern>,
+    /// The busiest worker's share over the fair share (0 without data).
+    pub top_over_fair: f64,
+    /// Standard deviations above a fair pick.
+    pub z: f64,
+    pub line: String,
+}
+
+/// Same-worker share from which consecutive wins are the LIFO pattern.
+pub fn lifo_threshold(workers: u64) -> f64 {
+    (1.0 + 1.0 / workers.max(1) as f64) / 2.0
+}
+
+pub fn classify(b: &Balance) -> BalanceVerdict {
+    let Some(top) = &b.top else {
+        return BalanceVerdict::NoData;
+    };
+    if b.workers <= 1 {
+        return if b.accepts > 0 {
+            BalanceVerdict::OneWorker
+        } else {
+            BalanceVerdict::NoData
+        };
+    }
+    if b.accepts < MIN_ACCEPTS {
+        return BalanceVerdict::NoData;
+    }
+    if is_dominant(top.accepts, b.accepts, b.workers) {
+        BalanceVerdict::Imbalanced
+    } else {
+        BalanceVerdict::Balanced
+    }
+}
+
+/// Which known pattern explains an imbalance, if any, from the trace alone.
+pub fn pattern(b: &Balance) -> Option<BalancePattern> {
+    pattern_in(b, SetupHint::Unknown)
+}
+
+/// Which known pattern explains an imbalance, given what is known of the setup.
+pub fn pattern_in(b: &Balance, hint: SetupHint) -> Option<BalancePattern> {
+    match hint {
+        SetupHint::TakingTurns => return Some(BalancePattern::TakingTurns),
+        // Every idle worker is woken: no LIFO (the first to run wins), and no hash.
+        SetupHint::Shared => return None,
+        _ => {}
+    }
+    let reuseport = b.listeners_per_port >= 2 || hint == SetupHint::Reuseport;
+    let c = &b.clients;
+    let few_clients = c.connections >= MIN_ACCEPTS
+        && !c.capped
+        && (c.distinct_peers <= 2 * b.workers || c.top_peers_share >= 0.5);
+    if reuseport && few_clients {
+        return Some(BalancePattern::ReuseportHash);
+    }
+    if !reuseport
+        && b.same_worker_share
+            .is_some_and(|s| s >= lifo_threshold(b.workers))
+    {
+        return Some(BalancePattern::Lifo);
+    }
+    None
+}
+
+fn pct(v: f64) -> String {
+    format!("{:.0}%", 100.0 * v)
+}
+
+pub fn finding(b: &Balance) -> BalanceFinding {
+    finding_in(b, SetupHint::Unknown)
+}
+
+/// [`finding`], with the setup known (diagnose).
+pub fn finding_in(b: &Balance, hint: SetupHint) -> BalanceFinding {
+    let verdict = classify(b);
+    let top_share = b.top.as_ref().map_or(0.0, |t| t.share);
+    let top_over_fair = if b.fair_share > 0.0 {
+        top_share / b.fair_share
+    } else {
+        0.0
+    };
+    let z = b
+        .top
+        .as_ref()
+        .map_or(0.0, |t| z_score(t.accepts, b.accepts, b.workers));
+    let pattern = (verdict == BalanceVerdict::Imbalanced)
+        .then(|| pattern_in(b, hint))
+        .flatten();
+    let line = line(b, verdict, pattern, top_over_fair);
+    BalanceFinding {
+        balance: b.clone(),
+        verdict,
+        pattern,
+        top_over_fair,
+        z,
+        line,
+    }
+}
+
+fn line(
+    b: &Balance,
+    verdict: BalanceVerdict,
+    pattern: Option<BalancePattern>,
+    top_over_fair: f64,
+) -> String {
+    let Some(top) = &b.top else {
+        return "no balance verdict: no accept was traced".into();
+    };
+    let who = format!("{}[{}/{}]", top.comm, top.pid, top.tid);
+    match verdict {
+        BalanceVerdict::NoData if b.workers <= 1 => {
+            "no balance verdict: the number of workers is not known".into()
+        }
+        BalanceVerdict::NoData => format!(
+            "no balance verdict: {} accepts (at least {MIN_ACCEPTS} are needed)",
+            b.accepts
+        ),
+        BalanceVerdict::OneWorker => format!(
+            "one worker accepts ({who}): no balance to judge (connections may still be \
+             handed on after accept)"
+        ),
+        BalanceVerdict::Balanced => format!(
+            "balanced: the busiest worker, {who}, took {} of {} accepts (fair share {} \
+             of {} workers)",
+            pct(top.share),
+            b.accepts,
+            pct(b.fair_share),
+            b.workers
+        ),
+        BalanceVerdict::Imbalanced => {
+            let idle = b.workers.saturating_sub(b.accepting_tasks);
+            let mut s = format!(
+                "IMBALANCED: {who} took {} of {} accepts, {top_over_fair:.1}x the fair share \
+                 of {} ({} workers{})",
+                pct(top.share),
+                b.accepts,
+                pct(b.fair_share),
+                b.workers,
+                if idle > 0 {
+                    format!(", {idle} took none")
+                } else {
+                    String::new()
+                }
+            );
+            if let Some(h) = &b.held {
+                s.push_str(&format!(
+                    "; {}[{}/{}] held at least {} of the accepts for {:.0} s ({} of {} \
+                     seconds with accepts)",
+                    h.comm,
+                    h.pid,
+                    h.tid,
+                    pct(h.share_min),
+                    h.seconds,
+                    h.windows,
+                    b.windows
+                ));
+            }
+            match pattern {
+                Some(BalancePattern::Lifo) => s.push_str(&format!(
+                    "; LIFO pattern: {} of consecutive accepts went to the worker that took \
+                     the previous one (EPOLLEXCLUSIVE wakes the most recently queued waiter, \
+                     so the worker that just went back to sleep wins again)",
+                    pct(b.same_worker_share.unwrap_or(0.0))
+                )),
+                Some(BalancePattern::ReuseportHash) => s.push_str(&format!(
+                    "; reuseport hash imbalance: the port has an SO_REUSEPORT group of {} \
+                     sockets and the kernel picks a socket by hashing the client's address and port, but only {} client \
+                     address:port pairs ({} addresses) made the connections, the {} busiest \
+                     made {} of them",
+                    b.listeners_per_port,
+                    b.clients.distinct_peers,
+                    b.clients.distinct_addrs,
+                    b.workers,
+                    pct(b.clients.top_peers_share)
+                )),
+                Some(BalancePattern::TakingTurns) => s.push_str(
+                    "; the workers take turns watching the listener (like nginx's \
+                     accept_mutex): the one holding it keeps taking connections while it can",
+                ),
+                None => {}
+            }
+            s
+        }
+    }
+}
+
+/// Why the imbalance threshold is what it is (for docs and help).
+pub fn threshold_note(workers: u64) -> String {
+    format!(
+        "imbalanced from {} of the accepts with {workers} workers, when {MIN_Z} standard \
+         deviations above a fair pick",
+        pct(dominance_threshold(workers))
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::{balance::Clients, Held, TaskShare};
+
+    fn balance(workers: u64, accepts: &[u64]) -> Balance {
+        let total: u64 = accepts.iter().sum();
+        let top = accepts.iter().copied().max().unwrap_or(0);
+        Balance {
+            workers,
+            workers_from_proc: workers,
+            accepts: total,
+            accepting_tasks: accepts.iter().filter(|&&a| a > 0).count() as u64,
+            fair_share: 1.0 / workers.max(1) as f64,
+            top: (total > 0).then(|| TaskShare {
+                pid: 10,
+                tid: 10,
+                comm: "w".into(),
+                accepts: top,
+                share: top as f64 / total as f64,
+            }),
+            same_worker_share: None,
+            held: None,
+            windows: 0,
+            listeners_per_port: 1,
+            clients: Clients::default(),
+        }
+    }
+
+    #[test]
+    fn verdicts_by_share_evidence_and_worker_count() {
+        assert_eq!(classify(&balance(4, &[])), BalanceVerdict::NoData);
+        assert_eq!(
+            classify(&balance(4, &[10, 0, 0, 0])),
+            BalanceVerdict::NoData
+        );
+        assert_eq!(
+            classify(&balance(1, &[500])),
+            BalanceVerdict::OneWorker,
+            "one worker"
+        );
+        assert_eq!(classify(&balance(0, &[500])), BalanceVerdict::OneWorker);
+        assert_eq!(
+            classify(&balance(4, &[400, 0, 0, 0])),
+            BalanceVerdict::Imbalanced
+        );
+        assert_eq!(
+            classify(&balance(4, &[103, 100, 99, 98])),
+            BalanceVerdict::Balanced
+        );
+        // nginx with accept_mutex on (docs/real-servers.md): 447 301 252 0.
+        assert_eq!(
+            classify(&balance(4, &[447, 301, 252, 0])),
+            BalanceVerdict::Balanced
+        );
+        // A published nginx report: 349 of 468 with 8 workers.
+        let mut b = balance(8, &[349, 17, 17, 17, 17, 17, 17, 17]);
+        assert_eq!(classify(&b), BalanceVerdict::Imbalanced);
+        b.workers = 1;
+        assert_eq!(classify(&b), BalanceVerdict::OneWorker);
+    }
+
+    #[test]
+    fn the_lifo_pattern_needs_a_shared_socket_and_repeated_wins() {
+        let mut b = balance(4, &[400, 0, 0, 0]);
+        assert_eq!(pattern(&b), None, "no same-worker figure");
+        b.same_worker_share = Some(0.62);
+        assert_eq!(pattern(&b), None, "below (1+1/4)/2");
+        b.same_worker_share = Some(0.99);
+        assert_eq!(pattern(&b), Some(BalancePattern::Lifo));
+        b.listeners_per_port = 4;
+        assert_eq!(pattern(&b), None, "SO_REUSEPORT: no shared wait queue");
+        assert_eq!(lifo_threshold(4), 0.625);
+        assert_eq!(lifo_threshold(0), 1.0);
+    }
+
+    #[test]
+    fn a_known_setup_decides_the_pattern() {
+        let mut b = balance(4, &[400, 0, 0, 0]);
+        b.same_worker_share = Some(1.0);
+        assert_eq!(
+            pattern_in(&b, SetupHint::Unknown),
+            Some(BalancePattern::Lifo)
+        );
+        assert_eq!(
+            pattern_in(&b, SetupHint::Exclusive),
+            Some(BalancePattern::Lifo)
+        );
+        assert_eq!(
+            pattern_in(&b, SetupHint::TakingTurns),
+            Some(BalancePattern::TakingTurns)
+        );
+        assert_eq!(pattern_in(&b, SetupHint::Shared), None);
+        assert_eq!(pattern_in(&b, SetupHint::Reuseport), None, "many clients");
+        let f = finding_in(&b, SetupHint::TakingTurns);
+        assert!(
+            f.line.contains("take turns watching the listener"),
+            "{}",
+            f.line
+        );
+        assert!(!f.line.contains("LIFO"), "{}", f.line);
+        // A balanced run names no pattern whatever the setup.
+        let even = balance(4, &[100, 100, 100, 100]);
+        assert_eq!(finding_in(&even, SetupHint::TakingTurns).pattern, None);
+    }
+
+    #[test]
+    fn a_reuseport_hash_imbalance_needs_few_clients() {
+        let mut b = balance(4, &[300, 100, 0, 0]);
+        b.listeners_per_port = 4;
+        b.clients = Clients {
+            connections: 400,
+            distinct_peers: 400,
+            distinct_addrs: 1,
+            top_peers_share: 0.01,
+            capped: false,
+        };
+        assert_eq!(pattern(&b), None, "many clients: not the hash");
+        b.clients.distinct_peers = 6;
+        assert_eq!(pattern(&b), Some(BalancePattern::ReuseportHash));
+        b.clients.distinct_peers = 100;
+        b.clients.top_peers_share = 0.7;
+        assert_eq!(pattern(&b), Some(BalancePattern::ReuseportHash));
+        b.clients.capped = true;
+        assert_eq!(pattern(&b), None, "beyond the cap: not few");
+        b.clients.capped = false;
+        b.clients.connections = 5;
+        assert_eq!(pattern(&b), None, "too few connections to tell");
+    }
+
+    #[test]
+    fn the_imbalance_line_gives_share_fair_share_time_and_pattern() {
+        let mut b = balance(4, &[400, 0, 0, 0]);
+        b.same_worker_share = Some(1.0);
+        b.windows = 5;
+        b.held = Some(Held {
+            pid: 10,
+            tid: 10,
+            comm: "w".into(),
+            windows: 5,
+            seconds: 5.0,
+            from_ns: 0,
+            to_ns: 5_000_000_000,
+            share_min: 0.97,
+        });
+        let f = finding(&b);
+        assert_eq!(f.verdict, BalanceVerdict::Imbalanced);
+        assert_eq!(f.pattern, Some(BalancePattern::Lifo));
+        assert_eq!(f.top_over_fair, 4.0);
+        assert!(f.z > 3.0);
+        assert_eq!(
+            f.line,
+            "IMBALANCED: w[10/10] took 100% of 400 accepts, 4.0x the fair share of 25% \
+             (4 workers, 3 took none); w[10/10] held at least 97% of the accepts for 5 s \
+             (5 of 5 seconds with accepts); LIFO pattern: 100% of consecutive accepts went \
+             to the worker that took the previous one (EPOLLEXCLUSIVE wakes the most \
+             recently queued waiter, so the worker that just went back to sleep wins again)"
+        );
+        let v = serde_json::to_value(&f).expect("json");
+        assert_eq!(v["verdict"], "imbalanced");
+        assert_eq!(v["pattern"], "lifo");
+        assert_eq!(v["top"]["share"], 1.0);
+        assert_eq!(v["workers"], 4);
+        assert_eq!(v["held"]["seconds"], 5.0);
+    }
+
+    #[test]
+    fn other_lines() {
+        let f = finding(&balance(4, &[103, 100, 99, 98]));
+        assert_eq!(
+            f.line,
+            "balanced: the busiest worker, w[10/10], took 26% of 400 accepts (fair share 25% \
+             of 4 workers)"
+        );
+        assert_eq!(f.pattern, None);
+        let mut hashed = balance(4, &[300, 100, 0, 0]);
+        hashed.listeners_per_port = 4;
+        hashed.clients = Clients {
+            connections: 400,
+            distinct_peers: 2,
+            distinct_addrs: 1,
+            top_peers_share: 1.0,
+            capped: false,
+        };
+        let f = finding(&hashed);
+        assert!(
+            f.line.contains("an SO_REUSEPORT group of 4 sockets")
+                && f.line
+                    .contains("only 2 client address:port pairs (1 addresses)"),
+            "{}",
+            f.line
+        );
+        assert!(finding(&balance(1, &[50]))
+            .line
+            .starts_with("one worker accepts"));
+        assert_eq!(
+            finding(&balance(4, &[5])).line,
+            "no balance verdict: 5 accepts (at least 20 are needed)"
+        );
+        assert_eq!(
+            finding(&balance(4, &[])).line,
+            "no balance verdict: no accept was traced"
+        );
+        let f = finding(&Balance::default());
+        assert_eq!(f.verdict, BalanceVerdict::NoData);
+        assert_eq!((f.top_over_fair, f.z), (0.0, 0.0));
+        assert!(threshold_note(4).starts_with("imbalanced from 50% of the accepts"));
+    }
+}

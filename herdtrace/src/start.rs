@@ -1,0 +1,274 @@
+//! Starting the tracer: the programs' configuration for a plan of the probe
+//! table, and the backend choice walked with real attaches, so what `check`
+//! reports is what the tracer attaches (a plan the kernel still refuses at
+//! load or attach is skipped with that reason, like any other gap).
+use std::collections::BTreeMap;
+
+use herdtrace_common::Config;
+
+use crate::backend::{choose_from, Backend, BackendRequest, Choice, KernelFacts, Plan};
+use crate::btf::KernelOffsets;
+use crate::loader::{Tracer, TracerConfig};
+use crate::probes::Kind;
+
+/// What the user sets that the programs read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Options {
+    /// Only connections to this local port (0: all).
+    pub port_filter: u16,
+    /// Bound of a wake chain, in nanoseconds.
+    pub chain_window_ns: u64,
+    /// Ring buffer size in bytes.
+    pub ringbuf_bytes: u32,
+    /// Attach do-nothing programs instead (benchmarks).
+    pub empty_programs: bool,
+}
+
+/// The `Config` slot of one tracepoint field.
+type Slot = fn(&mut Config) -> &mut u32;
+
+/// Where each classic tracepoint field the programs read goes in `Config`.
+const TRACEPOINT_FIELDS: &[(&str, &str, Slot)] = &[
+    ("sched:sched_waking", "pid", |c| &mut c.sched_waking_pid),
+    ("sched:sched_waking", "comm", |c| &mut c.sched_waking_comm),
+    ("sched:sched_process_fork", "child_pid", |c| {
+        &mut c.sched_process_fork_child_pid
+    }),
+    ("sock:sk_data_ready", "skaddr", |c| {
+        &mut c.sk_data_ready_skaddr
+    }),
+    ("sock:inet_sock_set_state", "skaddr", |c| {
+        &mut c.inet_sock_set_state_skaddr
+    }),
+    ("sock:inet_sock_set_state", "oldstate", |c| {
+        &mut c.inet_sock_set_state_oldstate
+    }),
+    ("sock:inet_sock_set_state", "newstate", |c| {
+        &mut c.inet_sock_set_state_newstate
+    }),
+];
+
+/// The programs' configuration for `plan`: struct offsets from BTF, the
+/// record offsets of the classic tracepoints it attaches (from their format
+/// files), its flags and the user's options. `Err` names what is missing.
+pub fn program_config(
+    plan: &Plan,
+    offsets: &KernelOffsets,
+    facts: &KernelFacts,
+    opts: &Options,
+) -> Result<Config, String> {
+    if let Some(m) = offsets.missing_required() {
+        return Err(format!(
+            "kernel BTF lacks {}, which every backend needs",
+            m.member
+        ));
+    }
+    let mut config = Config::default();
+    offsets.apply(&mut config);
+    for at in plan.attachments().filter(|a| a.kind == Kind::Tracepoint) {
+        let fields = facts.tracepoint_fields.get(at.target);
+        for field in at.fields {
+            let offset = fields
+                .and_then(|f| f.get(*field))
+                .copied()
+                .ok_or_else(|| format!("tracepoint {} has no field {field}", at.target))?;
+            set_field(&mut config, at.target, field, offset)?;
+        }
+    }
+    config.iss_opens_chain = u32::from(plan.arrival_substitute());
+    config.port_filter = u32::from(opts.port_filter);
+    config.chain_window_ns = opts.chain_window_ns;
+    Ok(config)
+}
+
+/// Writes one tracepoint field offset. The syscall families share one slot
+/// each (their records are laid out alike); a kernel where they differ is
+/// refused rather than read wrongly.
+fn set_field(config: &mut Config, target: &str, field: &str, offset: u32) -> Result<(), String> {
+    let slot: &mut u32 = if target.starts_with("syscalls:sys_enter_") && field == "fd" {
+        &mut config.sys_enter_fd
+    } else if target.starts_with("syscalls:sys_exit_") && field == "ret" {
+        &mut config.sys_exit_ret
+    } else if let Some((_, _, slot)) = TRACEPOINT_FIELDS
+        .iter()
+        .find(|(t, f, _)| *t == target && *f == field)
+    {
+        slot(config)
+    } else {
+        return Err(format!("no configuration slot for {target} field {field}"));
+    };
+    if *slot != 0 && *slot != offset {
+        return Err(format!(
+            "{target} has {field} at offset {offset}, other tracepoints of its family at {}",
+            *slot
+        ));
+    }
+    *slot = offset;
+    Ok(())
+}
+
+/// Chooses the backend for `req` and attaches its plan; with `auto`, a plan
+/// the kernel refuses is skipped (with the reason) and the next backend
+/// tried. Returns the choice as it finally stands and the running tracer.
+pub fn attach_first(
+    req: BackendRequest,
+    facts: &KernelFacts,
+    offsets: &KernelOffsets,
+    opts: &Options,
+) -> Result<(Choice, Tracer), String> {
+    let mut failed: Vec<(Backend, String)> = Vec::new();
+    loop {
+        let choice = choose_from(req, facts, &failed)?;
+        let attempt = program_config(&choice.plan, offsets, facts, opts).and_then(|config| {
+            Tracer::start(&TracerConfig {
+                plan: choice.plan.clone(),
+                config,
+                ringbuf_bytes: opts.ringbuf_bytes,
+                empty_programs: opts.empty_programs,
+            })
+            .map_err(|e| format!("{e:#}"))
+        });
+        match attempt {
+            Ok(tracer) => return Ok((choice, tracer)),
+            Err(reason) => failed.push((choice.backend, reason)),
+        }
+    }
+}
+
+/// Tracepoint fields the plan reads, by tracepoint (for `check`).
+pub fn fields_read(plan: &Plan) -> BTreeMap<&'static str, Vec<&'static str>> {
+    let mut out: BTreeMap<&'static str, Vec<&'static str>> = BTreeMap::new();
+    for at in plan
+        .attachments()
+        .filter(|a| a.kind == Kind::Tracepoint && !a.fields.is_empty())
+    {
+        out.entry(at.target).or_default().extend(at.fields);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::tests::all_ok;
+    use crate::backend::{plan, ProbeStatus};
+    use crate::probes::ProgramType;
+
+    fn offsets() -> KernelOffsets {
+        KernelOffsets {
+            task_struct_pid: Some(100),
+            task_struct_tgid: Some(104),
+            file_private_data: Some(200),
+            socket_sk: Some(24),
+            sock_common_skc_num: Some(14),
+            sock_common_skc_state: Some(18),
+            ..KernelOffsets::default()
+        }
+    }
+
+    fn opts() -> Options {
+        Options {
+            port_filter: 8080,
+            chain_window_ns: 5_000_000,
+            ringbuf_bytes: 1 << 22,
+            empty_programs: false,
+        }
+    }
+
+    /// The tracepoint backend with classic tracepoints only (no tp_btf).
+    fn classic_only() -> KernelFacts {
+        let mut f = all_ok();
+        f.programs
+            .insert(ProgramType::TpBtf, ProbeStatus::Refused("x".into()));
+        f
+    }
+
+    #[test]
+    fn classic_tracepoint_fields_come_from_the_formats() {
+        let facts = classic_only();
+        let p = plan(Backend::Tracepoint, &facts).expect("plan");
+        let c = program_config(&p, &offsets(), &facts, &opts()).expect("config");
+        assert_eq!(c.sched_waking_pid, 24);
+        assert_eq!(c.sched_waking_comm, 8);
+        assert_eq!(c.sk_data_ready_skaddr, 8);
+        assert_eq!(
+            (
+                c.inet_sock_set_state_skaddr,
+                c.inet_sock_set_state_oldstate,
+                c.inet_sock_set_state_newstate
+            ),
+            (8, 16, 20)
+        );
+        assert_eq!((c.sys_enter_fd, c.sys_exit_ret), (16, 16));
+        assert_eq!(c.sched_process_fork_child_pid, 44);
+        assert_eq!(c.port_filter, 8080);
+        assert_eq!(c.chain_window_ns, 5_000_000);
+        assert_eq!(c.iss_opens_chain, 0);
+        assert_eq!(c.task_struct_pid, 100);
+        // BTF tracepoints read no record: nothing to take from a format.
+        let p = plan(Backend::Tracepoint, &all_ok()).expect("plan");
+        let c = program_config(&p, &offsets(), &all_ok(), &opts()).expect("config");
+        assert_eq!((c.sched_waking_pid, c.sk_data_ready_skaddr), (0, 0));
+        assert_eq!(c.sys_exit_ret, 16, "syscalls have no BTF variant");
+    }
+
+    #[test]
+    fn a_field_missing_or_out_of_step_is_refused() {
+        let mut facts = classic_only();
+        facts
+            .tracepoint_fields
+            .get_mut("sched:sched_waking")
+            .expect("waking")
+            .remove("comm");
+        let p = plan(Backend::Tracepoint, &classic_only()).expect("plan");
+        assert_eq!(
+            program_config(&p, &offsets(), &facts, &opts()),
+            Err("tracepoint sched:sched_waking has no field comm".into())
+        );
+        let mut facts = classic_only();
+        facts
+            .tracepoint_fields
+            .get_mut("syscalls:sys_exit_accept")
+            .expect("accept")
+            .insert("ret".into(), 24);
+        assert_eq!(
+            program_config(&p, &offsets(), &facts, &opts()),
+            Err(
+                "syscalls:sys_exit_accept has ret at offset 24, other tracepoints of its \
+                 family at 16"
+                    .into()
+            )
+        );
+    }
+
+    #[test]
+    fn substitute_arrivals_set_the_flag_and_required_offsets_are_checked() {
+        let mut facts = all_ok();
+        facts.tracepoints.insert(
+            "sock:sk_data_ready".into(),
+            ProbeStatus::Missing("6.1".into()),
+        );
+        facts
+            .btf_tracepoints
+            .insert("sk_data_ready".into(), ProbeStatus::Missing("6.1".into()));
+        let p = plan(Backend::Tracepoint, &facts).expect("plan");
+        let c = program_config(&p, &offsets(), &facts, &opts()).expect("config");
+        assert_eq!(c.iss_opens_chain, 1);
+        let mut o = offsets();
+        o.socket_sk = None;
+        assert_eq!(
+            program_config(&p, &o, &facts, &opts()),
+            Err("kernel BTF lacks socket.sk, which every backend needs".into())
+        );
+    }
+
+    #[test]
+    fn fields_read_by_plan() {
+        let p = plan(Backend::Tracepoint, &classic_only()).expect("plan");
+        let f = fields_read(&p);
+        assert_eq!(f["sched:sched_waking"], ["pid", "comm"]);
+        assert!(!f.contains_key("sched:sched_process_exit"));
+        let p = plan(Backend::Fentry, &all_ok()).expect("plan");
+        assert!(fields_read(&p).is_empty(), "fentry reads no classic record");
+    }
+}
