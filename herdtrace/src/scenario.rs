@@ -48,7 +48,7 @@ pub struct Scenario {
 
 /// The scenarios: 4 idle workers (moderate rate, so workers are asleep when
 /// each connection arrives), a few hundred connections. Expectations from
-/// herd-mechanics.md: epoll-per-worker wakes every idle worker; exclusive,
+/// docs/herd-mechanics.md: epoll-per-worker wakes every idle worker; exclusive,
 /// reuseport and blocking accept one; shared epoll in LT mode one to N.
 pub fn all() -> Vec<Scenario> {
     let base = |name, model, bound| Scenario {
@@ -95,7 +95,12 @@ pub struct ConnSample {
     pub accept_latency_us: Option<u64>,
     /// The client's `ip:port`: names the same connection in two tracers' outputs.
     pub peer: Option<String>,
+    /// The conn line's counts: `verify` estimates the spread of each
+    /// per-connection mean from them.
     pub woken: u32,
+    pub eagain: u32,
+    pub eagain_losers: u32,
+    pub spurious: u32,
     /// The tracer flagged it (events lost, or runs skipped while it was open).
     pub flagged: bool,
 }
@@ -661,6 +666,12 @@ pub fn outcome_from(
 ) -> Result<Outcome> {
     let mut conn_lines = Vec::new();
     let mut summary = None;
+    let count = |v: &Value, k: &str| {
+        v.get(k)
+            .and_then(Value::as_u64)
+            .and_then(|n| u32::try_from(n).ok())
+            .unwrap_or(0)
+    };
     for line in ndjson.lines().filter(|l| !l.trim().is_empty()) {
         let v: Value =
             serde_json::from_str(line).with_context(|| format!("tracer line {line:?}"))?;
@@ -673,11 +684,10 @@ pub fn outcome_from(
                     .and_then(|t| u32::try_from(t).ok()),
                 accept_latency_us: v.get("accept_latency_us").and_then(Value::as_u64),
                 peer: v.get("peer").and_then(Value::as_str).map(str::to_owned),
-                woken: v
-                    .get("woken")
-                    .and_then(Value::as_u64)
-                    .and_then(|w| u32::try_from(w).ok())
-                    .unwrap_or(0),
+                woken: count(&v, "woken"),
+                eagain: count(&v, "eagain"),
+                eagain_losers: count(&v, "eagain_losers"),
+                spurious: count(&v, "spurious"),
                 flagged: ["incomplete", "possibly_incomplete"]
                     .iter()
                     .any(|k| v.get(*k).and_then(Value::as_bool) == Some(true)),
@@ -1118,6 +1128,9 @@ mod tests {
                     accept_latency_us: None,
                     peer: Some(format!("127.0.0.1:{}", 40000 + i)),
                     woken: woken as u32,
+                    eagain: 0,
+                    eagain_losers: 0,
+                    spurious: 0,
                     flagged: false,
                 })
                 .collect(),
@@ -1171,6 +1184,9 @@ mod tests {
             accept_latency_us: None,
             peer: peer.map(str::to_owned),
             woken,
+            eagain: 0,
+            eagain_losers: 0,
+            spurious: 0,
             flagged: false,
         }
     }
@@ -1302,7 +1318,8 @@ mod tests {
         let text = format!(
             "{}\n{}\n{}\n",
             json!({"type":"conn","ts_ns":20,"accepted_by":{"pid":7,"tid":9,"comm":"w"},
-                "accept_latency_us":150,"peer":"127.0.0.1:40001","woken":4}),
+                "accept_latency_us":150,"peer":"127.0.0.1:40001","woken":4,"eagain":2,
+                "eagain_losers":1,"spurious":2}),
             json!({"type":"conn","ts_ns":10,"accepted_by":null,"accept_latency_us":null}),
             json!({"type":"summary","backend":"tracepoint","kernel":"6.18.44-x","connections":2,
                 "woken_per_conn":{"mean":1.5,"p99":3},"eagain":0,"eagain_losers":0,
@@ -1322,6 +1339,9 @@ mod tests {
                     accept_latency_us: Some(150),
                     peer: Some("127.0.0.1:40001".into()),
                     woken: 4,
+                    eagain: 2,
+                    eagain_losers: 1,
+                    spurious: 2,
                     flagged: false,
                 },
                 ConnSample {
@@ -1330,6 +1350,9 @@ mod tests {
                     accept_latency_us: None,
                     peer: None,
                     woken: 0,
+                    eagain: 0,
+                    eagain_losers: 0,
+                    spurious: 0,
                     flagged: false,
                 },
             ]

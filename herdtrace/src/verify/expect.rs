@@ -2,12 +2,12 @@
 //! each expectation. Bounds scale with the number of workers N and leave
 //! room for a noisy 2-core machine (the values for N = 4 are the ones the
 //! host scenarios have proven: `scenario::all`).
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::serve::model::Model;
 
 /// A figure of a row that an expectation constrains.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Metric {
     /// Mean tasks woken per connection.
@@ -37,7 +37,7 @@ impl Metric {
 pub struct Source {
     /// Footnote key in the table: "H1", "C", ...
     pub key: &'static str,
-    /// Document and section.
+    /// Document in the repository, with the section's stable anchor.
     pub doc: &'static str,
     /// What it says, in brief.
     pub claim: &'static str,
@@ -45,56 +45,56 @@ pub struct Source {
 
 pub const HERD: Source = Source {
     key: "H1",
-    doc: "herd-mechanics.md, \"Where the herd comes from\"",
+    doc: "docs/herd-mechanics.md#h1 (one epoll per worker)",
     claim: "one listening socket, one epoll per worker, none exclusive: every idle worker is \
             woken for every connection",
 };
 pub const SHARED_LT: Source = Source {
     key: "H2",
-    doc: "herd-mechanics.md, \"Where the herd comes from\"",
+    doc: "docs/herd-mechanics.md#h2 (shared epoll, level-triggered)",
     claim: "one epoll shared by threads, level-triggered: the woken thread re-adds the item \
             and wakes the next, so one, some or all threads wake",
 };
 pub const SHARED_ET: Source = Source {
     key: "H3",
-    doc: "herd-mechanics.md, \"Edge- vs level-triggered\"",
+    doc: "docs/herd-mechanics.md#h3 (edge-triggered)",
     claim: "edge-triggered: a delivered item is not re-added to the ready list, so a shared \
             epoll wakes fewer threads (one); ET changes nothing on the listener's wait queue, so \
             one epoll per worker still wakes every idle worker (inferred from H1)",
 };
 pub const EXCLUSIVE: Source = Source {
     key: "H4",
-    doc: "herd-mechanics.md, \"Where the herd comes from\"",
+    doc: "docs/herd-mechanics.md#h4 (EPOLLEXCLUSIVE)",
     claim: "EPOLLEXCLUSIVE: the epoll entry is an exclusive waiter, usually one epoll \
             instance is woken (\"one or more\" per the man page)",
 };
 pub const REUSEPORT: Source = Source {
     key: "H5",
-    doc: "herd-mechanics.md, \"Where the herd comes from\"",
+    doc: "docs/herd-mechanics.md#h5 (SO_REUSEPORT)",
     claim: "SO_REUSEPORT: the kernel hashes each connection to one worker's socket, one \
             worker wakes",
 };
 pub const BLOCKING: Source = Source {
     key: "H6",
-    doc: "herd-mechanics.md, \"Where the herd comes from\"",
+    doc: "docs/herd-mechanics.md#h6 (blocking accept)",
     claim: "blocking accept: the accept wait is exclusive, one task wakes (round-robin-ish)",
 };
 pub const WINNER_EAGAIN: Source = Source {
     key: "H7",
-    doc: "herd-mechanics.md, \"Where the herd comes from\" (lighttpd)",
+    doc: "docs/herd-mechanics.md#h7 (accept loops)",
     claim: "a server accepting in a loop until EAGAIN ends each loop with one EAGAIN of its \
             own, which is not a herd loss",
 };
 pub const CLOUDFLARE: Source = Source {
     key: "C",
-    doc: "herd-mechanics.md, \"Published figures\" (Cloudflare 2017)",
+    doc: "docs/herd-mechanics.md#cloudflare (published figures, Cloudflare 2017)",
     claim: "EPOLLEXCLUSIVE + non-blocking accept: 6 of 6 connections went to the same worker \
             (LIFO wait queue); blocking accept spread them round-robin",
 };
 
 pub const TOKIO: Source = Source {
     key: "T",
-    doc: "docs/architecture.md, \"tokio's single I/O driver\"",
+    doc: "docs/architecture.md#tokio (tokio's single I/O driver)",
     claim: "a tokio runtime has one epoll instance, waited in by one worker thread at a time, \
             and registers each listener in it once, edge-triggered: a connection wakes that one \
             thread, which then runs the accept itself; TcpListener::accept retries until EAGAIN",
@@ -512,6 +512,27 @@ mod tests {
         );
         assert_eq!(num(0.5625), "0.5625");
         assert_eq!(num(1.0 / 3.0), "0.3333");
+    }
+
+    /// Every source names a file of the repository and an anchor that file defines.
+    #[test]
+    fn sources_cite_anchors_that_exist_in_the_repository() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .expect("workspace root");
+        for s in SOURCES {
+            let target = s.doc.split_whitespace().next().expect("a path");
+            let (path, anchor) = target.split_once('#').expect("path#anchor");
+            let text = std::fs::read_to_string(root.join(path))
+                .unwrap_or_else(|e| panic!("{}: {path}: {e}", s.key));
+            assert!(
+                text.contains(&format!("<a id=\"{anchor}\"></a>")),
+                "{}: {path} has no anchor {anchor}",
+                s.key
+            );
+            // The section names the key it is cited by.
+            assert!(text.contains(&format!("[{}]", s.key)), "{}", s.key);
+        }
     }
 
     #[test]

@@ -231,6 +231,9 @@ mod tests {
                     accept_latency_us: Some(50 * (k as u64 + 1)),
                     peer: None,
                     woken: 1,
+                    eagain: 0,
+                    eagain_losers: 0,
+                    spurious: 0,
                     flagged: false,
                 })
                 .collect(),
@@ -277,6 +280,10 @@ mod tests {
         assert_eq!(o["accept_latency_us_p50"], 100);
         assert_eq!(o["accept_latency_us_p99"], 200);
         assert_eq!(o["same_worker_share"], 1.0);
+        // What `verify --compare` estimates the spread from.
+        assert_eq!(o["spread"]["conns"], 4);
+        assert_eq!(o["spread"]["woken_sd"], 0.0);
+        assert_eq!(o["spread"]["same_worker_pairs"], 3);
         assert_eq!(o["verdict"], "pass");
         assert_eq!(o["attempts"], 1);
         assert_eq!(o["earlier_attempts"], serde_json::json!([]));

@@ -1,6 +1,6 @@
 //! One row of `verify` (pure): the figures measured for a plan, each
 //! expectation checked against them, and the verdict.
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::expect::{Expect, Metric, Plan};
 use crate::scenario::{self, Bound, ConnSample, Outcome, Scenario};
@@ -42,7 +42,7 @@ pub fn scenario_for(plan: &Plan, setup: &Setup) -> Scenario {
 }
 
 /// What one run measured.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Measured {
     pub woken_mean: f64,
     pub woken_p99: u64,
@@ -59,6 +59,56 @@ pub struct Measured {
     pub accept_latency_us_p99: Option<u64>,
     /// Share of connections (2nd on) taken by the worker that took the previous one.
     pub same_worker_share: Option<f64>,
+    /// What the spread of the figures above is estimated from.
+    pub spread: Spread,
+}
+
+/// The sample sizes and per-connection standard deviations behind a row's
+/// figures, so that two runs can be compared against their own noise
+/// (`verify --compare`): a per-connection mean has a standard error of
+/// sd/sqrt(conns), a share a binomial one over its pairs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Spread {
+    /// Conn records the standard deviations are computed over.
+    pub conns: u64,
+    /// Sample standard deviations (n-1) of the per-connection counts.
+    pub woken_sd: f64,
+    pub eagain_losers_sd: f64,
+    pub spurious_sd: f64,
+    /// Of losers + spurious per connection (the wasted wakeups); absent from
+    /// rows written before it was added.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wasted_sd: Option<f64>,
+    pub winner_eagain_sd: f64,
+    /// Consecutive pairs with a known acceptor behind `same_worker_share`.
+    pub same_worker_pairs: u64,
+}
+
+impl Spread {
+    pub fn of(conns: &[ConnSample]) -> Spread {
+        let sd_of =
+            |f: &dyn Fn(&ConnSample) -> f64| sample_sd(&conns.iter().map(f).collect::<Vec<f64>>());
+        Spread {
+            conns: conns.len() as u64,
+            woken_sd: sd_of(&|c| f64::from(c.woken)),
+            eagain_losers_sd: sd_of(&|c| f64::from(c.eagain_losers)),
+            spurious_sd: sd_of(&|c| f64::from(c.spurious)),
+            wasted_sd: Some(sd_of(&|c| f64::from(c.eagain_losers + c.spurious))),
+            winner_eagain_sd: sd_of(&|c| f64::from(c.eagain.saturating_sub(c.eagain_losers))),
+            same_worker_pairs: same_worker_counts(conns).1,
+        }
+    }
+}
+
+/// Sample standard deviation (n-1); 0 for fewer than two values.
+pub fn sample_sd(values: &[f64]) -> f64 {
+    if values.len() < 2 {
+        return 0.0;
+    }
+    let n = values.len() as f64;
+    let mean = values.iter().sum::<f64>() / n;
+    let ss: f64 = values.iter().map(|v| (v - mean).powi(2)).sum();
+    (ss / (n - 1.0)).sqrt()
 }
 
 impl Measured {
@@ -86,6 +136,7 @@ impl Measured {
             accept_latency_us_p50: percentile(&latencies, 50),
             accept_latency_us_p99: percentile(&latencies, 99),
             same_worker_share: same_worker_share(&o.conns),
+            spread: Spread::of(&o.conns),
         }
     }
 
@@ -124,6 +175,12 @@ pub fn shares(accepts: &[u64]) -> Option<(f64, f64)> {
 /// (in arrival order; the tracer prints in closing order) taken by the same
 /// worker. Pairs with an unknown acceptor are left out.
 pub fn same_worker_share(conns: &[ConnSample]) -> Option<f64> {
+    let (same, pairs) = same_worker_counts(conns);
+    (pairs > 0).then(|| same as f64 / pairs as f64)
+}
+
+/// (pairs taken by the same worker, pairs) behind [`same_worker_share`].
+pub fn same_worker_counts(conns: &[ConnSample]) -> (u64, u64) {
     let mut ordered: Vec<&ConnSample> = conns.iter().collect();
     ordered.sort_by_key(|c| c.ts_ns);
     let (mut pairs, mut same) = (0u64, 0u64);
@@ -133,7 +190,7 @@ pub fn same_worker_share(conns: &[ConnSample]) -> Option<f64> {
             same += u64::from(prev == next);
         }
     }
-    (pairs > 0).then(|| same as f64 / pairs as f64)
+    (same, pairs)
 }
 
 /// One expectation checked.
@@ -161,14 +218,17 @@ impl Check {
 
     /// "woken/conn 4.00 (>=3.5)".
     pub fn text(&self) -> String {
-        let value = self
-            .measured
-            .map_or_else(|| "not measured".to_string(), |v| format!("{v:.2}"));
-        format!("{} {value} ({})", self.metric.label(), self.expected)
+        check_text(self.metric, self.measured, &self.expected)
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+/// A check as text: "woken/conn 4.00 (>=3.5)" (also for checks read back by `--compare`).
+pub fn check_text(metric: Metric, measured: Option<f64>, expected: &str) -> String {
+    let value = measured.map_or_else(|| "not measured".to_string(), |v| format!("{v:.2}"));
+    format!("{} {value} ({expected})", metric.label())
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Verdict {
     /// Every expectation holds.
@@ -352,6 +412,9 @@ mod tests {
             accept_latency_us: lat,
             peer: None,
             woken: 1,
+            eagain: 0,
+            eagain_losers: 0,
+            spurious: 0,
             flagged: false,
         }
     }
@@ -456,6 +519,48 @@ mod tests {
             conn(4, Some(1), None),
         ];
         assert_eq!(same_worker_share(&c), Some(1.0));
+    }
+
+    #[test]
+    fn sample_sd_uses_n_minus_one() {
+        assert_eq!(sample_sd(&[]), 0.0);
+        assert_eq!(sample_sd(&[3.0]), 0.0);
+        assert_eq!(sample_sd(&[4.0, 4.0, 4.0]), 0.0);
+        // 2, 4, 4, 4, 5, 5, 7, 9: sum of squares 32, n-1 = 7.
+        let sd = sample_sd(&[2.0, 4.0, 4.0, 4.0, 5.0, 5.0, 7.0, 9.0]);
+        assert!((sd - (32.0f64 / 7.0).sqrt()).abs() < 1e-12, "{sd}");
+    }
+
+    #[test]
+    fn spread_comes_from_the_conn_records() {
+        let mut c: Vec<ConnSample> = (0..4)
+            .map(|k| conn(k, Some(if k < 3 { 1 } else { 2 }), None))
+            .collect();
+        // woken 4,4,2,2; losers 1,0,0,1; spurious 2,3,1,0; eagain 2,1,0,1
+        // (winner EAGAIN 1,1,0,0).
+        for (k, (w, l, s, e)) in [(4, 1, 2, 2), (4, 0, 3, 1), (2, 0, 1, 0), (2, 1, 0, 1)]
+            .into_iter()
+            .enumerate()
+        {
+            (c[k].woken, c[k].eagain_losers, c[k].spurious, c[k].eagain) = (w, l, s, e);
+        }
+        let s = Spread::of(&c);
+        let half = sample_sd(&[1.0, 1.0, 0.0, 0.0]);
+        assert_eq!(s.conns, 4);
+        assert!((s.woken_sd - 2.0 * half).abs() < 1e-12, "{s:?}");
+        assert!((s.eagain_losers_sd - half).abs() < 1e-12, "{s:?}");
+        assert!((s.spurious_sd - sample_sd(&[2.0, 3.0, 1.0, 0.0])).abs() < 1e-12);
+        // losers + spurious: 3, 3, 1, 1.
+        let wasted = s.wasted_sd.expect("wasted sd");
+        assert!((wasted - 2.0 * half).abs() < 1e-12, "{s:?}");
+        assert!((s.winner_eagain_sd - half).abs() < 1e-12, "{s:?}");
+        // Pairs 1-1, 1-1, 1-2: three pairs, two by the same worker.
+        assert_eq!(s.same_worker_pairs, 3);
+        assert_eq!(same_worker_counts(&c), (2, 3));
+        // An unknown acceptor removes the pairs it is part of.
+        c[1].accepted_by = None;
+        assert_eq!(same_worker_counts(&c), (0, 1));
+        assert_eq!(Spread::of(&[]).conns, 0);
     }
 
     #[test]

@@ -158,7 +158,7 @@ pub fn find_vmlinuz(root: &Path) -> Option<PathBuf> {
 }
 
 /// SHA256 of a file, with coreutils' sha256sum.
-fn sha256_file(path: &Path) -> anyhow::Result<String> {
+pub fn sha256_file(path: &Path) -> anyhow::Result<String> {
     let out = proc::stdout(Command::new("sha256sum").arg(path))?;
     out.split_whitespace()
         .next()

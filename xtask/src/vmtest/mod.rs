@@ -10,10 +10,12 @@ use crate::{proc, setup};
 mod apt;
 mod console;
 mod debver;
+mod image;
 mod initramfs;
 mod kernel;
 mod qemu;
 mod report;
+mod verify;
 
 use console::Verdict;
 use kernel::{Series, SERIES};
@@ -44,17 +46,36 @@ pub fn default_commands(backends: &str) -> Vec<String> {
 #[derive(Debug, Clone, clap::Args)]
 #[command(after_help = "\
 Kernels are the newest Debian cloud images of each series, fetched once into
-target/vmtest/kernels/<series>/ (VERSION records the exact package). Each command
+target/vmtest/kernels/<series>/ (VERSION records the exact package), or the
+image given with --kernel-image (target/vmtest/image/). Each command
 runs in the VM as a shell script (busybox sh) with the arguments after `--` as \"$@\";
 its output goes to target/vmtest/<series>/out-<n>.txt, the console to
 target/vmtest/<series>.log, the summary to target/vmtest/report.md. Exit code 0
 only if every kernel booted and every command exited 0.
 
+--verify runs `herdtrace check`, then `herdtrace verify --json` once per backend
+(--backend; `working`: all three, those the kernel refuses reported as n/a)
+at --verify-rate connections/s. Each backend's rows are saved as
+target/vmtest/<series>/verify-<backend>.json, consecutive kernels are compared
+with `herdtrace verify --compare`, and the side-by-side tables go to
+target/vmtest/kernel-behaviour.md (--update-doc: also into
+docs/kernel-behaviour.md between its markers). Exit code 0 only if every row
+passed under every backend that ran. About 15 minutes per kernel.
+
+--kernel-image boots a kernel you built (a bzImage; it needs BTF, a serial
+console, devtmpfs and an initramfs, see docs/kernel-behaviour.md) the same way:
+its release comes from the image's header, its config from config-<release>
+beside it or the tree's .config, its modules (if any) from --modules.
+
 Examples:
   cargo xtask vmtest --kernel 6.1
   cargo xtask vmtest --kernel 6.1,6.12 --run 'herdtrace check --json'
   cargo xtask vmtest --kernel all --run 'herdtrace --help' --run 'herdtrace check'
-  cargo xtask vmtest --run 'herdtrace \"$@\"' -- check --json")]
+  cargo xtask vmtest --run 'herdtrace \"$@\"' -- check --json
+  cargo xtask vmtest --kernel 6.1 --run 'herdtrace verify --json --rate 20'
+  cargo xtask vmtest --kernel all --verify --update-doc
+  cargo xtask vmtest --kernel-image ~/linux/arch/x86/boot/bzImage --verify
+  cargo xtask vmtest --kernel-image /boot/vmlinuz-6.1.0-57-cloud-amd64 --modules / --run 'herdtrace check'")]
 pub struct VmtestArgs {
     /// Kernel series to boot (repeat or comma-separate).
     #[arg(long = "kernel", value_delimiter = ',', default_value = "all",
@@ -63,14 +84,36 @@ pub struct VmtestArgs {
     /// Shell command to run inside the VM, in order (repeatable) [default: `herdtrace check`, then the tracer scenarios under every backend].
     #[arg(long = "run", value_name = "CMD")]
     pub run: Vec<String>,
-    /// Backends for the default scenarios, comma-separated (tracepoint, kprobe,
-    /// fentry), or `working`: every backend `check` finds usable in that kernel.
+    /// Backends for the default scenarios or --verify, comma-separated (tracepoint,
+    /// kprobe, fentry), or `working`: every backend that kernel supports.
     #[arg(long = "backend", value_delimiter = ',', default_value = "working",
           value_parser = ["tracepoint", "kprobe", "fentry", "working"])]
     pub backends: Vec<String>,
-    /// Time limit for one boot, in seconds.
-    #[arg(long, default_value_t = 900)]
-    pub timeout: u64,
+    /// Run `herdtrace verify --json` under each backend instead of the
+    /// default scenarios, and write the kernel-behaviour tables.
+    #[arg(long, conflicts_with = "run")]
+    pub verify: bool,
+    /// Connections per second for --verify (software emulation is ~20x slower than the host).
+    #[arg(long, default_value_t = verify::RATE, requires = "verify",
+          value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub verify_rate: u32,
+    /// Connections per verify row for --verify.
+    #[arg(long, default_value_t = verify::CONNECTIONS, requires = "verify",
+          value_parser = clap::value_parser!(u32).range(2..=100_000))]
+    pub verify_connections: u32,
+    /// With --verify: also write the tables into docs/kernel-behaviour.md.
+    #[arg(long, requires = "verify")]
+    pub update_doc: bool,
+    /// Boot this kernel image (a bzImage with BTF) instead of Debian's.
+    #[arg(long, value_name = "PATH", conflicts_with = "kernels")]
+    pub kernel_image: Option<PathBuf>,
+    /// Modules for --kernel-image, copied to /lib/modules/<release>/ in the VM
+    /// (a `make modules_install INSTALL_MOD_PATH=DIR`, an unpacked package, or the release directory).
+    #[arg(long, value_name = "DIR", requires = "kernel_image")]
+    pub modules: Option<PathBuf>,
+    /// Time limit for one boot, in seconds [default: 900; 5400 with --verify].
+    #[arg(long)]
+    pub timeout: Option<u64>,
     /// Look the newest kernel packages up again even when a kernel is cached.
     #[arg(long)]
     pub refresh: bool,
@@ -94,11 +137,83 @@ impl VmtestArgs {
             kernels: vec!["5.10".into(), "6.1".into(), "6.12".into(), "7.x".into()],
             run: Vec::new(),
             backends: vec!["working".into()],
-            timeout: 900,
+            verify: false,
+            verify_rate: verify::RATE,
+            verify_connections: verify::CONNECTIONS,
+            update_doc: false,
+            kernel_image: None,
+            modules: None,
+            timeout: None,
             refresh: false,
             bins: Vec::new(),
             args: Vec::new(),
             skip_setup: true,
+        }
+    }
+}
+
+impl VmtestArgs {
+    /// The time limit of one boot.
+    fn boot_timeout(&self) -> Duration {
+        Duration::from_secs(self.timeout.unwrap_or(if self.verify { 5400 } else { 900 }))
+    }
+
+    /// The `--verify` plan, if any.
+    fn verify_plan(&self) -> Option<verify::Plan> {
+        self.verify
+            .then(|| verify::Plan::new(&self.backends, self.verify_rate, self.verify_connections))
+    }
+
+    /// The commands every VM runs: `--run`, the `--verify` plan's, or the default scenarios.
+    fn commands(&self) -> anyhow::Result<Vec<String>> {
+        if let Some(plan) = self.verify_plan() {
+            return Ok(plan.commands());
+        }
+        if !self.run.is_empty() {
+            if self.backends != ["working"] {
+                anyhow::bail!(
+                    "--backend selects the default scenarios or --verify's backends; it has no \
+                     effect with --run"
+                );
+            }
+            return Ok(self.run.clone());
+        }
+        Ok(default_commands(&backend_spec(&self.backends)))
+    }
+
+    /// The kernels to boot, in order.
+    fn targets(&self) -> Vec<Target> {
+        match &self.kernel_image {
+            Some(path) => vec![Target::Image {
+                path: path.clone(),
+                modules: self.modules.clone(),
+            }],
+            None => selected(&self.kernels)
+                .into_iter()
+                .map(Target::Debian)
+                .collect(),
+        }
+    }
+}
+
+/// One kernel to boot.
+#[derive(Debug, Clone, PartialEq)]
+enum Target {
+    /// The newest Debian package of a series.
+    Debian(&'static Series),
+    /// `--kernel-image` (and `--modules`).
+    Image {
+        path: PathBuf,
+        modules: Option<PathBuf>,
+    },
+}
+
+impl Target {
+    /// Directory and report name.
+    fn name(&self) -> &'static str {
+        match self {
+            Target::Debian(s) => s.name,
+            Target::Image { .. } => image::NAME,
         }
     }
 }
@@ -162,61 +277,115 @@ fn save_outputs(dir: &Path, console: &console::Console, commands: usize) -> anyh
     Ok(())
 }
 
-/// Fetches (or reuses) one kernel, boots it and collects the result.
+/// The kernel of one target and the files its VM gets on top of the shared
+/// initramfs: the kernel config at the path tools look for it, and the
+/// modules of a `--kernel-image`.
+fn resolve(
+    target: &Target,
+    root: &Path,
+    args: &VmtestArgs,
+    lazy_apt: &mut apt::LazyApt,
+) -> anyhow::Result<(kernel::Kernel, Vec<(PathBuf, String)>)> {
+    match target {
+        Target::Debian(series) => {
+            let kernel = kernel::ensure(series, &root.join("kernels"), args.refresh, lazy_apt)?;
+            let overlay = kernel
+                .config
+                .iter()
+                .map(|config| {
+                    let name = config
+                        .file_name()
+                        .and_then(|n| n.to_str())
+                        .unwrap_or("config");
+                    (config.clone(), format!("boot/{name}"))
+                })
+                .collect();
+            Ok((kernel, overlay))
+        }
+        Target::Image { path, modules } => {
+            let img = image::prepare(path, modules.as_deref())?;
+            println!("kernel image: {} ({})", path.display(), img.describe());
+            Ok((img.kernel, img.overlay))
+        }
+    }
+}
+
+/// Fetches (or reuses) one kernel, boots it and collects the result (and,
+/// with `--verify`, each backend's rows).
 fn run_series(
-    series: &'static Series,
+    target: &Target,
     root: &Path,
     initrd: &Path,
     commands: &[String],
     args: &VmtestArgs,
     lazy_apt: &mut apt::LazyApt,
-) -> anyhow::Result<SeriesResult> {
-    let kernel = match kernel::ensure(series, &root.join("kernels"), args.refresh, lazy_apt) {
+) -> anyhow::Result<(SeriesResult, Option<verify::KernelRuns>)> {
+    let name = target.name();
+    let plan = args.verify_plan();
+    let (kernel, overlay) = match resolve(target, root, args, lazy_apt) {
         Ok(k) => k,
         Err(err) => {
-            return Ok(SeriesResult {
-                series: series.name.into(),
+            let result = SeriesResult {
+                series: name.into(),
                 package: None,
                 verdict: Verdict::Fail(format!("kernel fetch: {err:#}")),
                 seconds: 0.0,
                 commands: commands.iter().map(|c| (c.clone(), None)).collect(),
                 tail: Vec::new(),
                 scenario_lines: Vec::new(),
-            })
+            };
+            let runs = plan.map(|_| verify::KernelRuns {
+                series: name.into(),
+                package: None,
+                runs: Vec::new(),
+                seconds: 0.0,
+            });
+            return Ok((result, runs));
         }
     };
-    // Each kernel gets its own config at the path tools look for it.
-    let initrd = match &kernel.config {
-        Some(config) => {
-            let name = config
-                .file_name()
-                .and_then(|n| n.to_str())
-                .unwrap_or("config");
-            let work = root.join("boot").join(series.name);
-            let out = work.join("initrd.gz");
-            initramfs::with_overlay(
-                initrd,
-                &work.join("overlay"),
-                &[(config.clone(), format!("boot/{name}"))],
-                &out,
-            )?;
-            out
-        }
-        None => initrd.to_path_buf(),
+    let initrd = if overlay.is_empty() {
+        initrd.to_path_buf()
+    } else {
+        let work = root.join("boot").join(name);
+        let out = work.join("initrd.gz");
+        initramfs::with_overlay(initrd, &work.join("overlay"), &overlay, &out)?;
+        out
     };
-    let log = root.join(format!("{}.log", series.name));
+    let log = root.join(format!("{name}.log"));
+    // Every series runs single-threaded TCG (see kernel::Series); so does an image.
+    let single_thread = match target {
+        Target::Debian(s) => s.single_thread_tcg,
+        Target::Image { .. } => true,
+    };
     let boot = qemu::boot(
         &kernel.vmlinuz,
         &initrd,
-        series.single_thread_tcg,
+        single_thread,
         &log,
-        Duration::from_secs(args.timeout),
+        args.boot_timeout(),
     )?;
-    save_outputs(&root.join(series.name), &boot.console, commands.len())?;
-    let verdict = console::decide(&boot.console, boot.ending, commands.len());
+    let out_dir = root.join(name);
+    save_outputs(&out_dir, &boot.console, commands.len())?;
+    let verdict = match &plan {
+        Some(p) => verify::decide(&boot.console, boot.ending, p),
+        None => console::decide(&boot.console, boot.ending, commands.len()),
+    };
+    let runs = match &plan {
+        Some(p) => {
+            let runs = verify::runs(&boot.console, p);
+            save_verify_rows(&out_dir, &runs)?;
+            Some(verify::KernelRuns {
+                series: name.into(),
+                package: Some((kernel.info.package.clone(), kernel.info.version.clone())),
+                runs,
+                seconds: boot.elapsed.as_secs_f64(),
+            })
+        }
+        None => None,
+    };
     let failed = verdict != Verdict::Pass;
-    Ok(SeriesResult {
-        series: series.name.into(),
+    let result = SeriesResult {
+        series: name.into(),
         package: Some((kernel.info.package, kernel.info.version)),
         verdict,
         seconds: boot.elapsed.as_secs_f64(),
@@ -238,7 +407,72 @@ fn run_series(
             .filter(|l| ["PASS ", "FAIL ", "SKIP "].iter().any(|p| l.starts_with(p)))
             .cloned()
             .collect(),
-    })
+    };
+    Ok((result, runs))
+}
+
+/// `<dir>/verify-<backend>.json`: each backend's rows, ready for `herdtrace verify --compare`.
+fn save_verify_rows(dir: &Path, runs: &[(String, verify::BackendRun)]) -> anyhow::Result<()> {
+    for (backend, run) in runs {
+        if let verify::BackendRun::Rows { rows, .. } = run {
+            let path = dir.join(format!("verify-{backend}.json"));
+            std::fs::write(&path, verify::ndjson(rows))
+                .with_context(|| format!("write {}", path.display()))?;
+        }
+    }
+    Ok(())
+}
+
+/// After every kernel of `--verify`: `herdtrace verify --compare` of
+/// consecutive kernels per backend, the tables in
+/// `target/vmtest/kernel-behaviour.md`, and with `--update-doc` in the docs.
+fn finish_verify(
+    root: &Path,
+    herdtrace: &Path,
+    kernels: &[verify::KernelRuns],
+    plan: &verify::Plan,
+    update_doc: bool,
+) -> anyhow::Result<()> {
+    let mut compares = Vec::new();
+    for (backend, a, b) in verify::compare_pairs(kernels, plan) {
+        let file =
+            |k: &verify::KernelRuns| root.join(&k.series).join(format!("verify-{backend}.json"));
+        let out = std::process::Command::new(herdtrace)
+            .args(["verify", "--compare"])
+            .arg(file(&kernels[a]))
+            .arg(file(&kernels[b]))
+            .output()
+            .with_context(|| format!("run {} verify --compare", herdtrace.display()))?;
+        let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.push_str(&String::from_utf8_lossy(&out.stderr));
+        // Absolute paths of this machine do not belong in the docs.
+        let text = text.replace(&format!("{}/", root.display()), "target/vmtest/");
+        let code = out
+            .status
+            .code()
+            .map_or("killed".to_string(), |c| c.to_string());
+        compares.push((
+            format!(
+                "**{backend}**: {} -> {} (exit status {code})",
+                kernels[a].series, kernels[b].series
+            ),
+            text,
+        ));
+    }
+    let generated = verify::render(kernels, plan, &compares);
+    let path = root.join("kernel-behaviour.md");
+    std::fs::write(&path, &generated).with_context(|| format!("write {}", path.display()))?;
+    println!("kernel behaviour tables: {}", path.display());
+    if update_doc {
+        let doc = proc::workspace_root().join("docs/kernel-behaviour.md");
+        let text =
+            std::fs::read_to_string(&doc).with_context(|| format!("read {}", doc.display()))?;
+        let new = verify::splice_doc(&text, &generated)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", doc.display()))?;
+        std::fs::write(&doc, new).with_context(|| format!("write {}", doc.display()))?;
+        println!("updated {}", doc.display());
+    }
+    Ok(())
 }
 
 fn print_result(r: &SeriesResult) {
@@ -267,23 +501,20 @@ fn print_result(r: &SeriesResult) {
 }
 
 pub fn run(args: VmtestArgs) -> anyhow::Result<i32> {
+    let commands = args.commands()?;
+    let targets = args.targets();
+    // A bad image is the user's input: refuse it before building anything.
+    if let Some(path) = &args.kernel_image {
+        image::prepare(path, args.modules.as_deref())?;
+    }
     if !args.skip_setup {
         setup::run(&setup::SetupArgs { no_vm: false })?;
     }
-    let series = selected(&args.kernels);
-    if !args.run.is_empty() && args.backends != ["working"] {
-        anyhow::bail!("--backend selects the default scenarios; it has no effect with --run");
-    }
-    let commands: Vec<String> = if args.run.is_empty() {
-        default_commands(&backend_spec(&args.backends))
-    } else {
-        args.run.clone()
-    };
     let root = proc::target_dir().join("vmtest");
     std::fs::create_dir_all(&root).with_context(|| format!("create {}", root.display()))?;
 
     let herdtrace = build_static()?;
-    let mut bins = vec![herdtrace];
+    let mut bins = vec![herdtrace.clone()];
     bins.extend(args.bins.iter().cloned());
     let initrd = root.join("initrd.gz");
     initramfs::build(
@@ -298,17 +529,26 @@ pub fn run(args: VmtestArgs) -> anyhow::Result<i32> {
     )?;
 
     let mut suites: Vec<&'static str> = Vec::new();
-    for suite in series.iter().flat_map(|s| s.suites) {
-        if !suites.contains(suite) {
-            suites.push(suite);
+    for t in &targets {
+        if let Target::Debian(s) = t {
+            for suite in s.suites {
+                if !suites.contains(suite) {
+                    suites.push(suite);
+                }
+            }
         }
     }
     let mut lazy_apt = apt::LazyApt::new(root.join("apt"), suites);
     let mut results = Vec::new();
-    for s in series {
-        let r = run_series(s, &root, &initrd, &commands, &args, &mut lazy_apt)?;
+    let mut verify_runs = Vec::new();
+    for t in &targets {
+        let (r, runs) = run_series(t, &root, &initrd, &commands, &args, &mut lazy_apt)?;
         print_result(&r);
         results.push(r);
+        verify_runs.extend(runs);
+    }
+    if let Some(plan) = args.verify_plan() {
+        finish_verify(&root, &herdtrace, &verify_runs, &plan, args.update_doc)?;
     }
     let report_path = root.join("report.md");
     std::fs::write(&report_path, report::render(&results))
@@ -321,6 +561,147 @@ pub fn run(args: VmtestArgs) -> anyhow::Result<i32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::Parser as _;
+
+    /// `cargo xtask vmtest ARGS` as clap parses it.
+    #[derive(Debug, clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: VmtestArgs,
+    }
+
+    fn parse(args: &[&str]) -> Result<VmtestArgs, clap::Error> {
+        Cli::try_parse_from(std::iter::once("vmtest").chain(args.iter().copied())).map(|c| c.args)
+    }
+
+    fn parsed(args: &[&str]) -> VmtestArgs {
+        parse(args).unwrap_or_else(|e| panic!("{args:?}: {e}"))
+    }
+
+    #[test]
+    fn run_commands_go_to_the_vm_as_given() {
+        let a = parsed(&["--kernel", "6.1", "--run", "herdtrace verify --json"]);
+        assert_eq!(a.commands().expect("commands"), ["herdtrace verify --json"]);
+        assert_eq!(a.targets(), vec![Target::Debian(&SERIES[1])]);
+        assert_eq!(a.boot_timeout(), Duration::from_secs(900));
+        assert!(a.verify_plan().is_none());
+        // --backend only means something for the scenarios and --verify.
+        let a = parsed(&["--run", "x", "--backend", "kprobe"]);
+        assert!(a.commands().is_err());
+        // Default: check, then the scenarios.
+        assert_eq!(
+            parsed(&[]).commands().expect("default"),
+            default_commands("working")
+        );
+    }
+
+    #[test]
+    fn verify_mode_runs_check_then_verify_per_backend() {
+        let a = parsed(&["--verify"]);
+        let cmds = a.commands().expect("commands");
+        assert_eq!(cmds.len(), 4);
+        assert_eq!(cmds[0], "herdtrace check");
+        assert_eq!(
+            cmds[1],
+            format!(
+                "herdtrace verify --json --backend tracepoint --rate {} --connections {}",
+                verify::RATE,
+                verify::CONNECTIONS
+            )
+        );
+        assert_eq!(a.boot_timeout(), Duration::from_secs(5400));
+        assert_eq!(a.targets().len(), 4, "every series");
+        let a = parsed(&[
+            "--verify",
+            "--backend",
+            "fentry",
+            "--verify-rate",
+            "10",
+            "--verify-connections",
+            "60",
+            "--timeout",
+            "100",
+            "--update-doc",
+        ]);
+        assert_eq!(
+            a.commands().expect("commands"),
+            [
+                "herdtrace check",
+                "herdtrace verify --json --backend fentry --rate 10 --connections 60"
+            ]
+        );
+        assert!(a.update_doc);
+        assert_eq!(a.boot_timeout(), Duration::from_secs(100));
+        let plan = a.verify_plan().expect("plan");
+        assert!(!plan.skip_unavailable);
+    }
+
+    #[test]
+    fn verify_options_need_verify_and_exclude_run() {
+        for bad in [
+            &["--verify", "--run", "x"][..],
+            &["--verify-rate", "10"],
+            &["--verify-connections", "10"],
+            &["--update-doc"],
+            &["--verify", "--verify-rate", "0"],
+            &["--verify", "--verify-connections", "1"],
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn kernel_image_replaces_the_series() {
+        let a = parsed(&["--kernel-image", "/k/bzImage", "--modules", "/k/mods"]);
+        assert_eq!(
+            a.targets(),
+            vec![Target::Image {
+                path: PathBuf::from("/k/bzImage"),
+                modules: Some(PathBuf::from("/k/mods"))
+            }]
+        );
+        assert_eq!(a.targets()[0].name(), "image");
+        assert_eq!(a.commands().expect("default"), default_commands("working"));
+        let a = parsed(&["--kernel-image", "/k/bzImage", "--verify"]);
+        assert_eq!(a.commands().expect("verify").len(), 4);
+        assert_eq!(
+            a.targets(),
+            vec![Target::Image {
+                path: PathBuf::from("/k/bzImage"),
+                modules: None
+            }]
+        );
+        // Not both, and no modules without an image.
+        assert!(parse(&["--kernel-image", "/k", "--kernel", "6.1"]).is_err());
+        assert!(parse(&["--modules", "/m"]).is_err());
+        assert!(parse(&["--kernel-image"]).is_err());
+    }
+
+    #[test]
+    fn a_bad_image_is_refused_before_anything_is_built() {
+        let dir = std::env::temp_dir().join(format!("xtask-badimage-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        let path = dir.join("bzImage");
+        std::fs::write(&path, b"not a kernel").expect("write");
+        let a = parsed(&[
+            "--kernel-image",
+            path.to_str().expect("utf-8"),
+            "--run",
+            "true",
+        ]);
+        let err = format!("{:#}", run(a).expect_err("refused"));
+        std::fs::remove_dir_all(&dir).expect("cleanup");
+        assert!(err.contains("not an x86 bzImage"), "{err}");
+    }
+
+    #[test]
+    fn ci_kernels_keep_the_default_scenarios() {
+        let a = VmtestArgs::ci_kernels();
+        assert_eq!(a.commands().expect("commands"), default_commands("working"));
+        assert_eq!(a.targets().len(), 4);
+        assert!(!a.verify && a.kernel_image.is_none());
+        assert_eq!(a.boot_timeout(), Duration::from_secs(900));
+    }
 
     #[test]
     fn selection_expands_all_dedups_and_keeps_canonical_order() {

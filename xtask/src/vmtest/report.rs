@@ -219,7 +219,7 @@ fn verdict_text(v: &Verdict) -> String {
 }
 
 /// Markdown table cell text: no newlines, escaped pipes.
-fn cell(s: &str) -> String {
+pub(super) fn cell(s: &str) -> String {
     s.replace('|', "\\|").replace('\n', " ")
 }
 
