@@ -1,7 +1,7 @@
 //! Command-line interface: argument definitions and dispatch.
 use clap::{Parser, Subcommand};
 
-use crate::{check, diagnose, load, logging, replay, scenario, serve, trace, verify};
+use crate::{check, diagnose, generate, load, logging, replay, scenario, serve, trace, verify};
 
 const EXAMPLES: &str = "\
 Examples:
@@ -54,6 +54,9 @@ pub enum Command {
     /// Run the built-in end-to-end scenarios (server + tracer + load) and check the results.
     #[command(hide = true)]
     Selftest(scenario::SelftestArgs),
+    /// Write the man pages or print a shell completion script (for packagers).
+    #[command(hide = true)]
+    Generate(generate::GenerateArgs),
 }
 
 /// Runs the command line and returns the process exit code.
@@ -74,6 +77,7 @@ pub fn main() -> i32 {
         Some(Command::Verify(a)) => verify::run(a),
         Some(Command::Diagnose(a)) => diagnose::run(a),
         Some(Command::Selftest(a)) => scenario::selftest(a),
+        Some(Command::Generate(a)) => generate::run(a),
         None => trace::run(cli.trace),
     };
     match result {

@@ -13,6 +13,7 @@ pub mod diagnose;
 pub mod engine;
 pub mod events;
 pub mod exporter;
+pub mod generate;
 pub mod kernel;
 pub mod load;
 pub mod loader;

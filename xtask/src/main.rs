@@ -1,4 +1,4 @@
-//! Project automation: `cargo xtask setup | test | demo | vmtest | bench | soak`.
+//! Project automation: `cargo xtask setup | test | demo | dist | vmtest | bench | soak`.
 //!
 //! Everything a fresh Debian machine needs to build, test and demo herdtrace is
 //! installed from here, so that CI (`.ci/run`) and a new developer need the same
@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod demo;
+mod dist;
 mod proc;
 mod setup;
 mod test;
@@ -19,6 +20,8 @@ Examples:
   cargo xtask setup                     install what is missing (apt, rust-src, bpf-linker)
   cargo xtask test                      fmt, clippy, release build, all tests (as root)
   cargo xtask demo                      build and run `herdtrace demo`
+  cargo xtask dist                      static binary, man pages, completions, unit, .deb in target/dist
+  cargo xtask dist --check              ... then install the .deb, check it, purge it (root)
   cargo xtask vmtest --kernel 6.1       boot a Debian 6.1 kernel in QEMU, run `herdtrace check`
   cargo xtask vmtest --run 'herdtrace check --json' --run 'herdtrace --help'
   cargo xtask bench --quick             every benchmark, tiny sizes; report in target/bench/report.md
@@ -44,6 +47,8 @@ enum Command {
     Test(test::TestArgs),
     /// Setup, release build, then `target/release/herdtrace demo [ARGS]`.
     Demo(demo::DemoArgs),
+    /// Build what an operator installs: static binary, man pages, completions, unit, .deb.
+    Dist(dist::DistArgs),
     /// Boot stock Debian kernels in QEMU (TCG) and run commands inside them.
     Vmtest(vmtest::VmtestArgs),
     /// Benchmarks: print figures and ratios measured in one run (target/bench/report.md).
@@ -58,6 +63,7 @@ fn main() -> ExitCode {
         Command::Setup(a) => setup::run(&a).map(|()| 0),
         Command::Test(a) => test::run(&a),
         Command::Demo(a) => demo::run(a),
+        Command::Dist(a) => dist::run(a),
         Command::Vmtest(a) => vmtest::run(a),
         Command::Bench(a) => bench::run(a),
         Command::Soak(a) => bench::soak::run(a),

@@ -39,6 +39,9 @@ const PKGS_TESTS: &[&str] = &[
     "haproxy",
     "prometheus",
 ];
+/// `cargo xtask dist` and its install check: `strip`, `man`,
+/// `systemd-analyze verify`, and the shells whose completions it loads.
+const PKGS_DIST: &[&str] = &["binutils", "man-db", "systemd", "zsh", "fish"];
 /// QEMU and the initramfs tools for `cargo xtask vmtest`.
 const PKGS_VM: &[&str] = &["qemu-system-x86", "busybox-static", "cpio"];
 
@@ -51,7 +54,12 @@ pub struct SetupArgs {
 
 /// The Debian packages setup wants, in install order.
 pub fn wanted_packages(no_vm: bool) -> Vec<&'static str> {
-    let mut pkgs: Vec<&'static str> = PKGS_BPF_LINKER.iter().chain(PKGS_TESTS).copied().collect();
+    let mut pkgs: Vec<&'static str> = PKGS_BPF_LINKER
+        .iter()
+        .chain(PKGS_TESTS)
+        .chain(PKGS_DIST)
+        .copied()
+        .collect();
     if !no_vm {
         pkgs.extend(PKGS_VM);
     }
@@ -351,7 +359,7 @@ mod tests {
     fn wanted_packages_drop_only_vm_packages_with_no_vm() {
         let all = wanted_packages(false);
         let no_vm = wanted_packages(true);
-        for p in PKGS_BPF_LINKER.iter().chain(PKGS_TESTS) {
+        for p in PKGS_BPF_LINKER.iter().chain(PKGS_TESTS).chain(PKGS_DIST) {
             assert!(all.contains(p) && no_vm.contains(p), "{p}");
         }
         for p in PKGS_VM {

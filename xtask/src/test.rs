@@ -5,14 +5,15 @@ use std::time::Instant;
 
 use anyhow::Context as _;
 
-use crate::{proc, setup, vmtest};
+use crate::{dist, proc, setup, vmtest};
 
 #[derive(Debug, clap::Args)]
 #[command(after_help = "\
 Steps: setup, cargo fmt --check, clippy -D warnings, cargo build --release,
 cargo test --workspace --exclude herdtrace-ebpf --release (as root, so BPF
 tests run for real), cargo xtask bench --quick (a smoke run of every
-benchmark), then the QEMU kernel tests (cargo xtask vmtest --kernel
+benchmark), cargo xtask dist --check (build the .deb, install it, check it,
+purge it), then the QEMU kernel tests (cargo xtask vmtest --kernel
 5.10,6.1,6.12: herdtrace check and the tracer scenarios under every backend)
 unless --no-vm. Every step runs even if an earlier one failed.
 The last line is `N passed, N failed` summed over every `test result:` line.
@@ -161,6 +162,14 @@ pub fn run(args: &TestArgs) -> anyhow::Result<i32> {
     // runs (a few seconds per section), and the figures are not judged.
     step("bench-smoke", &mut failed, || {
         Ok(crate::bench::run(crate::bench::BenchArgs::quick())? == 0)
+    });
+    // The package: built, installed with dpkg -i, checked from its installed
+    // paths, purged. Before vmtest, which boots the same static binary.
+    step("dist", &mut failed, || {
+        let (passed, failed) = dist::test_step()?;
+        tally.passed += passed;
+        tally.failed += failed;
+        Ok(failed == 0)
     });
     if !args.no_vm {
         step("vmtest", &mut failed, || {

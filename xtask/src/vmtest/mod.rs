@@ -5,13 +5,13 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 
-use crate::{proc, setup};
+use crate::{dist, proc, setup};
 
 mod apt;
 mod console;
 mod debver;
 mod image;
-mod initramfs;
+pub(crate) mod initramfs;
 mod kernel;
 mod qemu;
 mod report;
@@ -21,8 +21,6 @@ use console::Verdict;
 use kernel::{Series, SERIES};
 use report::SeriesResult;
 
-/// The target of the static build (there is no musl target on these machines).
-const STATIC_TARGET: &str = "x86_64-unknown-linux-gnu";
 const BUSYBOX: &str = "/bin/busybox";
 /// What a VM runs by default: what the kernel offers, then the tracer
 /// scenarios (the same ones as the host tests, `herdtrace::scenario`) under
@@ -239,24 +237,6 @@ fn selected(names: &[String]) -> Vec<&'static Series> {
         .iter()
         .filter(|s| names.iter().any(|n| n == "all" || n == s.name))
         .collect()
-}
-
-/// Builds herdtrace statically linked (with its eBPF object) for the VM.
-fn build_static() -> anyhow::Result<PathBuf> {
-    let mut cmd = proc::cargo([
-        "build",
-        "--release",
-        "--target",
-        STATIC_TARGET,
-        "-p",
-        "herdtrace",
-    ]);
-    cmd.env("RUSTFLAGS", "-C target-feature=+crt-static");
-    proc::run(&mut cmd)?;
-    Ok(proc::target_dir()
-        .join(STATIC_TARGET)
-        .join("release")
-        .join("herdtrace"))
 }
 
 /// Writes each command's output to `<dir>/out-<n>.txt` (old ones removed first).
@@ -513,7 +493,8 @@ pub fn run(args: VmtestArgs) -> anyhow::Result<i32> {
     let root = proc::target_dir().join("vmtest");
     std::fs::create_dir_all(&root).with_context(|| format!("create {}", root.display()))?;
 
-    let herdtrace = build_static()?;
+    // The binary that ships (target/dist/herdtrace), so the guests test it.
+    let herdtrace = dist::static_binary()?;
     let mut bins = vec![herdtrace.clone()];
     bins.extend(args.bins.iter().cloned());
     let initrd = root.join("initrd.gz");
