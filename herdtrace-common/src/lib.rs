@@ -137,6 +137,10 @@ pub struct ChainState {
     pub in_hashdance: u16,
     /// Network namespace (inode number) of the chain's listener.
     pub netns: u32,
+    /// `bpf_get_current_pid_tgid()` where the chain opened: a softirq runs
+    /// in the context it interrupted, so a wakeup from any other task is
+    /// not this connection's, however little time passed.
+    pub opener: u64,
 }
 
 /// Identity of a listening socket without its kernel address: network
@@ -219,7 +223,8 @@ pub struct Config {
     pub iss_opens_chain: u32,
     /// Only connections to this local port (0 = all).
     pub port_filter: u32,
-    /// A wake chain closes this long after it opened, at the latest.
+    /// A tracepoint-backend wake chain closes this long after it opened, at
+    /// the latest; 0: no time bound (its softirq's end closes it).
     pub chain_window_ns: u64,
     /// Bytes waiting in the ring buffer from which a submit wakes the reader.
     /// Below it the reader is not woken (it polls on a short timer): a
@@ -281,8 +286,11 @@ mod tests {
     fn shared_structs_have_no_hidden_padding() {
         use core::mem::{offset_of, size_of};
         assert_eq!(size_of::<ListenKey>(), 4 + 2 + 2 + 16);
-        assert_eq!(size_of::<ChainState>(), 128);
-        assert_eq!(offset_of!(ChainState, netns) + 4, size_of::<ChainState>());
+        assert_eq!(size_of::<ChainState>(), 136);
+        assert_eq!(
+            offset_of!(ChainState, opener),
+            offset_of!(ChainState, netns) + 4
+        );
         // The u64s follow the last u32 directly (an odd number of u32s would
         // leave a hole before them).
         assert_eq!(

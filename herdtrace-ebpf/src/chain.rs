@@ -92,6 +92,7 @@ pub fn open(
     netns: u32,
 ) {
     c.id = new_chain_id();
+    c.opener = bpf_get_current_pid_tgid();
     c.listener = listener;
     c.child = child;
     c.opened_ns = now();
@@ -121,6 +122,7 @@ pub fn open_from_listener(c: &mut ChainState, sk: u64, head: &SkHead) -> bool {
     // replaces these fields.
     if c.est_chain != 0 && c.est_listener == sk {
         c.id = c.est_chain;
+        c.opener = bpf_get_current_pid_tgid();
         c.listener = sk;
         c.child = c.est_child;
         c.opened_ns = c.est_ns;
@@ -204,18 +206,27 @@ pub fn emit_arrival(c: &mut ChainState) {
     send(&mut ev);
 }
 
-/// The listener chain open on this CPU. A tracepoint-backend chain (no
-/// `__wake_up_common` depth) must still be within its window; a kprobe/
-/// fentry chain ends exactly when its call returns.
+/// The listener chain open on this CPU. A kprobe/fentry chain ends exactly
+/// when its call returns. A tracepoint-backend chain (no
+/// `__wake_up_common` depth) ends with its softirq (`softirq_exit`), and
+/// is only ever continued by the task it opened in (a softirq runs in the
+/// context it interrupted: another task here means it ended). It is not
+/// bounded by time unless `softirq_exit` is missing: a guest's clock jumps
+/// while its vCPU waits, and a busy host's softirq can take milliseconds.
 #[inline(always)]
 pub fn current() -> Option<&'static mut ChainState> {
     let c = state()?;
     if c.open != OPEN_LISTENER {
         return None;
     }
-    if c.depth == 0 && now().wrapping_sub(c.opened_ns) > conf!(chain_window_ns) {
-        close(c);
-        return None;
+    if c.depth == 0 {
+        let window = conf!(chain_window_ns);
+        if bpf_get_current_pid_tgid() != c.opener
+            || (window != 0 && now().wrapping_sub(c.opened_ns) > window)
+        {
+            close(c);
+            return None;
+        }
     }
     Some(c)
 }

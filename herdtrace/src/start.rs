@@ -77,7 +77,14 @@ pub fn program_config(
     }
     config.iss_opens_chain = u32::from(plan.arrival_substitute());
     config.port_filter = u32::from(opts.port_filter);
-    config.chain_window_ns = opts.chain_window_ns;
+    // With softirq_exit attached a chain ends with its softirq: a time
+    // bound would only cut real chains when the clock jumps (a guest's vCPU
+    // descheduled, a busy host).
+    config.chain_window_ns = if plan.point("chain-end").is_some_and(|p| p.attached()) {
+        0
+    } else {
+        opts.chain_window_ns
+    };
     Ok(config)
 }
 
@@ -184,6 +191,26 @@ mod tests {
     }
 
     #[test]
+    fn chains_are_bounded_by_time_only_without_softirq_exit() {
+        let mut facts = all_ok();
+        for (name, status) in facts.tracepoints.iter_mut() {
+            if name.ends_with("softirq_exit") {
+                *status = ProbeStatus::Missing("gone".into());
+            }
+        }
+        if let Some(s) = facts.btf_tracepoints.get_mut("softirq_exit") {
+            *s = ProbeStatus::Missing("gone".into());
+        }
+        let p = plan(Backend::Tracepoint, &facts).expect("plan");
+        assert!(!p.point("chain-end").expect("chain-end").attached());
+        let c = program_config(&p, &offsets(), &facts, &opts()).expect("config");
+        assert_eq!(c.chain_window_ns, 5_000_000);
+        let p = plan(Backend::Tracepoint, &all_ok()).expect("plan");
+        let c = program_config(&p, &offsets(), &all_ok(), &opts()).expect("config");
+        assert_eq!(c.chain_window_ns, 0);
+    }
+
+    #[test]
     fn classic_tracepoint_fields_come_from_the_formats() {
         let facts = classic_only();
         let p = plan(Backend::Tracepoint, &facts).expect("plan");
@@ -202,7 +229,8 @@ mod tests {
         assert_eq!((c.sys_enter_fd, c.sys_exit_ret), (16, 16));
         assert_eq!(c.sched_process_fork_child_pid, 44);
         assert_eq!(c.port_filter, 8080);
-        assert_eq!(c.chain_window_ns, 5_000_000);
+        // softirq_exit ends chains: no time bound.
+        assert_eq!(c.chain_window_ns, 0);
         assert_eq!(c.iss_opens_chain, 0);
         assert_eq!(c.task_struct_pid, 100);
         // BTF tracepoints read no record: nothing to take from a format.

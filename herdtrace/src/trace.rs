@@ -78,9 +78,10 @@ pub struct TraceArgs {
     /// Ring buffer size, in bytes or with a K/M suffix (a power of two, at least 4K).
     #[arg(long, value_name = "SIZE", default_value = "4M", value_parser = parse_size)]
     pub ringbuf_size: u32,
-    /// Tracepoint backend: how long after a connection arrives a wakeup on
-    /// the same CPU can still belong to it (microseconds). The chain normally
-    /// ends earlier, with the softirq that processed the connection.
+    /// Tracepoint backend on kernels without irq:softirq_exit: how long
+    /// after a connection arrives a wakeup on the same CPU can still belong
+    /// to it (microseconds). Elsewhere a chain ends with the softirq that
+    /// processed the connection, however long that takes.
     #[arg(long, value_name = "US", default_value_t = 5000)]
     pub chain_window_us: u64,
     /// Serve Prometheus metrics on http://ADDR/metrics while tracing
