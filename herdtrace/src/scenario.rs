@@ -815,8 +815,9 @@ pub struct SelftestArgs {
     /// Connections the load generator keeps in flight (default 2).
     #[arg(long)]
     pub concurrency: Option<u32>,
-    /// Only the runs with every tested backend attached together (with
-    /// `--agree`), not one run per backend first.
+    /// Only the runs with the first backend and each other one attached
+    /// together (with `--agree`), not one run per backend first (a single
+    /// available backend still runs alone).
     #[arg(long, requires = "agree")]
     pub agree_only: bool,
     /// Extra argument for the tracer (repeatable), e.g. `--tracer-arg=--chain-window-us=5000`.
@@ -847,12 +848,14 @@ pub fn selftest(args: SelftestArgs) -> Result<i32> {
         run: backends,
         unavailable,
     } = expand_backends(&args.backend)?;
+    // With a single backend there is nothing to pair it with: it runs alone.
+    let alone = !args.agree_only || backends.len() < 2;
     let mut failed = 0;
     for sc in &chosen {
         for (backend, reason) in &unavailable {
             println!("SKIP {} {backend}: unavailable: {reason}", sc.name);
         }
-        for backend in backends.iter().filter(|_| !args.agree_only) {
+        for backend in backends.iter().filter(|_| alone) {
             let outcome = match run_with(&exe, backend, sc, &args.tracer_args) {
                 Ok(o) => o,
                 Err(e) => {
