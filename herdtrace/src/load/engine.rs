@@ -24,6 +24,9 @@ pub struct Plan {
     pub timeout: Duration,
     pub request: Vec<u8>,
     pub schedule: Option<Schedule>,
+    /// Wake for each due start on time, not on the next millisecond
+    /// ([`Schedule::wakes_on_time`]).
+    pub wake_on_time: bool,
     pub start: Instant,
 }
 
@@ -108,13 +111,6 @@ pub fn run_thread(
     idx: usize,
     slots: usize,
 ) -> io::Result<ThreadReport> {
-    if plan.schedule.is_some() {
-        // The default 50 µs timer slack would be charged to every start's
-        // lag; best effort, the run is valid without it.
-        let slack_ns: libc::c_ulong = 1;
-        // SAFETY: plain prctl on this thread.
-        unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, slack_ns) };
-    }
     // SAFETY: plain syscall; the fd is owned right after the check.
     let ep = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
     if ep < 0 {
@@ -196,8 +192,12 @@ impl Runner<'_> {
             }
             let n = match wake_at {
                 Some(at) => {
-                    let until = at.saturating_duration_since(Instant::now());
-                    self.wait_precisely(&mut events, until.min(SWEEP))
+                    let until = at.saturating_duration_since(Instant::now()).min(SWEEP);
+                    if self.plan.wake_on_time {
+                        self.wait_precisely(&mut events, until)
+                    } else {
+                        self.wait(&mut events, until)
+                    }
                 }
                 None => self.wait(&mut events, SWEEP),
             };
@@ -235,7 +235,7 @@ impl Runner<'_> {
 
     /// Waits for a due start to the nanosecond with epoll_pwait2 (5.11+):
     /// under --rate the start lag counts as latency, and epoll_wait's
-    /// millisecond rounding alone would add ~0.5 ms to every connection.
+    /// millisecond rounding alone would add ~0.5 ms to each connection.
     /// Called through syscall() so the binary needs no glibc 2.35; on ENOSYS
     /// it falls back to [`Self::wait`] for the rest of the run.
     fn wait_precisely(&mut self, events: &mut [libc::epoll_event], timeout: Duration) -> i32 {

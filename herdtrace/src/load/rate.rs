@@ -16,6 +16,9 @@ use super::histogram::Histogram;
 /// then fits the clock with room to spare.
 pub const MIN_RATE: f64 = 0.001;
 
+/// The granularity of epoll_wait's timeout.
+const WAKE_QUANTUM: Duration = Duration::from_millis(1);
+
 /// A fixed-rate start schedule.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Schedule {
@@ -36,6 +39,16 @@ impl Schedule {
     /// (saturating at `Duration::MAX` instead of panicking).
     pub fn offset(&self, k: u64) -> Duration {
         Duration::try_from_secs_f64(k as f64 / self.rate).unwrap_or(Duration::MAX)
+    }
+
+    /// Whether each thread should wake for each due start on time (to the
+    /// nanosecond) rather than on the next millisecond. On time costs a wake
+    /// per start, no more than the millisecond wait while a thread's starts
+    /// are at least 1 ms apart. Closer starts are woken each millisecond, in
+    /// batches: waking for each cost ~35 µs of CPU per connection at
+    /// 10,000/s on a 2-vCPU VM, and the lag batching adds is counted.
+    pub fn wakes_on_time(&self, threads: usize) -> bool {
+        threads as f64 / self.rate >= WAKE_QUANTUM.as_secs_f64()
     }
 
     /// When connection `k` is due; None if that is beyond what the clock can
@@ -223,6 +236,20 @@ mod tests {
         let s = Schedule::new(MIN_RATE).expect("valid");
         assert_eq!(s.offset(u64::MAX), Duration::MAX);
         assert_eq!(s.due(t0, u64::MAX), None);
+    }
+
+    #[test]
+    fn threads_wake_on_time_while_their_starts_are_a_millisecond_apart() {
+        let on_time =
+            |rate: f64, threads| Schedule::new(rate).expect("valid").wakes_on_time(threads);
+        assert!(on_time(200.0, 1));
+        assert!(on_time(1000.0, 1));
+        assert!(!on_time(1001.0, 1));
+        assert!(on_time(2000.0, 2));
+        assert!(!on_time(2001.0, 2));
+        assert!(!on_time(10_000.0, 2));
+        assert!(on_time(10_000.0, 16));
+        assert!(on_time(MIN_RATE, 1));
     }
 
     #[test]
