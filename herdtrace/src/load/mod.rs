@@ -2,8 +2,9 @@
 //! (connect, request, read to EOF, close) as fast as possible or at a rate.
 //!
 //! Layout: `engine` (one thread's epoll loop), `histogram` (latencies),
-//! `rate` (the start schedule), `response` (judging a response),
-//! `report` (summary and output), `target` (address and request parsing).
+//! `rate` (the start schedule, and latency measured from it), `response`
+//! (judging a response), `report` (summary and output), `target` (address
+//! and request parsing).
 use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
