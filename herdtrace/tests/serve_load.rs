@@ -32,6 +32,13 @@ fn check_model(args: &[&str], threads: bool) {
     assert_eq!(report["connections"], CONNECTIONS, "{report}");
     assert_eq!(report["errors"], 0, "{report}");
     assert!(status.success(), "load failed: {report}");
+    // Closed loop: no schedule, latency from the actual start.
+    assert_eq!(report["latency_from"], "started", "{report}");
+    assert_eq!(
+        report["total_us"], report["total_from_start_us"],
+        "{report}"
+    );
+    assert!(report["start_lag_us"]["max"].is_null(), "{report}");
 
     let pid = server.pid();
     let exit = server.stop();
@@ -497,6 +504,9 @@ fn load_rate_spreads_connections_over_time() {
     // Connection 99 cannot start before 99/200 s: a lower bound, immune to a slow machine.
     let elapsed = report["elapsed_s"].as_f64().expect("elapsed_s");
     assert!(elapsed >= 0.495, "{report}");
+    assert_eq!(report["latency_from"], "scheduled", "{report}");
+    assert_eq!(report["requested_rate_per_s"], 200.0, "{report}");
+    assert!(report["start_lag_us"]["max"].is_u64(), "{report}");
     assert_eq!(server.stop().total.expect("total").accepts, 100);
 }
 
@@ -525,6 +535,10 @@ fn load_human_output() {
         text.contains("\nconnect µs   p50 ") && text.contains("\ntotal µs     p50 "),
         "{text}"
     );
+    assert!(
+        text.ends_with("\nlatency      from each connection's actual start (no --rate: closed loop, no schedule)\n"),
+        "{text}"
+    );
     // stderr is not a terminal here: no progress line.
     assert!(
         out.stderr.is_empty(),
@@ -532,4 +546,79 @@ fn load_human_output() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(server.stop().total.expect("total").accepts, 30);
+}
+
+/// A one-thread HTTP server on a free port that answers `total` connections
+/// in order and, after the first `stall_after`, stops accepting for `stall`.
+fn stalling_server(
+    total: usize,
+    stall_after: usize,
+    stall: Duration,
+) -> (String, std::thread::JoinHandle<()>) {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = l.local_addr().expect("addr").to_string();
+    let t = std::thread::spawn(move || {
+        for i in 0..total {
+            if i == stall_after {
+                std::thread::sleep(stall);
+            }
+            let (mut s, _) = l.accept().expect("accept");
+            // Read the whole request: closing with unread bytes would reset.
+            let mut req = Vec::new();
+            let mut buf = [0u8; 512];
+            while !req.ends_with(b"\r\n\r\n") {
+                match s.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => req.extend_from_slice(&buf[..n]),
+                }
+            }
+            let _ =
+                std::io::Write::write_all(&mut s, b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n");
+        }
+    });
+    (addr, t)
+}
+
+/// Coordinated omission: a server that stalls 300 ms while one connection is
+/// in flight. With one slot, the connections due during the stall start late;
+/// measured from their actual start they look fast, and only the one in
+/// flight shows the stall. `--rate` measures from the scheduled start, so the
+/// stall shows in p99.
+#[test]
+fn load_rate_latency_includes_a_server_stall() {
+    const N: usize = 200;
+    const STALL_AFTER: usize = 20;
+    let stall = Duration::from_millis(300);
+    let (addr, server) = stalling_server(N, STALL_AFTER, stall);
+    let (status, report) = run_load(
+        &addr,
+        &[
+            "--connections",
+            &N.to_string(),
+            "--rate",
+            "200",
+            "--concurrency",
+            "1",
+        ],
+    );
+    assert!(status.success(), "{report}");
+    assert_eq!(report["connections"], N as u64, "{report}");
+    server.join().expect("stalling server");
+    assert_eq!(report["latency_from"], "scheduled", "{report}");
+    let us = |field: &str, q: &str| {
+        report[field][q]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{field}.{q}: {report}"))
+    };
+    // Lower bounds, immune to a slow machine. Connection k is due at k*5 ms;
+    // the server finished connection 19 no earlier than its due time, 95 ms,
+    // so every k >= 20 ends at >= 395 ms: latency_k >= 395 - 5k ms, i.e.
+    // 295, 290 and 285 ms for k = 20..22. p99 of 200 is the 3rd largest.
+    assert!(us("total_us", "max") >= 295_000, "{report}");
+    assert!(us("total_us", "p99") >= 285_000, "{report}");
+    // Connection 21 (due at 105 ms) could not start before 20 ended.
+    assert!(us("start_lag_us", "max") >= 290_000, "{report}");
+    // From the actual start, only the one connection in flight waited: p99
+    // (the 3rd largest) is an ordinary connection, far below the stall.
+    assert!(us("total_from_start_us", "p99") < 150_000, "{report}");
 }

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use super::histogram::Histogram;
-use super::rate::Schedule;
+use super::rate::{micros, Schedule, Start, StartLags};
 use super::report::{ErrorCounts, ErrorKind};
 use super::response::{ResponseProbe, Verdict};
 use super::target::RawAddr;
@@ -24,6 +24,9 @@ pub struct Plan {
     pub timeout: Duration,
     pub request: Vec<u8>,
     pub schedule: Option<Schedule>,
+    /// Wake for each due start on time, not on the next millisecond
+    /// ([`Schedule::wakes_on_time`]).
+    pub wake_on_time: bool,
     pub start: Instant,
 }
 
@@ -56,7 +59,12 @@ pub struct ThreadReport {
     pub errors: ErrorCounts,
     pub non_2xx: u64,
     pub connect_us: Histogram,
+    /// From the latency origin (the scheduled start with `--rate`) to EOF.
     pub total_us: Histogram,
+    /// From the actual start to EOF.
+    pub from_start_us: Histogram,
+    /// How late each connection started (empty without a schedule).
+    pub start_lag: StartLags,
     pub first_other: Option<io::Error>,
     /// When this thread's last connection ended.
     pub finished: Instant,
@@ -74,7 +82,7 @@ enum Phase {
 struct Conn {
     fd: RawFd,
     phase: Phase,
-    start: Instant,
+    start: Start,
     sent: usize,
     probe: ResponseProbe,
 }
@@ -87,6 +95,8 @@ struct Runner<'a> {
     free: Vec<usize>,
     scratch: Vec<u8>,
     report: ThreadReport,
+    /// epoll_pwait2 is available (cleared on ENOSYS).
+    pwait2: bool,
 }
 
 fn errno() -> i32 {
@@ -116,7 +126,7 @@ pub fn run_thread(
             Conn {
                 fd: -1,
                 phase: Phase::Free,
-                start: now,
+                start: Start::new(None, now),
                 sent: 0,
                 probe: ResponseProbe::default()
             };
@@ -130,9 +140,12 @@ pub fn run_thread(
             non_2xx: 0,
             connect_us: Histogram::new(),
             total_us: Histogram::new(),
+            from_start_us: Histogram::new(),
+            start_lag: StartLags::default(),
             first_other: None,
             finished: now,
         },
+        pwait2: true,
     };
     r.run(&shared.next)?;
     Ok(r.report)
@@ -159,34 +172,34 @@ impl Runner<'_> {
                         k
                     }
                 };
+                let mut due = None;
                 if let Some(s) = self.plan.schedule {
-                    let due = self.plan.start + s.offset(k);
-                    if due > now {
-                        pending = Some(k);
-                        wake_at = Some(due);
-                        break;
+                    match s.due(self.plan.start, k) {
+                        Some(at) if at <= now => due = Some(at),
+                        // Not due yet (None: beyond the clock, never).
+                        later => {
+                            pending = Some(k);
+                            wake_at = later;
+                            break;
+                        }
                     }
                 }
-                self.start(now);
+                self.start(now, due);
             }
             let in_flight = self.conns.len() - self.free.len();
             if exhausted && in_flight == 0 {
                 return Ok(());
             }
-            let mut timeout = SWEEP;
-            if let Some(at) = wake_at {
-                timeout = timeout.min(at.saturating_duration_since(now));
-            }
-            // Round up so a due start is never woken for early.
-            let timeout_ms = timeout.as_micros().div_ceil(1000) as i32;
-            // SAFETY: events is writable for its whole length.
-            let n = unsafe {
-                libc::epoll_wait(
-                    self.epoll.as_raw_fd(),
-                    events.as_mut_ptr(),
-                    events.len() as i32,
-                    timeout_ms,
-                )
+            let n = match wake_at {
+                Some(at) => {
+                    let until = at.saturating_duration_since(Instant::now()).min(SWEEP);
+                    if self.plan.wake_on_time {
+                        self.wait_precisely(&mut events, until)
+                    } else {
+                        self.wait(&mut events, until)
+                    }
+                }
+                None => self.wait(&mut events, SWEEP),
             };
             if n < 0 {
                 let e = io::Error::last_os_error();
@@ -205,9 +218,62 @@ impl Runner<'_> {
         }
     }
 
-    /// Starts one connection in a free slot (the caller checked there is one).
-    fn start(&mut self, now: Instant) {
+    /// epoll_wait with `timeout` rounded up to whole milliseconds, so a due
+    /// start is never woken for early.
+    fn wait(&self, events: &mut [libc::epoll_event], timeout: Duration) -> i32 {
+        let timeout_ms = timeout.as_micros().div_ceil(1000) as i32;
+        // SAFETY: events is writable for its whole length.
+        unsafe {
+            libc::epoll_wait(
+                self.epoll.as_raw_fd(),
+                events.as_mut_ptr(),
+                events.len() as i32,
+                timeout_ms,
+            )
+        }
+    }
+
+    /// Waits for a due start to the nanosecond with epoll_pwait2 (5.11+):
+    /// under --rate the start lag counts as latency, and epoll_wait's
+    /// millisecond rounding alone would add ~0.5 ms to each connection.
+    /// Called through syscall() so the binary needs no glibc 2.35; on ENOSYS
+    /// it falls back to [`Self::wait`] for the rest of the run.
+    fn wait_precisely(&mut self, events: &mut [libc::epoll_event], timeout: Duration) -> i32 {
+        if !self.pwait2 {
+            return self.wait(events, timeout);
+        }
+        let ts = libc::timespec {
+            tv_sec: timeout.as_secs() as libc::time_t,
+            tv_nsec: timeout.subsec_nanos() as libc::c_long,
+        };
+        // SAFETY: events is writable for its whole length, ts is a valid
+        // timespec, and a null sigmask means "leave the mask alone".
+        let n = unsafe {
+            libc::syscall(
+                libc::SYS_epoll_pwait2,
+                self.epoll.as_raw_fd(),
+                events.as_mut_ptr(),
+                events.len() as libc::c_int,
+                &ts as *const libc::timespec,
+                std::ptr::null::<libc::sigset_t>(),
+                0usize,
+            )
+        };
+        if n < 0 && errno() == libc::ENOSYS {
+            self.pwait2 = false;
+            return self.wait(events, timeout);
+        }
+        n as i32
+    }
+
+    /// Starts one connection, due at `due` (None: no schedule), in a free
+    /// slot (the caller checked there is one).
+    fn start(&mut self, now: Instant, due: Option<Instant>) {
         let Some(slot) = self.free.pop() else { return };
+        let start = Start::new(due, now);
+        if let Some(lag) = start.lag {
+            self.report.start_lag.record(lag);
+        }
         let t = &self.plan.target;
         // SAFETY: plain syscall.
         let fd = unsafe {
@@ -225,7 +291,7 @@ impl Runner<'_> {
         self.conns[slot] = Conn {
             fd,
             phase: Phase::Connecting,
-            start: now,
+            start,
             sent: 0,
             probe: ResponseProbe::default(),
         };
@@ -262,7 +328,7 @@ impl Runner<'_> {
         c.phase = Phase::Writing;
         self.report
             .connect_us
-            .record(c.start.elapsed().as_micros() as u64);
+            .record(c.start.at.elapsed().as_micros() as u64);
     }
 
     fn on_event(&mut self, slot: usize, ev: u32) {
@@ -371,9 +437,10 @@ impl Runner<'_> {
         match self.conns[slot].probe.verdict() {
             Verdict::Complete(code) => {
                 let start = self.conns[slot].start;
+                self.report.total_us.record(micros(start.latency(now)));
                 self.report
-                    .total_us
-                    .record(now.duration_since(start).as_micros() as u64);
+                    .from_start_us
+                    .record(micros(start.from_start(now)));
                 self.report.ok += 1;
                 if !(200..300).contains(&code) {
                     self.report.non_2xx += 1;
@@ -428,7 +495,7 @@ impl Runner<'_> {
     fn sweep(&mut self, now: Instant) {
         for slot in 0..self.conns.len() {
             let c = &self.conns[slot];
-            if c.phase == Phase::Free || now.duration_since(c.start) < self.plan.timeout {
+            if c.phase == Phase::Free || now.duration_since(c.start.at) < self.plan.timeout {
                 continue;
             }
             let kind = if c.phase == Phase::Connecting {

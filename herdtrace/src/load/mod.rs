@@ -2,8 +2,9 @@
 //! (connect, request, read to EOF, close) as fast as possible or at a rate.
 //!
 //! Layout: `engine` (one thread's epoll loop), `histogram` (latencies),
-//! `rate` (the start schedule), `response` (judging a response),
-//! `report` (summary and output), `target` (address and request parsing).
+//! `rate` (the start schedule, and latency measured from it), `response`
+//! (judging a response), `report` (summary and output), `target` (address
+//! and request parsing).
 use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -19,19 +20,33 @@ pub mod target;
 
 use engine::{Plan, Shared, ThreadReport};
 use histogram::Histogram;
-use report::{ErrorCounts, ErrorsByKind, Quantiles, Summary};
+use report::{ErrorCounts, ErrorsByKind, LagSummary, Quantiles, Summary};
 
 const EXAMPLES: &str = "\
 Examples:
   herdtrace load --addr 127.0.0.1:8080
   herdtrace load --addr 127.0.0.1:8080 --connections 20000 --concurrency 64 --json
   herdtrace load --addr localhost:8080 --rate 500 --connections 5000   (500 new connections/s)
+  herdtrace load --addr 127.0.0.1:8080 --rate 200 --concurrency 4 --json   (latency under a fixed schedule)
+
+Latency: with --rate R, connection i is due at i/R s after the start (an open-loop
+schedule) and its latency (total) runs from that scheduled start to the end of the
+response, so time spent waiting for a free slot behind a slow or stalled server counts
+instead of being left out (no coordinated omission, as in wrk2). \"from start\" is the
+same from the actual connect(), and the start lag is how late connections started:
+large lags mean the rate was not kept (all slots busy, or the machine too slow).
+Above 1000/s per thread, starts are woken in 1 ms batches, which adds up to 1 ms of
+counted lag. Without --rate (closed loop) there is no schedule: latency runs from
+each connection's actual start. connect is always from connect() to the handshake.
 
 Exit status: 0 when every connection got a complete HTTP response, 1 otherwise.
 --json prints one object: connections (ok), attempted, errors, errors_by_kind
 {connect_refused, connect_timeout, reset, short_response, timeout, other}, non_2xx,
-rate_per_s, elapsed_s, connect_us {p50, p99, max}, total_us {p50, p99, max},
-threads, concurrency. Latency quantiles are at most 1/32 above the exact value.";
+rate_per_s, requested_rate_per_s (null without --rate), elapsed_s,
+connect_us {p50, p99, max}, latency_from (\"scheduled\" with --rate, else \"started\"),
+total_us {p50, p99, max} (from latency_from), total_from_start_us {p50, p99, max},
+start_lag_us {mean, p99, max} (null without --rate), threads, concurrency.
+Latency quantiles are at most 1/32 above the exact value.";
 
 #[derive(Debug, Clone, clap::Args)]
 #[command(after_help = EXAMPLES)]
@@ -42,7 +57,9 @@ pub struct LoadArgs {
     /// Number of connections to make.
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
     pub connections: u64,
-    /// New connections per second (0 = as fast as possible).
+    /// New connections per second on a fixed schedule; latency then counts
+    /// from each connection's scheduled start (0 = as fast as possible;
+    /// otherwise at least 0.001).
     #[arg(long, default_value_t = 0.0, value_parser = parse_rate)]
     pub rate: f64,
     /// Connections in flight at once (over all threads).
@@ -66,6 +83,12 @@ fn parse_rate(s: &str) -> Result<f64, String> {
     let r: f64 = s.parse().map_err(|_| format!("not a number: {s:?}"))?;
     if !r.is_finite() || r < 0.0 {
         return Err("the rate must be a finite number >= 0".into());
+    }
+    if r > 0.0 && r < rate::MIN_RATE {
+        return Err(format!(
+            "the rate must be 0 (as fast as possible) or at least {} per second",
+            rate::MIN_RATE
+        ));
     }
     Ok(r)
 }
@@ -111,12 +134,14 @@ pub fn run(args: LoadArgs) -> anyhow::Result<i32> {
     let threads = args.threads.map_or(cpus, usize::from);
     let shares = split(args.concurrency as usize, threads);
     ensure_fds(u64::from(args.concurrency) + 64 + 4 * shares.len() as u64)?;
+    let schedule = rate::Schedule::new(args.rate);
     let plan = Plan {
         target: target::RawAddr::new(args.addr),
         connections: args.connections,
         timeout: Duration::from_millis(args.timeout_ms),
         request: target::request_bytes(&args.request),
-        schedule: rate::Schedule::new(args.rate),
+        schedule,
+        wake_on_time: schedule.is_some_and(|s| s.wakes_on_time(shares.len())),
         start: Instant::now(),
     };
     let shared = Shared::new(shares.len());
@@ -158,6 +183,8 @@ pub fn run(args: LoadArgs) -> anyhow::Result<i32> {
 fn summarize(plan: &Plan, reports: &[ThreadReport], concurrency: usize) -> Summary {
     let mut connect = Histogram::new();
     let mut total = Histogram::new();
+    let mut from_start = Histogram::new();
+    let mut lags = rate::StartLags::default();
     let mut errors = ErrorCounts::default();
     let (mut ok, mut non_2xx) = (0, 0);
     let mut end = plan.start;
@@ -165,6 +192,8 @@ fn summarize(plan: &Plan, reports: &[ThreadReport], concurrency: usize) -> Summa
     for r in reports {
         connect.merge(&r.connect_us);
         total.merge(&r.total_us);
+        from_start.merge(&r.from_start_us);
+        lags.merge(&r.start_lag);
         errors.merge(&r.errors);
         ok += r.ok;
         non_2xx += r.non_2xx;
@@ -186,9 +215,13 @@ fn summarize(plan: &Plan, reports: &[ThreadReport], concurrency: usize) -> Summa
         } else {
             0.0
         },
+        requested_rate_per_s: plan.schedule.map(|s| s.rate()),
         elapsed_s: elapsed,
         connect_us: Quantiles::from(&connect),
+        latency_from: rate::LatencyFrom::of(plan.schedule.as_ref()),
         total_us: Quantiles::from(&total),
+        total_from_start_us: Quantiles::from(&from_start),
+        start_lag_us: LagSummary::from(&lags),
         threads: reports.len(),
         concurrency,
         first_other_error: first_other,
@@ -322,6 +355,8 @@ mod tests {
             &["--addr", "127.0.0.1:1", "--rate", "-1"],
             &["--addr", "127.0.0.1:1", "--rate", "inf"],
             &["--addr", "127.0.0.1:1", "--rate", "fast"],
+            &["--addr", "127.0.0.1:1", "--rate", "1e-300"],
+            &["--addr", "127.0.0.1:1", "--rate", "0.0009"],
             &["--addr", "127.0.0.1:1", "--concurrency", "0"],
             &["--addr", "127.0.0.1:1", "--threads", "0"],
             &["--addr", "127.0.0.1:1", "--timeout-ms", "0"],

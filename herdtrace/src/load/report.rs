@@ -4,6 +4,7 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use super::histogram::Histogram;
+use super::rate::{LatencyFrom, StartLags};
 
 /// Why a connection failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -123,6 +124,25 @@ impl From<&Histogram> for Quantiles {
     }
 }
 
+/// How late connections started against the schedule, in µs; all null
+/// without a schedule.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+pub struct LagSummary {
+    pub mean: Option<u64>,
+    pub p99: Option<u64>,
+    pub max: Option<u64>,
+}
+
+impl From<&StartLags> for LagSummary {
+    fn from(l: &StartLags) -> Self {
+        Self {
+            mean: l.mean_us(),
+            p99: l.quantile_us(0.99),
+            max: l.max_us(),
+        }
+    }
+}
+
 /// Everything a run reports; serialised as the `--json` object.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Summary {
@@ -137,11 +157,20 @@ pub struct Summary {
     pub non_2xx: u64,
     /// Finished connections (ok or failed) per second of elapsed time.
     pub rate_per_s: f64,
+    /// `--rate`; None when as fast as possible.
+    pub requested_rate_per_s: Option<f64>,
     pub elapsed_s: f64,
     /// From connect() to the handshake completing, for every connection that connected.
     pub connect_us: Quantiles,
-    /// From connect() to EOF, for successful connections.
+    /// What `total_us` is measured from: the scheduled start with `--rate`.
+    pub latency_from: LatencyFrom,
+    /// From `latency_from` to EOF, for successful connections.
     pub total_us: Quantiles,
+    /// From connect() to EOF, for successful connections (what `total_us`
+    /// would be without the schedule; the same in closed loop).
+    pub total_from_start_us: Quantiles,
+    /// How late connections started against the schedule.
+    pub start_lag_us: LagSummary,
     pub threads: usize,
     pub concurrency: usize,
     /// The first "other" error, to say what it was.
@@ -195,14 +224,50 @@ impl Summary {
             self.elapsed_s, self.rate_per_s
         );
         let _ = writeln!(s, "connect µs   {}", fmt_q(&self.connect_us));
-        let _ = write!(s, "total µs     {}", fmt_q(&self.total_us));
+        let _ = writeln!(s, "total µs     {}", fmt_q(&self.total_us));
+        match self.latency_from {
+            LatencyFrom::Scheduled => {
+                let _ = writeln!(s, "  from start {}", fmt_q(&self.total_from_start_us));
+                let l = &self.start_lag_us;
+                let _ = writeln!(
+                    s,
+                    "start lag µs mean {}  p99 {}  max {}",
+                    fmt_v(l.mean),
+                    fmt_v(l.p99),
+                    fmt_v(l.max)
+                );
+                let rate = self
+                    .requested_rate_per_s
+                    .map(|r| format!(" (rate {r}/s)"))
+                    .unwrap_or_default();
+                let _ = write!(
+                    s,
+                    "latency      from each connection's scheduled start{rate}: \
+                     includes time waiting for a free slot; \"from start\" leaves it out"
+                );
+            }
+            LatencyFrom::Started => {
+                let _ = write!(
+                    s,
+                    "latency      from each connection's actual start (no --rate: closed loop, no schedule)"
+                );
+            }
+        }
         s
     }
 }
 
+fn fmt_v(v: Option<u64>) -> String {
+    v.map_or_else(|| "-".to_owned(), |v| v.to_string())
+}
+
 fn fmt_q(q: &Quantiles) -> String {
-    let f = |v: Option<u64>| v.map_or_else(|| "-".to_owned(), |v| v.to_string());
-    format!("p50 {}  p99 {}  max {}", f(q.p50), f(q.p99), f(q.max))
+    format!(
+        "p50 {}  p99 {}  max {}",
+        fmt_v(q.p50),
+        fmt_v(q.p99),
+        fmt_v(q.max)
+    )
 }
 
 #[cfg(test)]
@@ -221,9 +286,13 @@ mod tests {
             errors_by_kind: ErrorsByKind::from(&errors),
             non_2xx: 0,
             rate_per_s: 1500.0,
+            requested_rate_per_s: None,
             elapsed_s: 0.002,
             connect_us: Quantiles::from(&h),
+            latency_from: LatencyFrom::Started,
             total_us: Quantiles::from(&Histogram::new()),
+            total_from_start_us: Quantiles::from(&Histogram::new()),
+            start_lag_us: LagSummary::from(&StartLags::default()),
             threads: 2,
             concurrency: 32,
             first_other_error: None,
@@ -293,6 +362,12 @@ mod tests {
         assert_eq!(v["connect_us"]["p99"], 30);
         assert_eq!(v["connect_us"]["max"], 30);
         assert!(v["total_us"]["p50"].is_null());
+        assert_eq!(v["latency_from"], "started");
+        assert!(v["requested_rate_per_s"].is_null());
+        assert!(v["total_from_start_us"]["p50"].is_null());
+        for k in ["mean", "p99", "max"] {
+            assert!(v["start_lag_us"][k].is_null(), "{k}");
+        }
         assert!(v.get("first_other_error").is_none());
         assert_eq!(s.exit_code(), 1);
     }
@@ -314,5 +389,83 @@ mod tests {
         e.add(ErrorKind::Timeout);
         let text = summary(e).human();
         assert!(text.contains("errors       timeout 2\n"), "{text}");
+    }
+
+    /// A --rate run whose server stalled: total from the schedule, the
+    /// actual-start figures beside it, and lags.
+    fn scheduled(rate: f64) -> Summary {
+        let mut s = summary(ErrorCounts::default());
+        let (mut total, mut from_start, mut lags) =
+            (Histogram::new(), Histogram::new(), StartLags::default());
+        for (lag_ms, took_ms) in [(0u64, 1u64), (0, 300), (290, 2), (280, 1)] {
+            lags.record(std::time::Duration::from_millis(lag_ms));
+            from_start.record(took_ms * 1000);
+            total.record((lag_ms + took_ms) * 1000);
+        }
+        s.requested_rate_per_s = Some(rate);
+        s.latency_from = LatencyFrom::Scheduled;
+        s.total_us = Quantiles::from(&total);
+        s.total_from_start_us = Quantiles::from(&from_start);
+        s.start_lag_us = LagSummary::from(&lags);
+        s
+    }
+
+    #[test]
+    fn json_names_the_latency_origin_and_the_lag() {
+        let v: serde_json::Value =
+            serde_json::from_str(&scheduled(100.0).json()).expect("valid JSON");
+        assert_eq!(v["latency_from"], "scheduled");
+        assert_eq!(v["requested_rate_per_s"], 100.0);
+        assert_eq!(v["total_us"]["max"], 300_000);
+        assert_eq!(v["total_from_start_us"]["max"], 300_000);
+        // Sorted from start: 1, 1, 2, 300 ms; total: 1, 281, 292, 300 ms.
+        let p50 = |q: &str| v[q]["p50"].as_u64().expect("p50");
+        assert!((1000..=1000 + 1000 / 32).contains(&p50("total_from_start_us")));
+        assert!((281_000..=281_000 + 281_000 / 32).contains(&p50("total_us")));
+        assert_eq!(v["start_lag_us"]["mean"], 142_500);
+        assert_eq!(v["start_lag_us"]["max"], 290_000);
+        // The fields other tools read are still there.
+        for k in [
+            "connections",
+            "attempted",
+            "errors",
+            "non_2xx",
+            "rate_per_s",
+        ] {
+            assert!(v[k].is_number(), "{k}");
+        }
+        assert!(v["connect_us"]["p50"].is_number());
+    }
+
+    #[test]
+    fn human_says_where_latency_is_measured_from() {
+        let text = summary(ErrorCounts::default()).human();
+        assert!(
+            text.ends_with(
+                "\nlatency      from each connection's actual start \
+                 (no --rate: closed loop, no schedule)"
+            ),
+            "{text}"
+        );
+        assert!(!text.contains("from start"), "{text}");
+        assert!(!text.contains("start lag"), "{text}");
+
+        let text = scheduled(2.5).human();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 7, "{text}");
+        assert!(lines[3].starts_with("total µs     p50 "), "{text}");
+        assert!(lines[3].ends_with("max 300000"), "{text}");
+        assert!(lines[4].starts_with("  from start p50 10"), "{text}");
+        assert!(lines[4].ends_with("  p99 300000  max 300000"), "{text}");
+        assert!(
+            lines[5].starts_with("start lag µs mean 142500  p99 "),
+            "{text}"
+        );
+        assert!(lines[5].ends_with("  max 290000"), "{text}");
+        assert_eq!(
+            lines[6],
+            "latency      from each connection's scheduled start (rate 2.5/s): includes \
+             time waiting for a free slot; \"from start\" leaves it out"
+        );
     }
 }
