@@ -12,7 +12,7 @@ use crate::{
     config::conf,
     emit::{bump, new_event, put, send},
     kread::{accept_queue_tail, listen_key, sk_netns, sk_peer, SkHead},
-    maps::{ACTIVE, CHAIN, LISTENERS, LISTEN_ADDRS, TRACED, TRACED_EPS},
+    maps::{ACTIVE, CHAIN, LISTENERS, LISTEN_ADDRS, TIMER_CB, TRACED, TRACED_EPS},
 };
 
 /// `open` values: a chain known to be a listener's, or a `__wake_up_common`
@@ -260,6 +260,46 @@ pub fn outside_wakeups(c: &mut ChainState) {
     }
 }
 
+/// Longest a timer callback is taken to run: an exit the kernel skipped
+/// (recursion guard) must not hide this CPU's wakes for longer.
+const TIMER_CB_MAX_NS: u64 = 2_000_000;
+
+/// A timer callback starts on this CPU (`hrtimer_expire_entry`,
+/// `timer_expire_entry`).
+#[inline(always)]
+pub fn timer_callback_entry() {
+    let (Some(depth), Some(start)) = (TIMER_CB.get_ptr_mut(0), TIMER_CB.get_ptr_mut(1)) else {
+        return;
+    };
+    unsafe {
+        let t = now();
+        if *depth == 0 || t.wrapping_sub(*start) > TIMER_CB_MAX_NS {
+            *depth = 0;
+            *start = t;
+        }
+        *depth += 1;
+    }
+}
+
+/// A timer callback ended on this CPU.
+#[inline(always)]
+pub fn timer_callback_exit() {
+    if let Some(depth) = TIMER_CB.get_ptr_mut(0) {
+        unsafe { *depth = (*depth).saturating_sub(1) };
+    }
+}
+
+/// Is a timer callback running on this CPU? Its wakeups are timeouts, never
+/// a connection's (a timer interrupt can arrive inside a chain's softirq, or
+/// while a woken worker is still in the kernel).
+#[inline(always)]
+fn in_timer_callback() -> bool {
+    let (Some(depth), Some(start)) = (TIMER_CB.get(0), TIMER_CB.get(1)) else {
+        return false;
+    };
+    *depth != 0 && now().wrapping_sub(*start) <= TIMER_CB_MAX_NS
+}
+
 /// `sched_waking` of task `tid`: report it if it is traced and inside a chain.
 #[inline(always)]
 pub fn on_waking(tid: u32, comm: impl FnOnce() -> [u8; 16]) {
@@ -270,6 +310,9 @@ pub fn on_waking(tid: u32, comm: impl FnOnce() -> [u8; 16]) {
     let Some(tgid) = (unsafe { TRACED.get(tid) }).copied() else {
         return;
     };
+    if in_timer_callback() {
+        return;
+    }
     set_active(tid, c.id);
     let mut ev: RawEvent = new_event(EV_WAKE);
     ev.chain = c.id;
@@ -312,6 +355,9 @@ fn on_cascade_waking(tid: u32, comm: impl FnOnce() -> [u8; 16]) {
     let Some(tgid) = (unsafe { TRACED.get(tid) }).copied() else {
         return;
     };
+    if in_timer_callback() {
+        return;
+    }
     set_active(tid, chain);
     let mut ev: RawEvent = new_event(EV_WAKE);
     ev.chain = chain;

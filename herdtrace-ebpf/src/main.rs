@@ -78,6 +78,58 @@ pub fn tp_sched_process_exit(_ctx: TracePointContext) -> u32 {
     0
 }
 
+// A timer's callback wakes the task whose timeout expired, from interrupt
+// context on whatever CPU it fires: bracketed, so such a wake is never
+// taken for one made by the connection being delivered on that CPU.
+
+#[btf_tracepoint(function = "hrtimer_expire_entry")]
+pub fn btf_hrtimer_expire_entry(_ctx: BtfTracePointContext) -> i32 {
+    chain::timer_callback_entry();
+    0
+}
+
+#[btf_tracepoint(function = "hrtimer_expire_exit")]
+pub fn btf_hrtimer_expire_exit(_ctx: BtfTracePointContext) -> i32 {
+    chain::timer_callback_exit();
+    0
+}
+
+#[btf_tracepoint(function = "timer_expire_entry")]
+pub fn btf_timer_expire_entry(_ctx: BtfTracePointContext) -> i32 {
+    chain::timer_callback_entry();
+    0
+}
+
+#[btf_tracepoint(function = "timer_expire_exit")]
+pub fn btf_timer_expire_exit(_ctx: BtfTracePointContext) -> i32 {
+    chain::timer_callback_exit();
+    0
+}
+
+#[tracepoint]
+pub fn tp_hrtimer_expire_entry(_ctx: TracePointContext) -> u32 {
+    chain::timer_callback_entry();
+    0
+}
+
+#[tracepoint]
+pub fn tp_hrtimer_expire_exit(_ctx: TracePointContext) -> u32 {
+    chain::timer_callback_exit();
+    0
+}
+
+#[tracepoint]
+pub fn tp_timer_expire_entry(_ctx: TracePointContext) -> u32 {
+    chain::timer_callback_entry();
+    0
+}
+
+#[tracepoint]
+pub fn tp_timer_expire_exit(_ctx: TracePointContext) -> u32 {
+    chain::timer_callback_exit();
+    0
+}
+
 // ---- tracepoint backend ------------------------------------------------------------
 
 #[btf_tracepoint(function = "sk_data_ready")]

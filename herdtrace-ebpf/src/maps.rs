@@ -67,6 +67,11 @@ pub static CHAIN: PerCpuArray<ChainState> = PerCpuArray::with_max_entries(1, 0);
 #[map]
 pub static SEQ: PerCpuArray<u64> = PerCpuArray::with_max_entries(3, 0);
 
+/// Per-CPU timer callbacks in progress: index 0 how many are nested, index 1
+/// when the outermost began.
+#[map]
+pub static TIMER_CB: PerCpuArray<u64> = PerCpuArray::with_max_entries(2, 0);
+
 /// Per-CPU counters, indexed by `CNT_*`.
 #[map]
 pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(CNT_MAX, 0);

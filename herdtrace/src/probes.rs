@@ -297,6 +297,52 @@ pub const TABLE: &[Point] = &[
         ],
     },
     Point {
+        id: "timers",
+        what: "expiring timers (a task woken by its own timeout is not woken by a connection)",
+        required: &[],
+        pick: Pick::First,
+        kernels: "every kernel",
+        lost: "a worker's timeout that expires while a connection is being delivered on the \
+               same CPU is counted as woken by that connection",
+        counts: true,
+        variants: &[
+            v(
+                ALL,
+                &[
+                    a(
+                        "btf_hrtimer_expire_entry",
+                        Kind::BtfTracepoint,
+                        "hrtimer_expire_entry",
+                    ),
+                    a(
+                        "btf_hrtimer_expire_exit",
+                        Kind::BtfTracepoint,
+                        "hrtimer_expire_exit",
+                    ),
+                    a(
+                        "btf_timer_expire_entry",
+                        Kind::BtfTracepoint,
+                        "timer_expire_entry",
+                    ),
+                    a(
+                        "btf_timer_expire_exit",
+                        Kind::BtfTracepoint,
+                        "timer_expire_exit",
+                    ),
+                ],
+            ),
+            v(
+                ALL,
+                &[
+                    tp("tp_hrtimer_expire_entry", "timer:hrtimer_expire_entry", &[]),
+                    tp("tp_hrtimer_expire_exit", "timer:hrtimer_expire_exit", &[]),
+                    tp("tp_timer_expire_entry", "timer:timer_expire_entry", &[]),
+                    tp("tp_timer_expire_exit", "timer:timer_expire_exit", &[]),
+                ],
+            ),
+        ],
+    },
+    Point {
         id: "handshake",
         what: "each connection's child socket (SYN_RECV -> ESTABLISHED) and listeners closing",
         required: &[],
@@ -879,12 +925,16 @@ mod tests {
         assert_eq!(
             btf,
             [
+                "hrtimer_expire_entry",
+                "hrtimer_expire_exit",
                 "inet_sock_set_state",
                 "sched_process_exit",
                 "sched_process_fork",
                 "sched_waking",
                 "sk_data_ready",
-                "softirq_exit"
+                "softirq_exit",
+                "timer_expire_entry",
+                "timer_expire_exit"
             ]
         );
         let funcs = functions();

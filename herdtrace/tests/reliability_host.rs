@@ -900,3 +900,59 @@ fn recordings_hold_no_payload_and_are_private() {
     assert_eq!(std::fs::read(&victim).expect("victim"), b"keep");
     std::fs::remove_dir_all(&dir).expect("cleanup");
 }
+
+/// Workers that wake every millisecond for their own epoll_wait timeout: a
+/// timeout that expires while a connection is being delivered on the same
+/// CPU is the timer's wakeup, not the connection's. EPOLLEXCLUSIVE wakes at
+/// most one worker per connection, so any count above one is a timer taken
+/// for the connection (about 2.5% of them without the timer probes).
+#[test]
+fn timer_wakeups_are_not_taken_for_a_connection() {
+    if !can_run() {
+        return;
+    }
+    let _serial = serial();
+    let srv = TestServer::start(&[
+        "--model",
+        "exclusive",
+        "--workers",
+        "4",
+        "--wait-timeout-ms",
+        "1",
+    ]);
+    let port = srv.port().to_string();
+    let args = trace_args(srv.pid(), &["--json", "--port", &port]);
+    let mut t = Tracer::spawn(&strs(&args), &[], false);
+    t.wait_attached();
+    let (st, load) = run_load(
+        &srv.addr(),
+        &[
+            "--connections",
+            "1000",
+            "--rate",
+            "500",
+            "--concurrency",
+            "2",
+        ],
+    );
+    assert!(st.success(), "{load}");
+    thread::sleep(Duration::from_millis(500));
+    t.signal(libc::SIGINT);
+    let end = t.wait();
+    assert_eq!(end.status.code(), Some(0), "{}", end.stderr);
+    let conns: Vec<Value> = json_lines(&end.stdout)
+        .into_iter()
+        .filter(|v| v["type"] == "conn")
+        .collect();
+    let over: Vec<&Value> = conns
+        .iter()
+        .filter(|v| v["woken"].as_u64().is_none_or(|w| w > 1))
+        .collect();
+    eprintln!(
+        "exclusive, 1 ms worker timeouts: {} conn records, {} woke more than one task",
+        conns.len(),
+        over.len()
+    );
+    assert_eq!(conns.len(), 1000, "{}", summary_of(&end.stdout));
+    assert!(over.is_empty(), "{over:?}");
+}
