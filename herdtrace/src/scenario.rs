@@ -445,6 +445,14 @@ pub const AGREEMENT_TOLERANCE: f64 = 0.10;
 /// two tracers' outputs) that must have the same woken count.
 pub const AGREEMENT_SAME_SHARE: f64 = 0.99;
 
+/// Largest share of connections either tracer may flag (possibly
+/// incomplete) for the per-connection comparison to count. Two tracers on
+/// one run skip each other's runs (the kernel's per-CPU recursion guard is
+/// shared by every kprobe and tracepoint program, and fentry programs are
+/// preempted in process context), and each skip flags every connection open
+/// at that moment: under `--concurrency 8` in a TCG guest that is 10-15 %.
+pub const AGREEMENT_MAX_FLAGGED: f64 = 0.2;
+
 /// Two backends compared on the same connections.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Agreement {
@@ -605,7 +613,7 @@ pub fn agreement(outcomes: &[Outcome]) -> Vec<Agreement> {
             }
             // Flagged connections are not compared; too many and the
             // comparison says little.
-            if flagged * 10 > matched + flagged {
+            if flagged as f64 > AGREEMENT_MAX_FLAGGED * (matched + flagged) as f64 {
                 failures.push(format!(
                     "{flagged} of {} connections flagged (possibly) incomplete",
                     matched + flagged
@@ -1256,6 +1264,25 @@ mod tests {
         assert_eq!(
             compare_conns(&c, &[sample(Some("x:1"), 2)]),
             cmp(1, 1, 0, 0, 0)
+        );
+        // Up to a fifth of the connections may be flagged; more and the
+        // comparison says too little.
+        let flag = |n: usize| {
+            let mut b = a.clone();
+            for c in b.iter_mut().take(n) {
+                c.flagged = true;
+            }
+            b
+        };
+        ra.skipped_by_program.clear();
+        ra.conns = a.clone();
+        let mut rb = run_of("kprobe", 4.0, &[]);
+        rb.conns = flag(20);
+        assert!(agreement(&[ra.clone(), rb.clone()])[0].passed());
+        rb.conns = flag(21);
+        assert_eq!(
+            agreement(&[ra.clone(), rb])[0].failures,
+            ["21 of 100 connections flagged (possibly) incomplete"]
         );
         // A flagged connection is matched, not compared.
         let mut flagged = sample(Some("x:1"), 9);
