@@ -160,6 +160,7 @@ pub fn parse_socket_link(link: &str) -> Option<u64> {
 }
 
 /// (inode, local port) of every LISTEN socket in a `/proc/net/tcp{,6}` table.
+#[cfg(test)]
 pub fn parse_listeners(table: &str) -> Vec<(u64, u16)> {
     parse_listen_sockets(table)
         .into_iter()
