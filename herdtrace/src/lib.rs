@@ -23,6 +23,7 @@ pub(crate) mod loader;
 pub(crate) mod logging;
 pub(crate) mod pipeline;
 pub mod probes;
+pub mod procstat;
 pub mod record;
 pub mod replay;
 pub mod report;

@@ -16,10 +16,7 @@ use anyhow::{anyhow, bail, Context as _, Result};
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::serve::{
-    model::Model,
-    process::{ChildGuard, ServerProcess},
-};
+use crate::serve::{child::ChildGuard, model::Model, process::ServerProcess};
 
 /// What the mean number of woken tasks per connection must satisfy.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -318,7 +315,7 @@ pub fn run_together(
 ) -> Result<Vec<Outcome>> {
     // 1. The server.
     let server = ServerProcess::start(exe, sc.model, sc.workers, &sc.serve_args, false)?;
-    let listening = server.listening;
+    let listening = *server.listening();
 
     // 2. The tracers.
     let mut tracers = Vec::new();
@@ -358,7 +355,7 @@ pub fn run_together(
 
     // 5. Stop the server, read its own counts.
     let server_accepts: BTreeMap<u32, u64> = server
-        .stop()
+        .stop()?
         .iter()
         .map(|w| (w.tid as u32, w.accepts))
         .collect();

@@ -225,7 +225,7 @@ pub fn prepare(args: &TraceArgs) -> Result<Prepared> {
 /// their start times so a reused pid is not mistaken for them), and every
 /// process of a `--cgroup`.
 pub struct TargetSet {
-    roots: Vec<targets::ProcInfo>,
+    roots: Vec<crate::procstat::ProcStat>,
     cgroup: Option<cgroup::Cgroup>,
     /// Roots already reported gone (each is reported once).
     exited: std::cell::RefCell<Vec<u32>>,

@@ -8,8 +8,16 @@ use std::{path::Path, sync::Mutex};
 
 use herdtrace::{
     scenario,
-    serve::lines::{ListeningLine, StatsLine},
+    serve::{
+        child::{ServeChild, Spawned, Stderr},
+        lines::StatsOutput,
+        Model,
+    },
 };
+
+mod common;
+
+use common::server::TestServer;
 
 /// One scenario at a time: parallel servers and load would keep workers
 /// busy and change how many are idle when a connection arrives.
@@ -96,7 +104,9 @@ fn tokio_reuseport_wakes_one() {
 fn follows_workers_forked_after_attach() {
     use std::{
         collections::BTreeMap,
-        io::{BufRead, BufReader, Read, Write},
+        ffi::CString,
+        io::{BufRead, BufReader, Read},
+        os::unix::ffi::OsStrExt as _,
         process::{Command, Stdio},
         sync::mpsc,
         thread,
@@ -107,18 +117,24 @@ fn follows_workers_forked_after_attach() {
     }
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let exe = env!("CARGO_BIN_EXE_herdtrace");
-    // A shell that waits for a line, then becomes the server (same pid).
-    let mut server = Command::new("sh")
-        .args([
-            "-c",
-            &format!("read go; exec {exe} serve --model epoll-per-worker --workers 4 --stats"),
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn sh");
-    let pid = server.id();
+    // A shell that waits on a FIFO (a builtin read: no traced fork), then
+    // becomes the server (same pid).
+    let gate = std::env::temp_dir().join(format!("herdtrace-fork-gate-{}", std::process::id()));
+    let _ = std::fs::remove_file(&gate);
+    let path = CString::new(gate.as_os_str().as_bytes()).expect("no NUL in the temp path");
+    // SAFETY: mkfifo reads a NUL-terminated path that outlives the call.
+    assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o600) }, 0, "mkfifo");
+    let mut shell = Command::new("sh");
+    shell.args([
+        "-c",
+        &format!(
+            "read go < '{}'; exec \"$0\" serve --model epoll-per-worker --workers 4 --stats",
+            gate.display()
+        ),
+        exe,
+    ]);
+    let spawned = Spawned::new(shell, Stderr::Capture).expect("spawn sh");
+    let pid = spawned.pid();
     let mut tracer = Command::new(exe)
         .args([
             "--pid",
@@ -150,13 +166,12 @@ fn follows_workers_forked_after_attach() {
         .expect("tracer attached");
 
     // Now the server starts and forks its workers.
-    writeln!(server.stdin.as_mut().expect("stdin"), "go").expect("write");
-    let mut server_out = BufReader::new(server.stdout.take().expect("stdout"));
-    let mut first = String::new();
-    server_out.read_line(&mut first).expect("first line");
-    let port = ListeningLine::parse(first.trim_end())
-        .unwrap_or_else(|| panic!("listening line: {first:?}"))
-        .port;
+    std::fs::write(&gate, "go\n").expect("open the gate");
+    let _ = std::fs::remove_file(&gate);
+    let mut server: ServeChild<Model> = spawned
+        .listening(Duration::from_secs(20))
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    let port = server.listening.port;
     let load = Command::new(exe)
         .args(["load", "--addr", &format!("127.0.0.1:{port}")])
         .args([
@@ -175,14 +190,18 @@ fn follows_workers_forked_after_attach() {
     // SAFETY: signals to our own children.
     unsafe { libc::kill(tracer.id() as i32, libc::SIGINT) };
     assert!(tracer.wait().expect("tracer exit").success());
-    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
-    let mut stats = BTreeMap::new();
-    for line in server_out.lines().map_while(Result::ok) {
-        if let Some(StatsLine::Worker(w)) = StatsLine::parse(&line) {
-            stats.insert(w.tid as u32, w.accepts);
-        }
-    }
-    let _ = server.wait();
+    let status = server
+        .stop(libc::SIGTERM, Duration::from_secs(15))
+        .unwrap_or_else(|e| panic!("{e:#}; stderr: {}", server.stderr_text()));
+    assert!(status.success(), "{status}: {}", server.stderr_text());
+    let lines = server
+        .output_lines(Duration::from_secs(15))
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    let stats: BTreeMap<u32, u64> = StatsOutput::of(lines)
+        .workers
+        .iter()
+        .map(|w| (w.tid as u32, w.accepts))
+        .collect();
     let ndjson = out_reader.join().expect("tracer output");
 
     let mut sc = scenario::find("epoll-per-worker").expect("scenario");
@@ -210,17 +229,8 @@ fn balance_run(model: &str) -> (Vec<serde_json::Value>, String) {
         time::Duration,
     };
     let exe = env!("CARGO_BIN_EXE_herdtrace");
-    let mut server = Command::new(exe)
-        .args(["serve", "--model", model, "--workers", "4"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn server");
-    let mut first = String::new();
-    BufReader::new(server.stdout.take().expect("stdout"))
-        .read_line(&mut first)
-        .expect("listening line");
-    let listening = ListeningLine::parse(first.trim()).expect("listening line");
+    let server = TestServer::start(&["--model", model, "--workers", "4"]);
+    let listening = server.listening;
     let rec = std::env::temp_dir().join(format!(
         "herdtrace-balance-{model}-{}.htr",
         std::process::id()
@@ -271,8 +281,7 @@ fn balance_run(model: &str) -> (Vec<serde_json::Value>, String) {
         .expect("load");
     assert!(load.success());
     let status = tracer.wait().expect("tracer exit");
-    let _ = server.kill();
-    let _ = server.wait();
+    server.kill_parent();
     assert!(status.success());
     let lines = reader
         .join()
@@ -409,17 +418,8 @@ fn reuseport_with_two_client_ports_is_a_hash_imbalance() {
     }
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let exe = env!("CARGO_BIN_EXE_herdtrace");
-    let mut server = Command::new(exe)
-        .args(["serve", "--model", "reuseport", "--workers", "4"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn server");
-    let mut first = String::new();
-    BufReader::new(server.stdout.take().expect("stdout"))
-        .read_line(&mut first)
-        .expect("listening line");
-    let listening = ListeningLine::parse(first.trim()).expect("listening line");
+    let server = TestServer::start(&["--model", "reuseport", "--workers", "4"]);
+    let listening = server.listening;
     let mut tracer = Command::new(exe)
         .args([
             "--pid",
@@ -469,8 +469,7 @@ fn reuseport_with_two_client_ports_is_a_hash_imbalance() {
         thread::sleep(Duration::from_millis(10));
     }
     let status = tracer.wait().expect("tracer exit");
-    let _ = server.kill();
-    let _ = server.wait();
+    server.kill_parent();
     assert!(status.success());
     assert!(made >= 50, "only {made} connections made");
     let text = reader.join().expect("stdout");
