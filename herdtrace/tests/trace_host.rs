@@ -17,7 +17,7 @@ use herdtrace::{
 
 mod common;
 
-use common::server::TestServer;
+use common::{server::TestServer, tracer::Tracer};
 
 /// One scenario at a time: parallel servers and load would keep workers
 /// busy and change how many are idle when a connection arrives.
@@ -97,20 +97,24 @@ fn tokio_reuseport_wakes_one() {
     check("tokio-reuseport");
 }
 
+/// `herdtrace --pid PID --json --backend tracepoint <extra>`, attached.
+fn json_tracer(pid: impl ToString, extra: &[&str]) -> Tracer {
+    let pid = pid.to_string();
+    let mut args = vec!["--pid", pid.as_str(), "--json", "--backend", "tracepoint"];
+    args.extend_from_slice(extra);
+    let mut tracer = Tracer::spawn(&args, &[], false);
+    tracer.wait_attached();
+    tracer
+}
+
 /// The tracer is attached to a process before it forks its workers (an
 /// nginx master starting or reloading): the workers are followed through
 /// `sched_process_fork`, and their herd is measured like any other.
 #[test]
 fn follows_workers_forked_after_attach() {
     use std::{
-        collections::BTreeMap,
-        ffi::CString,
-        io::{BufRead, BufReader, Read},
-        os::unix::ffi::OsStrExt as _,
-        process::{Command, Stdio},
-        sync::mpsc,
-        thread,
-        time::Duration,
+        collections::BTreeMap, ffi::CString, os::unix::ffi::OsStrExt as _, process::Command,
+        thread, time::Duration,
     };
     if !can_run() {
         return;
@@ -135,35 +139,7 @@ fn follows_workers_forked_after_attach() {
     ]);
     let spawned = Spawned::new(shell, Stderr::Capture).expect("spawn sh");
     let pid = spawned.pid();
-    let mut tracer = Command::new(exe)
-        .args([
-            "--pid",
-            &pid.to_string(),
-            "--json",
-            "--backend",
-            "tracepoint",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn tracer");
-    let mut tracer_out = tracer.stdout.take().expect("stdout");
-    let out_reader = thread::spawn(move || {
-        let mut s = String::new();
-        let _ = tracer_out.read_to_string(&mut s);
-        s
-    });
-    let (tx, rx) = mpsc::channel();
-    let err = tracer.stderr.take().expect("stderr");
-    thread::spawn(move || {
-        for line in BufReader::new(err).lines().map_while(Result::ok) {
-            if line.contains("herdtrace: tracing ") {
-                let _ = tx.send(());
-            }
-        }
-    });
-    rx.recv_timeout(Duration::from_secs(60))
-        .expect("tracer attached");
+    let tracer = json_tracer(pid, &[]);
 
     // Now the server starts and forks its workers.
     std::fs::write(&gate, "go\n").expect("open the gate");
@@ -187,9 +163,9 @@ fn follows_workers_forked_after_attach() {
         .expect("load");
     let load: serde_json::Value = serde_json::from_slice(&load.stdout).expect("load json");
     thread::sleep(Duration::from_millis(2000));
-    // SAFETY: signals to our own children.
-    unsafe { libc::kill(tracer.id() as i32, libc::SIGINT) };
-    assert!(tracer.wait().expect("tracer exit").success());
+    tracer.signal(libc::SIGINT);
+    let traced = tracer.wait();
+    assert!(traced.status.success(), "{}", traced.stderr);
     let status = server
         .stop(libc::SIGTERM, Duration::from_secs(15))
         .unwrap_or_else(|e| panic!("{e:#}; stderr: {}", server.stderr_text()));
@@ -202,7 +178,7 @@ fn follows_workers_forked_after_attach() {
         .iter()
         .map(|w| (w.tid as u32, w.accepts))
         .collect();
-    let ndjson = out_reader.join().expect("tracer output");
+    let ndjson = traced.stdout;
 
     let mut sc = scenario::find("epoll-per-worker").expect("scenario");
     sc.connections = 150;
@@ -221,13 +197,7 @@ fn follows_workers_forked_after_attach() {
 /// connections at 200/s: the NDJSON lines and the text summary of a second,
 /// identical run (replayed from its recording).
 fn balance_run(model: &str) -> (Vec<serde_json::Value>, String) {
-    use std::{
-        io::{BufRead, BufReader, Read},
-        process::{Command, Stdio},
-        sync::mpsc,
-        thread,
-        time::Duration,
-    };
+    use std::process::{Command, Stdio};
     let exe = env!("CARGO_BIN_EXE_herdtrace");
     let server = TestServer::start(&["--model", model, "--workers", "4"]);
     let listening = server.listening;
@@ -235,37 +205,8 @@ fn balance_run(model: &str) -> (Vec<serde_json::Value>, String) {
         "herdtrace-balance-{model}-{}.htr",
         std::process::id()
     ));
-    let mut tracer = Command::new(exe)
-        .args([
-            "--pid",
-            &listening.pid.to_string(),
-            "--json",
-            "--backend",
-            "tracepoint",
-        ])
-        .args(["-d", "4", "--record"])
-        .arg(&rec)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn tracer");
-    let mut out = tracer.stdout.take().expect("stdout");
-    let reader = thread::spawn(move || {
-        let mut s = String::new();
-        let _ = out.read_to_string(&mut s);
-        s
-    });
-    let (tx, rx) = mpsc::channel();
-    let err = tracer.stderr.take().expect("stderr");
-    thread::spawn(move || {
-        for line in BufReader::new(err).lines().map_while(Result::ok) {
-            if line.contains("herdtrace: tracing ") {
-                let _ = tx.send(());
-            }
-        }
-    });
-    rx.recv_timeout(Duration::from_secs(60))
-        .expect("tracer attached");
+    let rec_arg = rec.to_str().expect("UTF-8 temp path");
+    let tracer = json_tracer(listening.pid, &["-d", "4", "--record", rec_arg]);
     let load = Command::new(exe)
         .args(["load", "--addr", &format!("127.0.0.1:{}", listening.port)])
         .args([
@@ -280,12 +221,11 @@ fn balance_run(model: &str) -> (Vec<serde_json::Value>, String) {
         .status()
         .expect("load");
     assert!(load.success());
-    let status = tracer.wait().expect("tracer exit");
+    let traced = tracer.wait();
     server.kill_parent();
-    assert!(status.success());
-    let lines = reader
-        .join()
-        .expect("stdout")
+    assert!(traced.status.success(), "{}", traced.stderr);
+    let lines = traced
+        .stdout
         .lines()
         .map(|l| serde_json::from_str(l).expect("NDJSON"))
         .collect();
@@ -407,9 +347,6 @@ fn connect_from(port: u16, server: u16) -> bool {
 #[test]
 fn reuseport_with_two_client_ports_is_a_hash_imbalance() {
     use std::{
-        io::{BufRead, BufReader, Read},
-        process::{Command, Stdio},
-        sync::mpsc,
         thread,
         time::{Duration, Instant},
     };
@@ -417,39 +354,9 @@ fn reuseport_with_two_client_ports_is_a_hash_imbalance() {
         return;
     }
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let exe = env!("CARGO_BIN_EXE_herdtrace");
     let server = TestServer::start(&["--model", "reuseport", "--workers", "4"]);
     let listening = server.listening;
-    let mut tracer = Command::new(exe)
-        .args([
-            "--pid",
-            &listening.pid.to_string(),
-            "--json",
-            "--backend",
-            "tracepoint",
-        ])
-        .args(["-d", "6"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn tracer");
-    let mut out = tracer.stdout.take().expect("stdout");
-    let reader = thread::spawn(move || {
-        let mut s = String::new();
-        let _ = out.read_to_string(&mut s);
-        s
-    });
-    let (tx, rx) = mpsc::channel();
-    let err = tracer.stderr.take().expect("stderr");
-    thread::spawn(move || {
-        for line in BufReader::new(err).lines().map_while(Result::ok) {
-            if line.contains("herdtrace: tracing ") {
-                let _ = tx.send(());
-            }
-        }
-    });
-    rx.recv_timeout(Duration::from_secs(60))
-        .expect("tracer attached");
+    let tracer = json_tracer(listening.pid, &["-d", "6"]);
     // Two free source ports, reused by 100 connections each, 10 ms apart.
     let ports: Vec<u16> = (0..2)
         .map(|_| {
@@ -468,11 +375,11 @@ fn reuseport_with_two_client_ports_is_a_hash_imbalance() {
         made += u32::from(connect_from(ports[k % 2], listening.port));
         thread::sleep(Duration::from_millis(10));
     }
-    let status = tracer.wait().expect("tracer exit");
+    let traced = tracer.wait();
     server.kill_parent();
-    assert!(status.success());
+    assert!(traced.status.success(), "{}", traced.stderr);
     assert!(made >= 50, "only {made} connections made");
-    let text = reader.join().expect("stdout");
+    let text = traced.stdout;
     let summary: serde_json::Value =
         serde_json::from_str(text.lines().last().expect("summary")).expect("json");
     let b = &summary["balance"];
