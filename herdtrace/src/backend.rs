@@ -284,9 +284,17 @@ pub struct Plan {
     pub points: Vec<PointPlan>,
     /// What is lost or less precise on this kernel, each said once.
     pub warnings: Vec<String>,
+    /// Kernel functions a kprobe reaches under another symbol (an LTO
+    /// rename, `name.llvm.N`): table target -> symbol to attach to.
+    pub renamed: BTreeMap<&'static str, String>,
 }
 
 impl Plan {
+    /// The kernel symbol a kprobe on `target` attaches to.
+    pub fn kernel_symbol<'a>(&'a self, target: &'a str) -> &'a str {
+        self.renamed.get(target).map_or(target, String::as_str)
+    }
+
     /// Every program to attach, in order.
     pub fn attachments(&self) -> impl Iterator<Item = &Attach> {
         self.points.iter().flat_map(|p| p.used.iter())
@@ -350,10 +358,20 @@ pub fn plan(backend: Backend, facts: &KernelFacts) -> Result<Plan, String> {
     if guarded && facts.version.is_some_and(|v| v < (5, 12, 0)) {
         warnings.push(UNCOUNTED_SKIPS.to_owned());
     }
+    let mut renamed = BTreeMap::new();
+    for at in points.iter().flat_map(|p| p.used.iter()) {
+        if matches!(at.kind, Kind::Kprobe | Kind::Kretprobe) {
+            let symbol = facts.function(at.target).attach_name(at.target).to_owned();
+            if symbol != at.target {
+                renamed.insert(at.target, symbol);
+            }
+        }
+    }
     Ok(Plan {
         backend,
         points,
         warnings,
+        renamed,
     })
 }
 

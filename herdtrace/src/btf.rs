@@ -247,6 +247,7 @@ impl Btf {
     }
 
     /// Number of types including the implicit `void` (id 0).
+    #[cfg(test)]
     pub fn type_count(&self) -> usize {
         self.types.len()
     }
@@ -257,6 +258,7 @@ impl Btf {
     }
 
     /// Name of a type id (`""` for anonymous types).
+    #[cfg(test)]
     pub fn type_name(&self, id: u32) -> Option<&str> {
         let t = self.types.get(id as usize)?;
         std::str::from_utf8(self.name_bytes(t.name_off)?).ok()
@@ -270,6 +272,7 @@ impl Btf {
     }
 
     /// Size in bytes of the struct or union `name`.
+    #[cfg(test)]
     pub fn struct_size(&self, name: &str) -> Option<u32> {
         let id = *self.composites(name).first()?;
         Some(self.types[id as usize].size_type)
@@ -282,6 +285,7 @@ impl Btf {
     }
 
     /// Whether a function (BTF_KIND_FUNC) of this exact name exists.
+    #[cfg(test)]
     pub fn has_func(&self, name: &str) -> bool {
         self.index().funcs.contains_key(name)
     }
@@ -490,6 +494,7 @@ macro_rules! kernel_offsets {
             }
 
             /// The offset slot of `member` (`"struct.path"`), if it is one.
+            #[cfg(feature = "test-hooks")]
             pub fn slot_mut(&mut self, member: &str) -> Option<&mut Option<u32>> {
                 $( if member == concat!($strukt, ".", $path) {
                     return Some(&mut self.$field);

@@ -17,7 +17,7 @@ use crate::backend::{
 use crate::btf::{Btf, KernelOffsets, VMLINUX_BTF};
 use crate::kernel::{self, KernelConfig, Privilege, SymbolPresence, TracefsError};
 use crate::loader;
-use crate::probes::{self, Kind, Pick, ProgramType};
+use crate::probes::{self, Pick, ProgramType};
 use crate::start::{self, Options};
 
 const EXAMPLES: &str = "\
@@ -154,6 +154,7 @@ fn trial_attach(facts: &KernelFacts, offsets: &KernelOffsets) -> Vec<(Backend, S
         port_filter: 0,
         chain_window_ns: 5_000_000,
         ringbuf_bytes: 1 << 16,
+        #[cfg(feature = "test-hooks")]
         empty_programs: false,
     };
     Backend::ALL
@@ -659,8 +660,9 @@ pub fn render_json(r: &Report) -> Value {
 }
 
 /// Used by the consistency tests: every (kind, target) of the table.
-pub fn table_targets() -> Vec<(Kind, &'static str)> {
-    let mut v: Vec<(Kind, &'static str)> = probes::all_attachments()
+#[cfg(feature = "test-hooks")]
+pub fn table_targets() -> Vec<(probes::Kind, &'static str)> {
+    let mut v: Vec<(probes::Kind, &'static str)> = probes::all_attachments()
         .map(|a| (a.kind, a.target))
         .collect();
     v.sort();

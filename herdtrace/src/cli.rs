@@ -1,7 +1,7 @@
 //! Command-line interface: argument definitions and dispatch.
 use clap::{Parser, Subcommand};
 
-use crate::{check, diagnose, generate, load, logging, replay, scenario, serve, trace, verify};
+use crate::{check, diagnose, generate, load, logging, replay, serve, trace, verify};
 
 const EXAMPLES: &str = "\
 Examples:
@@ -52,8 +52,9 @@ pub enum Command {
     /// Read a running server's accept setup from /proc, trace it, and say what to change.
     Diagnose(diagnose::DiagnoseArgs),
     /// Run the built-in end-to-end scenarios (server + tracer + load) and check the results.
+    #[cfg(feature = "test-hooks")]
     #[command(hide = true)]
-    Selftest(scenario::SelftestArgs),
+    Selftest(crate::selftest::SelftestArgs),
     /// Write the man pages or print a shell completion script (for packagers).
     #[command(hide = true)]
     Generate(generate::GenerateArgs),
@@ -76,7 +77,8 @@ pub fn main() -> i32 {
         Some(Command::Demo(a)) => trace::demo(a),
         Some(Command::Verify(a)) => verify::run(a),
         Some(Command::Diagnose(a)) => diagnose::run(a),
-        Some(Command::Selftest(a)) => scenario::selftest(a),
+        #[cfg(feature = "test-hooks")]
+        Some(Command::Selftest(a)) => crate::selftest::run(a),
         Some(Command::Generate(a)) => generate::run(a),
         None => trace::run(cli.trace),
     };

@@ -17,7 +17,7 @@ use crate::{
     backend::BackendRequest,
     engine::Summary,
     report::verdict,
-    serve::{lines::TotalStats, model::Model, process::ServerProcess},
+    serve::{model::Model, process::ServerProcess, TotalStats},
     stop,
     trace::{prepare, trace_session, EndReason, TargetSet, TraceArgs},
 };
@@ -97,7 +97,7 @@ fn start_load(port: u16, args: &DemoArgs, done: Arc<AtomicBool>, result: Arc<Mut
 fn run_model(model: Model, args: &DemoArgs, out: &mut impl Write) -> Result<Option<Row>> {
     let exe = std::env::current_exe().context("locating the herdtrace binary")?;
     let server = ServerProcess::start(&exe, model, args.workers, &[], true)?;
-    let (pid, port) = (server.listening.pid, server.listening.port);
+    let (pid, port) = (server.listening().pid, server.listening().port);
     writeln!(
         out,
         "\n=== {model}: {} workers, {} connections at {}/s on 127.0.0.1:{port} ===",
@@ -131,7 +131,7 @@ fn run_model(model: Model, args: &DemoArgs, out: &mut impl Write) -> Result<Opti
         },
     )?;
     // The server's own count, from its --stats (None if it printed none).
-    let workers = server.stop();
+    let workers = server.stop()?;
     let server_accepts = (!workers.is_empty()).then(|| TotalStats::of(&workers).accepts);
     if let EndReason::Signal(_) = reason {
         return Ok(None);

@@ -135,6 +135,7 @@ pub fn comm(ev: &RawEvent) -> Cow<'_, str> {
 }
 
 /// Builds a `comm` buffer from a name (truncated to 15 bytes + NUL, as the kernel does).
+#[cfg(feature = "test-hooks")]
 pub fn comm_bytes(name: &str) -> [u8; 16] {
     let mut out = [0u8; 16];
     let n = name.len().min(15);

@@ -3,30 +3,38 @@
 //! Pure logic (decoding, reconstruction, statistics, output) lives in modules
 //! that need neither root nor a kernel; `loader` is the only module that talks
 //! to aya.
-pub mod backend;
-pub mod btf;
+//!
+//! Modules are crate-private unless the binary or the integration tests
+//! (`tests/`) use them, so the dead-code lint sees what nothing calls.
+pub(crate) mod backend;
+pub(crate) mod btf;
 pub mod cgroup;
 pub mod check;
 pub mod cli;
-pub mod demo;
-pub mod diagnose;
+pub(crate) mod demo;
+pub(crate) mod diagnose;
 pub mod engine;
 pub mod events;
-pub mod exporter;
-pub mod generate;
+pub(crate) mod exporter;
+pub(crate) mod generate;
 pub mod kernel;
-pub mod load;
-pub mod loader;
-pub mod logging;
-pub mod pipeline;
+pub(crate) mod load;
+pub(crate) mod loader;
+pub(crate) mod logging;
+pub(crate) mod pipeline;
 pub mod probes;
+pub mod procstat;
 pub mod record;
 pub mod replay;
 pub mod report;
 pub mod scenario;
+#[cfg(feature = "test-hooks")]
+mod selftest;
 pub mod serve;
-pub mod start;
-pub mod stop;
-pub mod targets;
-pub mod trace;
-pub mod verify;
+pub(crate) mod start;
+pub(crate) mod stop;
+pub(crate) mod targets;
+#[cfg(feature = "test-hooks")]
+mod test_hooks;
+pub(crate) mod trace;
+pub(crate) mod verify;

@@ -139,6 +139,7 @@ pub struct TracerConfig {
     pub ringbuf_bytes: u32,
     /// Attach do-nothing programs to the same probe points instead
     /// (benchmarks: the cost of the probe points alone).
+    #[cfg(feature = "test-hooks")]
     pub empty_programs: bool,
 }
 
@@ -156,9 +157,10 @@ pub struct KernelCounters {
 /// Attached programs plus the maps user space reads and writes.
 pub struct Tracer {
     ebpf: Ebpf,
-    /// do-nothing BTF-bound programs (one object each: such a program is
-    /// bound to its target at load), `--empty-programs` only.
-    extra: Vec<Ebpf>,
+    /// Held, never read: do-nothing BTF-bound programs (one object each:
+    /// such a program is bound to its target at load), `--empty-programs` only.
+    #[cfg(feature = "test-hooks")]
+    _empty_objects: Vec<Ebpf>,
     ring: RingBuf<MapData>,
     traced: HashMap<MapData, u32, u32>,
     listen_addrs: HashMap<MapData, ListenKey, u32>,
@@ -191,14 +193,17 @@ impl Tracer {
             .map_err(|e| anyhow!("reading the eBPF programs' log: {}", describe(&e)))?;
         let btf =
             Btf::from_sys_fs().map_err(|e| anyhow!("reading kernel BTF: {}", describe(&e)))?;
-        let mut extra = Vec::new();
+        #[cfg(feature = "test-hooks")]
+        let mut empty_objects = Vec::new();
         let mut attached = Vec::new();
         for at in cfg.plan.attachments() {
+            #[cfg(feature = "test-hooks")]
             if cfg.empty_programs {
-                attach_empty(&mut ebpf, &mut extra, at, &btf)?;
-            } else {
-                attach(&mut ebpf, at, at.program, &btf)?;
+                attach_empty(&mut ebpf, &mut empty_objects, at, &cfg.plan, &btf)?;
+                attached.push(format!("{} <- {}", at.label(), empty_program(at.kind)));
+                continue;
             }
+            attach(&mut ebpf, at, at.program, &cfg.plan, &btf)?;
             attached.push(format!("{} <- {}", at.label(), at.program));
         }
         let ring = RingBuf::try_from(ebpf.take_map("EVENTS").context("map EVENTS missing")?)
@@ -212,7 +217,8 @@ impl Tracer {
         release_startup_memory();
         Ok(Tracer {
             ebpf,
-            extra,
+            #[cfg(feature = "test-hooks")]
+            _empty_objects: empty_objects,
             ring,
             traced,
             listen_addrs,
@@ -265,12 +271,6 @@ impl Tracer {
         self.log.flush();
     }
 
-    /// (events written, events dropped because the ring buffer was full), all CPUs.
-    pub fn counters(&self) -> Result<(u64, u64)> {
-        let all = self.kernel_counters()?;
-        Ok((all.events, all.drops))
-    }
-
     /// Every kernel-side counter, summed over CPUs.
     pub fn kernel_counters(&self) -> Result<KernelCounters> {
         let sum = |idx: u32| -> Result<u64> {
@@ -310,11 +310,6 @@ impl Tracer {
     /// Names of the loaded programs (for diagnostics).
     pub fn programs(&self) -> Vec<String> {
         self.ebpf.programs().map(|(n, _)| n.to_string()).collect()
-    }
-
-    /// Number of extra objects loaded for do-nothing programs.
-    pub fn empty_objects(&self) -> usize {
-        self.extra.len()
     }
 }
 
@@ -402,8 +397,8 @@ macro_rules! attach_btf_bound {
     }};
 }
 
-/// Attaches program `prog` as `at` says.
-fn attach(ebpf: &mut Ebpf, at: &Attach, prog: &str, btf: &Btf) -> Result<()> {
+/// Attaches program `prog` as `at` says (a kprobe to the symbol `plan` names).
+fn attach(ebpf: &mut Ebpf, at: &Attach, prog: &str, plan: &Plan, btf: &Btf) -> Result<()> {
     let target = at.target;
     match at.kind {
         Kind::Tracepoint => {
@@ -425,8 +420,9 @@ fn attach(ebpf: &mut Ebpf, at: &Attach, prog: &str, btf: &Btf) -> Result<()> {
                 p.load()
                     .map_err(|e| anyhow!("loading {prog}: {}", describe(&e)))?;
             }
-            p.attach(target, 0)
-                .map_err(|e| anyhow!("attaching {prog} to {target}: {}", describe(&e)))?;
+            let symbol = plan.kernel_symbol(target);
+            p.attach(symbol, 0)
+                .map_err(|e| anyhow!("attaching {prog} to {symbol}: {}", describe(&e)))?;
         }
         Kind::BtfTracepoint => attach_btf_bound!(ebpf, BtfTracePoint, prog, target, btf),
         Kind::Fentry => attach_btf_bound!(ebpf, FEntry, prog, target, btf),
@@ -436,6 +432,7 @@ fn attach(ebpf: &mut Ebpf, at: &Attach, prog: &str, btf: &Btf) -> Result<()> {
 }
 
 /// The do-nothing program of each attach kind.
+#[cfg(feature = "test-hooks")]
 fn empty_program(kind: Kind) -> &'static str {
     match kind {
         Kind::Tracepoint => "trial_tracepoint",
@@ -449,16 +446,23 @@ fn empty_program(kind: Kind) -> &'static str {
 
 /// Attaches a do-nothing program where `at` would attach. A BTF-bound
 /// program is tied to its target when loaded, so each gets its own object.
-fn attach_empty(ebpf: &mut Ebpf, extra: &mut Vec<Ebpf>, at: &Attach, btf: &Btf) -> Result<()> {
+#[cfg(feature = "test-hooks")]
+fn attach_empty(
+    ebpf: &mut Ebpf,
+    objects: &mut Vec<Ebpf>,
+    at: &Attach,
+    plan: &Plan,
+    btf: &Btf,
+) -> Result<()> {
     let prog = empty_program(at.kind);
     match at.kind {
-        Kind::Tracepoint | Kind::Kprobe | Kind::Kretprobe => attach(ebpf, at, prog, btf),
+        Kind::Tracepoint | Kind::Kprobe | Kind::Kretprobe => attach(ebpf, at, prog, plan, btf),
         Kind::BtfTracepoint | Kind::Fentry | Kind::Fexit => {
             let mut own = EbpfLoader::new()
                 .load(object()?)
                 .map_err(|e| anyhow!("loading the eBPF object failed: {}", describe(&e)))?;
-            attach(&mut own, at, prog, btf)?;
-            extra.push(own);
+            attach(&mut own, at, prog, plan, btf)?;
+            objects.push(own);
             Ok(())
         }
     }

@@ -722,6 +722,7 @@ pub const TABLE: &[Point] = &[
 ];
 
 /// Looks a point up by id.
+#[cfg(test)]
 pub fn point(id: &str) -> Option<&'static Point> {
     TABLE.iter().find(|p| p.id == id)
 }
@@ -787,6 +788,7 @@ pub fn fields_of(tracepoint: &str) -> Vec<&'static str> {
 }
 
 /// The event name of a BTF tracepoint target or classic `category:name`.
+#[cfg(feature = "test-hooks")]
 pub fn event_name(target: &str) -> &str {
     target.split_once(':').map_or(target, |(_, n)| n)
 }

@@ -155,6 +155,7 @@ impl<W: Write> Recorder<W> {
     }
 
     /// Flushes and returns the writer.
+    #[cfg(feature = "test-hooks")]
     pub fn finish(mut self) -> Result<W> {
         self.out.flush().context("flush recording")?;
         Ok(self.out)
@@ -242,11 +243,6 @@ impl<R: Read> Reader<R> {
 
     pub fn header(&self) -> &RecordHeader {
         &self.header
-    }
-
-    /// Byte offset of the next record.
-    pub fn offset(&self) -> u64 {
-        self.offset
     }
 
     /// The next record, or `None` at a clean end of file.

@@ -5,7 +5,7 @@
 use std::{
     collections::BTreeMap,
     io::{BufRead, BufReader, Read},
-    path::{Path, PathBuf},
+    path::Path,
     process::{Command, Stdio},
     sync::mpsc,
     thread,
@@ -16,11 +16,7 @@ use anyhow::{anyhow, bail, Context as _, Result};
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::backend::BackendRequest;
-use crate::serve::{
-    model::Model,
-    process::{ChildGuard, ServerProcess},
-};
+use crate::serve::{child::ChildGuard, model::Model, process::ServerProcess};
 
 /// What the mean number of woken tasks per connection must satisfy.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -50,6 +46,7 @@ pub struct Scenario {
 /// each connection arrives), a few hundred connections. Expectations from
 /// docs/herd-mechanics.md: epoll-per-worker wakes every idle worker; exclusive,
 /// reuseport and blocking accept one; shared epoll in LT mode one to N.
+#[cfg(feature = "test-hooks")]
 pub fn all() -> Vec<Scenario> {
     let base = |name, model, bound| Scenario {
         name,
@@ -80,6 +77,7 @@ pub fn all() -> Vec<Scenario> {
     ]
 }
 
+#[cfg(feature = "test-hooks")]
 pub fn find(name: &str) -> Option<Scenario> {
     all().into_iter().find(|s| s.name == name)
 }
@@ -142,6 +140,7 @@ pub struct Outcome {
 }
 
 impl Outcome {
+    #[cfg(feature = "test-hooks")]
     pub fn passed(&self) -> bool {
         self.failures.is_empty()
     }
@@ -289,11 +288,12 @@ pub fn evaluate(sc: &Scenario, o: &mut Outcome) {
 
 /// Runs `sc` with the tracer `backend` ("tracepoint", "kprobe", "fentry",
 /// "auto"), using the herdtrace binary at `exe`.
+#[cfg(feature = "test-hooks")]
 pub fn run(exe: &Path, backend: &str, sc: &Scenario) -> Result<Outcome> {
     run_with(exe, backend, sc, &[])
 }
 
-/// [`run`] with extra tracer arguments.
+/// Runs `sc` with the tracer `backend` and extra tracer arguments.
 pub fn run_with(
     exe: &Path,
     backend: &str,
@@ -306,7 +306,7 @@ pub fn run_with(
 
 /// Runs `sc` once with one tracer per backend attached at the same time to
 /// the same server: every tracer sees the very same connections, so their
-/// figures must agree (see [`agreement`]). One outcome per backend, in order.
+/// figures must agree (`selftest --agree`). One outcome per backend, in order.
 pub fn run_together(
     exe: &Path,
     backends: &[&str],
@@ -315,7 +315,7 @@ pub fn run_together(
 ) -> Result<Vec<Outcome>> {
     // 1. The server.
     let server = ServerProcess::start(exe, sc.model, sc.workers, &sc.serve_args, false)?;
-    let listening = server.listening;
+    let listening = *server.listening();
 
     // 2. The tracers.
     let mut tracers = Vec::new();
@@ -355,7 +355,7 @@ pub fn run_together(
 
     // 5. Stop the server, read its own counts.
     let server_accepts: BTreeMap<u32, u64> = server
-        .stop()
+        .stop()?
         .iter()
         .map(|w| (w.tid as u32, w.accepts))
         .collect();
@@ -440,9 +440,11 @@ impl TracerChild {
 }
 
 /// How far apart two backends' mean woken per connection may be on the same run.
+#[cfg(feature = "test-hooks")]
 pub const AGREEMENT_TOLERANCE: f64 = 0.10;
 /// The share of connections (matched by client address and port across the
 /// two tracers' outputs) that must have the same woken count.
+#[cfg(feature = "test-hooks")]
 pub const AGREEMENT_SAME_SHARE: f64 = 0.99;
 
 /// Largest share of connections either tracer may flag (possibly
@@ -454,6 +456,7 @@ pub const AGREEMENT_SAME_SHARE: f64 = 0.99;
 pub const AGREEMENT_MAX_FLAGGED: f64 = 0.2;
 
 /// Two backends compared on the same connections.
+#[cfg(feature = "test-hooks")]
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Agreement {
     pub scenario: String,
@@ -476,6 +479,7 @@ pub struct Agreement {
     pub failures: Vec<String>,
 }
 
+#[cfg(feature = "test-hooks")]
 impl Agreement {
     pub fn passed(&self) -> bool {
         self.failures.is_empty()
@@ -518,6 +522,7 @@ impl Agreement {
 }
 
 /// Two tracers' records of one run, compared connection by connection.
+#[cfg(feature = "test-hooks")]
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ConnComparison {
     /// The first few connections whose counts differ: `peer A/B`.
@@ -537,6 +542,7 @@ pub struct ConnComparison {
 
 /// Compares two tracers' records of one run connection by connection
 /// (matched by client address and port).
+#[cfg(feature = "test-hooks")]
 pub fn compare_conns(a: &[ConnSample], b: &[ConnSample]) -> ConnComparison {
     let index: BTreeMap<&str, &ConnSample> = b
         .iter()
@@ -577,6 +583,7 @@ pub fn compare_conns(a: &[ConnSample], b: &[ConnSample]) -> ConnComparison {
 /// the others, taken on the same run: the same connections, the same woken
 /// count for at least [`AGREEMENT_SAME_SHARE`] of them, means within
 /// [`AGREEMENT_TOLERANCE`], and each run passing its own checks.
+#[cfg(feature = "test-hooks")]
 pub fn agreement(outcomes: &[Outcome]) -> Vec<Agreement> {
     let Some((reference, others)) = outcomes.split_first() else {
         return Vec::new();
@@ -794,218 +801,6 @@ pub fn diagnostics_of(s: &Value) -> Vec<String> {
         }
     }
     out
-}
-
-/// `herdtrace selftest`: runs scenarios and prints one result line each.
-#[derive(Debug, clap::Args)]
-pub struct SelftestArgs {
-    /// Backends to test, comma-separated (auto, fentry, kprobe, tracepoint), or
-    /// `working`: every backend this kernel supports (the others are printed as SKIP).
-    #[arg(long, default_value = "auto")]
-    pub backend: String,
-    /// Also run each scenario once with all the tested backends attached
-    /// together and check that they agree (PASS/FAIL agree lines).
-    #[arg(long)]
-    pub agree: bool,
-    /// Only these scenarios (default: all).
-    #[arg(long = "scenario")]
-    pub scenarios: Vec<String>,
-    /// One JSON object per scenario instead of text.
-    #[arg(long)]
-    pub json: bool,
-    /// Override the scenarios' connection rate (per second); slower machines
-    /// (QEMU's software emulation) need a lower rate to keep workers idle.
-    #[arg(long)]
-    pub rate: Option<u32>,
-    /// Override the scenarios' number of connections.
-    #[arg(long)]
-    pub connections: Option<u32>,
-    /// Connections the load generator keeps in flight (default 2).
-    #[arg(long)]
-    pub concurrency: Option<u32>,
-    /// Only the runs with the first backend and each other one attached
-    /// together (with `--agree`), not one run per backend first (a single
-    /// available backend still runs alone).
-    #[arg(long, requires = "agree")]
-    pub agree_only: bool,
-    /// Extra argument for the tracer (repeatable), e.g. `--tracer-arg=--chain-window-us=5000`.
-    #[arg(long = "tracer-arg", allow_hyphen_values = true)]
-    pub tracer_args: Vec<String>,
-}
-
-pub fn selftest(args: SelftestArgs) -> Result<i32> {
-    let exe: PathBuf = std::env::current_exe().context("locating the herdtrace binary")?;
-    let chosen: Vec<Scenario> = if args.scenarios.is_empty() {
-        all()
-    } else {
-        args.scenarios
-            .iter()
-            .map(|n| find(n).ok_or_else(|| anyhow!("unknown scenario {n:?}")))
-            .collect::<Result<_>>()?
-    };
-    let chosen: Vec<Scenario> = chosen
-        .into_iter()
-        .map(|mut sc| {
-            sc.rate = args.rate.unwrap_or(sc.rate);
-            sc.connections = args.connections.unwrap_or(sc.connections);
-            sc.concurrency = args.concurrency.unwrap_or(sc.concurrency);
-            sc
-        })
-        .collect();
-    let BackendSelection {
-        run: backends,
-        unavailable,
-    } = expand_backends(&args.backend)?;
-    // With a single backend there is nothing to pair it with: it runs alone.
-    let alone = !args.agree_only || backends.len() < 2;
-    let mut failed = 0;
-    for sc in &chosen {
-        for (backend, reason) in &unavailable {
-            println!("SKIP {} {backend}: unavailable: {reason}", sc.name);
-        }
-        for backend in backends.iter().filter(|_| alone) {
-            let outcome = match run_with(&exe, backend, sc, &args.tracer_args) {
-                Ok(o) => o,
-                Err(e) => {
-                    failed += 1;
-                    println!("FAIL {} {backend}: {e:#}", sc.name);
-                    continue;
-                }
-            };
-            if !outcome.passed() {
-                failed += 1;
-            }
-            print_outcome(&outcome, args.json)?;
-        }
-        // The first backend (the tracepoint one by convention) against each
-        // other one, two tracers per run: as a user would run them, not
-        // three tracers' programs competing for each event.
-        let pairs = backends
-            .split_first()
-            .map(|(first, rest)| rest.iter().map(|o| [first.as_str(), o.as_str()]).collect())
-            .unwrap_or_else(Vec::new);
-        for names in pairs.iter().filter(|_| args.agree) {
-            match run_together(&exe, names, sc, &args.tracer_args) {
-                Ok(outcomes) => {
-                    for a in agreement(&outcomes) {
-                        if !a.passed() {
-                            failed += 1;
-                        }
-                        if args.json {
-                            println!("{}", serde_json::to_string(&a).context("encoding")?);
-                        } else {
-                            println!("{}", a.line());
-                        }
-                    }
-                }
-                Err(e) => {
-                    failed += 1;
-                    println!("FAIL agree {} {}: {e:#}", sc.name, names.join("~"));
-                }
-            }
-        }
-    }
-    Ok(if failed == 0 { 0 } else { 1 })
-}
-
-/// The backends a selftest runs, and those it skips with the reason.
-struct BackendSelection {
-    run: Vec<String>,
-    unavailable: Vec<(String, String)>,
-}
-
-/// `--backend` → a [`BackendSelection`]. `working` asks the kernel
-/// (tracepoint first: it is the agreement reference).
-fn expand_backends(spec: &str) -> Result<BackendSelection> {
-    if spec != "working" {
-        let list: Vec<String> = spec
-            .split(',')
-            .map(|b| b.trim().to_string())
-            .filter(|b| !b.is_empty())
-            .collect();
-        if list.is_empty() {
-            bail!("--backend: no backend given");
-        }
-        return Ok(BackendSelection {
-            run: list,
-            unavailable: Vec::new(),
-        });
-    }
-    let facts = crate::check::gather_facts();
-    let mut ok = Vec::new();
-    let mut skipped = Vec::new();
-    for (name, req) in [
-        ("tracepoint", BackendRequest::Tracepoint),
-        ("kprobe", BackendRequest::Kprobe),
-        ("fentry", BackendRequest::Fentry),
-    ] {
-        match crate::backend::choose(req, &facts) {
-            Ok(_) => ok.push(name.to_string()),
-            Err(reason) => skipped.push((name.to_string(), reason)),
-        }
-    }
-    if ok.is_empty() {
-        bail!("no backend works on this kernel");
-    }
-    Ok(BackendSelection {
-        run: ok,
-        unavailable: skipped,
-    })
-}
-
-/// What the kernel denied the tracer, from its `warning:` lines, each cut to
-/// its subject (`tracepoint sock:sk_data_ready missing (added in 6.6)`): the
-/// report shows these beside the figures, so a gap is never a silent pass.
-pub fn limits(tracer_stderr: &str) -> Vec<String> {
-    tracer_stderr
-        .lines()
-        .filter_map(|l| l.strip_prefix("herdtrace: warning: "))
-        .map(|w| w.split(": ").next().unwrap_or(w).trim().to_string())
-        .filter(|w| !w.is_empty())
-        .collect()
-}
-
-fn print_outcome(outcome: &Outcome, json: bool) -> Result<()> {
-    if json {
-        println!(
-            "{}",
-            serde_json::to_string(outcome).context("encoding the outcome")?
-        );
-        return Ok(());
-    }
-    let limits = limits(&outcome.tracer_stderr);
-    println!(
-        "{} {} {}: woken/conn {:.2} eagain/conn {:.2} losers/conn {:.2} spurious/conn {:.2} conns {}/{} lost {}{}{}",
-        if outcome.passed() { "PASS" } else { "FAIL" },
-        outcome.scenario,
-        outcome.backend,
-        outcome.woken_mean,
-        outcome.eagain_per_conn,
-        outcome.eagain_losers_per_conn,
-        outcome.spurious_per_conn,
-        outcome.conn_records,
-        outcome.load_connections,
-        outcome.lost_events,
-        if limits.is_empty() {
-            String::new()
-        } else {
-            format!(" {{{}}}", limits.join("; "))
-        },
-        if outcome.failures.is_empty() && outcome.explained.is_empty() {
-            String::new()
-        } else if outcome.failures.is_empty() {
-            format!(" (reported by the tracer: {})", outcome.explained.join("; "))
-        } else if outcome.diagnostics.is_empty() {
-            format!(" [{}]", outcome.failures.join("; "))
-        } else {
-            format!(
-                " [{}] (tracer: {})",
-                outcome.failures.join("; "),
-                outcome.diagnostics.join(", ")
-            )
-        }
-    );
-    Ok(())
 }
 
 #[cfg(test)]
@@ -1316,30 +1111,6 @@ mod tests {
         assert!(a[0].passed());
         assert!(agreement(&[run_of("tracepoint", 1.0, &[])]).is_empty());
         assert!(agreement(&[]).is_empty());
-    }
-
-    #[test]
-    fn limits_are_the_subjects_of_the_tracer_warnings() {
-        let stderr = "herdtrace: backend tracepoint\n\
-            herdtrace: warning: tracepoint sock:sk_data_ready missing (added in 6.6): arrivals come from x\n\
-            herdtrace: warning: ep_send_events cannot be probed (inlined or missing): wakeups\n\
-            herdtrace: tracing 5 tasks in 1 processes with the tracepoint backend; Ctrl-C to end\n";
-        assert_eq!(
-            limits(stderr),
-            vec![
-                "tracepoint sock:sk_data_ready missing (added in 6.6)".to_string(),
-                "ep_send_events cannot be probed (inlined or missing)".to_string()
-            ]
-        );
-        assert!(limits("herdtrace: backend fentry\n").is_empty());
-    }
-
-    #[test]
-    fn backend_lists_are_split_and_empty_ones_refused() {
-        let sel = expand_backends("tracepoint, kprobe,fentry").expect("list");
-        assert_eq!(sel.run, vec!["tracepoint", "kprobe", "fentry"]);
-        assert!(sel.unavailable.is_empty());
-        assert!(expand_backends(" , ").is_err());
     }
 
     #[test]

@@ -2,8 +2,6 @@
 //! table, and the backend choice walked with real attaches, so what `check`
 //! reports is what the tracer attaches (a plan the kernel still refuses at
 //! load or attach is skipped with that reason, like any other gap).
-use std::collections::BTreeMap;
-
 use herdtrace_common::Config;
 
 use crate::backend::{choose_from, Backend, BackendRequest, Choice, KernelFacts, Plan};
@@ -21,6 +19,7 @@ pub struct Options {
     /// Ring buffer size in bytes.
     pub ringbuf_bytes: u32,
     /// Attach do-nothing programs instead (benchmarks).
+    #[cfg(feature = "test-hooks")]
     pub empty_programs: bool,
 }
 
@@ -131,6 +130,7 @@ pub fn attach_first(
                 plan: choice.plan.clone(),
                 config,
                 ringbuf_bytes: opts.ringbuf_bytes,
+                #[cfg(feature = "test-hooks")]
                 empty_programs: opts.empty_programs,
             })
             .map_err(|e| format!("{e:#}"))
@@ -140,18 +140,6 @@ pub fn attach_first(
             Err(reason) => failed.push((choice.backend, reason)),
         }
     }
-}
-
-/// Tracepoint fields the plan reads, by tracepoint (for `check`).
-pub fn fields_read(plan: &Plan) -> BTreeMap<&'static str, Vec<&'static str>> {
-    let mut out: BTreeMap<&'static str, Vec<&'static str>> = BTreeMap::new();
-    for at in plan
-        .attachments()
-        .filter(|a| a.kind == Kind::Tracepoint && !a.fields.is_empty())
-    {
-        out.entry(at.target).or_default().extend(at.fields);
-    }
-    out
 }
 
 #[cfg(test)]
@@ -178,6 +166,7 @@ mod tests {
             port_filter: 8080,
             chain_window_ns: 5_000_000,
             ringbuf_bytes: 1 << 22,
+            #[cfg(feature = "test-hooks")]
             empty_programs: false,
         }
     }
@@ -288,15 +277,5 @@ mod tests {
             program_config(&p, &o, &facts, &opts()),
             Err("kernel BTF lacks socket.sk, which every backend needs".into())
         );
-    }
-
-    #[test]
-    fn fields_read_by_plan() {
-        let p = plan(Backend::Tracepoint, &classic_only()).expect("plan");
-        let f = fields_read(&p);
-        assert_eq!(f["sched:sched_waking"], ["pid", "comm"]);
-        assert!(!f.contains_key("sched:sched_process_exit"));
-        let p = plan(Backend::Fentry, &all_ok()).expect("plan");
-        assert!(fields_read(&p).is_empty(), "fentry reads no classic record");
     }
 }

@@ -10,45 +10,15 @@ use std::{
 
 use anyhow::{bail, Context as _, Result};
 
-/// One process found in /proc.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ProcInfo {
-    pub pid: u32,
-    pub ppid: u32,
-    pub comm: String,
-    /// Start time in clock ticks since boot: tells a reused pid apart.
-    pub start_ticks: u64,
-}
+use crate::procstat::ProcStat;
 
-/// Parses `/proc/PID/stat`. The comm is between the first '(' and the last
-/// ')' because a comm may itself contain spaces and parentheses.
-pub fn parse_stat(text: &str) -> Option<ProcInfo> {
-    let open = text.find('(')?;
-    let close = text.rfind(')')?;
-    if close < open {
-        return None;
-    }
-    let pid = text[..open].trim().parse().ok()?;
-    let comm = text[open + 1..close].to_string();
-    let rest: Vec<&str> = text[close + 1..].split_whitespace().collect();
-    // rest[0] = state, rest[1] = ppid, ..., rest[19] = starttime (field 22).
-    let ppid = rest.get(1)?.parse().ok()?;
-    let start_ticks = rest.get(19)?.parse().ok()?;
-    Some(ProcInfo {
-        pid,
-        ppid,
-        comm,
-        start_ticks,
-    })
-}
-
-fn read_proc(proc_root: &Path, pid: u32) -> Option<ProcInfo> {
-    let text = fs::read_to_string(proc_root.join(pid.to_string()).join("stat")).ok()?;
-    parse_stat(&text)
+/// The process `pid`, or None once it has exited.
+fn read_proc(proc_root: &Path, pid: u32) -> Option<ProcStat> {
+    ProcStat::read(proc_root, pid).ok()
 }
 
 /// Every process in /proc.
-pub fn scan(proc_root: &Path) -> Result<Vec<ProcInfo>> {
+pub fn scan(proc_root: &Path) -> Result<Vec<ProcStat>> {
     let mut out = Vec::new();
     let dir =
         fs::read_dir(proc_root).with_context(|| format!("reading {}", proc_root.display()))?;
@@ -69,7 +39,7 @@ pub fn scan(proc_root: &Path) -> Result<Vec<ProcInfo>> {
 }
 
 /// The roots plus all their descendants, from a process list.
-pub fn with_descendants(all: &[ProcInfo], roots: &[u32]) -> Vec<u32> {
+pub fn with_descendants(all: &[ProcStat], roots: &[u32]) -> Vec<u32> {
     let mut children: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
     for p in all {
         children.entry(p.ppid).or_default().push(p.pid);
@@ -89,7 +59,7 @@ pub fn with_descendants(all: &[ProcInfo], roots: &[u32]) -> Vec<u32> {
 
 /// Checks `--pid` values and returns the root processes to follow.
 pub fn resolve_roots(
-    all: &[ProcInfo],
+    all: &[ProcStat],
     pids: &[i64],
     comms: &[String],
     self_pid: u32,
@@ -160,6 +130,7 @@ pub fn parse_socket_link(link: &str) -> Option<u64> {
 }
 
 /// (inode, local port) of every LISTEN socket in a `/proc/net/tcp{,6}` table.
+#[cfg(test)]
 pub fn parse_listeners(table: &str) -> Vec<(u64, u16)> {
     parse_listen_sockets(table)
         .into_iter()
@@ -328,36 +299,16 @@ pub fn in_accept(syscall_line: &str) -> bool {
 mod tests {
     use super::*;
 
-    fn stat(pid: u32, comm: &str, ppid: u32, start: u64) -> String {
-        format!(
-            "{pid} ({comm}) S {ppid} {pid} {pid} 0 -1 4194560 100 0 0 0 0 0 0 0 20 0 1 0 {start} 1000 100"
-        )
-    }
-
-    fn info(pid: u32, ppid: u32, comm: &str) -> ProcInfo {
-        ProcInfo {
+    fn info(pid: u32, ppid: u32, comm: &str) -> ProcStat {
+        ProcStat {
             pid,
             ppid,
             comm: comm.into(),
+            state: 'S',
+            utime: 0,
+            stime: 0,
             start_ticks: 7,
         }
-    }
-
-    #[test]
-    fn parses_stat_with_odd_comm() {
-        let p = parse_stat(&stat(42, "we (ird) comm", 1, 12345)).expect("parse");
-        assert_eq!(p.pid, 42);
-        assert_eq!(p.ppid, 1);
-        assert_eq!(p.comm, "we (ird) comm");
-        assert_eq!(p.start_ticks, 12345);
-    }
-
-    #[test]
-    fn rejects_garbage_stat() {
-        assert_eq!(parse_stat(""), None);
-        assert_eq!(parse_stat("12 nocomm S 1"), None);
-        assert_eq!(parse_stat("x (a) S 1 2"), None);
-        assert_eq!(parse_stat("1 (a) S"), None);
     }
 
     #[test]

@@ -92,6 +92,7 @@ pub struct TraceArgs {
     /// Benchmarks only: attach programs that do nothing to the same
     /// tracepoints, so `cargo xtask bench` can measure what the probe points
     /// themselves cost (tracepoint backend; no connection is reported).
+    #[cfg(feature = "test-hooks")]
     #[arg(long, hide = true)]
     pub empty_programs: bool,
     #[command(flatten)]
@@ -115,6 +116,7 @@ impl Default for TraceArgs {
             ringbuf_size: 4 << 20,
             chain_window_us: 5000,
             prometheus: None,
+            #[cfg(feature = "test-hooks")]
             empty_programs: false,
             log: LogArgs::default(),
         }
@@ -176,8 +178,10 @@ pub fn prepare(args: &TraceArgs) -> Result<Prepared> {
     // Fail early, with the same reason `check` gives, when nothing can run.
     let choice = backend::choose(args.backend, &facts).map_err(|e| anyhow!(e))?;
     let btf = btf.map_err(|e| anyhow!(e))?;
+    #[cfg_attr(not(feature = "test-hooks"), allow(unused_mut))]
     let mut offsets = KernelOffsets::from_btf(&btf)?;
-    apply_test_offset(&mut offsets)?;
+    #[cfg(feature = "test-hooks")]
+    crate::test_hooks::apply_offset(&mut offsets)?;
     let mut notes = Vec::new();
     let simulated = kernel::simulated_missing();
     if !simulated.is_empty() {
@@ -197,6 +201,7 @@ pub fn prepare(args: &TraceArgs) -> Result<Prepared> {
         port_filter: args.port.unwrap_or(0),
         chain_window_ns: args.chain_window_us.saturating_mul(1000),
         ringbuf_bytes: args.ringbuf_size,
+        #[cfg(feature = "test-hooks")]
         empty_programs: args.empty_programs,
     };
     let info = RunInfo {
@@ -220,7 +225,7 @@ pub fn prepare(args: &TraceArgs) -> Result<Prepared> {
 /// their start times so a reused pid is not mistaken for them), and every
 /// process of a `--cgroup`.
 pub struct TargetSet {
-    roots: Vec<targets::ProcInfo>,
+    roots: Vec<crate::procstat::ProcStat>,
     cgroup: Option<cgroup::Cgroup>,
     /// Roots already reported gone (each is reported once).
     exited: std::cell::RefCell<Vec<u32>>,
@@ -235,8 +240,6 @@ pub struct Loaded {
     pub procs: usize,
     /// Listeners not named before.
     pub new_listeners: Vec<targets::TargetListener>,
-    /// All listeners the targets hold.
-    pub listeners: usize,
 }
 
 impl TargetSet {
@@ -321,7 +324,6 @@ impl TargetSet {
             tasks,
             procs: pids.len(),
             new_listeners,
-            listeners: listeners.len(),
         })
     }
 
@@ -474,9 +476,8 @@ async fn session<W: Write>(
     // A fork between the /proc scan and the map update is caught by a second pass.
     let second = targets.load_into(&mut tracer)?;
     let (tasks, procs) = (first.tasks.max(second.tasks), first.procs.max(second.procs));
-    if test_fill_traced() {
-        fill_traced_set(&mut tracer);
-    }
+    #[cfg(feature = "test-hooks")]
+    crate::test_hooks::fill_traced_set(&mut tracer);
     let listeners: Vec<String> = first
         .new_listeners
         .iter()
@@ -544,7 +545,8 @@ async fn session<W: Write>(
     let mut skip_samples = time::interval(Duration::from_millis(SKIP_SAMPLE_MS));
     skip_samples.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let deadline = args.duration.map(|d| started + Duration::from_secs_f64(d));
-    let panic_at = test_panic_after().map(|d| started + d);
+    #[cfg(feature = "test-hooks")]
+    let panic_at = crate::test_hooks::panic_after().map(|d| started + d);
     let mut decode_errors = 0u64;
     let mut losses = LossFeed::default();
     let mut reason = loop {
@@ -590,9 +592,8 @@ async fn session<W: Write>(
         if until() {
             break EndReason::Caller;
         }
-        if panic_at.is_some_and(|at| now >= at) {
-            panic!("{TEST_PANIC_ENV} is set: panicking with every probe attached");
-        }
+        #[cfg(feature = "test-hooks")]
+        crate::test_hooks::panic_when_due(panic_at, now);
         if check_liveness {
             if targets.cgroup().is_some() {
                 // Processes that entered the cgroup since the last pass.
@@ -729,62 +730,6 @@ impl LossFeed {
     }
 }
 
-/// Test hook: `HERDTRACE_TEST_PANIC_AFTER_ATTACH=SECS` panics that long
-/// after attaching, so tests can check that a panic still detaches everything.
-pub const TEST_PANIC_ENV: &str = "HERDTRACE_TEST_PANIC_AFTER_ATTACH";
-
-fn test_panic_after() -> Option<Duration> {
-    parse_panic_after(std::env::var(TEST_PANIC_ENV).ok().as_deref())
-}
-
-fn parse_panic_after(value: Option<&str>) -> Option<Duration> {
-    Duration::try_from_secs_f64(value?.parse().ok()?).ok()
-}
-
-/// Test hook: `HERDTRACE_TEST_FILL_TRACED=1` fills the kernel's set of
-/// traced tasks once the targets are in it, so that the next task a target
-/// forks cannot be added: the fork program's kernel-side warning (aya-log)
-/// then shows with `-v`. Not an option: it breaks the run it is used in.
-pub const TEST_FILL_TRACED_ENV: &str = "HERDTRACE_TEST_FILL_TRACED";
-
-fn test_fill_traced() -> bool {
-    std::env::var_os(TEST_FILL_TRACED_ENV).is_some_and(|v| v == "1")
-}
-
-/// Adds tasks that cannot exist (tids above the kernel's PID_MAX_LIMIT,
-/// 2^22) until the map refuses more.
-fn fill_traced_set(tracer: &mut Tracer) {
-    const FIRST: u32 = 1 << 30;
-    let added = (0..1u32 << 20)
-        .take_while(|i| tracer.trace_task(FIRST + i, FIRST).is_ok())
-        .count();
-    eprintln!("herdtrace: {TEST_FILL_TRACED_ENV}: {added} placeholder tasks fill the traced set");
-}
-
-/// Test hook: `HERDTRACE_TEST_OFFSET=struct.member=other.member` makes the
-/// programs read `struct.member` at `other.member`'s offset, a wrong offset
-/// as a kernel whose BTF lied would give. With `task_struct.files` read at
-/// `task_struct.pid` the next read lands in user space and fails: the
-/// kernel-side warning that names the field then shows with `-v`.
-pub const TEST_OFFSET_ENV: &str = "HERDTRACE_TEST_OFFSET";
-
-fn apply_test_offset(offsets: &mut KernelOffsets) -> Result<()> {
-    let Ok(spec) = std::env::var(TEST_OFFSET_ENV) else {
-        return Ok(());
-    };
-    let (member, from) = spec.split_once('=').with_context(|| {
-        format!("{TEST_OFFSET_ENV}={spec}: expected struct.member=other.member")
-    })?;
-    let value = *offsets
-        .slot_mut(from)
-        .with_context(|| format!("{TEST_OFFSET_ENV}: unknown member {from}"))?;
-    *offsets
-        .slot_mut(member)
-        .with_context(|| format!("{TEST_OFFSET_ENV}: unknown member {member}"))? = value;
-    eprintln!("herdtrace: {TEST_OFFSET_ENV}: {member} is read at {from}'s offset");
-    Ok(())
-}
-
 /// How often the reader drains the ring buffer when the kernel does not wake it.
 pub const READER_POLL_MS: u64 = 20;
 /// How often the per-program skip counters are read (one syscall per
@@ -843,18 +788,5 @@ mod tests {
         assert_eq!((skipped("a", 7), skipped("b", 3)), (7, 3));
         assert_eq!((skipped("a", 8), skipped("b", 3)), (1, 0));
         assert_eq!(f.drops.step(2), 2);
-    }
-
-    #[test]
-    fn panic_hook_delay_is_used_only_when_valid() {
-        assert_eq!(parse_panic_after(None), None);
-        assert_eq!(
-            parse_panic_after(Some("1.5")),
-            Some(Duration::from_millis(1500))
-        );
-        assert_eq!(parse_panic_after(Some("0")), Some(Duration::ZERO));
-        for bad in ["", "soon", "-1", "NaN", "inf"] {
-            assert_eq!(parse_panic_after(Some(bad)), None, "{bad:?}");
-        }
     }
 }

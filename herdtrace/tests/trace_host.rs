@@ -8,8 +8,16 @@ use std::{path::Path, sync::Mutex};
 
 use herdtrace::{
     scenario,
-    serve::lines::{ListeningLine, StatsLine},
+    serve::{
+        child::{ServeChild, Spawned, Stderr},
+        lines::StatsOutput,
+        Model,
+    },
 };
+
+mod common;
+
+use common::{server::TestServer, tracer::Tracer};
 
 /// One scenario at a time: parallel servers and load would keep workers
 /// busy and change how many are idle when a connection arrives.
@@ -89,74 +97,57 @@ fn tokio_reuseport_wakes_one() {
     check("tokio-reuseport");
 }
 
+/// `herdtrace --pid PID --json --backend tracepoint <extra>`, attached.
+fn json_tracer(pid: impl ToString, extra: &[&str]) -> Tracer {
+    let pid = pid.to_string();
+    let mut args = vec!["--pid", pid.as_str(), "--json", "--backend", "tracepoint"];
+    args.extend_from_slice(extra);
+    let mut tracer = Tracer::spawn(&args, &[], false);
+    tracer.wait_attached();
+    tracer
+}
+
 /// The tracer is attached to a process before it forks its workers (an
 /// nginx master starting or reloading): the workers are followed through
 /// `sched_process_fork`, and their herd is measured like any other.
 #[test]
 fn follows_workers_forked_after_attach() {
     use std::{
-        collections::BTreeMap,
-        io::{BufRead, BufReader, Read, Write},
-        process::{Command, Stdio},
-        sync::mpsc,
-        thread,
-        time::Duration,
+        collections::BTreeMap, ffi::CString, os::unix::ffi::OsStrExt as _, process::Command,
+        thread, time::Duration,
     };
     if !can_run() {
         return;
     }
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let exe = env!("CARGO_BIN_EXE_herdtrace");
-    // A shell that waits for a line, then becomes the server (same pid).
-    let mut server = Command::new("sh")
-        .args([
-            "-c",
-            &format!("read go; exec {exe} serve --model epoll-per-worker --workers 4 --stats"),
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn sh");
-    let pid = server.id();
-    let mut tracer = Command::new(exe)
-        .args([
-            "--pid",
-            &pid.to_string(),
-            "--json",
-            "--backend",
-            "tracepoint",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn tracer");
-    let mut tracer_out = tracer.stdout.take().expect("stdout");
-    let out_reader = thread::spawn(move || {
-        let mut s = String::new();
-        let _ = tracer_out.read_to_string(&mut s);
-        s
-    });
-    let (tx, rx) = mpsc::channel();
-    let err = tracer.stderr.take().expect("stderr");
-    thread::spawn(move || {
-        for line in BufReader::new(err).lines().map_while(Result::ok) {
-            if line.contains("herdtrace: tracing ") {
-                let _ = tx.send(());
-            }
-        }
-    });
-    rx.recv_timeout(Duration::from_secs(60))
-        .expect("tracer attached");
+    // A shell that waits on a FIFO (a builtin read: no traced fork), then
+    // becomes the server (same pid).
+    let gate = std::env::temp_dir().join(format!("herdtrace-fork-gate-{}", std::process::id()));
+    let _ = std::fs::remove_file(&gate);
+    let path = CString::new(gate.as_os_str().as_bytes()).expect("no NUL in the temp path");
+    // SAFETY: mkfifo reads a NUL-terminated path that outlives the call.
+    assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o600) }, 0, "mkfifo");
+    let mut shell = Command::new("sh");
+    shell.args([
+        "-c",
+        &format!(
+            "read go < '{}'; exec \"$0\" serve --model epoll-per-worker --workers 4 --stats",
+            gate.display()
+        ),
+        exe,
+    ]);
+    let spawned = Spawned::new(shell, Stderr::Capture).expect("spawn sh");
+    let pid = spawned.pid();
+    let tracer = json_tracer(pid, &[]);
 
     // Now the server starts and forks its workers.
-    writeln!(server.stdin.as_mut().expect("stdin"), "go").expect("write");
-    let mut server_out = BufReader::new(server.stdout.take().expect("stdout"));
-    let mut first = String::new();
-    server_out.read_line(&mut first).expect("first line");
-    let port = ListeningLine::parse(first.trim_end())
-        .unwrap_or_else(|| panic!("listening line: {first:?}"))
-        .port;
+    std::fs::write(&gate, "go\n").expect("open the gate");
+    let _ = std::fs::remove_file(&gate);
+    let mut server: ServeChild<Model> = spawned
+        .listening(Duration::from_secs(20))
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    let port = server.listening.port;
     let load = Command::new(exe)
         .args(["load", "--addr", &format!("127.0.0.1:{port}")])
         .args([
@@ -172,18 +163,22 @@ fn follows_workers_forked_after_attach() {
         .expect("load");
     let load: serde_json::Value = serde_json::from_slice(&load.stdout).expect("load json");
     thread::sleep(Duration::from_millis(2000));
-    // SAFETY: signals to our own children.
-    unsafe { libc::kill(tracer.id() as i32, libc::SIGINT) };
-    assert!(tracer.wait().expect("tracer exit").success());
-    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
-    let mut stats = BTreeMap::new();
-    for line in server_out.lines().map_while(Result::ok) {
-        if let Some(StatsLine::Worker(w)) = StatsLine::parse(&line) {
-            stats.insert(w.tid as u32, w.accepts);
-        }
-    }
-    let _ = server.wait();
-    let ndjson = out_reader.join().expect("tracer output");
+    tracer.signal(libc::SIGINT);
+    let traced = tracer.wait();
+    assert!(traced.status.success(), "{}", traced.stderr);
+    let status = server
+        .stop(libc::SIGTERM, Duration::from_secs(15))
+        .unwrap_or_else(|e| panic!("{e:#}; stderr: {}", server.stderr_text()));
+    assert!(status.success(), "{status}: {}", server.stderr_text());
+    let lines = server
+        .output_lines(Duration::from_secs(15))
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    let stats: BTreeMap<u32, u64> = StatsOutput::of(lines)
+        .workers
+        .iter()
+        .map(|w| (w.tid as u32, w.accepts))
+        .collect();
+    let ndjson = traced.stdout;
 
     let mut sc = scenario::find("epoll-per-worker").expect("scenario");
     sc.connections = 150;
@@ -202,60 +197,16 @@ fn follows_workers_forked_after_attach() {
 /// connections at 200/s: the NDJSON lines and the text summary of a second,
 /// identical run (replayed from its recording).
 fn balance_run(model: &str) -> (Vec<serde_json::Value>, String) {
-    use std::{
-        io::{BufRead, BufReader, Read},
-        process::{Command, Stdio},
-        sync::mpsc,
-        thread,
-        time::Duration,
-    };
+    use std::process::{Command, Stdio};
     let exe = env!("CARGO_BIN_EXE_herdtrace");
-    let mut server = Command::new(exe)
-        .args(["serve", "--model", model, "--workers", "4"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn server");
-    let mut first = String::new();
-    BufReader::new(server.stdout.take().expect("stdout"))
-        .read_line(&mut first)
-        .expect("listening line");
-    let listening = ListeningLine::parse(first.trim()).expect("listening line");
+    let server = TestServer::start(&["--model", model, "--workers", "4"]);
+    let listening = server.listening;
     let rec = std::env::temp_dir().join(format!(
         "herdtrace-balance-{model}-{}.htr",
         std::process::id()
     ));
-    let mut tracer = Command::new(exe)
-        .args([
-            "--pid",
-            &listening.pid.to_string(),
-            "--json",
-            "--backend",
-            "tracepoint",
-        ])
-        .args(["-d", "4", "--record"])
-        .arg(&rec)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn tracer");
-    let mut out = tracer.stdout.take().expect("stdout");
-    let reader = thread::spawn(move || {
-        let mut s = String::new();
-        let _ = out.read_to_string(&mut s);
-        s
-    });
-    let (tx, rx) = mpsc::channel();
-    let err = tracer.stderr.take().expect("stderr");
-    thread::spawn(move || {
-        for line in BufReader::new(err).lines().map_while(Result::ok) {
-            if line.contains("herdtrace: tracing ") {
-                let _ = tx.send(());
-            }
-        }
-    });
-    rx.recv_timeout(Duration::from_secs(60))
-        .expect("tracer attached");
+    let rec_arg = rec.to_str().expect("UTF-8 temp path");
+    let tracer = json_tracer(listening.pid, &["-d", "4", "--record", rec_arg]);
     let load = Command::new(exe)
         .args(["load", "--addr", &format!("127.0.0.1:{}", listening.port)])
         .args([
@@ -270,13 +221,11 @@ fn balance_run(model: &str) -> (Vec<serde_json::Value>, String) {
         .status()
         .expect("load");
     assert!(load.success());
-    let status = tracer.wait().expect("tracer exit");
-    let _ = server.kill();
-    let _ = server.wait();
-    assert!(status.success());
-    let lines = reader
-        .join()
-        .expect("stdout")
+    let traced = tracer.wait();
+    server.kill_parent();
+    assert!(traced.status.success(), "{}", traced.stderr);
+    let lines = traced
+        .stdout
         .lines()
         .map(|l| serde_json::from_str(l).expect("NDJSON"))
         .collect();
@@ -398,9 +347,6 @@ fn connect_from(port: u16, server: u16) -> bool {
 #[test]
 fn reuseport_with_two_client_ports_is_a_hash_imbalance() {
     use std::{
-        io::{BufRead, BufReader, Read},
-        process::{Command, Stdio},
-        sync::mpsc,
         thread,
         time::{Duration, Instant},
     };
@@ -408,48 +354,9 @@ fn reuseport_with_two_client_ports_is_a_hash_imbalance() {
         return;
     }
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let exe = env!("CARGO_BIN_EXE_herdtrace");
-    let mut server = Command::new(exe)
-        .args(["serve", "--model", "reuseport", "--workers", "4"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn server");
-    let mut first = String::new();
-    BufReader::new(server.stdout.take().expect("stdout"))
-        .read_line(&mut first)
-        .expect("listening line");
-    let listening = ListeningLine::parse(first.trim()).expect("listening line");
-    let mut tracer = Command::new(exe)
-        .args([
-            "--pid",
-            &listening.pid.to_string(),
-            "--json",
-            "--backend",
-            "tracepoint",
-        ])
-        .args(["-d", "6"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn tracer");
-    let mut out = tracer.stdout.take().expect("stdout");
-    let reader = thread::spawn(move || {
-        let mut s = String::new();
-        let _ = out.read_to_string(&mut s);
-        s
-    });
-    let (tx, rx) = mpsc::channel();
-    let err = tracer.stderr.take().expect("stderr");
-    thread::spawn(move || {
-        for line in BufReader::new(err).lines().map_while(Result::ok) {
-            if line.contains("herdtrace: tracing ") {
-                let _ = tx.send(());
-            }
-        }
-    });
-    rx.recv_timeout(Duration::from_secs(60))
-        .expect("tracer attached");
+    let server = TestServer::start(&["--model", "reuseport", "--workers", "4"]);
+    let listening = server.listening;
+    let tracer = json_tracer(listening.pid, &["-d", "6"]);
     // Two free source ports, reused by 100 connections each, 10 ms apart.
     let ports: Vec<u16> = (0..2)
         .map(|_| {
@@ -468,12 +375,11 @@ fn reuseport_with_two_client_ports_is_a_hash_imbalance() {
         made += u32::from(connect_from(ports[k % 2], listening.port));
         thread::sleep(Duration::from_millis(10));
     }
-    let status = tracer.wait().expect("tracer exit");
-    let _ = server.kill();
-    let _ = server.wait();
-    assert!(status.success());
+    let traced = tracer.wait();
+    server.kill_parent();
+    assert!(traced.status.success(), "{}", traced.stderr);
     assert!(made >= 50, "only {made} connections made");
-    let text = reader.join().expect("stdout");
+    let text = traced.stdout;
     let summary: serde_json::Value =
         serde_json::from_str(text.lines().last().expect("summary")).expect("json");
     let b = &summary["balance"];

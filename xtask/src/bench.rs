@@ -242,7 +242,15 @@ fn sizes(args: &BenchArgs) -> (u32, u32) {
 pub fn run(args: BenchArgs) -> anyhow::Result<i32> {
     let start = Instant::now();
     setup::run(&setup::SetupArgs { no_vm: true })?;
-    proc::run(&mut proc::cargo(["build", "--release", "-p", "herdtrace"]))?;
+    // The kernel-cost sections attach do-nothing programs (`--empty-programs`).
+    proc::run(&mut proc::cargo([
+        "build",
+        "--release",
+        "-p",
+        "herdtrace",
+        "--features",
+        crate::dist::TEST_HOOKS,
+    ]))?;
     let ctx = ctx(&args, release_bin());
     let mut sections = Vec::new();
     for s in SECTIONS {

@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 mod bench;
 mod demo;
 mod dist;
+mod herdtrace_src;
 mod proc;
 mod setup;
 mod test;

@@ -310,6 +310,23 @@ fn compiler_clones_are_refused_renames_are_not() {
         "inet_listen",
         "an exact symbol keeps its name"
     );
+    // The kprobe plan attaches to the renamed symbol, the others by name.
+    let mut f = all_ok();
+    f.functions.insert("ep_poll_callback".into(), renamed);
+    let p = plan(Backend::Kprobe, &f).expect("kprobe plan");
+    assert!(p
+        .attachments()
+        .any(|a| a.kind == Kind::Kprobe && a.target == "ep_poll_callback"));
+    assert_eq!(
+        p.kernel_symbol("ep_poll_callback"),
+        "ep_poll_callback.llvm.8812"
+    );
+    assert_eq!(p.kernel_symbol("inet_listen"), "inet_listen");
+    assert_eq!(p.renamed.len(), 1);
+    assert!(plan(Backend::Kprobe, &all_ok())
+        .expect("plan")
+        .renamed
+        .is_empty());
 }
 
 #[test]

@@ -1,5 +1,6 @@
 use super::*;
 use crate::backend::tests::all_ok;
+use crate::probes::Kind;
 
 fn refused(r: &str) -> ProbeStatus {
     ProbeStatus::Refused(r.into())

@@ -158,6 +158,7 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
+    #[cfg(test)]
     pub fn process(&self, pid: u32) -> Option<&ProcessInfo> {
         self.processes.iter().find(|p| p.pid == pid)
     }

@@ -28,6 +28,7 @@ pub enum ServerKind {
 
 impl ServerKind {
     /// From a process name alone (what saved /proc trees keep).
+    #[cfg(test)]
     pub fn from_comm(comm: &str) -> ServerKind {
         from_name(comm).unwrap_or(ServerKind::Generic)
     }

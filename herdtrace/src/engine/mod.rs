@@ -49,6 +49,7 @@ pub mod balance;
 mod episodes;
 mod loss;
 mod stats;
+#[cfg(feature = "test-hooks")]
 pub mod synth;
 #[cfg(test)]
 mod tests;
@@ -57,9 +58,10 @@ use balance::BalanceTracker;
 use episodes::{EpRef, Episodes, WakeState, Woken, NIL};
 use loss::LossTracker;
 use rustc_hash::FxHashMap;
+#[cfg(test)]
+pub(crate) use stats::task_shares;
 pub use stats::{
-    task_shares, Balance, Diagnostics, Held, IntervalStats, Summary, Tally, TaskShare, TaskStats,
-    WokenStats,
+    Balance, Diagnostics, Held, IntervalStats, Summary, Tally, TaskShare, TaskStats, WokenStats,
 };
 
 const EAGAIN: i64 = -(libc::EAGAIN as i64);
@@ -267,16 +269,13 @@ impl Engine {
         self.known.workers.max(self.accepting_rows)
     }
 
-    pub fn config(&self) -> &EngineConfig {
-        &self.cfg
-    }
-
     /// Largest event timestamp (or clock given to [`Engine::advance_to`]) so far.
     pub fn stream_ns(&self) -> u64 {
         self.stream_ns
     }
 
     /// Episodes currently open.
+    #[cfg(test)]
     pub fn open_episodes(&self) -> usize {
         self.eps.len()
     }
@@ -318,6 +317,7 @@ impl Engine {
     /// Program runs the kernel skipped (an increment); see
     /// [`Summary::skipped_runs`]. Every episode open now is flagged
     /// possibly incomplete.
+    #[cfg(test)]
     pub fn note_skipped(&mut self, n: u64) {
         self.note_skipped_runs(n, true);
     }

@@ -72,6 +72,7 @@ impl Tally {
     }
 
     /// Woken tasks per connection that did not get the connection.
+    #[cfg(test)]
     pub fn woken_for_nothing_per_conn(&self) -> f64 {
         self.per_conn(self.woken.saturating_sub(self.woken_won))
     }

@@ -37,10 +37,12 @@ impl Folder {
     }
 
     /// Distinct values kept so far (never more than the cap).
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.known.len()
     }
 
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.known.is_empty()
     }

@@ -16,7 +16,7 @@ pub mod metrics;
 #[cfg(test)]
 mod sample;
 
-pub use metrics::{Collector, CONTENT_TYPE};
+pub use metrics::Collector;
 
 /// A bound `/metrics` endpoint and the collector that feeds it.
 pub struct Exporter {

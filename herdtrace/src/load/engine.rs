@@ -440,7 +440,7 @@ impl Runner<'_> {
                 self.report.total_us.record(micros(start.latency(now)));
                 self.report
                     .from_start_us
-                    .record(micros(start.from_start(now)));
+                    .record(micros(start.since_start(now)));
                 self.report.ok += 1;
                 if !(200..300).contains(&code) {
                     self.report.non_2xx += 1;

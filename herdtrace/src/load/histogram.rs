@@ -91,6 +91,7 @@ impl Histogram {
     }
 
     /// Exact minimum (None when empty).
+    #[cfg(test)]
     pub fn min(&self) -> Option<u64> {
         (self.count > 0).then_some(self.min)
     }

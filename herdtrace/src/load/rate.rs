@@ -100,12 +100,12 @@ impl Start {
 
     /// Latency to `end` from the origin: the scheduled start if there is one.
     pub fn latency(&self, end: Instant) -> Duration {
-        self.from_start(end)
+        self.since_start(end)
             .saturating_add(self.lag.unwrap_or(Duration::ZERO))
     }
 
     /// Time from the actual start to `end`, whatever the schedule.
-    pub fn from_start(&self, end: Instant) -> Duration {
+    pub fn since_start(&self, end: Instant) -> Duration {
         end.saturating_duration_since(self.at)
     }
 }
@@ -135,6 +135,7 @@ impl StartLags {
         self.sum_us += other.sum_us;
     }
 
+    #[cfg(test)]
     pub fn count(&self) -> u64 {
         self.us.count()
     }
@@ -268,7 +269,7 @@ mod tests {
         let s = Start::new(Some(t0), t0);
         assert_eq!(s.lag, Some(Duration::ZERO));
         assert_eq!(s.latency(t0 + 7 * MS), 7 * MS);
-        assert_eq!(s.from_start(t0 + 7 * MS), 7 * MS);
+        assert_eq!(s.since_start(t0 + 7 * MS), 7 * MS);
     }
 
     #[test]
@@ -278,7 +279,7 @@ mod tests {
         let t0 = Instant::now();
         let s = Start::new(Some(t0), t0 + 300 * MS);
         assert_eq!(s.lag, Some(300 * MS));
-        assert_eq!(s.from_start(t0 + 301 * MS), MS);
+        assert_eq!(s.since_start(t0 + 301 * MS), MS);
         assert_eq!(s.latency(t0 + 301 * MS), 301 * MS);
     }
 
@@ -288,7 +289,7 @@ mod tests {
         let s = Start::new(None, t0 + 300 * MS);
         assert_eq!(s.lag, None);
         assert_eq!(s.latency(t0 + 301 * MS), MS);
-        assert_eq!(s.from_start(t0 + 301 * MS), MS);
+        assert_eq!(s.since_start(t0 + 301 * MS), MS);
     }
 
     /// Every ordering of due, start and end on a millisecond grid.
@@ -302,18 +303,18 @@ mod tests {
                 for end in 0..=20 {
                     let closed = Start::new(None, at(start));
                     assert_eq!(closed.latency(at(end)), sub(end, start));
-                    assert_eq!(closed.from_start(at(end)), sub(end, start));
+                    assert_eq!(closed.since_start(at(end)), sub(end, start));
 
                     let s = Start::new(Some(at(due)), at(start));
                     let ctx = format!("due {due} start {start} end {end}");
                     assert_eq!(s.lag, Some(sub(start, due)), "{ctx}");
-                    assert_eq!(s.from_start(at(end)), sub(end, start), "{ctx}");
+                    assert_eq!(s.since_start(at(end)), sub(end, start), "{ctx}");
                     assert_eq!(
                         s.latency(at(end)),
                         sub(end, start) + sub(start, due),
                         "{ctx}"
                     );
-                    assert!(s.latency(at(end)) >= s.from_start(at(end)), "{ctx}");
+                    assert!(s.latency(at(end)) >= s.since_start(at(end)), "{ctx}");
                     if due <= start && start <= end {
                         // The engine's case: started when due or later.
                         assert_eq!(s.latency(at(end)), sub(end, due), "{ctx}");

@@ -21,6 +21,7 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
+    #[cfg(test)]
     pub const ALL: [ErrorKind; 6] = [
         ErrorKind::ConnectRefused,
         ErrorKind::ConnectTimeout,
@@ -31,6 +32,7 @@ impl ErrorKind {
     ];
 
     /// The JSON key.
+    #[cfg(test)]
     pub fn key(self) -> &'static str {
         match self {
             ErrorKind::ConnectRefused => "connect_refused",

@@ -18,7 +18,6 @@ pub struct ResponseProbe {
     prefix: [u8; PREFIX],
     prefix_len: u8,
     end: HeaderEnd,
-    bytes: u64,
 }
 
 impl ResponseProbe {
@@ -30,11 +29,6 @@ impl ResponseProbe {
         if !self.end.found() {
             self.end.feed(chunk);
         }
-        self.bytes += chunk.len() as u64;
-    }
-
-    pub fn bytes(&self) -> u64 {
-        self.bytes
     }
 
     /// The verdict once EOF was reached.
@@ -63,7 +57,6 @@ mod tests {
     fn whole_response_in_one_chunk() {
         let p = probe(&[RESPONSE]);
         assert_eq!(p.verdict(), Verdict::Complete(200));
-        assert_eq!(p.bytes(), RESPONSE.len() as u64);
     }
 
     #[test]

@@ -89,16 +89,8 @@ impl<W: Write> Pipeline<W> {
         self.clock.map(|c| c.rfc3339_of(mono_ns))
     }
 
-    pub fn clock(&self) -> Option<WallClock> {
-        self.clock
-    }
-
     pub fn engine(&self) -> &Engine {
         &self.engine
-    }
-
-    pub fn info(&self) -> &RunInfo {
-        &self.info
     }
 
     /// A listener of the traced tasks found during the run.
@@ -123,6 +115,7 @@ impl<W: Write> Pipeline<W> {
 
     /// Program runs the kernel skipped (an increment): reported, not lost;
     /// the episodes open now are flagged possibly incomplete.
+    #[cfg(test)]
     pub fn on_skipped(&mut self, n: u64) {
         self.engine.note_skipped(n);
     }

@@ -19,8 +19,10 @@
 //!   hashes addresses and ports to pick a socket, so few pairs cannot spread.
 use serde::Serialize;
 
+#[cfg(doc)]
+use crate::engine::balance::{dominance_threshold, MIN_Z};
 use crate::engine::{
-    balance::{dominance_threshold, is_dominant, z_score, MIN_ACCEPTS, MIN_Z},
+    balance::{is_dominant, z_score, MIN_ACCEPTS},
     Balance,
 };
 
@@ -31,17 +33,6 @@ pub enum BalanceVerdict {
     OneWorker,
     Balanced,
     Imbalanced,
-}
-
-impl BalanceVerdict {
-    pub fn label(self) -> &'static str {
-        match self {
-            BalanceVerdict::NoData => "no data",
-            BalanceVerdict::OneWorker => "one worker",
-            BalanceVerdict::Balanced => "balanced",
-            BalanceVerdict::Imbalanced => "IMBALANCED",
-        }
-    }
 }
 
 /// A known cause named with an imbalance.
@@ -111,6 +102,7 @@ pub fn classify(b: &Balance) -> BalanceVerdict {
 }
 
 /// Which known pattern explains an imbalance, if any, from the trace alone.
+#[cfg(test)]
 pub fn pattern(b: &Balance) -> Option<BalancePattern> {
     pattern_in(b, SetupHint::Unknown)
 }
@@ -260,15 +252,6 @@ fn line(
             s
         }
     }
-}
-
-/// Why the imbalance threshold is what it is (for docs and help).
-pub fn threshold_note(workers: u64) -> String {
-    format!(
-        "imbalanced from {} of the accepts with {workers} workers, when {MIN_Z} standard \
-         deviations above a fair pick",
-        pct(dominance_threshold(workers))
-    )
 }
 
 #[cfg(test)]
@@ -477,6 +460,5 @@ mod tests {
         let f = finding(&Balance::default());
         assert_eq!(f.verdict, BalanceVerdict::NoData);
         assert_eq!((f.top_over_fair, f.z), (0.0, 0.0));
-        assert!(threshold_note(4).starts_with("imbalanced from 50% of the accepts"));
     }
 }

@@ -12,20 +12,25 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 
-pub mod conn;
-pub mod http;
+pub mod child;
+pub(crate) mod conn;
+pub(crate) mod http;
 pub mod lines;
-pub mod model;
-pub mod process;
-pub mod signals;
-pub mod slots;
-pub mod supervise;
+pub(crate) mod model;
+pub(crate) mod process;
+pub(crate) mod signals;
+pub(crate) mod slots;
+pub(crate) mod supervise;
 pub mod sys;
-pub mod tokio_workers;
-pub mod worker;
+pub(crate) mod tokio_workers;
+pub(crate) mod worker;
 
-pub use lines::{ListeningLine, StatsLine, TotalStats, WorkerStats};
+pub use lines::{StatsLine, TotalStats, WorkerStats};
 pub use model::Model;
+
+/// The listening line with its model read as a [`Model`] (an unknown name
+/// is not a listening line).
+pub type ListeningLine = lines::ListeningLine<Model>;
 
 const EXAMPLES: &str = "\
 Examples:

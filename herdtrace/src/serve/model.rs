@@ -102,6 +102,24 @@ mod tests {
     }
 
     #[test]
+    fn every_model_round_trips_through_the_listening_line() {
+        for m in Model::ALL {
+            let l = crate::serve::ListeningLine {
+                ipv6: m.reuseport(),
+                port: 8080,
+                pid: 42,
+                model: m,
+                workers: 3,
+            };
+            let text = l.to_string();
+            assert!(text.contains(&format!(" model {} ", m.name())), "{text}");
+            assert_eq!(crate::serve::ListeningLine::parse(&text), Some(l));
+        }
+        let bogus = "listening on 127.0.0.1:8080 pid 42 model bogus workers 4";
+        assert_eq!(crate::serve::ListeningLine::parse(bogus), None);
+    }
+
+    #[test]
     fn properties() {
         assert!(!Model::BlockingAccept.uses_epoll());
         assert!(Model::Reuseport.uses_epoll());

@@ -106,29 +106,9 @@ pub fn wait_signal(sigs: &[libc::c_int], timeout: Duration) -> io::Result<Option
     }
 }
 
-/// Human name of a stop signal, for the shutdown message.
-pub fn name(sig: libc::c_int) -> &'static str {
-    match sig {
-        libc::SIGTERM => "SIGTERM",
-        libc::SIGINT => "SIGINT",
-        libc::SIGHUP => "SIGHUP",
-        libc::SIGCHLD => "SIGCHLD",
-        libc::SIGUSR1 => "SIGUSR1",
-        _ => "signal",
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn names_are_distinct_for_handled_signals() {
-        assert_eq!(name(libc::SIGTERM), "SIGTERM");
-        assert_eq!(name(libc::SIGINT), "SIGINT");
-        assert_eq!(name(libc::SIGHUP), "SIGHUP");
-        assert_eq!(name(libc::SIGKILL), "signal");
-    }
 
     #[test]
     fn supervisor_set_has_stop_signals_and_sigchld() {

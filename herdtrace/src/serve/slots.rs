@@ -4,7 +4,7 @@ use std::io;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering};
 
-use super::lines::WorkerStats;
+use super::WorkerStats;
 
 /// One worker's counters, on its own cache line (each is written by one worker only).
 #[repr(C, align(64))]

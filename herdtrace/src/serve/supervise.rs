@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 
-use super::lines::ListeningLine;
 use super::slots::{Slot, Slots};
 use super::worker::{Wait, Worker};
+use super::ListeningLine;
 use super::{signals, sys, Config};
 
 /// How long workers get to become ready before startup is declared failed.

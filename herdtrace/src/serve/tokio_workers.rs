@@ -24,10 +24,10 @@ use tokio::task::JoinHandle;
 
 use super::conn::{spin, RECV_TIMEOUT};
 use super::http::{HeaderEnd, RESPONSE};
-use super::lines::ListeningLine;
 use super::slots::{bump, Slots};
 use super::supervise::{supervise, Crew};
 use super::worker::{classify_accept, AcceptError};
+use super::ListeningLine;
 use super::{sys, Config};
 
 /// Time left to connections in flight when the server stops.

@@ -230,26 +230,6 @@ pub fn median(values: &[f64]) -> Option<f64> {
     }
 }
 
-/// The port of the first line `herdtrace serve` prints:
-/// `listening on 127.0.0.1:<port> pid <pid> model <model> workers <n>`.
-pub fn parse_listening_port(line: &str, model: &str) -> Result<u16, String> {
-    let words: Vec<&str> = line.split_whitespace().collect();
-    match words.as_slice() {
-        ["listening", "on", addr, "pid", pid, "model", m, "workers", n]
-            if pid.parse::<u32>().is_ok() && n.parse::<u32>().is_ok() =>
-        {
-            if *m != model {
-                return Err(format!("the server runs model {m}, not {model}"));
-            }
-            addr.strip_prefix("127.0.0.1:")
-                .and_then(|p| p.parse().ok())
-                .filter(|&p: &u16| p != 0)
-                .ok_or_else(|| format!("bad address in the listening line: {addr:?}"))
-        }
-        _ => Err(format!("not a listening line: {line:?}")),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -435,25 +415,5 @@ Time per request:       2.115 [ms] (mean)
         assert_eq!(median(&[3.0, 1.0, 2.0]), Some(2.0));
         assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), Some(2.5));
         assert_eq!(median(&[5.0, 5.0, 1.0, 100.0, 5.0]), Some(5.0));
-    }
-
-    #[test]
-    fn listening_line() {
-        let line = "listening on 127.0.0.1:43451 pid 24722 model reuseport workers 4";
-        assert_eq!(parse_listening_port(line, "reuseport"), Ok(43451));
-        assert!(parse_listening_port(line, "shared-epoll")
-            .expect_err("model")
-            .contains("model reuseport"));
-        for bad in [
-            "",
-            "listening on 127.0.0.1:0 pid 1 model reuseport workers 4",
-            "listening on 0.0.0.0:80 pid 1 model reuseport workers 4",
-            "listening on 127.0.0.1:99999 pid 1 model reuseport workers 4",
-            "listening on 127.0.0.1:80 pid x model reuseport workers 4",
-            "listening on 127.0.0.1:80 pid 1 model reuseport workers",
-            "error: cannot bind",
-        ] {
-            assert!(parse_listening_port(bad, "reuseport").is_err(), "{bad:?}");
-        }
     }
 }

@@ -6,22 +6,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-/// utime + stime in clock ticks, from `/proc/PID/stat` text. The command name
-/// may hold spaces and parentheses, so fields are counted after the last ')'.
-pub fn parse_stat_ticks(stat: &str) -> Option<u64> {
-    let rest = &stat[stat.rfind(')')? + 1..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    // Fields 14 and 15 of proc(5); field 3 (state) is f[0].
-    let utime: u64 = f.get(11)?.parse().ok()?;
-    let stime: u64 = f.get(12)?.parse().ok()?;
-    Some(utime + stime)
-}
-
-/// The parent pid (field 4 of proc(5)) from `/proc/PID/stat` text.
-pub fn parse_stat_ppid(stat: &str) -> Option<u32> {
-    let rest = &stat[stat.rfind(')')? + 1..];
-    rest.split_whitespace().nth(1)?.parse().ok()
-}
+use crate::herdtrace_src::procstat::ProcStat;
 
 /// A `kB` field of `/proc/PID/status` (`VmRSS:`, `VmHWM:`), in kB.
 pub fn parse_status_kb(status: &str, field: &str) -> Option<u64> {
@@ -52,8 +37,8 @@ pub fn parse_schedstat_ns(text: &str) -> Option<u64> {
 /// scheduler's nanosecond counts of its threads are preferred: utime+stime
 /// move in clock ticks (10 ms), too coarse for a short run.
 pub fn cpu_seconds(pid: u32) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let ticks = parse_stat_ticks(&stat)? as f64 / clock_ticks_per_s();
+    let ticks =
+        ProcStat::read(Path::new("/proc"), pid).ok()?.cpu_ticks() as f64 / clock_ticks_per_s();
     let mut ns = 0u64;
     let mut threads = 0;
     if let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) {
@@ -86,9 +71,8 @@ pub fn tree_tids(pid: u32) -> Vec<u32> {
             let Some(p) = entry.file_name().to_str().and_then(|s| s.parse().ok()) else {
                 continue;
             };
-            let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
-            if let Some(pp) = parse_stat_ppid(&stat) {
-                parents.push((p, pp));
+            if let Ok(stat) = ProcStat::read(proc_root, p) {
+                parents.push((p, stat.ppid));
             }
         }
     }
@@ -169,23 +153,6 @@ impl RssSampler {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    const STAT: &str = "4242 (herd (trace) x) S 1 4242 4242 0 -1 4194560 1510 0 0 0 \
-                        125 37 0 0 20 0 3 0 123456 9000000 2000 18446744073709551615";
-
-    #[test]
-    fn stat_ticks_and_ppid_survive_odd_names() {
-        assert_eq!(parse_stat_ticks(STAT), Some(162));
-        assert_eq!(parse_stat_ppid(STAT), Some(1));
-    }
-
-    #[test]
-    fn stat_garbage_is_none() {
-        assert_eq!(parse_stat_ticks(""), None);
-        assert_eq!(parse_stat_ticks("1 (x) S 1 2"), None, "too few fields");
-        assert_eq!(parse_stat_ticks(&STAT.replace(" 125 ", " x ")), None);
-        assert_eq!(parse_stat_ppid("no parens"), None);
-    }
 
     #[test]
     fn schedstat_first_field() {

@@ -1,22 +1,21 @@
-//! The `herdtrace serve` process under load: started, its port read from its
-//! first line, and stopped with SIGTERM even when the benchmark fails (drop guard).
-use std::io::{BufRead, BufReader};
+//! The `herdtrace serve` process under load: started with the shared
+//! spawner (`herdtrace/src/serve/child.rs`), its port read from its listening line,
+//! and stopped with SIGTERM even when the benchmark fails (drop guard).
 use std::path::Path;
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::process::{Command, ExitStatus};
+use std::time::Duration;
 
-use anyhow::{anyhow, bail, Context as _};
-
-use super::parse;
+use crate::herdtrace_src::child::{ServeChild, Stderr};
+use crate::herdtrace_src::lines::ListeningLine;
 use crate::proc;
+use anyhow::{anyhow, bail};
 
 /// How long the server may take to print its listening line, and to exit after SIGTERM.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
 const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub struct Server {
-    child: Child,
+    child: ServeChild,
     pub port: u16,
 }
 
@@ -36,85 +35,39 @@ impl Server {
         let mut cmd = Command::new(bin);
         cmd.args(["serve", "--model", model, "--workers"])
             .arg(workers.to_string())
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped());
+            .args(extra);
         let shown = proc::display(&cmd);
         println!("==> {shown} &");
-        let mut child = cmd
-            .spawn()
-            .with_context(|| format!("cannot start `{shown}`"))?;
-        let stdout = child.stdout.take().context("server stdout")?;
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut lines = BufReader::new(stdout).lines();
-            if let Some(Ok(first)) = lines.next() {
-                let _ = tx.send(first);
-            }
-            // Keep reading so a later line never blocks the server on a full pipe.
-            for _ in lines {}
-        });
-        // From here on the guard stops the server on every error path.
-        let mut server = Self { child, port: 0 };
-        let line = rx.recv_timeout(START_TIMEOUT).map_err(|e| match e {
-            mpsc::RecvTimeoutError::Timeout => anyhow!(
-                "`{shown}` printed no listening line within {} s",
-                START_TIMEOUT.as_secs()
-            ),
-            mpsc::RecvTimeoutError::Disconnected => {
-                anyhow!("`{shown}` exited without a listening line")
-            }
-        })?;
-        server.port =
-            parse::parse_listening_port(&line, model).map_err(|e| anyhow!("`{shown}`: {e}"))?;
-        Ok(server)
+        let child = ServeChild::start(cmd, Stderr::Inherit, START_TIMEOUT)?;
+        let port = port_of(&child.listening, model).map_err(|e| anyhow!("`{shown}`: {e}"))?;
+        Ok(Self { child, port })
     }
 
     /// The server's (supervisor's) pid: its workers are its descendants.
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.child.pid()
     }
 
     /// Whether the server process is still running.
     pub fn is_running(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
+        self.child.is_running()
     }
 
     /// SIGTERM, then wait; SIGKILL if it does not exit in time (an error).
     pub fn stop(&mut self) -> anyhow::Result<ExitStatus> {
-        if let Some(st) = self.child.try_wait().context("waitpid server")? {
-            return Ok(st);
-        }
-        let pid = i32::try_from(self.child.id()).context("server pid")?;
-        // SAFETY: kill has no memory preconditions; pid is our unreaped child,
-        // so it cannot have been recycled for another process.
-        if unsafe { libc::kill(pid, libc::SIGTERM) } != 0 {
-            return Err(std::io::Error::last_os_error()).context("SIGTERM to the server");
-        }
-        let deadline = Instant::now() + STOP_TIMEOUT;
-        while Instant::now() < deadline {
-            if let Some(st) = self.child.try_wait().context("waitpid server")? {
-                return Ok(st);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        bail!(
-            "the server did not exit within {} s of SIGTERM (killed)",
-            STOP_TIMEOUT.as_secs()
-        )
+        self.child.stop(libc::SIGTERM, STOP_TIMEOUT)
     }
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        if self.is_running() {
-            if let Err(e) = self.stop() {
-                eprintln!("xtask: warning: {e:#}");
-            }
-        }
+/// The port of a benchmark server's listening line: on 127.0.0.1, in `model`.
+pub fn port_of(line: &ListeningLine, model: &str) -> anyhow::Result<u16> {
+    if line.model != model {
+        bail!("the server runs model {}, not {model}", line.model);
     }
+    if line.ipv6 || line.port == 0 {
+        bail!("bad address in the listening line: {}", line.addr());
+    }
+    Ok(line.port)
 }
 
 #[cfg(test)]
@@ -137,11 +90,6 @@ mod tests {
         std::fs::remove_dir_all(script.parent().expect("dir")).expect("cleanup");
     }
 
-    fn alive(pid: i32) -> bool {
-        // SAFETY: signal 0 only checks that the process exists.
-        unsafe { libc::kill(pid, 0) == 0 }
-    }
-
     const LISTENING: &str =
         "echo \"listening on 127.0.0.1:4321 pid $$ model reuseport workers 4\"; exec sleep 30";
 
@@ -158,26 +106,7 @@ mod tests {
     }
 
     #[test]
-    fn drop_stops_the_server() {
-        let bin = fake_server("drop", LISTENING);
-        let s = Server::start(&bin, "reuseport", 4).expect("start");
-        let pid = i32::try_from(s.child.id()).expect("pid");
-        assert!(alive(pid));
-        drop(s);
-        assert!(!alive(pid), "the guard must stop and reap the server");
-        remove(&bin);
-    }
-
-    #[test]
-    fn bad_or_missing_listening_line_is_an_error() {
-        let bin = fake_server("exits", "exit 2");
-        let err = Server::start(&bin, "reuseport", 4).err().expect("exits");
-        assert!(
-            err.to_string().contains("without a listening line"),
-            "{err}"
-        );
-        remove(&bin);
-
+    fn a_server_in_another_model_is_an_error() {
         let bin = fake_server(
             "wrong",
             "echo 'listening on 127.0.0.1:1 pid 1 model exclusive workers 4'; exec sleep 30",
@@ -187,5 +116,20 @@ mod tests {
             .expect("wrong model");
         assert!(err.to_string().contains("model exclusive"), "{err}");
         remove(&bin);
+    }
+
+    #[test]
+    fn port_of_a_listening_line() {
+        let line = |text: &str| ListeningLine::parse(text).expect(text);
+        let ok = line("listening on 127.0.0.1:43451 pid 24722 model reuseport workers 4");
+        assert_eq!(port_of(&ok, "reuseport").expect("port"), 43451);
+        let e = port_of(&ok, "shared-epoll").expect_err("model");
+        assert!(e.to_string().contains("model reuseport"), "{e}");
+        for bad in [
+            "listening on 127.0.0.1:0 pid 1 model reuseport workers 4",
+            "listening on [::1]:80 pid 1 model reuseport workers 4",
+        ] {
+            assert!(port_of(&line(bad), "reuseport").is_err(), "{bad:?}");
+        }
     }
 }

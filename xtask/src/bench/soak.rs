@@ -16,6 +16,7 @@ use super::memory::Shape;
 use super::procfs::RssSampler;
 use super::report::{Report, SectionReport, Table};
 use super::tracer::{self, JsonSummary, Tracer, TracerSpec};
+use crate::herdtrace_src::lines::{ListeningLine, StatsOutput};
 use crate::{proc, setup};
 
 pub const TITLE: &str = "Soak: a growing and shrinking traced process set";
@@ -80,19 +81,6 @@ pub fn step(live: usize, phase: usize) -> Step {
 /// The rate of the `i`th live server in `phase`.
 pub fn rate(phase: usize, i: usize) -> f64 {
     RATES[(phase + i) % RATES.len()]
-}
-
-/// `stats total accepts A eagain E empty_waits Z` → (A, E).
-pub fn parse_stats_total(out: &str) -> Option<(u64, u64)> {
-    out.lines().find_map(|l| {
-        let w: Vec<&str> = l.split_whitespace().collect();
-        match w.as_slice() {
-            ["stats", "total", "accepts", a, "eagain", e, "empty_waits", _] => {
-                Some((a.parse().ok()?, e.parse().ok()?))
-            }
-            _ => None,
-        }
-    })
 }
 
 /// A shell the tracer follows; servers are started and stopped under it by
@@ -180,7 +168,9 @@ impl Holder {
         let port = loop {
             let text = std::fs::read_to_string(&out).unwrap_or_default();
             if let Some(first) = text.lines().next() {
-                break super::parse::parse_listening_port(first, model).map_err(|e| anyhow!(e))?;
+                let line = ListeningLine::parse(first)
+                    .ok_or_else(|| anyhow!("server {model}: not a listening line: {first:?}"))?;
+                break super::server::port_of(&line, model)?;
             }
             if Instant::now() >= deadline {
                 bail!("server {model} (pid {pid}) printed no listening line in 10 s");
@@ -215,8 +205,10 @@ impl Holder {
         }
         let text =
             std::fs::read_to_string(&s.out).with_context(|| format!("{}", s.out.display()))?;
-        let (a, e) = parse_stats_total(&text)
+        let total = StatsOutput::of(text.lines().map(String::from))
+            .total
             .ok_or_else(|| anyhow!("server {} printed no stats total line", s.model))?;
+        let (a, e) = (total.accepts, total.eagain);
         println!("   - {} pid {}: accepts {a} eagain {e}", s.model, s.pid);
         Ok((s.model, a, e))
     }
@@ -472,19 +464,6 @@ mod tests {
         assert_eq!([rate(0, 0), rate(0, 1), rate(0, 2)], RATES);
         assert_eq!(rate(1, 0), RATES[1]);
         assert_eq!(rate(2, 2), RATES[1]);
-    }
-
-    #[test]
-    fn stats_total_line() {
-        let out = "listening on 127.0.0.1:1 pid 2 model reuseport workers 1\n\
-                   stats worker 0 pid 2 tid 2 accepts 5 eagain 1 empty_waits 0\n\
-                   stats total accepts 5 eagain 1 empty_waits 0\n";
-        assert_eq!(parse_stats_total(out), Some((5, 1)));
-        assert_eq!(
-            parse_stats_total("stats total accepts x eagain 1 empty_waits 0"),
-            None
-        );
-        assert_eq!(parse_stats_total(""), None);
     }
 
     fn outcome() -> Outcome {

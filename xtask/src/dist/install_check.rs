@@ -129,7 +129,21 @@ fn check_herdtrace() -> anyhow::Result<String> {
         other => bail!("`{BIN} check` reports backend auto {other:?}, want tracepoint:\n{out}"),
     }
     let (version, _) = ok_output(Command::new(BIN).arg("--version"))?;
-    Ok(format!("{}: backend auto: tracepoint", version.trim()))
+    // Built without the test hooks: their entry points are not there at all.
+    let selftest = run_quiet(Command::new(BIN).arg("selftest"))?;
+    if selftest.status.code() != Some(2)
+        || !text(&selftest.stderr).contains("unrecognized subcommand 'selftest'")
+    {
+        bail!(
+            "`{BIN} selftest` ({}) should be unknown in the package: {}",
+            selftest.status,
+            text(&selftest.stderr).trim()
+        );
+    }
+    Ok(format!(
+        "{}: backend auto: tracepoint; no selftest",
+        version.trim()
+    ))
 }
 
 /// `man -l` renders every page without a groff warning, `man -w` finds

@@ -67,9 +67,14 @@ pub fn dist_dir() -> PathBuf {
     proc::target_dir().join("dist")
 }
 
-/// Builds herdtrace statically linked, with its eBPF object embedded; returns
-/// cargo's output path (symbols kept).
-fn build_static() -> anyhow::Result<PathBuf> {
+/// The herdtrace feature that builds in `selftest`, `--empty-programs` and
+/// the HERDTRACE_TEST_* hooks: never in the package, always in the binary
+/// the QEMU guests run (`cargo xtask vmtest` runs `herdtrace selftest`).
+pub const TEST_HOOKS: &str = "test-hooks";
+
+/// Builds herdtrace statically linked, with its eBPF object embedded and
+/// `features` on; returns cargo's output path (symbols kept).
+fn build_static(features: &[&str]) -> anyhow::Result<PathBuf> {
     let mut cmd = proc::cargo([
         "build",
         "--release",
@@ -78,6 +83,9 @@ fn build_static() -> anyhow::Result<PathBuf> {
         "-p",
         "herdtrace",
     ]);
+    if !features.is_empty() {
+        cmd.args(["--features", &features.join(",")]);
+    }
     cmd.env("RUSTFLAGS", "-C target-feature=+crt-static");
     proc::run(&mut cmd)?;
     Ok(proc::target_dir()
@@ -86,12 +94,22 @@ fn build_static() -> anyhow::Result<PathBuf> {
         .join("herdtrace"))
 }
 
-/// The binary that ships and that the QEMU guests run: the static build,
-/// stripped as Debian strips executables, at `target/dist/herdtrace`.
+/// The binary that ships: the static build, stripped as Debian strips
+/// executables, at `target/dist/herdtrace`.
 pub fn static_binary() -> anyhow::Result<PathBuf> {
-    let built = build_static()?;
-    let dir = dist_dir();
-    std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+    stripped_static(&[], &dist_dir())
+}
+
+/// The binary the QEMU guests run: the shipped build plus [`TEST_HOOKS`],
+/// at `target/vmtest/herdtrace` (the package's binary stays without them).
+pub fn vmtest_binary() -> anyhow::Result<PathBuf> {
+    stripped_static(&[TEST_HOOKS], &proc::target_dir().join("vmtest"))
+}
+
+/// The static build with `features`, stripped, as `dir/herdtrace`.
+fn stripped_static(features: &[&str], dir: &Path) -> anyhow::Result<PathBuf> {
+    let built = build_static(features)?;
+    std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
     let out = dir.join("herdtrace");
     proc::run(
         Command::new("strip")

@@ -593,8 +593,8 @@ pub fn run(args: VmtestArgs) -> anyhow::Result<i32> {
     let root = proc::target_dir().join("vmtest");
     std::fs::create_dir_all(&root).with_context(|| format!("create {}", root.display()))?;
 
-    // The binary that ships (target/dist/herdtrace), so the guests test it.
-    let herdtrace = dist::static_binary()?;
+    // The binary that ships, built with the test hooks (`herdtrace selftest`).
+    let herdtrace = dist::vmtest_binary()?;
     let mut bins = vec![herdtrace.clone()];
     bins.extend(args.bins.iter().cloned());
     let initrd = root.join("initrd.gz");
