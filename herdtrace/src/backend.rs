@@ -188,7 +188,7 @@ pub struct KernelFacts {
     /// Kernel BTF (`/sys/kernel/btf/vmlinux`) with the struct members every
     /// backend reads.
     pub btf: ProbeStatus,
-    /// Root or CAP_BPF+CAP_PERFMON.
+    /// Root or the capabilities of `kernel::NEEDED_CAPS`.
     pub privileges: ProbeStatus,
     /// Program types, from trial loads.
     pub programs: BTreeMap<ProgramType, ProbeStatus>,

@@ -183,7 +183,7 @@ fn facts(btf: Result<&Btf, String>, privilege: &Privilege, release: Option<&str>
     let programs: BTreeMap<ProgramType, ProbeStatus> = ProgramType::ALL
         .into_iter()
         .map(|t| {
-            let status = if privilege.problem().is_some() {
+            let status = if !privilege.can_load_programs() {
                 ProbeStatus::Refused("needs root or CAP_BPF+CAP_PERFMON".into())
             } else if simulated.program_type(t.name()) {
                 ProbeStatus::Refused(format!(
@@ -412,7 +412,7 @@ pub fn render_text(r: &Report) -> String {
         "privileges: {}",
         match r.privilege {
             Privilege::Root => "ok (root)".to_owned(),
-            Privilege::Capabilities => "ok (CAP_BPF+CAP_PERFMON)".to_owned(),
+            Privilege::Capabilities => format!("ok ({})", kernel::NEEDED_CAPS),
             Privilege::Insufficient { .. } => f.privileges.to_string(),
         }
     ));
@@ -626,7 +626,7 @@ pub fn render_json(r: &Report) -> Value {
         .collect();
     let privileges = match r.privilege {
         Privilege::Root => json!({"status": "ok", "as": "root"}),
-        Privilege::Capabilities => json!({"status": "ok", "as": "CAP_BPF+CAP_PERFMON"}),
+        Privilege::Capabilities => json!({"status": "ok", "as": kernel::NEEDED_CAPS}),
         Privilege::Insufficient { .. } => status_json(&f.privileges),
     };
     let mut btf = status_json(&f.btf);

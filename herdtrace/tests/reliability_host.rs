@@ -232,13 +232,93 @@ fn non_root_is_refused_with_one_line_before_anything_loads() {
         eprintln!("as uid {uid}: exit {:?}: {err}", out.status.code());
         assert_eq!(out.status.code(), Some(1), "{err}");
         assert_eq!(err.lines().count(), 1, "one line: {err}");
-        assert!(
-            err.starts_with("herdtrace: error: need root or CAP_BPF+CAP_PERFMON"),
-            "{err}"
+        assert_eq!(
+            err.trim_end(),
+            format!(
+                "herdtrace: error: need root or \
+                 CAP_BPF+CAP_PERFMON+CAP_DAC_READ_SEARCH+CAP_SYS_PTRACE (current uid {uid})"
+            ),
         );
         assert!(out.stdout.is_empty(), "nothing on stdout");
         assert!(!Path::new(rec).exists(), "no recording is created");
     }
+    std::fs::remove_dir_all(&dir).expect("cleanup");
+}
+
+/// `setpriv` (util-linux) running `exe` as the test user with exactly `caps`
+/// (setpriv's names, e.g. `+bpf,+perfmon`) as ambient capabilities.
+fn as_user_with_caps(exe: &Path, uid: u32, gid: u32, caps: &str) -> Command {
+    let mut cmd = Command::new("setpriv");
+    cmd.arg(format!("--reuid={uid}"))
+        .arg(format!("--regid={gid}"))
+        .arg("--clear-groups")
+        .arg(format!("--inh-caps={caps}"))
+        .arg(format!("--ambient-caps={caps}"))
+        .arg("--")
+        .arg(exe)
+        .env_clear();
+    cmd
+}
+
+/// The four capabilities docs/install.md lists are what a user other than
+/// root needs to trace a server of another user (here root's built-in
+/// server): with CAP_BPF+CAP_PERFMON alone tracefs and the server's
+/// /proc/PID/fd are closed to it, and it is refused naming the other two;
+/// with all four it traces and finds the server's listening socket.
+#[test]
+fn non_root_traces_with_the_four_capabilities() {
+    if !can_run() {
+        return;
+    }
+    let _serial = serial();
+    let (uid, gid) = test_user();
+    let dir = std::env::temp_dir().join(format!("herdtrace-caps-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let exe = dir.join("herdtrace");
+    std::fs::copy(bin(), &exe).expect("copy binary");
+    for p in [&dir, &exe] {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
+    let srv = server();
+    let args = trace_args(srv.pid(), &["--json"]);
+
+    let out = as_user_with_caps(&exe, uid, gid, "+bpf,+perfmon")
+        .args(&args)
+        .output()
+        .expect("setpriv (util-linux)");
+    let err = String::from_utf8_lossy(&out.stderr);
+    eprintln!(
+        "CAP_BPF+CAP_PERFMON only: exit {:?}: {err}",
+        out.status.code()
+    );
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(
+        err.trim_end(),
+        format!(
+            "herdtrace: error: need root or \
+             CAP_BPF+CAP_PERFMON+CAP_DAC_READ_SEARCH+CAP_SYS_PTRACE \
+             (current uid {uid}, missing CAP_DAC_READ_SEARCH+CAP_SYS_PTRACE)"
+        ),
+    );
+
+    let mut cmd = as_user_with_caps(&exe, uid, gid, "+bpf,+perfmon,+dac_read_search,+sys_ptrace");
+    cmd.args(&args);
+    let mut t = Tracer::spawn_command(cmd, false);
+    t.wait_attached();
+    let listener = format!("herdtrace: listeners: {}", srv.addr());
+    assert!(
+        t.stderr_text().lines().any(|l| l.starts_with(&listener)),
+        "the server's listener found through its /proc/PID/fd: {}",
+        t.stderr_text()
+    );
+    let (st, load) = run_load(&srv.addr(), &["--connections", "20", "--rate", "50"]);
+    assert!(st.success(), "load: {load}");
+    t.signal(libc::SIGINT);
+    let ended = t.wait();
+    assert!(ended.status.success(), "{}", ended.stderr);
+    let summary = summary_of(&ended.stdout);
+    assert_eq!(summary["connections"], 20, "{summary}");
+    assert_eq!(summary["lost_events"], 0, "{summary}");
     std::fs::remove_dir_all(&dir).expect("cleanup");
 }
 

@@ -107,7 +107,7 @@ fn every_model_behaves_as_expected_on_this_kernel() {
         // At most the 4 workers, but for rare strays: the tracepoint backend
         // gives a connection any wakeup of a traced task made on its CPU while
         // its softirq runs, e.g. an interrupt waking the supervisor for its
-        // 100 ms timer (README, "Tracepoint-backend precision"). Seen once in
+        // 100 ms timer (docs/backends.md, "Tracepoint-backend precision"). Seen once in
         // CI: one in 250 connections (mean 4.004); a systematic excess fails.
         let strays = 2.0 / num(r, "connections");
         assert!(

@@ -104,8 +104,13 @@ fn a_plan_refused_at_attach_is_reported_as_refused() {
 #[test]
 fn text_report_non_root() {
     let mut r = host_like();
-    r.privilege = Privilege::Insufficient { uid: 1000 };
-    r.facts.privileges = refused("need root or CAP_BPF+CAP_PERFMON (current uid 1000)");
+    r.privilege = Privilege::Insufficient {
+        uid: 1000,
+        cap_eff: 0,
+    };
+    r.facts.privileges = refused(
+        "need root or CAP_BPF+CAP_PERFMON+CAP_DAC_READ_SEARCH+CAP_SYS_PTRACE (current uid 1000)",
+    );
     for t in ProgramType::ALL {
         r.facts
             .programs
@@ -113,7 +118,7 @@ fn text_report_non_root() {
     }
     let text = render_text(&r);
     assert!(
-        text.contains("privileges: refused: need root or CAP_BPF+CAP_PERFMON (current uid 1000)\n")
+        text.contains("privileges: refused: need root or CAP_BPF+CAP_PERFMON+CAP_DAC_READ_SEARCH+CAP_SYS_PTRACE (current uid 1000)\n")
     );
     for p in ["tracepoint", "tp_btf", "kprobe", "fentry"] {
         assert!(
@@ -381,14 +386,16 @@ fn json_when_nothing_works() {
         ProgramType::Tracepoint,
         refused("needs root or CAP_BPF+CAP_PERFMON"),
     );
-    r.privilege = Privilege::Insufficient { uid: 5 };
-    r.facts.privileges = refused("need root or CAP_BPF+CAP_PERFMON (current uid 5)");
+    r.privilege = Privilege::Insufficient { uid: 5, cap_eff: 0 };
+    r.facts.privileges = refused(
+        "need root or CAP_BPF+CAP_PERFMON+CAP_DAC_READ_SEARCH+CAP_SYS_PTRACE (current uid 5)",
+    );
     r.offsets = Err("no BTF".into());
     let v = render_json(&r);
     assert_eq!(v["backend"]["auto"]["status"], json!("refused"));
     assert_eq!(
         v["privileges"],
-        json!({"status": "refused", "reason": "need root or CAP_BPF+CAP_PERFMON (current uid 5)"})
+        json!({"status": "refused", "reason": "need root or CAP_BPF+CAP_PERFMON+CAP_DAC_READ_SEARCH+CAP_SYS_PTRACE (current uid 5)"})
     );
     assert_eq!(
         v["offsets"],

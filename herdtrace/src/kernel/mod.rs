@@ -20,6 +20,6 @@ pub(crate) use kallsyms::{
     SymbolPresence,
 };
 pub(crate) use missing::{simulated_missing, MISSING_ENV};
-pub(crate) use privilege::{privilege, Privilege};
+pub(crate) use privilege::{privilege, Privilege, NEEDED_CAPS};
 pub(crate) use release::parse_version;
 pub(crate) use tracefs::{tracefs, tracepoint_exists, tracepoint_format, TracefsError};

@@ -35,13 +35,18 @@ impl Tracer {
     /// Starts `herdtrace <args>`; stdout is collected unless `keep_stdout`.
     pub fn spawn(args: &[&str], env: &[(&str, &str)], keep_stdout: bool) -> Tracer {
         let mut cmd = Command::new(bin());
-        cmd.args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        cmd.args(args);
         for (k, v) in env {
             cmd.env(k, v);
         }
+        Tracer::spawn_command(cmd, keep_stdout)
+    }
+
+    /// Starts a prepared command that runs herdtrace (through `setpriv`, say).
+    pub fn spawn_command(mut cmd: Command, keep_stdout: bool) -> Tracer {
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("spawn herdtrace");
         let stdout = if keep_stdout {
             None
