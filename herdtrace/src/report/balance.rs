@@ -140,6 +140,27 @@ pub fn finding(b: &Balance) -> BalanceFinding {
     finding_in(b, SetupHint::Unknown)
 }
 
+/// Mean woken per connection from which the trace itself shows a herd:
+/// every idle worker is woken and the first to run wins, which is not the
+/// LIFO pick of EPOLLEXCLUSIVE (one waiter woken).
+pub const HERD_WOKEN_MEAN: f64 = 1.5;
+
+/// What a trace says of the setup without reading it: a herd rules out
+/// EPOLLEXCLUSIVE's LIFO pattern.
+pub fn hint_from_woken(woken_mean: f64) -> SetupHint {
+    if woken_mean >= HERD_WOKEN_MEAN {
+        SetupHint::Shared
+    } else {
+        SetupHint::Unknown
+    }
+}
+
+/// The finding of a traced summary: [`finding_in`] with the hint its own
+/// woken figure gives.
+pub fn finding_of(b: &Balance, woken_mean: f64) -> BalanceFinding {
+    finding_in(b, hint_from_woken(woken_mean))
+}
+
 /// [`finding`], with the setup known (diagnose).
 pub fn finding_in(b: &Balance, hint: SetupHint) -> BalanceFinding {
     let verdict = classify(b);
@@ -328,6 +349,20 @@ mod tests {
         assert_eq!(pattern(&b), None, "SO_REUSEPORT: no shared wait queue");
         assert_eq!(lifo_threshold(4), 0.625);
         assert_eq!(lifo_threshold(0), 1.0);
+    }
+
+    /// A herd (every idle worker woken, first to run wins) is not named
+    /// EPOLLEXCLUSIVE's LIFO pattern, however often one worker wins.
+    #[test]
+    fn a_herd_is_not_called_lifo() {
+        let mut b = balance(4, &[400, 0, 0, 0]);
+        b.same_worker_share = Some(1.0);
+        assert_eq!(finding_of(&b, 1.0).pattern, Some(BalancePattern::Lifo));
+        assert_eq!(finding_of(&b, 1.49).pattern, Some(BalancePattern::Lifo));
+        let herd = finding_of(&b, 3.9);
+        assert_eq!(herd.pattern, None);
+        assert_eq!(herd.verdict, BalanceVerdict::Imbalanced);
+        assert!(!herd.line.contains("LIFO"), "{}", herd.line);
     }
 
     #[test]

@@ -202,7 +202,7 @@ pub fn write_summary(
             insert_failed: &s.insert_failed,
             diagnostics: &s.diagnostics,
             verdict: verdict::verdict_line(s),
-            balance: balance::finding(&s.balance),
+            balance: balance::finding_of(&s.balance, s.woken_per_conn.mean),
         },
     )
 }
@@ -404,7 +404,10 @@ mod tests {
             .and_then(|o| o.remove("balance"))
             .expect("balance");
         assert_eq!(balance["verdict"], "one_worker");
-        assert_eq!(balance["line"], balance::finding(&s.balance).line);
+        assert_eq!(
+            balance["line"],
+            balance::finding_of(&s.balance, s.woken_per_conn.mean).line
+        );
         assert_eq!(
             v,
             json!({"type":"summary","ts_ns":42,"time":"1970-01-01T00:00:00.000000Z",

@@ -240,7 +240,11 @@ pub fn write_summary(out: &mut impl Write, info: &RunInfo, s: &Summary) -> io::R
         )?;
     }
     writeln!(out, "verdict: {}", verdict::verdict_line(s))?;
-    writeln!(out, "balance: {}", balance::finding(&s.balance).line)
+    writeln!(
+        out,
+        "balance: {}",
+        balance::finding_of(&s.balance, s.woken_per_conn.mean).line
+    )
 }
 
 #[cfg(test)]
