@@ -436,6 +436,7 @@ pub fn accept_enter(fd: u64) {
     let Some((tid, _)) = traced_current() else {
         return;
     };
+    chain::clear_active(tid);
     begin_accept(tid, fd_to_sk(fd), 0);
 }
 
@@ -482,6 +483,10 @@ pub fn inet_accept_entry(sock: u64, newsock: u64) {
     let Some((tid, _)) = traced_current() else {
         return;
     };
+    // A task calling accept came back to user space from any wait that
+    // woke it: should that wait's return probe have been missed, its later
+    // wakeups must not go on counting for the chain that woke it.
+    chain::clear_active(tid);
     forget(&ACCEPT_INFLIGHT, &tid);
     begin_accept(tid, socket_sk(sock), newsock);
 }
@@ -528,6 +533,9 @@ pub fn fd_install(fd: u32, file: u64) {
     let Some((tid, tgid)) = traced_current() else {
         return;
     };
+    // Some syscall is installing a file: the task is past any epoll wait
+    // (see `inet_accept_entry`; the fentry backend has no accept entry).
+    chain::clear_active(tid);
     let call = accept_call(tid);
     match call.pending {
         PENDING_REPORTED => {
