@@ -237,7 +237,8 @@ pub fn current() -> Option<&'static mut ChainState> {
 pub const STALE_DEPTH_NS: u64 = 1_000_000_000;
 
 /// Called where no `__wake_up_common` can be running on this CPU: a
-/// connection joining an accept queue. Wait-queue locks are taken with
+/// connection joining an accept queue, a traced task entering `accept` or
+/// installing a file (process context). Wait-queue locks are taken with
 /// interrupts off, so nothing else runs on a CPU inside a wakeup call; a
 /// depth or open chain seen here was left by a return probe that did not
 /// run (a kretprobe or fexit the kernel skipped). Without this reset every

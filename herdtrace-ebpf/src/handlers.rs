@@ -487,6 +487,11 @@ pub fn inet_accept_entry(sock: u64, newsock: u64) {
     // woke it: should that wait's return probe have been missed, its later
     // wakeups must not go on counting for the chain that woke it.
     chain::clear_active(tid);
+    // Process context: no wakeup call can be in progress on this CPU (they
+    // run with interrupts off), so a depth seen here is a missed return.
+    if let Some(c) = chain::state() {
+        chain::outside_wakeups(c);
+    }
     forget(&ACCEPT_INFLIGHT, &tid);
     begin_accept(tid, socket_sk(sock), newsock);
 }
@@ -536,6 +541,9 @@ pub fn fd_install(fd: u32, file: u64) {
     // Some syscall is installing a file: the task is past any epoll wait
     // (see `inet_accept_entry`; the fentry backend has no accept entry).
     chain::clear_active(tid);
+    if let Some(c) = chain::state() {
+        chain::outside_wakeups(c);
+    }
     let call = accept_call(tid);
     match call.pending {
         PENDING_REPORTED => {
