@@ -171,6 +171,16 @@ fn trace_args(pid: i32, extra: &[&str]) -> Vec<String> {
     v
 }
 
+/// Drives `load_args` at `addr` (which must succeed), lets the tracer drain
+/// for `settle`, then ends it with SIGINT.
+fn load_then_interrupt(t: Tracer, addr: &str, load_args: &[&str], settle: Duration) -> Ended {
+    let (st, load) = run_load(addr, load_args);
+    assert!(st.success(), "{load}");
+    thread::sleep(settle);
+    t.signal(libc::SIGINT);
+    t.wait()
+}
+
 fn strs(v: &[String]) -> Vec<&str> {
     v.iter().map(String::as_str).collect()
 }
@@ -814,7 +824,8 @@ fn ring_buffer_overflow_is_counted_never_silent() {
     let args = trace_args(srv.pid(), &["--json", "--ringbuf-size", "4K"]);
     let mut t = Tracer::spawn(&strs(&args), &[], false);
     t.wait_attached();
-    let (st, load) = run_load(
+    let end = load_then_interrupt(
+        t,
         &srv.addr(),
         &[
             "--connections",
@@ -824,11 +835,8 @@ fn ring_buffer_overflow_is_counted_never_silent() {
             "--rate",
             "0",
         ],
+        Duration::from_millis(1500),
     );
-    assert!(st.success(), "{load}");
-    thread::sleep(Duration::from_millis(1500));
-    t.signal(libc::SIGINT);
-    let end = t.wait();
     let lines = json_lines(&end.stdout);
     let s = summary_of(&end.stdout);
     let lost = s["lost_events"].as_u64().expect("lost_events");
@@ -1004,7 +1012,8 @@ fn timer_wakeups_are_not_taken_for_a_connection() {
     let args = trace_args(srv.pid(), &["--json", "--port", &port]);
     let mut t = Tracer::spawn(&strs(&args), &[], false);
     t.wait_attached();
-    let (st, load) = run_load(
+    let end = load_then_interrupt(
+        t,
         &srv.addr(),
         &[
             "--connections",
@@ -1014,11 +1023,8 @@ fn timer_wakeups_are_not_taken_for_a_connection() {
             "--concurrency",
             "2",
         ],
+        Duration::from_millis(500),
     );
-    assert!(st.success(), "{load}");
-    thread::sleep(Duration::from_millis(500));
-    t.signal(libc::SIGINT);
-    let end = t.wait();
     assert_eq!(end.status.code(), Some(0), "{}", end.stderr);
     let conns: Vec<Value> = json_lines(&end.stdout)
         .into_iter()
