@@ -66,7 +66,7 @@ Sections (--only NAME, repeatable):
             do-nothing programs on the same probe points give the statistics' floor
   drops     the maximum rate for --drop-secs with default settings (goal: 0 lost events),
             then ring-buffer sizes x rates for --sweep-secs each: where drops begin
-  engine    a recorded max-rate trace replayed in shifted passes: events/s (goal >= 5M/s)
+  engine    a recorded max-rate trace replayed in shifted passes: events/s (median of 5 runs, goal >= 9M/s)
   memory    the tracer's RSS at --memory-rate for --memory-secs (goal: flat, <= 50 MB)
 
 The report is also written to target/bench/report.md.

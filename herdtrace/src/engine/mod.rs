@@ -36,6 +36,7 @@
 //! shared level-triggered epoll) is a wake of the same connection like any other.
 use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use herdtrace_common::{
     RawEvent, EV_ACCEPT_RET, EV_ARRIVAL, EV_EPOLL_CB, EV_POLL_RET, EV_SEND_EVENTS, EV_TASK_EXIT,
@@ -106,7 +107,8 @@ pub struct KnownSetup {
 pub struct TaskRef {
     pub pid: u32,
     pub tid: u32,
-    pub comm: String,
+    /// Shared with the task's stats row: a record costs no allocation.
+    pub comm: Arc<str>,
 }
 
 /// One reconstructed connection (wake episode).
@@ -177,11 +179,13 @@ impl Task {
     }
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct TaskRow {
     pid: u32,
     tid: u32,
     comm: [u8; 16],
+    /// `comm` as text, made when it changes (not per connection).
+    name: Arc<str>,
     accepts: u64,
     woken: u64,
     eagain: u64,
@@ -533,7 +537,7 @@ impl Engine {
             TaskRef {
                 pid: r.pid,
                 tid: r.tid,
-                comm: events::comm_str(&r.comm).into_owned(),
+                comm: Arc::clone(&r.name),
             }
         });
         let won = e
@@ -600,7 +604,9 @@ impl Engine {
                 if named && t.comm != ev.comm {
                     t.comm = ev.comm;
                     if t.row != NIL {
-                        self.rows[t.row as usize].comm = ev.comm;
+                        let row = &mut self.rows[t.row as usize];
+                        row.comm = ev.comm;
+                        row.name = events::comm_str(&ev.comm).into();
                     }
                 }
                 return *t;
@@ -624,6 +630,7 @@ impl Engine {
                 pid: t.pid,
                 tid,
                 comm: t.comm,
+                name: events::comm_str(&t.comm).into(),
                 accepts: 0,
                 woken: 0,
                 eagain: 0,

@@ -59,7 +59,7 @@ fn by(t: SynthTask) -> Option<TaskRef> {
     Some(TaskRef {
         pid: t.pid,
         tid: t.tid,
-        comm: t.comm.to_string(),
+        comm: t.comm.into(),
     })
 }
 

@@ -257,7 +257,7 @@ impl Collector {
             port: self.ports.fold(&r.port.to_string()),
             process: self
                 .processes
-                .fold(r.accepted_by.as_ref().map_or("", |t| t.comm.as_str())),
+                .fold(r.accepted_by.as_ref().map_or("", |t| &*t.comm)),
         };
         self.connections.get_or_create(&labels).inc();
         self.woken
@@ -375,7 +375,7 @@ mod tests {
             accepted_by: who.map(|(pid, tid, comm)| TaskRef {
                 pid,
                 tid,
-                comm: comm.to_string(),
+                comm: comm.into(),
             }),
             woken,
             returned: woken.min(1),

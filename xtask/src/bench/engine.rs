@@ -1,6 +1,8 @@
 //! Section "Engine throughput": a real max-rate trace is recorded
 //! (`--record`), then `herdtrace replay FILE --bench-events N` (hidden)
-//! decodes and reconstructs it in shifted passes, one thread, until N events.
+//! decodes and reconstructs it in shifted passes, one thread, until N events;
+//! this is repeated and the median run is the figure (one run on a shared
+//! machine varies by a third).
 use std::process::Command;
 use std::time::Duration;
 
@@ -16,8 +18,11 @@ use crate::proc;
 pub const TITLE: &str = "Engine throughput: decoding + reconstruction, one thread";
 const MODEL: &str = "epoll-per-worker";
 const WORKERS: u16 = 4;
-/// events/s the engine must sustain.
-pub const GOAL: f64 = 5e6;
+/// events/s the engine must sustain (issue #15; docs/performance.md's
+/// original goal was 5 M).
+pub const GOAL: f64 = 9e6;
+/// Replay runs; the median one is reported.
+const REPEATS: usize = 5;
 
 /// The `replay-bench ...` line the hidden flag prints on stderr.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -79,9 +84,24 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Vec<SectionReport>> {
     let size = std::fs::metadata(&file)
         .with_context(|| format!("{}", file.display()))?
         .len();
+    let mut runs = Vec::with_capacity(REPEATS);
+    for _ in 0..REPEATS {
+        runs.push(replay_once(ctx, &file)?);
+    }
+    let _ = std::fs::remove_file(&file);
+    Ok(vec![summarize(
+        &runs,
+        l.rate_per_s,
+        traced.connections,
+        traced.lost_events,
+        size,
+    )])
+}
+
+fn replay_once(ctx: &Ctx, file: &std::path::Path) -> anyhow::Result<Timing> {
     let mut cmd = Command::new(&ctx.bin);
     cmd.arg("replay")
-        .arg(&file)
+        .arg(file)
         .args(["--bench-events", &ctx.engine_events.to_string()]);
     let out = child::run(&mut cmd, Duration::from_secs(600))?;
     if !out.status.success() {
@@ -91,35 +111,50 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Vec<SectionReport>> {
             out.stderr.trim()
         );
     }
-    let timing = parse_timing(&out.stderr).map_err(|e| anyhow!(e))?;
-    let _ = std::fs::remove_file(&file);
-    Ok(vec![summarize(
-        &timing,
-        l.rate_per_s,
-        traced.connections,
-        traced.lost_events,
-        size,
-    )])
+    parse_timing(&out.stderr).map_err(|e| anyhow!(e))
 }
 
-pub fn summarize(t: &Timing, rate: f64, conns: u64, lost: u64, bytes: u64) -> SectionReport {
+fn rate(t: &Timing) -> f64 {
+    t.events as f64 / t.seconds
+}
+
+/// The run of median rate (the upper one of an even count).
+fn median(runs: &[Timing]) -> Option<Timing> {
+    let mut sorted = runs.to_vec();
+    sorted.sort_by(|a, b| rate(a).total_cmp(&rate(b)));
+    sorted.get(sorted.len() / 2).copied()
+}
+
+pub fn summarize(
+    runs: &[Timing],
+    rate_per_s: f64,
+    conns: u64,
+    lost: u64,
+    bytes: u64,
+) -> SectionReport {
     let mut r = SectionReport::new(TITLE);
+    let Some(t) = median(runs) else {
+        r.warnings.push("no replay run".into());
+        return r;
+    };
     let per_pass = t.events / t.passes.max(1);
     r.setup = vec![
         format!(
             "recording: `herdtrace --pid SERVER --backend tracepoint --record FILE` on \
-             `herdtrace serve --model {MODEL} --workers {WORKERS}` at {rate:.0} conn/s: \
+             `herdtrace serve --model {MODEL} --workers {WORKERS}` at {rate_per_s:.0} conn/s: \
              {conns} connections, about {per_pass} events, {} KiB, {lost} events lost",
             bytes / 1024
         ),
         format!(
             "`herdtrace replay FILE --bench-events {}` (hidden flag): the recording decoded and \
              reconstructed {} times, timestamps, per-CPU sequence numbers and chain ids shifted \
-             each pass, summary to a sink; one thread",
-            t.events, t.passes
+             each pass, summary to a sink; one thread; {} runs, the median one counts",
+            t.events,
+            t.passes,
+            runs.len()
         ),
     ];
-    let rate = t.events as f64 / t.seconds;
+    let rate = rate(&t);
     r.lines.push(format!(
         "{} events in {:.2} s: {:.2} million events/s ({} connections reconstructed, {:.2} million/s) (goal >= {:.0} million/s): {}",
         t.events,
@@ -130,6 +165,11 @@ pub fn summarize(t: &Timing, rate: f64, conns: u64, lost: u64, bytes: u64) -> Se
         GOAL / 1e6,
         if rate >= GOAL { "goal met" } else { "goal NOT met" }
     ));
+    let mut rates: Vec<f64> = runs.iter().map(self::rate).collect();
+    rates.sort_by(f64::total_cmp);
+    let all: Vec<String> = rates.iter().map(|x| format!("{:.2}", x / 1e6)).collect();
+    r.lines
+        .push(format!("each run, million events/s: {}", all.join(", ")));
     if rate < GOAL {
         r.warnings.push(format!(
             "engine throughput {:.2} million events/s is below the goal",
@@ -166,16 +206,23 @@ mod tests {
     #[test]
     fn report_and_goal() {
         let t = parse_timing(LINE).expect("parse");
-        let r = summarize(&t, 9000.0, 100_000, 0, 11 * 1024 * 1024);
+        let slow = Timing { seconds: 4.0, ..t };
+        let fast = Timing { seconds: 0.5, ..t };
+        // The median of three is the middle one, whatever the order.
+        let r = summarize(&[fast, t, slow], 9000.0, 100_000, 0, 11 * 1024 * 1024);
         assert!(r.warnings.is_empty());
         assert_eq!(
             r.lines[0],
-            "10000000 events in 0.80 s: 12.50 million events/s (1200000 connections reconstructed, 1.50 million/s) (goal >= 5 million/s): goal met"
+            "10000000 events in 0.80 s: 12.50 million events/s (1200000 connections reconstructed, 1.50 million/s) (goal >= 9 million/s): goal met"
         );
+        assert_eq!(r.lines[1], "each run, million events/s: 2.50, 12.50, 20.00");
         assert!(r.setup[0].contains("about 833333 events, 11264 KiB"));
-        let slow = Timing { seconds: 4.0, ..t };
-        let r = summarize(&slow, 9000.0, 100_000, 0, 0);
+        assert!(r.setup[1].contains("3 runs, the median one counts"));
+        let r = summarize(&[slow, slow, t], 9000.0, 100_000, 0, 0);
         assert!(r.lines[0].ends_with("goal NOT met"));
         assert_eq!(r.warnings.len(), 1);
+        assert_eq!(median(&[slow, t]), Some(t));
+        let r = summarize(&[], 9000.0, 0, 0, 0);
+        assert_eq!(r.warnings, vec!["no replay run".to_string()]);
     }
 }
