@@ -119,6 +119,8 @@ pub(super) struct BalanceTracker {
     peers_capped: bool,
     peer_conns: u64,
     listeners: FxHashMap<u16, Vec<u64>>,
+    /// The (port, socket) of the last arrival: most arrivals repeat it.
+    last_listener: (u16, u64),
 }
 
 impl BalanceTracker {
@@ -224,9 +226,10 @@ impl BalanceTracker {
 
     /// An arrival on listening socket `sk` (0: unknown) of `port`.
     pub fn on_listener(&mut self, port: u16, sk: u64) {
-        if sk == 0 {
+        if sk == 0 || self.last_listener == (port, sk) {
             return;
         }
+        self.last_listener = (port, sk);
         if !self.listeners.contains_key(&port) && self.listeners.len() >= MAX_PORTS {
             return;
         }

@@ -230,6 +230,12 @@ pub struct Engine {
     known: KnownSetup,
     /// Task rows with at least one accept.
     accepting_rows: u64,
+    /// Whether closed episodes are passed on as records (else only counted).
+    records: bool,
+    /// No timeout, early accept or settle-grace deadline falls before this
+    /// stream time, so `expire` has nothing to do until then (a lower bound:
+    /// lowered whenever a deadline is added, recomputed by `expire`).
+    next_due_ns: u64,
 }
 
 impl Engine {
@@ -258,7 +264,16 @@ impl Engine {
             balance: BalanceTracker::default(),
             known: KnownSetup::default(),
             accepting_rows: 0,
+            records: true,
+            next_due_ns: 0,
         }
+    }
+
+    /// Whether records of closed episodes are wanted (they are by default);
+    /// without, the sinks of [`Engine::push`] get none and the totals,
+    /// histogram and balance are kept the same.
+    pub fn set_records(&mut self, wanted: bool) {
+        self.records = wanted;
     }
 
     /// What /proc showed of the setup: the fair share is judged against its
@@ -295,7 +310,9 @@ impl Engine {
         self.loss
             .observe(ev.cpu, ev.seq, ev.flags & FLAG_NESTED_SEND != 0);
         self.stream_ns = self.stream_ns.max(ev.ts_ns);
-        self.expire();
+        if self.stream_ns >= self.next_due_ns {
+            self.expire();
+        }
         match ev.kind {
             EV_ARRIVAL => self.on_arrival(ev),
             EV_WAKE => self.on_wake(ev),
@@ -496,6 +513,33 @@ impl Engine {
                 self.close(r.slot, false);
             }
         }
+        let early = self
+            .early_order
+            .front()
+            .map(|&(ts, _)| ts.saturating_add(EARLY_ACCEPT_WAIT_NS));
+        let timeout = self.eps.oldest().map(|slot| {
+            self.eps[slot]
+                .ts_ns
+                .saturating_add(self.cfg.episode_timeout_ns)
+        });
+        let ready = self.ready.front().map(|&(_, due)| due);
+        self.next_due_ns = [early, timeout, ready]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or(u64::MAX);
+    }
+
+    /// Makes the next event run `expire` whatever its deadline (the tests
+    /// compare the shortcut with an engine that expires at every event).
+    #[cfg(test)]
+    pub fn expire_at_next_event(&mut self) {
+        self.next_due_ns = 0;
+    }
+
+    /// A new deadline for `expire` at stream time `due`.
+    fn due_at(&mut self, due: u64) {
+        self.next_due_ns = self.next_due_ns.min(due);
     }
 
     fn check_touched(&mut self) {
@@ -510,6 +554,7 @@ impl Engine {
                 self.eps[r.slot].queued = true;
                 let due = self.stream_ns.saturating_add(self.cfg.settle_grace_ns);
                 self.ready.push_back((r, due));
+                self.due_at(due);
             }
         }
         touched.clear();
@@ -532,7 +577,8 @@ impl Engine {
                 }
             }
         }
-        let accepted_by = e.accepted_row.map(|row| {
+        // The accepting task is named only in records someone will read.
+        let accepted_by = e.accepted_row.filter(|_| self.records).map(|row| {
             let r = &self.rows[row as usize];
             TaskRef {
                 pid: r.pid,
@@ -540,6 +586,7 @@ impl Engine {
                 comm: Arc::clone(&r.name),
             }
         });
+        let accepted = e.accepted_row.is_some();
         let won = e
             .accepted_row
             .is_some_and(|row| e.woken.iter().any(|w| w.row == row));
@@ -562,7 +609,18 @@ impl Engine {
             netns: e.netns,
         };
         let (chain, child) = (e.chain, e.child);
+        let was_oldest = self.eps.oldest() == Some(slot);
         self.eps.close(slot);
+        if was_oldest {
+            // The next oldest may be due before the deadline `expire` last saw
+            // (arrival order is not timestamp order across CPUs).
+            if let Some(next) = self.eps.oldest() {
+                let due = self.eps[next]
+                    .ts_ns
+                    .saturating_add(self.cfg.episode_timeout_ns);
+                self.due_at(due);
+            }
+        }
         if self.chains.get(&chain) == Some(&slot) {
             self.chains.remove(&chain);
         }
@@ -575,10 +633,12 @@ impl Engine {
             self.hist.resize(n + 1, 0);
         }
         self.hist[n] += 1;
-        self.totals.add(&rec, won);
-        self.interval.add(&rec, won);
+        self.totals.add(&rec, won, accepted);
+        self.interval.add(&rec, won, accepted);
         self.balance.on_conn(rec.peer);
-        self.done.push(rec);
+        if self.records {
+            self.done.push(rec);
+        }
     }
 
     fn drain<F: FnMut(ConnRecord)>(&mut self, sink: &mut F) {
@@ -714,11 +774,17 @@ impl Engine {
             e.skip_epoch = skip_epoch;
             e.netns = netns;
         });
+        self.due_at(ev.ts_ns.saturating_add(self.cfg.episode_timeout_ns));
         self.chains.insert(ev.chain, slot);
         if ev.child != 0 {
             self.children.insert(ev.child, slot);
             // Accepted before its arrival was reported?
-            if let Some(a) = self.early_accepts.remove(&ev.child) {
+            let early = if self.early_accepts.is_empty() {
+                None
+            } else {
+                self.early_accepts.remove(&ev.child)
+            };
+            if let Some(a) = early {
                 let r = self.eps.ep_ref(slot);
                 let e = &mut self.eps[slot];
                 e.accepted_row = Some(a.row);
@@ -848,6 +914,7 @@ impl Engine {
                         self.diag.unmatched_accepts += 1;
                     }
                     self.early_order.push_back((ev.ts_ns, ev.child));
+                    self.due_at(ev.ts_ns.saturating_add(EARLY_ACCEPT_WAIT_NS));
                 }
                 _ => self.diag.unmatched_accepts += 1,
             }

@@ -26,7 +26,9 @@ pub struct Tally {
 }
 
 impl Tally {
-    pub(crate) fn add(&mut self, r: &ConnRecord, won: bool) {
+    /// `accepted`: a traced task accepted it (`r.accepted_by` is left out of
+    /// records nobody reads).
+    pub(crate) fn add(&mut self, r: &ConnRecord, won: bool, accepted: bool) {
         self.connections += 1;
         self.woken += u64::from(r.woken);
         self.woken_max = self.woken_max.max(r.woken);
@@ -37,7 +39,7 @@ impl Tally {
         self.eagain_losers += u64::from(r.eagain_losers);
         self.incomplete += u64::from(r.incomplete);
         self.possibly_incomplete += u64::from(r.possibly_incomplete);
-        self.unaccepted += u64::from(r.accepted_by.is_none());
+        self.unaccepted += u64::from(!accepted);
     }
 
     fn per_conn(&self, v: u64) -> f64 {

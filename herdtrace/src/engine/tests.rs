@@ -984,6 +984,52 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    /// The two shortcuts of the hot path change nothing: `expire` skipped
+    /// until its next deadline gives the records of an engine that expires
+    /// at every event, and an engine asked for no records (nobody reads
+    /// them) ends with the same summary and passes none on.
+    #[test]
+    fn lazy_expiry_and_records_off_change_nothing(
+        cfg in arb_config(),
+        stream in arb_stream(),
+        tick_at in proptest::option::of(0usize..120),
+    ) {
+        let mut lazy = Engine::new(cfg);
+        let mut eager = Engine::new(cfg);
+        let mut counted = Engine::new(cfg);
+        counted.set_records(false);
+        let (mut a, mut b, mut none) = (Vec::new(), Vec::new(), Vec::new());
+        for (i, ev) in stream.iter().enumerate() {
+            if tick_at == Some(i) {
+                lazy.advance_to(ev.ts_ns, &mut |r| a.push(r));
+                eager.advance_to(ev.ts_ns, &mut |r| b.push(r));
+                counted.advance_to(ev.ts_ns, &mut |r| none.push(r));
+            }
+            eager.expire_at_next_event();
+            lazy.push(ev, &mut |r| a.push(r));
+            eager.push(ev, &mut |r| b.push(r));
+            counted.push(ev, &mut |r| none.push(r));
+            // Emitted at the same events, not only in the end.
+            prop_assert_eq!(a.len(), b.len());
+        }
+        lazy.finish(&mut |r| a.push(r));
+        eager.finish(&mut |r| b.push(r));
+        counted.finish(&mut |r| none.push(r));
+        prop_assert_eq!(&a, &b);
+        prop_assert!(none.is_empty());
+        let (s_lazy, s_eager, s_counted) = (lazy.summary(), eager.summary(), counted.summary());
+        prop_assert_eq!(format!("{s_lazy:?}"), format!("{s_eager:?}"));
+        prop_assert_eq!(format!("{s_lazy:?}"), format!("{s_counted:?}"));
+        prop_assert_eq!(
+            s_lazy.totals.unaccepted,
+            a.iter().filter(|r| r.accepted_by.is_none()).count() as u64
+        );
+    }
+}
+
 /// Before 6.6 the tracepoint backend infers arrivals from
 /// `inet_sock_set_state` and does not know the listener socket (sk = 0):
 /// accepts still match by child and EAGAINs by local port.

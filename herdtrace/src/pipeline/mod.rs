@@ -104,10 +104,13 @@ impl<W: Write> Pipeline<W> {
             sink.on_event(ev)?;
         }
         if self.collects() {
+            self.engine.set_records(true);
             let records = &mut self.records;
             self.engine.push(ev, &mut |r| records.push(r));
             self.emit_records()
         } else {
+            // Nobody reads records: the engine only counts them.
+            self.engine.set_records(false);
             self.engine.push(ev, &mut |_| {});
             Ok(())
         }
@@ -154,6 +157,7 @@ impl<W: Write> Pipeline<W> {
     /// episodes, prints the interval line if enabled, and flushes.
     pub fn on_tick(&mut self, now_ns: u64) -> Result<()> {
         if self.collects() {
+            self.engine.set_records(true);
             let records = &mut self.records;
             self.engine.advance_to(now_ns, &mut |r| records.push(r));
             self.emit_records()?;
@@ -236,6 +240,7 @@ impl<W: Write> Pipeline<W> {
         }
         self.engine.note_lost(extra_lost);
         if self.collects() {
+            self.engine.set_records(true);
             let records = &mut self.records;
             self.engine.finish(&mut |r| records.push(r));
             self.emit_records()?;
