@@ -38,7 +38,7 @@ pub struct Pipeline<W: Write> {
 
 impl<W: Write> Pipeline<W> {
     pub fn new(cfg: EngineConfig, opts: OutputOptions, info: RunInfo, out: W) -> Pipeline<W> {
-        Pipeline {
+        let mut p = Pipeline {
             engine: Engine::new(cfg),
             out,
             opts,
@@ -50,12 +50,23 @@ impl<W: Write> Pipeline<W> {
             event_sinks: Vec::new(),
             skipped_by_program: BTreeMap::new(),
             insert_failed: BTreeMap::new(),
-        }
+        };
+        p.sync_records();
+        p
+    }
+
+    /// Tells the engine whether records are read; called wherever what
+    /// [`Pipeline::collects`] depends on changes (without a reader the
+    /// engine only counts closed episodes).
+    fn sync_records(&mut self) {
+        let wanted = self.collects();
+        self.engine.set_records(wanted);
     }
 
     /// Also passes every connection record, interval and the lost-event total to `observer`.
     pub fn add_observer(&mut self, observer: Box<dyn Observer + Send>) {
         self.observers.push(observer);
+        self.sync_records();
     }
 
     /// Also passes every event and drop increment, as they come, to `sink`.
@@ -104,13 +115,10 @@ impl<W: Write> Pipeline<W> {
             sink.on_event(ev)?;
         }
         if self.collects() {
-            self.engine.set_records(true);
             let records = &mut self.records;
             self.engine.push(ev, &mut |r| records.push(r));
             self.emit_records()
         } else {
-            // Nobody reads records: the engine only counts them.
-            self.engine.set_records(false);
             self.engine.push(ev, &mut |_| {});
             Ok(())
         }
@@ -157,7 +165,6 @@ impl<W: Write> Pipeline<W> {
     /// episodes, prints the interval line if enabled, and flushes.
     pub fn on_tick(&mut self, now_ns: u64) -> Result<()> {
         if self.collects() {
-            self.engine.set_records(true);
             let records = &mut self.records;
             self.engine.advance_to(now_ns, &mut |r| records.push(r));
             self.emit_records()?;
@@ -216,6 +223,7 @@ impl<W: Write> Pipeline<W> {
     /// Stops writing to the output (its reader is gone); events are still counted.
     pub fn mute(&mut self) {
         self.opts = OutputOptions::default();
+        self.sync_records();
     }
 
     /// Ends the run when the output is gone (`herdtrace --json | head -1`):
@@ -240,7 +248,6 @@ impl<W: Write> Pipeline<W> {
         }
         self.engine.note_lost(extra_lost);
         if self.collects() {
-            self.engine.set_records(true);
             let records = &mut self.records;
             self.engine.finish(&mut |r| records.push(r));
             self.emit_records()?;
