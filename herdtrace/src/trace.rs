@@ -23,7 +23,7 @@ use crate::{
     events, exporter, kernel,
     loader::Tracer,
     logging::LogArgs,
-    pipeline::Pipeline,
+    pipeline::{Pipeline, SkippedRuns},
     record::{RecordHeader, Recorder},
     report::{is_broken_pipe, OutputOptions, RunInfo, WallClock},
     start, stop, targets,
@@ -540,10 +540,12 @@ async fn session<W: Write>(
     let liveness_every = Duration::from_millis(500);
     let mut liveness = time::interval_at(started + liveness_every, liveness_every);
     liveness.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    // The per-program skip counters: the connections open at a skip are the
-    // ones flagged possibly incomplete, so they are read often.
-    let mut skip_samples = time::interval(Duration::from_millis(SKIP_SAMPLE_MS));
-    skip_samples.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    // The per-program skip counters: the connections open in a sample
+    // window that shows skips are flagged possibly incomplete, so closed
+    // connections wait for the next sample and samples come often.
+    let mut skip_sampler = SkipSampler::default();
+    let mut next_skip_sample = started;
+    pipeline.hold_for_skip_samples();
     let deadline = args.duration.map(|d| started + Duration::from_secs_f64(d));
     #[cfg(feature = "test-hooks")]
     let panic_at = crate::test_hooks::panic_after().map(|d| started + d);
@@ -553,6 +555,7 @@ async fn session<W: Write>(
     let mut reason = loop {
         let mut tick_due = false;
         let mut check_liveness = false;
+        let mut skip_reading = None;
         // In this order: the timers are ready only at their times, so a
         // ring buffer that keeps becoming readable cannot starve them.
         tokio::select! {
@@ -560,7 +563,8 @@ async fn session<W: Write>(
             sig = signals.recv() => break EndReason::Signal(sig),
             _ = ticks.tick() => tick_due = true,
             _ = liveness.tick() => check_liveness = true,
-            _ = skip_samples.tick() => losses.sample_skips(&tracer, &mut pipeline),
+            // Read now, applied once the events before it are fed (below).
+            _ = time::sleep_until(next_skip_sample) => skip_reading = Some(LossFeed::read_skips(&tracer)),
             ready = ring.readable() => {
                 ready.context("waiting for the ring buffer")?.clear_ready();
             }
@@ -572,6 +576,14 @@ async fn session<W: Write>(
         // Kernel-side log records are rare: read on this timer, never
         // waited for (a wakeup from inside a program would cost events).
         tracer.drain_log();
+        if let Some(reading) = skip_reading {
+            let skipped = match losses.apply_skips(reading, &mut pipeline) {
+                Ok(skipped) => skipped,
+                Err(e) if is_broken_pipe(&e) => break EndReason::OutputClosed,
+                Err(e) => return Err(e),
+            };
+            next_skip_sample = skip_sampler.next(Instant::now(), skipped);
+        }
         if tick_due {
             // Drops show at once as sequence gaps; the kernel's own counters
             // are a cross-check read seldom: a BPF map read raises the CPU's
@@ -627,11 +639,20 @@ async fn session<W: Write>(
         // The reader is gone: count the rest, print nothing more to it.
         pipeline.mute();
     }
-    // Whatever is still in the ring buffer belongs to the run.
+    // Whatever is still in the ring buffer belongs to the run; the last skip
+    // sample covers it.
+    let skip_reading = LossFeed::read_skips(&tracer);
     if drain(&mut tracer, &mut pipeline, &mut decode_errors)? {
         reason = EndReason::OutputClosed;
     }
     tracer.drain_log();
+    if let Err(e) = losses.apply_skips(skip_reading, &mut pipeline) {
+        if !is_broken_pipe(&e) {
+            return Err(e);
+        }
+        reason = EndReason::OutputClosed;
+        pipeline.mute();
+    }
     // Drops at the very end leave no sequence gap; the kernel counter has them.
     losses.feed(&tracer, &mut pipeline)?;
     if decode_errors > 0 {
@@ -712,20 +733,43 @@ impl Counter {
 }
 
 impl LossFeed {
-    /// Samples the per-program skip counters (often: the episodes open at a
-    /// skip are the ones flagged).
-    pub fn sample_skips<W: Write>(&mut self, tracer: &Tracer, pipeline: &mut Pipeline<W>) {
-        for (program, total) in tracer.recursion_misses() {
-            let delta = self.skipped.entry(program.clone()).or_default().step(total);
-            // Unknown programs (do-nothing ones) flag nothing.
-            let flags = crate::probes::point_of_program(&program).is_some_and(|p| p.counts);
-            pipeline.on_skipped_program(&program, delta, flags);
+    /// Reads the per-program skip counters (one syscall per program), to be
+    /// applied by [`LossFeed::apply_skips`] once the events already in the
+    /// ring buffer are fed: a skip can only touch a connection whose arrival
+    /// came before it.
+    pub fn read_skips(tracer: &Tracer) -> SkipReading {
+        SkipReading {
+            at_ns: monotonic_ns(),
+            totals: tracer.recursion_misses(),
         }
+    }
+
+    /// Feeds a reading's increments; returns whether runs of a program that
+    /// flags connections were skipped (see [`Pipeline::on_skip_sample`]).
+    pub fn apply_skips<W: Write>(
+        &mut self,
+        reading: SkipReading,
+        pipeline: &mut Pipeline<W>,
+    ) -> Result<bool> {
+        let skipped: Vec<SkippedRuns> = reading
+            .totals
+            .into_iter()
+            .map(|(program, total)| {
+                let runs = self.skipped.entry(program.clone()).or_default().step(total);
+                // Unknown programs (do-nothing ones) flag nothing.
+                let flags = crate::probes::point_of_program(&program).is_some_and(|p| p.counts);
+                SkippedRuns {
+                    program,
+                    runs,
+                    flags,
+                }
+            })
+            .collect();
+        pipeline.on_skip_sample(reading.at_ns, &skipped)
     }
 
     pub fn feed<W: Write>(&mut self, tracer: &Tracer, pipeline: &mut Pipeline<W>) -> Result<()> {
         let counters = tracer.kernel_counters()?;
-        self.sample_skips(tracer, pipeline);
         for (map, total) in counters.insert_failed {
             let delta = self.inserts.entry(map).or_default().step(total);
             pipeline.on_insert_failed(map, delta);
@@ -744,8 +788,40 @@ pub const COUNTERS_EVERY: Duration = Duration::from_secs(10);
 /// How often the reader drains the ring buffer when the kernel does not wake it.
 pub const READER_POLL_MS: u64 = 20;
 /// How often the per-program skip counters are read (one syscall per
-/// program): the connections open at a skip are flagged possibly incomplete.
-pub const SKIP_SAMPLE_MS: u64 = 100;
+/// program) while the kernel skips none: every connection open in a sample
+/// window that shows skips is flagged possibly incomplete, and closed ones
+/// wait for the next sample, so this is also the output's added delay.
+pub const SKIP_SAMPLE: Duration = Duration::from_millis(100);
+/// The period after a sample that showed skips, for [`SKIP_FAST_FOR`]:
+/// skips come in bursts (a busy CPU that preempts programs), and a shorter
+/// window flags fewer connections that were not touched.
+pub const SKIP_SAMPLE_FAST: Duration = Duration::from_millis(10);
+pub const SKIP_FAST_FOR: Duration = Duration::from_secs(2);
+
+/// The per-program skip counters read at one moment.
+pub struct SkipReading {
+    /// CLOCK_MONOTONIC just before the read.
+    at_ns: u64,
+    totals: Vec<(String, u64)>,
+}
+
+/// When the next skip sample is due: often for a while after skips.
+#[derive(Debug, Default)]
+pub struct SkipSampler {
+    fast_until: Option<Instant>,
+}
+
+impl SkipSampler {
+    /// The time of the next sample, given the one just applied at `now`
+    /// and whether it showed skips that flag connections.
+    pub fn next(&mut self, now: Instant, skipped: bool) -> Instant {
+        if skipped {
+            self.fast_until = Some(now + SKIP_FAST_FOR);
+        }
+        let fast = self.fast_until.is_some_and(|until| now < until);
+        now + if fast { SKIP_SAMPLE_FAST } else { SKIP_SAMPLE }
+    }
+}
 
 pub fn run(args: TraceArgs) -> Result<i32> {
     // Bound before anything attaches: a port in use is a plain error.
@@ -779,6 +855,25 @@ pub fn run(args: TraceArgs) -> Result<i32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn skip_samples_come_often_for_a_while_after_skips() {
+        let mut s = SkipSampler::default();
+        let t0 = Instant::now();
+        assert_eq!(
+            s.next(t0, false),
+            t0 + SKIP_SAMPLE,
+            "quiet: the slow period"
+        );
+        assert_eq!(s.next(t0, true), t0 + SKIP_SAMPLE_FAST);
+        // Still fast without new skips until SKIP_FAST_FOR has passed.
+        let later = t0 + SKIP_FAST_FOR / 2;
+        assert_eq!(s.next(later, false), later + SKIP_SAMPLE_FAST);
+        let after = t0 + SKIP_FAST_FOR;
+        assert_eq!(s.next(after, false), after + SKIP_SAMPLE);
+        // A new skip starts a new fast stretch.
+        assert_eq!(s.next(after, true), after + SKIP_SAMPLE_FAST);
+    }
 
     #[test]
     fn kernel_totals_are_fed_as_increments() {

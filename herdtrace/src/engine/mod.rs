@@ -236,6 +236,22 @@ pub struct Engine {
     /// stream time, so `expire` has nothing to do until then (a lower bound:
     /// lowered whenever a deadline is added, recomputed by `expire`).
     next_due_ns: u64,
+    /// Whether closed episodes wait for the next skip sample before they
+    /// are counted and passed on (see [`Engine::hold_for_skip_samples`]).
+    hold: bool,
+    /// Closed episodes waiting for a skip sample, in closing order.
+    held: VecDeque<HeldRecord>,
+    /// Clock time of the last skip sample applied.
+    last_sample_ns: u64,
+}
+
+/// A closed episode waiting for the skip sample that covers its last moments.
+struct HeldRecord {
+    /// Stream time at closing (at or after the episode's last event).
+    closed_ns: u64,
+    rec: ConnRecord,
+    won: bool,
+    accepted: bool,
 }
 
 impl Engine {
@@ -266,7 +282,42 @@ impl Engine {
             accepting_rows: 0,
             records: true,
             next_due_ns: 0,
+            hold: false,
+            held: VecDeque::new(),
+            last_sample_ns: 0,
         }
+    }
+
+    /// Live tracing with skip samples: a closed episode is counted and passed
+    /// on only at the first [`Engine::skip_sample`] taken after it closed, so
+    /// that runs the kernel skipped while it was open flag it even when it
+    /// closed before the sample showed them (a skip counter has no time, only
+    /// the sample window it grew in).
+    pub fn hold_for_skip_samples(&mut self) {
+        self.hold = true;
+    }
+
+    /// Applies a skip sample taken at clock time `at_ns` (the per-program
+    /// counters were read then, and every event before was fed since).
+    /// `flagged`: the counters grew for programs that flag (see
+    /// [`Engine::note_skipped_runs`], called first): every held episode
+    /// that closed after the previous sample was open in the window the
+    /// skips happened in, and is flagged possibly incomplete. Held episodes
+    /// that closed by `at_ns` are then counted and passed to `sink`.
+    pub fn skip_sample<F: FnMut(ConnRecord)>(&mut self, at_ns: u64, flagged: bool, sink: &mut F) {
+        if flagged {
+            let since = self.last_sample_ns;
+            for h in self.held.iter_mut().filter(|h| h.closed_ns >= since) {
+                h.rec.possibly_incomplete = true;
+            }
+        }
+        while self.held.front().is_some_and(|h| h.closed_ns <= at_ns) {
+            if let Some(h) = self.held.pop_front() {
+                self.count_closed(h.rec, h.won, h.accepted);
+            }
+        }
+        self.last_sample_ns = self.last_sample_ns.max(at_ns);
+        self.drain(sink);
     }
 
     /// Whether records of closed episodes are wanted (they are by default);
@@ -370,6 +421,10 @@ impl Engine {
         self.early_order.clear();
         while let Some(slot) = self.eps.oldest() {
             self.close(slot, false);
+        }
+        // The last skip sample was applied before the end.
+        while let Some(h) = self.held.pop_front() {
+            self.count_closed(h.rec, h.won, h.accepted);
         }
         self.ready.clear();
         self.drain(sink);
@@ -628,6 +683,20 @@ impl Engine {
             self.children.remove(&child);
         }
 
+        if self.hold {
+            self.held.push_back(HeldRecord {
+                closed_ns: self.stream_ns,
+                rec,
+                won,
+                accepted,
+            });
+        } else {
+            self.count_closed(rec, won, accepted);
+        }
+    }
+
+    /// Counts a closed episode and passes its record on (if wanted).
+    fn count_closed(&mut self, rec: ConnRecord, won: bool, accepted: bool) {
         let n = rec.woken as usize;
         if self.hist.len() <= n {
             self.hist.resize(n + 1, 0);

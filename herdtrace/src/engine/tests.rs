@@ -1180,3 +1180,111 @@ fn substitute_arrivals_are_keyed_by_namespace_and_port() {
     // A key never collides with a kernel address.
     assert!(port_key(u16::MAX, u32::MAX) < 0xffff_0000_0000_0000);
 }
+
+/// One whole connection on chain `n` (blocking accept: it closes at the
+/// accept).
+fn one_conn(b: &mut StreamBuilder, n: u64) {
+    b.arrival(0, chain(0, n), L, child(n))
+        .wake(0, chain(0, n), W1)
+        .accept(1, W1, L, child(n));
+}
+
+/// Pushes a stream into a held engine; returns what it passed on meanwhile.
+fn push_held(e: &mut Engine, b: &mut StreamBuilder) -> Vec<ConnRecord> {
+    push_all(e, &b.take())
+}
+
+fn sample(e: &mut Engine, at_ns: u64, flagged: bool) -> Vec<ConnRecord> {
+    let mut out = Vec::new();
+    e.skip_sample(at_ns, flagged, &mut |r| out.push(r));
+    out
+}
+
+/// Live tracing: a connection that closed before the sample showed a skip
+/// was open in the window the skip happened in, and is flagged; one that
+/// closed before the previous sample is not. Nothing is passed on or
+/// counted before its sample.
+#[test]
+fn held_records_are_flagged_by_the_sample_that_covers_them() {
+    let mut e = Engine::new(immediate());
+    e.hold_for_skip_samples();
+    let mut b = StreamBuilder::new();
+    one_conn(&mut b, 1);
+    assert!(push_held(&mut e, &mut b).is_empty(), "held until a sample");
+    assert_eq!(e.summary().totals.connections, 0, "not counted yet");
+    let clean_at = b.now() + 1_000;
+    let first = sample(&mut e, clean_at, false);
+    assert_eq!(first.len(), 1);
+    assert!(!first[0].possibly_incomplete, "no skip in its window");
+    assert_eq!(e.summary().totals.connections, 1);
+
+    b.at(clean_at + 1_000);
+    one_conn(&mut b, 2);
+    assert!(push_held(&mut e, &mut b).is_empty());
+    // The skip's sample: conn 2 closed after the previous sample.
+    e.note_skipped_runs(1, true);
+    let second = sample(&mut e, b.now() + 1_000, true);
+    assert_eq!(second.len(), 1);
+    assert!(
+        second[0].possibly_incomplete,
+        "closed before the sample, open in its window"
+    );
+    let s = e.summary();
+    assert_eq!((s.totals.connections, s.totals.possibly_incomplete), (2, 1));
+}
+
+/// A record that closed after the sample's read time waits for the next
+/// sample (a later skip may still concern it), and is flagged by it.
+#[test]
+fn records_closed_after_the_read_wait_for_the_next_sample() {
+    let mut e = Engine::new(immediate());
+    e.hold_for_skip_samples();
+    let mut b = StreamBuilder::new();
+    b.at(5_000_000);
+    one_conn(&mut b, 1);
+    push_held(&mut e, &mut b);
+    // Read before the connection closed (the events were drained after).
+    assert!(sample(&mut e, 1_000_000, false).is_empty());
+    e.note_skipped_runs(2, true);
+    let next = sample(&mut e, b.now() + 1, true);
+    assert_eq!(next.len(), 1);
+    assert!(next[0].possibly_incomplete);
+}
+
+/// The end passes on what is held; skips that flag nothing flag no held record.
+#[test]
+fn finish_passes_on_held_records_and_harmless_skips_flag_none() {
+    let mut e = Engine::new(immediate());
+    e.hold_for_skip_samples();
+    let mut b = StreamBuilder::new();
+    one_conn(&mut b, 1);
+    push_held(&mut e, &mut b);
+    e.note_skipped_runs(3, false);
+    assert!(sample(&mut e, 0, false).is_empty(), "closed after the read");
+    one_conn(&mut b, 2);
+    push_held(&mut e, &mut b);
+    let rest = finish(&mut e);
+    assert_eq!(rest.len(), 2);
+    assert!(rest.iter().all(|r| !r.possibly_incomplete));
+    let s = e.summary();
+    assert_eq!((s.totals.connections, s.skipped_runs), (2, 3));
+}
+
+/// Without a reader of records, held episodes are still counted at their
+/// sample, flags included.
+#[test]
+fn held_counts_without_records() {
+    let mut e = Engine::new(immediate());
+    e.set_records(false);
+    e.hold_for_skip_samples();
+    let mut b = StreamBuilder::new();
+    one_conn(&mut b, 1);
+    push_held(&mut e, &mut b);
+    e.note_skipped_runs(1, true);
+    assert!(
+        sample(&mut e, b.now() + 1, true).is_empty(),
+        "no records wanted"
+    );
+    let s = e.summary();
+    assert_eq!((s.totals.connections, s.totals.possibly_incomplete), (1, 1));
+}

@@ -18,6 +18,15 @@ pub mod sink;
 
 pub use sink::{EventSink, Observer};
 
+/// Runs of one program the kernel skipped since the previous sample.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SkippedRuns {
+    pub program: String,
+    pub runs: u64,
+    /// The program's events can change a connection's figures.
+    pub flags: bool,
+}
+
 /// Engine + output. Write errors (a closed stdout) come back as errors that
 /// [`crate::report::is_broken_pipe`] recognises; nothing panics.
 pub struct Pipeline<W: Write> {
@@ -131,17 +140,37 @@ impl<W: Write> Pipeline<W> {
         self.engine.note_skipped(n);
     }
 
-    /// Runs of `program` the kernel skipped (an increment). `flags`: the
-    /// program's events can change the figures of the connections open now
-    /// (see `probes::Point::counts`), which are then flagged.
-    pub fn on_skipped_program(&mut self, program: &str, n: u64, flags: bool) {
-        if n > 0 {
+    /// Closed connections wait for the next skip sample before they are
+    /// counted and printed (live tracing; see [`Engine::hold_for_skip_samples`]).
+    pub fn hold_for_skip_samples(&mut self) {
+        self.engine.hold_for_skip_samples();
+    }
+
+    /// A skip sample read at clock time `at_ns`, applied after every event
+    /// before it was fed: per program, the runs the kernel skipped since
+    /// the previous sample and whether that program's events can change a
+    /// connection's figures (see `probes::Point::counts`). The connections
+    /// open in the window are flagged when any such program was skipped.
+    /// Returns whether any were.
+    pub fn on_skip_sample(&mut self, at_ns: u64, skipped: &[SkippedRuns]) -> Result<bool> {
+        let mut flagged = false;
+        for s in skipped.iter().filter(|s| s.runs > 0) {
             *self
                 .skipped_by_program
-                .entry(program.to_owned())
-                .or_default() += n;
-            self.engine.note_skipped_runs(n, flags);
+                .entry(s.program.clone())
+                .or_default() += s.runs;
+            self.engine.note_skipped_runs(s.runs, s.flags);
+            flagged |= s.flags;
         }
+        if self.collects() {
+            let records = &mut self.records;
+            self.engine
+                .skip_sample(at_ns, flagged, &mut |r| records.push(r));
+            self.emit_records()?;
+        } else {
+            self.engine.skip_sample(at_ns, flagged, &mut |_| {});
+        }
+        Ok(flagged)
     }
 
     /// Inserts into `map` that failed in the kernel (an increment).
