@@ -448,12 +448,12 @@ pub const AGREEMENT_TOLERANCE: f64 = 0.10;
 pub const AGREEMENT_SAME_SHARE: f64 = 0.99;
 
 /// Largest share of connections either tracer may flag (possibly
-/// incomplete) for the per-connection comparison to count. Two tracers on
-/// one run skip each other's runs (the kernel's per-CPU recursion guard is
-/// shared by every kprobe and tracepoint program, and fentry programs are
-/// preempted in process context), and each skip flags every connection open
-/// at that moment: under `--concurrency 8` in a TCG guest that is 10-15 %.
-pub const AGREEMENT_MAX_FLAGGED: f64 = 0.2;
+/// incomplete) for the per-connection comparison to count. A kernel that
+/// preempts kernel code (7.x) skips program runs (the per-CPU recursion
+/// guard of tracepoint programs, each fentry program's own), and each
+/// skip flags every connection open in the sample window it was seen in:
+/// under `--concurrency 8` in a TCG guest with two tracers, up to a third.
+pub const AGREEMENT_MAX_FLAGGED: f64 = 0.5;
 
 /// Two backends compared on the same connections.
 #[cfg(feature = "test-hooks")]
@@ -1060,7 +1060,7 @@ mod tests {
             compare_conns(&c, &[sample(Some("x:1"), 2)]),
             cmp(1, 1, 0, 0, 0)
         );
-        // Up to a fifth of the connections may be flagged; more and the
+        // Up to half of the connections may be flagged; more and the
         // comparison says too little.
         let flag = |n: usize| {
             let mut b = a.clone();
@@ -1072,12 +1072,12 @@ mod tests {
         ra.skipped_by_program.clear();
         ra.conns = a.clone();
         let mut rb = run_of("kprobe", 4.0, &[]);
-        rb.conns = flag(20);
+        rb.conns = flag(50);
         assert!(agreement(&[ra.clone(), rb.clone()])[0].passed());
-        rb.conns = flag(21);
+        rb.conns = flag(51);
         assert_eq!(
             agreement(&[ra.clone(), rb])[0].failures,
-            ["21 of 100 connections flagged (possibly) incomplete"]
+            ["51 of 100 connections flagged (possibly) incomplete"]
         );
         // A flagged connection is matched, not compared.
         let mut flagged = sample(Some("x:1"), 9);
