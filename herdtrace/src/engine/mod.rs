@@ -243,6 +243,8 @@ pub struct Engine {
     held: VecDeque<HeldRecord>,
     /// Clock time of the last skip sample applied.
     last_sample_ns: u64,
+    /// The last sample showed skips that flag: the next window is flagged too.
+    skip_after: bool,
 }
 
 /// A closed episode waiting for the skip sample that covers its last moments.
@@ -285,6 +287,7 @@ impl Engine {
             hold: false,
             held: VecDeque::new(),
             last_sample_ns: 0,
+            skip_after: false,
         }
     }
 
@@ -302,10 +305,20 @@ impl Engine {
     /// `flagged`: the counters grew for programs that flag (see
     /// [`Engine::note_skipped_runs`], called first): every held episode
     /// that closed after the previous sample was open in the window the
-    /// skips happened in, and is flagged possibly incomplete. Held episodes
-    /// that closed by `at_ns` are then counted and passed to `sink`.
+    /// skips happened in, and is flagged possibly incomplete. So is the
+    /// window after it: a skipped run leaves its task's kernel-side state
+    /// stale until the task's next traced call (a task whose syscall exit
+    /// was skipped still counts as woken by its last connection, and a
+    /// wakeup it makes next is counted there), which can fall after the
+    /// sample. Held episodes that closed by `at_ns` are then counted and
+    /// passed to `sink`.
     pub fn skip_sample<F: FnMut(ConnRecord)>(&mut self, at_ns: u64, flagged: bool, sink: &mut F) {
-        if flagged {
+        let after = std::mem::replace(&mut self.skip_after, flagged);
+        if after && !flagged {
+            // The episodes open now were open in the window after the skips.
+            self.skip_epoch += 1;
+        }
+        if flagged || after {
             let since = self.last_sample_ns;
             for h in self.held.iter_mut().filter(|h| h.closed_ns >= since) {
                 h.rec.possibly_incomplete = true;

@@ -1233,6 +1233,44 @@ fn held_records_are_flagged_by_the_sample_that_covers_them() {
     assert_eq!((s.totals.connections, s.totals.possibly_incomplete), (2, 1));
 }
 
+/// Skips flag the window after their sample too (a skipped run leaves its
+/// task's state stale until its next traced call); the one after that is
+/// clean again.
+#[test]
+fn the_window_after_skips_is_flagged_too() {
+    let mut e = Engine::new(immediate());
+    e.hold_for_skip_samples();
+    let mut b = StreamBuilder::new();
+    e.note_skipped_runs(1, true);
+    assert!(sample(&mut e, 1_000, true).is_empty());
+    b.at(2_000);
+    one_conn(&mut b, 1); // closes in the window after the skips
+    b.arrival(0, chain(0, 2), L, child(2)); // open across the next sample
+    push_held(&mut e, &mut b);
+    let after = sample(&mut e, b.now() + 1, false);
+    assert_eq!(after.len(), 1);
+    assert!(after[0].possibly_incomplete, "closed in the window after");
+    let t = b.now() + 10;
+    b.at(t);
+    one_conn(&mut b, 3); // a clean window
+    b.wake(0, chain(0, 2), W2).accept(1, W2, L, child(2));
+    push_held(&mut e, &mut b);
+    let clean = sample(&mut e, b.now() + 1, false);
+    assert_eq!(clean.len(), 2);
+    let mut flags: Vec<(u64, bool)> = clean
+        .iter()
+        .map(|r| (r.ts_ns, r.possibly_incomplete))
+        .collect();
+    flags.sort_unstable();
+    // Conn 2 (the earlier arrival) was open across the window after the
+    // skips; conn 3 arrived and closed in the clean window.
+    assert_eq!(
+        flags.iter().map(|f| f.1).collect::<Vec<_>>(),
+        [true, false],
+        "{flags:?}"
+    );
+}
+
 /// A record that closed after the sample's read time waits for the next
 /// sample (a later skip may still concern it), and is flagged by it.
 #[test]
