@@ -18,6 +18,7 @@ pub mod events;
 pub(crate) mod exporter;
 pub(crate) mod generate;
 pub mod kernel;
+pub(crate) mod kprobe_misses;
 pub(crate) mod load;
 pub(crate) mod loader;
 pub(crate) mod logging;

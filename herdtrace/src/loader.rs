@@ -4,7 +4,7 @@
 //! Everything it attaches is owned by the returned [`Tracer`] (fd-based
 //! links), so dropping it (normal exit, Ctrl-C handled by the caller, a panic
 //! unwinding) or the process dying detaches all.
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 
 use anyhow::{anyhow, bail, Context as _, Result};
 use aya::{
@@ -16,6 +16,7 @@ use aya_log::EbpfLogger;
 use herdtrace_common::{Config, ListenKey, CNT_DROPS, CNT_EVENTS, CNT_INSERT_FAILED, MAP_NAMES};
 
 use crate::backend::Plan;
+use crate::kprobe_misses;
 use crate::probes::{Attach, Kind, ProgramType};
 
 /// The compiled eBPF object (empty when built with AYA_BUILD_SKIP).
@@ -171,6 +172,9 @@ pub struct Tracer {
     /// The eBPF programs' log records (aya-log), kept for the whole run:
     /// dropping it closes the map the programs write them to.
     log: EbpfLogger<&'static dyn log::Log>,
+    /// Our kprobe attachments, whose misses the kprobe layer counts apart
+    /// from the programs' recursion misses: (link, program name).
+    kprobe_links: Vec<(kprobe_misses::KprobeLink, String)>,
 }
 
 impl Tracer {
@@ -214,6 +218,7 @@ impl Tracer {
         let counters =
             PerCpuArray::try_from(ebpf.take_map("COUNTERS").context("map COUNTERS missing")?)
                 .context("map COUNTERS")?;
+        let kprobe_links = find_kprobe_links(&ebpf);
         release_startup_memory();
         Ok(Tracer {
             ebpf,
@@ -226,6 +231,7 @@ impl Tracer {
             counters,
             attached,
             log,
+            kprobe_links,
         })
     }
 
@@ -296,21 +302,55 @@ impl Tracer {
     /// program was already running on that CPU (its recursion guard): events
     /// never emitted, so neither a sequence gap nor a ring-buffer drop shows
     /// them. 0 on kernels before 5.12.
+    ///
+    /// Runs a kprobe attachment missed (kretprobe instances exhausted, 6.7+
+    /// reports them) are added to its program's count: events lost the same
+    /// way.
     pub fn recursion_misses(&self) -> Vec<(String, u64)> {
-        self.ebpf
+        let mut totals: Vec<(String, u64)> = self
+            .ebpf
             .programs()
             .filter_map(|(name, p)| {
                 let fd = p.fd().ok()?;
                 let misses = prog_recursion_misses(fd.as_fd()).ok()?;
                 Some((name.to_string(), misses))
             })
-            .collect()
+            .collect();
+        for (link, name) in &self.kprobe_links {
+            // SAFETY: the link belongs to `self.ebpf`'s programs, attached
+            // (and its fd open) for as long as `self` lives.
+            let fd = unsafe { BorrowedFd::borrow_raw(link.fd) };
+            let Some(missed) = kprobe_misses::missed(fd) else {
+                continue;
+            };
+            if let Some(t) = totals.iter_mut().find(|(n, _)| n == name) {
+                t.1 = t.1.saturating_add(missed);
+            }
+        }
+        totals
     }
 
     /// Names of the loaded programs (for diagnostics).
     pub fn programs(&self) -> Vec<String> {
         self.ebpf.programs().map(|(n, _)| n.to_string()).collect()
     }
+}
+
+/// The kprobe attachments of the loaded programs, with their program's name.
+fn find_kprobe_links(ebpf: &Ebpf) -> Vec<(kprobe_misses::KprobeLink, String)> {
+    let ours: Vec<(u32, String)> = ebpf
+        .programs()
+        .filter(|(_, p)| matches!(p, aya::programs::Program::KProbe(_)))
+        .filter_map(|(name, p)| Some((p.info().ok()?.id(), name.to_string())))
+        .collect();
+    let ids: Vec<u32> = ours.iter().map(|(id, _)| *id).collect();
+    kprobe_misses::find_links(&ids)
+        .into_iter()
+        .filter_map(|link| {
+            let name = ours.iter().find(|(id, _)| *id == link.prog_id)?.1.clone();
+            Some((link, name))
+        })
+        .collect()
 }
 
 fn hash_map<K: aya::Pod, V: aya::Pod>(
