@@ -50,6 +50,8 @@ impl Background {
     ) -> anyhow::Result<Self> {
         let shown = proc::display(cmd);
         println!("==> {} &", first_line(&shown));
+        // Stopped with SIGINT, which it must not have inherited ignored.
+        super::child::sigint_default(cmd);
         let mut child = super::child::spawn_piped(cmd, &shown)?;
         let (tx, rx) = mpsc::channel();
         let stderr_text = Arc::new(Mutex::new(String::new()));

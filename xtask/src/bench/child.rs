@@ -11,6 +11,22 @@ use crate::proc;
 
 /// Starts `cmd` (shown as `shown` in the error) with stdin closed and
 /// stdout/stderr piped for the caller to drain.
+/// Gives the child the default SIGINT action. A command started in the
+/// background by a non-interactive shell (`cargo xtask bench &`, a CI
+/// runner) inherits SIGINT ignored, and a shell cannot trap a signal that
+/// was ignored on entry: a tool stopped with SIGINT would never stop.
+pub fn sigint_default(cmd: &mut Command) {
+    use std::os::unix::process::CommandExt as _;
+    // SAFETY: only `signal`, which is async-signal-safe, runs between fork
+    // and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::signal(libc::SIGINT, libc::SIG_DFL);
+            Ok(())
+        });
+    }
+}
+
 pub fn spawn_piped(cmd: &mut Command, shown: &str) -> anyhow::Result<Child> {
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
