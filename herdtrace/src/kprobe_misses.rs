@@ -9,9 +9,8 @@
 //!
 //! The links are found once after attaching, in `/proc/self/fdinfo`; each
 //! read is then one `BPF_OBJ_GET_INFO_BY_FD` per kprobe attachment.
-use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
+use std::os::fd::{BorrowedFd, RawFd};
 
-const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
 /// `struct bpf_link_info` up to and including `perf_event.kprobe.cookie`.
 pub const LINK_INFO_LEN: usize = 64;
 /// Offset of `perf_event.type` (the union starts at 16, 8-aligned).
@@ -87,36 +86,8 @@ pub fn find_links(prog_ids: &[u32]) -> Vec<KprobeLink> {
 /// The link's missed runs so far; `None` if it is not a kprobe link or the
 /// kernel cannot say.
 pub fn missed(fd: BorrowedFd<'_>) -> Option<u64> {
-    /// The `info` member of `union bpf_attr`.
-    #[repr(C)]
-    struct InfoAttr {
-        bpf_fd: u32,
-        info_len: u32,
-        info: u64,
-    }
-    // u64 elements: the kernel writes 8-byte fields, the buffer is aligned for them.
-    let mut info = [0u64; LINK_INFO_LEN / 8];
-    let mut attr = InfoAttr {
-        bpf_fd: fd.as_raw_fd() as u32,
-        info_len: LINK_INFO_LEN as u32,
-        info: info.as_mut_ptr() as u64,
-    };
-    // SAFETY: `attr` and `info` are valid for the call; the kernel writes at
-    // most `info_len` bytes into `info` and updates `attr.info_len`. A null
-    // `func_name` asks for no name.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_OBJ_GET_INFO_BY_FD,
-            &mut attr as *mut InfoAttr,
-            std::mem::size_of::<InfoAttr>(),
-        )
-    };
-    if rc < 0 {
-        return None;
-    }
-    let bytes: Vec<u8> = info.iter().flat_map(|w| w.to_ne_bytes()).collect();
-    kprobe_missed_from_info(&bytes, attr.info_len)
+    let (info, len) = crate::bpf_info::get::<LINK_INFO_LEN>(fd).ok()?;
+    kprobe_missed_from_info(&info, len)
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@
 //! Modules are crate-private unless the binary or the integration tests
 //! (`tests/`) use them, so the dead-code lint sees what nothing calls.
 pub(crate) mod backend;
+pub(crate) mod bpf_info;
 pub(crate) mod btf;
 pub mod cgroup;
 pub mod check;

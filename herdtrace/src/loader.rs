@@ -363,11 +363,7 @@ fn hash_map<K: aya::Pod, V: aya::Pod>(
     HashMap::try_from(map).with_context(|| format!("map {name}"))
 }
 
-// ---- recursion misses: struct bpf_prog_info, read raw ---------------------------
-// aya 0.14's ProgramInfo does not expose `recursion_misses`, so the info is
-// fetched with BPF_OBJ_GET_INFO_BY_FD and the field read at its UAPI offset.
-
-const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
+// ---- recursion misses: struct bpf_prog_info, read raw (see bpf_info) ---------
 /// `struct bpf_prog_info` up to and including `attach_btf_id` (kernel 5.12+).
 pub const PROG_INFO_LEN: usize = 232;
 /// Offset of `__u64 recursion_misses` in `struct bpf_prog_info`.
@@ -385,36 +381,9 @@ pub fn recursion_misses_from_info(info: &[u8], info_len: u32) -> u64 {
         .map_or(0, u64::from_ne_bytes)
 }
 
-fn prog_recursion_misses(fd: std::os::fd::BorrowedFd<'_>) -> std::io::Result<u64> {
-    /// The `info` member of `union bpf_attr`.
-    #[repr(C)]
-    struct InfoAttr {
-        bpf_fd: u32,
-        info_len: u32,
-        info: u64,
-    }
-    // u64 elements: the kernel writes 8-byte fields, the buffer is aligned for them.
-    let mut info = [0u64; PROG_INFO_LEN / 8];
-    let mut attr = InfoAttr {
-        bpf_fd: fd.as_raw_fd() as u32,
-        info_len: PROG_INFO_LEN as u32,
-        info: info.as_mut_ptr() as u64,
-    };
-    // SAFETY: `attr` and `info` are valid for the call; the kernel writes at
-    // most `info_len` bytes into `info` and updates `attr.info_len`.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_OBJ_GET_INFO_BY_FD,
-            &mut attr as *mut InfoAttr,
-            std::mem::size_of::<InfoAttr>(),
-        )
-    };
-    if rc < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    let bytes: Vec<u8> = info.iter().flat_map(|w| w.to_ne_bytes()).collect();
-    Ok(recursion_misses_from_info(&bytes, attr.info_len))
+fn prog_recursion_misses(fd: BorrowedFd<'_>) -> std::io::Result<u64> {
+    let (info, len) = crate::bpf_info::get::<PROG_INFO_LEN>(fd)?;
+    Ok(recursion_misses_from_info(&info, len))
 }
 
 /// Loading parsed the kernel's BTF (several MB, twice: aya's relocations and
