@@ -452,8 +452,9 @@ pub const AGREEMENT_SAME_SHARE: f64 = 0.99;
 /// preempts kernel code (7.x) skips program runs (the per-CPU recursion
 /// guard of tracepoint programs, each fentry program's own), and each
 /// skip flags every connection open in the sample window it was seen in:
-/// under `--concurrency 8` in a TCG guest with two tracers, up to a third.
-pub const AGREEMENT_MAX_FLAGGED: f64 = 0.5;
+/// under `--concurrency 8` in a TCG guest with two tracers, 46 % in the
+/// worst of 30 such lines. A quarter of the connections is still compared.
+pub const AGREEMENT_MAX_FLAGGED: f64 = 0.75;
 
 /// Two backends compared on the same connections.
 #[cfg(feature = "test-hooks")]
@@ -1060,8 +1061,8 @@ mod tests {
             compare_conns(&c, &[sample(Some("x:1"), 2)]),
             cmp(1, 1, 0, 0, 0)
         );
-        // Up to half of the connections may be flagged; more and the
-        // comparison says too little.
+        // Up to three quarters of the connections may be flagged; more and
+        // the comparison says too little.
         let flag = |n: usize| {
             let mut b = a.clone();
             for c in b.iter_mut().take(n) {
@@ -1072,12 +1073,12 @@ mod tests {
         ra.skipped_by_program.clear();
         ra.conns = a.clone();
         let mut rb = run_of("kprobe", 4.0, &[]);
-        rb.conns = flag(50);
+        rb.conns = flag(75);
         assert!(agreement(&[ra.clone(), rb.clone()])[0].passed());
-        rb.conns = flag(51);
+        rb.conns = flag(76);
         assert_eq!(
             agreement(&[ra.clone(), rb])[0].failures,
-            ["51 of 100 connections flagged (possibly) incomplete"]
+            ["76 of 100 connections flagged (possibly) incomplete"]
         );
         // A flagged connection is matched, not compared.
         let mut flagged = sample(Some("x:1"), 9);
