@@ -257,6 +257,24 @@ pub fn poll_exit(ret: impl FnOnce() -> i64) {
     send(&mut ev);
 }
 
+/// `do_epoll_wait` entry (kprobe backend). A task entering a wait is back
+/// from its previous one, whose return probe may have been missed
+/// (kretprobe instances run out: one per CPU on a non-preemptible kernel,
+/// taken by every task sleeping in epoll_wait, and kernels before 6.7 do
+/// not count the misses): its "woken by" mark is cleared here, where no
+/// instance limit applies, and so is a stale wakeup depth on this CPU
+/// (process context: no wakeup call can be in progress on it).
+#[inline(always)]
+pub fn epoll_wait_entry() {
+    let Some((tid, _)) = traced_current() else {
+        return;
+    };
+    chain::clear_active(tid);
+    if let Some(c) = chain::state() {
+        chain::outside_wakeups(c);
+    }
+}
+
 /// `do_epoll_wait(epfd, ...)` returned `ret` (fentry backend): also learns
 /// the task's epoll instance, which `ep_send_events` cannot do on kernels
 /// that inline it (5.10, 6.1).

@@ -282,6 +282,12 @@ pub fn kp_fd_install(ctx: ProbeContext) -> u32 {
     0
 }
 
+#[kprobe]
+pub fn kp_do_epoll_wait(_ctx: ProbeContext) -> u32 {
+    handlers::epoll_wait_entry();
+    0
+}
+
 #[kretprobe]
 pub fn krp_do_epoll_wait(ctx: RetProbeContext) -> u32 {
     let ret = ctx.ret::<i32>() as i64;

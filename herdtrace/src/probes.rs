@@ -657,9 +657,14 @@ pub const TABLE: &[Point] = &[
         counts: false,
         variants: &[
             v(FE, &[fexit("fx_do_epoll_wait", "do_epoll_wait", 4)]),
+            // The entry clears what a missed return (kretprobe instances
+            // run out) would leave behind.
             v(
                 KP,
-                &[a("krp_do_epoll_wait", Kind::Kretprobe, "do_epoll_wait")],
+                &[
+                    a("kp_do_epoll_wait", Kind::Kprobe, "do_epoll_wait"),
+                    a("krp_do_epoll_wait", Kind::Kretprobe, "do_epoll_wait"),
+                ],
             ),
         ],
     },

@@ -184,6 +184,7 @@ fn plans_on_a_complete_kernel() {
             "kp_inet_accept",
             "krp_inet_accept",
             "kp_fd_install",
+            "kp_do_epoll_wait",
             "krp_do_epoll_wait",
             "kp_inet_csk_listen_stop",
             "kp_ep_eventpoll_release",
