@@ -343,6 +343,10 @@ fn find_kprobe_links(ebpf: &Ebpf) -> Vec<(kprobe_misses::KprobeLink, String)> {
         .filter(|(_, p)| matches!(p, aya::programs::Program::KProbe(_)))
         .filter_map(|(name, p)| Some((p.info().ok()?.id(), name.to_string())))
         .collect();
+    if ours.is_empty() {
+        // Not the kprobe backend: no need to read every fd's fdinfo.
+        return Vec::new();
+    }
     let ids: Vec<u32> = ours.iter().map(|(id, _)| *id).collect();
     kprobe_misses::find_links(&ids)
         .into_iter()

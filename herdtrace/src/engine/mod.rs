@@ -324,13 +324,18 @@ impl Engine {
                 h.rec.possibly_incomplete = true;
             }
         }
-        while self.held.front().is_some_and(|h| h.closed_ns <= at_ns) {
+        self.release_held(at_ns);
+        self.last_sample_ns = self.last_sample_ns.max(at_ns);
+        self.drain(sink);
+    }
+
+    /// Counts and passes on the held episodes that closed by `until_ns`.
+    fn release_held(&mut self, until_ns: u64) {
+        while self.held.front().is_some_and(|h| h.closed_ns <= until_ns) {
             if let Some(h) = self.held.pop_front() {
                 self.count_closed(h.rec, h.won, h.accepted);
             }
         }
-        self.last_sample_ns = self.last_sample_ns.max(at_ns);
-        self.drain(sink);
     }
 
     /// Whether records of closed episodes are wanted (they are by default);
@@ -436,9 +441,7 @@ impl Engine {
             self.close(slot, false);
         }
         // The last skip sample was applied before the end.
-        while let Some(h) = self.held.pop_front() {
-            self.count_closed(h.rec, h.won, h.accepted);
-        }
+        self.release_held(u64::MAX);
         self.ready.clear();
         self.drain(sink);
     }
