@@ -135,9 +135,12 @@ pub struct Point {
     pub lost: &'static str,
     /// A run of its programs the kernel skips (recursion guard) can change
     /// the figures of the connections open at that moment (woken, accepts,
-    /// EAGAIN), which are then flagged possibly incomplete. Points that only
-    /// refine how a wake ended (epoll returns) or keep the maps tidy do not
-    /// flag: their events are recovered from the task's next one.
+    /// EAGAIN), which are then flagged possibly incomplete. Epoll returns
+    /// count: a skipped one leaves the task marked as woken by its last
+    /// connection until its next traced call, and a wakeup it makes meanwhile
+    /// (a server's worker signalling a thread pool) would count there. Points
+    /// that only refine how a wake ended (`ep_send_events`) or keep the maps
+    /// tidy do not flag: their events are recovered from the task's next one.
     pub counts: bool,
     pub variants: &'static [Variant],
 }
@@ -621,7 +624,7 @@ pub const TABLE: &[Point] = &[
         pick: Pick::Each,
         kernels: "epoll_pwait2 is 5.11+",
         lost: "tasks returning from that call are not seen",
-        counts: false,
+        counts: true,
         variants: &[
             v(
                 TP,
@@ -654,7 +657,7 @@ pub const TABLE: &[Point] = &[
         kernels: "every kernel (4 parameters)",
         lost: "an epoll_wait that returns an error or times out after a wake is seen only at \
                the task's next wake",
-        counts: false,
+        counts: true,
         variants: &[
             v(FE, &[fexit("fx_do_epoll_wait", "do_epoll_wait", 4)]),
             // The entry clears what a missed return (kretprobe instances
@@ -899,8 +902,8 @@ mod tests {
         }
     }
 
-    /// Skips of the programs that carry arrivals, wakes and accepts flag
-    /// connections; epoll returns and housekeeping do not.
+    /// Skips of the programs that carry arrivals, wakes, accepts and epoll
+    /// returns flag connections; `ep_send_events` and housekeeping do not.
     #[test]
     fn which_skips_flag_connections() {
         for (program, counts) in [
@@ -908,9 +911,10 @@ mod tests {
             ("fx_inet_accept3", true),
             ("tp_accept_exit", true),
             ("kp_complete_hashdance", true),
-            ("fx_do_epoll_wait", false),
+            ("fx_do_epoll_wait", true),
+            ("krp_do_epoll_wait", true),
             ("fx_ep_send_events", false),
-            ("tp_poll_exit", false),
+            ("tp_poll_exit", true),
             ("fe_inet_csk_listen_stop", false),
         ] {
             assert_eq!(
