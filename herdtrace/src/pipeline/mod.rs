@@ -123,12 +123,19 @@ impl<W: Write> Pipeline<W> {
         for sink in &mut self.event_sinks {
             sink.on_event(ev)?;
         }
+        self.step(|engine, mut sink| engine.push(ev, &mut sink))
+    }
+
+    /// Runs an engine step that can close connections: their records are
+    /// collected and emitted when anyone reads them (see `sync_records`).
+    #[inline]
+    fn step(&mut self, run: impl FnOnce(&mut Engine, &mut dyn FnMut(ConnRecord))) -> Result<()> {
         if self.collects() {
             let records = &mut self.records;
-            self.engine.push(ev, &mut |r| records.push(r));
+            run(&mut self.engine, &mut |r| records.push(r));
             self.emit_records()
         } else {
-            self.engine.push(ev, &mut |_| {});
+            run(&mut self.engine, &mut |_| {});
             Ok(())
         }
     }
@@ -162,14 +169,7 @@ impl<W: Write> Pipeline<W> {
             self.engine.note_skipped_runs(s.runs, s.flags);
             flagged |= s.flags;
         }
-        if self.collects() {
-            let records = &mut self.records;
-            self.engine
-                .skip_sample(at_ns, flagged, &mut |r| records.push(r));
-            self.emit_records()?;
-        } else {
-            self.engine.skip_sample(at_ns, flagged, &mut |_| {});
-        }
+        self.step(|engine, mut sink| engine.skip_sample(at_ns, flagged, &mut sink))?;
         Ok(flagged)
     }
 
@@ -193,13 +193,7 @@ impl<W: Write> Pipeline<W> {
     /// Advances the clock to `now_ns` (CLOCK_MONOTONIC), closing timed-out
     /// episodes, prints the interval line if enabled, and flushes.
     pub fn on_tick(&mut self, now_ns: u64) -> Result<()> {
-        if self.collects() {
-            let records = &mut self.records;
-            self.engine.advance_to(now_ns, &mut |r| records.push(r));
-            self.emit_records()?;
-        } else {
-            self.engine.advance_to(now_ns, &mut |_| {});
-        }
+        self.step(|engine, mut sink| engine.advance_to(now_ns, &mut sink))?;
         self.report_lost();
         self.end_interval()?;
         self.flush()
@@ -276,13 +270,7 @@ impl<W: Write> Pipeline<W> {
             sink.finish()?;
         }
         self.engine.note_lost(extra_lost);
-        if self.collects() {
-            let records = &mut self.records;
-            self.engine.finish(&mut |r| records.push(r));
-            self.emit_records()?;
-        } else {
-            self.engine.finish(&mut |_| {});
-        }
+        self.step(|engine, mut sink| engine.finish(&mut sink))?;
         self.report_lost();
         if self.engine.has_interval_data() {
             self.end_interval()?;
