@@ -15,7 +15,7 @@ cargo test --workspace --exclude herdtrace-ebpf --release (as root, so BPF
 tests run for real), cargo xtask bench --quick (a smoke run of every
 benchmark), cargo xtask dist --check (build the .deb, install it, check it,
 purge it), then the QEMU kernel tests (cargo xtask vmtest --kernel
-5.10,6.1,6.12,7.x --jobs 2: herdtrace check and the tracer scenarios under
+5.10,6.1,6.12,7.x --jobs 2 (7.x boots last, alone): herdtrace check and the tracer scenarios under
 every backend) unless --no-vm. Every step runs even if an earlier one failed.
 The last line is `N passed, N failed` summed over every `test result:` line.
 

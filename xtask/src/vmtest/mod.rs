@@ -243,6 +243,11 @@ impl Target {
             Target::Image { .. } => image::NAME,
         }
     }
+
+    /// Boots with no other guest running (see `kernel::Series::alone`).
+    fn boots_alone(&self) -> bool {
+        matches!(self, Target::Debian(s) if s.alone)
+    }
 }
 
 /// `--backend` values → selftest's `--backend` (`working` wins over a list).
@@ -526,9 +531,23 @@ fn boot_all(
     commands: &[String],
     args: &VmtestArgs,
 ) -> anyhow::Result<Vec<(usize, SeriesOutcome)>> {
+    let (alone, shared): (Vec<_>, Vec<_>) =
+        ready.into_iter().partition(|(_, r)| r.target.boots_alone());
+    let mut all = boot_pool(shared, root, commands, args, args.jobs.max(1) as usize)?;
+    all.extend(boot_pool(alone, root, commands, args, 1)?);
+    Ok(all)
+}
+
+/// Boots `ready` with up to `jobs` guests at once.
+fn boot_pool(
+    ready: Vec<(usize, ReadySeries<'_>)>,
+    root: &Path,
+    commands: &[String],
+    args: &VmtestArgs,
+    jobs: usize,
+) -> anyhow::Result<Vec<(usize, SeriesOutcome)>> {
     let queue = std::sync::Mutex::new(ready.into_iter());
     let next = || queue.lock().ok().and_then(|mut q| q.next());
-    let jobs = args.jobs.max(1) as usize;
     std::thread::scope(|scope| {
         let workers: Vec<_> = (0..jobs)
             .map(|_| {
@@ -797,6 +816,25 @@ mod tests {
         assert_eq!(a.boot_timeout(), Duration::from_secs(900));
         assert_eq!(a.jobs, 2);
         assert_eq!(parsed(&[]).jobs, 1);
+    }
+
+    /// 7.x boots after the others, with no other guest beside it; the
+    /// rest share the `--jobs` slots, and so does an image.
+    #[test]
+    fn only_7x_boots_alone() {
+        for s in &kernel::SERIES {
+            assert_eq!(
+                Target::Debian(s).boots_alone(),
+                s.name == "7.x",
+                "{}",
+                s.name
+            );
+        }
+        let image = Target::Image {
+            path: PathBuf::from("/boot/vmlinuz"),
+            modules: None,
+        };
+        assert!(!image.boots_alone());
     }
 
     #[test]
