@@ -312,6 +312,7 @@ pub fn on_waking(tid: u32, comm: impl FnOnce() -> [u8; 16]) {
         return;
     };
     if in_timer_callback() {
+        clear_active(tid);
         return;
     }
     set_active(tid, c.id);
@@ -331,8 +332,8 @@ fn set_active(tid: u32, chain: u64) {
     put(&ACTIVE, &tid, chain, MAP_ACTIVE);
 }
 
-/// Task `tid` is back in user space: wakeups it makes no longer belong to a
-/// chain.
+/// Task `tid` is back in user space, or was woken by something that is no
+/// connection's: wakeups it makes no longer belong to a chain.
 #[inline(always)]
 pub fn clear_active(tid: u32) {
     if let Some(p) = ACTIVE.get_ptr_mut(tid) {
@@ -346,19 +347,25 @@ pub fn clear_active(tid: u32) {
 
 /// A wakeup outside any chain, made by a task that a chain woke and that has
 /// not returned to user space yet.
+///
+/// A wakeup that belongs to no chain clears the woken task's mark: a task
+/// that a chain woke for nothing sleeps again inside epoll_wait still marked
+/// (no syscall exit), and when something else wakes it later and it finds
+/// work, the wakeup it passes on is that later cause's, not its old
+/// connection's (seen on 7.x: such a cascade came 20 ms after its old
+/// connection had closed, counted there by one tracer and an orphan for the
+/// other).
 #[inline(always)]
 fn on_cascade_waking(tid: u32, comm: impl FnOnce() -> [u8; 16]) {
     let waker = bpf_get_current_pid_tgid() as u32;
     let chain = (unsafe { ACTIVE.get(waker) }).copied().unwrap_or(0);
-    if chain == 0 {
+    if chain == 0 || in_timer_callback() {
+        clear_active(tid);
         return;
     }
     let Some(tgid) = (unsafe { TRACED.get(tid) }).copied() else {
         return;
     };
-    if in_timer_callback() {
-        return;
-    }
     set_active(tid, chain);
     let mut ev: RawEvent = new_event(EV_WAKE);
     ev.chain = chain;
