@@ -358,6 +358,13 @@ pub fn plan(backend: Backend, facts: &KernelFacts) -> Result<Plan, String> {
     if guarded && facts.version.is_some_and(|v| v < (5, 12, 0)) {
         warnings.push(UNCOUNTED_SKIPS.to_owned());
     }
+    let returns = points
+        .iter()
+        .flat_map(|p| p.used.iter())
+        .any(|a| a.kind == Kind::Kretprobe);
+    if returns && facts.version.is_some_and(|v| v < (6, 7, 0)) {
+        warnings.push(UNCOUNTED_KRETPROBE_MISSES.to_owned());
+    }
     let mut renamed = BTreeMap::new();
     for at in points.iter().flat_map(|p| p.used.iter()) {
         if matches!(at.kind, Kind::Kprobe | Kind::Kretprobe) {
@@ -380,6 +387,13 @@ pub fn plan(backend: Backend, facts: &KernelFacts) -> Result<Plan, String> {
 pub const UNCOUNTED_SKIPS: &str = "kernel before 5.12: runs of kprobe and tracepoint programs \
     the kernel skips (an interrupt's softirq arriving while another BPF program runs on that \
     CPU) are not counted, so counts can be short under load without notice";
+
+/// Said for the kprobe backend on kernels that do not report a kprobe
+/// link's missed runs (`bpf_link_info.perf_event.kprobe.missed`, 6.7+).
+pub const UNCOUNTED_KRETPROBE_MISSES: &str = "kernel before 6.7: return probes the kernel \
+    misses (kretprobe instances run out when many tasks sleep in a probed function such as \
+    epoll_wait) are not counted, so the woken, EAGAIN and returned counts of connections open \
+    then can be off under load without notice; the fentry backend has no such limit";
 
 fn plan_point(
     point: &Point,
