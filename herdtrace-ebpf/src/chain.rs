@@ -216,6 +216,7 @@ pub fn emit_arrival(c: &mut ChainState) {
 #[inline(always)]
 pub fn current() -> Option<&'static mut ChainState> {
     let c = state()?;
+    stale_depth_of_another_task(c);
     if c.open != OPEN_LISTENER {
         return None;
     }
@@ -257,6 +258,23 @@ pub fn outside_wakeups(c: &mut ChainState) {
         c.open_depth = 0;
     }
     if c.open != 0 {
+        close(c);
+    }
+}
+
+/// A `__wake_up_common` depth on this CPU whose outermost call began in
+/// another task's context was left by a return probe that did not run: a
+/// wakeup call holds its wait-queue lock, so nothing switches tasks inside
+/// it, and a call nested in it (or an interrupt's, on top) runs with the
+/// same current task. Reset, so a later wakeup from process context (a
+/// worker's epoll re-poll) does not join a connection's chain that ended
+/// long before (seen on 5.10, where kretprobe instances are one per CPU
+/// and a nested wakeup takes two: 40 ms after its chain opened).
+#[inline(always)]
+pub fn stale_depth_of_another_task(c: &mut ChainState) {
+    if c.depth != 0 && bpf_get_current_pid_tgid() != c.opener {
+        c.depth = 0;
+        c.open_depth = 0;
         close(c);
     }
 }

@@ -174,6 +174,7 @@ pub fn wake_up_common_entry(wq_head: u64) {
         c.depth = 0;
         close(c);
     }
+    chain::stale_depth_of_another_task(c);
     c.depth += 1;
     if c.open == OPEN_LISTENER {
         return; // nested in a listener's wakeup: part of its chain
@@ -182,6 +183,7 @@ pub fn wake_up_common_entry(wq_head: u64) {
         c.open = OPEN_PROVISIONAL;
         c.cur_ep = 0;
         c.opened_ns = t;
+        c.opener = bpf_get_current_pid_tgid();
     }
     if c.est_listener != 0 && c.est_wait == wq_head {
         let sk = c.est_listener;
