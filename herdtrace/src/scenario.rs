@@ -550,18 +550,18 @@ pub struct ConnComparison {
 /// paired in time order ([`pair_by_time`]), not by address alone.
 #[cfg(feature = "test-hooks")]
 pub fn compare_conns(a: &[ConnSample], b: &[ConnSample]) -> ConnComparison {
-    let by_peer = |v: &'_ [ConnSample]| {
-        let mut m: BTreeMap<String, Vec<ConnSample>> = BTreeMap::new();
+    fn by_peer(v: &[ConnSample]) -> BTreeMap<&str, Vec<&ConnSample>> {
+        let mut m: BTreeMap<&str, Vec<&ConnSample>> = BTreeMap::new();
         for c in v {
-            if let Some(peer) = &c.peer {
-                m.entry(peer.clone()).or_default().push(c.clone());
+            if let Some(peer) = c.peer.as_deref() {
+                m.entry(peer).or_default().push(c);
             }
         }
         for list in m.values_mut() {
             list.sort_by_key(|c| c.ts_ns);
         }
         m
-    };
+    }
     let (a_by, mut b_by) = (by_peer(a), by_peer(b));
     let mut out = ConnComparison::default();
     for (peer, a_list) in &a_by {
@@ -570,7 +570,7 @@ pub fn compare_conns(a: &[ConnSample], b: &[ConnSample]) -> ConnComparison {
         out.only_first += (a_list.len() - pairs.len()) as u64;
         out.only_second += (b_list.len() - pairs.len()) as u64;
         for (i, j) in pairs {
-            let (c, other) = (&a_list[i], &b_list[j]);
+            let (c, other) = (a_list[i], b_list[j]);
             if c.flagged || other.flagged {
                 out.flagged += 1;
                 continue;
@@ -594,7 +594,7 @@ pub fn compare_conns(a: &[ConnSample], b: &[ConnSample]) -> ConnComparison {
 /// longer one that comes after the last taken (both tracers time the same
 /// connection within milliseconds; a reused port comes seconds later).
 #[cfg(feature = "test-hooks")]
-fn pair_by_time(a: &[ConnSample], b: &[ConnSample]) -> Vec<(usize, usize)> {
+fn pair_by_time(a: &[&ConnSample], b: &[&ConnSample]) -> Vec<(usize, usize)> {
     if a.len() == b.len() {
         return (0..a.len()).map(|i| (i, i)).collect();
     }
