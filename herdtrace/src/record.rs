@@ -8,9 +8,15 @@
 //! records...     each: tag u8 + payload
 //!   TAG_EVENT    RAW_EVENT_SIZE bytes: one RawEvent as on the ring buffer
 //!   TAG_LOST     u64: events the kernel reported dropped at this point
+//!   TAG_SKIPS    a skip sample: at_ns u64, count u16, then per program
+//!                name_len u8 + name + runs u64 + flags u8 (1: its runs
+//!                can change a connection's figures)
+//!   TAG_INSERT_FAILED  name_len u8 + map name + u64: failed inserts (an increment)
 //! ```
-//! The tag framing lets drop markers sit between events at the moment they
-//! were observed, and lets later versions add record kinds.
+//! The tag framing lets drop markers and counter samples sit between events
+//! at the moment they were observed, and lets later versions add record
+//! kinds. Replay applies them where they sit, so it flags the connections
+//! that the live run flagged.
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
@@ -22,11 +28,16 @@ use herdtrace_common::{RawEvent, RAW_EVENT_SIZE};
 use serde::{Deserialize, Serialize};
 
 use crate::events;
+pub use crate::pipeline::SkippedRuns;
 
 pub const MAGIC: &[u8; 8] = b"HERDTRC\0";
 pub const FORMAT_VERSION: u32 = 1;
 pub const TAG_EVENT: u8 = 1;
 pub const TAG_LOST: u8 = 2;
+pub const TAG_SKIPS: u8 = 3;
+pub const TAG_INSERT_FAILED: u8 = 4;
+/// More programs than this in one skip sample is corruption.
+const MAX_SKIP_PROGRAMS: u16 = 1024;
 /// A header larger than this is corruption, not a header.
 const MAX_HEADER_LEN: u32 = 1 << 20;
 
@@ -50,6 +61,12 @@ pub struct RecordHeader {
     /// The most listening sockets on one address then (2+: SO_REUSEPORT).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub listeners_per_addr: Option<u64>,
+    /// Every skip sample of the run is recorded (TAG_SKIPS, also the empty
+    /// ones): the live run held closed connections until the next sample,
+    /// and replay does the same. Absent (false) in older recordings, which
+    /// carry no skip samples.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub skip_samples: bool,
 }
 
 /// CLOCK_MONOTONIC and CLOCK_REALTIME at one moment, in nanoseconds.
@@ -77,16 +94,29 @@ impl RecordHeader {
             }),
             workers: None,
             listeners_per_addr: None,
+            skip_samples: false,
         }
     }
 }
 
 /// One record of a recording.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Record {
     Event(RawEvent),
     /// Drops reported by the kernel counter (an increment).
     Lost(u64),
+    /// A skip sample read at clock time `at_ns`: the programs whose runs
+    /// the kernel skipped since the previous sample (none: a sample that
+    /// showed no skips).
+    Skips {
+        at_ns: u64,
+        programs: Vec<SkippedRuns>,
+    },
+    /// Inserts into a map that failed in the kernel (an increment).
+    InsertFailed {
+        map: String,
+        n: u64,
+    },
 }
 
 /// Writes a recording.
@@ -149,6 +179,31 @@ impl<W: Write> Recorder<W> {
             .context("write recording")
     }
 
+    /// Writes a skip sample; only programs with skipped runs are listed.
+    pub fn write_skips(&mut self, at_ns: u64, programs: &[SkippedRuns]) -> Result<()> {
+        let listed: Vec<&SkippedRuns> = programs.iter().filter(|p| p.runs > 0).collect();
+        let count = u16::try_from(listed.len())
+            .ok()
+            .filter(|&n| n <= MAX_SKIP_PROGRAMS)
+            .ok_or_else(|| anyhow!("{} programs in one skip sample", listed.len()))?;
+        let mut buf = vec![TAG_SKIPS];
+        buf.extend_from_slice(&at_ns.to_le_bytes());
+        buf.extend_from_slice(&count.to_le_bytes());
+        for p in listed {
+            put_name(&mut buf, &p.program)?;
+            buf.extend_from_slice(&p.runs.to_le_bytes());
+            buf.push(u8::from(p.flags));
+        }
+        self.out.write_all(&buf).context("write recording")
+    }
+
+    pub fn write_insert_failed(&mut self, map: &str, n: u64) -> Result<()> {
+        let mut buf = vec![TAG_INSERT_FAILED];
+        put_name(&mut buf, map)?;
+        buf.extend_from_slice(&n.to_le_bytes());
+        self.out.write_all(&buf).context("write recording")
+    }
+
     /// Writes out what is buffered.
     pub fn flush(&mut self) -> Result<()> {
         self.out.flush().context("flush recording")
@@ -160,6 +215,14 @@ impl<W: Write> Recorder<W> {
         self.out.flush().context("flush recording")?;
         Ok(self.out)
     }
+}
+
+/// A name (program or map) with its length byte.
+fn put_name(buf: &mut Vec<u8>, name: &str) -> Result<()> {
+    let len = u8::try_from(name.len()).map_err(|_| anyhow!("name too long: {name}"))?;
+    buf.push(len);
+    buf.extend_from_slice(name.as_bytes());
+    Ok(())
 }
 
 /// Reads a recording; every malformation is a one-line error, never a panic.
@@ -260,16 +323,51 @@ impl<R: Read> Reader<R> {
                     events::decode(&buf).map_err(|e| anyhow!("bad event at offset {at}: {e}"))?;
                 Record::Event(ev)
             }
-            TAG_LOST => {
-                let mut buf = [0u8; 8];
-                self.payload(at, &mut buf, "lost-events marker")?;
-                Record::Lost(u64::from_le_bytes(buf))
+            TAG_LOST => Record::Lost(self.u64_field(at, "lost-events marker")?),
+            TAG_SKIPS => {
+                let what = "skip sample";
+                let at_ns = self.u64_field(at, what)?;
+                let mut count = [0u8; 2];
+                self.payload(at, &mut count, what)?;
+                let count = u16::from_le_bytes(count);
+                if count > MAX_SKIP_PROGRAMS {
+                    bail!("corrupt skip sample at offset {at}: {count} programs");
+                }
+                let mut programs = Vec::with_capacity(usize::from(count));
+                for _ in 0..count {
+                    let program = self.name(at, what)?;
+                    let runs = self.u64_field(at, what)?;
+                    let mut flags = [0u8; 1];
+                    self.payload(at, &mut flags, what)?;
+                    if flags[0] > 1 {
+                        bail!(
+                            "corrupt skip sample at offset {at}: flags {:#04x}",
+                            flags[0]
+                        );
+                    }
+                    programs.push(SkippedRuns {
+                        program,
+                        runs,
+                        flags: flags[0] == 1,
+                    });
+                }
+                Record::Skips { at_ns, programs }
+            }
+            TAG_INSERT_FAILED => {
+                let what = "failed-inserts marker";
+                let map = self.name(at, what)?;
+                Record::InsertFailed {
+                    map,
+                    n: self.u64_field(at, what)?,
+                }
             }
             other => bail!("corrupt record at offset {at}: unknown tag {other:#04x}"),
         };
         Ok(Some(record))
     }
 
+    /// Reads the next `buf.len()` bytes of the record that starts at `at`
+    /// (its tag byte counted once, with the first part).
     fn payload(&mut self, at: u64, buf: &mut [u8], what: &str) -> Result<()> {
         let got = read_full(&mut self.input, buf).context("read recording")?;
         if got < buf.len() {
@@ -278,8 +376,27 @@ impl<R: Read> Reader<R> {
                 buf.len()
             );
         }
-        self.offset += 1 + buf.len() as u64;
+        if self.offset == at {
+            self.offset += 1;
+        }
+        self.offset += buf.len() as u64;
         Ok(())
+    }
+
+    fn u64_field(&mut self, at: u64, what: &str) -> Result<u64> {
+        let mut buf = [0u8; 8];
+        self.payload(at, &mut buf, what)?;
+        Ok(u64::from_le_bytes(buf))
+    }
+
+    /// A length-prefixed UTF-8 name.
+    fn name(&mut self, at: u64, what: &str) -> Result<String> {
+        let mut len = [0u8; 1];
+        self.payload(at, &mut len, what)?;
+        let mut bytes = vec![0u8; usize::from(len[0])];
+        self.payload(at, &mut bytes, what)?;
+        String::from_utf8(bytes)
+            .map_err(|_| anyhow!("corrupt {what} at offset {at}: a name is not UTF-8"))
     }
 }
 
@@ -300,6 +417,7 @@ pub(crate) mod tests {
             clock: None,
             workers: None,
             listeners_per_addr: None,
+            skip_samples: false,
         }
     }
 
@@ -371,7 +489,7 @@ pub(crate) mod tests {
             .iter()
             .filter_map(|r| match r {
                 Record::Event(e) => Some(*e),
-                Record::Lost(_) => None,
+                _ => None,
             })
             .collect();
         assert_eq!(back, events);
@@ -419,6 +537,7 @@ pub(crate) mod tests {
             match rec {
                 Record::Event(_) => n += 1,
                 Record::Lost(k) => lost += k,
+                other => panic!("not written: {other:?}"),
             }
         }
         assert_eq!((n, lost), (events.len(), 7));
@@ -520,6 +639,135 @@ pub(crate) mod tests {
                 }
             }
         }
+    }
+
+    fn skipped(program: &str, runs: u64, flags: bool) -> SkippedRuns {
+        SkippedRuns {
+            program: program.into(),
+            runs,
+            flags,
+        }
+    }
+
+    /// Events, a skip sample with two programs, an empty one, failed inserts.
+    fn recording_with_counters() -> (Vec<u8>, Vec<Record>) {
+        let events = herd_stream(2, 2);
+        let mut rec = Recorder::new(Vec::new(), &header()).expect("header");
+        rec.write_event(&events[0]).expect("event");
+        rec.write_skips(
+            5_000,
+            &[
+                skipped("tp_poll_exit", 3, true),
+                skipped("quiet", 0, true),
+                skipped("fx_ep_send_events", 2, false),
+            ],
+        )
+        .expect("skips");
+        rec.write_skips(6_000, &[skipped("quiet", 0, true)])
+            .expect("empty sample");
+        rec.write_insert_failed("ACTIVE", 9).expect("inserts");
+        rec.write_event(&events[1]).expect("event");
+        let want = vec![
+            Record::Event(events[0]),
+            Record::Skips {
+                at_ns: 5_000,
+                // Programs without skipped runs are left out.
+                programs: vec![
+                    skipped("tp_poll_exit", 3, true),
+                    skipped("fx_ep_send_events", 2, false),
+                ],
+            },
+            Record::Skips {
+                at_ns: 6_000,
+                programs: vec![],
+            },
+            Record::InsertFailed {
+                map: "ACTIVE".into(),
+                n: 9,
+            },
+            Record::Event(events[1]),
+        ];
+        (rec.finish().expect("finish"), want)
+    }
+
+    #[test]
+    fn skip_samples_and_failed_inserts_round_trip_in_stream_order() {
+        let (bytes, want) = recording_with_counters();
+        let (_, got) = read_all(&bytes).expect("read");
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn counter_records_cut_anywhere_are_truncation_errors_or_boundaries() {
+        let (bytes, want) = recording_with_counters();
+        let mut clean_ends = 0;
+        for cut in 0..=bytes.len() {
+            match read_all(&bytes[..cut]) {
+                Ok((_, recs)) => {
+                    assert_eq!(recs[..], want[..recs.len()], "cut {cut}");
+                    clean_ends += 1;
+                }
+                Err(e) => {
+                    let msg = format!("{e:#}");
+                    assert!(
+                        msg.starts_with("truncated") || msg.starts_with("empty"),
+                        "cut {cut}: {msg}"
+                    );
+                }
+            }
+        }
+        // After the header, and after each of the five records.
+        assert_eq!(clean_ends, 6);
+    }
+
+    #[test]
+    fn corrupt_counter_records_name_their_offset() {
+        let mut rec = Recorder::new(Vec::new(), &header()).expect("header");
+        rec.write_skips(1, &[skipped("p", 1, true)]).expect("skips");
+        let good = rec.finish().expect("finish");
+        let at = good.len() - (1 + 8 + 2 + 1 + 1 + 8 + 1);
+        let mut bad_flags = good.clone();
+        let last = bad_flags.len() - 1;
+        bad_flags[last] = 7;
+        assert_eq!(
+            err(&bad_flags),
+            format!("corrupt skip sample at offset {at}: flags 0x07")
+        );
+        let mut bad_name = good.clone();
+        bad_name[at + 1 + 8 + 2 + 1] = 0xff;
+        assert_eq!(
+            err(&bad_name),
+            format!("corrupt skip sample at offset {at}: a name is not UTF-8")
+        );
+        let mut many = good.clone();
+        many[at + 9..at + 11].copy_from_slice(&u16::MAX.to_le_bytes());
+        assert_eq!(
+            err(&many),
+            format!("corrupt skip sample at offset {at}: 65535 programs")
+        );
+        // A record after a counter record is read at the right offset.
+        let mut rec = Recorder::new(Vec::new(), &header()).expect("header");
+        rec.write_insert_failed("TRACED", 1).expect("inserts");
+        let mut bytes = rec.finish().expect("finish");
+        let next = bytes.len();
+        bytes.push(0x7f);
+        assert_eq!(
+            err(&bytes),
+            format!("corrupt record at offset {next}: unknown tag 0x7f")
+        );
+    }
+
+    #[test]
+    fn only_new_recordings_say_they_carry_skip_samples() {
+        let old = serde_json::to_string(&header()).expect("json");
+        assert!(!old.contains("skip_samples"), "{old}");
+        let parsed: RecordHeader = serde_json::from_str(&old).expect("old header");
+        assert!(!parsed.skip_samples);
+        let mut h = header();
+        h.skip_samples = true;
+        let json = serde_json::to_string(&h).expect("json");
+        let back: RecordHeader = serde_json::from_str(&json).expect("header");
+        assert!(back.skip_samples, "{json}");
     }
 
     #[test]

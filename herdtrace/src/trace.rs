@@ -457,6 +457,9 @@ async fn session<W: Write>(
             let mut header = RecordHeader::new(&prepared.info.kernel, &prepared.info.backend);
             header.workers = Some(known.workers);
             header.listeners_per_addr = Some(known.listeners_per_addr);
+            // The session holds closed connections for skip samples and
+            // records every sample (see `hold_for_skip_samples` below).
+            header.skip_samples = true;
             Some(Recorder::create(path, &header)?)
         }
         None => None,
@@ -772,7 +775,7 @@ impl LossFeed {
         let counters = tracer.kernel_counters()?;
         for (map, total) in counters.insert_failed {
             let delta = self.inserts.entry(map).or_default().step(total);
-            pipeline.on_insert_failed(map, delta);
+            pipeline.on_insert_failed(map, delta)?;
         }
         let delta = self.drops.step(counters.drops);
         if delta > 0 {

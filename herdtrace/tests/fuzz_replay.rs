@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 
 use herdtrace::engine::synth::herd_stream;
 use herdtrace::events;
+use herdtrace::record::SkippedRuns;
 use herdtrace::record::{Reader, RecordHeader, Recorder};
 use herdtrace::replay::replay;
 use herdtrace::report::OutputOptions;
@@ -85,16 +86,28 @@ fn header() -> RecordHeader {
         clock: None,
         workers: None,
         listeners_per_addr: None,
+        skip_samples: false,
     }
 }
 
+/// Events with, after event `at` of each `lost` pair, a drop of `n`, a
+/// skip sample at time `n` (wild when `n` is) and `n` failed inserts.
 fn recording(events: &[RawEvent], lost: &[(usize, u64)]) -> Vec<u8> {
-    let mut rec = Recorder::new(Vec::new(), &header()).expect("header");
+    let mut h = header();
+    h.skip_samples = !lost.is_empty();
+    let mut rec = Recorder::new(Vec::new(), &h).expect("header");
     for (i, ev) in events.iter().enumerate() {
         rec.write_event(ev).expect("event");
         for &(at, n) in lost {
             if at == i {
                 rec.write_lost(n).expect("lost");
+                let skipped = SkippedRuns {
+                    program: "tp_poll_exit".into(),
+                    runs: n,
+                    flags: n % 2 == 0,
+                };
+                rec.write_skips(n, &[skipped]).expect("skips");
+                rec.write_insert_failed("ACTIVE", n).expect("inserts");
             }
         }
     }

@@ -224,7 +224,7 @@ fn balance_run(model: &str) -> (Vec<serde_json::Value>, String) {
     let traced = tracer.wait();
     server.kill_parent();
     assert!(traced.status.success(), "{}", traced.stderr);
-    let lines = traced
+    let lines: Vec<serde_json::Value> = traced
         .stdout
         .lines()
         .map(|l| serde_json::from_str(l).expect("NDJSON"))
@@ -234,8 +234,54 @@ fn balance_run(model: &str) -> (Vec<serde_json::Value>, String) {
         .arg(&rec)
         .output()
         .expect("replay");
+    let json = Command::new(exe)
+        .args(["replay", "--json"])
+        .arg(&rec)
+        .output()
+        .expect("replay --json");
     let _ = std::fs::remove_file(&rec);
+    assert_same_counters(&lines, &String::from_utf8_lossy(&json.stdout));
     (lines, String::from_utf8_lossy(&text.stdout).into_owned())
+}
+
+/// The replay of a run's recording flags the connections the run flagged
+/// and reports the same kernel counters (drops, skipped runs, failed inserts).
+fn assert_same_counters(live: &[serde_json::Value], replayed: &str) {
+    let replayed: Vec<serde_json::Value> = replayed
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("replay NDJSON"))
+        .collect();
+    let conn_flags = |lines: &[serde_json::Value]| -> Vec<(String, bool, bool)> {
+        let mut v: Vec<_> = lines
+            .iter()
+            .filter(|l| l["type"] == "conn")
+            .map(|l| {
+                (
+                    format!("{}@{}", l["peer"], l["ts_ns"]),
+                    l["incomplete"] == true,
+                    l["possibly_incomplete"] == true,
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(conn_flags(&replayed), conn_flags(live));
+    let (a, b) = (
+        live.last().expect("live summary"),
+        replayed.last().expect("replayed summary"),
+    );
+    for key in [
+        "connections",
+        "incomplete",
+        "possibly_incomplete",
+        "lost_events",
+        "skipped_runs",
+        "skipped_by_program",
+        "insert_failed",
+    ] {
+        assert_eq!(a[key], b[key], "{key}: live {a}\nreplayed {b}");
+    }
 }
 
 /// EPOLLEXCLUSIVE: one worker takes the connections (LIFO), and the

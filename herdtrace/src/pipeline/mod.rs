@@ -160,12 +160,17 @@ impl<W: Write> Pipeline<W> {
     /// open in the window are flagged when any such program was skipped.
     /// Returns whether any were.
     pub fn on_skip_sample(&mut self, at_ns: u64, skipped: &[SkippedRuns]) -> Result<bool> {
+        for sink in &mut self.event_sinks {
+            sink.on_skips(at_ns, skipped)?;
+        }
         let mut flagged = false;
         for s in skipped.iter().filter(|s| s.runs > 0) {
-            *self
+            // Saturating: a replayed recording's counts are whatever the file says.
+            let runs = self
                 .skipped_by_program
                 .entry(s.program.clone())
-                .or_default() += s.runs;
+                .or_default();
+            *runs = runs.saturating_add(s.runs);
             self.engine.note_skipped_runs(s.runs, s.flags);
             flagged |= s.flags;
         }
@@ -174,10 +179,15 @@ impl<W: Write> Pipeline<W> {
     }
 
     /// Inserts into `map` that failed in the kernel (an increment).
-    pub fn on_insert_failed(&mut self, map: &str, n: u64) {
+    pub fn on_insert_failed(&mut self, map: &str, n: u64) -> Result<()> {
         if n > 0 {
-            *self.insert_failed.entry(map.to_owned()).or_default() += n;
+            for sink in &mut self.event_sinks {
+                sink.on_insert_failed(map, n)?;
+            }
+            let failed = self.insert_failed.entry(map.to_owned()).or_default();
+            *failed = failed.saturating_add(n);
         }
+        Ok(())
     }
 
     /// Drops reported by the kernel counter (an increment).

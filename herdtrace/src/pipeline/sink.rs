@@ -7,6 +7,7 @@ use anyhow::Result;
 use herdtrace_common::RawEvent;
 
 use crate::engine::{ConnRecord, IntervalStats};
+use crate::pipeline::SkippedRuns;
 use crate::record::Recorder;
 
 /// Sees every connection record and the lost-event total, whatever the
@@ -25,6 +26,10 @@ pub trait EventSink {
     fn on_event(&mut self, ev: &RawEvent) -> Result<()>;
     /// Drops reported by the kernel counter (an increment), where they were seen.
     fn on_lost(&mut self, n: u64) -> Result<()>;
+    /// A skip sample (see [`crate::pipeline::Pipeline::on_skip_sample`]), where it was applied.
+    fn on_skips(&mut self, at_ns: u64, programs: &[SkippedRuns]) -> Result<()>;
+    /// Failed map inserts (an increment), where they were seen.
+    fn on_insert_failed(&mut self, map: &str, n: u64) -> Result<()>;
     /// The run ends: write out whatever is buffered.
     fn finish(&mut self) -> Result<()>;
 }
@@ -38,13 +43,21 @@ impl<W: Write> EventSink for Recorder<W> {
         self.write_lost(n)
     }
 
+    fn on_skips(&mut self, at_ns: u64, programs: &[SkippedRuns]) -> Result<()> {
+        self.write_skips(at_ns, programs)
+    }
+
+    fn on_insert_failed(&mut self, map: &str, n: u64) -> Result<()> {
+        self.write_insert_failed(map, n)
+    }
+
     fn finish(&mut self) -> Result<()> {
         self.flush()
     }
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::engine::synth::herd_stream;
     use crate::engine::EngineConfig;
@@ -55,7 +68,7 @@ mod tests {
 
     /// A writer the test can read after the pipeline took ownership of it.
     #[derive(Clone, Default)]
-    struct Shared(Arc<Mutex<Vec<u8>>>);
+    pub(crate) struct Shared(pub(crate) Arc<Mutex<Vec<u8>>>);
     impl Write for Shared {
         fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
             self.0.lock().expect("lock").extend_from_slice(b);

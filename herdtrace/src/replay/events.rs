@@ -8,6 +8,7 @@ use anyhow::{Context as _, Result};
 use herdtrace_common::RawEvent;
 
 use crate::events::{comm, kind_name, peer};
+use crate::pipeline::SkippedRuns;
 use crate::record::{Reader, Record};
 
 /// Writes one line per record of `reader` to `out`; returns the count.
@@ -17,12 +18,37 @@ pub fn dump<R: Read, W: Write>(mut reader: Reader<R>, mut out: W) -> Result<u64>
         let line = match record {
             Record::Event(ev) => event_line(&ev),
             Record::Lost(k) => format!("LOST {k} events"),
+            Record::Skips { at_ns, programs } => skips_line(at_ns, &programs),
+            Record::InsertFailed { map, n } => format!("INSERT_FAILED {map} {n}"),
         };
         writeln!(out, "{line}").context("write")?;
         n += 1;
     }
     out.flush().context("write")?;
     Ok(n)
+}
+
+/// A skip sample: its time, then `program=runs` (`*`: the program's runs
+/// can change a connection's figures).
+fn skips_line(at_ns: u64, programs: &[SkippedRuns]) -> String {
+    let mut s = format!(
+        "{}.{:09} SKIPS",
+        at_ns / 1_000_000_000,
+        at_ns % 1_000_000_000
+    );
+    if programs.is_empty() {
+        s.push_str(" none");
+    }
+    for p in programs {
+        let _ = write!(
+            s,
+            " {}={}{}",
+            p.program,
+            p.runs,
+            if p.flags { "*" } else { "" }
+        );
+    }
+    s
 }
 
 /// `ts cpu kind` then the fields that are set, `name=value`.
@@ -100,10 +126,25 @@ mod tests {
             ..RawEvent::default()
         };
         rec.write_event(&wake).unwrap();
+        let skipped = |program: &str, runs, flags| SkippedRuns {
+            program: program.into(),
+            runs,
+            flags,
+        };
+        rec.write_skips(
+            2_025_000_000,
+            &[
+                skipped("tp_poll_exit", 2, true),
+                skipped("fx_ep_send_events", 1, false),
+            ],
+        )
+        .unwrap();
+        rec.write_skips(2_050_000_000, &[]).unwrap();
+        rec.write_insert_failed("ACTIVE", 4).unwrap();
         let bytes = rec.finish().unwrap();
         let reader = Reader::new(&bytes[..]).unwrap();
         let mut out = Vec::new();
-        assert_eq!(dump(reader, &mut out).unwrap(), 3);
+        assert_eq!(dump(reader, &mut out).unwrap(), 6);
         let text = String::from_utf8(out).unwrap();
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(
@@ -113,6 +154,9 @@ mod tests {
                  child=0xffff888000002000 peer=127.0.0.1:40000 port=8080",
                 "LOST 3 events",
                 "2.000000500 cpu1 wake        seq=11 chain=0x1000000000005 tid=42 tgid=40 comm=worker",
+                "2.025000000 SKIPS tp_poll_exit=2* fx_ep_send_events=1",
+                "2.050000000 SKIPS none",
+                "INSERT_FAILED ACTIVE 4",
             ]
         );
     }

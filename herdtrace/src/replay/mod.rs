@@ -140,6 +140,11 @@ pub fn replay<R: Read, W: Write>(
         workers: header.workers.unwrap_or(0),
         listeners_per_addr: header.listeners_per_addr.unwrap_or(0),
     });
+    if header.skip_samples {
+        // As the live run did: closed connections wait for the next sample,
+        // which flags them if it shows skips.
+        p.hold_for_skip_samples();
+    }
     let mut interval_ns = interval_ns.filter(|&n| n > 0);
     let mut next_tick: Option<u64> = None;
     while let Some(record) = reader.next_record()? {
@@ -171,6 +176,10 @@ pub fn replay<R: Read, W: Write>(
                 p.on_event(&ev)?;
             }
             Record::Lost(n) => p.on_lost(n)?,
+            Record::Skips { at_ns, programs } => {
+                p.on_skip_sample(at_ns, &programs)?;
+            }
+            Record::InsertFailed { map, n } => p.on_insert_failed(&map, n)?,
         }
     }
     p.finish(0)
@@ -238,6 +247,130 @@ mod tests {
         )
         .expect("replay");
         json_lines(&out)
+    }
+
+    /// The spaced stream live, with a skip sample 50 ms after each
+    /// connection: the fifth shows skips of a program that flags, the
+    /// eighth of one that does not; two failed inserts after the third.
+    /// Returns the recording and the live NDJSON.
+    fn live_run_with_skips(h: &crate::record::RecordHeader) -> (Vec<u8>, Vec<Value>) {
+        use crate::pipeline::sink::tests::Shared;
+        use crate::pipeline::SkippedRuns;
+        let file = Shared::default();
+        let mut live = Vec::new();
+        let opts = OutputOptions {
+            json: true,
+            per_conn: true,
+            intervals: false,
+        };
+        let mut p = Pipeline::new(EngineConfig::default(), opts, RunInfo::default(), &mut live);
+        p.hold_for_skip_samples();
+        p.add_event_sink(Box::new(Recorder::new(file.clone(), h).expect("header")));
+        let bytes = spaced_recording(false);
+        let mut reader = Reader::new(&bytes[..]).expect("reader");
+        let mut conn = 0u64;
+        let mut last_ts = 0;
+        while let Some(record) = reader.next_record().expect("record") {
+            let Record::Event(ev) = record else {
+                continue;
+            };
+            if last_ts != 0 && ev.ts_ns > last_ts + 50_000_000 {
+                // The previous connection's events are all in: sample.
+                let runs = |program: &str, n: u64, flags: bool| SkippedRuns {
+                    program: program.into(),
+                    runs: n,
+                    flags,
+                };
+                let programs = match conn {
+                    4 => vec![runs("tp_poll_exit", 2, true)],
+                    7 => vec![runs("fx_ep_send_events", 1, false)],
+                    _ => vec![runs("tp_poll_exit", 0, true)],
+                };
+                p.on_skip_sample(last_ts + 50_000_000, &programs)
+                    .expect("sample");
+                if conn == 2 {
+                    p.on_insert_failed("ACTIVE", 2).expect("inserts");
+                }
+                conn += 1;
+            }
+            last_ts = ev.ts_ns;
+            p.on_event(&ev).expect("event");
+        }
+        p.finish(0).expect("finish");
+        let recording = file.0.lock().expect("lock").clone();
+        (recording, json_lines(&live))
+    }
+
+    /// What the flags and counters of a run are: per connection, then the summary's.
+    fn flags_of(lines: &[Value]) -> (Vec<(String, bool)>, Value) {
+        let conns = lines
+            .iter()
+            .filter(|v| v["type"] == "conn")
+            .map(|v| {
+                let peer = v["peer"].as_str().expect("peer").to_string();
+                (peer, v["possibly_incomplete"] == true)
+            })
+            .collect();
+        let s = lines.last().expect("summary");
+        assert_eq!(s["type"], "summary");
+        let counters = serde_json::json!({
+            "connections": s["connections"],
+            "possibly_incomplete": s["possibly_incomplete"],
+            "skipped_runs": s["skipped_runs"],
+            "skipped_by_program": s["skipped_by_program"],
+            "insert_failed": s["insert_failed"],
+        });
+        (conns, counters)
+    }
+
+    #[test]
+    fn replay_flags_what_the_live_run_flagged() {
+        let mut h = header();
+        h.skip_samples = true;
+        let (recording, live) = live_run_with_skips(&h);
+        let (live_conns, live_counters) = flags_of(&live);
+        let flagged = live_conns.iter().filter(|(_, f)| *f).count();
+        // The sample after the fifth connection flags the connections open
+        // then and in the window after (see `Engine::skip_sample`), not all.
+        assert_eq!(live_conns.len(), 10);
+        assert!((1..10).contains(&flagged), "{live_conns:?}");
+        assert!(
+            live_conns[4].1 && !live_conns[0].1 && !live_conns[9].1,
+            "{live_conns:?}"
+        );
+        assert_eq!(live_counters["skipped_runs"], 3);
+        assert_eq!(
+            live_counters["skipped_by_program"],
+            serde_json::json!({"tp_poll_exit": 2, "fx_ep_send_events": 1})
+        );
+        assert_eq!(
+            live_counters["insert_failed"],
+            serde_json::json!({"ACTIVE": 2})
+        );
+        let opts = OutputOptions {
+            json: true,
+            per_conn: true,
+            intervals: false,
+        };
+        let mut out = Vec::new();
+        replay(
+            Reader::new(&recording[..]).expect("reader"),
+            opts,
+            None,
+            &mut out,
+        )
+        .expect("replay");
+        assert_eq!(flags_of(&json_lines(&out)), (live_conns, live_counters));
+    }
+
+    #[test]
+    fn a_recording_without_skip_samples_flags_nothing() {
+        // An older recording: the same events, no samples, no header field.
+        let v = replay_json(&header());
+        let (conns, counters) = flags_of(&v);
+        assert_eq!(conns.len(), 10);
+        assert!(conns.iter().all(|(_, f)| !f), "{conns:?}");
+        assert_eq!(counters["skipped_runs"], 0);
     }
 
     #[test]
