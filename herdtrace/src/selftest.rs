@@ -6,7 +6,9 @@ use std::path::PathBuf;
 use anyhow::{anyhow, bail, Context as _, Result};
 
 use crate::backend::BackendRequest;
-use crate::scenario::{agreement, all, find, run_together, run_with, Outcome, Scenario};
+use crate::scenario::{
+    all, find, measure_agreement, run_together, run_with, Agreement, Outcome, Scenario,
+};
 
 /// `herdtrace selftest`: runs scenarios and prints one result line each.
 #[derive(Debug, clap::Args)]
@@ -97,9 +99,10 @@ pub fn run(args: SelftestArgs) -> Result<i32> {
             .map(|(first, rest)| rest.iter().map(|o| [first.as_str(), o.as_str()]).collect())
             .unwrap_or_else(Vec::new);
         for names in pairs.iter().filter(|_| args.agree) {
-            match run_together(&exe, names, sc, &args.tracer_args) {
-                Ok(outcomes) => {
-                    for a in agreement(&outcomes) {
+            match agree_runs(|| run_together(&exe, names, sc, &args.tracer_args)) {
+                Ok(lines) => {
+                    for mut a in lines {
+                        a.judge();
                         if !a.passed() {
                             failed += 1;
                         }
@@ -118,6 +121,32 @@ pub fn run(args: SelftestArgs) -> Result<i32> {
         }
     }
     Ok(if failed == 0 { 0 } else { 1 })
+}
+
+/// Runs one scenario with two tracers attached (`run`) until its agreement
+/// compares enough connections, at most `AGREEMENT_MAX_RUNS` times: a run
+/// whose connections were mostly flagged is too small a sample, not a
+/// disagreement, and the next run's connections are added to it. Every
+/// disagreement of every run stays in the totals.
+fn agree_runs(mut run: impl FnMut() -> Result<Vec<Outcome>>) -> Result<Vec<Agreement>> {
+    let mut total = measure_agreement(&run()?);
+    while let Some(short) = total.iter().find(|a| a.needs_another_run()) {
+        println!(
+            "note: agree {} {}~{}: {} of {} connections compared after {} run(s), fewer than {}: running the scenario again",
+            short.scenario,
+            short.reference,
+            short.other,
+            short.matched,
+            short.matched + short.flagged,
+            short.runs,
+            short.min_compared
+        );
+        let next = measure_agreement(&run()?);
+        for (a, n) in total.iter_mut().zip(next) {
+            a.absorb(n);
+        }
+    }
+    Ok(total)
 }
 
 /// The backends a selftest runs, and those it skips with the reason.
@@ -223,6 +252,43 @@ fn print_outcome(outcome: &Outcome, json: bool) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn agreement_runs_again_only_while_too_few_connections_were_compared() {
+        use crate::scenario::tests::pair_run;
+        // Mostly flagged, then a fuller run: two runs, then it stops.
+        let mut flagged = [190, 100, 0].into_iter();
+        let mut runs = 0;
+        let lines = agree_runs(|| {
+            runs += 1;
+            Ok(pair_run(
+                3.0,
+                flagged.next().expect("at most three runs"),
+                0,
+            ))
+        })
+        .expect("runs");
+        assert_eq!((runs, lines[0].runs, lines[0].matched), (2, 2, 110));
+        // A full first run: one run.
+        let mut runs = 0;
+        agree_runs(|| {
+            runs += 1;
+            Ok(pair_run(3.0, 0, 0))
+        })
+        .expect("runs");
+        assert_eq!(runs, 1);
+        // A run that fails to run fails the line.
+        let mut first = true;
+        let err = agree_runs(|| {
+            if std::mem::take(&mut first) {
+                Ok(pair_run(3.0, 190, 0))
+            } else {
+                Err(anyhow!("the server did not start"))
+            }
+        })
+        .expect_err("the second run failed");
+        assert_eq!(format!("{err:#}"), "the server did not start");
+    }
 
     #[test]
     fn limits_are_the_subjects_of_the_tracer_warnings() {
