@@ -232,22 +232,27 @@ mod tests {
         while let Some(Record::Event(ev)) = reader.next_record().expect("record") {
             rec.write_event(&ev).expect("event");
         }
-        let bytes = rec.finish().expect("finish");
-        let opts = OutputOptions {
-            json: true,
-            per_conn: true,
-            intervals: false,
-        };
+        replayed_json(&rec.finish().expect("finish"))
+    }
+
+    /// The NDJSON (records and summary) of replaying `recording`.
+    fn replayed_json(recording: &[u8]) -> Vec<Value> {
         let mut out = Vec::new();
         replay(
-            Reader::new(&bytes[..]).expect("reader"),
-            opts,
+            Reader::new(recording).expect("reader"),
+            NDJSON,
             None,
             &mut out,
         )
         .expect("replay");
         json_lines(&out)
     }
+
+    const NDJSON: OutputOptions = OutputOptions {
+        json: true,
+        per_conn: true,
+        intervals: false,
+    };
 
     /// The spaced stream live, with a skip sample 50 ms after each
     /// connection: the fifth shows skips of a program that flags, the
@@ -258,12 +263,12 @@ mod tests {
         use crate::pipeline::SkippedRuns;
         let file = Shared::default();
         let mut live = Vec::new();
-        let opts = OutputOptions {
-            json: true,
-            per_conn: true,
-            intervals: false,
-        };
-        let mut p = Pipeline::new(EngineConfig::default(), opts, RunInfo::default(), &mut live);
+        let mut p = Pipeline::new(
+            EngineConfig::default(),
+            NDJSON,
+            RunInfo::default(),
+            &mut live,
+        );
         p.hold_for_skip_samples();
         p.add_event_sink(Box::new(Recorder::new(file.clone(), h).expect("header")));
         let bytes = spaced_recording(false);
@@ -347,20 +352,10 @@ mod tests {
             live_counters["insert_failed"],
             serde_json::json!({"ACTIVE": 2})
         );
-        let opts = OutputOptions {
-            json: true,
-            per_conn: true,
-            intervals: false,
-        };
-        let mut out = Vec::new();
-        replay(
-            Reader::new(&recording[..]).expect("reader"),
-            opts,
-            None,
-            &mut out,
-        )
-        .expect("replay");
-        assert_eq!(flags_of(&json_lines(&out)), (live_conns, live_counters));
+        assert_eq!(
+            flags_of(&replayed_json(&recording)),
+            (live_conns, live_counters)
+        );
     }
 
     #[test]
