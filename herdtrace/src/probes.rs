@@ -142,7 +142,26 @@ pub struct Point {
     /// that only refine how a wake ended (`ep_send_events`) or keep the maps
     /// tidy do not flag: their events are recovered from the task's next one.
     pub counts: bool,
+    /// What a skipped run can leave stale past the sample that shows it.
+    pub after_skip: AfterSkip,
     pub variants: &'static [Variant],
+}
+
+/// What a skipped run of a point's programs can leave stale after the skip
+/// sample that shows it, and so which connections of the next sample
+/// window are flagged too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AfterSkip {
+    /// Per-CPU or global state (an open wake chain, a timer bracket, the
+    /// traced set): any connection of the next window may be touched.
+    Anything,
+    /// Only the skipped task's own state, on its syscall return path: its
+    /// "woken by" mark, which outlives the skip until the task's next
+    /// traced call and is read only when the task wakes another one (a
+    /// cascade wakeup, `FLAG_WAKE_CASCADE`). Its other state (a wake not
+    /// resolved, an accept not reported) concerns the connection that woke
+    /// it, open in the window the skip was seen in and flagged with it.
+    TaskCascades,
 }
 
 impl Point {
@@ -233,6 +252,7 @@ pub const TABLE: &[Point] = &[
                   record is built",
         lost: "",
         counts: true,
+        after_skip: AfterSkip::Anything,
         variants: &[
             v(
                 ALL,
@@ -257,6 +277,7 @@ pub const TABLE: &[Point] = &[
                   which is then learned at its first traced call",
         lost: "processes and threads started after the tracer are not followed",
         counts: true,
+        after_skip: AfterSkip::Anything,
         variants: &[
             v(
                 ALL,
@@ -284,6 +305,7 @@ pub const TABLE: &[Point] = &[
         kernels: "every kernel",
         lost: "exited tasks are not forgotten (a reused pid is taken for the old task)",
         counts: false,
+        after_skip: AfterSkip::Anything,
         variants: &[
             v(
                 ALL,
@@ -308,6 +330,7 @@ pub const TABLE: &[Point] = &[
         lost: "a worker's timeout that expires while a connection is being delivered on the \
                same CPU is counted as woken by that connection",
         counts: true,
+        after_skip: AfterSkip::Anything,
         variants: &[
             v(
                 ALL,
@@ -354,6 +377,7 @@ pub const TABLE: &[Point] = &[
         lost: "an arrival's child socket is read from the accept queue, which can name another \
                connection under concurrent arrivals; a closed listener stays known",
         counts: true,
+        after_skip: AfterSkip::Anything,
         variants: &[
             v(
                 TP,
@@ -381,6 +405,7 @@ pub const TABLE: &[Point] = &[
         kernels: "sock:sk_data_ready is 6.6+; before, the handshake tracepoint stands in",
         lost: "",
         counts: true,
+        after_skip: AfterSkip::Anything,
         variants: &[
             v(
                 TP,
@@ -406,6 +431,7 @@ pub const TABLE: &[Point] = &[
         kernels: "every kernel",
         lost: "wake chains end only by time (--chain-window-us)",
         counts: true,
+        after_skip: AfterSkip::Anything,
         variants: &[
             v(
                 TP,
@@ -422,6 +448,7 @@ pub const TABLE: &[Point] = &[
         kernels: "every kernel (6 parameters up to 6.6, 5 from 6.7; only the first is read)",
         lost: "",
         counts: true,
+        after_skip: AfterSkip::Anything,
         variants: &[
             v(
                 FE,
@@ -447,6 +474,7 @@ pub const TABLE: &[Point] = &[
         kernels: "every kernel",
         lost: "",
         counts: true,
+        after_skip: AfterSkip::Anything,
         variants: &[
             v(
                 FE,
@@ -468,6 +496,7 @@ pub const TABLE: &[Point] = &[
                   syncookies and TCP Fast Open call inet_csk_reqsk_queue_add directly",
         lost: "connections completed that way are named from the accept queue's tail",
         counts: true,
+        after_skip: AfterSkip::Anything,
         variants: &[
             v(
                 FE,
@@ -522,6 +551,7 @@ pub const TABLE: &[Point] = &[
         lost: "wakeups that found no event inside the kernel (never seen by user space) are \
                counted only when the task is woken again or the episode times out",
         counts: false,
+        after_skip: AfterSkip::Anything,
         variants: &[
             v(FE, &[fexit("fx_ep_send_events", "ep_send_events", 3)]),
             v(
@@ -542,6 +572,7 @@ pub const TABLE: &[Point] = &[
         lost: "listeners the targets open after the start are learned at their first accept \
                (connections before it are not reported)",
         counts: false,
+        after_skip: AfterSkip::Anything,
         variants: &[
             v(
                 TP,
@@ -561,6 +592,7 @@ pub const TABLE: &[Point] = &[
                   kretprobe instances run out while tasks sleep in accept",
         lost: "",
         counts: true,
+        after_skip: AfterSkip::TaskCascades,
         variants: &[
             v(FE, &[fexit("fx_inet_accept4", "inet_accept", 4)]),
             v(FE, &[fexit("fx_inet_accept3", "inet_accept", 3)]),
@@ -582,6 +614,7 @@ pub const TABLE: &[Point] = &[
         kernels: "every kernel",
         lost: "",
         counts: true,
+        after_skip: AfterSkip::TaskCascades,
         variants: &[v(
             TP,
             &[
@@ -598,6 +631,7 @@ pub const TABLE: &[Point] = &[
         kernels: "every kernel",
         lost: "accepts made with accept(2) rather than accept4(2) are not seen",
         counts: true,
+        after_skip: AfterSkip::TaskCascades,
         variants: &[v(
             TP,
             &[
@@ -615,6 +649,7 @@ pub const TABLE: &[Point] = &[
         lost: "the first accept of each task already blocked in accept() when tracing starts is \
                not seen",
         counts: true,
+        after_skip: AfterSkip::TaskCascades,
         variants: &[v(FE, &[a("fe_fd_install", Kind::Fentry, "fd_install")])],
     },
     Point {
@@ -625,6 +660,7 @@ pub const TABLE: &[Point] = &[
         kernels: "epoll_pwait2 is 5.11+",
         lost: "tasks returning from that call are not seen",
         counts: true,
+        after_skip: AfterSkip::TaskCascades,
         variants: &[
             v(
                 TP,
@@ -658,6 +694,7 @@ pub const TABLE: &[Point] = &[
         lost: "an epoll_wait that returns an error or times out after a wake is seen only at \
                the task's next wake",
         counts: true,
+        after_skip: AfterSkip::TaskCascades,
         variants: &[
             v(FE, &[fexit("fx_do_epoll_wait", "do_epoll_wait", 4)]),
             // The entry clears what a missed return (kretprobe instances
@@ -680,6 +717,7 @@ pub const TABLE: &[Point] = &[
         lost: "a closed listener stays known: a later socket at the same kernel address could \
                be taken for it",
         counts: false,
+        after_skip: AfterSkip::Anything,
         variants: &[
             v(
                 FE,
@@ -708,6 +746,7 @@ pub const TABLE: &[Point] = &[
         lost: "a released epoll instance stays known: a later one at the same kernel address \
                could be taken for a traced task's",
         counts: false,
+        after_skip: AfterSkip::Anything,
         variants: &[
             v(
                 FE,
@@ -814,6 +853,48 @@ mod tests {
         assert_eq!(ids.len(), n, "duplicate point ids");
         for b in Backend::ALL {
             assert!(TABLE.iter().any(|p| p.is_required(b)), "{b}");
+        }
+    }
+
+    /// Only points on a task's syscall return path leave nothing but that
+    /// task's state stale when skipped; the rest (wake chains, timers, the
+    /// traced set) flag the whole window after a skip.
+    #[test]
+    fn only_syscall_return_points_are_task_scoped() {
+        let mut task: Vec<&str> = TABLE
+            .iter()
+            .filter(|p| p.after_skip == AfterSkip::TaskCascades)
+            .map(|p| p.id)
+            .collect();
+        task.sort_unstable();
+        assert_eq!(
+            task,
+            [
+                "accept",
+                "accept-in-progress",
+                "accept-syscall",
+                "accept4-syscall",
+                "epoll-returns",
+                "epoll-wait-exit"
+            ]
+        );
+        for id in &task {
+            assert!(point(id).expect("point").counts, "{id} flags connections");
+        }
+        for id in [
+            "wakeups",
+            "wake-queue",
+            "chain-end",
+            "arrival",
+            "handshake",
+            "timers",
+            "fork",
+        ] {
+            assert_eq!(
+                point(id).expect("point").after_skip,
+                AfterSkip::Anything,
+                "{id}"
+            );
         }
     }
 

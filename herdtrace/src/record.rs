@@ -9,8 +9,9 @@
 //!   TAG_EVENT    RAW_EVENT_SIZE bytes: one RawEvent as on the ring buffer
 //!   TAG_LOST     u64: events the kernel reported dropped at this point
 //!   TAG_SKIPS    a skip sample: at_ns u64, count u16, then per program
-//!                name_len u8 + name + runs u64 + flags u8 (1: its runs
-//!                can change a connection's figures)
+//!                name_len u8 + name + runs u64 + flags u8 (bit 0: its runs
+//!                can change a connection's figures; bit 1: they leave only
+//!                the task's own state stale, `AfterSkip::TaskCascades`)
 //!   TAG_INSERT_FAILED  name_len u8 + map name + u64: failed inserts (an increment)
 //! ```
 //! The tag framing lets drop markers and counter samples sit between events
@@ -29,6 +30,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::events;
 pub use crate::pipeline::SkippedRuns;
+use crate::probes::AfterSkip;
 
 pub const MAGIC: &[u8; 8] = b"HERDTRC\0";
 pub const FORMAT_VERSION: u32 = 1;
@@ -192,7 +194,8 @@ impl<W: Write> Recorder<W> {
         for p in listed {
             put_name(&mut buf, &p.program)?;
             buf.extend_from_slice(&p.runs.to_le_bytes());
-            buf.push(u8::from(p.flags));
+            let task_only = p.after == AfterSkip::TaskCascades;
+            buf.push(u8::from(p.flags) | u8::from(task_only) << 1);
         }
         self.out.write_all(&buf).context("write recording")
     }
@@ -339,7 +342,7 @@ impl<R: Read> Reader<R> {
                     let runs = self.u64_field(at, what)?;
                     let mut flags = [0u8; 1];
                     self.payload(at, &mut flags, what)?;
-                    if flags[0] > 1 {
+                    if flags[0] > 3 {
                         bail!(
                             "corrupt skip sample at offset {at}: flags {:#04x}",
                             flags[0]
@@ -348,7 +351,12 @@ impl<R: Read> Reader<R> {
                     programs.push(SkippedRuns {
                         program,
                         runs,
-                        flags: flags[0] == 1,
+                        flags: flags[0] & 1 != 0,
+                        after: if flags[0] & 2 != 0 {
+                            AfterSkip::TaskCascades
+                        } else {
+                            AfterSkip::Anything
+                        },
                     });
                 }
                 Record::Skips { at_ns, programs }
@@ -646,6 +654,7 @@ pub(crate) mod tests {
             program: program.into(),
             runs,
             flags,
+            after: AfterSkip::Anything,
         }
     }
 
@@ -654,10 +663,14 @@ pub(crate) mod tests {
         let events = herd_stream(2, 2);
         let mut rec = Recorder::new(Vec::new(), &header()).expect("header");
         rec.write_event(&events[0]).expect("event");
+        let task_only = SkippedRuns {
+            after: AfterSkip::TaskCascades,
+            ..skipped("tp_poll_exit", 3, true)
+        };
         rec.write_skips(
             5_000,
             &[
-                skipped("tp_poll_exit", 3, true),
+                task_only.clone(),
                 skipped("quiet", 0, true),
                 skipped("fx_ep_send_events", 2, false),
             ],
@@ -672,10 +685,7 @@ pub(crate) mod tests {
             Record::Skips {
                 at_ns: 5_000,
                 // Programs without skipped runs are left out.
-                programs: vec![
-                    skipped("tp_poll_exit", 3, true),
-                    skipped("fx_ep_send_events", 2, false),
-                ],
+                programs: vec![task_only, skipped("fx_ep_send_events", 2, false)],
             },
             Record::Skips {
                 at_ns: 6_000,
@@ -728,10 +738,10 @@ pub(crate) mod tests {
         let at = good.len() - (1 + 8 + 2 + 1 + 1 + 8 + 1);
         let mut bad_flags = good.clone();
         let last = bad_flags.len() - 1;
-        bad_flags[last] = 7;
+        bad_flags[last] = 4;
         assert_eq!(
             err(&bad_flags),
-            format!("corrupt skip sample at offset {at}: flags 0x07")
+            format!("corrupt skip sample at offset {at}: flags 0x04")
         );
         let mut bad_name = good.clone();
         bad_name[at + 1 + 8 + 2 + 1] = 0xff;

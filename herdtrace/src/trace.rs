@@ -759,13 +759,7 @@ impl LossFeed {
             .into_iter()
             .map(|(program, total)| {
                 let runs = self.skipped.entry(program.clone()).or_default().step(total);
-                // Unknown programs (do-nothing ones) flag nothing.
-                let flags = crate::probes::point_of_program(&program).is_some_and(|p| p.counts);
-                SkippedRuns {
-                    program,
-                    runs,
-                    flags,
-                }
+                SkippedRuns::of(program, runs)
             })
             .collect();
         pipeline.on_skip_sample(reading.at_ns, &skipped)

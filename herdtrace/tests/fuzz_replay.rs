@@ -101,11 +101,9 @@ fn recording(events: &[RawEvent], lost: &[(usize, u64)]) -> Vec<u8> {
         for &(at, n) in lost {
             if at == i {
                 rec.write_lost(n).expect("lost");
-                let skipped = SkippedRuns {
-                    program: "tp_poll_exit".into(),
-                    runs: n,
-                    flags: n % 2 == 0,
-                };
+                // Task-scoped and per-CPU programs, flagging or not.
+                let program = ["tp_poll_exit", "btf_softirq_exit", "x"][(n % 3) as usize];
+                let skipped = SkippedRuns::of(program.into(), n);
                 rec.write_skips(n, &[skipped]).expect("skips");
                 rec.write_insert_failed("ACTIVE", n).expect("inserts");
             }

@@ -51,6 +51,9 @@ pub(super) struct Episode {
     /// The engine's skip epoch when the episode opened (see
     /// `Engine::note_skipped`).
     pub skip_epoch: u64,
+    /// Woken in cascade in the window after a skip of a task's syscall
+    /// return (see `AfterSkip::TaskCascades`): possibly by a stale mark.
+    pub cascade_after_skip: bool,
     /// Network namespace of the listener (0: unknown).
     pub netns: u32,
     pub accepted_row: Option<u32>,

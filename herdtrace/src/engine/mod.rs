@@ -40,11 +40,12 @@ use std::sync::Arc;
 
 use herdtrace_common::{
     RawEvent, EV_ACCEPT_RET, EV_ARRIVAL, EV_EPOLL_CB, EV_POLL_RET, EV_SEND_EVENTS, EV_TASK_EXIT,
-    EV_TASK_NEW, EV_WAKE, FLAG_NESTED_SEND,
+    EV_TASK_NEW, EV_WAKE, FLAG_NESTED_SEND, FLAG_WAKE_CASCADE,
 };
 use serde::Serialize;
 
 use crate::events;
+pub use crate::probes::AfterSkip;
 
 pub mod balance;
 mod episodes;
@@ -243,8 +244,9 @@ pub struct Engine {
     held: VecDeque<HeldRecord>,
     /// Clock time of the last skip sample applied.
     last_sample_ns: u64,
-    /// The last sample showed skips that flag: the next window is flagged too.
-    skip_after: bool,
+    /// The last sample showed skips that flag, and what they can leave
+    /// stale in the next window (see [`AfterSkip`]).
+    skip_after: Option<AfterSkip>,
 }
 
 /// A closed episode waiting for the skip sample that covers its last moments.
@@ -287,7 +289,7 @@ impl Engine {
             hold: false,
             held: VecDeque::new(),
             last_sample_ns: 0,
-            skip_after: false,
+            skip_after: None,
         }
     }
 
@@ -302,23 +304,34 @@ impl Engine {
 
     /// Applies a skip sample taken at clock time `at_ns` (the per-program
     /// counters were read then, and every event before was fed since).
-    /// `flagged`: the counters grew for programs that flag (see
-    /// [`Engine::note_skipped_runs`], called first): every held episode
-    /// that closed after the previous sample was open in the window the
-    /// skips happened in, and is flagged possibly incomplete. So is the
-    /// window after it: a skipped run leaves its task's kernel-side state
-    /// stale until the task's next traced call (a task whose syscall exit
-    /// was skipped still counts as woken by its last connection, and a
-    /// wakeup it makes next is counted there), which can fall after the
-    /// sample. Held episodes that closed by `at_ns` are then counted and
-    /// passed to `sink`.
-    pub fn skip_sample<F: FnMut(ConnRecord)>(&mut self, at_ns: u64, flagged: bool, sink: &mut F) {
-        let after = std::mem::replace(&mut self.skip_after, flagged);
-        if after && !flagged {
+    /// `skipped`: the counters grew for programs that flag (see
+    /// [`Engine::note_skipped_runs`], called first), and what their skips
+    /// can leave stale. Every held episode that closed after the previous
+    /// sample was open in the window the skips happened in, and is flagged
+    /// possibly incomplete. So is the window after it, which the next
+    /// sample covers: a skipped run leaves state stale until it is next
+    /// written, which can fall after the sample. Per-CPU or global state
+    /// ([`AfterSkip::Anything`]: an open wake chain) can touch any
+    /// connection, and every episode open in that window is flagged; a
+    /// task's own state ([`AfterSkip::TaskCascades`]: a syscall exit
+    /// skipped, so the task still counts as woken by its last connection)
+    /// only a connection the task wakes in cascade, and only episodes that
+    /// get a cascade wakeup in that window are. Held episodes that closed
+    /// by `at_ns` are then counted and passed to `sink`.
+    pub fn skip_sample<F: FnMut(ConnRecord)>(
+        &mut self,
+        at_ns: u64,
+        skipped: Option<AfterSkip>,
+        sink: &mut F,
+    ) {
+        let flagged = skipped.is_some();
+        let after = std::mem::replace(&mut self.skip_after, skipped);
+        let after_all = after == Some(AfterSkip::Anything);
+        if after_all && !flagged {
             // The episodes open now were open in the window after the skips.
             self.skip_epoch += 1;
         }
-        if flagged || after {
+        if flagged || after_all {
             let since = self.last_sample_ns;
             for h in self.held.iter_mut().filter(|h| h.closed_ns >= since) {
                 h.rec.possibly_incomplete = true;
@@ -676,7 +689,7 @@ impl Engine {
                 .accepted_row
                 .map(|_| e.accept_ts.saturating_sub(e.ts_ns) / 1000),
             incomplete: evicted || e.loss_epoch != self.loss.epoch(),
-            possibly_incomplete: e.skip_epoch != self.skip_epoch,
+            possibly_incomplete: e.skip_epoch != self.skip_epoch || e.cascade_after_skip,
             netns: e.netns,
         };
         let (chain, child) = (e.chain, e.child);
@@ -889,6 +902,10 @@ impl Engine {
         let tid = ev.tid;
         if self.eps[slot].woken.iter().any(|w| w.tid == tid) {
             return; // already counted for this connection
+        }
+        if ev.flags & FLAG_WAKE_CASCADE != 0 && self.skip_after.is_some() {
+            // The waker's mark may be one a skipped syscall exit left.
+            self.eps[slot].cascade_after_skip = true;
         }
         let mut t = self.identify(ev);
         if let Some(p) = t.pending.take() {

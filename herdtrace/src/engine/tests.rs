@@ -1195,8 +1195,12 @@ fn push_held(e: &mut Engine, b: &mut StreamBuilder) -> Vec<ConnRecord> {
 }
 
 fn sample(e: &mut Engine, at_ns: u64, flagged: bool) -> Vec<ConnRecord> {
+    sample_scoped(e, at_ns, flagged.then_some(AfterSkip::Anything))
+}
+
+fn sample_scoped(e: &mut Engine, at_ns: u64, scope: Option<AfterSkip>) -> Vec<ConnRecord> {
     let mut out = Vec::new();
-    e.skip_sample(at_ns, flagged, &mut |r| out.push(r));
+    e.skip_sample(at_ns, scope, &mut |r| out.push(r));
     out
 }
 
@@ -1269,6 +1273,86 @@ fn the_window_after_skips_is_flagged_too() {
         [true, false],
         "{flags:?}"
     );
+}
+
+/// A connection woken in cascade (W1, woken by it, wakes W2 before
+/// returning), accepted by W1.
+fn cascade_conn(b: &mut StreamBuilder, n: u64) {
+    b.arrival(0, chain(0, n), L, child(n))
+        .wake(0, chain(0, n), W1)
+        .cascade_wake(1, chain(0, n), W2)
+        .accept(1, W1, L, child(n))
+        .eagain(2, W2, L);
+}
+
+/// A skipped syscall exit leaves only its task's "woken by" mark stale: in
+/// the window after its sample, only a connection woken in cascade is
+/// flagged. Its own window is flagged whole, as for any skip.
+#[test]
+fn after_a_task_scoped_skip_only_cascade_woken_connections_are_flagged() {
+    let mut e = Engine::new(immediate());
+    e.hold_for_skip_samples();
+    let mut b = StreamBuilder::new();
+    one_conn(&mut b, 1); // in the window of the skip
+    push_held(&mut e, &mut b);
+    e.note_skipped_runs(1, true);
+    let own = sample_scoped(&mut e, b.now() + 1, Some(AfterSkip::TaskCascades));
+    assert_eq!(own.len(), 1);
+    assert!(own[0].possibly_incomplete, "open in the skip's window");
+    let t = b.now() + 10;
+    b.at(t);
+    one_conn(&mut b, 2); // the window after: no cascade
+    cascade_conn(&mut b, 3); // the window after: a cascade
+    b.arrival(0, chain(0, 4), L, child(4)); // open across the next sample
+    push_held(&mut e, &mut b);
+    let after = sample(&mut e, b.now() + 1, false);
+    let flags: Vec<(u64, bool)> = after
+        .iter()
+        .map(|r| (r.ts_ns, r.possibly_incomplete))
+        .collect();
+    assert_eq!(after.len(), 2);
+    assert!(!after[0].possibly_incomplete, "no cascade: {flags:?}");
+    assert!(after[1].possibly_incomplete, "a cascade: {flags:?}");
+    // The next window is clean: a cascade there flags nothing, and conn 4,
+    // open across the window after but woken in no cascade, is not flagged.
+    let t = b.now() + 10;
+    b.at(t);
+    cascade_conn(&mut b, 5);
+    b.wake(0, chain(0, 4), W2).accept(1, W2, L, child(4));
+    push_held(&mut e, &mut b);
+    let clean = sample(&mut e, b.now() + 1, false);
+    assert_eq!(clean.len(), 2);
+    assert!(clean.iter().all(|r| !r.possibly_incomplete), "{clean:?}");
+    let s = e.summary();
+    assert_eq!((s.totals.connections, s.totals.possibly_incomplete), (5, 2));
+}
+
+/// Skips of per-CPU state and of a task's own in one sample: the window
+/// after is flagged whole.
+#[test]
+fn the_widest_scope_of_a_sample_decides_the_window_after() {
+    let mut e = Engine::new(immediate());
+    e.hold_for_skip_samples();
+    let mut b = StreamBuilder::new();
+    e.note_skipped_runs(2, true);
+    let runs = [
+        crate::pipeline::SkippedRuns::of("tp_poll_exit".into(), 1),
+        crate::pipeline::SkippedRuns::of("btf_softirq_exit".into(), 1),
+    ];
+    let scope = crate::pipeline::skip_scope(&runs);
+    assert_eq!(scope, Some(AfterSkip::Anything));
+    assert_eq!(
+        crate::pipeline::skip_scope(&runs[..1]),
+        Some(AfterSkip::TaskCascades)
+    );
+    assert_eq!(crate::pipeline::skip_scope(&[]), None);
+    assert!(sample_scoped(&mut e, 1_000, scope).is_empty());
+    b.at(2_000);
+    one_conn(&mut b, 1); // the window after, no cascade
+    push_held(&mut e, &mut b);
+    let after = sample(&mut e, b.now() + 1, false);
+    assert_eq!(after.len(), 1);
+    assert!(after[0].possibly_incomplete);
 }
 
 /// A record that closed after the sample's read time waits for the next

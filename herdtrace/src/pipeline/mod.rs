@@ -9,7 +9,9 @@ use std::io::Write;
 use anyhow::{Context as _, Result};
 use herdtrace_common::RawEvent;
 
-use crate::engine::{ConnRecord, Engine, EngineConfig, IntervalStats, KnownSetup, Summary};
+use crate::engine::{
+    AfterSkip, ConnRecord, Engine, EngineConfig, IntervalStats, KnownSetup, Summary,
+};
 use crate::report::{
     clock, json, text, time_label, OutputOptions, RunInfo, WallClock, WALL_CLOCK_LIVE,
 };
@@ -25,6 +27,35 @@ pub struct SkippedRuns {
     pub runs: u64,
     /// The program's events can change a connection's figures.
     pub flags: bool,
+    /// What a skipped run can leave stale after the sample (see `probes::Point::after_skip`).
+    pub after: AfterSkip,
+}
+
+impl SkippedRuns {
+    /// `runs` skipped runs of `program`, classified by the probe table
+    /// (unknown programs, such as do-nothing ones, flag nothing).
+    pub fn of(program: String, runs: u64) -> SkippedRuns {
+        let point = crate::probes::point_of_program(&program);
+        SkippedRuns {
+            program,
+            runs,
+            flags: point.is_some_and(|p| p.counts),
+            after: point.map_or(AfterSkip::Anything, |p| p.after_skip),
+        }
+    }
+}
+
+/// What the skips of one sample flag: nothing, or the connections of its
+/// window and what of the next window (the widest of the programs').
+pub fn skip_scope(skipped: &[SkippedRuns]) -> Option<AfterSkip> {
+    let flagging = skipped.iter().filter(|s| s.runs > 0 && s.flags);
+    flagging.map(|s| s.after).reduce(|a, b| {
+        if a == AfterSkip::Anything || b == AfterSkip::Anything {
+            AfterSkip::Anything
+        } else {
+            AfterSkip::TaskCascades
+        }
+    })
 }
 
 /// Engine + output. Write errors (a closed stdout) come back as errors that
@@ -163,7 +194,6 @@ impl<W: Write> Pipeline<W> {
         for sink in &mut self.event_sinks {
             sink.on_skips(at_ns, skipped)?;
         }
-        let mut flagged = false;
         for s in skipped.iter().filter(|s| s.runs > 0) {
             // Saturating: a replayed recording's counts are whatever the file says.
             let runs = self
@@ -172,10 +202,10 @@ impl<W: Write> Pipeline<W> {
                 .or_default();
             *runs = runs.saturating_add(s.runs);
             self.engine.note_skipped_runs(s.runs, s.flags);
-            flagged |= s.flags;
         }
-        self.step(|engine, mut sink| engine.skip_sample(at_ns, flagged, &mut sink))?;
-        Ok(flagged)
+        let scope = skip_scope(skipped);
+        self.step(|engine, mut sink| engine.skip_sample(at_ns, scope, &mut sink))?;
+        Ok(scope.is_some())
     }
 
     /// Inserts into `map` that failed in the kernel (an increment).

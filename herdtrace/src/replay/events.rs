@@ -9,6 +9,7 @@ use herdtrace_common::RawEvent;
 
 use crate::events::{comm, kind_name, peer};
 use crate::pipeline::SkippedRuns;
+use crate::probes::AfterSkip;
 use crate::record::{Reader, Record};
 
 /// Writes one line per record of `reader` to `out`; returns the count.
@@ -28,8 +29,9 @@ pub fn dump<R: Read, W: Write>(mut reader: Reader<R>, mut out: W) -> Result<u64>
     Ok(n)
 }
 
-/// A skip sample: its time, then `program=runs` (`*`: the program's runs
-/// can change a connection's figures).
+/// A skip sample: its time, then `program=runs`, with `(flags)` for a
+/// program whose skipped runs flag connections, `(flags,task)` when they
+/// leave only the skipped task's state stale (`AfterSkip::TaskCascades`).
 fn skips_line(at_ns: u64, programs: &[SkippedRuns]) -> String {
     let mut s = format!(
         "{}.{:09} SKIPS",
@@ -40,13 +42,12 @@ fn skips_line(at_ns: u64, programs: &[SkippedRuns]) -> String {
         s.push_str(" none");
     }
     for p in programs {
-        let _ = write!(
-            s,
-            " {}={}{}",
-            p.program,
-            p.runs,
-            if p.flags { "*" } else { "" }
-        );
+        let class = match (p.flags, p.after) {
+            (false, _) => "",
+            (true, AfterSkip::Anything) => "(flags)",
+            (true, AfterSkip::TaskCascades) => "(flags,task)",
+        };
+        let _ = write!(s, " {}={}{class}", p.program, p.runs);
     }
     s
 }
@@ -126,16 +127,12 @@ mod tests {
             ..RawEvent::default()
         };
         rec.write_event(&wake).unwrap();
-        let skipped = |program: &str, runs, flags| SkippedRuns {
-            program: program.into(),
-            runs,
-            flags,
-        };
         rec.write_skips(
             2_025_000_000,
             &[
-                skipped("tp_poll_exit", 2, true),
-                skipped("fx_ep_send_events", 1, false),
+                SkippedRuns::of("tp_poll_exit".into(), 2),
+                SkippedRuns::of("btf_softirq_exit".into(), 3),
+                SkippedRuns::of("fx_ep_send_events".into(), 1),
             ],
         )
         .unwrap();
@@ -154,7 +151,7 @@ mod tests {
                  child=0xffff888000002000 peer=127.0.0.1:40000 port=8080",
                 "LOST 3 events",
                 "2.000000500 cpu1 wake        seq=11 chain=0x1000000000005 tid=42 tgid=40 comm=worker",
-                "2.025000000 SKIPS tp_poll_exit=2* fx_ep_send_events=1",
+                "2.025000000 SKIPS tp_poll_exit=2(flags,task) btf_softirq_exit=3(flags) fx_ep_send_events=1",
                 "2.050000000 SKIPS none",
                 "INSERT_FAILED ACTIVE 4",
             ]

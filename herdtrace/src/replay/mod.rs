@@ -281,15 +281,11 @@ mod tests {
             };
             if last_ts != 0 && ev.ts_ns > last_ts + 50_000_000 {
                 // The previous connection's events are all in: sample.
-                let runs = |program: &str, n: u64, flags: bool| SkippedRuns {
-                    program: program.into(),
-                    runs: n,
-                    flags,
-                };
+                let runs = |program: &str, n: u64| SkippedRuns::of(program.into(), n);
                 let programs = match conn {
-                    4 => vec![runs("tp_poll_exit", 2, true)],
-                    7 => vec![runs("fx_ep_send_events", 1, false)],
-                    _ => vec![runs("tp_poll_exit", 0, true)],
+                    4 => vec![runs("btf_softirq_exit", 2)],
+                    7 => vec![runs("fx_ep_send_events", 1)],
+                    _ => vec![runs("tp_poll_exit", 0)],
                 };
                 p.on_skip_sample(last_ts + 50_000_000, &programs)
                     .expect("sample");
@@ -346,7 +342,7 @@ mod tests {
         assert_eq!(live_counters["skipped_runs"], 3);
         assert_eq!(
             live_counters["skipped_by_program"],
-            serde_json::json!({"tp_poll_exit": 2, "fx_ep_send_events": 1})
+            serde_json::json!({"btf_softirq_exit": 2, "fx_ep_send_events": 1})
         );
         assert_eq!(
             live_counters["insert_failed"],
