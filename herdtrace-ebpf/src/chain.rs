@@ -262,6 +262,24 @@ pub fn outside_wakeups(c: &mut ChainState) {
     }
 }
 
+/// At a `__wake_up_common` entry at time `t`: a depth already on this CPU
+/// that no running call can have made was left by a return probe that did
+/// not run, and is reset with its chain, so later wakeups do not join a
+/// connection's chain that ended long before: one older than
+/// [`STALE_DEPTH_NS`], or one begun in another task's context (see
+/// [`stale_depth_of_another_task`]).
+#[inline(always)]
+pub fn reset_stale_depth(c: &mut ChainState, t: u64) {
+    if c.depth != 0 && t.wrapping_sub(c.opened_ns) > STALE_DEPTH_NS {
+        warn!(
+            &(),
+            "__wake_up_common depth {} left by a return probe that did not run: reset", c.depth
+        );
+        drop_depth(c);
+    }
+    stale_depth_of_another_task(c);
+}
+
 /// A `__wake_up_common` depth on this CPU whose outermost call began in
 /// another task's context was left by a return probe that did not run: a
 /// wakeup call holds its wait-queue lock, so nothing switches tasks inside
@@ -273,10 +291,16 @@ pub fn outside_wakeups(c: &mut ChainState) {
 #[inline(always)]
 pub fn stale_depth_of_another_task(c: &mut ChainState) {
     if c.depth != 0 && bpf_get_current_pid_tgid() != c.opener {
-        c.depth = 0;
-        c.open_depth = 0;
-        close(c);
+        drop_depth(c);
     }
+}
+
+/// No wakeup call is in progress on this CPU after all: no depth, no chain.
+#[inline(always)]
+fn drop_depth(c: &mut ChainState) {
+    c.depth = 0;
+    c.open_depth = 0;
+    close(c);
 }
 
 /// Longest a timer callback is taken to run: an exit the kernel skipped

@@ -165,16 +165,7 @@ pub fn reqsk_queue_add(listener: u64, child: u64) {
 pub fn wake_up_common_entry(wq_head: u64) {
     let Some(c) = chain::state() else { return };
     let t = now();
-    // A missed return probe must not leave the depth stuck forever.
-    if c.depth != 0 && t.wrapping_sub(c.opened_ns) > chain::STALE_DEPTH_NS {
-        warn!(
-            &(),
-            "__wake_up_common depth {} left by a return probe that did not run: reset", c.depth
-        );
-        c.depth = 0;
-        close(c);
-    }
-    chain::stale_depth_of_another_task(c);
+    chain::reset_stale_depth(c, t);
     c.depth += 1;
     if c.open == OPEN_LISTENER {
         return; // nested in a listener's wakeup: part of its chain
