@@ -318,6 +318,7 @@ impl<R: Read> Reader<R> {
         if read_full(&mut self.input, &mut tag).context("read recording")? == 0 {
             return Ok(None);
         }
+        self.offset += 1;
         let record = match tag[0] {
             TAG_EVENT => {
                 let mut buf = [0u8; RAW_EVENT_SIZE];
@@ -374,8 +375,7 @@ impl<R: Read> Reader<R> {
         Ok(Some(record))
     }
 
-    /// Reads the next `buf.len()` bytes of the record that starts at `at`
-    /// (its tag byte counted once, with the first part).
+    /// Reads the next `buf.len()` bytes of the record that starts at `at`.
     fn payload(&mut self, at: u64, buf: &mut [u8], what: &str) -> Result<()> {
         let got = read_full(&mut self.input, buf).context("read recording")?;
         if got < buf.len() {
@@ -383,9 +383,6 @@ impl<R: Read> Reader<R> {
                 "truncated {what} at offset {at} ({got} of {} bytes; the recording was cut short)",
                 buf.len()
             );
-        }
-        if self.offset == at {
-            self.offset += 1;
         }
         self.offset += buf.len() as u64;
         Ok(())
