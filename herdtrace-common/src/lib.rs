@@ -89,6 +89,58 @@ pub struct RawEvent {
     pub comm: [u8; 16],
 }
 
+/// A task's accept call: its listener, the listener's local port and
+/// namespace, and for the kprobe backend the new socket and whether its
+/// result is still to be reported (eBPF side only).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AcceptCall {
+    pub listener: u64,
+    pub newsock: u64,
+    pub port: u32,
+    /// The listener's network namespace (inode number).
+    pub netns: u32,
+    /// `PENDING_*` (eBPF handlers): where the call's result stands.
+    pub pending: u32,
+    pub _pad: u32,
+}
+
+/// A traced task (the `TRACED` map's value, keyed by thread id): everything
+/// the programs keep per task in one entry, so a program finds it with one
+/// hash lookup. User space adds a task with only `tgid` set.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TaskState {
+    /// 0 until known: a task followed through the classic fork tracepoint,
+    /// which does not name the new task's process.
+    pub tgid: u32,
+    pub _pad: u32,
+    /// The wake chain that woke the task, until it returns to user space
+    /// (0: none): a wakeup it makes meanwhile is part of that chain.
+    pub woken_by: u64,
+    /// Its last accept call (zero: none seen since the probes were attached).
+    pub accept: AcceptCall,
+}
+
+impl TaskState {
+    /// A task user space starts following.
+    pub const fn new(tgid: u32) -> Self {
+        TaskState {
+            tgid,
+            _pad: 0,
+            woken_by: 0,
+            accept: AcceptCall {
+                listener: 0,
+                newsock: 0,
+                port: 0,
+                netns: 0,
+                pending: 0,
+                _pad: 0,
+            },
+        }
+    }
+}
+
 /// Per-CPU state of the wake chain currently open on that CPU (eBPF side only,
 /// shared here so the layout is documented in one place).
 #[repr(C)]
@@ -243,18 +295,14 @@ pub const CNT_INSERT_FAILED: u32 = 2;
 pub const MAP_TRACED: u32 = 0;
 pub const MAP_LISTENERS: u32 = 1;
 pub const MAP_LISTEN_ADDRS: u32 = 2;
-pub const MAP_ACCEPT_ARGS: u32 = 3;
-pub const MAP_TRACED_EPS: u32 = 4;
-pub const MAP_ACTIVE: u32 = 5;
-pub const MAP_ACCEPT_INFLIGHT: u32 = 6;
+pub const MAP_TRACED_EPS: u32 = 3;
+pub const MAP_ACCEPT_INFLIGHT: u32 = 4;
 /// Map names by `MAP_*` index, as user space reports them.
-pub const MAP_NAMES: [&str; 7] = [
+pub const MAP_NAMES: [&str; 5] = [
     "TRACED",
     "LISTENERS",
     "LISTEN_ADDRS",
-    "ACCEPT_ARGS",
     "TRACED_EPS",
-    "ACTIVE",
     "ACCEPT_INFLIGHT",
 ];
 pub const CNT_MAX: u32 = CNT_INSERT_FAILED + MAP_NAMES.len() as u32;
@@ -268,6 +316,8 @@ mod user {
     unsafe impl aya::Pod for super::Config {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::ListenKey {}
+    // SAFETY: as above (integers only; the layout test checks no padding).
+    unsafe impl aya::Pod for super::TaskState {}
 }
 
 #[cfg(test)]
@@ -287,6 +337,8 @@ mod tests {
         use core::mem::{offset_of, size_of};
         assert_eq!(size_of::<ListenKey>(), 4 + 2 + 2 + 16);
         assert_eq!(size_of::<ChainState>(), 136);
+        assert_eq!(size_of::<AcceptCall>(), 8 + 8 + 4 * 4);
+        assert_eq!(size_of::<TaskState>(), 4 + 4 + 8 + size_of::<AcceptCall>());
         assert_eq!(
             offset_of!(ChainState, opener),
             offset_of!(ChainState, netns) + 4

@@ -4,15 +4,15 @@
 use aya_ebpf::helpers::{bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_ktime_get_ns};
 use aya_log_ebpf::warn;
 use herdtrace_common::{
-    ChainState, ListenKey, RawEvent, EV_ARRIVAL, EV_EPOLL_CB, EV_WAKE, FLAG_WAKE_CASCADE,
-    MAP_ACTIVE, MAP_LISTENERS,
+    ChainState, ListenKey, RawEvent, TaskState, EV_ARRIVAL, EV_EPOLL_CB, EV_WAKE,
+    FLAG_WAKE_CASCADE, MAP_LISTENERS,
 };
 
 use crate::{
     config::conf,
     emit::{bump, new_event, put, send},
     kread::{accept_queue_tail, listen_key, sk_netns, sk_peer, SkHead},
-    maps::{ACTIVE, CHAIN, LISTENERS, LISTEN_ADDRS, TIMER_CB, TRACED, TRACED_EPS},
+    maps::{CHAIN, LISTENERS, LISTEN_ADDRS, TIMER_CB, TRACED, TRACED_EPS},
 };
 
 /// `open` values: a chain known to be a listener's, or a `__wake_up_common`
@@ -343,6 +343,12 @@ fn in_timer_callback() -> bool {
     *depth != 0 && now().wrapping_sub(*start) <= TIMER_CB_MAX_NS
 }
 
+/// Task `tid`'s entry, if it is traced.
+#[inline(always)]
+pub fn traced_task(tid: u32) -> Option<&'static mut TaskState> {
+    TRACED.get_ptr_mut(tid).map(|p| unsafe { &mut *p })
+}
+
 /// `sched_waking` of task `tid`: report it if it is traced and inside a chain.
 #[inline(always)]
 pub fn on_waking(tid: u32, comm: impl FnOnce() -> [u8; 16]) {
@@ -350,40 +356,30 @@ pub fn on_waking(tid: u32, comm: impl FnOnce() -> [u8; 16]) {
         on_cascade_waking(tid, comm);
         return;
     };
-    let Some(tgid) = (unsafe { TRACED.get(tid) }).copied() else {
+    let Some(task) = traced_task(tid) else {
         return;
     };
     if in_timer_callback() {
-        clear_active(tid);
+        clear_woken_by(task);
         return;
     }
-    set_active(tid, c.id);
+    task.woken_by = c.id;
     let mut ev: RawEvent = new_event(EV_WAKE);
     ev.chain = c.id;
     ev.sk = c.listener;
     ev.tid = tid;
-    ev.tgid = tgid;
+    ev.tgid = task.tgid;
     ev.aux = c.cur_ep;
     ev.comm = comm();
     send(&mut ev);
 }
 
-/// Task `tid` was woken by `chain`.
-#[inline(always)]
-fn set_active(tid: u32, chain: u64) {
-    put(&ACTIVE, &tid, chain, MAP_ACTIVE);
-}
-
-/// Task `tid` is back in user space, or was woken by something that is no
+/// The task is back in user space, or was woken by something that is no
 /// connection's: wakeups it makes no longer belong to a chain.
 #[inline(always)]
-pub fn clear_active(tid: u32) {
-    if let Some(p) = ACTIVE.get_ptr_mut(tid) {
-        unsafe {
-            if *p != 0 {
-                *p = 0;
-            }
-        }
+pub fn clear_woken_by(task: &mut TaskState) {
+    if task.woken_by != 0 {
+        task.woken_by = 0;
     }
 }
 
@@ -400,19 +396,19 @@ pub fn clear_active(tid: u32) {
 #[inline(always)]
 fn on_cascade_waking(tid: u32, comm: impl FnOnce() -> [u8; 16]) {
     let waker = bpf_get_current_pid_tgid() as u32;
-    let chain = (unsafe { ACTIVE.get(waker) }).copied().unwrap_or(0);
-    if chain == 0 || in_timer_callback() {
-        clear_active(tid);
-        return;
-    }
-    let Some(tgid) = (unsafe { TRACED.get(tid) }).copied() else {
+    let chain = traced_task(waker).map_or(0, |w| w.woken_by);
+    let Some(task) = traced_task(tid) else {
         return;
     };
-    set_active(tid, chain);
+    if chain == 0 || in_timer_callback() {
+        clear_woken_by(task);
+        return;
+    }
+    task.woken_by = chain;
     let mut ev: RawEvent = new_event(EV_WAKE);
     ev.chain = chain;
     ev.tid = tid;
-    ev.tgid = tgid;
+    ev.tgid = task.tgid;
     ev.flags = FLAG_WAKE_CASCADE;
     ev.aux = waker as u64;
     ev.comm = comm();

@@ -1,40 +1,35 @@
 //! What each probe does, written once on plain values so that the fentry,
 //! kprobe and tracepoint programs in `main.rs` stay thin wrappers.
-use aya_ebpf::helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid};
+use aya_ebpf::helpers::bpf_get_current_pid_tgid;
 use aya_log_ebpf::{debug, warn};
 use herdtrace_common::{
-    RawEvent, AF_INET, AF_INET6, EV_ACCEPT_RET, EV_POLL_RET, EV_SEND_EVENTS, EV_TASK_EXIT,
-    EV_TASK_NEW, FLAG_ACCEPT_KERNEL, FLAG_ARRIVAL_SUBSTITUTE, MAP_ACCEPT_ARGS, MAP_LISTENERS,
+    AcceptCall, RawEvent, TaskState, AF_INET, AF_INET6, EV_ACCEPT_RET, EV_POLL_RET, EV_SEND_EVENTS,
+    EV_TASK_EXIT, EV_TASK_NEW, FLAG_ACCEPT_KERNEL, FLAG_ARRIVAL_SUBSTITUTE, MAP_LISTENERS,
     MAP_LISTEN_ADDRS, MAP_TRACED, MAP_TRACED_EPS,
 };
 
 use crate::{
     chain::{self, close, now, OPEN_LISTENER, OPEN_PROVISIONAL},
     config::conf,
-    emit::{forget, insert, new_event, put, send},
+    emit::{current_comm, forget, insert, new_event, put, send},
     kread::{
         fd_to_file, fd_to_sk, file_to_sk, listen_key, read, sk_head, sk_netns, sk_wait_head,
         socket_sk, task_ids, TCP_CLOSE, TCP_CLOSE_WAIT, TCP_ESTABLISHED, TCP_LISTEN, TCP_SYN_RECV,
     },
-    maps::{
-        AcceptCall, ACCEPT_ARGS, ACCEPT_INFLIGHT, ACTIVE, LISTENERS, LISTEN_ADDRS, TRACED,
-        TRACED_EPS,
-    },
+    maps::{ACCEPT_INFLIGHT, LISTENERS, LISTEN_ADDRS, TRACED, TRACED_EPS},
 };
 
-/// (tid, tgid) of the current task if it is traced. A task followed through
-/// the classic fork tracepoint has tgid 0 until now: it is filled in.
+/// The current task's tid and entry, if it is traced. A task followed
+/// through the classic fork tracepoint has tgid 0 until now: it is filled in.
 #[inline(always)]
-fn traced_current() -> Option<(u32, u32)> {
+fn traced_current() -> Option<(u32, &'static mut TaskState)> {
     let id = bpf_get_current_pid_tgid();
     let tid = id as u32;
-    let p = TRACED.get_ptr_mut(tid)?;
-    unsafe {
-        if *p == 0 {
-            *p = (id >> 32) as u32;
-        }
-        Some((tid, *p))
+    let task = chain::traced_task(tid)?;
+    if task.tgid == 0 {
+        task.tgid = (id >> 32) as u32;
     }
+    Some((tid, task))
 }
 
 #[inline(always)]
@@ -58,15 +53,16 @@ pub fn sched_waking(tid: u32, comm: impl FnOnce() -> [u8; 16]) {
 
 /// `sock:sk_data_ready` (6.6+): every data-ready ends the previous chain on
 /// this CPU; one on a traced task's listening socket opens a new one.
+/// `state` reads `sk`'s TCP state: three runs in four are on connected
+/// sockets and end there, so it is read alone first.
 #[inline(always)]
-pub fn sk_data_ready(sk: u64) {
+pub fn sk_data_ready(sk: u64, state: impl FnOnce() -> u8) {
     let Some(c) = chain::state() else { return };
     close(c);
-    let head = sk_head(sk);
-    if head.state != TCP_LISTEN {
+    if state() != TCP_LISTEN {
         return;
     }
-    chain::open_from_listener(c, sk, &head);
+    chain::open_from_listener(c, sk, &sk_head(sk));
 }
 
 /// `sock:inet_sock_set_state`: a child socket going SYN_RECV -> ESTABLISHED
@@ -241,11 +237,11 @@ pub fn ep_poll_callback(wait: u64) {
 /// `ret` is read only for traced tasks (every task's calls come here).
 #[inline(always)]
 pub fn poll_exit(ret: impl FnOnce() -> i64) {
-    let Some((tid, tgid)) = traced_current() else {
+    let Some((tid, task)) = traced_current() else {
         return;
     };
-    chain::clear_active(tid);
-    let mut ev = task_event(EV_POLL_RET, tid, tgid);
+    chain::clear_woken_by(task);
+    let mut ev = task_event(EV_POLL_RET, tid, task.tgid);
     ev.ret = ret();
     send(&mut ev);
 }
@@ -259,10 +255,10 @@ pub fn poll_exit(ret: impl FnOnce() -> i64) {
 /// (process context: no wakeup call can be in progress on it).
 #[inline(always)]
 pub fn epoll_wait_entry() {
-    let Some((tid, _)) = traced_current() else {
+    let Some((_, task)) = traced_current() else {
         return;
     };
-    chain::clear_active(tid);
+    chain::clear_woken_by(task);
     if let Some(c) = chain::state() {
         chain::outside_wakeups(c);
     }
@@ -273,7 +269,7 @@ pub fn epoll_wait_entry() {
 /// that inline it (5.10, 6.1).
 #[inline(always)]
 pub fn epoll_wait_exit(epfd: i32, ret: i64) {
-    let Some((tid, tgid)) = traced_current() else {
+    let Some((tid, task)) = traced_current() else {
         return;
     };
     if epfd >= 0 {
@@ -282,8 +278,8 @@ pub fn epoll_wait_exit(epfd: i32, ret: i64) {
             insert(&TRACED_EPS, &ep, &1, MAP_TRACED_EPS);
         }
     }
-    chain::clear_active(tid);
-    let mut ev = task_event(EV_POLL_RET, tid, tgid);
+    chain::clear_woken_by(task);
+    let mut ev = task_event(EV_POLL_RET, tid, task.tgid);
     ev.ret = ret;
     send(&mut ev);
 }
@@ -292,9 +288,10 @@ pub fn epoll_wait_exit(epfd: i32, ret: i64) {
 /// nothing and goes back to sleep inside the kernel).
 #[inline(always)]
 pub fn ep_send_events_exit(ep: u64, ret: i64) {
-    let Some((tid, tgid)) = traced_current() else {
+    let Some((tid, task)) = traced_current() else {
         return;
     };
+    let tgid = task.tgid;
     // Known already after the first call: a lookup does not take the lock.
     if ep != 0 && unsafe { TRACED_EPS.get(ep) }.is_none() {
         insert(&TRACED_EPS, &ep, &1, MAP_TRACED_EPS);
@@ -372,54 +369,39 @@ const PENDING_ENTERED: u32 = 1;
 /// Reported by the return probe: the `fd_install` that follows stays silent.
 const PENDING_REPORTED: u32 = 2;
 
-/// Records `listener` as the task's accept call and returns it. The entry
-/// stays after the call (only the task's exit removes it), and a worker
-/// accepts on the same listener call after call, so the steady state is one
-/// lookup and two in-place writes; the listener's port and namespace are
-/// read only when it changes.
+/// Records `listener` as the task's accept call and returns it. A worker
+/// accepts on the same listener call after call, so the steady state is
+/// two in-place writes; the listener's port and namespace are read only
+/// when it changes.
 #[inline(always)]
-fn begin_accept(tid: u32, listener: u64, newsock: u64) -> AcceptCall {
-    if let Some(p) = ACCEPT_ARGS.get_ptr_mut(tid) {
-        let call = unsafe { &mut *p };
-        if call.listener == listener {
-            call.newsock = newsock;
-            call.pending = PENDING_ENTERED;
-            return *call;
-        }
+fn begin_accept(task: &mut TaskState, listener: u64, newsock: u64) -> AcceptCall {
+    let call = &mut task.accept;
+    if call.listener != listener {
+        *call = AcceptCall {
+            listener,
+            newsock,
+            port: learn_listener(listener) as u32,
+            netns: sk_netns(listener),
+            pending: PENDING_ENTERED,
+            _pad: 0,
+        };
+    } else {
+        call.newsock = newsock;
+        call.pending = PENDING_ENTERED;
     }
-    let call = AcceptCall {
-        listener,
-        newsock,
-        port: learn_listener(listener) as u32,
-        netns: sk_netns(listener),
-        pending: PENDING_ENTERED,
-        _pad: 0,
-    };
-    insert(&ACCEPT_ARGS, &tid, &call, MAP_ACCEPT_ARGS);
-    call
-}
-
-/// Sets where the task's accept call stands.
-#[inline(always)]
-fn set_pending(tid: u32, state: u32) {
-    if let Some(p) = ACCEPT_ARGS.get_ptr_mut(tid) {
-        unsafe {
-            if (*p).pending != state {
-                (*p).pending = state;
-            }
-        }
-    }
-}
-
-/// The task's accept call (zero when it began before the probes were attached).
-#[inline(always)]
-fn accept_call(tid: u32) -> AcceptCall {
-    unsafe { ACCEPT_ARGS.get(tid) }.copied().unwrap_or_default()
+    *call
 }
 
 /// Reports an accept result. `--port` filters accepts too, not only arrivals.
 #[inline(always)]
-fn send_accept(tid: u32, tgid: u32, ret: i64, call: &AcceptCall, child: u64, flags: u16) {
+fn send_accept(
+    tid: u32,
+    task: &mut TaskState,
+    ret: i64,
+    call: &AcceptCall,
+    child: u64,
+    flags: u16,
+) {
     let port = if call.listener != 0 || child == 0 {
         call.port as u16
     } else {
@@ -428,8 +410,8 @@ fn send_accept(tid: u32, tgid: u32, ret: i64, call: &AcceptCall, child: u64, fla
     if !chain::port_allowed(port) {
         return;
     }
-    chain::clear_active(tid);
-    let mut ev = task_event(EV_ACCEPT_RET, tid, tgid);
+    chain::clear_woken_by(task);
+    let mut ev = task_event(EV_ACCEPT_RET, tid, task.tgid);
     ev.ret = ret;
     ev.sk = call.listener;
     ev.child = child;
@@ -437,31 +419,31 @@ fn send_accept(tid: u32, tgid: u32, ret: i64, call: &AcceptCall, child: u64, fla
     ev.local_port = port;
     ev.aux = call.netns as u64;
     // No peer address: the arrival already carries it.
-    ev.comm = bpf_get_current_comm().unwrap_or_default();
+    current_comm(&mut ev.comm);
     send(&mut ev);
 }
 
 /// `sys_enter_accept`/`accept4` (tracepoint backend).
 #[inline(always)]
 pub fn accept_enter(fd: u64) {
-    let Some((tid, _)) = traced_current() else {
+    let Some((_, task)) = traced_current() else {
         return;
     };
-    chain::clear_active(tid);
-    begin_accept(tid, fd_to_sk(fd), 0);
+    chain::clear_woken_by(task);
+    begin_accept(task, fd_to_sk(fd), 0);
 }
 
 /// `sys_exit_accept`/`accept4` (tracepoint backend): the new fd's socket is
 /// the child.
 #[inline(always)]
 pub fn accept_exit(ret: impl FnOnce() -> i64) {
-    let Some((tid, tgid)) = traced_current() else {
+    let Some((tid, task)) = traced_current() else {
         return;
     };
     let ret = ret();
-    let call = accept_call(tid);
+    let call = task.accept;
     let child = if ret >= 0 { fd_to_sk(ret as u64) } else { 0 };
-    send_accept(tid, tgid, ret, &call, child, 0);
+    send_accept(tid, task, ret, &call, child, 0);
 }
 
 /// `inet_accept(sock, newsock, ...)` returned `ret` (fentry backend: fexit
@@ -469,21 +451,18 @@ pub fn accept_exit(ret: impl FnOnce() -> i64) {
 /// after it was attached, so this call is not one of the in-flight ones.
 #[inline(always)]
 pub fn inet_accept_exit(sock: u64, newsock: u64, ret: i64) {
-    let Some((tid, tgid)) = traced_current() else {
+    let Some((tid, task)) = traced_current() else {
         return;
     };
     forget(&ACCEPT_INFLIGHT, &tid);
-    let call = begin_accept(tid, socket_sk(sock), newsock);
+    let call = begin_accept(task, socket_sk(sock), newsock);
     let child = if ret == 0 { socket_sk(newsock) } else { 0 };
-    set_pending(
-        tid,
-        if ret == 0 {
-            PENDING_REPORTED
-        } else {
-            PENDING_NONE
-        },
-    );
-    send_accept(tid, tgid, ret, &call, child, FLAG_ACCEPT_KERNEL);
+    task.accept.pending = if ret == 0 {
+        PENDING_REPORTED
+    } else {
+        PENDING_NONE
+    };
+    send_accept(tid, task, ret, &call, child, FLAG_ACCEPT_KERNEL);
 }
 
 /// `inet_accept(sock, newsock, ...)` entry (kprobe backend): remembered for
@@ -491,20 +470,20 @@ pub fn inet_accept_exit(sock: u64, newsock: u64, ret: i64) {
 /// after the probes were attached.
 #[inline(always)]
 pub fn inet_accept_entry(sock: u64, newsock: u64) {
-    let Some((tid, _)) = traced_current() else {
+    let Some((tid, task)) = traced_current() else {
         return;
     };
     // A task calling accept came back to user space from any wait that
     // woke it: should that wait's return probe have been missed, its later
     // wakeups must not go on counting for the chain that woke it.
-    chain::clear_active(tid);
+    chain::clear_woken_by(task);
     // Process context: no wakeup call can be in progress on this CPU (they
     // run with interrupts off), so a depth seen here is a missed return.
     if let Some(c) = chain::state() {
         chain::outside_wakeups(c);
     }
     forget(&ACCEPT_INFLIGHT, &tid);
-    begin_accept(tid, socket_sk(sock), newsock);
+    begin_accept(task, socket_sk(sock), newsock);
 }
 
 /// `inet_accept` returned `ret` (kprobe backend). A return probe can miss:
@@ -513,23 +492,20 @@ pub fn inet_accept_entry(sock: u64, newsock: u64) {
 /// then reported by `fd_install`, which the accept calls next.
 #[inline(always)]
 pub fn inet_accept_ret(ret: i64) {
-    let Some((tid, tgid)) = traced_current() else {
+    let Some((tid, task)) = traced_current() else {
         return;
     };
-    let call = accept_call(tid);
+    let call = task.accept;
     if call.pending != PENDING_ENTERED {
         return;
     }
     let child = if ret == 0 { socket_sk(call.newsock) } else { 0 };
-    set_pending(
-        tid,
-        if ret == 0 {
-            PENDING_REPORTED
-        } else {
-            PENDING_NONE
-        },
-    );
-    send_accept(tid, tgid, ret, &call, child, FLAG_ACCEPT_KERNEL);
+    task.accept.pending = if ret == 0 {
+        PENDING_REPORTED
+    } else {
+        PENDING_NONE
+    };
+    send_accept(tid, task, ret, &call, child, FLAG_ACCEPT_KERNEL);
 }
 
 /// Is `sk` a connected TCP socket (what an accept returns)? Guards the
@@ -546,19 +522,19 @@ fn accepted_socket(sk: u64) -> bool {
 /// the probes were attached, or a missed kretprobe.
 #[inline(always)]
 pub fn fd_install(fd: u32, file: u64) {
-    let Some((tid, tgid)) = traced_current() else {
+    let Some((tid, task)) = traced_current() else {
         return;
     };
     // Some syscall is installing a file: the task is past any epoll wait
     // (see `inet_accept_entry`; the fentry backend has no accept entry).
-    chain::clear_active(tid);
+    chain::clear_woken_by(task);
     if let Some(c) = chain::state() {
         chain::outside_wakeups(c);
     }
-    let call = accept_call(tid);
+    let call = task.accept;
     match call.pending {
         PENDING_REPORTED => {
-            set_pending(tid, PENDING_NONE);
+            task.accept.pending = PENDING_NONE;
             forget(&ACCEPT_INFLIGHT, &tid);
         }
         PENDING_ENTERED => {
@@ -567,10 +543,10 @@ pub fn fd_install(fd: u32, file: u64) {
             if sock != call.newsock {
                 return;
             }
-            set_pending(tid, PENDING_NONE);
+            task.accept.pending = PENDING_NONE;
             send_accept(
                 tid,
-                tgid,
+                task,
                 fd as i64,
                 &call,
                 socket_sk(sock),
@@ -588,7 +564,7 @@ pub fn fd_install(fd: u32, file: u64) {
             forget(&ACCEPT_INFLIGHT, &tid);
             // The listener is unknown: the child's local port is its port.
             let unknown = AcceptCall::default();
-            send_accept(tid, tgid, fd as i64, &unknown, child, FLAG_ACCEPT_KERNEL);
+            send_accept(tid, task, fd as i64, &unknown, child, FLAG_ACCEPT_KERNEL);
         }
     }
 }
@@ -599,10 +575,11 @@ pub fn fd_install(fd: u32, file: u64) {
 /// cannot tell: filled in when the child first runs a probed call).
 #[inline(always)]
 fn follow_child(child_tid: u32, child_tgid: u32) {
-    let Some((_, parent_tgid)) = traced_current() else {
+    let Some((_, parent)) = traced_current() else {
         return;
     };
-    if !insert(&TRACED, &child_tid, &child_tgid, MAP_TRACED) {
+    let parent_tgid = parent.tgid;
+    if !insert(&TRACED, &child_tid, &TaskState::new(child_tgid), MAP_TRACED) {
         // This task's wakeups and accepts go unreported: say whose.
         warn!(
             &(),
@@ -613,7 +590,7 @@ fn follow_child(child_tid: u32, child_tgid: u32) {
     }
     let mut ev = task_event(EV_TASK_NEW, child_tid, child_tgid);
     ev.aux = parent_tgid as u64;
-    ev.comm = bpf_get_current_comm().unwrap_or_default();
+    current_comm(&mut ev.comm);
     send(&mut ev);
 }
 
@@ -633,14 +610,13 @@ pub fn process_fork_pid(child_tid: u32) {
 
 #[inline(always)]
 pub fn process_exit() {
-    let Some((tid, tgid)) = traced_current() else {
+    let Some((tid, task)) = traced_current() else {
         return;
     };
+    let tgid = task.tgid;
     let _ = TRACED.remove(tid);
-    let _ = ACCEPT_ARGS.remove(tid);
-    let _ = ACTIVE.remove(tid);
     forget(&ACCEPT_INFLIGHT, &tid);
     let mut ev = task_event(EV_TASK_EXIT, tid, tgid);
-    ev.comm = bpf_get_current_comm().unwrap_or_default();
+    current_comm(&mut ev.comm);
     send(&mut ev);
 }

@@ -3,18 +3,18 @@ use aya_ebpf::{
     macros::map,
     maps::{HashMap, PerCpuArray, RingBuf},
 };
-use herdtrace_common::{ChainState, ListenKey, CNT_MAX};
+use herdtrace_common::{ChainState, ListenKey, TaskState, CNT_MAX};
 
 /// Every record to user space. User space may resize it (`--ringbuf-size`).
 #[map]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(4 * 1024 * 1024, 0);
 
-/// Traced tasks: tid -> tgid (0 until known: a task followed through the
-/// classic fork tracepoint, which does not name the new task's process).
-/// Keyed by tid because `sched_waking` only names the woken thread; filled by
-/// user space at start and by the fork probe.
+/// Traced tasks: tid -> [`TaskState`] (its process, the chain that woke
+/// it, its accept call), one entry so each program needs one lookup. Keyed
+/// by tid because `sched_waking` only names the woken thread; filled by user
+/// space at start and by the fork probe, removed at the task's exit.
 #[map]
-pub static TRACED: HashMap<u32, u32> = HashMap::with_max_entries(65536, 0);
+pub static TRACED: HashMap<u32, TaskState> = HashMap::with_max_entries(65536, 0);
 
 /// Listening sockets of traced tasks (sk -> local port): learned at
 /// `listen()` and `accept()`, or from [`LISTEN_ADDRS`] at their first
@@ -28,28 +28,6 @@ pub static LISTENERS: HashMap<u64, u32> = HashMap::with_max_entries(4096, 0);
 /// container) is never taken for theirs.
 #[map]
 pub static LISTEN_ADDRS: HashMap<ListenKey, u32> = HashMap::with_max_entries(4096, 0);
-
-/// A task's accept call: its listener, the listener's local port and, for
-/// the kprobe backend, the new socket and whether its result is still to be
-/// reported.
-#[repr(C)]
-#[derive(Clone, Copy, Default)]
-pub struct AcceptCall {
-    pub listener: u64,
-    pub newsock: u64,
-    pub port: u32,
-    /// The listener's network namespace (inode number).
-    pub netns: u32,
-    /// `PENDING_*` (handlers.rs): where the call's result stands.
-    pub pending: u32,
-    pub _pad: u32,
-}
-
-/// tid -> its accept call (kept until the task exits: a worker accepts on
-/// the same listener call after call, so the steady state rewrites in place
-/// instead of an insert and a delete, which take the bucket lock).
-#[map]
-pub static ACCEPT_ARGS: HashMap<u32, AcceptCall> = HashMap::with_max_entries(65536, 0);
 
 /// Tasks that were blocked in accept() when the probes were attached (filled
 /// by user space from /proc): the return probe of that call never runs, so
@@ -80,10 +58,3 @@ pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(CNT_MAX, 0
 /// forgotten when the epoll file is released).
 #[map]
 pub static TRACED_EPS: HashMap<u64, u32> = HashMap::with_max_entries(16384, 0);
-
-/// tid -> chain that woke it, until it returns to user space (then 0: the
-/// entry stays until the task exits, because rewriting a value in place is
-/// lock-free while an insert or a delete takes the bucket lock): a wakeup it
-/// makes meanwhile is part of that chain (cascade).
-#[map]
-pub static ACTIVE: HashMap<u32, u64> = HashMap::with_max_entries(65536, 0);

@@ -8,12 +8,14 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 
 use anyhow::{anyhow, bail, Context as _, Result};
 use aya::{
-    maps::{HashMap, MapData, PerCpuArray, RingBuf},
+    maps::{HashMap, MapData, MapError, PerCpuArray, RingBuf},
     programs::{BtfTracePoint, FEntry, FExit, KProbe, TracePoint},
     Btf, Ebpf, EbpfLoader,
 };
 use aya_log::EbpfLogger;
-use herdtrace_common::{Config, ListenKey, CNT_DROPS, CNT_EVENTS, CNT_INSERT_FAILED, MAP_NAMES};
+use herdtrace_common::{
+    Config, ListenKey, TaskState, CNT_DROPS, CNT_EVENTS, CNT_INSERT_FAILED, MAP_NAMES,
+};
 
 use crate::backend::Plan;
 use crate::kprobe_misses;
@@ -163,7 +165,7 @@ pub struct Tracer {
     #[cfg(feature = "test-hooks")]
     _empty_objects: Vec<Ebpf>,
     ring: RingBuf<MapData>,
-    traced: HashMap<MapData, u32, u32>,
+    traced: HashMap<MapData, u32, TaskState>,
     listen_addrs: HashMap<MapData, ListenKey, u32>,
     inflight: HashMap<MapData, u32, u32>,
     counters: PerCpuArray<MapData, u64>,
@@ -235,11 +237,16 @@ impl Tracer {
         })
     }
 
-    /// Starts following task `tid` of process `tgid`.
+    /// Starts following task `tid` of process `tgid`. A task already
+    /// followed keeps its entry: the programs' state in it (the chain that
+    /// woke it, its accept call) stays valid across a rescan.
     pub fn trace_task(&mut self, tid: u32, tgid: u32) -> Result<()> {
-        self.traced
-            .insert(tid, tgid, 0)
-            .with_context(|| format!("adding task {tid} to the traced set"))
+        match self.traced.insert(tid, TaskState::new(tgid), BPF_NOEXIST) {
+            Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::EEXIST) => {
+                Ok(())
+            }
+            r => r.with_context(|| format!("adding task {tid} to the traced set")),
+        }
     }
 
     /// Reports connections to this listener (one of the targets').
@@ -356,6 +363,9 @@ fn find_kprobe_links(ebpf: &Ebpf) -> Vec<(kprobe_misses::KprobeLink, String)> {
         })
         .collect()
 }
+
+/// `bpf_map_update_elem` flag: fail if the key exists.
+const BPF_NOEXIST: u64 = 1;
 
 fn hash_map<K: aya::Pod, V: aya::Pod>(
     ebpf: &mut Ebpf,
