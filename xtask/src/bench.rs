@@ -253,6 +253,12 @@ pub fn run(args: BenchArgs) -> anyhow::Result<i32> {
     ]))?;
     let ctx = ctx(&args, release_bin());
     let mut sections = Vec::new();
+    if let Some(check) = kcost::other_tracers_check() {
+        for w in &check.warnings {
+            println!("WARNING: {w}");
+        }
+        sections.push(check);
+    }
     for s in SECTIONS {
         if !args.only.is_empty() && !args.only.contains(&s.name) {
             continue;

@@ -51,6 +51,69 @@ pub fn parse_progs(json: &str) -> Result<Vec<ProgStat>, String> {
         .collect()
 }
 
+/// Program types that run on tracing hooks. Another tool's programs of
+/// these types run on the same hits as herdtrace's and slow every run of a
+/// bench, the untraced ones too (a tracer left attached once made a whole
+/// afternoon's figures wrong).
+const TRACING_TYPES: [&str; 5] = [
+    "kprobe",
+    "tracepoint",
+    "raw_tracepoint",
+    "tracing",
+    "perf_event",
+];
+
+/// The tracing programs in `bpftool prog show --json`, as `name (type, id N)`.
+pub fn tracing_programs(json: &str) -> Result<Vec<String>, String> {
+    let v: Value = serde_json::from_str(json).map_err(|e| format!("bpftool JSON: {e}"))?;
+    let progs = v.as_array().ok_or("bpftool JSON: not an array")?;
+    Ok(progs
+        .iter()
+        .filter_map(|p| {
+            let kind = p["type"].as_str()?;
+            TRACING_TYPES.contains(&kind).then(|| {
+                let name = p["name"].as_str().unwrap_or("?");
+                format!("{name} ({kind}, id {})", p["id"])
+            })
+        })
+        .collect())
+}
+
+/// A section that warns when tracing programs are already loaded before the
+/// bench starts: their cost is in every figure. None when there are none.
+pub fn other_tracers_check() -> Option<SectionReport> {
+    let listed = proc::stdout(Command::new("bpftool").args(["prog", "show", "--json"]))
+        .map_err(|e| format!("{e:#}"))
+        .and_then(|json| tracing_programs(&json));
+    let mut r = SectionReport::new("Other tracing programs");
+    match listed {
+        Ok(progs) if progs.is_empty() => return None,
+        Ok(progs) => {
+            const SHOWN: usize = 8;
+            let more = progs.len().saturating_sub(SHOWN);
+            let mut list = progs
+                .iter()
+                .take(SHOWN)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ");
+            if more > 0 {
+                list.push_str(&format!(" and {more} more"));
+            }
+            r.warnings.push(format!(
+                "{} tracing program(s) were loaded before the bench began: {list}. They run \
+                 on the same probe hits, so every figure below, the untraced runs included, \
+                 carries their cost; stop them and run again",
+                progs.len()
+            ));
+        }
+        Err(e) => r
+            .warnings
+            .push(format!("could not list the loaded BPF programs: {e}")),
+    }
+    Some(r)
+}
+
 /// What each of `ours` ran between the two snapshots, busiest first.
 pub fn delta(before: &[ProgStat], after: &[ProgStat], ours: &HashSet<u64>) -> Vec<ProgStat> {
     let mut out: Vec<ProgStat> = after
@@ -296,6 +359,27 @@ mod tests {
         {"id":12,"type":"tracing","name":"btf_sched_wakin","run_time_ns":5000,"run_cnt":30},
         {"id":13,"type":"tracepoint","name":"tp_accept_exit","run_time_ns":8000,"run_cnt":10},
         {"id":14,"type":"tracepoint","name":"tp_idle","run_time_ns":0,"run_cnt":0}]"#;
+
+    #[test]
+    fn tracing_programs_lists_only_tracing_types() {
+        assert_eq!(
+            tracing_programs(AFTER).unwrap(),
+            [
+                "btf_sched_wakin (tracing, id 12)",
+                "tp_accept_exit (tracepoint, id 13)",
+                "tp_idle (tracepoint, id 14)",
+            ]
+        );
+        let others = r#"[{"id":7,"type":"cgroup_skb","name":"sd_fw_ingress"},
+            {"id":8,"type":"kprobe","name":"opensnoop"},{"id":9,"name":"no_type"}]"#;
+        assert_eq!(
+            tracing_programs(others).unwrap(),
+            ["opensnoop (kprobe, id 8)"]
+        );
+        assert!(tracing_programs("[]").unwrap().is_empty());
+        assert!(tracing_programs("{").is_err());
+        assert!(tracing_programs("{}").is_err());
+    }
 
     fn stat(id: u64, name: &str, run_cnt: u64, run_time_ns: u64) -> ProgStat {
         ProgStat {
