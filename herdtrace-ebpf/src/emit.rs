@@ -157,12 +157,12 @@ pub fn send(ev: &mut RawEvent) {
     }
     atomic_add(depth, 1);
     ev.seq = bump(0);
-    reserve_and_submit(ev, ev.seq);
+    reserve_and_submit(ev);
     atomic_add(depth, u64::MAX); // minus one
 }
 
 #[inline(always)]
-fn reserve_and_submit(ev: &RawEvent, seq: u64) {
+fn reserve_and_submit(ev: &RawEvent) {
     match EVENTS.reserve::<RawEvent>(0) {
         Some(mut slot) => {
             // Word by word, for the same reason as in `new_event`.
@@ -176,7 +176,7 @@ fn reserve_and_submit(ev: &RawEvent, seq: u64) {
             // Config::ringbuf_wake_bytes), checked on one send in
             // QUERY_EVERY per CPU: the check is a helper call, and the
             // threshold is a quarter of the buffer, far above that many events.
-            let flags = if seq % QUERY_EVERY == 0
+            let flags = if ev.seq % QUERY_EVERY == 0
                 && EVENTS.query(BPF_RB_AVAIL_DATA) >= conf!(ringbuf_wake_bytes)
             {
                 BPF_RB_FORCE_WAKEUP

@@ -369,6 +369,17 @@ const PENDING_ENTERED: u32 = 1;
 /// Reported by the return probe: the `fd_install` that follows stays silent.
 const PENDING_REPORTED: u32 = 2;
 
+/// Where an accept call stands once `inet_accept` returned `ret`: a success
+/// is reported now, so the `fd_install` that follows stays silent.
+#[inline(always)]
+fn pending_after(ret: i64) -> u32 {
+    if ret == 0 {
+        PENDING_REPORTED
+    } else {
+        PENDING_NONE
+    }
+}
+
 /// Records `listener` as the task's accept call and returns it. A worker
 /// accepts on the same listener call after call, so the steady state is
 /// two in-place writes; the listener's port and namespace are read only
@@ -457,11 +468,7 @@ pub fn inet_accept_exit(sock: u64, newsock: u64, ret: i64) {
     forget(&ACCEPT_INFLIGHT, &tid);
     let call = begin_accept(task, socket_sk(sock), newsock);
     let child = if ret == 0 { socket_sk(newsock) } else { 0 };
-    task.accept.pending = if ret == 0 {
-        PENDING_REPORTED
-    } else {
-        PENDING_NONE
-    };
+    task.accept.pending = pending_after(ret);
     send_accept(tid, task, ret, &call, child, FLAG_ACCEPT_KERNEL);
 }
 
@@ -500,11 +507,7 @@ pub fn inet_accept_ret(ret: i64) {
         return;
     }
     let child = if ret == 0 { socket_sk(call.newsock) } else { 0 };
-    task.accept.pending = if ret == 0 {
-        PENDING_REPORTED
-    } else {
-        PENDING_NONE
-    };
+    task.accept.pending = pending_after(ret);
     send_accept(tid, task, ret, &call, child, FLAG_ACCEPT_KERNEL);
 }
 

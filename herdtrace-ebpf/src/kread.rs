@@ -19,6 +19,17 @@ pub fn read<T>(base: u64, off: u32) -> Option<T> {
     unsafe { bpf_probe_read_kernel((base + off as u64) as *const T).ok() }
 }
 
+/// A field of a BTF program's pointer argument (`struct sock *`, `struct
+/// task_struct *`), loaded directly: the verifier checks the offset against
+/// the kernel's BTF and the JIT makes the load fault-safe, so it costs one
+/// instruction where `bpf_probe_read_kernel` costs a helper call.
+/// `off` must come from `CONFIG` (a constant the verifier can see).
+#[inline(always)]
+pub fn btf_load<T: Copy>(ptr: u64, off: u32) -> T {
+    // SAFETY: see above; a faulting address reads as zero.
+    unsafe { core::ptr::read_volatile((ptr + off as u64) as *const T) }
+}
+
 /// [`read`], saying which field could not be read (shown with `herdtrace
 /// -v`): a failing read means an offset that does not fit this kernel, and
 /// the figure that needs it is silently missing otherwise.

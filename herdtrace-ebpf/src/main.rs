@@ -26,7 +26,7 @@ use aya_ebpf::{
 };
 
 use crate::config::conf;
-use crate::kread::{read, task_comm};
+use crate::kread::{btf_load, read, task_comm};
 
 /// A field of a classic tracepoint's record at the offset user space read
 /// from the event's tracefs `format` file. (A direct load needs an offset
@@ -35,17 +35,6 @@ use crate::kread::{read, task_comm};
 fn tp_field<T: Default>(ctx: &TracePointContext, off: u32) -> T {
     let p = (ctx.as_ptr() as usize + off as usize) as *const T;
     unsafe { bpf_probe_read_kernel(p) }.unwrap_or_default()
-}
-
-/// A field of a BTF program's pointer argument (`struct sock *`, `struct
-/// task_struct *`), loaded directly: the verifier checks the offset against
-/// the kernel's BTF and the JIT makes the load fault-safe, so it costs one
-/// instruction where `bpf_probe_read_kernel` costs a helper call.
-/// `off` must come from `CONFIG` (a constant the verifier can see).
-#[inline(always)]
-fn btf_load<T: Copy>(ptr: u64, off: u32) -> T {
-    // SAFETY: see above; a faulting address reads as zero.
-    unsafe { core::ptr::read_volatile((ptr + off as u64) as *const T) }
 }
 
 // ---- wakeups and the process tree: every backend ---------------------------------

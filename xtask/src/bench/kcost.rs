@@ -33,9 +33,7 @@ pub struct ProgStat {
 /// Parses `bpftool prog show --json` (counters are absent while statistics
 /// are off: read as 0).
 pub fn parse_progs(json: &str) -> Result<Vec<ProgStat>, String> {
-    let v: Value = serde_json::from_str(json).map_err(|e| format!("bpftool JSON: {e}"))?;
-    let progs = v.as_array().ok_or("bpftool JSON: not an array")?;
-    progs
+    prog_list(json)?
         .iter()
         .map(|p| {
             let id = p["id"]
@@ -49,6 +47,14 @@ pub fn parse_progs(json: &str) -> Result<Vec<ProgStat>, String> {
             })
         })
         .collect()
+}
+
+/// The programs of `bpftool prog show --json`.
+fn prog_list(json: &str) -> Result<Vec<Value>, String> {
+    match serde_json::from_str(json).map_err(|e| format!("bpftool JSON: {e}"))? {
+        Value::Array(progs) => Ok(progs),
+        _ => Err("bpftool JSON: not an array".into()),
+    }
 }
 
 /// Program types that run on tracing hooks. Another tool's programs of
@@ -65,9 +71,7 @@ const TRACING_TYPES: [&str; 5] = [
 
 /// The tracing programs in `bpftool prog show --json`, as `name (type, id N)`.
 pub fn tracing_programs(json: &str) -> Result<Vec<String>, String> {
-    let v: Value = serde_json::from_str(json).map_err(|e| format!("bpftool JSON: {e}"))?;
-    let progs = v.as_array().ok_or("bpftool JSON: not an array")?;
-    Ok(progs
+    Ok(prog_list(json)?
         .iter()
         .filter_map(|p| {
             let kind = p["type"].as_str()?;
@@ -82,12 +86,14 @@ pub fn tracing_programs(json: &str) -> Result<Vec<String>, String> {
 /// A section that warns when tracing programs are already loaded before the
 /// bench starts: their cost is in every figure. None when there are none.
 pub fn other_tracers_check() -> Option<SectionReport> {
-    let listed = proc::stdout(Command::new("bpftool").args(["prog", "show", "--json"]))
+    let listed = bpftool_progs()
         .map_err(|e| format!("{e:#}"))
         .and_then(|json| tracing_programs(&json));
+    if listed.as_ref().is_ok_and(Vec::is_empty) {
+        return None;
+    }
     let mut r = SectionReport::new("Other tracing programs");
     match listed {
-        Ok(progs) if progs.is_empty() => return None,
         Ok(progs) => {
             const SHOWN: usize = 8;
             let more = progs.len().saturating_sub(SHOWN);
@@ -182,9 +188,13 @@ impl ModelCost {
     }
 }
 
+/// `bpftool prog show --json`: every loaded program.
+fn bpftool_progs() -> anyhow::Result<String> {
+    proc::stdout(Command::new("bpftool").args(["prog", "show", "--json"]))
+}
+
 fn snapshot() -> anyhow::Result<Vec<ProgStat>> {
-    let out = proc::stdout(Command::new("bpftool").args(["prog", "show", "--json"]))?;
-    parse_progs(&out).map_err(anyhow::Error::msg)
+    parse_progs(&bpftool_progs()?).map_err(anyhow::Error::msg)
 }
 
 /// Turns the kernel's per-program statistics on, and back to what they were
