@@ -90,8 +90,9 @@ pub struct RawEvent {
 }
 
 /// A task's accept call: its listener, the listener's local port and
-/// namespace, and for the kprobe backend the new socket and whether its
-/// result is still to be reported (eBPF side only).
+/// namespace, for the kprobe backend the new socket and whether its result
+/// is still to be reported, and for the tracepoint backend the listener's
+/// file descriptor (eBPF side only).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct AcceptCall {
@@ -102,8 +103,14 @@ pub struct AcceptCall {
     pub netns: u32,
     /// `PENDING_*` (eBPF handlers): where the call's result stands.
     pub pending: u32,
-    pub _pad: u32,
+    /// Tracepoint backend: the fd the call was made on, from its entry to
+    /// its exit ([`NO_FD`] otherwise). The exit finds both sockets in one
+    /// walk of the fd table.
+    pub fd: i32,
 }
+
+/// [`AcceptCall::fd`] when no accept entry was seen.
+pub const NO_FD: i32 = -1;
 
 /// A traced task (the `TRACED` map's value, keyed by thread id): everything
 /// the programs keep per task in one entry, so a program finds it with one
@@ -135,7 +142,7 @@ impl TaskState {
                 port: 0,
                 netns: 0,
                 pending: 0,
-                _pad: 0,
+                fd: NO_FD,
             },
         }
     }

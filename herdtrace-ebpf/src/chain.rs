@@ -11,7 +11,7 @@ use herdtrace_common::{
 use crate::{
     config::conf,
     emit::{bump, new_event, put, send},
-    kread::{accept_queue_tail, listen_key, sk_netns, sk_peer, SkHead},
+    kread::{accept_queue_tail, listen_key, sk_head, sk_peer, SkHead},
     maps::{CHAIN, LISTENERS, LISTEN_ADDRS, TIMER_CB, TRACED, TRACED_EPS},
 };
 
@@ -57,20 +57,41 @@ pub fn addr_known(key: &ListenKey) -> bool {
     unsafe { LISTEN_ADDRS.get(&wildcard) }.is_some()
 }
 
-/// Is listening socket `sk` one of the traced tasks'? Known sockets are a
-/// lock-free lookup; one seen for the first time is checked by namespace,
-/// address and port (never by port alone: another container may listen on
-/// the same port) and then remembered.
+/// A `LISTENERS` value: the listener's local port and network namespace,
+/// read once, so a connection's arrival reads neither.
 #[inline(always)]
-pub fn listener_known(sk: u64, head: &SkHead) -> bool {
-    if unsafe { LISTENERS.get(sk) }.is_some() {
-        return true;
+pub fn listener_value(port: u16, netns: u32) -> u64 {
+    ((netns as u64) << 32) | port as u64
+}
+
+/// `(port, netns)` of a `LISTENERS` value.
+#[inline(always)]
+pub fn listener_facts(value: u64) -> (u16, u32) {
+    (value as u16, (value >> 32) as u32)
+}
+
+/// Is listening socket `sk` one of the traced tasks'? Returns its port and
+/// namespace. Known sockets are a lock-free lookup; one seen for the first
+/// time (`head` reads it) is checked by namespace, address and port (never by
+/// port alone: another container may listen on the same port) and then
+/// remembered.
+#[inline(always)]
+pub fn known_listener(sk: u64, head: impl FnOnce() -> SkHead) -> Option<(u16, u32)> {
+    if let Some(known) = unsafe { LISTENERS.get(sk) } {
+        return Some(listener_facts(*known));
     }
-    if !addr_known(&listen_key(sk, head)) {
-        return false;
+    let head = head();
+    let key = listen_key(sk, &head);
+    if !addr_known(&key) {
+        return None;
     }
-    put(&LISTENERS, &sk, head.num as u32, MAP_LISTENERS);
-    true
+    put(
+        &LISTENERS,
+        &sk,
+        listener_value(head.num, key.netns),
+        MAP_LISTENERS,
+    );
+    Some((head.num, key.netns))
 }
 
 /// A new chain id: the CPU in the top 16 bits, a per-CPU counter below.
@@ -109,13 +130,13 @@ pub fn open(
 }
 
 /// Opens a chain for a wakeup of listening socket `sk` if it is a traced
-/// task's; the new connection is the child whose handshake just completed
-/// on this CPU for that listener, else the accept queue's tail. When the
-/// kprobe/fentry backends already reported that arrival at the accept
-/// queue, the chain takes its id and nothing is reported again.
+/// task's (`head` reads the socket, needed only the first time); the new
+/// connection is the child whose handshake just completed on this CPU for
+/// that listener, else the accept queue's tail. When the kprobe/fentry
+/// backends already reported that arrival at the accept queue, the chain
+/// takes its id and nothing is reported again.
 #[inline(always)]
-pub fn open_from_listener(c: &mut ChainState, sk: u64, head: &SkHead) -> bool {
-    let port = head.num;
+pub fn open_from_listener(c: &mut ChainState, sk: u64, head: impl FnOnce() -> SkHead) -> bool {
     // Not bounded by time: the listener's wakeup follows its queue-add in the
     // same softirq on this CPU, however long that takes (a guest's clock
     // jumps when its vCPU is descheduled), and the next queue-add here
@@ -133,7 +154,10 @@ pub fn open_from_listener(c: &mut ChainState, sk: u64, head: &SkHead) -> bool {
         c.est_listener = 0;
         return true;
     }
-    if !port_allowed(port) || !listener_known(sk, head) {
+    let Some((port, netns)) = known_listener(sk, head) else {
+        return false;
+    };
+    if !port_allowed(port) {
         return false;
     }
     // The child that completed its handshake last on this CPU is this
@@ -152,37 +176,41 @@ pub fn open_from_listener(c: &mut ChainState, sk: u64, head: &SkHead) -> bool {
     c.est_child = 0;
     c.est_listener = 0;
     c.est_chain = 0;
-    open(c, sk, child, port, 0, sk_netns(sk));
+    open(c, sk, child, port, 0, netns);
     true
 }
 
 /// A connection `child` joined traced listener `sk`'s accept queue (kprobe/
 /// fentry backends): its arrival is reported now, under a chain id that the
-/// listener's wakeup on this CPU, if any, then continues.
+/// listener's wakeup on this CPU, if any, then continues. (`est_port` is
+/// not needed: `est_listener` names the listener.)
 #[inline(always)]
-pub fn arrival_at_queue(c: &mut ChainState, sk: u64, child: u64, head: &SkHead, wait: u64) {
+pub fn arrival_at_queue(c: &mut ChainState, sk: u64, child: u64, wait: u64) {
     c.est_child = child;
     c.est_listener = sk;
     c.est_ns = now();
-    c.est_port = head.num;
+    c.est_port = 0;
     c.est_wait = wait;
     c.est_chain = 0;
-    if !port_allowed(head.num) || !listener_known(sk, head) {
+    let Some((port, netns)) = known_listener(sk, || sk_head(sk)) else {
+        return;
+    };
+    if !port_allowed(port) {
         return;
     }
     let id = new_chain_id();
     c.est_chain = id;
-    let (family, addr, port) = sk_peer(child);
+    let (family, addr, peer_port) = sk_peer(child);
     let mut ev = new_event(EV_ARRIVAL);
     ev.chain = id;
     ev.ts_ns = c.est_ns;
     ev.sk = sk;
     ev.child = child;
-    ev.local_port = head.num;
+    ev.local_port = port;
     ev.peer_addr = addr;
-    ev.peer_port = port;
+    ev.peer_port = peer_port;
     ev.family = family;
-    ev.aux = sk_netns(sk) as u64;
+    ev.aux = netns as u64;
     send(&mut ev);
 }
 

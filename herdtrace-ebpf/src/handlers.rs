@@ -5,7 +5,7 @@ use aya_log_ebpf::{debug, warn};
 use herdtrace_common::{
     AcceptCall, RawEvent, TaskState, AF_INET, AF_INET6, EV_ACCEPT_RET, EV_POLL_RET, EV_SEND_EVENTS,
     EV_TASK_EXIT, EV_TASK_NEW, FLAG_ACCEPT_KERNEL, FLAG_ARRIVAL_SUBSTITUTE, MAP_LISTENERS,
-    MAP_LISTEN_ADDRS, MAP_TRACED, MAP_TRACED_EPS,
+    MAP_LISTEN_ADDRS, MAP_TRACED, MAP_TRACED_EPS, NO_FD,
 };
 
 use crate::{
@@ -13,8 +13,8 @@ use crate::{
     config::conf,
     emit::{current_comm, forget, insert, new_event, put, send},
     kread::{
-        fd_to_file, fd_to_sk, file_to_sk, listen_key, read, sk_head, sk_netns, sk_wait_head,
-        socket_sk, task_ids, TCP_CLOSE, TCP_CLOSE_WAIT, TCP_ESTABLISHED, TCP_LISTEN, TCP_SYN_RECV,
+        fd_to_file, fd_to_sk, file_to_sk, listen_key, read, sk_head, sk_wait_head, socket_sk,
+        task_ids, Fds, TCP_CLOSE, TCP_CLOSE_WAIT, TCP_ESTABLISHED, TCP_LISTEN, TCP_SYN_RECV,
     },
     maps::{ACCEPT_INFLIGHT, LISTENERS, LISTEN_ADDRS, TRACED, TRACED_EPS},
 };
@@ -62,7 +62,7 @@ pub fn sk_data_ready(sk: u64, state: impl FnOnce() -> u8) {
     if state() != TCP_LISTEN {
         return;
     }
-    chain::open_from_listener(c, sk, &sk_head(sk));
+    chain::open_from_listener(c, sk, || sk_head(sk));
 }
 
 /// `sock:inet_sock_set_state`: a child socket going SYN_RECV -> ESTABLISHED
@@ -70,8 +70,9 @@ pub fn sk_data_ready(sk: u64, state: impl FnOnce() -> u8) {
 /// CPU: remembered as that arrival's child (and, before 6.6, where there is
 /// no `sock:sk_data_ready`, it opens the chain). A listener going LISTEN ->
 /// CLOSE is forgotten (its address may be reused by anyone's socket).
+/// `port` reads the child's local port, all a child needs from 6.6 on.
 #[inline(always)]
-pub fn inet_sock_set_state(sk: u64, old: i32, new: i32) {
+pub fn inet_sock_set_state(sk: u64, old: i32, new: i32, port: impl FnOnce() -> u16) {
     if old == TCP_LISTEN as i32 && new == TCP_CLOSE as i32 {
         forget(&LISTENERS, &sk);
         return;
@@ -80,15 +81,15 @@ pub fn inet_sock_set_state(sk: u64, old: i32, new: i32) {
         return;
     }
     let Some(c) = chain::state() else { return };
-    let head = sk_head(sk);
     c.est_child = sk;
     c.est_listener = 0;
     c.est_ns = now();
-    c.est_port = head.num;
+    c.est_port = port();
     if conf!(iss_opens_chain) == 0 {
         return;
     }
     close(c);
+    let head = sk_head(sk);
     if !chain::port_allowed(head.num) {
         return;
     }
@@ -123,8 +124,7 @@ pub fn softirq_exit() {
 pub fn new_connection(listener: u64, child: u64) {
     let Some(c) = chain::state() else { return };
     chain::outside_wakeups(c);
-    let head = sk_head(listener);
-    chain::arrival_at_queue(c, listener, child, &head, sk_wait_head(listener));
+    chain::arrival_at_queue(c, listener, child, sk_wait_head(listener));
 }
 
 /// `inet_csk_complete_hashdance` entry/exit: the queue-add it calls is the
@@ -147,8 +147,7 @@ pub fn reqsk_queue_add(listener: u64, child: u64) {
         return;
     }
     chain::outside_wakeups(c);
-    let head = sk_head(listener);
-    chain::arrival_at_queue(c, listener, child, &head, sk_wait_head(listener));
+    chain::arrival_at_queue(c, listener, child, sk_wait_head(listener));
 }
 
 /// `__wake_up_common` entry. Outside a listener chain, a call on the wait
@@ -174,8 +173,7 @@ pub fn wake_up_common_entry(wq_head: u64) {
     }
     if c.est_listener != 0 && c.est_wait == wq_head {
         let sk = c.est_listener;
-        let head = sk_head(sk);
-        if chain::open_from_listener(c, sk, &head) {
+        if chain::open_from_listener(c, sk, || sk_head(sk)) {
             c.open_depth = c.depth;
         }
     }
@@ -220,7 +218,7 @@ pub fn ep_poll_callback(wait: u64) {
     }
     if c.open != OPEN_LISTENER {
         let head = sk_head(sk);
-        if head.state != TCP_LISTEN || !chain::open_from_listener(c, sk, &head) {
+        if head.state != TCP_LISTEN || !chain::open_from_listener(c, sk, || head) {
             return;
         }
         c.open_depth = c.depth;
@@ -324,18 +322,30 @@ pub fn ep_release(file: u64) {
 
 /// A traced task listens on `sk`: its arrivals are reported from the first
 /// one on (listeners that existed before the trace come from /proc).
+/// Returns its local port and network namespace.
 #[inline(always)]
-pub fn learn_listener(sk: u64) -> u16 {
+pub fn learn_listener(sk: u64) -> (u16, u32) {
     if sk == 0 {
-        return 0;
+        return (0, 0);
     }
     let head = sk_head(sk);
     // Known already (every accept after the first): a lookup is lock-free.
-    if unsafe { LISTENERS.get(sk) } != Some(&(head.num as u32)) {
-        put(&LISTENERS, &sk, head.num as u32, MAP_LISTENERS);
-        insert(&LISTEN_ADDRS, &listen_key(sk, &head), &1, MAP_LISTEN_ADDRS);
+    // The port tells a reused socket address from the listener it was.
+    if let Some(known) = unsafe { LISTENERS.get(sk) } {
+        let (port, netns) = chain::listener_facts(*known);
+        if port == head.num {
+            return (port, netns);
+        }
     }
-    head.num
+    let key = listen_key(sk, &head);
+    put(
+        &LISTENERS,
+        &sk,
+        chain::listener_value(head.num, key.netns),
+        MAP_LISTENERS,
+    );
+    insert(&LISTEN_ADDRS, &key, &1, MAP_LISTEN_ADDRS);
+    (head.num, key.netns)
 }
 
 /// `listen(fd)` by a traced task (tracepoint backend: syscall entry).
@@ -388,13 +398,14 @@ fn pending_after(ret: i64) -> u32 {
 fn begin_accept(task: &mut TaskState, listener: u64, newsock: u64) -> AcceptCall {
     let call = &mut task.accept;
     if call.listener != listener {
+        let (port, netns) = learn_listener(listener);
         *call = AcceptCall {
             listener,
             newsock,
-            port: learn_listener(listener) as u32,
-            netns: sk_netns(listener),
+            port: port as u32,
+            netns,
             pending: PENDING_ENTERED,
-            _pad: 0,
+            fd: NO_FD,
         };
     } else {
         call.newsock = newsock;
@@ -434,26 +445,33 @@ fn send_accept(
     send(&mut ev);
 }
 
-/// `sys_enter_accept`/`accept4` (tracepoint backend).
+/// `sys_enter_accept`/`accept4` (tracepoint backend): only the fd is kept;
+/// the exit reads its socket together with the new one.
 #[inline(always)]
 pub fn accept_enter(fd: u64) {
     let Some((_, task)) = traced_current() else {
         return;
     };
     chain::clear_woken_by(task);
-    begin_accept(task, fd_to_sk(fd), 0);
+    task.accept.fd = fd as i32;
 }
 
-/// `sys_exit_accept`/`accept4` (tracepoint backend): the new fd's socket is
-/// the child.
+/// `sys_exit_accept`/`accept4` (tracepoint backend): the listener is the
+/// socket of the fd the entry saw, the child the new fd's. Both are looked
+/// up in one walk of the task's fd table (`fds` finds it). Without an entry
+/// (the task was inside accept when tracing began) the listener is unknown.
 #[inline(always)]
-pub fn accept_exit(ret: impl FnOnce() -> i64) {
+pub fn accept_exit(ret: impl FnOnce() -> i64, fds: impl FnOnce() -> Fds) {
     let Some((tid, task)) = traced_current() else {
         return;
     };
     let ret = ret();
-    let call = task.accept;
-    let child = if ret >= 0 { fd_to_sk(ret as u64) } else { 0 };
+    let fd = task.accept.fd;
+    task.accept.fd = NO_FD;
+    let fds = fds();
+    let listener = if fd >= 0 { fds.sk(fd as u64) } else { 0 };
+    let child = if ret >= 0 { fds.sk(ret as u64) } else { 0 };
+    let call = begin_accept(task, listener, 0);
     send_accept(tid, task, ret, &call, child, 0);
 }
 

@@ -1,5 +1,5 @@
 //! Reading kernel structures at the offsets user space found in BTF.
-use aya_ebpf::helpers::{bpf_get_current_task, bpf_probe_read_kernel};
+use aya_ebpf::helpers::{bpf_get_current_task, bpf_get_current_task_btf, bpf_probe_read_kernel};
 use aya_log_ebpf::warn;
 use herdtrace_common::{ListenKey, AF_INET6};
 
@@ -49,17 +49,74 @@ pub fn read_field<T>(base: u64, off: u32, field: &str) -> Option<T> {
     }
 }
 
+/// The current task's open files: found once, then any number of fds looked
+/// up in them (an accept's exit reads its listener and its new socket).
+#[derive(Clone, Copy)]
+pub struct Fds {
+    max_fds: u32,
+    fd_array: u64,
+}
+
+impl Fds {
+    #[inline(always)]
+    pub fn current() -> Fds {
+        let task = unsafe { bpf_get_current_task() };
+        let files: u64 =
+            read_field(task, conf!(task_struct_files), "task_struct.files").unwrap_or(0);
+        let fdt: u64 = read_field(files, conf!(files_struct_fdt), "files_struct.fdt").unwrap_or(0);
+        let (max_fds, fd_array) = fdtable(fdt);
+        Fds { max_fds, fd_array }
+    }
+
+    /// [`Fds::current`] through `bpf_get_current_task_btf` (5.11+; the probe
+    /// table picks the programs that call it): the task, its files and its fd
+    /// table are BTF pointers whose fields load directly, so three helper
+    /// calls become four loads. The fd array holds pointers the verifier
+    /// does not type: what follows is read as before.
+    #[inline(always)]
+    pub fn current_btf() -> Fds {
+        let task = unsafe { bpf_get_current_task_btf() } as u64;
+        let files: u64 = btf_load(task, conf!(task_struct_files));
+        if files == 0 {
+            return Fds::NONE;
+        }
+        // An RCU pointer, which may be null: checked before it is followed
+        // (the verifier requires it).
+        let fdt: u64 = btf_load(files, conf!(files_struct_fdt));
+        if fdt == 0 {
+            return Fds::NONE;
+        }
+        Fds {
+            max_fds: btf_load(fdt, conf!(fdtable_max_fds)),
+            fd_array: btf_load(fdt, conf!(fdtable_fd)),
+        }
+    }
+
+    const NONE: Fds = Fds {
+        max_fds: 0,
+        fd_array: 0,
+    };
+
+    /// The `struct file` behind `fd`.
+    #[inline(always)]
+    pub fn file(&self, fd: u64) -> u64 {
+        if fd >= self.max_fds as u64 || self.fd_array == 0 {
+            return 0;
+        }
+        read(self.fd_array, (fd * 8) as u32).unwrap_or(0)
+    }
+
+    /// The kernel `struct sock` behind `fd`.
+    #[inline(always)]
+    pub fn sk(&self, fd: u64) -> u64 {
+        file_to_sk(self.file(fd))
+    }
+}
+
 /// The `struct file` behind file descriptor `fd` of the current task.
 #[inline(always)]
 pub fn fd_to_file(fd: u64) -> u64 {
-    let task = unsafe { bpf_get_current_task() };
-    let files: u64 = read_field(task, conf!(task_struct_files), "task_struct.files").unwrap_or(0);
-    let fdt: u64 = read_field(files, conf!(files_struct_fdt), "files_struct.fdt").unwrap_or(0);
-    let (max_fds, fd_array) = fdtable(fdt);
-    if fd >= max_fds as u64 || fd_array == 0 {
-        return 0;
-    }
-    read(fd_array, (fd * 8) as u32).unwrap_or(0)
+    Fds::current().file(fd)
 }
 
 /// The kernel `struct sock` behind file descriptor `fd` of the current task.

@@ -16,7 +16,7 @@ mod kread;
 mod maps;
 
 use aya_ebpf::{
-    helpers::bpf_probe_read_kernel,
+    helpers::{bpf_get_current_task_btf, bpf_probe_read_kernel},
     macros::{btf_tracepoint, fentry, fexit, kprobe, kretprobe, tracepoint},
     programs::{
         BtfTracePointContext, FEntryContext, FExitContext, ProbeContext, RetProbeContext,
@@ -25,15 +25,33 @@ use aya_ebpf::{
     EbpfContext,
 };
 
+use core::{mem::size_of, ptr::read_volatile};
+
 use crate::config::conf;
-use crate::kread::{btf_load, read, task_comm};
+use crate::kread::{btf_load, read, sk_local_port, task_comm, Fds};
 
 /// A field of a classic tracepoint's record at the offset user space read
-/// from the event's tracefs `format` file. (A direct load needs an offset
-/// known at compile time; these layouts change between kernels.)
+/// from the event's tracefs `format` file. These layouts change between
+/// kernels, and a direct load needs its offset in the instruction, so the
+/// usual offsets are spelled out (one branch each): the verifier knows the
+/// offset (`CONFIG` is read-only) and walks only the branch it selects. A
+/// direct load costs one instruction, `bpf_probe_read_kernel` a helper call
+/// (the fallback for any other offset).
 #[inline(always)]
-fn tp_field<T: Default>(ctx: &TracePointContext, off: u32) -> T {
-    let p = (ctx.as_ptr() as usize + off as usize) as *const T;
+fn tp_field<T: Default + Copy>(ctx: &TracePointContext, off: u32) -> T {
+    let base = ctx.as_ptr() as *const u8;
+    macro_rules! direct_at {
+        ($($o:literal)*) => {$(
+            // A context load must be aligned to its size.
+            if size_of::<T>() <= 8 && $o % size_of::<T>() == 0 && off == $o {
+                // SAFETY: a tracepoint record is at least this long (the
+                // offset came from its format file); the verifier checks it.
+                return unsafe { read_volatile(base.add($o).cast::<T>()) };
+            }
+        )*};
+    }
+    direct_at!(8 12 16 20 24 28 32);
+    let p = (base as usize + off as usize) as *const T;
     unsafe { bpf_probe_read_kernel(p) }.unwrap_or_default()
 }
 
@@ -148,16 +166,21 @@ pub fn tp_sk_data_ready(ctx: TracePointContext) -> u32 {
 
 #[btf_tracepoint(function = "inet_sock_set_state")]
 pub fn btf_inet_sock_set_state(ctx: BtfTracePointContext) -> i32 {
-    handlers::inet_sock_set_state(ctx.arg(0), ctx.arg(1), ctx.arg(2));
+    let sk: u64 = ctx.arg(0);
+    handlers::inet_sock_set_state(sk, ctx.arg(1), ctx.arg(2), || {
+        btf_load::<u16>(sk, conf!(sock_common_skc_num))
+    });
     0
 }
 
 #[tracepoint]
 pub fn tp_inet_sock_set_state(ctx: TracePointContext) -> u32 {
+    let sk: u64 = tp_field(&ctx, conf!(inet_sock_set_state_skaddr));
     handlers::inet_sock_set_state(
-        tp_field(&ctx, conf!(inet_sock_set_state_skaddr)),
+        sk,
         tp_field(&ctx, conf!(inet_sock_set_state_oldstate)),
         tp_field(&ctx, conf!(inet_sock_set_state_newstate)),
+        || sk_local_port(sk),
     );
     0
 }
@@ -192,7 +215,18 @@ pub fn tp_accept_enter(ctx: TracePointContext) -> u32 {
 
 #[tracepoint]
 pub fn tp_accept_exit(ctx: TracePointContext) -> u32 {
-    handlers::accept_exit(|| tp_field::<i64>(&ctx, conf!(sys_exit_ret)));
+    handlers::accept_exit(|| tp_field::<i64>(&ctx, conf!(sys_exit_ret)), Fds::current);
+    0
+}
+
+/// [`tp_accept_exit`] for kernels with `bpf_get_current_task_btf` (5.11+;
+/// the probe table chooses): the fd table is found with direct loads.
+#[tracepoint]
+pub fn tp_accept_exit_tb(ctx: TracePointContext) -> u32 {
+    handlers::accept_exit(
+        || tp_field::<i64>(&ctx, conf!(sys_exit_ret)),
+        Fds::current_btf,
+    );
     0
 }
 
@@ -431,6 +465,13 @@ pub fn trial_tracepoint(_ctx: TracePointContext) -> u32 {
 #[btf_tracepoint(function = "sched_process_fork")]
 pub fn trial_tp_btf(_ctx: BtfTracePointContext) -> i32 {
     0
+}
+
+/// Loads where a tracepoint program may call `bpf_get_current_task_btf`.
+#[tracepoint]
+pub fn trial_task_btf(_ctx: TracePointContext) -> u32 {
+    let task = unsafe { bpf_get_current_task_btf() } as u64;
+    u32::from(task != 0)
 }
 
 #[kprobe]

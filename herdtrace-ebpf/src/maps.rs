@@ -16,11 +16,12 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(4 * 1024 * 1024, 0);
 #[map]
 pub static TRACED: HashMap<u32, TaskState> = HashMap::with_max_entries(65536, 0);
 
-/// Listening sockets of traced tasks (sk -> local port): learned at
-/// `listen()` and `accept()`, or from [`LISTEN_ADDRS`] at their first
-/// arrival; forgotten when the listener closes.
+/// Listening sockets of traced tasks (sk -> local port and network
+/// namespace, `chain::listener_value`): learned at `listen()` and
+/// `accept()`, or from [`LISTEN_ADDRS`] at their first arrival; forgotten
+/// when the listener closes.
 #[map]
-pub static LISTENERS: HashMap<u64, u32> = HashMap::with_max_entries(4096, 0);
+pub static LISTENERS: HashMap<u64, u64> = HashMap::with_max_entries(4096, 0);
 
 /// Listeners of traced tasks by namespace, address and port: seeded by user
 /// space from the traced processes' own `/proc/PID/net/tcp{,6}`, so a

@@ -11,7 +11,7 @@ use std::fmt;
 use serde::Serialize;
 
 use crate::kernel::SymbolPresence;
-use crate::probes::{self, Attach, Kind, Pick, Point, ProgramType, Variant};
+use crate::probes::{self, Attach, Feature, Kind, Pick, Point, ProgramType, Variant};
 
 /// A set of probe points the tracer can run on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -192,6 +192,8 @@ pub struct KernelFacts {
     pub privileges: ProbeStatus,
     /// Program types, from trial loads.
     pub programs: BTreeMap<ProgramType, ProbeStatus>,
+    /// Helpers some program variants need, from trial loads.
+    pub features: BTreeMap<Feature, ProbeStatus>,
     /// Classic tracepoints of the table (`category:name`): present in tracefs
     /// with the record fields the programs read.
     pub tracepoints: BTreeMap<String, ProbeStatus>,
@@ -212,6 +214,13 @@ impl KernelFacts {
             .unwrap_or_else(|| ProbeStatus::Missing("not checked".into()))
     }
 
+    pub fn feature(&self, f: Feature) -> ProbeStatus {
+        self.features
+            .get(&f)
+            .cloned()
+            .unwrap_or_else(|| ProbeStatus::Missing("not checked".into()))
+    }
+
     pub fn function(&self, name: &str) -> SymbolFact {
         self.functions.get(name).cloned().unwrap_or_default()
     }
@@ -219,10 +228,18 @@ impl KernelFacts {
     /// Whether one attachment can be made here, and if not, why (`"fexit
     /// inet_accept missing: ..."`).
     pub fn attach_status(&self, at: &Attach) -> Result<(), String> {
-        let why = |s: ProbeStatus| format!("{} {s}", at.label());
+        // The target alone: a variant that differs only by its helper fails
+        // for the same reason, said once.
+        let why = |s: ProbeStatus| format!("{} {} {s}", at.kind.name(), at.target);
         let program = self.program(at.kind.program_type());
         if !program.is_ok() {
             return Err(format!("{} (program {})", why(program), at.kind.name()));
+        }
+        if let Some(f) = at.needs {
+            let status = self.feature(f);
+            if !status.is_ok() {
+                return Err(format!("helper {} {status}", f.name()));
+            }
         }
         let lookup = |map: &BTreeMap<String, ProbeStatus>, key: &str| {
             map.get(key)
@@ -416,6 +433,7 @@ fn plan_point(
                     break;
                 }
             }
+            Err(reason) if p.unusable.contains(&reason) => {}
             Err(reason) => p.unusable.push(reason),
         }
     }

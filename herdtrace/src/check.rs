@@ -17,7 +17,7 @@ use crate::backend::{
 use crate::btf::{Btf, KernelOffsets, VMLINUX_BTF};
 use crate::kernel::{self, KernelConfig, Privilege, SymbolPresence, TracefsError};
 use crate::loader;
-use crate::probes::{self, Pick, ProgramType};
+use crate::probes::{self, Feature, Pick, ProgramType};
 use crate::start::{self, Options};
 
 const EXAMPLES: &str = "\
@@ -116,7 +116,7 @@ fn gather_report() -> Report {
     let btf = load_btf();
     let release = kernel::release().unwrap_or_else(|e| format!("unknown ({e:#})"));
     let privilege = kernel::privilege();
-    let facts = facts(
+    let mut facts = facts(
         btf.as_ref().map_err(Clone::clone),
         &privilege,
         Some(&release),
@@ -126,7 +126,7 @@ fn gather_report() -> Report {
         .map_err(Clone::clone)
         .and_then(|b| KernelOffsets::from_btf(b).map_err(|e| format!("{e:#}")));
     let attach_failed = match &offsets {
-        Ok(o) if privilege.problem().is_none() => trial_attach(&facts, o),
+        Ok(o) if privilege.problem().is_none() => trial_attach(&mut facts, o),
         _ => Vec::new(),
     };
     Report {
@@ -148,8 +148,9 @@ fn gather_report() -> Report {
 }
 
 /// Attaches each backend's plan for real and detaches it again: a plan the
-/// kernel refuses (verifier, attach) is what `check` must report as refused.
-fn trial_attach(facts: &KernelFacts, offsets: &KernelOffsets) -> Vec<(Backend, String)> {
+/// kernel refuses (verifier, attach) is what `check` must report as refused,
+/// and a helper whose programs it refuses is marked so in `facts`.
+fn trial_attach(facts: &mut KernelFacts, offsets: &KernelOffsets) -> Vec<(Backend, String)> {
     let opts = Options {
         port_filter: 0,
         chain_window_ns: 5_000_000,
@@ -157,21 +158,18 @@ fn trial_attach(facts: &KernelFacts, offsets: &KernelOffsets) -> Vec<(Backend, S
         #[cfg(feature = "test-hooks")]
         empty_programs: false,
     };
-    Backend::ALL
-        .into_iter()
-        .filter(|b| plan(*b, facts).is_ok())
-        .filter_map(|b| {
-            match start::attach_first(b.into(), facts, offsets, &opts) {
-                Ok(_) => None, // dropping the tracer detaches it
-                Err(e) => Some((
-                    b,
-                    e.strip_prefix(&format!("{b} backend unavailable: "))
-                        .unwrap_or(&e)
-                        .to_owned(),
-                )),
-            }
-        })
-        .collect()
+    let mut failed = Vec::new();
+    for b in Backend::ALL {
+        if plan(b, facts).is_err() {
+            continue;
+        }
+        // On success, dropping the tracer detaches it.
+        if let Err(e) = start::attach_first(b.into(), facts, offsets, &opts) {
+            let reason = e.strip_prefix(&format!("{b} backend unavailable: "));
+            failed.push((b, reason.unwrap_or(&e).to_owned()));
+        }
+    }
+    failed
 }
 
 fn facts(btf: Result<&Btf, String>, privilege: &Privilege, release: Option<&str>) -> KernelFacts {
@@ -180,26 +178,43 @@ fn facts(btf: Result<&Btf, String>, privilege: &Privilege, release: Option<&str>
         .unwrap_or_else(|| "unknown".into());
     let config = KernelConfig::load(&release);
     let simulated = kernel::simulated_missing();
+    // A trial load, unless the privileges or HERDTRACE_MISSING (`simulated`)
+    // settle it.
+    let trial = |simulated: Option<ProbeStatus>, load: &dyn Fn() -> ProbeStatus| {
+        if !privilege.can_load_programs() {
+            ProbeStatus::Refused("needs root or CAP_BPF+CAP_PERFMON".into())
+        } else {
+            simulated.unwrap_or_else(load)
+        }
+    };
+    let treated =
+        |how: &str, name: &str| format!("treated as {how} ({}={name})", kernel::MISSING_ENV);
     let programs: BTreeMap<ProgramType, ProbeStatus> = ProgramType::ALL
         .into_iter()
         .map(|t| {
-            let status = if !privilege.can_load_programs() {
-                ProbeStatus::Refused("needs root or CAP_BPF+CAP_PERFMON".into())
-            } else if simulated.program_type(t.name()) {
-                ProbeStatus::Refused(format!(
-                    "treated as refused ({}={})",
-                    kernel::MISSING_ENV,
-                    t.name()
-                ))
-            } else {
-                match loader::trial(t) {
-                    Ok(()) => ProbeStatus::Ok,
-                    Err(e) => {
-                        refine_refusal(t, format!("{e:#}"), config.as_ref().ok(), btf.is_ok())
-                    }
-                }
-            };
+            let simulated = simulated
+                .program_type(t.name())
+                .then(|| ProbeStatus::Refused(treated("refused", t.name())));
+            let status = trial(simulated, &|| match loader::trial(t) {
+                Ok(()) => ProbeStatus::Ok,
+                Err(e) => refine_refusal(t, format!("{e:#}"), config.as_ref().ok(), btf.is_ok()),
+            });
             (t, status)
+        })
+        .collect();
+    let features: BTreeMap<Feature, ProbeStatus> = Feature::ALL
+        .into_iter()
+        .map(|f| {
+            let simulated = simulated
+                .helper(f.name())
+                .then(|| ProbeStatus::Missing(treated("missing", f.name())));
+            let status = trial(simulated, &|| match loader::trial_feature(f) {
+                Ok(()) => ProbeStatus::Ok,
+                // The verifier's refusal of an unknown helper: not in this
+                // kernel (5.11+), whatever the errno says.
+                Err(e) => ProbeStatus::Missing(format!("a program calling it: {e:#}")),
+            });
+            (f, status)
         })
         .collect();
     let mut tracepoints = BTreeMap::new();
@@ -258,6 +273,7 @@ fn facts(btf: Result<&Btf, String>, privilege: &Privilege, release: Option<&str>
             Some(p) => ProbeStatus::Refused(p),
         },
         programs,
+        features,
         tracepoints,
         btf_tracepoints,
         functions: functions(btf.ok()),
@@ -423,6 +439,9 @@ pub fn render_text(r: &Report) -> String {
     for t in ProgramType::ALL {
         out.push(format!("program {}: {}", t.name(), f.program(t)));
     }
+    for h in Feature::ALL {
+        out.push(format!("helper {}: {}", h.name(), f.feature(h)));
+    }
     let readable = |r: &Result<(), String>| {
         r.as_ref()
             .map_or_else(|e| format!("refused: {e}"), |()| "ok".into())
@@ -583,6 +602,10 @@ pub fn render_json(r: &Report) -> Value {
         .iter()
         .map(|t| (t.name().to_owned(), status_json(&f.program(*t))))
         .collect();
+    let helpers: serde_json::Map<String, Value> = Feature::ALL
+        .iter()
+        .map(|h| (h.name().to_owned(), status_json(&f.feature(*h))))
+        .collect();
     let functions: serde_json::Map<String, Value> = f
         .functions
         .iter()
@@ -647,6 +670,7 @@ pub fn render_json(r: &Report) -> Value {
             Err(s) => status_json(&s),
         },
         "programs": programs,
+        "helpers": helpers,
         "kallsyms": readable(&r.kallsyms),
         "available_filter_functions": readable(&r.filter_functions),
         "functions": functions,

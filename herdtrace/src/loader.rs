@@ -19,7 +19,7 @@ use herdtrace_common::{
 
 use crate::backend::Plan;
 use crate::kprobe_misses;
-use crate::probes::{Attach, Kind, ProgramType};
+use crate::probes::{Attach, Feature, Kind, ProgramType};
 
 /// The compiled eBPF object (empty when built with AYA_BUILD_SKIP).
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/herdtrace"));
@@ -81,12 +81,6 @@ pub fn trial(t: ProgramType) -> Result<()> {
     let mut ebpf = EbpfLoader::new()
         .load(object()?)
         .map_err(|e| anyhow!("loading the eBPF object failed: {}", describe(&e)))?;
-    let step = |what: &str, e: &(dyn std::error::Error + 'static)| {
-        anyhow!(
-            "{what} returned {}",
-            describe(e).rsplit(": ").next().unwrap_or_default()
-        )
-    };
     match t {
         ProgramType::Tracepoint => {
             let p: &mut TracePoint = program(&mut ebpf, "trial_tracepoint")?;
@@ -119,6 +113,30 @@ pub fn trial(t: ProgramType) -> Result<()> {
     Ok(())
 }
 
+/// Loads a tracepoint program that calls feature `f`'s helper (like
+/// libbpf's `libbpf_probe_bpf_helper`), attaches it, then detaches it.
+pub fn trial_feature(f: Feature) -> Result<()> {
+    let mut ebpf = EbpfLoader::new()
+        .load(object()?)
+        .map_err(|e| anyhow!("loading the eBPF object failed: {}", describe(&e)))?;
+    let name = match f {
+        Feature::TaskBtf => "trial_task_btf",
+    };
+    let p: &mut TracePoint = program(&mut ebpf, name)?;
+    p.load().map_err(|e| step("load", &e))?;
+    p.attach("sched", "sched_process_fork")
+        .map_err(|e| step("attach", &e))?;
+    Ok(())
+}
+
+/// A trial step's failure, by its last cause (`load returned EPERM`).
+fn step(what: &str, e: &(dyn std::error::Error + 'static)) -> anyhow::Error {
+    anyhow!(
+        "{what} returned {}",
+        describe(e).rsplit(": ").next().unwrap_or_default()
+    )
+}
+
 fn program<'a, T>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut T>
 where
     &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
@@ -131,6 +149,24 @@ where
 }
 
 // ---- the tracer ----------------------------------------------------------------
+
+/// A program that needs a helper ([`Feature`]) was refused by the kernel
+/// although the helper's trial load passed (a verifier this build was not
+/// tested on): the plan can fall back to the variant without it.
+#[derive(Debug)]
+pub struct FeatureRefused {
+    pub feature: Feature,
+    /// The load or attach error, verifier log included.
+    pub reason: String,
+}
+
+impl std::fmt::Display for FeatureRefused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.reason)
+    }
+}
+
+impl std::error::Error for FeatureRefused {}
 
 #[derive(Clone, Debug)]
 pub struct TracerConfig {
@@ -209,7 +245,13 @@ impl Tracer {
                 attached.push(format!("{} <- {}", at.label(), empty_program(at.kind)));
                 continue;
             }
-            attach(&mut ebpf, at, at.program, &cfg.plan, &btf)?;
+            attach(&mut ebpf, at, at.program, &cfg.plan, &btf).map_err(|e| match at.needs {
+                Some(feature) => anyhow::Error::new(FeatureRefused {
+                    feature,
+                    reason: format!("{e:#}"),
+                }),
+                None => e,
+            })?;
             attached.push(format!("{} <- {}", at.label(), at.program));
         }
         let ring = RingBuf::try_from(ebpf.take_map("EVENTS").context("map EVENTS missing")?)

@@ -74,6 +74,28 @@ impl ProgramType {
     }
 }
 
+/// A kernel capability some programs need beyond their program type and
+/// target: a helper newer than the oldest kernel herdtrace supports.
+/// `check` trial-loads a program that uses it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Feature {
+    /// `bpf_get_current_task_btf` (5.11+): the current task as a BTF
+    /// pointer, whose fields a program loads directly instead of through
+    /// `bpf_probe_read_kernel`.
+    TaskBtf,
+}
+
+impl Feature {
+    pub const ALL: [Feature; 1] = [Feature::TaskBtf];
+
+    /// The helper's name, as `check` shows it and `HERDTRACE_MISSING` takes it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Feature::TaskBtf => "bpf_get_current_task_btf",
+        }
+    }
+}
+
 /// One program attached to one target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Attach {
@@ -89,12 +111,26 @@ pub struct Attach {
     /// Classic tracepoints: the record fields the program reads (their
     /// offsets come from the event's tracefs `format` file).
     pub fields: &'static [&'static str],
+    /// A capability the program needs besides its program type.
+    pub needs: Option<Feature>,
 }
 
 impl Attach {
-    /// `kind target`, as `check` and the warnings name it.
+    /// The same attachment by a program that needs `feature`.
+    const fn needing(self, feature: Feature) -> Attach {
+        Attach {
+            needs: Some(feature),
+            ..self
+        }
+    }
+
+    /// `kind target`, as `check` and the warnings name it, with the helper
+    /// the program needs, if any (it tells two variants apart).
     pub fn label(&self) -> String {
-        format!("{} {}", self.kind.name(), self.target)
+        match self.needs {
+            None => format!("{} {}", self.kind.name(), self.target),
+            Some(f) => format!("{} {} (with {})", self.kind.name(), self.target, f.name()),
+        }
     }
 }
 
@@ -198,6 +234,7 @@ const fn a(program: &'static str, kind: Kind, target: &'static str) -> Attach {
         target,
         params: None,
         fields: &[],
+        needs: None,
     }
 }
 
@@ -212,6 +249,7 @@ const fn tp(
         target,
         params: None,
         fields,
+        needs: None,
     }
 }
 
@@ -222,6 +260,7 @@ const fn fexit(program: &'static str, target: &'static str, params: usize) -> At
         target,
         params: Some(params),
         fields: &[],
+        needs: None,
     }
 }
 
@@ -235,6 +274,9 @@ const fn v(backends: &'static [Backend], attach: &'static [Attach]) -> Variant {
 }
 
 /// The note said when arrivals come from the handshake tracepoint.
+const ACCEPT_SYSCALL_KERNELS: &str = "every kernel; from 5.11 the exit finds the task's fd table \
+     through bpf_get_current_task_btf (direct loads instead of helper calls)";
+
 pub const ARRIVAL_SUBSTITUTE_NOTE: &str =
     "sock:sk_data_ready missing (added in 6.6): arrivals come from sock:inet_sock_set_state, \
      which fires when the handshake completes, not when the listener is woken, so wakes are \
@@ -608,20 +650,30 @@ pub const TABLE: &[Point] = &[
     },
     Point {
         id: "accept4-syscall",
-        what: "accept4 calls (their listener at entry, their result at exit)",
+        what: "accept4 calls (their listening fd at entry, both sockets at exit)",
         required: TP,
         pick: Pick::First,
-        kernels: "every kernel",
+        kernels: ACCEPT_SYSCALL_KERNELS,
         lost: "",
         counts: true,
         after_skip: AfterSkip::TaskCascades,
-        variants: &[v(
-            TP,
-            &[
-                tp("tp_accept_enter", "syscalls:sys_enter_accept4", &["fd"]),
-                tp("tp_accept_exit", "syscalls:sys_exit_accept4", &["ret"]),
-            ],
-        )],
+        variants: &[
+            v(
+                TP,
+                &[
+                    tp("tp_accept_enter", "syscalls:sys_enter_accept4", &["fd"]),
+                    tp("tp_accept_exit_tb", "syscalls:sys_exit_accept4", &["ret"])
+                        .needing(Feature::TaskBtf),
+                ],
+            ),
+            v(
+                TP,
+                &[
+                    tp("tp_accept_enter", "syscalls:sys_enter_accept4", &["fd"]),
+                    tp("tp_accept_exit", "syscalls:sys_exit_accept4", &["ret"]),
+                ],
+            ),
+        ],
     },
     Point {
         id: "accept-syscall",
@@ -632,13 +684,23 @@ pub const TABLE: &[Point] = &[
         lost: "accepts made with accept(2) rather than accept4(2) are not seen",
         counts: true,
         after_skip: AfterSkip::TaskCascades,
-        variants: &[v(
-            TP,
-            &[
-                tp("tp_accept_enter", "syscalls:sys_enter_accept", &["fd"]),
-                tp("tp_accept_exit", "syscalls:sys_exit_accept", &["ret"]),
-            ],
-        )],
+        variants: &[
+            v(
+                TP,
+                &[
+                    tp("tp_accept_enter", "syscalls:sys_enter_accept", &["fd"]),
+                    tp("tp_accept_exit_tb", "syscalls:sys_exit_accept", &["ret"])
+                        .needing(Feature::TaskBtf),
+                ],
+            ),
+            v(
+                TP,
+                &[
+                    tp("tp_accept_enter", "syscalls:sys_enter_accept", &["fd"]),
+                    tp("tp_accept_exit", "syscalls:sys_exit_accept", &["ret"]),
+                ],
+            ),
+        ],
     },
     Point {
         id: "accept-in-progress",

@@ -4,9 +4,11 @@
 //! load or attach is skipped with that reason, like any other gap).
 use herdtrace_common::Config;
 
-use crate::backend::{choose_from, Backend, BackendRequest, Choice, KernelFacts, Plan};
+use crate::backend::{
+    choose_from, Backend, BackendRequest, Choice, KernelFacts, Plan, ProbeStatus,
+};
 use crate::btf::KernelOffsets;
-use crate::loader::{Tracer, TracerConfig};
+use crate::loader::{FeatureRefused, Tracer, TracerConfig};
 use crate::probes::Kind;
 
 /// What the user sets that the programs read.
@@ -115,29 +117,53 @@ fn set_field(config: &mut Config, target: &str, field: &str, offset: u32) -> Res
 
 /// Chooses the backend for `req` and attaches its plan; with `auto`, a plan
 /// the kernel refuses is skipped (with the reason) and the next backend
-/// tried. Returns the choice as it finally stands and the running tracer.
+/// tried. A program the kernel refuses that needs a helper (a [`Feature`])
+/// marks that helper refused in `facts`, and the same backend is tried
+/// again with the variants without it (said in a warning). Returns the
+/// choice as it finally stands and the running tracer.
 pub fn attach_first(
     req: BackendRequest,
-    facts: &KernelFacts,
+    facts: &mut KernelFacts,
     offsets: &KernelOffsets,
     opts: &Options,
 ) -> Result<(Choice, Tracer), String> {
     let mut failed: Vec<(Backend, String)> = Vec::new();
+    let mut fallbacks = Vec::new();
     loop {
-        let choice = choose_from(req, facts, &failed)?;
-        let attempt = program_config(&choice.plan, offsets, facts, opts).and_then(|config| {
-            Tracer::start(&TracerConfig {
-                plan: choice.plan.clone(),
-                config,
-                ringbuf_bytes: opts.ringbuf_bytes,
-                #[cfg(feature = "test-hooks")]
-                empty_programs: opts.empty_programs,
-            })
-            .map_err(|e| format!("{e:#}"))
-        });
+        let mut choice = choose_from(req, facts, &failed)?;
+        let attempt = program_config(&choice.plan, offsets, facts, opts)
+            .map_err(|e| anyhow::anyhow!(e))
+            .and_then(|config| {
+                Tracer::start(&TracerConfig {
+                    plan: choice.plan.clone(),
+                    config,
+                    ringbuf_bytes: opts.ringbuf_bytes,
+                    #[cfg(feature = "test-hooks")]
+                    empty_programs: opts.empty_programs,
+                })
+            });
         match attempt {
-            Ok(tracer) => return Ok((choice, tracer)),
-            Err(reason) => failed.push((choice.backend, reason)),
+            Ok(tracer) => {
+                choice.plan.warnings.extend(fallbacks);
+                return Ok((choice, tracer));
+            }
+            Err(e) => match e.downcast_ref::<FeatureRefused>() {
+                // Only once per helper: its variants are then out of the plan.
+                Some(r) if facts.feature(r.feature).is_ok() => {
+                    log::debug!("{}", r.reason);
+                    let first = r.reason.lines().next().unwrap_or_default();
+                    let first = first.split(" Verifier output:").next().unwrap_or(first);
+                    fallbacks.push(format!(
+                        "{first}: using the programs without {} instead (the same facts, \
+                         read with more helper calls; -v shows the verifier's log)",
+                        r.feature.name()
+                    ));
+                    facts
+                        .features
+                        .insert(r.feature, ProbeStatus::Refused(first.to_owned()));
+                }
+                _ => failed.push((choice.backend, format!("{e:#}"))),
+            },
         }
     }
 }

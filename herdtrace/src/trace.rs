@@ -465,9 +465,10 @@ async fn session<W: Write>(
         None => None,
     };
     let mut signals = stop::Signals::new()?;
+    let mut facts = prepared.facts.clone();
     let (choice, mut tracer) = start::attach_first(
         prepared.request,
-        &prepared.facts,
+        &mut facts,
         &prepared.offsets,
         &prepared.options,
     )

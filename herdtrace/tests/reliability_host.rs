@@ -637,6 +637,17 @@ fn a_failing_probe_read_names_its_field_with_v() {
         &end.stderr,
         "herdtrace: HERDTRACE_TEST_OFFSET: task_struct.files is read at task_struct.pid's offset",
     );
+    // The verifier checks direct BTF loads against the kernel's types: it
+    // refuses the accept exit that reads task_struct.files that way, and
+    // the tracer falls back to the variant that reads it with helper calls.
+    common::assert_contains(
+        &end.stderr,
+        "herdtrace: warning: loading tp_accept_exit_tb: ",
+    );
+    common::assert_contains(
+        &end.stderr,
+        "using the programs without bpf_get_current_task_btf instead",
+    );
     // task_struct.files now holds pid | tgid << 32, a user-space address.
     common::assert_contains(
         &end.stderr,

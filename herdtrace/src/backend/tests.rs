@@ -64,6 +64,10 @@ pub(crate) fn all_ok() -> KernelFacts {
             .into_iter()
             .map(|t| (t, ProbeStatus::Ok))
             .collect(),
+        features: Feature::ALL
+            .into_iter()
+            .map(|f| (f, ProbeStatus::Ok))
+            .collect(),
         tracepoints: probes::classic_tracepoints()
             .into_iter()
             .map(|t| (t.to_owned(), ProbeStatus::Ok))
@@ -207,9 +211,9 @@ fn plans_on_a_complete_kernel() {
             "tp_btf softirq_exit",
             "tracepoint syscalls:sys_enter_listen",
             "tracepoint syscalls:sys_enter_accept4",
-            "tracepoint syscalls:sys_exit_accept4",
+            "tracepoint syscalls:sys_exit_accept4 (with bpf_get_current_task_btf)",
             "tracepoint syscalls:sys_enter_accept",
-            "tracepoint syscalls:sys_exit_accept",
+            "tracepoint syscalls:sys_exit_accept (with bpf_get_current_task_btf)",
             "tracepoint syscalls:sys_exit_epoll_wait",
             "tracepoint syscalls:sys_exit_epoll_pwait",
             "tracepoint syscalls:sys_exit_epoll_pwait2",
@@ -395,6 +399,42 @@ fn classic_tracepoints_stand_in_for_btf_ones() {
     assert_eq!(
         p.point("fork").map(|x| programs_of(&x.used)),
         Some(vec!["btf_sched_process_fork"])
+    );
+}
+
+/// The accept exit finds the fd table through `bpf_get_current_task_btf`
+/// where a trial load shows the helper (5.11+), through helper reads
+/// otherwise (5.10), without a warning: only the cost differs.
+#[test]
+fn accept_exit_uses_task_btf_where_the_helper_loads() {
+    let p = plan(Backend::Tracepoint, &this_host()).expect("plan");
+    for id in ["accept4-syscall", "accept-syscall"] {
+        assert_eq!(
+            p.point(id).map(|x| programs_of(&x.used)),
+            Some(vec!["tp_accept_enter", "tp_accept_exit_tb"]),
+            "{id}"
+        );
+    }
+    let mut f = this_host();
+    f.features.insert(
+        Feature::TaskBtf,
+        missing("a program calling it: load returned EINVAL"),
+    );
+    let p = plan(Backend::Tracepoint, &f).expect("plan");
+    let accept4 = p.point("accept4-syscall").expect("accept4");
+    assert_eq!(
+        programs_of(&accept4.used),
+        ["tp_accept_enter", "tp_accept_exit"]
+    );
+    assert_eq!(
+        accept4.unusable,
+        ["helper bpf_get_current_task_btf missing: a program calling it: load returned EINVAL"]
+    );
+    assert!(p.warnings.is_empty(), "{:?}", p.warnings);
+    // The kprobe and fentry backends do not use the syscall tracepoints.
+    assert!(
+        !programs(&plan(Backend::Fentry, &all_ok()).expect("fentry"))
+            .contains(&"tp_accept_exit_tb")
     );
 }
 

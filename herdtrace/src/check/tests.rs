@@ -47,6 +47,7 @@ fn text_report_lines() {
         "program tp_btf: ok",
         "program kprobe: refused: kernel built without CONFIG_KPROBES",
         "program fentry: refused: load returned EPERM",
+        "helper bpf_get_current_task_btf: ok",
         "kallsyms: ok",
         "available_filter_functions: refused: reading x: Operation not permitted (os error 1)",
         "function __wake_up_common: ok (5 params)",
@@ -280,6 +281,7 @@ fn json_has_stable_keys_and_statuses() {
         "btf",
         "btf_tracepoints",
         "functions",
+        "helpers",
         "kallsyms",
         "kernel",
         "kernel_config",
@@ -294,6 +296,10 @@ fn json_has_stable_keys_and_statuses() {
     assert_eq!(keys, want);
     assert_eq!(v["kernel"]["version"], json!([6, 18, 44]));
     assert_eq!(v["btf"], json!({"status": "ok", "path": VMLINUX_BTF}));
+    assert_eq!(
+        v["helpers"]["bpf_get_current_task_btf"],
+        json!({"status": "ok"})
+    );
     assert_eq!(v["privileges"], json!({"status": "ok", "as": "root"}));
     assert_eq!(v["programs"]["tracepoint"], json!({"status": "ok"}));
     assert_eq!(

@@ -5,8 +5,8 @@
 /// (and users checking the fallbacks) can see what herdtrace does on a kernel
 /// without them: `btf`, a program type (`tracepoint`, `tp_btf`, `kprobe`,
 /// `fentry`: refused), tracepoints as `category:name` (the event, classic and
-/// BTF), kernel functions by name (seen as inlined), separated by commas or
-/// spaces.
+/// BTF), kernel functions by name (seen as inlined), helpers by name
+/// (`bpf_get_current_task_btf`: missing), separated by commas or spaces.
 /// Example: `HERDTRACE_MISSING=ep_send_events,sock:sk_data_ready,btf`.
 pub const MISSING_ENV: &str = "HERDTRACE_MISSING";
 
@@ -43,6 +43,11 @@ impl Missing {
     /// A program type (`tracepoint`, `tp_btf`, `kprobe`, `fentry`) treated
     /// as refused by the kernel.
     pub fn program_type(&self, name: &str) -> bool {
+        self.items.iter().any(|i| i == name)
+    }
+
+    /// A helper (`bpf_get_current_task_btf`) treated as missing.
+    pub fn helper(&self, name: &str) -> bool {
         self.items.iter().any(|i| i == name)
     }
 
