@@ -85,13 +85,20 @@ pub fn known_listener(sk: u64, head: impl FnOnce() -> SkHead) -> Option<(u16, u3
     if !addr_known(&key) {
         return None;
     }
+    Some(remember_listener(sk, &head, &key))
+}
+
+/// Stores listener `sk`'s port and namespace in `LISTENERS` (`key` is its
+/// identity, read from `head`) and returns them.
+#[inline(always)]
+pub fn remember_listener(sk: u64, head: &SkHead, key: &ListenKey) -> (u16, u32) {
     put(
         &LISTENERS,
         &sk,
         listener_value(head.num, key.netns),
         MAP_LISTENERS,
     );
-    Some((head.num, key.netns))
+    (head.num, key.netns)
 }
 
 /// A new chain id: the CPU in the top 16 bits, a per-CPU counter below.

@@ -4,14 +4,14 @@ use aya_ebpf::helpers::bpf_get_current_pid_tgid;
 use aya_log_ebpf::{debug, warn};
 use herdtrace_common::{
     AcceptCall, RawEvent, TaskState, AF_INET, AF_INET6, EV_ACCEPT_RET, EV_POLL_RET, EV_SEND_EVENTS,
-    EV_TASK_EXIT, EV_TASK_NEW, FLAG_ACCEPT_KERNEL, FLAG_ARRIVAL_SUBSTITUTE, MAP_LISTENERS,
-    MAP_LISTEN_ADDRS, MAP_TRACED, MAP_TRACED_EPS, NO_FD,
+    EV_TASK_EXIT, EV_TASK_NEW, FLAG_ACCEPT_KERNEL, FLAG_ARRIVAL_SUBSTITUTE, MAP_LISTEN_ADDRS,
+    MAP_TRACED, MAP_TRACED_EPS, NO_FD,
 };
 
 use crate::{
     chain::{self, close, now, OPEN_LISTENER, OPEN_PROVISIONAL},
     config::conf,
-    emit::{current_comm, forget, insert, new_event, put, send},
+    emit::{current_comm, forget, insert, new_event, send},
     kread::{
         fd_to_file, fd_to_sk, file_to_sk, listen_key, read, sk_head, sk_wait_head, socket_sk,
         task_ids, Fds, TCP_CLOSE, TCP_CLOSE_WAIT, TCP_ESTABLISHED, TCP_LISTEN, TCP_SYN_RECV,
@@ -338,14 +338,8 @@ pub fn learn_listener(sk: u64) -> (u16, u32) {
         }
     }
     let key = listen_key(sk, &head);
-    put(
-        &LISTENERS,
-        &sk,
-        chain::listener_value(head.num, key.netns),
-        MAP_LISTENERS,
-    );
     insert(&LISTEN_ADDRS, &key, &1, MAP_LISTEN_ADDRS);
-    (head.num, key.netns)
+    chain::remember_listener(sk, &head, &key)
 }
 
 /// `listen(fd)` by a traced task (tracepoint backend: syscall entry).

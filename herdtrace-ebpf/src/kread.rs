@@ -122,7 +122,7 @@ pub fn fd_to_file(fd: u64) -> u64 {
 /// The kernel `struct sock` behind file descriptor `fd` of the current task.
 #[inline(always)]
 pub fn fd_to_sk(fd: u64) -> u64 {
-    file_to_sk(fd_to_file(fd))
+    Fds::current().sk(fd)
 }
 
 /// `(max_fds, fd)` of an fdtable: one read when they sit side by side.

@@ -150,7 +150,8 @@ pub fn attach_first(
             Err(e) => match e.downcast_ref::<FeatureRefused>() {
                 // Only once per helper: its variants are then out of the plan.
                 Some(r) if facts.feature(r.feature).is_ok() => {
-                    log::debug!("{}", r.reason);
+                    // The whole verifier log, shown with -v.
+                    log::warn!("{}", r.reason);
                     let first = r.reason.lines().next().unwrap_or_default();
                     let first = first.split(" Verifier output:").next().unwrap_or(first);
                     fallbacks.push(format!(
