@@ -350,6 +350,15 @@ pub fn listen_fd(fd: u64) {
     }
 }
 
+/// `listen(fd)` returned `ret` in a traced task (tracepoint backend, where
+/// the fd can be read at the exit: see `kread::syscall_arg0`).
+#[inline(always)]
+pub fn listen_exit(ret: i64, fd: impl FnOnce() -> u64) {
+    if ret == 0 && traced_current().is_some() {
+        learn_listener(Fds::current_btf().sk(fd()));
+    }
+}
+
 /// `inet_listen(sock)` by a traced task (kprobe/fentry backends).
 #[inline(always)]
 pub fn listen_socket(sock: u64) {
@@ -450,18 +459,31 @@ pub fn accept_enter(fd: u64) {
     task.accept.fd = fd as i32;
 }
 
-/// `sys_exit_accept`/`accept4` (tracepoint backend): the listener is the
-/// socket of the fd the entry saw, the child the new fd's. Both are looked
-/// up in one walk of the task's fd table (`fds` finds it). Without an entry
-/// (the task was inside accept when tracing began) the listener is unknown.
+/// The listening fd the task's accept entry kept, taken (`NO_FD` if no entry
+/// was seen: the task was inside accept when tracing began).
 #[inline(always)]
-pub fn accept_exit(ret: impl FnOnce() -> i64, fds: impl FnOnce() -> Fds) {
+pub fn entry_fd(task: &mut TaskState) -> i32 {
+    let fd = task.accept.fd;
+    task.accept.fd = NO_FD;
+    fd
+}
+
+/// `sys_exit_accept`/`accept4` (tracepoint backend): the listener is the
+/// socket of the listening fd (`listen_fd`: kept by the entry, or read from
+/// the task's registers), the child the new fd's. Both are looked up in one
+/// walk of the task's fd table (`fds` finds it). A negative fd (no entry
+/// seen) leaves the listener unknown.
+#[inline(always)]
+pub fn accept_exit(
+    ret: impl FnOnce() -> i64,
+    listen_fd: impl FnOnce(&mut TaskState) -> i32,
+    fds: impl FnOnce() -> Fds,
+) {
     let Some((tid, task)) = traced_current() else {
         return;
     };
     let ret = ret();
-    let fd = task.accept.fd;
-    task.accept.fd = NO_FD;
+    let fd = listen_fd(task);
     let fds = fds();
     let listener = if fd >= 0 { fds.sk(fd as u64) } else { 0 };
     let child = if ret >= 0 { fds.sk(ret as u64) } else { 0 };

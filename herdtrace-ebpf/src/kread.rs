@@ -1,5 +1,7 @@
 //! Reading kernel structures at the offsets user space found in BTF.
-use aya_ebpf::helpers::{bpf_get_current_task, bpf_get_current_task_btf, bpf_probe_read_kernel};
+use aya_ebpf::helpers::{
+    bpf_get_current_task, bpf_get_current_task_btf, bpf_probe_read_kernel, generated,
+};
 use aya_log_ebpf::warn;
 use herdtrace_common::{ListenKey, AF_INET6};
 
@@ -28,6 +30,30 @@ pub fn read<T>(base: u64, off: u32) -> Option<T> {
 pub fn btf_load<T: Copy>(ptr: u64, off: u32) -> T {
     // SAFETY: see above; a faulting address reads as zero.
     unsafe { core::ptr::read_volatile((ptr + off as u64) as *const T) }
+}
+
+/// Offset of a syscall's first argument in the task's saved user registers:
+/// `pt_regs.di` on x86_64. Other architectures have no such programs: user
+/// space refuses their trial (`loader::trial_feature`).
+#[cfg(bpf_target_arch = "x86_64")]
+const SYSCALL_ARG0: u32 = core::mem::offset_of!(aya_ebpf::bindings::pt_regs, rdi) as u32;
+#[cfg(not(bpf_target_arch = "x86_64"))]
+const SYSCALL_ARG0: u32 = 0;
+
+/// The current syscall's first argument, read at its exit from the task's
+/// saved user registers (`bpf_task_pt_regs`, 5.15+; the probe table picks
+/// the programs that call it). A syscall's exit then needs nothing from its
+/// entry, and no entry tracepoint is attached: every syscall of every task
+/// on the machine pays for each syscall tracepoint direction attached.
+#[inline(always)]
+pub fn syscall_arg0() -> u64 {
+    let task = unsafe { bpf_get_current_task_btf() };
+    // SAFETY: `task` is the current task, as the helper requires.
+    let regs = unsafe { generated::bpf_task_pt_regs(task) } as u64;
+    if regs == 0 {
+        return u64::MAX;
+    }
+    btf_load(regs, SYSCALL_ARG0)
 }
 
 /// [`read`], saying which field could not be read (shown with `herdtrace

@@ -207,6 +207,17 @@ pub fn tp_listen_enter(ctx: TracePointContext) -> u32 {
     0
 }
 
+/// `sys_exit_listen` on kernels with `bpf_task_pt_regs` (5.15+; the probe
+/// table chooses): the fd comes from the task's saved registers, so no
+/// entry tracepoint is attached.
+#[tracepoint]
+pub fn tp_listen_exit_regs(ctx: TracePointContext) -> u32 {
+    handlers::listen_exit(tp_field::<i64>(&ctx, conf!(sys_exit_ret)), || {
+        kread::syscall_arg0() & 0xffff_ffff
+    });
+    0
+}
+
 #[tracepoint]
 pub fn tp_accept_enter(ctx: TracePointContext) -> u32 {
     handlers::accept_enter(tp_field::<u64>(&ctx, conf!(sys_enter_fd)) & 0xffff_ffff);
@@ -215,7 +226,11 @@ pub fn tp_accept_enter(ctx: TracePointContext) -> u32 {
 
 #[tracepoint]
 pub fn tp_accept_exit(ctx: TracePointContext) -> u32 {
-    handlers::accept_exit(|| tp_field::<i64>(&ctx, conf!(sys_exit_ret)), Fds::current);
+    handlers::accept_exit(
+        || tp_field::<i64>(&ctx, conf!(sys_exit_ret)),
+        handlers::entry_fd,
+        Fds::current,
+    );
     0
 }
 
@@ -225,6 +240,20 @@ pub fn tp_accept_exit(ctx: TracePointContext) -> u32 {
 pub fn tp_accept_exit_tb(ctx: TracePointContext) -> u32 {
     handlers::accept_exit(
         || tp_field::<i64>(&ctx, conf!(sys_exit_ret)),
+        handlers::entry_fd,
+        Fds::current_btf,
+    );
+    0
+}
+
+/// [`tp_accept_exit_tb`] for kernels with `bpf_task_pt_regs` too (5.15+):
+/// the listening fd comes from the task's saved registers, so the accept
+/// needs no entry program and no entry tracepoint is attached.
+#[tracepoint]
+pub fn tp_accept_exit_regs(ctx: TracePointContext) -> u32 {
+    handlers::accept_exit(
+        || tp_field::<i64>(&ctx, conf!(sys_exit_ret)),
+        |_| kread::syscall_arg0() as u32 as i32,
         Fds::current_btf,
     );
     0
@@ -472,6 +501,13 @@ pub fn trial_tp_btf(_ctx: BtfTracePointContext) -> i32 {
 pub fn trial_task_btf(_ctx: TracePointContext) -> u32 {
     let task = unsafe { bpf_get_current_task_btf() } as u64;
     u32::from(task != 0)
+}
+
+/// Loads where a tracepoint program may call `bpf_task_pt_regs` (and
+/// read a register from its result).
+#[tracepoint]
+pub fn trial_task_pt_regs(_ctx: TracePointContext) -> u32 {
+    u32::from(kread::syscall_arg0() != 0)
 }
 
 #[kprobe]

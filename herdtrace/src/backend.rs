@@ -236,9 +236,13 @@ impl KernelFacts {
             return Err(format!("{} (program {})", why(program), at.kind.name()));
         }
         if let Some(f) = at.needs {
-            let status = self.feature(f);
-            if !status.is_ok() {
-                return Err(format!("helper {} {status}", f.name()));
+            // What it requires first: its reason is then the same as that of
+            // the variant that needs only that, said once.
+            for g in f.requires().iter().copied().chain([f]) {
+                let status = self.feature(g);
+                if !status.is_ok() {
+                    return Err(format!("helper {} {status}", g.name()));
+                }
             }
         }
         let lookup = |map: &BTreeMap<String, ProbeStatus>, key: &str| {

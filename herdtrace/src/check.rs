@@ -202,21 +202,17 @@ fn facts(btf: Result<&Btf, String>, privilege: &Privilege, release: Option<&str>
             (t, status)
         })
         .collect();
-    let features: BTreeMap<Feature, ProbeStatus> = Feature::ALL
-        .into_iter()
-        .map(|f| {
-            let simulated = simulated
-                .helper(f.name())
-                .then(|| ProbeStatus::Missing(treated("missing", f.name())));
-            let status = trial(simulated, &|| match loader::trial_feature(f) {
-                Ok(()) => ProbeStatus::Ok,
-                // The verifier's refusal of an unknown helper: not in this
-                // kernel (5.11+), whatever the errno says.
-                Err(e) => ProbeStatus::Missing(format!("a program calling it: {e:#}")),
-            });
-            (f, status)
+    let features = feature_statuses(|f| {
+        let simulated = simulated
+            .helper(f.name())
+            .then(|| ProbeStatus::Missing(treated("missing", f.name())));
+        trial(simulated, &|| match loader::trial_feature(f) {
+            Ok(()) => ProbeStatus::Ok,
+            // The verifier's refusal of an unknown helper: not in this
+            // kernel, whatever the errno says.
+            Err(e) => ProbeStatus::Missing(format!("a program calling it: {e:#}")),
         })
-        .collect();
+    });
     let mut tracepoints = BTreeMap::new();
     let mut tracepoint_fields = BTreeMap::new();
     for target in probes::classic_tracepoints() {
@@ -692,6 +688,27 @@ pub fn table_targets() -> Vec<(probes::Kind, &'static str)> {
     v.sort();
     v.dedup();
     v
+}
+
+/// Each helper feature's status: `trial_one`'s, or missing without a trial
+/// when a feature it requires is not ok (its programs call that one too).
+pub(crate) fn feature_statuses(
+    trial_one: impl Fn(Feature) -> ProbeStatus,
+) -> BTreeMap<Feature, ProbeStatus> {
+    let mut features: BTreeMap<Feature, ProbeStatus> = BTreeMap::new();
+    // `Feature::ALL` lists a feature after those it requires.
+    for f in Feature::ALL {
+        let lacking = f
+            .requires()
+            .iter()
+            .find(|r| !features.get(r).is_some_and(ProbeStatus::is_ok));
+        let status = match lacking {
+            Some(r) => ProbeStatus::Missing(format!("needs {}", r.name())),
+            None => trial_one(f),
+        };
+        features.insert(f, status);
+    }
+    features
 }
 
 #[cfg(test)]

@@ -121,6 +121,12 @@ pub fn trial_feature(f: Feature) -> Result<()> {
         .map_err(|e| anyhow!("loading the eBPF object failed: {}", describe(&e)))?;
     let name = match f {
         Feature::TaskBtf => "trial_task_btf",
+        // The programs read the x86_64 register that holds a syscall's
+        // first argument (`kread::SYSCALL_ARG0`).
+        Feature::TaskPtRegs if !cfg!(target_arch = "x86_64") => {
+            bail!("its programs read syscall arguments on x86_64 only")
+        }
+        Feature::TaskPtRegs => "trial_task_pt_regs",
     };
     let p: &mut TracePoint = program(&mut ebpf, name)?;
     p.load().map_err(|e| step("load", &e))?;

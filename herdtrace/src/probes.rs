@@ -83,15 +83,37 @@ pub enum Feature {
     /// pointer, whose fields a program loads directly instead of through
     /// `bpf_probe_read_kernel`.
     TaskBtf,
+    /// `bpf_task_pt_regs` (5.15+), called on the task from `TaskBtf`: a
+    /// syscall's arguments, read at its exit from the task's saved user
+    /// registers, so the syscall needs no entry tracepoint.
+    TaskPtRegs,
 }
 
 impl Feature {
-    pub const ALL: [Feature; 1] = [Feature::TaskBtf];
+    /// In dependency order: a feature comes after those it [`requires`](Feature::requires).
+    pub const ALL: [Feature; 2] = [Feature::TaskBtf, Feature::TaskPtRegs];
 
     /// The helper's name, as `check` shows it and `HERDTRACE_MISSING` takes it.
     pub fn name(self) -> &'static str {
         match self {
             Feature::TaskBtf => "bpf_get_current_task_btf",
+            Feature::TaskPtRegs => "bpf_task_pt_regs",
+        }
+    }
+
+    /// What the variants without it cost more, as the fallback warning says.
+    pub fn fallback_cost(self) -> &'static str {
+        match self {
+            Feature::TaskBtf => "read with more helper calls",
+            Feature::TaskPtRegs => "with a syscall entry tracepoint as well",
+        }
+    }
+
+    /// The features its programs use as well.
+    pub fn requires(self) -> &'static [Feature] {
+        match self {
+            Feature::TaskBtf => &[],
+            Feature::TaskPtRegs => &[Feature::TaskBtf],
         }
     }
 }
@@ -273,9 +295,12 @@ const fn v(backends: &'static [Backend], attach: &'static [Attach]) -> Variant {
     }
 }
 
-/// The note said when arrivals come from the handshake tracepoint.
+/// Why the accept syscalls have three variants.
 const ACCEPT_SYSCALL_KERNELS: &str = "every kernel; from 5.11 the exit finds the task's fd table \
-     through bpf_get_current_task_btf (direct loads instead of helper calls)";
+     through bpf_get_current_task_btf (direct loads instead of helper calls); from 5.15 it reads \
+     the listening fd from the task's saved registers (bpf_task_pt_regs), so no entry \
+     tracepoint is attached (each syscall tracepoint direction attached costs every syscall \
+     on the machine)";
 
 pub const ARRIVAL_SUBSTITUTE_NOTE: &str =
     "sock:sk_data_ready missing (added in 6.6): arrivals come from sock:inet_sock_set_state, \
@@ -618,6 +643,13 @@ pub const TABLE: &[Point] = &[
         variants: &[
             v(
                 TP,
+                &[
+                    tp("tp_listen_exit_regs", "syscalls:sys_exit_listen", &["ret"])
+                        .needing(Feature::TaskPtRegs),
+                ],
+            ),
+            v(
+                TP,
                 &[tp("tp_listen_enter", "syscalls:sys_enter_listen", &["fd"])],
             ),
             v(FE, &[fexit("fx_inet_listen", "inet_listen", 2)]),
@@ -650,7 +682,7 @@ pub const TABLE: &[Point] = &[
     },
     Point {
         id: "accept4-syscall",
-        what: "accept4 calls (their listening fd at entry, both sockets at exit)",
+        what: "accept4 calls (their listening fd, both sockets at exit)",
         required: TP,
         pick: Pick::First,
         kernels: ACCEPT_SYSCALL_KERNELS,
@@ -658,6 +690,13 @@ pub const TABLE: &[Point] = &[
         counts: true,
         after_skip: AfterSkip::TaskCascades,
         variants: &[
+            v(
+                TP,
+                &[
+                    tp("tp_accept_exit_regs", "syscalls:sys_exit_accept4", &["ret"])
+                        .needing(Feature::TaskPtRegs),
+                ],
+            ),
             v(
                 TP,
                 &[
@@ -685,6 +724,13 @@ pub const TABLE: &[Point] = &[
         counts: true,
         after_skip: AfterSkip::TaskCascades,
         variants: &[
+            v(
+                TP,
+                &[
+                    tp("tp_accept_exit_regs", "syscalls:sys_exit_accept", &["ret"])
+                        .needing(Feature::TaskPtRegs),
+                ],
+            ),
             v(
                 TP,
                 &[
@@ -1027,6 +1073,50 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Where `bpf_task_pt_regs` loads, the tracepoint backend's first choice
+    /// of every point attaches no syscall entry tracepoint: each direction
+    /// attached puts a cost on every syscall of the machine. Every variant
+    /// with an entry program has such a variant before it.
+    #[test]
+    fn tracepoint_backend_prefers_no_syscall_entry() {
+        for p in TABLE {
+            let variants: Vec<_> = p.variants_for(Backend::Tracepoint).collect();
+            for (i, var) in variants.iter().enumerate() {
+                let enters = var
+                    .attach
+                    .iter()
+                    .any(|at| at.target.starts_with("syscalls:sys_enter_"));
+                if !enters {
+                    continue;
+                }
+                assert!(
+                    variants[..i].iter().any(|w| {
+                        w.attach.iter().all(|at| {
+                            !at.target.starts_with("syscalls:sys_enter_")
+                                && at.target.starts_with("syscalls:sys_exit_")
+                                    == (at.needs == Some(Feature::TaskPtRegs))
+                        })
+                    }),
+                    "{}: no variant without the entry tracepoint before {:?}",
+                    p.id,
+                    var.attach
+                );
+            }
+        }
+    }
+
+    /// A feature comes after the features it requires, so `check` knows their
+    /// status before its own.
+    #[test]
+    fn features_come_after_what_they_require() {
+        for (i, f) in Feature::ALL.iter().enumerate() {
+            for r in f.requires() {
+                assert!(Feature::ALL[..i].contains(r), "{f:?} requires {r:?}");
+            }
+        }
+        assert_eq!(Feature::TaskPtRegs.requires(), [Feature::TaskBtf]);
     }
 
     #[test]

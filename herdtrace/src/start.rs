@@ -156,8 +156,9 @@ pub fn attach_first(
                     let first = first.split(" Verifier output:").next().unwrap_or(first);
                     fallbacks.push(format!(
                         "{first}: using the programs without {} instead (the same facts, \
-                         read with more helper calls; -v shows the verifier's log)",
-                        r.feature.name()
+                         {}; -v shows the verifier's log)",
+                        r.feature.name(),
+                        r.feature.fallback_cost()
                     ));
                     facts
                         .features
@@ -174,7 +175,7 @@ mod tests {
     use super::*;
     use crate::backend::tests::all_ok;
     use crate::backend::{plan, ProbeStatus};
-    use crate::probes::ProgramType;
+    use crate::probes::{Feature, ProgramType};
 
     fn offsets() -> KernelOffsets {
         KernelOffsets {
@@ -242,6 +243,14 @@ mod tests {
             ),
             (8, 16, 20)
         );
+        // No entry program where bpf_task_pt_regs loads: no entry field.
+        assert_eq!((c.sys_enter_fd, c.sys_exit_ret), (0, 16));
+        let mut older = facts.clone();
+        older
+            .features
+            .insert(Feature::TaskPtRegs, ProbeStatus::Missing("5.14".into()));
+        let p = plan(Backend::Tracepoint, &older).expect("plan");
+        let c = program_config(&p, &offsets(), &older, &opts()).expect("config");
         assert_eq!((c.sys_enter_fd, c.sys_exit_ret), (16, 16));
         assert_eq!(c.sched_process_fork_child_pid, 44);
         assert_eq!(c.port_filter, 8080);

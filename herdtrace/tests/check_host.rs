@@ -128,6 +128,38 @@ fn check_reports_this_kernel() {
         "{attach:?}"
     );
 
+    // From 5.15 (bpf_task_pt_regs) the tracepoint backend's syscall exits
+    // read the fd from the task's registers: no syscall entry tracepoint is
+    // attached, so the machine's other syscalls pay for the exit side only.
+    if auto["backend"] == "tracepoint" {
+        let regs = status(&v["helpers"]["bpf_task_pt_regs"]) == "ok";
+        let version: Vec<u64> = v["kernel"]["version"]
+            .as_array()
+            .expect("kernel version")
+            .iter()
+            .filter_map(Value::as_u64)
+            .collect();
+        if version[..2] >= [5, 15][..] {
+            assert!(regs, "{}", v["helpers"]);
+        }
+        let entries: Vec<&Value> = attach
+            .iter()
+            .filter(|a| {
+                a.as_str()
+                    .is_some_and(|a| a.contains("syscalls:sys_enter_"))
+            })
+            .collect();
+        assert_eq!(entries.is_empty(), regs, "{attach:?}");
+        if regs {
+            for want in [
+                "tracepoint syscalls:sys_exit_accept4 (with bpf_task_pt_regs) <- tp_accept_exit_regs",
+                "tracepoint syscalls:sys_exit_listen (with bpf_task_pt_regs) <- tp_listen_exit_regs",
+            ] {
+                assert!(attach.iter().any(|a| a == want), "{want} in {attach:?}");
+            }
+        }
+    }
+
     // The text form prints the same decision.
     let text = run_check(false);
     let auto_line = text

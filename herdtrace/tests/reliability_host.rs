@@ -494,8 +494,8 @@ fn missing_optional_tracepoints_fall_back_with_named_losses() {
     let _serial = serial();
     let srv = server();
     let args = trace_args(srv.pid(), &["--json"]);
-    let missing = "sock:sk_data_ready,irq:softirq_exit,syscalls:sys_enter_listen,\
-                   syscalls:sys_exit_epoll_pwait2,ep_send_events";
+    let missing = "sock:sk_data_ready,irq:softirq_exit,syscalls:sys_exit_listen,\
+                   syscalls:sys_enter_listen,syscalls:sys_exit_epoll_pwait2,ep_send_events";
     let mut t = Tracer::spawn(&strs(&args), &[("HERDTRACE_MISSING", missing)], false);
     t.wait_attached();
     let (st, _) = run_load(&srv.addr(), &["--connections", "30", "--rate", "100"]);
@@ -507,20 +507,26 @@ fn missing_optional_tracepoints_fall_back_with_named_losses() {
     assert_eq!(end.status.code(), Some(0));
     for want in [
         "herdtrace: HERDTRACE_MISSING: acting as if the kernel lacked sock:sk_data_ready, \
-         irq:softirq_exit, syscalls:sys_enter_listen, syscalls:sys_exit_epoll_pwait2, ep_send_events",
+         irq:softirq_exit, syscalls:sys_exit_listen, syscalls:sys_enter_listen, \
+         syscalls:sys_exit_epoll_pwait2, ep_send_events",
         "herdtrace: warning: sock:sk_data_ready missing (added in 6.6): arrivals come from \
          sock:inet_sock_set_state",
         "herdtrace: warning: tp_btf softirq_exit missing: treated as missing \
          (HERDTRACE_MISSING=irq:softirq_exit); tracepoint irq:softirq_exit missing: treated as \
          missing (HERDTRACE_MISSING=irq:softirq_exit): wake chains end only by time",
-        "herdtrace: warning: tracepoint syscalls:sys_enter_listen missing: treated as missing \
-         (HERDTRACE_MISSING=syscalls:sys_enter_listen): listeners the targets open after the \
-         start are learned at their first accept",
+        "herdtrace: warning: tracepoint syscalls:sys_exit_listen missing: treated as missing \
+         (HERDTRACE_MISSING=syscalls:sys_exit_listen); tracepoint syscalls:sys_enter_listen \
+         missing: treated as missing (HERDTRACE_MISSING=syscalls:sys_enter_listen): listeners \
+         the targets open after the start are learned at their first accept",
         "herdtrace: warning: tracepoint syscalls:sys_exit_epoll_pwait2 missing: treated as \
          missing (HERDTRACE_MISSING=syscalls:sys_exit_epoll_pwait2): tasks returning from \
          that call are not seen",
     ] {
-        assert!(end.stderr.contains(want), "want {want:?} in\n{}", end.stderr);
+        assert!(
+            end.stderr.contains(want),
+            "want {want:?} in\n{}",
+            end.stderr
+        );
     }
     let s = summary_of(&end.stdout);
     eprintln!(
@@ -638,8 +644,15 @@ fn a_failing_probe_read_names_its_field_with_v() {
         "herdtrace: HERDTRACE_TEST_OFFSET: task_struct.files is read at task_struct.pid's offset",
     );
     // The verifier checks direct BTF loads against the kernel's types: it
-    // refuses the accept exit that reads task_struct.files that way, and
-    // the tracer falls back to the variant that reads it with helper calls.
+    // refuses the programs that read task_struct.files that way (first those
+    // that read the fd from the registers, then the accept exit that keeps
+    // it from the entry), and the tracer falls back to the variant that
+    // reads it with helper calls.
+    common::assert_contains(
+        &end.stderr,
+        "using the programs without bpf_task_pt_regs instead (the same facts, with a syscall \
+         entry tracepoint as well",
+    );
     common::assert_contains(
         &end.stderr,
         "herdtrace: warning: loading tp_accept_exit_tb: ",

@@ -95,6 +95,14 @@ fn epoll_per_worker_without_task_btf() {
     check_lacking("epoll-per-worker", Some("bpf_get_current_task_btf"));
 }
 
+/// Kernels 5.11-5.14 have `bpf_get_current_task_btf` but not
+/// `bpf_task_pt_regs`: the accept entry keeps the listening fd
+/// (`tp_accept_enter`) for the exit (`tp_accept_exit_tb`).
+#[test]
+fn epoll_per_worker_without_task_pt_regs() {
+    check_lacking("epoll-per-worker", Some("bpf_task_pt_regs"));
+}
+
 #[test]
 fn exclusive_wakes_one() {
     check("exclusive");

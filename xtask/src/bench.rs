@@ -6,7 +6,8 @@
 //! printed and written to `target/bench/report.md`. Sections: `loadgen`
 //! (herdtrace load vs ab), `overhead` (throughput untraced / herdtrace /
 //! bpftrace, and the tools' CPU), `drops` (lost events), `engine`
-//! (reconstruction throughput), `memory` (the tracer's RSS). Helpers: `server`
+//! (reconstruction throughput), `memory` (the tracer's RSS), `syscalls` (what
+//! every other syscall of the machine pays while herdtrace runs). Helpers: `server`
 //! (the `herdtrace serve` under load), `tracer` and `bpftrace` (the measured
 //! tools), `bg` (a tool in the background), `child` (tools run with a
 //! deadline), `procfs` (CPU and memory of a process), `parse` (tool output,
@@ -34,6 +35,7 @@ mod procfs;
 mod report;
 mod server;
 pub mod soak;
+mod syscalls;
 mod tracer;
 mod work;
 
@@ -64,6 +66,9 @@ Sections (--only NAME, repeatable):
   kernel    the time the kernel spends in herdtrace's eBPF programs per connection, per
             program (kernel.bpf_stats_enabled), and its share of the untraced CPU time;
             do-nothing programs on the same probe points give the statistics' floor
+  syscalls  ns per getppid of the bench process (not traced) untraced and with each backend
+            attached: what every syscall of the machine pays; the tracepoint backend also
+            as on 5.11-5.14 (HERDTRACE_MISSING=bpf_task_pt_regs: entry tracepoints too)
   drops     the maximum rate for --drop-secs with default settings (goal: 0 lost events),
             then ring-buffer sizes x rates for --sweep-secs each: where drops begin
   engine    a recorded max-rate trace replayed in shifted passes: events/s (median of 5 runs, goal >= 9M/s)
@@ -129,6 +134,7 @@ pub enum SectionName {
     Overhead,
     Work,
     Kernel,
+    Syscalls,
     Drops,
     Engine,
     Memory,
@@ -185,6 +191,11 @@ const SECTIONS: &[Section] = &[
         name: SectionName::Kernel,
         title: kcost::TITLE,
         run: kcost::run,
+    },
+    Section {
+        name: SectionName::Syscalls,
+        title: syscalls::TITLE,
+        run: syscalls::run,
     },
     Section {
         name: SectionName::Drops,
@@ -378,6 +389,7 @@ mod tests {
                 SectionName::Overhead,
                 SectionName::Work,
                 SectionName::Kernel,
+                SectionName::Syscalls,
                 SectionName::Drops,
                 SectionName::Engine,
                 SectionName::Memory

@@ -48,6 +48,7 @@ fn text_report_lines() {
         "program kprobe: refused: kernel built without CONFIG_KPROBES",
         "program fentry: refused: load returned EPERM",
         "helper bpf_get_current_task_btf: ok",
+        "helper bpf_task_pt_regs: ok",
         "kallsyms: ok",
         "available_filter_functions: refused: reading x: Operation not permitted (os error 1)",
         "function __wake_up_common: ok (5 params)",
@@ -300,6 +301,7 @@ fn json_has_stable_keys_and_statuses() {
         v["helpers"]["bpf_get_current_task_btf"],
         json!({"status": "ok"})
     );
+    assert_eq!(v["helpers"]["bpf_task_pt_regs"], json!({"status": "ok"}));
     assert_eq!(v["privileges"], json!({"status": "ok", "as": "root"}));
     assert_eq!(v["programs"]["tracepoint"], json!({"status": "ok"}));
     assert_eq!(
@@ -416,4 +418,35 @@ fn table_targets_are_unique() {
     d.dedup();
     assert_eq!(t, d);
     assert!(t.contains(&(Kind::Fexit, "inet_accept")));
+}
+
+/// A helper whose programs call another one is missing, without a trial,
+/// where that one is; otherwise its own trial decides.
+#[test]
+fn a_feature_needs_what_it_requires() {
+    let tried = std::cell::RefCell::new(Vec::new());
+    let refuse_task_btf = |f: Feature| {
+        tried.borrow_mut().push(f);
+        match f {
+            Feature::TaskBtf => ProbeStatus::Missing("load returned EINVAL".into()),
+            Feature::TaskPtRegs => ProbeStatus::Ok,
+        }
+    };
+    let got = feature_statuses(refuse_task_btf);
+    assert_eq!(
+        got[&Feature::TaskPtRegs],
+        ProbeStatus::Missing("needs bpf_get_current_task_btf".into())
+    );
+    assert_eq!(*tried.borrow(), [Feature::TaskBtf]);
+
+    let only_pt_regs_missing = |f: Feature| match f {
+        Feature::TaskBtf => ProbeStatus::Ok,
+        Feature::TaskPtRegs => ProbeStatus::Missing("load returned EINVAL".into()),
+    };
+    let got = feature_statuses(only_pt_regs_missing);
+    assert_eq!(got[&Feature::TaskBtf], ProbeStatus::Ok);
+    assert_eq!(
+        got[&Feature::TaskPtRegs],
+        ProbeStatus::Missing("load returned EINVAL".into())
+    );
 }

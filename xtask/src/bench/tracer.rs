@@ -208,7 +208,17 @@ impl Tracer {
     pub fn start(bin: &Path, pid: u32, spec: &TracerSpec) -> anyhow::Result<Self> {
         // NDJSON carries a line per connection: keep only the tail.
         let keep = if spec.json { 64 } else { 0 };
-        let bg = Background::start(&mut spec.command(bin, pid), is_ready, READY_TIMEOUT, keep)?;
+        Self::start_kept(&mut spec.command(bin, pid), keep)
+    }
+
+    /// A text-mode tracer from a command made by [`TracerSpec::command`]
+    /// and changed further (an environment variable).
+    pub fn start_command(cmd: &mut Command) -> anyhow::Result<Self> {
+        Self::start_kept(cmd, 0)
+    }
+
+    fn start_kept(cmd: &mut Command, keep: usize) -> anyhow::Result<Self> {
+        let bg = Background::start(cmd, is_ready, READY_TIMEOUT, keep)?;
         let cpu_at_ready = procfs::cpu_seconds(bg.pid()).unwrap_or(0.0);
         Ok(Self { bg, cpu_at_ready })
     }

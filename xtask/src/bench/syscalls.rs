@@ -1,0 +1,247 @@
+//! Section "Syscalls": what tracing costs the machine's other syscalls.
+//! While any syscall tracepoint is attached, every syscall of every task
+//! takes the kernel's slow path, traced process or not, and each direction
+//! attached (entry, exit) adds its dispatch. Timed here on `getppid` in
+//! this process (not traced): untraced, with herdtrace attached to a
+//! server, and with herdtrace as on kernels without `bpf_task_pt_regs`
+//! (5.11-5.14), whose plan attaches the accept and listen entries too.
+use std::path::Path;
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{anyhow, bail};
+
+use super::parse::{json_string, json_top_level_raw, median};
+use super::report::{SectionReport, Table};
+use super::server::Server;
+use super::tracer::{self, Availability, Tracer, TracerSpec};
+use super::Ctx;
+use crate::proc;
+
+pub const TITLE: &str = "Syscalls: the cost of one untraced syscall while herdtrace runs";
+const MODEL: (&str, u16) = ("epoll-per-worker", 4);
+/// Batches per measurement; their median is the measurement.
+const BATCHES: u32 = 5;
+
+/// One configuration of the machine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Setup {
+    Untraced,
+    Herdtrace(String),
+    /// The tracepoint backend with `HERDTRACE_MISSING=bpf_task_pt_regs`.
+    WithEntries,
+}
+
+impl Setup {
+    pub fn label(&self) -> String {
+        match self {
+            Setup::Untraced => "untraced".into(),
+            Setup::Herdtrace(b) => format!("herdtrace ({b})"),
+            Setup::WithEntries => {
+                "herdtrace (tracepoint, entry tracepoints as on 5.11-5.14)".into()
+            }
+        }
+    }
+}
+
+pub fn run(ctx: &Ctx) -> anyhow::Result<Vec<SectionReport>> {
+    let check = proc::stdout(Command::new(&ctx.bin).args(["check", "--json"]))?;
+    let backends = tracer::parse_backends(&check).map_err(|e| anyhow!(e))?;
+    let mut setups = vec![Setup::Untraced];
+    let mut notes = Vec::new();
+    for (b, avail) in &backends {
+        match avail {
+            Availability::Ok => setups.push(Setup::Herdtrace(b.clone())),
+            Availability::Unavailable(why) => notes.push(format!("{b}: not available ({why})")),
+        }
+    }
+    let tracepoint = setups.contains(&Setup::Herdtrace("tracepoint".into()));
+    match helper_status(&check, "bpf_task_pt_regs") {
+        Some(s) if s == "ok" && tracepoint => setups.push(Setup::WithEntries),
+        s => notes.push(format!(
+            "bpf_task_pt_regs {}: the tracepoint backend attaches the entry tracepoints anyway",
+            s.unwrap_or_else(|| "not reported".into())
+        )),
+    }
+    let calls: u64 = if ctx.quick { 200_000 } else { 2_000_000 };
+    let mut server = Server::start(&ctx.bin, MODEL.0, MODEL.1)?;
+    let mut runs: Vec<(Setup, Vec<f64>)> = setups.iter().map(|s| (s.clone(), Vec::new())).collect();
+    for round in 0..ctx.rounds as usize {
+        for k in 0..runs.len() {
+            let i = (k + round) % runs.len();
+            let ns = measure(&ctx.bin, server.pid(), &runs[i].0, calls)?;
+            println!("   {:<60} {ns:>7.1} ns/syscall", runs[i].0.label());
+            runs[i].1.push(ns);
+        }
+    }
+    let st = server.stop()?;
+    if !st.success() {
+        bail!("the server exited with {st}");
+    }
+    Ok(vec![summarize(&runs, &notes, calls, ctx.rounds)])
+}
+
+/// `helpers.<name>.status` of `herdtrace check --json`.
+fn helper_status(check_json: &str, name: &str) -> Option<String> {
+    let helpers = json_top_level_raw(check_json, "helpers")?;
+    let h = json_top_level_raw(helpers, name)?;
+    json_top_level_raw(h, "status").and_then(json_string)
+}
+
+/// ns per `getppid` with `setup` in place.
+fn measure(bin: &Path, pid: u32, setup: &Setup, calls: u64) -> anyhow::Result<f64> {
+    let spec = TracerSpec::new(match setup {
+        Setup::Herdtrace(b) => b,
+        _ => "tracepoint",
+    });
+    let mut cmd = spec.command(bin, pid);
+    let tracer = match setup {
+        Setup::Untraced => None,
+        Setup::Herdtrace(_) => Some(Tracer::start_command(&mut cmd)?),
+        Setup::WithEntries => Some(Tracer::start_command(
+            cmd.env("HERDTRACE_MISSING", "bpf_task_pt_regs"),
+        )?),
+    };
+    let ns = time_syscalls(calls);
+    if let Some(t) = tracer {
+        t.stop()?;
+    }
+    Ok(ns)
+}
+
+/// The median of [`BATCHES`] batches, in ns per call.
+fn time_syscalls(calls: u64) -> f64 {
+    let per = (calls / u64::from(BATCHES)).max(1);
+    let batches: Vec<f64> = (0..BATCHES)
+        .map(|_| {
+            let t = Instant::now();
+            for _ in 0..per {
+                // SAFETY: getppid takes no arguments and cannot fail.
+                unsafe { libc::syscall(libc::SYS_getppid) };
+            }
+            t.elapsed().as_nanos() as f64 / per as f64
+        })
+        .collect();
+    median(&batches).unwrap_or(0.0)
+}
+
+/// The report from the measurements (pure, so it is tested).
+pub fn summarize(
+    runs: &[(Setup, Vec<f64>)],
+    notes: &[String],
+    calls: u64,
+    rounds: u32,
+) -> SectionReport {
+    let mut r = SectionReport::new(TITLE);
+    r.setup = vec![
+        format!(
+            "{calls} `getppid` calls by the bench process itself (not traced) in {BATCHES} batches, \
+             the median batch; server: `herdtrace serve --model {} --workers {}`, idle, traced",
+            MODEL.0, MODEL.1
+        ),
+        format!("{rounds} round(s), setups in rotating order; medians"),
+    ];
+    r.setup.extend(notes.iter().cloned());
+    let base = runs
+        .iter()
+        .find(|(s, _)| *s == Setup::Untraced)
+        .and_then(|(_, v)| median(v));
+    let mut rows = Vec::new();
+    let mut added = Vec::new();
+    for (setup, v) in runs {
+        let ns = median(v);
+        let extra = ns.zip(base).map(|(n, b)| n - b);
+        rows.push(vec![
+            setup.label(),
+            ns.map_or("-".into(), |n| format!("{n:.1}")),
+            extra.map_or("-".into(), |e| format!("{e:+.1}")),
+            ns.zip(base)
+                .map_or("-".into(), |(n, b)| format!("{:.3}", n / b)),
+        ]);
+        added.push((setup, extra));
+    }
+    let of = |s: &Setup| added.iter().find(|(x, _)| *x == s).and_then(|(_, e)| *e);
+    if let (Some(now), Some(before)) = (
+        of(&Setup::Herdtrace("tracepoint".into())),
+        of(&Setup::WithEntries),
+    ) {
+        r.lines.push(format!(
+            "tracepoint backend: {now:.1} ns added to every syscall of the machine; \
+             {before:.1} ns with the entry tracepoints as well ({:.0} % less without them)",
+            if before > 0.0 {
+                100.0 * (before - now) / before
+            } else {
+                0.0
+            }
+        ));
+    }
+    r.table = Some(Table {
+        header: ["setup", "ns/syscall", "added", "ratio"]
+            .map(String::from)
+            .to_vec(),
+        rows,
+    });
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn added_cost_per_setup_and_the_entry_saving() {
+        let runs = vec![
+            (Setup::Untraced, vec![260.0, 250.0, 270.0]),
+            (
+                Setup::Herdtrace("tracepoint".into()),
+                vec![334.0, 330.0, 338.0],
+            ),
+            (Setup::WithEntries, vec![359.0, 360.0, 358.0]),
+            (Setup::Herdtrace("fentry".into()), vec![262.0]),
+        ];
+        let r = summarize(&runs, &["kprobe: not available (x)".into()], 1000, 3);
+        let t = r.table.as_ref().expect("table");
+        assert_eq!(t.rows[0], ["untraced", "260.0", "+0.0", "1.000"]);
+        assert_eq!(
+            t.rows[1],
+            ["herdtrace (tracepoint)", "334.0", "+74.0", "1.285"]
+        );
+        assert_eq!(t.rows[2][2], "+99.0");
+        assert_eq!(t.rows[3], ["herdtrace (fentry)", "262.0", "+2.0", "1.008"]);
+        assert_eq!(
+            r.lines,
+            [
+                "tracepoint backend: 74.0 ns added to every syscall of the machine; 99.0 ns with \
+              the entry tracepoints as well (25 % less without them)"
+            ]
+        );
+        assert!(r.setup.iter().any(|l| l == "kprobe: not available (x)"));
+        assert!(!r.failed);
+    }
+
+    #[test]
+    fn no_untraced_figure_leaves_the_comparisons_empty() {
+        let runs = vec![(Setup::Herdtrace("tracepoint".into()), vec![])];
+        let r = summarize(&runs, &[], 10, 1);
+        assert_eq!(
+            r.table.expect("table").rows[0],
+            ["herdtrace (tracepoint)", "-", "-", "-"]
+        );
+        assert!(r.lines.is_empty());
+    }
+
+    #[test]
+    fn helper_status_from_check_json() {
+        let j = r#"{"helpers": {"bpf_get_current_task_btf": {"status": "ok"},
+                    "bpf_task_pt_regs": {"status": "missing", "reason": "needs x"}}}"#;
+        assert_eq!(
+            helper_status(j, "bpf_task_pt_regs").as_deref(),
+            Some("missing")
+        );
+        assert_eq!(
+            helper_status(j, "bpf_get_current_task_btf").as_deref(),
+            Some("ok")
+        );
+        assert_eq!(helper_status(j, "other"), None);
+    }
+}
