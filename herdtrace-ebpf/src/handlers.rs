@@ -351,11 +351,13 @@ pub fn listen_fd(fd: u64) {
 }
 
 /// `listen(fd)` returned `ret` in a traced task (tracepoint backend, where
-/// the fd can be read at the exit: see `kread::syscall_arg0`).
+/// the fd can be read at the exit: see `kread::syscall_arg0`). `lookup`
+/// gives the fd and the task's open files.
 #[inline(always)]
-pub fn listen_exit(ret: i64, fd: impl FnOnce() -> u64) {
+pub fn listen_exit(ret: i64, lookup: impl FnOnce() -> (u64, Fds)) {
     if ret == 0 && traced_current().is_some() {
-        learn_listener(Fds::current_btf().sk(fd()));
+        let (fd, fds) = lookup();
+        learn_listener(fds.sk(fd));
     }
 }
 
@@ -469,22 +471,17 @@ pub fn entry_fd(task: &mut TaskState) -> i32 {
 }
 
 /// `sys_exit_accept`/`accept4` (tracepoint backend): the listener is the
-/// socket of the listening fd (`listen_fd`: kept by the entry, or read from
-/// the task's registers), the child the new fd's. Both are looked up in one
-/// walk of the task's fd table (`fds` finds it). A negative fd (no entry
-/// seen) leaves the listener unknown.
+/// socket of the listening fd, the child the new fd's. `lookup` gives that
+/// fd (kept by the entry, or read from the task's registers) and the task's
+/// open files, in which both are looked up in one walk. A negative fd (no
+/// entry seen) leaves the listener unknown.
 #[inline(always)]
-pub fn accept_exit(
-    ret: impl FnOnce() -> i64,
-    listen_fd: impl FnOnce(&mut TaskState) -> i32,
-    fds: impl FnOnce() -> Fds,
-) {
+pub fn accept_exit(ret: impl FnOnce() -> i64, lookup: impl FnOnce(&mut TaskState) -> (i32, Fds)) {
     let Some((tid, task)) = traced_current() else {
         return;
     };
     let ret = ret();
-    let fd = listen_fd(task);
-    let fds = fds();
+    let (fd, fds) = lookup(task);
     let listener = if fd >= 0 { fds.sk(fd as u64) } else { 0 };
     let child = if ret >= 0 { fds.sk(ret as u64) } else { 0 };
     let call = begin_accept(task, listener, 0);

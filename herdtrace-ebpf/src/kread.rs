@@ -40,16 +40,23 @@ const SYSCALL_ARG0: u32 = core::mem::offset_of!(aya_ebpf::bindings::pt_regs, rdi
 #[cfg(not(bpf_target_arch = "x86_64"))]
 const SYSCALL_ARG0: u32 = 0;
 
-/// The current syscall's first argument, read at its exit from the task's
-/// saved user registers (`bpf_task_pt_regs`, 5.15+; the probe table picks
-/// the programs that call it). A syscall's exit then needs nothing from its
-/// entry, and no entry tracepoint is attached: every syscall of every task
-/// on the machine pays for each syscall tracepoint direction attached.
+/// The current task as a BTF pointer (`bpf_get_current_task_btf`, 5.11+):
+/// its fields load directly. Taken once by a program that needs it twice.
 #[inline(always)]
-pub fn syscall_arg0() -> u64 {
-    let task = unsafe { bpf_get_current_task_btf() };
-    // SAFETY: `task` is the current task, as the helper requires.
-    let regs = unsafe { generated::bpf_task_pt_regs(task) } as u64;
+pub fn current_task_btf() -> u64 {
+    unsafe { bpf_get_current_task_btf() as u64 }
+}
+
+/// The current syscall's first argument, read at its exit from the saved
+/// user registers of `task` (from [`current_task_btf`]) with
+/// `bpf_task_pt_regs` (5.15+; the probe table picks the programs that call
+/// it). A syscall's exit then needs nothing from its entry, and no entry
+/// tracepoint is attached: every syscall of every task on the machine pays
+/// for each syscall tracepoint direction attached.
+#[inline(always)]
+pub fn syscall_arg0(task: u64) -> u64 {
+    // SAFETY: `task` is the current task's BTF pointer, as the helper requires.
+    let regs = unsafe { generated::bpf_task_pt_regs(task as *mut _) } as u64;
     if regs == 0 {
         return u64::MAX;
     }
@@ -101,7 +108,12 @@ impl Fds {
     /// does not type: what follows is read as before.
     #[inline(always)]
     pub fn current_btf() -> Fds {
-        let task = unsafe { bpf_get_current_task_btf() } as u64;
+        Fds::of_task_btf(current_task_btf())
+    }
+
+    /// [`Fds::current_btf`] of a task pointer the program already holds.
+    #[inline(always)]
+    pub fn of_task_btf(task: u64) -> Fds {
         let files: u64 = btf_load(task, conf!(task_struct_files));
         if files == 0 {
             return Fds::NONE;

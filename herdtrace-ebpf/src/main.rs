@@ -16,7 +16,7 @@ mod kread;
 mod maps;
 
 use aya_ebpf::{
-    helpers::{bpf_get_current_task_btf, bpf_probe_read_kernel},
+    helpers::bpf_probe_read_kernel,
     macros::{btf_tracepoint, fentry, fexit, kprobe, kretprobe, tracepoint},
     programs::{
         BtfTracePointContext, FEntryContext, FExitContext, ProbeContext, RetProbeContext,
@@ -213,7 +213,11 @@ pub fn tp_listen_enter(ctx: TracePointContext) -> u32 {
 #[tracepoint]
 pub fn tp_listen_exit_regs(ctx: TracePointContext) -> u32 {
     handlers::listen_exit(tp_field::<i64>(&ctx, conf!(sys_exit_ret)), || {
-        kread::syscall_arg0() & 0xffff_ffff
+        let task = kread::current_task_btf();
+        (
+            kread::syscall_arg0(task) & 0xffff_ffff,
+            Fds::of_task_btf(task),
+        )
     });
     0
 }
@@ -228,8 +232,7 @@ pub fn tp_accept_enter(ctx: TracePointContext) -> u32 {
 pub fn tp_accept_exit(ctx: TracePointContext) -> u32 {
     handlers::accept_exit(
         || tp_field::<i64>(&ctx, conf!(sys_exit_ret)),
-        handlers::entry_fd,
-        Fds::current,
+        |task| (handlers::entry_fd(task), Fds::current()),
     );
     0
 }
@@ -240,8 +243,7 @@ pub fn tp_accept_exit(ctx: TracePointContext) -> u32 {
 pub fn tp_accept_exit_tb(ctx: TracePointContext) -> u32 {
     handlers::accept_exit(
         || tp_field::<i64>(&ctx, conf!(sys_exit_ret)),
-        handlers::entry_fd,
-        Fds::current_btf,
+        |task| (handlers::entry_fd(task), Fds::current_btf()),
     );
     0
 }
@@ -251,10 +253,16 @@ pub fn tp_accept_exit_tb(ctx: TracePointContext) -> u32 {
 /// needs no entry program and no entry tracepoint is attached.
 #[tracepoint]
 pub fn tp_accept_exit_regs(ctx: TracePointContext) -> u32 {
+    // One task pointer for both: the registers and the fd table.
     handlers::accept_exit(
         || tp_field::<i64>(&ctx, conf!(sys_exit_ret)),
-        |_| kread::syscall_arg0() as u32 as i32,
-        Fds::current_btf,
+        |_| {
+            let task = kread::current_task_btf();
+            (
+                kread::syscall_arg0(task) as u32 as i32,
+                Fds::of_task_btf(task),
+            )
+        },
     );
     0
 }
@@ -499,15 +507,14 @@ pub fn trial_tp_btf(_ctx: BtfTracePointContext) -> i32 {
 /// Loads where a tracepoint program may call `bpf_get_current_task_btf`.
 #[tracepoint]
 pub fn trial_task_btf(_ctx: TracePointContext) -> u32 {
-    let task = unsafe { bpf_get_current_task_btf() } as u64;
-    u32::from(task != 0)
+    u32::from(kread::current_task_btf() != 0)
 }
 
 /// Loads where a tracepoint program may call `bpf_task_pt_regs` (and
 /// read a register from its result).
 #[tracepoint]
 pub fn trial_task_pt_regs(_ctx: TracePointContext) -> u32 {
-    u32::from(kread::syscall_arg0() != 0)
+    u32::from(kread::syscall_arg0(kread::current_task_btf()) != 0)
 }
 
 #[kprobe]
