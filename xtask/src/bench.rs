@@ -7,7 +7,8 @@
 //! (herdtrace load vs ab), `overhead` (throughput untraced / herdtrace /
 //! bpftrace, and the tools' CPU), `drops` (lost events), `engine`
 //! (reconstruction throughput), `memory` (the tracer's RSS), `syscalls` (what
-//! every other syscall of the machine pays while herdtrace runs). Helpers: `server`
+//! every other syscall of the machine pays while herdtrace runs), `profile`
+//! (where tracing's CPU goes, by sampling with perf). Helpers: `server`
 //! (the `herdtrace serve` under load), `tracer` and `bpftrace` (the measured
 //! tools), `bg` (a tool in the background), `child` (tools run with a
 //! deadline), `procfs` (CPU and memory of a process), `parse` (tool output,
@@ -32,6 +33,7 @@ mod memory;
 mod overhead;
 mod parse;
 mod procfs;
+mod profile;
 mod report;
 mod server;
 pub mod soak;
@@ -69,6 +71,9 @@ Sections (--only NAME, repeatable):
   syscalls  ns per getppid of the bench process (not traced) untraced and with each backend
             attached: what every syscall of the machine pays; the tracepoint backend also
             as on 5.11-5.14 (HERDTRACE_MISSING=bpf_task_pt_regs: entry tracepoints too)
+  profile   `perf record -a` of a traced max-rate run with the statistics off: ns per
+            connection in the programs (own work, ring buffer, clock, maps, kernel reads),
+            in their dispatch, in the syscall slow path, and in the tracer's process
   drops     the maximum rate for --drop-secs with default settings (goal: 0 lost events),
             then ring-buffer sizes x rates for --sweep-secs each: where drops begin
   engine    a recorded max-rate trace replayed in shifted passes: events/s (median of 5 runs, goal >= 9M/s)
@@ -135,6 +140,7 @@ pub enum SectionName {
     Work,
     Kernel,
     Syscalls,
+    Profile,
     Drops,
     Engine,
     Memory,
@@ -196,6 +202,11 @@ const SECTIONS: &[Section] = &[
         name: SectionName::Syscalls,
         title: syscalls::TITLE,
         run: syscalls::run,
+    },
+    Section {
+        name: SectionName::Profile,
+        title: profile::TITLE,
+        run: profile::run,
     },
     Section {
         name: SectionName::Drops,
@@ -390,6 +401,7 @@ mod tests {
                 SectionName::Work,
                 SectionName::Kernel,
                 SectionName::Syscalls,
+                SectionName::Profile,
                 SectionName::Drops,
                 SectionName::Engine,
                 SectionName::Memory

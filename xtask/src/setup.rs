@@ -21,7 +21,7 @@ const PKGS_BPF_LINKER: &[&str] = &[
     "zlib1g-dev",
     "libzstd-dev",
 ];
-/// `ab` and `bpftrace` for the benchmarks, `bpftool` for the detach tests,
+/// `ab`, `bpftrace` and `perf` for the benchmarks, `bpftool` for the detach tests,
 /// the real servers `diagnose`'s tests recognise (nginx, lighttpd, Apache
 /// httpd, uWSGI with its Python 3 plugin, gunicorn, Node.js, HAProxy),
 /// prometheus for the exporter's.
@@ -29,6 +29,7 @@ const PKGS_TESTS: &[&str] = &[
     "apache2-utils",
     "bpftool",
     "bpftrace",
+    "linux-perf",
     "nginx",
     "lighttpd",
     "apache2",

@@ -120,7 +120,27 @@ pub fn load(
     rate: Option<f64>,
     concurrency: u32,
 ) -> anyhow::Result<LoadRun> {
-    let mut cmd = Command::new(bin);
+    load_wrapped(&[], bin, port, n, rate, concurrency)
+}
+
+/// As [`load`], run by `wrapper` (a command line ending in `--`, such as
+/// `perf record ... --`); nothing when empty.
+pub fn load_wrapped(
+    wrapper: &[String],
+    bin: &Path,
+    port: u16,
+    n: u64,
+    rate: Option<f64>,
+    concurrency: u32,
+) -> anyhow::Result<LoadRun> {
+    let mut cmd = match wrapper.split_first() {
+        Some((prog, args)) => {
+            let mut c = Command::new(prog);
+            c.args(args).arg(bin);
+            c
+        }
+        None => Command::new(bin),
+    };
     cmd.args(["load", "--addr", &format!("127.0.0.1:{port}")])
         .args(["--connections", &n.to_string()])
         .args(["--concurrency", &concurrency.to_string(), "--json"]);
