@@ -4,13 +4,13 @@
 use aya_ebpf::helpers::{bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_ktime_get_ns};
 use aya_log_ebpf::warn;
 use herdtrace_common::{
-    ChainState, ListenKey, RawEvent, TaskState, EV_ARRIVAL, EV_EPOLL_CB, EV_WAKE,
-    FLAG_WAKE_CASCADE, MAP_LISTENERS,
+    ChainState, ListenKey, TaskState, EV_ARRIVAL, EV_EPOLL_CB, EV_WAKE, FLAG_WAKE_CASCADE,
+    MAP_LISTENERS,
 };
 
 use crate::{
     config::conf,
-    emit::{bump, new_event, put, send},
+    emit::{bump, emit, emit_at, put},
     kread::{accept_queue_tail, listen_key, sk_head, sk_peer, SkHead},
     maps::{CHAIN, LISTENERS, LISTEN_ADDRS, TIMER_CB, TRACED, TRACED_EPS},
 };
@@ -208,17 +208,16 @@ pub fn arrival_at_queue(c: &mut ChainState, sk: u64, child: u64, wait: u64) {
     let id = new_chain_id();
     c.est_chain = id;
     let (family, addr, peer_port) = sk_peer(child);
-    let mut ev = new_event(EV_ARRIVAL);
-    ev.chain = id;
-    ev.ts_ns = c.est_ns;
-    ev.sk = sk;
-    ev.child = child;
-    ev.local_port = port;
-    ev.peer_addr = addr;
-    ev.peer_port = peer_port;
-    ev.family = family;
-    ev.aux = netns as u64;
-    send(&mut ev);
+    emit_at(EV_ARRIVAL, c.est_ns, |ev| {
+        ev.chain = id;
+        ev.sk = sk;
+        ev.child = child;
+        ev.local_port = port;
+        ev.peer_addr = addr;
+        ev.peer_port = peer_port;
+        ev.family = family;
+        ev.aux = netns as u64;
+    });
 }
 
 #[inline(always)]
@@ -227,18 +226,17 @@ pub fn emit_arrival(c: &mut ChainState) {
         return;
     }
     c.emitted = 1;
-    let mut ev = new_event(EV_ARRIVAL);
-    ev.chain = c.id;
-    ev.ts_ns = c.opened_ns;
-    ev.sk = c.listener;
-    ev.child = c.child;
-    ev.local_port = c.local_port;
-    ev.peer_addr = c.peer_addr;
-    ev.peer_port = c.peer_port;
-    ev.family = c.family;
-    ev.flags = c.arrival_flags;
-    ev.aux = c.netns as u64;
-    send(&mut ev);
+    emit_at(EV_ARRIVAL, c.opened_ns, |ev| {
+        ev.chain = c.id;
+        ev.sk = c.listener;
+        ev.child = c.child;
+        ev.local_port = c.local_port;
+        ev.peer_addr = c.peer_addr;
+        ev.peer_port = c.peer_port;
+        ev.family = c.family;
+        ev.flags = c.arrival_flags;
+        ev.aux = c.netns as u64;
+    });
 }
 
 /// The listener chain open on this CPU. A kprobe/fentry chain ends exactly
@@ -399,14 +397,15 @@ pub fn on_waking(tid: u32, comm: impl FnOnce() -> [u8; 16]) {
         return;
     }
     task.woken_by = c.id;
-    let mut ev: RawEvent = new_event(EV_WAKE);
-    ev.chain = c.id;
-    ev.sk = c.listener;
-    ev.tid = tid;
-    ev.tgid = task.tgid;
-    ev.aux = c.cur_ep;
-    ev.comm = comm();
-    send(&mut ev);
+    let tgid = task.tgid;
+    emit(EV_WAKE, |ev| {
+        ev.chain = c.id;
+        ev.sk = c.listener;
+        ev.tid = tid;
+        ev.tgid = tgid;
+        ev.aux = c.cur_ep;
+        ev.comm = comm();
+    });
 }
 
 /// The task is back in user space, or was woken by something that is no
@@ -440,14 +439,15 @@ fn on_cascade_waking(tid: u32, comm: impl FnOnce() -> [u8; 16]) {
         return;
     }
     task.woken_by = chain;
-    let mut ev: RawEvent = new_event(EV_WAKE);
-    ev.chain = chain;
-    ev.tid = tid;
-    ev.tgid = task.tgid;
-    ev.flags = FLAG_WAKE_CASCADE;
-    ev.aux = waker as u64;
-    ev.comm = comm();
-    send(&mut ev);
+    let tgid = task.tgid;
+    emit(EV_WAKE, |ev| {
+        ev.chain = chain;
+        ev.tid = tid;
+        ev.tgid = tgid;
+        ev.flags = FLAG_WAKE_CASCADE;
+        ev.aux = waker as u64;
+        ev.comm = comm();
+    });
 }
 
 /// `ep_poll_callback` for epoll instance `ep` inside a listener chain.
@@ -457,9 +457,10 @@ pub fn on_epoll_callback(c: &mut ChainState, ep: u64) {
     if unsafe { TRACED_EPS.get(ep).is_none() } {
         return;
     }
-    let mut ev = new_event(EV_EPOLL_CB);
-    ev.chain = c.id;
-    ev.sk = c.listener;
-    ev.aux = ep;
-    send(&mut ev);
+    let (chain, listener) = (c.id, c.listener);
+    emit(EV_EPOLL_CB, |ev| {
+        ev.chain = chain;
+        ev.sk = listener;
+        ev.aux = ep;
+    });
 }

@@ -2,8 +2,8 @@
 //! detection), the per-CPU counters, and map writes that count their failures.
 use core::{
     intrinsics::{atomic_xadd, AtomicOrdering},
-    mem::{size_of, MaybeUninit},
-    ptr::{read_volatile, write_volatile},
+    mem::size_of,
+    ptr::write_volatile,
 };
 
 use aya_ebpf::{
@@ -113,29 +113,8 @@ pub fn forget<K, V>(map: &HashMap<K, V>, k: &K) {
 /// 8-byte words in one [`RawEvent`].
 const EVENT_WORDS: usize = size_of::<RawEvent>() / 8;
 
-/// A zeroed event with the common header filled in. Zeroed word by word
-/// with volatile stores: LLVM otherwise merges the zero fields into
-/// `memset` calls, which the BPF target links as a byte-at-a-time loop
-/// (five instructions a byte: about 350 for the 70 zero bytes of an event).
-#[inline(always)]
-pub fn new_event(kind: u32) -> RawEvent {
-    let mut ev = MaybeUninit::<RawEvent>::uninit();
-    let words = ev.as_mut_ptr().cast::<u64>();
-    for i in 0..EVENT_WORDS {
-        // SAFETY: `i` words into a `RawEvent`, which is 8-byte aligned and
-        // made of integers only, so all zero is a valid value.
-        unsafe { write_volatile(words.add(i), 0) };
-    }
-    // SAFETY: every byte was written above.
-    let mut ev = unsafe { ev.assume_init() };
-    ev.kind = kind;
-    ev.cpu = unsafe { bpf_get_smp_processor_id() };
-    ev.ts_ns = unsafe { bpf_ktime_get_ns() };
-    ev
-}
-
 /// The current task's name, written into `comm` by the helper itself (a
-/// local buffer would be zeroed first, by a byte loop: see `new_event`).
+/// local buffer would be zeroed first, by a byte loop: see `emit_at`).
 /// On failure the kernel zeroes it.
 #[inline(always)]
 pub fn current_comm(comm: &mut [u8; 16]) {
@@ -143,40 +122,55 @@ pub fn current_comm(comm: &mut [u8; 16]) {
     unsafe { generated::bpf_get_current_comm(comm.as_mut_ptr().cast(), 16) };
 }
 
-/// Sends `ev`; when the ring buffer is full the event is counted as dropped.
-/// The sequence number is taken either way so user space sees the gap.
+/// Sends an event of `kind` stamped now: see [`emit_at`].
 #[inline(always)]
-pub fn send(ev: &mut RawEvent) {
+pub fn emit(kind: u32, fill: impl FnOnce(&mut RawEvent)) {
+    emit_at(kind, unsafe { bpf_ktime_get_ns() }, fill)
+}
+
+/// Sends an event of `kind` with time `ts_ns`. The event is built in place,
+/// in its ring-buffer slot: reserved, zeroed, its header written, the rest
+/// by `fill`, then submitted. (Built on the stack and copied, as before,
+/// LLVM turned the zero fields into `memset` calls, which the BPF target
+/// links as a loop storing one byte per five instructions, and the copy
+/// cost 15 loads and stores more.) When the ring buffer is full the event
+/// is counted as dropped and `fill` does not run; its sequence number is
+/// taken either way, so user space sees the gap.
+#[inline(always)]
+pub fn emit_at(kind: u32, ts_ns: u64, fill: impl FnOnce(&mut RawEvent)) {
     let Some(depth) = SEQ.get_ptr_mut(SENDING) else {
         return;
     };
     // An interrupted send on this CPU holds the previous seq and reserves
     // after us: say so, or user space takes the reordering for a loss.
-    if unsafe { *depth } != 0 {
-        ev.flags |= FLAG_NESTED_SEND;
-    }
+    let nested = unsafe { *depth } != 0;
     atomic_add(depth, 1);
-    ev.seq = bump(0);
-    reserve_and_submit(ev);
-    atomic_add(depth, u64::MAX); // minus one
-}
-
-#[inline(always)]
-fn reserve_and_submit(ev: &RawEvent) {
+    let seq = bump(0);
     match EVENTS.reserve::<RawEvent>(0) {
         Some(mut slot) => {
-            // Word by word, for the same reason as in `new_event`.
-            let dst = slot.as_mut_ptr().cast::<u64>();
-            let src = (ev as *const RawEvent).cast::<u64>();
+            let p = slot.as_mut_ptr();
+            let words = p.cast::<u64>();
             for i in 0..EVENT_WORDS {
-                // SAFETY: both point to a whole, 8-byte aligned `RawEvent`.
-                unsafe { write_volatile(dst.add(i), read_volatile(src.add(i))) };
+                // SAFETY: `i` words into the reserved `RawEvent`, which is
+                // 8-byte aligned and made of integers only, so all zero is a
+                // valid value. Volatile, so that LLVM keeps word stores.
+                unsafe { write_volatile(words.add(i), 0) };
+            }
+            // SAFETY: reserved for this event, and every byte written above.
+            let ev = unsafe { &mut *p };
+            ev.kind = kind;
+            ev.cpu = unsafe { bpf_get_smp_processor_id() };
+            ev.ts_ns = ts_ns;
+            ev.seq = seq;
+            fill(ev);
+            if nested {
+                ev.flags |= FLAG_NESTED_SEND;
             }
             // Wake the reader only when the buffer is filling up (see
             // Config::ringbuf_wake_bytes), checked on one send in
             // QUERY_EVERY per CPU: the check is a helper call, and the
             // threshold is a quarter of the buffer, far above that many events.
-            let flags = if ev.seq % QUERY_EVERY == 0
+            let flags = if seq % QUERY_EVERY == 0
                 && EVENTS.query(BPF_RB_AVAIL_DATA) >= conf!(ringbuf_wake_bytes)
             {
                 BPF_RB_FORCE_WAKEUP
@@ -188,4 +182,5 @@ fn reserve_and_submit(ev: &RawEvent) {
         }
         None => count(CNT_DROPS),
     }
+    atomic_add(depth, u64::MAX); // minus one
 }

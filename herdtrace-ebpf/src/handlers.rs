@@ -11,7 +11,7 @@ use herdtrace_common::{
 use crate::{
     chain::{self, close, now, OPEN_LISTENER, OPEN_PROVISIONAL},
     config::conf,
-    emit::{current_comm, forget, insert, new_event, send},
+    emit::{current_comm, emit, forget, insert},
     kread::{
         fd_to_file, fd_to_sk, file_to_sk, listen_key, read, sk_head, sk_wait_head, socket_sk,
         task_ids, Fds, TCP_CLOSE, TCP_CLOSE_WAIT, TCP_ESTABLISHED, TCP_LISTEN, TCP_SYN_RECV,
@@ -32,12 +32,15 @@ fn traced_current() -> Option<(u32, &'static mut TaskState)> {
     Some((tid, task))
 }
 
+/// Sends an event of `kind` about task `tid` of process `tgid`; `fill`
+/// writes the rest.
 #[inline(always)]
-fn task_event(kind: u32, tid: u32, tgid: u32) -> RawEvent {
-    let mut ev = new_event(kind);
-    ev.tid = tid;
-    ev.tgid = tgid;
-    ev
+fn task_event(kind: u32, tid: u32, tgid: u32, fill: impl FnOnce(&mut RawEvent)) {
+    emit(kind, |ev| {
+        ev.tid = tid;
+        ev.tgid = tgid;
+        fill(ev);
+    });
 }
 
 // ---- wakeups (every backend) -------------------------------------------------
@@ -81,9 +84,9 @@ pub fn inet_sock_set_state(sk: u64, old: i32, new: i32, port: impl FnOnce() -> u
         return;
     }
     let Some(c) = chain::state() else { return };
+    // (No time: `est_ns` is the kprobe/fentry backends' queue-add time.)
     c.est_child = sk;
     c.est_listener = 0;
-    c.est_ns = now();
     c.est_port = port();
     if conf!(iss_opens_chain) == 0 {
         return;
@@ -239,9 +242,8 @@ pub fn poll_exit(ret: impl FnOnce() -> i64) {
         return;
     };
     chain::clear_woken_by(task);
-    let mut ev = task_event(EV_POLL_RET, tid, task.tgid);
-    ev.ret = ret();
-    send(&mut ev);
+    let ret = ret();
+    task_event(EV_POLL_RET, tid, task.tgid, |ev| ev.ret = ret);
 }
 
 /// `do_epoll_wait` entry (kprobe backend). A task entering a wait is back
@@ -277,9 +279,7 @@ pub fn epoll_wait_exit(epfd: i32, ret: i64) {
         }
     }
     chain::clear_woken_by(task);
-    let mut ev = task_event(EV_POLL_RET, tid, task.tgid);
-    ev.ret = ret;
-    send(&mut ev);
+    task_event(EV_POLL_RET, tid, task.tgid, |ev| ev.ret = ret);
 }
 
 /// `ep_send_events(ep, ...)` returned `ret` events (0: the task found
@@ -294,9 +294,7 @@ pub fn ep_send_events_exit(ep: u64, ret: i64) {
     if ep != 0 && unsafe { TRACED_EPS.get(ep) }.is_none() {
         insert(&TRACED_EPS, &ep, &1, MAP_TRACED_EPS);
     }
-    let mut ev = task_event(EV_SEND_EVENTS, tid, tgid);
-    ev.ret = ret;
-    send(&mut ev);
+    task_event(EV_SEND_EVENTS, tid, tgid, |ev| ev.ret = ret);
 }
 
 /// `ep_send_events(ep, ...)` entry (kprobe backend: its return probe has
@@ -438,16 +436,16 @@ fn send_accept(
         return;
     }
     chain::clear_woken_by(task);
-    let mut ev = task_event(EV_ACCEPT_RET, tid, task.tgid);
-    ev.ret = ret;
-    ev.sk = call.listener;
-    ev.child = child;
-    ev.flags = flags;
-    ev.local_port = port;
-    ev.aux = call.netns as u64;
-    // No peer address: the arrival already carries it.
-    current_comm(&mut ev.comm);
-    send(&mut ev);
+    task_event(EV_ACCEPT_RET, tid, task.tgid, |ev| {
+        ev.ret = ret;
+        ev.sk = call.listener;
+        ev.child = child;
+        ev.flags = flags;
+        ev.local_port = port;
+        ev.aux = call.netns as u64;
+        // No peer address: the arrival already carries it.
+        current_comm(&mut ev.comm);
+    });
 }
 
 /// `sys_enter_accept`/`accept4` (tracepoint backend): only the fd is kept;
@@ -622,10 +620,10 @@ fn follow_child(child_tid: u32, child_tgid: u32) {
             child_tgid
         );
     }
-    let mut ev = task_event(EV_TASK_NEW, child_tid, child_tgid);
-    ev.aux = parent_tgid as u64;
-    current_comm(&mut ev.comm);
-    send(&mut ev);
+    task_event(EV_TASK_NEW, child_tid, child_tgid, |ev| {
+        ev.aux = parent_tgid as u64;
+        current_comm(&mut ev.comm);
+    });
 }
 
 /// `sched_process_fork(parent, child)` as a BTF tracepoint (task pointers).
@@ -650,7 +648,5 @@ pub fn process_exit() {
     let tgid = task.tgid;
     let _ = TRACED.remove(tid);
     forget(&ACCEPT_INFLIGHT, &tid);
-    let mut ev = task_event(EV_TASK_EXIT, tid, tgid);
-    current_comm(&mut ev.comm);
-    send(&mut ev);
+    task_event(EV_TASK_EXIT, tid, tgid, |ev| current_comm(&mut ev.comm));
 }
