@@ -42,6 +42,13 @@ pub const FLAG_ACCEPT_KERNEL: u16 = 1 << 2;
 /// chain woke, before it returned to user space (shared epoll in LT mode: the
 /// woken thread wakes the next one).
 pub const FLAG_WAKE_CASCADE: u16 = 1 << 3;
+/// EV_WAKE, EV_POLL_RET, EV_SEND_EVENTS, EV_ACCEPT_RET, EV_TASK_EXIT: the
+/// task returned from `epoll_wait` before this event, and that return was not
+/// reported on its own (no wake of the task was waiting on it: see
+/// [`POLL_HELD`]). User space handles that return first, then this event.
+pub const FLAG_AFTER_POLL: u16 = 1 << 4;
+/// With [`FLAG_AFTER_POLL`]: that return gave events (> 0).
+pub const FLAG_AFTER_POLL_WORK: u16 = 1 << 5;
 /// Any kind: emitted by a program that interrupted another one's emission on
 /// the same CPU, which took the previous sequence number and has not
 /// reserved its record yet. That record arrives after this one: a gap of one
@@ -109,6 +116,22 @@ pub struct AcceptCall {
     pub fd: i32,
 }
 
+/// [`TaskState::poll`]: a wake of the task was reported and user space has
+/// not seen it end (no epoll return, `ep_send_events` or accept reported
+/// since), so its next epoll return is reported at once: it says whether
+/// that wake found work.
+pub const POLL_WAKE_REPORTED: u32 = 1;
+/// [`TaskState::poll`]: the task returned from `epoll_wait` and no reported
+/// wake waited on that return. It is not sent on its own but marked on the
+/// task's next event ([`FLAG_AFTER_POLL`]): user space then handles it just
+/// before that event, as if it had come on its own, since nothing but the
+/// task's own later events depends on it. A busy worker, which finds
+/// events without sleeping, makes one record less per connection. Two such
+/// returns in a row are one: the second changes nothing the first did not.
+pub const POLL_HELD: u32 = 2;
+/// [`TaskState::poll`], with [`POLL_HELD`]: that return gave events.
+pub const POLL_HELD_WORK: u32 = 4;
+
 /// [`AcceptCall::fd`] when no accept entry was seen.
 pub const NO_FD: i32 = -1;
 
@@ -121,7 +144,9 @@ pub struct TaskState {
     /// 0 until known: a task followed through the classic fork tracepoint,
     /// which does not name the new task's process.
     pub tgid: u32,
-    pub _pad: u32,
+    /// `POLL_*` bits: whether user space waits on the task's next epoll
+    /// return, and a return not reported yet.
+    pub poll: u32,
     /// The wake chain that woke the task, until it returns to user space
     /// (0: none): a wakeup it makes meanwhile is part of that chain.
     pub woken_by: u64,
@@ -134,7 +159,7 @@ impl TaskState {
     pub const fn new(tgid: u32) -> Self {
         TaskState {
             tgid,
-            _pad: 0,
+            poll: 0,
             woken_by: 0,
             accept: AcceptCall {
                 listener: 0,

@@ -4,8 +4,9 @@
 use aya_ebpf::helpers::{bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_ktime_get_ns};
 use aya_log_ebpf::warn;
 use herdtrace_common::{
-    ChainState, ListenKey, TaskState, EV_ARRIVAL, EV_EPOLL_CB, EV_WAKE, FLAG_WAKE_CASCADE,
-    MAP_LISTENERS,
+    ChainState, ListenKey, TaskState, EV_ARRIVAL, EV_EPOLL_CB, EV_WAKE, FLAG_AFTER_POLL,
+    FLAG_AFTER_POLL_WORK, FLAG_WAKE_CASCADE, MAP_LISTENERS, POLL_HELD, POLL_HELD_WORK,
+    POLL_WAKE_REPORTED,
 };
 
 use crate::{
@@ -398,14 +399,51 @@ pub fn on_waking(tid: u32, comm: impl FnOnce() -> [u8; 16]) {
     }
     task.woken_by = c.id;
     let tgid = task.tgid;
+    let held = wake_reported(task);
     emit(EV_WAKE, |ev| {
         ev.chain = c.id;
         ev.sk = c.listener;
         ev.tid = tid;
         ev.tgid = tgid;
+        ev.flags = held;
         ev.aux = c.cur_ep;
         ev.comm = comm();
     });
+}
+
+/// The flags that report the task's held epoll return on the event being
+/// sent about it (none if there is none), now reported; see `POLL_HELD`.
+#[inline(always)]
+pub fn take_held_poll(task: &mut TaskState) -> u16 {
+    let poll = task.poll;
+    if poll & POLL_HELD == 0 {
+        return 0;
+    }
+    task.poll = poll & !(POLL_HELD | POLL_HELD_WORK);
+    if poll & POLL_HELD_WORK != 0 {
+        FLAG_AFTER_POLL | FLAG_AFTER_POLL_WORK
+    } else {
+        FLAG_AFTER_POLL
+    }
+}
+
+/// A wake of the task is reported: its held epoll return goes with it, and
+/// its next one is reported at once.
+#[inline(always)]
+fn wake_reported(task: &mut TaskState) -> u16 {
+    let held = take_held_poll(task);
+    task.poll |= POLL_WAKE_REPORTED;
+    held
+}
+
+/// An event that ends the task's reported wake in user space (an epoll
+/// return, `ep_send_events`, an accept) is being sent: with its held epoll
+/// return, if any.
+#[inline(always)]
+pub fn wake_ended(task: &mut TaskState) -> u16 {
+    let held = take_held_poll(task);
+    task.poll &= !POLL_WAKE_REPORTED;
+    held
 }
 
 /// The task is back in user space, or was woken by something that is no
@@ -440,11 +478,12 @@ fn on_cascade_waking(tid: u32, comm: impl FnOnce() -> [u8; 16]) {
     }
     task.woken_by = chain;
     let tgid = task.tgid;
+    let held = wake_reported(task);
     emit(EV_WAKE, |ev| {
         ev.chain = chain;
         ev.tid = tid;
         ev.tgid = tgid;
-        ev.flags = FLAG_WAKE_CASCADE;
+        ev.flags = FLAG_WAKE_CASCADE | held;
         ev.aux = waker as u64;
         ev.comm = comm();
     });

@@ -5,7 +5,7 @@ use aya_log_ebpf::{debug, warn};
 use herdtrace_common::{
     AcceptCall, RawEvent, TaskState, AF_INET, AF_INET6, EV_ACCEPT_RET, EV_POLL_RET, EV_SEND_EVENTS,
     EV_TASK_EXIT, EV_TASK_NEW, FLAG_ACCEPT_KERNEL, FLAG_ARRIVAL_SUBSTITUTE, MAP_LISTEN_ADDRS,
-    MAP_TRACED, MAP_TRACED_EPS, NO_FD,
+    MAP_TRACED, MAP_TRACED_EPS, NO_FD, POLL_HELD, POLL_HELD_WORK, POLL_WAKE_REPORTED,
 };
 
 use crate::{
@@ -242,8 +242,27 @@ pub fn poll_exit(ret: impl FnOnce() -> i64) {
         return;
     };
     chain::clear_woken_by(task);
-    let ret = ret();
-    task_event(EV_POLL_RET, tid, task.tgid, |ev| ev.ret = ret);
+    poll_return(tid, task, ret());
+}
+
+/// A traced task returned `ret` from epoll_wait: reported now if user space
+/// waits on it (a reported wake), else held for the task's next event (see
+/// `POLL_HELD`: most returns of a busy worker, which did not sleep).
+#[inline(always)]
+fn poll_return(tid: u32, task: &mut TaskState, ret: i64) {
+    if task.poll & POLL_WAKE_REPORTED == 0 {
+        task.poll = if ret > 0 {
+            POLL_HELD | POLL_HELD_WORK
+        } else {
+            POLL_HELD
+        };
+        return;
+    }
+    let held = chain::wake_ended(task);
+    task_event(EV_POLL_RET, tid, task.tgid, |ev| {
+        ev.ret = ret;
+        ev.flags = held;
+    });
 }
 
 /// `do_epoll_wait` entry (kprobe backend). A task entering a wait is back
@@ -279,7 +298,7 @@ pub fn epoll_wait_exit(epfd: i32, ret: i64) {
         }
     }
     chain::clear_woken_by(task);
-    task_event(EV_POLL_RET, tid, task.tgid, |ev| ev.ret = ret);
+    poll_return(tid, task, ret);
 }
 
 /// `ep_send_events(ep, ...)` returned `ret` events (0: the task found
@@ -294,7 +313,11 @@ pub fn ep_send_events_exit(ep: u64, ret: i64) {
     if ep != 0 && unsafe { TRACED_EPS.get(ep) }.is_none() {
         insert(&TRACED_EPS, &ep, &1, MAP_TRACED_EPS);
     }
-    task_event(EV_SEND_EVENTS, tid, tgid, |ev| ev.ret = ret);
+    let held = chain::wake_ended(task);
+    task_event(EV_SEND_EVENTS, tid, tgid, |ev| {
+        ev.ret = ret;
+        ev.flags = held;
+    });
 }
 
 /// `ep_send_events(ep, ...)` entry (kprobe backend: its return probe has
@@ -436,11 +459,12 @@ fn send_accept(
         return;
     }
     chain::clear_woken_by(task);
+    let held = chain::wake_ended(task);
     task_event(EV_ACCEPT_RET, tid, task.tgid, |ev| {
         ev.ret = ret;
         ev.sk = call.listener;
         ev.child = child;
-        ev.flags = flags;
+        ev.flags = flags | held;
         ev.local_port = port;
         ev.aux = call.netns as u64;
         // No peer address: the arrival already carries it.
@@ -646,7 +670,11 @@ pub fn process_exit() {
         return;
     };
     let tgid = task.tgid;
+    let held = chain::take_held_poll(task);
     let _ = TRACED.remove(tid);
     forget(&ACCEPT_INFLIGHT, &tid);
-    task_event(EV_TASK_EXIT, tid, tgid, |ev| current_comm(&mut ev.comm));
+    task_event(EV_TASK_EXIT, tid, tgid, |ev| {
+        ev.flags = held;
+        current_comm(&mut ev.comm);
+    });
 }

@@ -40,7 +40,8 @@ use std::sync::Arc;
 
 use herdtrace_common::{
     RawEvent, EV_ACCEPT_RET, EV_ARRIVAL, EV_EPOLL_CB, EV_POLL_RET, EV_SEND_EVENTS, EV_TASK_EXIT,
-    EV_TASK_NEW, EV_WAKE, FLAG_NESTED_SEND, FLAG_WAKE_CASCADE,
+    EV_TASK_NEW, EV_WAKE, FLAG_AFTER_POLL, FLAG_AFTER_POLL_WORK, FLAG_NESTED_SEND,
+    FLAG_WAKE_CASCADE,
 };
 use serde::Serialize;
 
@@ -67,6 +68,18 @@ pub use stats::{
 };
 
 const EAGAIN: i64 = -(libc::EAGAIN as i64);
+
+/// The epoll return an event of a task carries ([`FLAG_AFTER_POLL`]), as
+/// the `ret` it stands for: 1 when it gave events, else 0 (a held return's
+/// count is not kept: user space needs only whether it found work).
+pub fn held_poll_return(ev: &RawEvent) -> Option<i64> {
+    let task_event = matches!(
+        ev.kind,
+        EV_WAKE | EV_POLL_RET | EV_SEND_EVENTS | EV_ACCEPT_RET | EV_TASK_EXIT
+    );
+    (task_event && ev.flags & FLAG_AFTER_POLL != 0)
+        .then(|| i64::from(ev.flags & FLAG_AFTER_POLL_WORK != 0))
+}
 
 /// Tuning of the reconstruction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -394,6 +407,16 @@ impl Engine {
         self.stream_ns = self.stream_ns.max(ev.ts_ns);
         if self.stream_ns >= self.next_due_ns {
             self.expire();
+        }
+        if let Some(ret) = held_poll_return(ev) {
+            // The task's epoll return the programs held for this event (see
+            // `POLL_HELD`): it came first.
+            self.on_poll_ret(&RawEvent {
+                kind: EV_POLL_RET,
+                ret,
+                flags: 0,
+                ..*ev
+            });
         }
         match ev.kind {
             EV_ARRIVAL => self.on_arrival(ev),

@@ -1,7 +1,7 @@
 //! The engine's specification, as synthetic event streams.
 use super::synth::{herd_stream, StreamBuilder, SynthTask};
 use super::*;
-use herdtrace_common::AF_INET;
+use herdtrace_common::{AF_INET, FLAG_ACCEPT_KERNEL};
 use proptest::prelude::*;
 
 const L: u64 = 0xffff_8880_0000_1000; // listener
@@ -1409,4 +1409,188 @@ fn held_counts_without_records() {
     );
     let s = e.summary();
     assert_eq!((s.totals.connections, s.totals.possibly_incomplete), (1, 1));
+}
+
+// ---- epoll returns held for the task's next event -----------------------------
+
+/// What the eBPF programs send for `events` (see `POLL_HELD`): an epoll
+/// return that no reported wake waits on is not sent but flagged on the
+/// task's next event; sequence numbers count only what is sent.
+fn with_held_poll_returns(events: &[RawEvent]) -> Vec<RawEvent> {
+    use herdtrace_common::{POLL_HELD, POLL_HELD_WORK, POLL_WAKE_REPORTED};
+    let mut poll: std::collections::HashMap<u32, u32> = Default::default();
+    let mut seq: std::collections::HashMap<u32, u64> = Default::default();
+    let mut out = Vec::new();
+    for ev in events {
+        let mut ev = *ev;
+        let state = poll.entry(ev.tid).or_default();
+        let take_held = |state: &mut u32| {
+            let held = *state & POLL_HELD;
+            let work = *state & POLL_HELD_WORK;
+            *state &= !(POLL_HELD | POLL_HELD_WORK);
+            match (held != 0, work != 0) {
+                (false, _) => 0,
+                (true, false) => FLAG_AFTER_POLL,
+                (true, true) => FLAG_AFTER_POLL | FLAG_AFTER_POLL_WORK,
+            }
+        };
+        match ev.kind {
+            EV_POLL_RET if *state & POLL_WAKE_REPORTED == 0 => {
+                *state = POLL_HELD | if ev.ret > 0 { POLL_HELD_WORK } else { 0 };
+                continue;
+            }
+            EV_WAKE => {
+                ev.flags |= take_held(state);
+                *state |= POLL_WAKE_REPORTED;
+            }
+            EV_POLL_RET | EV_SEND_EVENTS | EV_ACCEPT_RET => {
+                ev.flags |= take_held(state);
+                *state &= !POLL_WAKE_REPORTED;
+            }
+            EV_TASK_EXIT => {
+                ev.flags |= take_held(state);
+                poll.remove(&ev.tid);
+            }
+            _ => {}
+        }
+        let s = seq.entry(ev.cpu).or_default();
+        *s += 1;
+        ev.seq = *s;
+        out.push(ev);
+    }
+    out
+}
+
+/// Records in a stable order, for comparing two runs.
+fn sorted(mut recs: Vec<ConnRecord>) -> Vec<ConnRecord> {
+    recs.sort_by_key(|r| (r.ts_ns, r.port));
+    recs
+}
+
+/// The reconstruction of `events` equals that of the stream the programs
+/// send for it with epoll returns held: same records, same summary.
+fn assert_same_with_held(events: &[RawEvent]) -> usize {
+    let held = with_held_poll_returns(events);
+    let (a, ea) = run(EngineConfig::default(), events);
+    let (b, eb) = run(EngineConfig::default(), &held);
+    assert_eq!(sorted(a.clone()), sorted(b), "records differ");
+    let (sa, sb) = (ea.summary(), eb.summary());
+    assert_eq!(sa.totals, sb.totals);
+    assert_eq!(sa.tasks, sb.tasks);
+    assert_eq!(sa.diagnostics, sb.diagnostics);
+    assert!(!a.is_empty());
+    events.len() - held.len()
+}
+
+#[test]
+fn held_poll_return_is_the_event_it_rides_on_after_a_poll_return() {
+    let ev = RawEvent {
+        kind: EV_ACCEPT_RET,
+        flags: FLAG_AFTER_POLL | FLAG_AFTER_POLL_WORK | FLAG_ACCEPT_KERNEL,
+        ..RawEvent::default()
+    };
+    assert_eq!(held_poll_return(&ev), Some(1));
+    let no_work = RawEvent {
+        flags: FLAG_AFTER_POLL,
+        ..ev
+    };
+    assert_eq!(held_poll_return(&no_work), Some(0));
+    assert_eq!(
+        held_poll_return(&RawEvent {
+            flags: FLAG_ACCEPT_KERNEL,
+            ..ev
+        }),
+        None
+    );
+    // Only a task's own events carry one.
+    for kind in [EV_ARRIVAL, EV_EPOLL_CB, EV_TASK_NEW] {
+        assert_eq!(held_poll_return(&RawEvent { kind, ..no_work }), None);
+    }
+}
+
+/// A busy worker: its epoll returns follow no wake (it did not sleep), so
+/// they ride on its accepts, and the counts do not change.
+#[test]
+fn busy_workers_returns_held_on_their_accepts_change_nothing() {
+    let mut b = StreamBuilder::new();
+    for n in 1..=6 {
+        b.arrival(0, chain(0, n), L, child(n));
+        let w = if n % 2 == 0 { W1 } else { W2 };
+        b.poll_ret(1, w, 1)
+            .accept(1, w, L, child(n))
+            .eagain(1, w, L);
+    }
+    let held = assert_same_with_held(&b.take());
+    assert_eq!(held, 6, "every return rides on an accept");
+}
+
+#[test]
+fn herds_with_held_returns_reconstruct_the_same() {
+    let mut b = StreamBuilder::new();
+    epoll_per_worker(&mut b, 1, 1, W2);
+    b.poll_ret(1, W2, 1);
+    epoll_per_worker(&mut b, 2, 2, W3);
+    // W1 returns with nothing, then again with work (two held returns are one).
+    b.poll_ret(1, W1, 0).poll_ret(1, W1, 1).eagain(1, W1, L);
+    assert_same_with_held(&b.take());
+    for (conns, workers) in [(50, 4), (30, 1), (20, 3)] {
+        assert_same_with_held(&herd_stream(conns, workers));
+    }
+}
+
+#[test]
+fn cascades_batches_and_second_wakes_with_held_returns_reconstruct_the_same() {
+    // Batch accepting (lighttpd), a cascade on a shared epoll, a wake by a
+    // second connection before the first return.
+    let mut b = StreamBuilder::new();
+    for n in 1..=3 {
+        b.arrival(0, chain(0, n), L, child(n));
+    }
+    b.wake(0, chain(0, 1), W1)
+        .wake(0, chain(0, 1), W2)
+        .poll_ret(1, W1, 1)
+        .accept(1, W1, L, child(1))
+        .accept(1, W1, L, child(2))
+        .accept(1, W1, L, child(3))
+        .eagain(1, W1, L)
+        .poll_ret(1, W1, 1)
+        .poll_ret(2, W2, 1)
+        .eagain(2, W2, L)
+        .poll_ret(2, W2, 0);
+    b.arrival(0, chain(0, 4), L, child(4))
+        .wake(0, chain(0, 4), W3)
+        .arrival(0, chain(0, 5), L, child(5))
+        .wake(0, chain(0, 5), W3)
+        .poll_ret(1, W3, 1)
+        .accept(1, W3, L, child(4))
+        .accept(1, W3, L, child(5))
+        .eagain(1, W3, L)
+        .poll_ret(1, W3, 1)
+        .task_exit(1, W3);
+    assert_same_with_held(&b.take());
+}
+
+/// A held return still starts a new activation of its task: an EAGAIN after
+/// it counts as a loser's although the task accepted before it.
+#[test]
+fn held_return_resets_what_the_task_accepted_since_it_returned() {
+    let mut b = StreamBuilder::new();
+    b.arrival(0, chain(0, 1), L, child(1))
+        .arrival(0, chain(0, 2), L, child(2))
+        .poll_ret(1, W1, 1)
+        .accept(1, W1, L, child(1))
+        .poll_ret(1, W1, 1)
+        .eagain(1, W1, L)
+        .poll_ret(2, W2, 1)
+        .accept(2, W2, L, child(2));
+    let events = b.take();
+    let held = with_held_poll_returns(&events);
+    assert_eq!(held.len(), events.len() - 3, "no wake: every return held");
+    let (recs, _) = run(EngineConfig::default(), &held);
+    let second = recs
+        .iter()
+        .find(|r| r.accepted_by == by(W2))
+        .expect("second connection");
+    assert_eq!((second.eagain, second.eagain_losers), (1, 1));
+    assert_same_with_held(&events);
 }

@@ -7,6 +7,7 @@ use std::io::{Read, Write};
 use anyhow::{Context as _, Result};
 use herdtrace_common::RawEvent;
 
+use crate::engine::held_poll_return;
 use crate::events::{comm, kind_name, peer};
 use crate::pipeline::SkippedRuns;
 use crate::probes::AfterSkip;
@@ -86,6 +87,12 @@ pub fn event_line(ev: &RawEvent) -> String {
     if ev.flags != 0 {
         let _ = write!(s, " flags={:#x}", ev.flags);
     }
+    // An epoll return the programs did not send on its own, but on this
+    // event of the same task: it came just before.
+    if let Some(ret) = held_poll_return(ev) {
+        let what = if ret > 0 { "events" } else { "none" };
+        let _ = write!(s, " after_poll_ret={what}");
+    }
     s
 }
 
@@ -124,6 +131,7 @@ mod tests {
             tid: 42,
             tgid: 40,
             comm: comm_bytes("worker"),
+            flags: herdtrace_common::FLAG_AFTER_POLL,
             ..RawEvent::default()
         };
         rec.write_event(&wake).unwrap();
@@ -150,7 +158,7 @@ mod tests {
                 "2.000000123 cpu1 arrival     seq=7 chain=0x1000000000005 sk=0xffff888000001000 \
                  child=0xffff888000002000 peer=127.0.0.1:40000 port=8080",
                 "LOST 3 events",
-                "2.000000500 cpu1 wake        seq=11 chain=0x1000000000005 tid=42 tgid=40 comm=worker",
+                "2.000000500 cpu1 wake        seq=11 chain=0x1000000000005 tid=42 tgid=40 comm=worker flags=0x10 after_poll_ret=none",
                 "2.025000000 SKIPS tp_poll_exit=2(flags,task) btf_softirq_exit=3(flags) fx_ep_send_events=1",
                 "2.050000000 SKIPS none",
                 "INSERT_FAILED ACTIVE 4",
