@@ -71,7 +71,7 @@ Sections (--only NAME, repeatable):
   syscalls  ns per getppid of the bench process (not traced) untraced and with each backend
             attached: what every syscall of the machine pays; the tracepoint backend also
             as on 5.11-5.14 (HERDTRACE_MISSING=bpf_task_pt_regs: entry tracepoints too)
-  profile   `perf record -a` of a traced max-rate run with the statistics off: ns per
+  profile   `perf record -a` of a traced max-rate run (4x --connections) with the statistics off: ns per
             connection in the programs (own work, ring buffer, clock, maps, kernel reads),
             in their dispatch, in the syscall slow path, and in the tracer's process
   drops     the maximum rate for --drop-secs with default settings (goal: 0 lost events),

@@ -28,6 +28,10 @@ const CONCURRENCY: u32 = 32;
 /// Samples per second per CPU. `cpu-clock` so that a sample's period is in
 /// ns on every machine (a hardware `cycles` period would be in cycles).
 const FREQ: u32 = 1999;
+/// The runs here are this many times `--connections`: a traced run of the
+/// default 20,000 lasts half a second, about 2,000 samples, too few to
+/// split into ten places.
+const SAMPLE_RUN_FACTOR: u64 = 4;
 const STATS_SYSCTL: &str = "/proc/sys/kernel/bpf_stats_enabled";
 /// Without it perf cannot name the JIT-compiled programs.
 const JIT_KALLSYMS: &str = "/proc/sys/net/core/bpf_jit_kallsyms";
@@ -303,7 +307,7 @@ fn perf_data(model: &str, backend: &str) -> PathBuf {
 
 fn measure(ctx: &Ctx, model: &str, workers: u16, backend: &str) -> anyhow::Result<ModelProfile> {
     let mut server = Server::start(&ctx.bin, model, workers)?;
-    let n = u64::from(ctx.connections);
+    let n = u64::from(ctx.connections) * SAMPLE_RUN_FACTOR;
     let untraced = loadgen::load(&ctx.bin, server.port, n, None, CONCURRENCY)?;
     let t = Tracer::start(&ctx.bin, server.pid(), &TracerSpec::new(backend))?;
     let data = perf_data(model, backend);
@@ -377,7 +381,8 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Vec<SectionReport>> {
         }
     }
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    Ok(vec![summarize(&out, cpus, ctx.connections)])
+    let connections = u64::from(ctx.connections) * SAMPLE_RUN_FACTOR;
+    Ok(vec![summarize(&out, cpus, connections)])
 }
 
 fn which_perf() -> anyhow::Result<()> {
@@ -392,7 +397,7 @@ fn which_perf() -> anyhow::Result<()> {
 }
 
 /// Builds the report (pure, so it is tested).
-pub fn summarize(runs: &[ModelProfile], cpus: usize, connections: u32) -> SectionReport {
+pub fn summarize(runs: &[ModelProfile], cpus: usize, connections: u64) -> SectionReport {
     let mut r = SectionReport::new(TITLE);
     r.setup = vec![
         format!("server: `herdtrace serve --model M --workers 4`; load: `herdtrace load --connections {connections} --concurrency {CONCURRENCY}` at its maximum rate, once untraced, once traced under `perf record -a -g -e cpu-clock -F {FREQ}`"),
