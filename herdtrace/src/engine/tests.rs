@@ -218,10 +218,9 @@ fn wake_by_a_second_connection_makes_the_first_spurious() {
     assert_eq!((w1.woken, w1.spurious, w1.accepts), (2, 1, 1));
 }
 
-#[test]
-fn batch_accepting_winner_is_not_a_loser() {
-    // lighttpd: one wake, accept in a loop until EAGAIN.
-    let mut b = StreamBuilder::new();
+/// lighttpd: one wake of two tasks, the first accepts in a loop until
+/// EAGAIN (three connections), the second gets EAGAIN.
+fn batch_accepting(b: &mut StreamBuilder) {
     for n in 1..=3 {
         b.arrival(0, chain(0, n), L, child(n));
     }
@@ -234,6 +233,12 @@ fn batch_accepting_winner_is_not_a_loser() {
         .eagain(1, W1, L)
         .poll_ret(2, W2, 1)
         .eagain(2, W2, L);
+}
+
+#[test]
+fn batch_accepting_winner_is_not_a_loser() {
+    let mut b = StreamBuilder::new();
+    batch_accepting(&mut b);
     let (recs, e) = run(immediate(), &b.take());
     assert_eq!(recs.len(), 3);
     let r1 = recs
@@ -1543,20 +1548,8 @@ fn cascades_batches_and_second_wakes_with_held_returns_reconstruct_the_same() {
     // Batch accepting (lighttpd), a cascade on a shared epoll, a wake by a
     // second connection before the first return.
     let mut b = StreamBuilder::new();
-    for n in 1..=3 {
-        b.arrival(0, chain(0, n), L, child(n));
-    }
-    b.wake(0, chain(0, 1), W1)
-        .wake(0, chain(0, 1), W2)
-        .poll_ret(1, W1, 1)
-        .accept(1, W1, L, child(1))
-        .accept(1, W1, L, child(2))
-        .accept(1, W1, L, child(3))
-        .eagain(1, W1, L)
-        .poll_ret(1, W1, 1)
-        .poll_ret(2, W2, 1)
-        .eagain(2, W2, L)
-        .poll_ret(2, W2, 0);
+    batch_accepting(&mut b);
+    b.poll_ret(1, W1, 1).poll_ret(2, W2, 0);
     b.arrival(0, chain(0, 4), L, child(4))
         .wake(0, chain(0, 4), W3)
         .arrival(0, chain(0, 5), L, child(5))
