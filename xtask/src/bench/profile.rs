@@ -197,13 +197,18 @@ pub fn place(s: &Sample, tracer_pid: u32) -> Place {
     if s.pid == tracer_pid {
         return Place::Tracer;
     }
+    let leaf = s.frames.first().map_or("", String::as_str);
+    // A trampoline's enter/exit can have the program's frame above it on
+    // the unwound stack: still the call, not the program's work.
+    if DISPATCH.iter().any(|d| leaf.starts_with(d)) {
+        return Place::Dispatch;
+    }
     let prog = s
         .frames
         .iter()
         .filter_map(|f| program_name(f))
         .find(|n| !matches!(*n, "memset" | "memcpy" | "memmove" | "bcmp" | "memcmp"));
     if let Some(name) = prog {
-        let leaf = s.frames.first().map_or("", String::as_str);
         return Place::Program(name.to_string(), Work::of_leaf(leaf));
     }
     let has = |names: &[&str]| {
@@ -492,6 +497,10 @@ mod tests {
 \tffffffff81000002 bpf_trace_run1
 
  8457     500000 
+\tffffffff81000009 __bpf_prog_enter_recur
+\tffffffffc0020000 bpf_prog_ae8b1f710e6bec67_btf_sk_data_ready
+
+ 8457     500000 
 \tffffffff81000003 bpf_trace_run1
 \tffffffff81000004 __traceiter_softirq_exit
 
@@ -513,14 +522,14 @@ mod tests {
     #[test]
     fn parses_perf_script() {
         let s = parse_script(SCRIPT).expect("parse");
-        assert_eq!(s.len(), 7);
+        assert_eq!(s.len(), 8);
         assert_eq!(s[0].pid, 8456);
         assert_eq!(s[0].period_ns, 500_000);
         assert_eq!(
             s[0].frames[1],
             "bpf_prog_c86f86bc5343758d_tp_accept_exit_regs"
         );
-        assert_eq!(s[5].frames, ["herdtrace::engine::Engine::close"]);
+        assert_eq!(s[6].frames, ["herdtrace::engine::Engine::close"]);
         assert!(parse_script("").is_err());
         assert!(parse_script("x y\n").is_err());
     }
@@ -535,6 +544,8 @@ mod tests {
                 // The linker's memset is its caller's own work.
                 Place::Program("tp_accept_exit_regs".into(), Work::Own),
                 Place::Program("btf_sk_data_ready".into(), Work::RingBuffer),
+                Place::Dispatch,
+                // A trampoline's enter below a program's frame: the call.
                 Place::Dispatch,
                 Place::SyscallRecord,
                 Place::SyscallSlowPath,
@@ -564,11 +575,11 @@ mod tests {
     fn profile_sums_periods_per_place() {
         let s = parse_script(SCRIPT).expect("parse");
         let p = Profile::of(&s, 42);
-        assert_eq!(p.total_ns, 3_250_000);
+        assert_eq!(p.total_ns, 3_750_000);
         assert_eq!(p.programs_ns(), 1_000_000);
         assert_eq!(p.work_ns(Work::Own), 500_000);
         assert_eq!(p.work_ns(Work::RingBuffer), 500_000);
-        assert_eq!(p.dispatch_ns, 500_000);
+        assert_eq!(p.dispatch_ns, 1_000_000);
         assert_eq!(p.syscall_record_ns, 500_000);
         assert_eq!(p.syscall_slow_ns, 500_000);
         assert_eq!(p.tracer_ns, 250_000);
@@ -602,9 +613,9 @@ mod tests {
             line.contains("programs 1000 ns per connection (2.5% of the 40000 ns budget)"),
             "{line}"
         );
-        // + dispatch, record and slow path: 2,500 ns; + the tracer: 2,750.
-        assert!(line.contains("syscall path 2500 ns (6.2%)"), "{line}");
-        assert!(line.contains("tracer's process 2750 ns (6.9%)"), "{line}");
+        // + dispatch, record and slow path: 3,000 ns; + the tracer: 3,250.
+        assert!(line.contains("syscall path 3000 ns (7.5%)"), "{line}");
+        assert!(line.contains("tracer's process 3250 ns (8.1%)"), "{line}");
         // Equal times: by name.
         assert!(
             r.lines[1].ends_with(
