@@ -320,7 +320,8 @@ pub struct Config {
 
 /// Indexes into the `COUNTERS` per-CPU array map.
 pub const CNT_DROPS: u32 = 0;
-pub const CNT_EVENTS: u32 = 1;
+// Index 1 counted the events sent; nothing read it, and the sequence
+// numbers count them: no longer kept (a lookup and an atomic add a record).
 /// `COUNTERS[CNT_INSERT_FAILED + MAP_*]`: inserts into that map that failed
 /// (map full): what the programs could not remember.
 pub const CNT_INSERT_FAILED: u32 = 2;

@@ -11,7 +11,7 @@ use herdtrace_common::{
 
 use crate::{
     config::conf,
-    emit::{bump, emit, emit_at, put},
+    emit::{emit, emit_at, next_chain, put},
     kread::{accept_queue_tail, listen_key, sk_head, sk_peer, SkHead},
     maps::{CHAIN, LISTENERS, LISTEN_ADDRS, TIMER_CB, TRACED, TRACED_EPS},
 };
@@ -106,7 +106,7 @@ pub fn remember_listener(sk: u64, head: &SkHead, key: &ListenKey) -> (u16, u32) 
 #[inline(always)]
 pub fn new_chain_id() -> u64 {
     let cpu = unsafe { bpf_get_smp_processor_id() } as u64;
-    (cpu << 48) | (bump(1) & 0xffff_ffff_ffff)
+    (cpu << 48) | (next_chain() & 0xffff_ffff_ffff)
 }
 
 /// Opens a listener chain for `listener` (0 when only the child is known)

@@ -11,9 +11,7 @@ use aya_ebpf::{
     maps::HashMap,
 };
 use aya_log_ebpf::warn;
-use herdtrace_common::{
-    RawEvent, CNT_DROPS, CNT_EVENTS, CNT_INSERT_FAILED, FLAG_NESTED_SEND, MAP_NAMES,
-};
+use herdtrace_common::{RawEvent, CNT_DROPS, CNT_INSERT_FAILED, FLAG_NESTED_SEND, MAP_NAMES};
 
 use crate::config::conf;
 use crate::maps::{COUNTERS, EVENTS, SEQ};
@@ -24,9 +22,6 @@ const BPF_RB_AVAIL_DATA: u64 = 0;
 
 /// The ring buffer's fill level is checked on one send in this many per CPU.
 const QUERY_EVERY: u64 = 8;
-
-/// SEQ index of the per-CPU count of `send`s in progress.
-const SENDING: u32 = 2;
 
 /// Adds `delta` to a per-CPU slot atomically: fentry/fexit programs run in
 /// preemptible process context, so another task's program can update the
@@ -40,17 +35,22 @@ fn atomic_add(p: *mut u64, delta: u64) {
     unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(p, delta) };
 }
 
-/// Next value of the per-CPU sequence `index`. Not atomic (an atomic
-/// fetch-and-add needs 5.12): a preempted program can share a number with
-/// another task's, which reads as a reordering, never as a loss; real drops
-/// are counted by `CNT_DROPS` as well.
+/// Next value of a per-CPU counter. Not atomic (an atomic fetch-and-add
+/// needs 5.12): a preempted program can share a number with another task's,
+/// which reads as a reordering, never as a loss; real drops are counted by
+/// `CNT_DROPS` as well.
 #[inline(always)]
-pub fn bump(index: u32) -> u64 {
-    match SEQ.get_ptr_mut(index) {
-        Some(p) => unsafe {
-            *p += 1;
-            *p
-        },
+fn bump(counter: &mut u64) -> u64 {
+    *counter += 1;
+    *counter
+}
+
+/// A new wake-chain number on this CPU (0 if the map cannot be read).
+#[inline(always)]
+pub fn next_chain() -> u64 {
+    match SEQ.get_ptr_mut(0) {
+        // SAFETY: a per-CPU value, valid while the program runs.
+        Some(s) => bump(unsafe { &mut (*s).chain }),
         None => 0,
     }
 }
@@ -138,14 +138,16 @@ pub fn emit(kind: u32, fill: impl FnOnce(&mut RawEvent)) {
 /// taken either way, so user space sees the gap.
 #[inline(always)]
 pub fn emit_at(kind: u32, ts_ns: u64, fill: impl FnOnce(&mut RawEvent)) {
-    let Some(depth) = SEQ.get_ptr_mut(SENDING) else {
+    let Some(s) = SEQ.get_ptr_mut(0) else {
         return;
     };
+    // SAFETY: a per-CPU value, valid and 8-byte aligned while the program runs.
+    let depth = unsafe { core::ptr::addr_of_mut!((*s).sending) };
     // An interrupted send on this CPU holds the previous seq and reserves
     // after us: say so, or user space takes the reordering for a loss.
     let nested = unsafe { *depth } != 0;
     atomic_add(depth, 1);
-    let seq = bump(0);
+    let seq = bump(unsafe { &mut (*s).event });
     match EVENTS.reserve::<RawEvent>(0) {
         Some(mut slot) => {
             let p = slot.as_mut_ptr();
@@ -178,7 +180,6 @@ pub fn emit_at(kind: u32, ts_ns: u64, fill: impl FnOnce(&mut RawEvent)) {
                 BPF_RB_NO_WAKEUP
             };
             slot.submit(flags);
-            count(CNT_EVENTS);
         }
         None => count(CNT_DROPS),
     }

@@ -40,11 +40,21 @@ pub static ACCEPT_INFLIGHT: HashMap<u32, u32> = HashMap::with_max_entries(65536,
 #[map]
 pub static CHAIN: PerCpuArray<ChainState> = PerCpuArray::with_max_entries(1, 0);
 
-/// Per-CPU event sequence (index 0), chain counter (index 1), and how many
-/// `send`s are in progress on the CPU (index 2: a program interrupted in
-/// `send` by another one).
+/// Per-CPU counters of the sending path, in one value so that a send
+/// looks them up once.
+#[repr(C)]
+pub struct Sequences {
+    /// The last event sequence number taken on this CPU.
+    pub event: u64,
+    /// The last wake-chain number.
+    pub chain: u64,
+    /// Sends in progress on this CPU (more than one: a program interrupted
+    /// in a send by another one).
+    pub sending: u64,
+}
+
 #[map]
-pub static SEQ: PerCpuArray<u64> = PerCpuArray::with_max_entries(3, 0);
+pub static SEQ: PerCpuArray<Sequences> = PerCpuArray::with_max_entries(1, 0);
 
 /// Per-CPU timer callbacks in progress: index 0 how many are nested, index 1
 /// when the outermost began.

@@ -13,9 +13,7 @@ use aya::{
     Btf, Ebpf, EbpfLoader,
 };
 use aya_log::EbpfLogger;
-use herdtrace_common::{
-    Config, ListenKey, TaskState, CNT_DROPS, CNT_EVENTS, CNT_INSERT_FAILED, MAP_NAMES,
-};
+use herdtrace_common::{Config, ListenKey, TaskState, CNT_DROPS, CNT_INSERT_FAILED, MAP_NAMES};
 
 use crate::backend::Plan;
 use crate::kprobe_misses;
@@ -191,7 +189,6 @@ pub struct TracerConfig {
 /// Kernel-side counters, summed over CPUs.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct KernelCounters {
-    pub events: u64,
     /// Events dropped because the ring buffer was full.
     pub drops: u64,
     /// Failed inserts per map (`MAP_NAMES` order): what the programs could
@@ -347,7 +344,6 @@ impl Tracer {
             insert_failed.push((*name, sum(CNT_INSERT_FAILED + i as u32)?));
         }
         Ok(KernelCounters {
-            events: sum(CNT_EVENTS)?,
             drops: sum(CNT_DROPS)?,
             insert_failed,
         })
