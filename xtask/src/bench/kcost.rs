@@ -18,7 +18,7 @@ use super::Ctx;
 use crate::proc;
 
 pub const TITLE: &str = "Kernel cost: time in herdtrace's eBPF programs per connection";
-const STATS_SYSCTL: &str = "/proc/sys/kernel/bpf_stats_enabled";
+pub const STATS_SYSCTL: &str = "/proc/sys/kernel/bpf_stats_enabled";
 const CONCURRENCY: u32 = 32;
 
 /// One program's counters as bpftool reports them.
@@ -197,25 +197,37 @@ fn snapshot() -> anyhow::Result<Vec<ProgStat>> {
     parse_progs(&bpftool_progs()?).map_err(anyhow::Error::msg)
 }
 
-/// Turns the kernel's per-program statistics on, and back to what they were
-/// when dropped (they cost a clock read per run while on).
-struct StatsOn {
+/// A sysctl set for a section, and put back to what it was when dropped
+/// (the per-program statistics cost a clock read per run while on).
+pub struct Sysctl {
+    path: &'static str,
     previous: String,
 }
 
-impl StatsOn {
-    fn enable() -> anyhow::Result<Self> {
-        let previous = std::fs::read_to_string(STATS_SYSCTL)
-            .with_context(|| format!("reading {STATS_SYSCTL}"))?;
-        std::fs::write(STATS_SYSCTL, "1").with_context(|| format!("writing {STATS_SYSCTL}"))?;
-        Ok(Self { previous })
+impl Sysctl {
+    pub fn set(path: &'static str, value: &str) -> anyhow::Result<Self> {
+        let previous = std::fs::read_to_string(path)
+            .with_context(|| format!("reading {path}"))?
+            .trim()
+            .to_string();
+        std::fs::write(path, value).with_context(|| format!("writing {path}"))?;
+        Ok(Self { path, previous })
     }
 }
 
-impl Drop for StatsOn {
+impl Drop for Sysctl {
     fn drop(&mut self) {
-        let _ = std::fs::write(STATS_SYSCTL, self.previous.trim());
+        let _ = std::fs::write(self.path, &self.previous);
     }
+}
+
+/// The backends that can run here, by `herdtrace check --json`.
+pub fn usable_backends(bin: &std::path::Path) -> anyhow::Result<Vec<String>> {
+    Ok(tracer::backends(bin)?
+        .into_iter()
+        .filter(|(_, a)| *a == Availability::Ok)
+        .map(|(b, _)| b)
+        .collect())
 }
 
 /// Attaches `spec` to the server, loads it with statistics on, and returns
@@ -234,7 +246,7 @@ fn traced_load(
         .filter(|id| !existing.contains(id))
         .collect();
     let (before, after, load) = {
-        let _stats = StatsOn::enable()?;
+        let _stats = Sysctl::set(STATS_SYSCTL, "1")?;
         let before = snapshot()?;
         let load = loadgen::load(&ctx.bin, server.port, n, None, CONCURRENCY)?;
         (before, snapshot()?, load)
@@ -287,11 +299,7 @@ fn measure(ctx: &Ctx, model: &str, workers: u16, backend: &str) -> anyhow::Resul
 }
 
 pub fn run(ctx: &Ctx) -> anyhow::Result<Vec<SectionReport>> {
-    let backends: Vec<String> = tracer::backends(&ctx.bin)?
-        .into_iter()
-        .filter(|(_, a)| *a == Availability::Ok)
-        .map(|(b, _)| b)
-        .collect();
+    let backends = usable_backends(&ctx.bin)?;
     let mut costs = Vec::new();
     for (model, workers) in super::overhead::MODELS {
         for b in &backends {

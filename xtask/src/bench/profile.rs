@@ -16,10 +16,11 @@ use std::process::Command;
 
 use anyhow::{anyhow, bail, Context as _};
 
+use super::kcost::{usable_backends, Sysctl, STATS_SYSCTL};
 use super::loadgen;
 use super::report::{SectionReport, Table};
 use super::server::Server;
-use super::tracer::{self, Availability, Tracer, TracerSpec};
+use super::tracer::{self, Tracer, TracerSpec};
 use super::Ctx;
 use crate::proc;
 
@@ -32,7 +33,6 @@ const FREQ: u32 = 1999;
 /// default 20,000 lasts half a second, about 2,000 samples, too few to
 /// split into ten places.
 const SAMPLE_RUN_FACTOR: u64 = 4;
-const STATS_SYSCTL: &str = "/proc/sys/kernel/bpf_stats_enabled";
 /// Without it perf cannot name the JIT-compiled programs.
 const JIT_KALLSYMS: &str = "/proc/sys/net/core/bpf_jit_kallsyms";
 
@@ -279,33 +279,6 @@ pub struct ModelProfile {
     pub profile: Profile,
 }
 
-fn read_sysctl(path: &str) -> anyhow::Result<String> {
-    Ok(std::fs::read_to_string(path)
-        .with_context(|| format!("reading {path}"))?
-        .trim()
-        .to_string())
-}
-
-/// Sets a sysctl for the section and puts it back when dropped.
-struct Sysctl {
-    path: &'static str,
-    previous: String,
-}
-
-impl Sysctl {
-    fn set(path: &'static str, value: &str) -> anyhow::Result<Self> {
-        let previous = read_sysctl(path)?;
-        std::fs::write(path, value).with_context(|| format!("writing {path}"))?;
-        Ok(Self { path, previous })
-    }
-}
-
-impl Drop for Sysctl {
-    fn drop(&mut self) {
-        let _ = std::fs::write(self.path, &self.previous);
-    }
-}
-
 fn perf_data(model: &str, backend: &str) -> PathBuf {
     PathBuf::from(format!("target/bench/profile-{model}-{backend}.data"))
 }
@@ -371,11 +344,7 @@ fn measure(ctx: &Ctx, model: &str, workers: u16, backend: &str) -> anyhow::Resul
 
 pub fn run(ctx: &Ctx) -> anyhow::Result<Vec<SectionReport>> {
     which_perf()?;
-    let backends: Vec<String> = tracer::backends(&ctx.bin)?
-        .into_iter()
-        .filter(|(_, a)| *a == Availability::Ok)
-        .map(|(b, _)| b)
-        .collect();
+    let backends = usable_backends(&ctx.bin)?;
     std::fs::create_dir_all("target/bench").context("creating target/bench")?;
     let _stats = Sysctl::set(STATS_SYSCTL, "0")?;
     let _kallsyms = Sysctl::set(JIT_KALLSYMS, "1")?;
