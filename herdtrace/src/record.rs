@@ -28,6 +28,7 @@ use anyhow::{anyhow, bail, Context as _, Result};
 use herdtrace_common::{RawEvent, RAW_EVENT_SIZE};
 use serde::{Deserialize, Serialize};
 
+use crate::engine::KnownTask;
 use crate::events;
 pub use crate::pipeline::SkippedRuns;
 use crate::probes::AfterSkip;
@@ -63,6 +64,10 @@ pub struct RecordHeader {
     /// The most listening sockets on one address then (2+: SO_REUSEPORT).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub listeners_per_addr: Option<u64>,
+    /// Which tasks those workers were (the task table lists the idle ones
+    /// too); absent in older recordings.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub worker_tasks: Vec<KnownTask>,
     /// Every skip sample of the run is recorded (TAG_SKIPS, also the empty
     /// ones): the live run held closed connections until the next sample,
     /// and replay does the same. Absent (false) in older recordings, which
@@ -96,6 +101,7 @@ impl RecordHeader {
             }),
             workers: None,
             listeners_per_addr: None,
+            worker_tasks: Vec::new(),
             skip_samples: false,
         }
     }
@@ -422,6 +428,7 @@ pub(crate) mod tests {
             clock: None,
             workers: None,
             listeners_per_addr: None,
+            worker_tasks: Vec::new(),
             skip_samples: false,
         }
     }
@@ -464,6 +471,11 @@ pub(crate) mod tests {
         });
         h.workers = Some(4);
         h.listeners_per_addr = Some(4);
+        h.worker_tasks = vec![KnownTask {
+            pid: 7,
+            tid: 8,
+            comm: "nginx".into(),
+        }];
         let mut rec = Recorder::new(Vec::new(), &h).expect("header");
         rec.write_event(&herd_stream(1, 1)[0]).expect("event");
         let bytes = rec.finish().expect("finish");
@@ -475,6 +487,7 @@ pub(crate) mod tests {
             (parsed.clock, parsed.workers, parsed.listeners_per_addr),
             (None, None, None)
         );
+        assert!(parsed.worker_tasks.is_empty());
         // A new header takes both clocks now.
         let now = RecordHeader::new("k", "b");
         assert!(now

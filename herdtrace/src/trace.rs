@@ -457,6 +457,7 @@ async fn session<W: Write>(
             let mut header = RecordHeader::new(&prepared.info.kernel, &prepared.info.backend);
             header.workers = Some(known.workers);
             header.listeners_per_addr = Some(known.listeners_per_addr);
+            header.worker_tasks = known.tasks.clone();
             // The session holds closed connections for skip samples and
             // records every sample (see `hold_for_skip_samples` below).
             header.skip_samples = true;

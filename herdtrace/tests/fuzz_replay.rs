@@ -86,6 +86,7 @@ fn header() -> RecordHeader {
         clock: None,
         workers: None,
         listeners_per_addr: None,
+        worker_tasks: Vec::new(),
         skip_samples: false,
     }
 }

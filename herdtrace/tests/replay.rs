@@ -40,6 +40,7 @@ fn fixture_bytes() -> Vec<u8> {
         clock: None,
         workers: None,
         listeners_per_addr: None,
+        worker_tasks: Vec::new(),
         skip_samples: false,
     };
     let mut rec = Recorder::new(Vec::new(), &header).expect("header");

@@ -231,9 +231,9 @@ fn follows_workers_forked_after_attach() {
 }
 
 /// `herdtrace --pid SERVER` on the built-in server in `model`, 300
-/// connections at 200/s: the NDJSON lines and the text summary of a second,
-/// identical run (replayed from its recording).
-fn balance_run(model: &str) -> (Vec<serde_json::Value>, String) {
+/// connections at 200/s: the NDJSON lines, the text summary of the same
+/// run (replayed from its recording), and the server's parent pid.
+fn balance_run(model: &str) -> (Vec<serde_json::Value>, String, i32) {
     use std::process::{Command, Stdio};
     let exe = env!("CARGO_BIN_EXE_herdtrace");
     let server = TestServer::start(&["--model", model, "--workers", "4"]);
@@ -278,7 +278,8 @@ fn balance_run(model: &str) -> (Vec<serde_json::Value>, String) {
         .expect("replay --json");
     let _ = std::fs::remove_file(&rec);
     assert_same_counters(&lines, &String::from_utf8_lossy(&json.stdout));
-    (lines, String::from_utf8_lossy(&text.stdout).into_owned())
+    let text = String::from_utf8_lossy(&text.stdout).into_owned();
+    (lines, text, listening.pid)
 }
 
 /// The replay of a run's recording flags the connections the run flagged
@@ -329,7 +330,7 @@ fn exclusive_summary_names_the_lifo_imbalance() {
         return;
     }
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let (lines, replayed) = balance_run("exclusive");
+    let (lines, replayed, parent) = balance_run("exclusive");
     let summary = lines.last().expect("summary");
     assert_eq!(summary["type"], "summary");
     let b = &summary["balance"];
@@ -363,6 +364,22 @@ fn exclusive_summary_names_the_lifo_imbalance() {
         .starts_with("live"));
     // The recording keeps the clock: its replay names the same imbalance.
     assert!(replayed.contains("balance: IMBALANCED: "), "{replayed}");
+    // The task table lists all 4 workers, those that took none included
+    // (/proc named them), and not the parent; so does the replay's.
+    let tasks = summary["tasks"].as_array().expect("tasks");
+    let tids: Vec<u64> = tasks.iter().filter_map(|t| t["tid"].as_u64()).collect();
+    assert_eq!(tids.len(), 4, "{summary}");
+    assert!(tasks.iter().any(|t| t["accepts"] == 0), "{summary}");
+    assert!(
+        tasks
+            .iter()
+            .all(|t| t["pid"] == t["tid"] && t["pid"] != parent),
+        "{summary}"
+    );
+    for tid in tids {
+        let row = format!("{tid:>8} herdtrace");
+        assert!(replayed.contains(&row), "{row:?} not in {replayed}");
+    }
 }
 
 /// SO_REUSEPORT spreads the connections: no imbalance is named.
@@ -372,7 +389,7 @@ fn reuseport_summary_is_balanced() {
         return;
     }
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let (lines, _) = balance_run("reuseport");
+    let (lines, _, _) = balance_run("reuseport");
     let b = &lines.last().expect("summary")["balance"];
     eprintln!("reuseport: {}", b["line"]);
     assert_eq!(b["verdict"], "balanced", "{b}");

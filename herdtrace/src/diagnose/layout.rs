@@ -341,6 +341,55 @@ pub fn endpoints(snap: &Snapshot) -> Vec<Endpoint> {
         .collect()
 }
 
+/// The tasks, as `(pid, tid)`, that can take a connection on `e`, as far as
+/// /proc shows them, by the same rule as [`Endpoint::acceptors`]: the
+/// threads waiting on each watching epoll (or running, in a process with
+/// no other epoll), the threads asleep in accept() or
+/// select()/poll() on a socket, and for workers taking turns every
+/// single-threaded holder with an epoll. The per-task table lists them
+/// even when they accept nothing: with `accept_mutex on` or a LIFO wakeup
+/// those empty rows are the finding.
+pub fn acceptor_tasks(snap: &Snapshot, e: &Endpoint) -> Vec<(u32, u32)> {
+    let process = |pid: u32| snap.processes.iter().find(|p| p.pid == pid);
+    let owner = |tid: u32| {
+        snap.processes
+            .iter()
+            .find(|p| p.threads.iter().any(|t| t.tid == tid))
+            .map(|p| (p.pid, tid))
+    };
+    // A process's own task when it has only one, else its threads seen waiting.
+    let single = |pid: u32| {
+        process(pid)
+            .filter(|p| p.threads.len() == 1)
+            .map(|_| (pid, pid))
+    };
+    let mut tasks = BTreeSet::new();
+    for s in &e.sockets {
+        let pattern = if e.sockets.len() >= 2 {
+            None
+        } else {
+            Some(e.pattern)
+        };
+        if matches!(pattern, Some(Pattern::TakingTurns { .. })) {
+            tasks.extend(s.workers_with_epoll.iter().filter_map(|&pid| single(pid)));
+        }
+        for w in &s.watchers {
+            tasks.extend(w.waiting_threads.iter().filter_map(|&tid| owner(tid)));
+            // As `likely_waiters` counts them: running in user space, in a
+            // process with no other epoll (a snapshot under load).
+            for p in w.pids.iter().filter_map(|&pid| process(pid)) {
+                if p.epolls.iter().all(|x| x.instance == w.instance) {
+                    let running = p.threads.iter().filter(|t| t.blocked == Blocked::Running);
+                    tasks.extend(running.map(|t| (p.pid, t.tid)));
+                }
+            }
+        }
+        tasks.extend(s.accepting_threads.iter().filter_map(|&tid| owner(tid)));
+        tasks.extend(s.polling_threads.iter().filter_map(|&tid| owner(tid)));
+    }
+    tasks.into_iter().collect()
+}
+
 pub(crate) fn plural(n: usize, one: &str, many: &str) -> String {
     format!("{n} {}", if n == 1 { one } else { many })
 }
@@ -813,6 +862,75 @@ mod tests {
             fixture_endpoints("lighttpd-4-workers", 5790)[0].acceptors,
             4
         );
+    }
+
+    #[test]
+    fn acceptor_tasks_name_the_workers_not_the_master() {
+        for (name, root, workers) in [
+            ("nginx-default", 2162, [2164, 2165, 2166, 2167]),
+            ("nginx-reuseport", 4519, [4524, 4525, 4526, 4527]),
+            ("nginx-accept-mutex", 5275, [5282, 5283, 5284, 5285]),
+            ("lighttpd-4-workers", 5790, [5792, 5793, 5794, 5796]),
+        ] {
+            let distinct = |_: FdRef, _: FdRef| Some(false);
+            let snap = read_snapshot(&fixture(name), root, &distinct).expect("fixture");
+            let e = &endpoints(&snap)[0];
+            let tasks = acceptor_tasks(&snap, e);
+            let want: Vec<(u32, u32)> = workers.iter().map(|&p| (p, p)).collect();
+            assert_eq!(tasks, want, "{name}");
+            assert_eq!(tasks.len(), e.acceptors, "{name}");
+        }
+    }
+
+    #[test]
+    fn acceptor_tasks_of_threads() {
+        // One shared epoll: the threads waiting in it, and the running ones.
+        let threads = vec![
+            thread(10, Blocked::EpollWait { epfd: 4 }),
+            thread(11, Blocked::Running),
+            thread(12, Blocked::Other { nr: 7 }),
+            thread(13, Blocked::EpollWait { epfd: 4 }),
+        ];
+        let snap = snapshot(vec![process(10, vec![ep(4, 0, 0x19)], threads)], &[INO]);
+        let e = &endpoints(&snap)[0];
+        assert_eq!(acceptor_tasks(&snap, e), vec![(10, 10), (10, 11), (10, 13)]);
+        // A master holding the shared epoll but waiting elsewhere is not a worker.
+        let master = process(
+            9,
+            vec![ep(4, 0, 0x19)],
+            vec![thread(9, Blocked::Other { nr: 61 })],
+        );
+        let workers = (10..12).map(|t| {
+            process(
+                t,
+                vec![ep(4, 0, 0x19)],
+                vec![thread(t, Blocked::EpollWait { epfd: 4 })],
+            )
+        });
+        let snap = snapshot(std::iter::once(master).chain(workers).collect(), &[INO]);
+        let e = &endpoints(&snap)[0];
+        assert_eq!(acceptor_tasks(&snap, e), vec![(10, 10), (11, 11)]);
+        // Blocking accept and select(): the sleeping threads, with their process.
+        let threads = (20..23)
+            .map(|t| thread(t, Blocked::Accept { fd: 3 }))
+            .collect();
+        let snap = snapshot(vec![process(20, vec![], threads)], &[INO]);
+        let e = &endpoints(&snap)[0];
+        assert_eq!(acceptor_tasks(&snap, e), vec![(20, 20), (20, 21), (20, 22)]);
+        let procs = (30..32)
+            .map(|p| process(p, vec![], vec![thread(p, Blocked::Select { nfds: 8 })]))
+            .collect();
+        let snap = snapshot(procs, &[INO]);
+        let e = &endpoints(&snap)[0];
+        assert_eq!(acceptor_tasks(&snap, e), vec![(30, 30), (31, 31)]);
+        // Nobody waiting: nobody named.
+        let idle = vec![process(
+            40,
+            vec![],
+            vec![thread(40, Blocked::Other { nr: 7 })],
+        )];
+        let snap = snapshot(idle, &[INO]);
+        assert!(acceptor_tasks(&snap, &endpoints(&snap)[0]).is_empty());
     }
 
     #[test]

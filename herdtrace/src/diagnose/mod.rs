@@ -22,7 +22,7 @@ use std::{
 use anyhow::{bail, Context as _, Result};
 
 use crate::{
-    engine::{KnownSetup, Summary},
+    engine::{KnownSetup, KnownTask, Summary},
     kernel,
     report::{balance, verdict::Verdict},
     stop, targets,
@@ -76,8 +76,9 @@ pub struct Setup {
 
 /// What /proc shows of the process trees of `roots` for the balance
 /// verdict: the workers able to accept (the largest count over one tree's
-/// listening addresses, summed over the trees) and the most listening
-/// sockets on one address; zeros when it cannot be read.
+/// listening addresses, summed over the trees), the most listening
+/// sockets on one address, and which tasks those workers are; zeros when it
+/// cannot be read.
 pub fn known_setup(proc_root: &Path, roots: &[u32]) -> KnownSetup {
     let mut known = KnownSetup::default();
     for &pid in roots {
@@ -90,6 +91,27 @@ pub fn known_setup(proc_root: &Path, roots: &[u32]) -> KnownSetup {
             .map(|e| e.acceptors as u64)
             .max()
             .unwrap_or(0);
+        for e in &endpoints {
+            for (pid, tid) in layout::acceptor_tasks(&snap, e) {
+                if known.tasks.iter().any(|t| t.tid == tid) {
+                    continue;
+                }
+                // The thread's own name (a worker thread's often differs
+                // from its process's), else the process's.
+                let thread_comm =
+                    std::fs::read_to_string(proc_root.join(format!("{pid}/task/{tid}/comm")));
+                let comm = match thread_comm {
+                    Ok(c) if !c.trim().is_empty() => c.trim().to_string(),
+                    _ => snap
+                        .processes
+                        .iter()
+                        .find(|p| p.pid == pid)
+                        .map(|p| p.comm.clone())
+                        .unwrap_or_default(),
+                };
+                known.tasks.push(KnownTask { pid, tid, comm });
+            }
+        }
         let sockets = endpoints.iter().map(|e| e.sockets.len() as u64).max();
         known.listeners_per_addr = known.listeners_per_addr.max(sockets.unwrap_or(0));
     }
@@ -412,17 +434,63 @@ mod tests {
             k,
             KnownSetup {
                 workers: 4,
-                listeners_per_addr: 4
+                listeners_per_addr: 4,
+                tasks: [4524, 4525, 4526, 4527]
+                    .map(|pid| KnownTask {
+                        pid,
+                        tid: pid,
+                        comm: "nginx".into()
+                    })
+                    .to_vec(),
             }
         );
         let k = known_setup(&fixture("nginx-default"), &[2162]);
         assert_eq!((k.workers, k.listeners_per_addr), (4, 1));
+        assert_eq!(k.tasks.len(), 4);
         // Two trees add their workers; an unreadable one adds nothing.
         let both = known_setup(&fixture("lighttpd-4-workers"), &[5790, 1]);
         assert_eq!(both.workers, 4);
         assert_eq!(
             known_setup(&fixture("nginx-default"), &[1]),
             KnownSetup::default()
+        );
+    }
+
+    /// Copies a saved /proc tree (symlinks as symlinks) to a scratch directory.
+    fn copy_tree(from: &Path, to: &Path) {
+        std::fs::create_dir_all(to).expect("mkdir");
+        for entry in std::fs::read_dir(from).expect("read_dir") {
+            let entry = entry.expect("entry");
+            let (src, dst) = (entry.path(), to.join(entry.file_name()));
+            let kind = entry.file_type().expect("type");
+            if kind.is_symlink() {
+                let target = std::fs::read_link(&src).expect("link");
+                std::os::unix::fs::symlink(target, &dst).expect("symlink");
+            } else if kind.is_dir() {
+                copy_tree(&src, &dst);
+            } else {
+                std::fs::copy(&src, &dst).expect("copy");
+            }
+        }
+    }
+
+    #[test]
+    fn known_workers_take_their_thread_names() {
+        let dir = std::env::temp_dir().join(format!("herdtrace-comm-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        copy_tree(&fixture("nginx-reuseport"), &dir);
+        std::fs::write(dir.join("4525/task/4525/comm"), "nginx-w1\n").expect("comm");
+        let k = known_setup(&dir, &[4519]);
+        let _ = std::fs::remove_dir_all(&dir);
+        let names: Vec<(u32, &str)> = k.tasks.iter().map(|t| (t.tid, t.comm.as_str())).collect();
+        assert_eq!(
+            names,
+            vec![
+                (4524, "nginx"),
+                (4525, "nginx-w1"),
+                (4526, "nginx"),
+                (4527, "nginx")
+            ]
         );
     }
 

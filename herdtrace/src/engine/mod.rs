@@ -43,7 +43,7 @@ use herdtrace_common::{
     EV_TASK_NEW, EV_WAKE, FLAG_AFTER_POLL, FLAG_AFTER_POLL_WORK, FLAG_NESTED_SEND,
     FLAG_WAKE_CASCADE,
 };
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::events;
 pub use crate::probes::AfterSkip;
@@ -108,12 +108,23 @@ impl Default for EngineConfig {
 
 /// What /proc showed of the traced server's setup when tracing started
 /// (zeros: not known, as in replays of older recordings).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct KnownSetup {
     /// Workers able to accept (the N of the fair share).
     pub workers: u64,
     /// The most listening sockets on one address (2+: an SO_REUSEPORT group).
     pub listeners_per_addr: u64,
+    /// The workers /proc named: the summary's task table lists them even
+    /// when they neither woke nor accepted.
+    pub tasks: Vec<KnownTask>,
+}
+
+/// A task /proc showed able to accept.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KnownTask {
+    pub pid: u32,
+    pub tid: u32,
+    pub comm: String,
 }
 
 /// The task that accepted a connection.
@@ -521,6 +532,20 @@ impl Engine {
                 spurious: r.spurious,
             })
             .collect();
+        // Workers that did nothing, so that the table shows who took none.
+        for k in &self.known.tasks {
+            if !tasks.iter().any(|t| t.tid == k.tid) {
+                tasks.push(TaskStats {
+                    pid: k.pid,
+                    tid: k.tid,
+                    comm: k.comm.clone(),
+                    accepts: 0,
+                    woken: 0,
+                    eagain: 0,
+                    spurious: 0,
+                });
+            }
+        }
         tasks.sort_by(|a, b| {
             b.accepts
                 .cmp(&a.accepts)

@@ -1587,3 +1587,51 @@ fn held_return_resets_what_the_task_accepted_since_it_returned() {
     assert_eq!((second.eagain, second.eagain_losers), (1, 1));
     assert_same_with_held(&events);
 }
+
+#[test]
+fn workers_known_from_proc_are_listed_when_they_did_nothing() {
+    let mut b = StreamBuilder::new();
+    // W1 takes every connection alone (taking turns, or LIFO).
+    for n in 1..=3 {
+        let ch = chain(0, n);
+        b.arrival(0, ch, L, child(n));
+        b.wake(0, ch, W1);
+        b.poll_ret(1, W1, 1);
+        b.accept(1, W1, L, child(n));
+        b.eagain(1, W1, L);
+    }
+    let known = |t: SynthTask| KnownTask {
+        pid: t.pid,
+        tid: t.tid,
+        comm: t.comm.into(),
+    };
+    let mut e = Engine::new(immediate());
+    e.set_setup(KnownSetup {
+        workers: 3,
+        listeners_per_addr: 1,
+        // W1 is known too: listed once, with what it did.
+        tasks: vec![known(W3), known(W1), known(W2)],
+    });
+    push_all(&mut e, &b.take());
+    finish(&mut e);
+    let s = e.summary();
+    let rows: Vec<(u32, u64, u64)> = s
+        .tasks
+        .iter()
+        .map(|t| (t.tid, t.accepts, t.woken))
+        .collect();
+    assert_eq!(rows, vec![(101, 3, 3), (102, 0, 0), (103, 0, 0)]);
+    assert_eq!(task_row(&s, 103, "worker3").eagain, 0);
+    // The idle rows change no figure of the balance verdict.
+    assert_eq!(s.balance.accepting_tasks, 1);
+    assert_eq!(s.balance.workers, 3);
+    assert_eq!(
+        s.balance.top.as_ref().map(|t| (t.tid, t.accepts)),
+        Some((101, 3))
+    );
+    // Without /proc's names the table has only the tasks seen.
+    let mut e = Engine::new(immediate());
+    push_all(&mut e, &herd_stream(1, 1));
+    finish(&mut e);
+    assert!(e.summary().tasks.iter().all(|t| t.accepts + t.woken > 0));
+}

@@ -139,6 +139,7 @@ pub fn replay<R: Read, W: Write>(
     p.set_setup(KnownSetup {
         workers: header.workers.unwrap_or(0),
         listeners_per_addr: header.listeners_per_addr.unwrap_or(0),
+        tasks: header.worker_tasks.clone(),
     });
     if header.skip_samples {
         // As the live run did: closed connections wait for the next sample,
@@ -381,6 +382,24 @@ mod tests {
             .as_str()
             .is_some_and(|t| t.starts_with("2026-11-30T06:15:52.")));
         assert_eq!(s["balance"]["workers"], 4, "workers from the header");
+        // The workers the header names are in the task table, idle or not.
+        h.worker_tasks = vec![crate::engine::KnownTask {
+            pid: 4242,
+            tid: 4243,
+            comm: "idle".into(),
+        }];
+        let v = replay_json(&h);
+        let tasks = &v.last().expect("summary")["tasks"];
+        let idle = tasks
+            .as_array()
+            .expect("tasks")
+            .iter()
+            .find(|t| t["tid"] == 4243);
+        assert_eq!(
+            idle.map(|t| (&t["comm"], &t["accepts"], &t["woken"])),
+            Some((&"idle".into(), &0.into(), &0.into())),
+            "{tasks}"
+        );
         let v = replay_json(&header());
         assert!(v.iter().all(|l| l["time"].is_null()), "no invented time");
         let s = v.last().expect("summary");
