@@ -316,7 +316,16 @@ pub struct Config {
     /// program is still running, and the kernel's recursion guard then skips
     /// every tracing program on that CPU, so it costs events, not only time.
     pub ringbuf_wake_bytes: u64,
+    /// Records go to one of `EVENT_SHARDS_MAX` ring buffers, the one of
+    /// `cpu & event_shard_mask` (the shards in use minus one, a power of two
+    /// minus one): CPUs that share a ring buffer contend for its lock and
+    /// move its cache lines between them on every record.
+    pub event_shard_mask: u64,
 }
+
+/// Ring buffers the programs can send records to (`EVENTS`, `EVENTS1`, ...);
+/// user space uses as many as there are CPUs, up to this, a power of two.
+pub const EVENT_SHARDS_MAX: u32 = 8;
 
 /// Indexes into the `COUNTERS` per-CPU array map.
 pub const CNT_DROPS: u32 = 0;
@@ -384,7 +393,7 @@ mod tests {
         );
         assert_eq!(
             size_of::<Config>(),
-            offset_of!(Config, ringbuf_wake_bytes) + 8
+            offset_of!(Config, event_shard_mask) + 8
         );
     }
 

@@ -5,9 +5,26 @@ use aya_ebpf::{
 };
 use herdtrace_common::{ChainState, ListenKey, TaskState, CNT_MAX};
 
-/// Every record to user space. User space may resize it (`--ringbuf-size`).
+/// Every record to user space, one ring buffer per group of CPUs (shard
+/// `cpu & Config::event_shard_mask`, see `emit::shard`). User space sizes
+/// them (`--ringbuf-size` split between the shards in use; the others get
+/// one page) and merges their records by time.
 #[map]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(4 * 1024 * 1024, 0);
+#[map]
+pub static EVENTS1: RingBuf = RingBuf::with_byte_size(4096, 0);
+#[map]
+pub static EVENTS2: RingBuf = RingBuf::with_byte_size(4096, 0);
+#[map]
+pub static EVENTS3: RingBuf = RingBuf::with_byte_size(4096, 0);
+#[map]
+pub static EVENTS4: RingBuf = RingBuf::with_byte_size(4096, 0);
+#[map]
+pub static EVENTS5: RingBuf = RingBuf::with_byte_size(4096, 0);
+#[map]
+pub static EVENTS6: RingBuf = RingBuf::with_byte_size(4096, 0);
+#[map]
+pub static EVENTS7: RingBuf = RingBuf::with_byte_size(4096, 0);
 
 /// Traced tasks: tid -> [`TaskState`] (its process, the chain that woke
 /// it, its accept call), one entry so each program needs one lookup. Keyed

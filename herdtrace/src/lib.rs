@@ -23,6 +23,7 @@ pub(crate) mod kprobe_misses;
 pub(crate) mod load;
 pub(crate) mod loader;
 pub(crate) mod logging;
+pub(crate) mod merge;
 pub(crate) mod pipeline;
 pub mod probes;
 pub mod procstat;

@@ -13,7 +13,9 @@ use aya::{
     Btf, Ebpf, EbpfLoader,
 };
 use aya_log::EbpfLogger;
-use herdtrace_common::{Config, ListenKey, TaskState, CNT_DROPS, CNT_INSERT_FAILED, MAP_NAMES};
+use herdtrace_common::{
+    Config, ListenKey, TaskState, CNT_DROPS, CNT_INSERT_FAILED, EVENT_SHARDS_MAX, MAP_NAMES,
+};
 
 use crate::backend::Plan;
 use crate::kprobe_misses;
@@ -203,7 +205,8 @@ pub struct Tracer {
     /// such a program is bound to its target at load), `--empty-programs` only.
     #[cfg(feature = "test-hooks")]
     _empty_objects: Vec<Ebpf>,
-    ring: RingBuf<MapData>,
+    /// The event ring buffers in use, by shard (see [`event_shards`]).
+    rings: Vec<RingBuf<MapData>>,
     traced: HashMap<MapData, u32, TaskState>,
     listen_addrs: HashMap<MapData, ListenKey, u32>,
     inflight: HashMap<MapData, u32, u32>,
@@ -218,14 +221,42 @@ pub struct Tracer {
     kprobe_links: Vec<(kprobe_misses::KprobeLink, String)>,
 }
 
+/// Event ring buffers to use with `cpus` possible CPUs: one per CPU, up to
+/// [`EVENT_SHARDS_MAX`], a power of two (CPU `c` sends to shard `c & (n - 1)`).
+pub fn event_shards(cpus: u32) -> u32 {
+    let cpus = cpus.clamp(1, EVENT_SHARDS_MAX);
+    1 << (31 - cpus.leading_zeros())
+}
+
+/// Each shard's share of the ring-buffer bytes (`--ringbuf-size`, a power of
+/// two): the total stays what the user chose, and never under one page each.
+pub fn shard_bytes(total: u32, shards: u32) -> u32 {
+    (total / shards.max(1)).max(4096)
+}
+
+/// The ring-buffer maps' names, by shard.
+const SHARD_NAMES: [&str; EVENT_SHARDS_MAX as usize] = [
+    "EVENTS", "EVENTS1", "EVENTS2", "EVENTS3", "EVENTS4", "EVENTS5", "EVENTS6", "EVENTS7",
+];
+
+/// Possible CPUs (the ids a program can run on), 1 if unreadable.
+fn nr_cpus() -> u32 {
+    aya::util::nr_cpus().map_or(1, |n| n as u32)
+}
+
 impl Tracer {
     pub fn start(cfg: &TracerConfig) -> Result<Tracer> {
         let mut loader = EbpfLoader::new();
-        loader.map_max_entries("EVENTS", cfg.ringbuf_bytes);
+        let shards = event_shards(nr_cpus());
+        let shard_bytes = shard_bytes(cfg.ringbuf_bytes, shards);
+        for name in &SHARD_NAMES[..shards as usize] {
+            loader.map_max_entries(name, shard_bytes);
+        }
         let mut config = cfg.config;
+        config.event_shard_mask = u64::from(shards - 1);
         // A quarter full: the reader polls on a short timer anyway, so at any
         // rate it can keep up with, the kernel never has to wake it.
-        config.ringbuf_wake_bytes = u64::from(cfg.ringbuf_bytes / 4);
+        config.ringbuf_wake_bytes = u64::from(shard_bytes / 4);
         loader.override_global("CONFIG", &config, true);
         // Kernel-side log statements above the level user space shows are
         // skipped in the kernel (with logging off, all of them).
@@ -257,8 +288,16 @@ impl Tracer {
             })?;
             attached.push(format!("{} <- {}", at.label(), at.program));
         }
-        let ring = RingBuf::try_from(ebpf.take_map("EVENTS").context("map EVENTS missing")?)
-            .context("map EVENTS is not a ring buffer")?;
+        let mut rings = Vec::with_capacity(shards as usize);
+        for name in &SHARD_NAMES[..shards as usize] {
+            let map = ebpf
+                .take_map(name)
+                .with_context(|| format!("map {name} missing"))?;
+            rings.push(
+                RingBuf::try_from(map)
+                    .with_context(|| format!("map {name} is not a ring buffer"))?,
+            );
+        }
         let traced = hash_map(&mut ebpf, "TRACED")?;
         let listen_addrs = hash_map(&mut ebpf, "LISTEN_ADDRS")?;
         let inflight = hash_map(&mut ebpf, "ACCEPT_INFLIGHT")?;
@@ -271,7 +310,7 @@ impl Tracer {
             ebpf,
             #[cfg(feature = "test-hooks")]
             _empty_objects: empty_objects,
-            ring,
+            rings,
             traced,
             listen_addrs,
             inflight,
@@ -309,19 +348,21 @@ impl Tracer {
             .with_context(|| format!("marking task {tid}'s accept in progress"))
     }
 
-    /// The ring buffer's fd, for `poll(2)`.
-    pub fn ring_fd(&self) -> i32 {
-        self.ring.as_raw_fd()
+    /// The event ring buffers' fds, for `poll(2)`.
+    pub fn ring_fds(&self) -> Vec<i32> {
+        self.rings.iter().map(AsRawFd::as_raw_fd).collect()
     }
 
-    /// Hands every pending record to `f`; returns how many there were.
-    pub fn drain(&mut self, mut f: impl FnMut(&[u8])) -> usize {
-        let mut n = 0;
-        while let Some(item) = self.ring.next() {
-            f(&item);
-            n += 1;
-        }
-        n
+    /// Event ring buffers in use.
+    pub fn shards(&self) -> usize {
+        self.rings.len()
+    }
+
+    /// Hands ring buffer `shard`'s next record to `f` and frees its place;
+    /// `None` when it has none.
+    pub fn next_record<R>(&mut self, shard: usize, f: impl FnOnce(&[u8]) -> R) -> Option<R> {
+        let item = self.rings.get_mut(shard)?.next()?;
+        Some(f(&item))
     }
 
     /// Passes the eBPF programs' pending log records to the logger.
@@ -581,5 +622,27 @@ mod tests {
             RECURSION_MISSES_OFFSET
         );
         assert!(std::mem::size_of::<bpf_prog_info>() >= PROG_INFO_LEN);
+    }
+
+    #[test]
+    fn one_ring_buffer_per_cpu_up_to_the_most_a_power_of_two() {
+        let shards: Vec<u32> = [0, 1, 2, 3, 4, 5, 7, 8, 9, 64, 4096]
+            .into_iter()
+            .map(event_shards)
+            .collect();
+        assert_eq!(shards, vec![1, 1, 2, 2, 4, 4, 4, 8, 8, 8, 8]);
+        assert_eq!(SHARD_NAMES.len() as u32, EVENT_SHARDS_MAX);
+        assert_eq!(SHARD_NAMES[0], "EVENTS");
+        assert_eq!(SHARD_NAMES[7], "EVENTS7");
+    }
+
+    #[test]
+    fn the_shards_split_the_ring_buffer_size() {
+        assert_eq!(shard_bytes(4 << 20, 2), 2 << 20);
+        assert_eq!(shard_bytes(4 << 20, 8), 512 << 10);
+        assert_eq!(shard_bytes(1 << 16, 1), 1 << 16);
+        // Never under a page, the kernel's smallest ring buffer.
+        assert_eq!(shard_bytes(8192, 8), 4096);
+        assert_eq!(shard_bytes(4096, 0), 4096);
     }
 }

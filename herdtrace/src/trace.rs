@@ -1,10 +1,11 @@
 //! Live tracing (`herdtrace --pid ...`): picks the backend, starts the
-//! tracer, follows the target tasks and feeds the ring buffer to the same
+//! tracer, follows the target tasks and feeds the ring buffers, merged in
+//! time order, to the same
 //! [`Pipeline`] that `replay` uses, on a current-thread tokio runtime.
 use std::{
     io::{self, BufWriter, Write},
     net::SocketAddr,
-    os::fd::{BorrowedFd, OwnedFd},
+    os::fd::{FromRawFd, OwnedFd},
     path::{Path, PathBuf},
     time::Duration,
 };
@@ -23,6 +24,7 @@ use crate::{
     events, exporter, kernel,
     loader::Tracer,
     logging::LogArgs,
+    merge::Merger,
     pipeline::{Pipeline, SkippedRuns},
     record::{RecordHeader, Recorder},
     report::{is_broken_pipe, OutputOptions, RunInfo, WallClock},
@@ -75,7 +77,8 @@ pub struct TraceArgs {
     /// Also save the raw event stream to FILE (created 0600) for `herdtrace replay`.
     #[arg(long, value_name = "FILE")]
     pub record: Option<PathBuf>,
-    /// Ring buffer size, in bytes or with a K/M suffix (a power of two, at least 4K).
+    /// Ring buffer size, in bytes or with a K/M suffix (a power of two, at
+    /// least 4K), split between the per-CPU ring buffers (up to 8).
     #[arg(long, value_name = "SIZE", default_value = "4M", value_parser = parse_size)]
     pub ringbuf_size: u32,
     /// Tracepoint backend on kernels without irq:softirq_exit: how long
@@ -428,17 +431,31 @@ pub fn trace_session_exported<W: Write>(
     ))
 }
 
-/// A duplicate of the ring buffer's fd, registered with the runtime for
-/// readiness (epoll watches the ring buffer, whichever fd names it).
-fn watch_ring(tracer: &Tracer) -> Result<AsyncFd<OwnedFd>> {
-    // SAFETY: the tracer owns the fd and is alive for this call.
-    let fd = unsafe { BorrowedFd::borrow_raw(tracer.ring_fd()) }
-        .try_clone_to_owned()
-        .context("duplicating the ring buffer's fd")?;
-    // SAFETY: the AsyncFd owns `fd`, which stays open until the AsyncFd drops.
-    unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }
+/// One epoll instance watching every event ring buffer, registered with the
+/// runtime for readiness: readable when any of them is.
+fn watch_rings(tracer: &Tracer) -> Result<AsyncFd<OwnedFd>> {
+    // SAFETY: plain syscall; the fd is owned below.
+    let epfd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+    if epfd < 0 {
+        return Err(io::Error::last_os_error()).context("creating an epoll for the ring buffers");
+    }
+    // SAFETY: a fresh fd that nothing else owns.
+    let epoll = unsafe { OwnedFd::from_raw_fd(epfd) };
+    for fd in tracer.ring_fds() {
+        let mut ev = libc::epoll_event {
+            events: libc::EPOLLIN as u32,
+            u64: fd as u64,
+        };
+        // SAFETY: both fds are open (the tracer owns the ring buffers' for
+        // the whole session); `ev` is valid for the call.
+        if unsafe { libc::epoll_ctl(epfd, libc::EPOLL_CTL_ADD, fd, &mut ev) } < 0 {
+            return Err(io::Error::last_os_error()).context("watching a ring buffer");
+        }
+    }
+    // SAFETY: the AsyncFd owns `epoll`, which stays open until the AsyncFd drops.
+    unsafe { AsyncFd::register_with_interest(epoll, Interest::READABLE) }
         .map_err(|e| anyhow::Error::from(e.into_parts().1))
-        .context("watching the ring buffer")
+        .context("watching the ring buffers")
 }
 
 async fn session<W: Write>(
@@ -534,12 +551,13 @@ async fn session<W: Write>(
     );
     on_ready();
 
-    let ring = watch_ring(&tracer)?;
+    let ring = watch_rings(&tracer)?;
+    let mut merger = Merger::default();
     let started = Instant::now();
     let interval = Duration::from_secs_f64(args.interval);
     let mut ticks = time::interval_at(started + interval, interval);
-    // The kernel wakes us only when the ring buffer is a quarter full
-    // (RINGBUF_WAKE_BYTES); otherwise this timer is what drains it.
+    // The kernel wakes us only when a ring buffer is a quarter full
+    // (Config::ringbuf_wake_bytes); otherwise this timer drains them.
     let mut drain_timer = time::interval(Duration::from_millis(READER_POLL_MS));
     drain_timer.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let liveness_every = Duration::from_millis(500);
@@ -571,11 +589,23 @@ async fn session<W: Write>(
             // Read now, applied once the events before it are fed (below).
             _ = time::sleep_until(next_skip_sample) => skip_reading = Some(LossFeed::read_skips(&tracer)),
             ready = ring.readable() => {
-                ready.context("waiting for the ring buffer")?.clear_ready();
+                ready.context("waiting for the ring buffers")?.clear_ready();
             }
             _ = drain_timer.tick() => {}
         }
-        if drain(&mut tracer, &mut pipeline, &mut decode_errors)? {
+        // Everything stamped before now less the margin is in the ring
+        // buffers; a skip sample covers the events before it, which go in first.
+        let watermark = monotonic_ns().saturating_sub(MERGE_MARGIN_NS);
+        let upto = skip_reading
+            .as_ref()
+            .map_or(watermark, |r| watermark.max(r.at_ns));
+        if feed(
+            &mut tracer,
+            &mut merger,
+            upto,
+            &mut pipeline,
+            &mut decode_errors,
+        )? {
             break EndReason::OutputClosed;
         }
         // Kernel-side log records are rare: read on this timer, never
@@ -599,7 +629,8 @@ async fn session<W: Write>(
                 counters_read = Instant::now();
                 losses.feed(&tracer, &mut pipeline)?;
             }
-            if let Err(e) = pipeline.on_tick(monotonic_ns()) {
+            // Not past the records still waiting to be merged.
+            if let Err(e) = pipeline.on_tick(upto) {
                 if is_broken_pipe(&e) {
                     break EndReason::OutputClosed;
                 }
@@ -647,7 +678,13 @@ async fn session<W: Write>(
     // Whatever is still in the ring buffer belongs to the run; the last skip
     // sample covers it.
     let skip_reading = LossFeed::read_skips(&tracer);
-    if drain(&mut tracer, &mut pipeline, &mut decode_errors)? {
+    if feed(
+        &mut tracer,
+        &mut merger,
+        u64::MAX,
+        &mut pipeline,
+        &mut decode_errors,
+    )? {
         reason = EndReason::OutputClosed;
     }
     tracer.drain_log();
@@ -679,35 +716,37 @@ async fn session<W: Write>(
     }
 }
 
-/// Decodes every record waiting in the ring buffer into the pipeline.
-/// Returns true when the output turned out to be closed (`herdtrace | head`):
-/// the pipeline is then muted and goes on counting. Any other error (a
-/// recording that cannot be written) stops the feeding and is returned.
-fn drain<W: Write>(
+/// Feeds the ring buffers' records stamped up to `watermark_ns` to the
+/// pipeline, merged in time order. Returns true when the output turned out
+/// to be closed (`herdtrace | head`): the pipeline is then muted and goes on
+/// counting. Any other error (a recording that cannot be written) stops the
+/// feeding and is returned.
+fn feed<W: Write>(
     tracer: &mut Tracer,
+    merger: &mut Merger,
+    watermark_ns: u64,
     pipeline: &mut Pipeline<W>,
     decode_errors: &mut u64,
 ) -> Result<bool> {
     let mut closed = false;
-    let mut failure: Option<anyhow::Error> = None;
-    tracer.drain(|bytes| {
-        if failure.is_some() {
-            return;
+    let shards = tracer.shards();
+    let pull = |shard| loop {
+        match tracer.next_record(shard, events::decode)? {
+            Ok(ev) => return Some(ev),
+            Err(_) => *decode_errors += 1,
         }
-        let Ok(ev) = events::decode(bytes) else {
-            *decode_errors += 1;
-            return;
-        };
-        match pipeline.on_event(&ev) {
-            Ok(()) => {}
+    };
+    merger.merge(shards, watermark_ns, pull, |ev| {
+        match pipeline.on_event(ev) {
             Err(e) if is_broken_pipe(&e) => {
                 closed = true;
                 pipeline.mute();
+                Ok(())
             }
-            Err(e) => failure = Some(e),
+            other => other,
         }
-    });
-    failure.map_or(Ok(closed), Err)
+    })?;
+    Ok(closed)
 }
 
 /// Feeds the kernel's counters to the pipeline (and the recording) as
@@ -786,6 +825,13 @@ impl LossFeed {
 pub const COUNTERS_EVERY: Duration = Duration::from_secs(10);
 /// How often the reader drains the ring buffer when the kernel does not wake it.
 pub const READER_POLL_MS: u64 = 20;
+
+/// How long before a ring-buffer read a record must be stamped to be merged
+/// from that read: a program stamps its record, then reserves and commits
+/// it, microseconds later unless it is preempted or interrupted that long.
+/// A record later still is merged late, out of time order, as records of
+/// different CPUs were in one shared ring buffer.
+const MERGE_MARGIN_NS: u64 = 2_000_000;
 /// How often the per-program skip counters are read (one syscall per
 /// program) while the kernel skips none: every connection open in a sample
 /// window that shows skips is flagged possibly incomplete, and closed ones
