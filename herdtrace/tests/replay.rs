@@ -135,9 +135,10 @@ fn checked_new_fields(mut summary: Value) -> Value {
 }
 
 fn expected_summary() -> Value {
-    let task = |pid: u32, accepts, woken, eagain, spurious| {
+    let task = |pid: u32, accepts, woken, eagain, eagain_losers, spurious| {
         json!({"pid": pid, "tid": pid, "comm": "worker", "accepts": accepts,
-               "woken": woken, "eagain": eagain, "spurious": spurious})
+               "woken": woken, "eagain": eagain, "eagain_losers": eagain_losers,
+               "spurious": spurious})
     };
     json!({
         "type": "summary",
@@ -159,10 +160,11 @@ fn expected_summary() -> Value {
         "possibly_incomplete": 0,
         "unaccepted": 0,
         "tasks": [
-            task(2001, 4, 7, 5, 0),
-            task(2002, 2, 7, 4, 1),
-            task(2003, 2, 7, 5, 0),
-            task(2004, 2, 6, 5, 0),
+            // The tasks' losers add up to the summary's 18.
+            task(2001, 4, 7, 5, 4, 0),
+            task(2002, 2, 7, 4, 4, 1),
+            task(2003, 2, 7, 5, 5, 0),
+            task(2004, 2, 6, 5, 5, 0),
         ],
         "lost_events": 3,
         "skipped_runs": 0,

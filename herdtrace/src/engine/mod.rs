@@ -214,6 +214,9 @@ struct TaskRow {
     accepts: u64,
     woken: u64,
     eagain: u64,
+    /// Of `eagain`, those of a task that had accepted nothing since it
+    /// returned (see `ConnRecord::eagain_losers`).
+    eagain_losers: u64,
     spurious: u64,
     /// `accepts` at the last interval cut.
     accepts_mark: u64,
@@ -529,6 +532,7 @@ impl Engine {
                 accepts: r.accepts,
                 woken: r.woken,
                 eagain: r.eagain,
+                eagain_losers: r.eagain_losers,
                 spurious: r.spurious,
             })
             .collect();
@@ -542,6 +546,7 @@ impl Engine {
                     accepts: 0,
                     woken: 0,
                     eagain: 0,
+                    eagain_losers: 0,
                     spurious: 0,
                 });
             }
@@ -840,6 +845,7 @@ impl Engine {
                 accepts: 0,
                 woken: 0,
                 eagain: 0,
+                eagain_losers: 0,
                 spurious: 0,
                 accepts_mark: 0,
             });
@@ -1094,6 +1100,7 @@ impl Engine {
                         e.eagain += 1;
                         if t.accepted_since_return == 0 {
                             e.eagain_losers += 1;
+                            self.rows[row as usize].eagain_losers += 1;
                         }
                         self.touched.push(r);
                     }

@@ -243,6 +243,10 @@ pub struct TaskStats {
     pub woken: u64,
     /// `accept` calls that returned EAGAIN.
     pub eagain: u64,
+    /// Of those, the EAGAINs of a woken task that lost the race (it had
+    /// accepted nothing since it returned; see `ConnRecord::eagain_losers`);
+    /// the others end an accept loop that emptied the queue.
+    pub eagain_losers: u64,
     /// Wakes that never reached user space with work (see `ConnRecord::spurious`).
     pub spurious: u64,
 }

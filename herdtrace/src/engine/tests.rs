@@ -120,6 +120,11 @@ fn epoll_per_worker_herd_wakes_everyone_and_three_lose() {
     assert_eq!((w2.accepts, w2.woken, w2.eagain, w2.spurious), (1, 1, 0, 0));
     let w1 = task_row(&s, 101, "worker1");
     assert_eq!((w1.accepts, w1.woken, w1.eagain, w1.spurious), (0, 1, 1, 0));
+    assert_eq!(
+        (w1.eagain_losers, w2.eagain_losers),
+        (1, 0),
+        "W1 lost the race"
+    );
     assert_eq!(s.tasks[0].tid, 102, "sorted by accepts");
 }
 
@@ -255,6 +260,10 @@ fn batch_accepting_winner_is_not_a_loser() {
     assert_eq!(s.totals.eagain, 2);
     assert_eq!(s.totals.eagain_losers, 1);
     assert_eq!(task_row(&s, 101, "worker1").accepts, 3);
+    // Per task: the winner's EAGAIN ends its loop, the other's lost the race.
+    let (w1, w2) = (task_row(&s, 101, "worker1"), task_row(&s, 102, "worker2"));
+    assert_eq!((w1.eagain, w1.eagain_losers), (1, 0));
+    assert_eq!((w2.eagain, w2.eagain_losers), (1, 1));
 }
 
 #[test]

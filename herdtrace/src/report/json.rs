@@ -367,6 +367,7 @@ mod tests {
                 accepts: 1,
                 woken: 1,
                 eagain: 0,
+                eagain_losers: 0,
                 spurious: 0,
             }],
             balance: Balance {
@@ -417,7 +418,7 @@ mod tests {
                    "woken_histogram":[0,1],
                    "returned":1,"eagain":0,"eagain_losers":0,"spurious":0,"incomplete":0,
                    "possibly_incomplete":0,"unaccepted":0,
-                   "tasks":[{"pid":3,"tid":4,"comm":"srv","accepts":1,"woken":1,"eagain":0,"spurious":0}],
+                   "tasks":[{"pid":3,"tid":4,"comm":"srv","accepts":1,"woken":1,"eagain":0,"eagain_losers":0,"spurious":0}],
                    "lost_events":0,
                    "skipped_runs":0,"skipped_by_program":{},"insert_failed":{},
                    "diagnostics":{"orphan_wakes":0,"unmatched_accepts":0,"eagain_unattributed":0},

@@ -164,8 +164,8 @@ pub fn write_summary(out: &mut impl Write, info: &RunInfo, s: &Summary) -> io::R
         writeln!(out)?;
         writeln!(
             out,
-            "{:>8} {:>8} {:<16} {:>8} {:>6} {:>8} {:>8} {:>8}",
-            "PID", "TID", "COMM", "ACCEPTS", "SHARE", "WOKEN", "EAGAIN", "SPURIOUS"
+            "{:>8} {:>8} {:<16} {:>8} {:>6} {:>8} {:>8} {:>8} {:>8}",
+            "PID", "TID", "COMM", "ACCEPTS", "SHARE", "WOKEN", "EAGAIN", "LOSERS", "SPURIOUS"
         )?;
         for task in s.tasks.iter().take(MAX_TASK_ROWS) {
             let share = if total_accepts == 0 {
@@ -175,7 +175,7 @@ pub fn write_summary(out: &mut impl Write, info: &RunInfo, s: &Summary) -> io::R
             };
             writeln!(
                 out,
-                "{:>8} {:>8} {:<16} {:>8} {:>5.1}% {:>8} {:>8} {:>8}",
+                "{:>8} {:>8} {:<16} {:>8} {:>5.1}% {:>8} {:>8} {:>8} {:>8}",
                 task.pid,
                 task.tid,
                 task.comm,
@@ -183,6 +183,7 @@ pub fn write_summary(out: &mut impl Write, info: &RunInfo, s: &Summary) -> io::R
                 share,
                 task.woken,
                 task.eagain,
+                task.eagain_losers,
                 task.spurious
             )?;
         }
@@ -402,6 +403,7 @@ mod tests {
                     accepts: 3,
                     woken: 4,
                     eagain: 1,
+                    eagain_losers: 0,
                     spurious: 0,
                 },
                 TaskStats {
@@ -411,6 +413,7 @@ mod tests {
                     accepts: 1,
                     woken: 4,
                     eagain: 3,
+                    eagain_losers: 2,
                     spurious: 0,
                 },
             ],
@@ -433,6 +436,15 @@ mod tests {
         );
         assert!(
             text.contains("       2        2 w                       1  25.0%"),
+            "{text}"
+        );
+        // The losers' part of each task's EAGAINs has its own column.
+        assert!(
+            text.contains("ACCEPTS  SHARE    WOKEN   EAGAIN   LOSERS SPURIOUS"),
+            "{text}"
+        );
+        assert!(
+            text.contains("25.0%        4        3        2        0"),
             "{text}"
         );
         assert!(
