@@ -8,7 +8,8 @@ use herdtrace_common::{ChainState, ListenKey, TaskState, CNT_MAX};
 /// Every record to user space, one ring buffer per group of CPUs (shard
 /// `cpu & Config::event_shard_mask`, see `emit::shard`). User space sizes
 /// them (`--ringbuf-size` split between the shards in use; the others get
-/// one page) and merges their records by time.
+/// one page, the sizes below are placeholders) and merges their records by
+/// time.
 #[map]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(4 * 1024 * 1024, 0);
 #[map]

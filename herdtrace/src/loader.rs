@@ -229,9 +229,21 @@ pub fn event_shards(cpus: u32) -> u32 {
 }
 
 /// Each shard's share of the ring-buffer bytes (`--ringbuf-size`, a power of
-/// two): the total stays what the user chose, and never under one page each.
-pub fn shard_bytes(total: u32, shards: u32) -> u32 {
-    (total / shards.max(1)).max(4096)
+/// two): the total stays what the user chose, and never under one page
+/// (`page`, a power of two), the kernel's smallest ring buffer.
+pub fn shard_bytes(total: u32, shards: u32, page: u32) -> u32 {
+    (total / shards.max(1)).max(page)
+}
+
+/// The kernel's page size (ring buffers are sized in whole pages: 64K on
+/// some arm64 kernels), 4096 if unknown.
+fn page_size() -> u32 {
+    // SAFETY: sysconf has no memory-safety preconditions.
+    let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    u32::try_from(n)
+        .ok()
+        .filter(|n| n.is_power_of_two())
+        .unwrap_or(4096)
 }
 
 /// The ring-buffer maps' names, by shard.
@@ -248,9 +260,12 @@ impl Tracer {
     pub fn start(cfg: &TracerConfig) -> Result<Tracer> {
         let mut loader = EbpfLoader::new();
         let shards = event_shards(nr_cpus());
-        let shard_bytes = shard_bytes(cfg.ringbuf_bytes, shards);
-        for name in &SHARD_NAMES[..shards as usize] {
-            loader.map_max_entries(name, shard_bytes);
+        let page = page_size();
+        let shard_bytes = shard_bytes(cfg.ringbuf_bytes, shards, page);
+        // The shards not in use get the smallest ring buffer this kernel makes.
+        for (i, name) in SHARD_NAMES.iter().enumerate() {
+            let used = i < shards as usize;
+            loader.map_max_entries(name, if used { shard_bytes } else { page });
         }
         let mut config = cfg.config;
         config.event_shard_mask = u64::from(shards - 1);
@@ -638,11 +653,14 @@ mod tests {
 
     #[test]
     fn the_shards_split_the_ring_buffer_size() {
-        assert_eq!(shard_bytes(4 << 20, 2), 2 << 20);
-        assert_eq!(shard_bytes(4 << 20, 8), 512 << 10);
-        assert_eq!(shard_bytes(1 << 16, 1), 1 << 16);
+        assert_eq!(shard_bytes(4 << 20, 2, 4096), 2 << 20);
+        assert_eq!(shard_bytes(4 << 20, 8, 4096), 512 << 10);
+        assert_eq!(shard_bytes(1 << 16, 1, 4096), 1 << 16);
         // Never under a page, the kernel's smallest ring buffer.
-        assert_eq!(shard_bytes(8192, 8), 4096);
-        assert_eq!(shard_bytes(4096, 0), 4096);
+        assert_eq!(shard_bytes(8192, 8, 4096), 4096);
+        assert_eq!(shard_bytes(4096, 0, 4096), 4096);
+        assert_eq!(shard_bytes(4 << 20, 8, 64 << 10), 512 << 10);
+        assert_eq!(shard_bytes(64 << 10, 2, 64 << 10), 64 << 10);
+        assert!(page_size().is_power_of_two() && page_size() >= 4096);
     }
 }
