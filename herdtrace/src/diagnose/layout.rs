@@ -363,14 +363,11 @@ pub fn acceptor_tasks(snap: &Snapshot, e: &Endpoint) -> Vec<(u32, u32)> {
             .filter(|p| p.threads.len() == 1)
             .map(|_| (pid, pid))
     };
+    // Only a single socket's pattern says the holders take turns.
+    let taking_turns = matches!(e.pattern, Pattern::TakingTurns { .. });
     let mut tasks = BTreeSet::new();
     for s in &e.sockets {
-        let pattern = if e.sockets.len() >= 2 {
-            None
-        } else {
-            Some(e.pattern)
-        };
-        if matches!(pattern, Some(Pattern::TakingTurns { .. })) {
+        if taking_turns {
             tasks.extend(s.workers_with_epoll.iter().filter_map(|&pid| single(pid)));
         }
         for w in &s.watchers {
