@@ -475,6 +475,7 @@ pub(crate) mod tests {
             pid: 7,
             tid: 8,
             comm: "nginx".into(),
+            ports: vec![80, 443],
         }];
         let mut rec = Recorder::new(Vec::new(), &h).expect("header");
         rec.write_event(&herd_stream(1, 1)[0]).expect("event");
@@ -488,6 +489,10 @@ pub(crate) mod tests {
             (None, None, None)
         );
         assert!(parsed.worker_tasks.is_empty());
+        // A worker written before its ports were: no ports.
+        let task: KnownTask =
+            serde_json::from_str(r#"{"pid":7,"tid":8,"comm":"nginx"}"#).expect("old task");
+        assert!(task.ports.is_empty());
         // A new header takes both clocks now.
         let now = RecordHeader::new("k", "b");
         assert!(now

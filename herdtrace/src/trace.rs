@@ -518,6 +518,10 @@ async fn session<W: Write>(
     };
     let mut pipeline = Pipeline::new(EngineConfig::default(), opts, info.clone(), out);
     pipeline.set_clock(WallClock::now());
+    let exporter = exporter.map(|mut e| {
+        e.set_known_tasks(&known.tasks);
+        e
+    });
     pipeline.set_setup(known);
     if let Some(r) = recorder {
         pipeline.add_event_sink(Box::new(r));

@@ -92,8 +92,12 @@ pub fn known_setup(proc_root: &Path, roots: &[u32]) -> KnownSetup {
             .max()
             .unwrap_or(0);
         for e in &endpoints {
+            let port = e.addr.port();
             for (pid, tid) in layout::acceptor_tasks(&snap, e) {
-                if known.tasks.iter().any(|t| t.tid == tid) {
+                if let Some(t) = known.tasks.iter_mut().find(|t| t.tid == tid) {
+                    if !t.ports.contains(&port) {
+                        t.ports.push(port);
+                    }
                     continue;
                 }
                 // The thread's own name (a worker thread's often differs
@@ -109,7 +113,12 @@ pub fn known_setup(proc_root: &Path, roots: &[u32]) -> KnownSetup {
                         .map(|p| p.comm.clone())
                         .unwrap_or_default(),
                 };
-                known.tasks.push(KnownTask { pid, tid, comm });
+                known.tasks.push(KnownTask {
+                    pid,
+                    tid,
+                    comm,
+                    ports: vec![port],
+                });
             }
         }
         let sockets = endpoints.iter().map(|e| e.sockets.len() as u64).max();
@@ -439,7 +448,8 @@ mod tests {
                     .map(|pid| KnownTask {
                         pid,
                         tid: pid,
-                        comm: "nginx".into()
+                        comm: "nginx".into(),
+                        ports: vec![28481],
                     })
                     .to_vec(),
             }

@@ -125,6 +125,10 @@ pub struct KnownTask {
     pub pid: u32,
     pub tid: u32,
     pub comm: String,
+    /// The local ports it listens on (the Prometheus exporter's zero series;
+    /// absent in recordings made before them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<u16>,
 }
 
 /// The task that accepted a connection.

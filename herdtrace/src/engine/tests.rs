@@ -1613,6 +1613,7 @@ fn workers_known_from_proc_are_listed_when_they_did_nothing() {
         pid: t.pid,
         tid: t.tid,
         comm: t.comm.into(),
+        ports: Vec::new(),
     };
     let mut e = Engine::new(immediate());
     e.set_setup(KnownSetup {

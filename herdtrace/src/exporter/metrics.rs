@@ -19,7 +19,7 @@ use prometheus_client::{
 
 use super::fold::Folder;
 use crate::{
-    engine::{balance::fair_share, ConnRecord, IntervalStats},
+    engine::{balance::fair_share, ConnRecord, IntervalStats, KnownTask},
     pipeline::Observer,
     report::RunInfo,
 };
@@ -316,6 +316,23 @@ impl Collector {
         self.fair.set(fair_share(i.workers));
         self.workers.set(i.workers as i64);
         self.interval_accepts.set(i.accepts() as i64);
+    }
+
+    /// A zero `herdtrace_accepts_total` series for each port of each task
+    /// /proc showed able to accept: a worker that never accepts (with
+    /// `accept_mutex on`, or a LIFO wakeup) is the finding, and a missing
+    /// series would read as "not there" rather than "took nothing".
+    pub fn set_known_tasks(&mut self, tasks: &[KnownTask]) {
+        for t in tasks {
+            for port in &t.ports {
+                let labels = TaskLabels {
+                    port: self.ports.fold(&port.to_string()),
+                    process: self.processes.fold(&t.comm),
+                    task: self.tasks.fold(&task_label(t.pid, t.tid)),
+                };
+                self.accepts.get_or_create(&labels).inc_by(0);
+            }
+        }
     }
 
     /// `herdtrace_build_info{version, backend, kernel} 1`.
@@ -703,6 +720,45 @@ mod tests {
         assert_eq!(accepts.len(), 3, "no accepts series without an acceptor");
         let total: f64 = accepts.iter().map(|x| x.value).sum();
         assert_eq!(total, 4.0);
+    }
+
+    #[test]
+    fn workers_proc_named_have_accept_series_from_the_start() {
+        let mut c = Collector::new();
+        let known = |pid: u32, tid: u32, comm: &str, ports: &[u16]| KnownTask {
+            pid,
+            tid,
+            comm: comm.into(),
+            ports: ports.to_vec(),
+        };
+        c.set_known_tasks(&[
+            known(100, 100, "nginx", &[80, 443]),
+            known(101, 101, "nginx", &[80, 443]),
+            known(200, 202, "srv-worker", &[8080]),
+            // No port known (a recording made before them): no series.
+            known(300, 300, "old", &[]),
+        ]);
+        c.record(&rec(80, Some((100, 100, "nginx")), 4));
+        c.record(&rec(80, Some((100, 100, "nginx")), 4));
+        let s = scrape(&c);
+        let accepts = |port: &str, process: &str, task: &str| {
+            value(
+                &s,
+                "herdtrace_accepts_total",
+                &[("port", port), ("process", process), ("task", task)],
+            )
+        };
+        assert_eq!(accepts("80", "nginx", "100"), Some(2.0));
+        // The idle worker, and each port: there, at zero.
+        assert_eq!(accepts("80", "nginx", "101"), Some(0.0));
+        assert_eq!(accepts("443", "nginx", "100"), Some(0.0));
+        assert_eq!(accepts("443", "nginx", "101"), Some(0.0));
+        assert_eq!(accepts("8080", "srv-worker", "200/202"), Some(0.0));
+        let series = s
+            .iter()
+            .filter(|x| x.name == "herdtrace_accepts_total")
+            .count();
+        assert_eq!(series, 5);
     }
 
     #[test]

@@ -50,6 +50,12 @@ impl Exporter {
         self.collector.set_run_info(info);
     }
 
+    /// Zero accept series for the workers /proc named (see
+    /// [`Collector::set_known_tasks`]).
+    pub fn set_known_tasks(&mut self, tasks: &[crate::engine::KnownTask]) {
+        self.collector.set_known_tasks(tasks);
+    }
+
     /// Serves `/metrics` on the current tokio runtime (the trace session's)
     /// until it ends; returns the observer to hand to the trace pipeline.
     pub fn serve(self) -> Result<Box<dyn Observer + Send>> {

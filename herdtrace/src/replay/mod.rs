@@ -387,6 +387,7 @@ mod tests {
             pid: 4242,
             tid: 4243,
             comm: "idle".into(),
+            ports: vec![8080],
         }];
         let v = replay_json(&h);
         let tasks = &v.last().expect("summary")["tasks"];
