@@ -304,6 +304,24 @@ fn builtin_blocking_accept_is_fine() {
     assert!(woken(&v) <= 1.2, "{v}");
 }
 
+/// A tokio server: mio dups its epoll fd, so the process has two fds of its
+/// one epoll instance, which must not read as two epolls, two waiting
+/// workers and an imbalance between them.
+#[test]
+fn builtin_tokio_is_one_epoll_with_one_waiter() {
+    let Some(_serial) = start() else {
+        return;
+    };
+    let v = builtin("tokio");
+    let ep = endpoint(&v);
+    assert_eq!(ep["pattern"]["kind"], "single_waiter", "{v}");
+    assert_eq!(ep["acceptors"], 1, "{v}");
+    assert_eq!(v["fine"], true, "{v}");
+    assert!(woken(&v) <= 1.2, "{v}");
+    assert_eq!(v["balance"]["workers_from_proc"], 1, "{v}");
+    assert_ne!(v["balance"]["verdict"], "imbalanced", "{v}");
+}
+
 // Debian's servers.
 
 /// A real server started by the test in its own process group (lighttpd

@@ -3,9 +3,9 @@
 //! instance's watched files (from fdinfo) and what each thread is blocked in.
 //!
 //! Everything is read below a `proc_root`, so the tests run on saved trees
-//! (tests/fixtures/proc/*). Whether two epoll fds of different processes are
-//! one instance (created before fork) is asked of a `SameFile` function:
-//! kcmp(2) on a live system.
+//! (tests/fixtures/proc/*). Whether two epoll fds are one instance (created
+//! before fork, or a dup) is asked of a `SameFile` function: kcmp(2) on a
+//! live system.
 use std::{
     collections::BTreeSet,
     fs,
@@ -324,12 +324,12 @@ pub fn read_snapshot(proc_root: &Path, root: u32, same_file: SameFile) -> Result
                 unparsed += bad;
                 let me = FdRef { pid, fd };
                 // Fds of other processes may be the same instance (epoll
-                // created before fork); fds within one process are distinct.
+                // created before fork), and so may two fds of one process:
+                // mio (so every tokio server) dups its epoll fd for its
+                // `Registry`, which without this check reads as two
+                // instances, each with one waiter.
                 let mut instance = None;
                 for (i, first) in instances.iter().enumerate() {
-                    if first.pid == pid {
-                        continue;
-                    }
                     match same_file(*first, me) {
                         Some(true) => {
                             instance = Some(i);
@@ -657,5 +657,53 @@ mod tests {
         assert_eq!(e.watches[0].ino, l.inode);
         assert_eq!(e.watches[0].data, 42);
         assert!(e.watches[0].exclusive());
+    }
+
+    #[test]
+    fn a_duplicated_epoll_fd_is_one_instance() {
+        // As mio does for its Registry (F_DUPFD_CLOEXEC): two fds of one
+        // process, one epoll instance.
+        use std::os::fd::AsRawFd;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        // SAFETY: plain syscalls on fds we own; closed below.
+        let ep = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        assert!(ep >= 0);
+        let mut ev = libc::epoll_event {
+            events: libc::EPOLLIN as u32,
+            u64: 7,
+        };
+        let rc = unsafe { libc::epoll_ctl(ep, libc::EPOLL_CTL_ADD, listener.as_raw_fd(), &mut ev) };
+        assert_eq!(rc, 0);
+        let dup = unsafe { libc::fcntl(ep, libc::F_DUPFD_CLOEXEC, 0) };
+        assert!(dup >= 0);
+        let other = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        assert!(other >= 0);
+        let rc =
+            unsafe { libc::epoll_ctl(other, libc::EPOLL_CTL_ADD, listener.as_raw_fd(), &mut ev) };
+        assert_eq!(rc, 0);
+        let me = std::process::id();
+        let s = read_snapshot(Path::new("/proc"), me, &kcmp_same_file);
+        unsafe {
+            libc::close(dup);
+            libc::close(ep);
+            libc::close(other);
+        }
+        let s = s.expect("snapshot");
+        let p = s.process(me).expect("self");
+        let instance = |fd: i32| {
+            p.epolls
+                .iter()
+                .find(|e| e.fd == fd)
+                .map(|e| e.instance)
+                .expect("epoll fd")
+        };
+        if s.identity_unknown {
+            // kcmp refused (no ptrace access to ourselves, e.g. under a
+            // seccomp filter): every fd is its own instance, as documented.
+            assert_ne!(instance(ep), instance(dup));
+            return;
+        }
+        assert_eq!(instance(ep), instance(dup));
+        assert_ne!(instance(ep), instance(other));
     }
 }
