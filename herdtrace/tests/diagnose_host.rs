@@ -534,6 +534,122 @@ fn nginx_default_uses_epollexclusive_and_is_fine() {
     }
 }
 
+/// A reload (SIGHUP to the master) while tracing: nginx starts 4 new
+/// workers and the old 4 exit (each worker has its own SO_REUSEPORT socket). Every accept of both generations is counted,
+/// each generation's even split is not an imbalance, and N says both that 8
+/// workers shared the run and that at most 4 were there at once.
+#[test]
+fn nginx_reload_is_traced_across_both_generations_of_workers() {
+    let Some(_serial) = start() else {
+        return;
+    };
+    // SO_REUSEPORT: the kernel hashes the connections over 4 sockets, so
+    // every worker of each generation takes some (with EPOLLEXCLUSIVE's LIFO
+    // one worker may take them all).
+    let Some(server) = nginx("nginx-reload", " reuseport", "off") else {
+        return;
+    };
+    let master = server.child.id() as i32;
+    let old = children_of(master);
+    assert_eq!(old.len(), 4, "{old:?}");
+    let mut tracer = Command::new(bin())
+        // --quiet: no connection lines (a full stdout pipe would stall it);
+        // the JSON summary goes to stderr.
+        .args([
+            "--pid",
+            &master.to_string(),
+            "--json",
+            "--quiet",
+            "--duration",
+            "8",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn herdtrace");
+    let stderr = tracer.stderr.take().expect("stderr");
+    let (tx, rx) = mpsc::channel();
+    let reader = thread::spawn(move || {
+        let mut all = String::new();
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.contains("herdtrace: tracing") {
+                let _ = tx.send(());
+            }
+            all.push_str(&line);
+            all.push('\n');
+        }
+        all
+    });
+    let attached = rx.recv_timeout(Duration::from_secs(60)).is_ok();
+    let addr = format!("127.0.0.1:{}", server.port);
+    let load = || {
+        let (status, out) = run_load(
+            &addr,
+            &[
+                "--connections",
+                "300",
+                "--rate",
+                "300",
+                "--concurrency",
+                "4",
+            ],
+        );
+        assert!(status.success(), "load failed: {out}");
+    };
+    if attached {
+        load();
+        // SAFETY: a signal to the nginx master this test started.
+        unsafe { libc::kill(master, libc::SIGHUP) };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let now = children_of(master);
+            if now.len() == 4 && now.iter().all(|p| !old.contains(p)) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "no new generation: {now:?}");
+            thread::sleep(Duration::from_millis(50));
+        }
+        load();
+    }
+    let out = wait_output(tracer, Duration::from_secs(60));
+    let stderr = reader.join().expect("stderr reader");
+    assert!(attached, "the tracer never attached; stderr:\n{stderr}");
+    assert!(out.0, "herdtrace failed; stderr:\n{stderr}");
+    let summary: Value = stderr
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|v| v["type"] == "summary")
+        .unwrap_or_else(|| panic!("no summary; stderr:\n{stderr}"));
+    let b = &summary["balance"];
+    eprintln!("nginx reload balance: {}", b["line"]);
+    assert_eq!(summary["connections"], 600, "{summary}");
+    assert_eq!(summary["unaccepted"], 0, "{summary}");
+    assert_eq!(b["accepts"], 600, "{b}");
+    let tasks: Vec<i64> = summary["tasks"]
+        .as_array()
+        .expect("tasks")
+        .iter()
+        .filter(|t| t["accepts"].as_u64() > Some(0))
+        .map(|t| t["pid"].as_i64().expect("pid"))
+        .collect();
+    let new = children_of(master);
+    assert!(
+        tasks.iter().any(|p| old.contains(&(*p as i32)))
+            && tasks.iter().any(|p| new.contains(&(*p as i32))),
+        "both generations accepted: {tasks:?}, old {old:?}, new {new:?}"
+    );
+    assert_eq!(b["workers"], tasks.len(), "{b}");
+    assert_eq!(b["workers_at_once"], 4, "{b}");
+    assert!(
+        b["line"]
+            .as_str()
+            .expect("line")
+            .contains("at most 4 at once"),
+        "{b}"
+    );
+}
+
 #[test]
 fn nginx_reuseport_is_fine() {
     let Some(_serial) = start() else {

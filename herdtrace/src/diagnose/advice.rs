@@ -885,6 +885,7 @@ mod tests {
         use crate::engine::{Balance, TaskShare};
         let b = Balance {
             workers: 4,
+            workers_at_once: 4,
             accepts: 400,
             accepting_tasks: 1,
             fair_share: 0.25,

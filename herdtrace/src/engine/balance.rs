@@ -164,6 +164,9 @@ impl BalanceTracker {
             .copied()
             .max_by_key(|&(row, n)| (n, std::cmp::Reverse(row)))
             .unwrap_or((0, 0));
+        // Every task that accepted in the window could, even one that has
+        // exited since (a reload's old worker).
+        let workers = workers.max(self.window_counts.len() as u64);
         self.window_counts.clear();
         let share = top as f64 / total as f64;
         // Saturating: a corrupt recording can carry a timestamp near u64::MAX.

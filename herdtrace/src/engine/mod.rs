@@ -262,6 +262,11 @@ pub struct Engine {
     known: KnownSetup,
     /// Task rows with at least one accept.
     accepting_rows: u64,
+    /// Of those, the tasks not seen to exit, and the most there were at once:
+    /// a reload (nginx -s reload) replaces every worker, and the old ones
+    /// must not count towards N after they are gone.
+    accepting_alive: u64,
+    accepting_peak: u64,
     /// Whether closed episodes are passed on as records (else only counted).
     records: bool,
     /// No timeout, early accept or settle-grace deadline falls before this
@@ -315,6 +320,8 @@ impl Engine {
             balance: BalanceTracker::default(),
             known: KnownSetup::default(),
             accepting_rows: 0,
+            accepting_alive: 0,
+            accepting_peak: 0,
             records: true,
             next_due_ns: 0,
             hold: false,
@@ -396,9 +403,16 @@ impl Engine {
         self.known = known;
     }
 
-    /// N: the workers known, or more if more tasks were seen accepting.
+    /// N over the whole run: the workers known, or more if more tasks were
+    /// seen accepting (shares are of the run's accepts, so workers that
+    /// replaced others count too).
     pub fn workers(&self) -> u64 {
         self.known.workers.max(self.accepting_rows)
+    }
+
+    /// N now: the workers known, or more if more accepting tasks are alive.
+    fn workers_now(&self) -> u64 {
+        self.known.workers.max(self.accepting_alive)
     }
 
     /// Largest event timestamp (or clock given to [`Engine::advance_to`]) so far.
@@ -512,8 +526,8 @@ impl Engine {
             ts_ns: self.stream_ns,
             tally: std::mem::take(&mut self.interval),
             lost_events: lost - self.lost_at_interval,
+            workers: self.workers_now().max(shares.len() as u64),
             shares,
-            workers: self.workers(),
         };
         self.lost_at_interval = lost;
         out
@@ -583,7 +597,7 @@ impl Engine {
                 .iter()
                 .map(|t| (t.pid, t.tid, t.comm.clone(), t.accepts)),
         );
-        let held = self.balance.longest_run(workers).map(|r| {
+        let held = self.balance.longest_run(self.workers_now()).map(|r| {
             let row = &self.rows[r.row as usize];
             Held {
                 pid: row.pid,
@@ -598,6 +612,7 @@ impl Engine {
         });
         Balance {
             workers,
+            workers_at_once: self.known.workers.max(self.accepting_peak),
             workers_from_proc: self.known.workers,
             accepts: shares.iter().map(|s| s.accepts).sum(),
             accepting_tasks: shares.len() as u64,
@@ -860,6 +875,9 @@ impl Engine {
     /// The task is gone (exit or replaced): an unresolved wake was wasted, and
     /// it will make no further accept attempt.
     fn retire(&mut self, tid: u32, t: Task) {
+        if t.row != NIL && self.rows[t.row as usize].accepts > 0 {
+            self.accepting_alive = self.accepting_alive.saturating_sub(1);
+        }
         if let Some(p) = t.pending {
             self.resolve(p, tid, false);
         }
@@ -1043,8 +1061,10 @@ impl Engine {
             self.rows[row as usize].accepts += 1;
             if self.rows[row as usize].accepts == 1 {
                 self.accepting_rows += 1;
+                self.accepting_alive += 1;
+                self.accepting_peak = self.accepting_peak.max(self.accepting_alive);
             }
-            let workers = self.workers();
+            let workers = self.workers_now();
             self.balance.on_accept(row, ev.ts_ns, workers);
             t.accepted_since_return = t.accepted_since_return.saturating_add(1);
             let target = if ev.child != 0 {

@@ -168,6 +168,9 @@ pub struct Balance {
     /// Workers able to accept: N, the fair share being 1/N (the larger of the
     /// count read from /proc, if any, and the tasks seen accepting).
     pub workers: u64,
+    /// The most of them able to accept at one time: fewer than `workers`
+    /// when workers were replaced during the run (a reload, a restart).
+    pub workers_at_once: u64,
     /// Workers read from /proc at the start (0: not known).
     pub workers_from_proc: u64,
     /// Successful accepts of all tasks.

@@ -1645,3 +1645,55 @@ fn workers_known_from_proc_are_listed_when_they_did_nothing() {
     finish(&mut e);
     assert!(e.summary().tasks.iter().all(|t| t.accepts + t.woken > 0));
 }
+
+#[test]
+fn workers_replaced_by_a_reload_count_once_at_a_time() {
+    // nginx -s reload: 4 workers take 3 s of connections evenly, exit, and 4
+    // new ones do the same. At 200 accepts a second, an even 25% each is far
+    // beyond chance for 8 workers (z 5.3) but not for the 4 alive at a time.
+    let old: Vec<SynthTask> = (201..=204)
+        .map(|p| SynthTask::process(p, "nginx"))
+        .collect();
+    let new: Vec<SynthTask> = (301..=304)
+        .map(|p| SynthTask::process(p, "nginx"))
+        .collect();
+    let mut b = StreamBuilder::new();
+    let mut n = 0;
+    let mut second = |b: &mut StreamBuilder, workers: &[SynthTask], s: u64| {
+        b.at(s * 1_000_000_000);
+        for i in 0..200 {
+            n += 1;
+            b.arrival(0, chain(0, n), L, child(n));
+            b.accept(1, workers[i % 4], L, child(n));
+        }
+    };
+    let mut e = Engine::new(immediate());
+    e.set_setup(KnownSetup {
+        workers: 4,
+        listeners_per_addr: 1,
+        tasks: Vec::new(),
+    });
+    for s in 1..=3 {
+        second(&mut b, &old, s);
+    }
+    push_all(&mut e, &b.take());
+    assert_eq!(e.take_interval().workers, 4);
+    for &w in &old {
+        b.task_exit(1, w);
+    }
+    for s in 4..=6 {
+        second(&mut b, &new, s);
+    }
+    push_all(&mut e, &b.take());
+    let interval = e.take_interval();
+    finish(&mut e);
+    let s = e.summary();
+    assert_eq!(s.balance.accepts, 1200);
+    // Shares are of the run's accepts, which 8 workers shared...
+    assert_eq!(s.balance.workers, 8);
+    assert_eq!(s.balance.accepting_tasks, 8);
+    // ...but never more than 4 at once: no second was dominated.
+    assert_eq!(s.balance.workers_at_once, 4);
+    assert_eq!(s.balance.held, None);
+    assert_eq!(interval.workers, 4, "the interval's N is the workers alive");
+}

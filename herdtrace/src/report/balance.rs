@@ -188,6 +188,20 @@ pub fn finding_in(b: &Balance, hint: SetupHint) -> BalanceFinding {
     }
 }
 
+/// "4 workers", or, when workers were replaced during the run (a reload),
+/// "8 workers over the run, at most 4 at once": the fair share is of the
+/// run's accepts, which both generations shared.
+fn workers_phrase(b: &Balance) -> String {
+    if b.workers_at_once > 0 && b.workers_at_once < b.workers {
+        format!(
+            "{} workers over the run, at most {} at once",
+            b.workers, b.workers_at_once
+        )
+    } else {
+        format!("{} workers", b.workers)
+    }
+}
+
 fn line(
     b: &Balance,
     verdict: BalanceVerdict,
@@ -212,21 +226,21 @@ fn line(
         ),
         BalanceVerdict::Balanced => format!(
             "balanced: the busiest worker, {who}, took {} of {} accepts (fair share {} \
-             of {} workers)",
+             of {})",
             pct(top.share),
             b.accepts,
             pct(b.fair_share),
-            b.workers
+            workers_phrase(b)
         ),
         BalanceVerdict::Imbalanced => {
             let idle = b.workers.saturating_sub(b.accepting_tasks);
             let mut s = format!(
                 "IMBALANCED: {who} took {} of {} accepts, {top_over_fair:.1}x the fair share \
-                 of {} ({} workers{})",
+                 of {} ({}{})",
                 pct(top.share),
                 b.accepts,
                 pct(b.fair_share),
-                b.workers,
+                workers_phrase(b),
                 if idle > 0 {
                     format!(", {idle} took none")
                 } else {
@@ -285,6 +299,7 @@ mod tests {
         let top = accepts.iter().copied().max().unwrap_or(0);
         Balance {
             workers,
+            workers_at_once: workers,
             workers_from_proc: workers,
             accepts: total,
             accepting_tasks: accepts.iter().filter(|&&a| a > 0).count() as u64,
@@ -464,6 +479,14 @@ mod tests {
              of 4 workers)"
         );
         assert_eq!(f.pattern, None);
+        // A reload replaced the workers: both generations are in N.
+        let mut reloaded = balance(8, &[55, 50, 50, 45, 52, 50, 50, 48]);
+        reloaded.workers_at_once = 4;
+        assert_eq!(
+            finding(&reloaded).line,
+            "balanced: the busiest worker, w[10/10], took 14% of 400 accepts (fair share 12% \
+             of 8 workers over the run, at most 4 at once)"
+        );
         let mut hashed = balance(4, &[300, 100, 0, 0]);
         hashed.listeners_per_port = 4;
         hashed.clients = Clients {
