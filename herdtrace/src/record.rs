@@ -28,7 +28,7 @@ use anyhow::{anyhow, bail, Context as _, Result};
 use herdtrace_common::{RawEvent, RAW_EVENT_SIZE};
 use serde::{Deserialize, Serialize};
 
-use crate::engine::KnownTask;
+use crate::engine::{KnownTask, SetupHint};
 use crate::events;
 pub use crate::pipeline::SkippedRuns;
 use crate::probes::AfterSkip;
@@ -68,6 +68,10 @@ pub struct RecordHeader {
     /// too); absent in older recordings.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub worker_tasks: Vec<KnownTask>,
+    /// How the workers wait for connections, as /proc showed it (names the
+    /// pattern of an imbalance); absent when not known and in older recordings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub setup_hint: Option<SetupHint>,
     /// Every skip sample of the run is recorded (TAG_SKIPS, also the empty
     /// ones): the live run held closed connections until the next sample,
     /// and replay does the same. Absent (false) in older recordings, which
@@ -102,6 +106,7 @@ impl RecordHeader {
             workers: None,
             listeners_per_addr: None,
             worker_tasks: Vec::new(),
+            setup_hint: None,
             skip_samples: false,
         }
     }
@@ -429,6 +434,7 @@ pub(crate) mod tests {
             workers: None,
             listeners_per_addr: None,
             worker_tasks: Vec::new(),
+            setup_hint: None,
             skip_samples: false,
         }
     }
@@ -477,6 +483,7 @@ pub(crate) mod tests {
             comm: "nginx".into(),
             ports: vec![80, 443],
         }];
+        h.setup_hint = Some(SetupHint::TakingTurns);
         let mut rec = Recorder::new(Vec::new(), &h).expect("header");
         rec.write_event(&herd_stream(1, 1)[0]).expect("event");
         let bytes = rec.finish().expect("finish");
@@ -489,6 +496,7 @@ pub(crate) mod tests {
             (None, None, None)
         );
         assert!(parsed.worker_tasks.is_empty());
+        assert_eq!(parsed.setup_hint, None);
         // A worker written before its ports were: no ports.
         let task: KnownTask =
             serde_json::from_str(r#"{"pid":7,"tid":8,"comm":"nginx"}"#).expect("old task");

@@ -475,6 +475,8 @@ async fn session<W: Write>(
             header.workers = Some(known.workers);
             header.listeners_per_addr = Some(known.listeners_per_addr);
             header.worker_tasks = known.tasks.clone();
+            header.setup_hint =
+                Some(known.hint).filter(|h| *h != crate::engine::SetupHint::Unknown);
             // The session holds closed connections for skip samples and
             // records every sample (see `hold_for_skip_samples` below).
             header.skip_samples = true;

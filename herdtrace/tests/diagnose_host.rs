@@ -534,34 +534,19 @@ fn nginx_default_uses_epollexclusive_and_is_fine() {
     }
 }
 
-/// A reload (SIGHUP to the master) while tracing: nginx starts 4 new
-/// workers and the old 4 exit (each worker has its own SO_REUSEPORT socket). Every accept of both generations is counted,
-/// each generation's even split is not an imbalance, and N says both that 8
-/// workers shared the run and that at most 4 were there at once.
-#[test]
-fn nginx_reload_is_traced_across_both_generations_of_workers() {
-    let Some(_serial) = start() else {
-        return;
-    };
-    // SO_REUSEPORT: the kernel hashes the connections over 4 sockets, so
-    // every worker of each generation takes some (with EPOLLEXCLUSIVE's LIFO
-    // one worker may take them all).
-    let Some(server) = nginx("nginx-reload", " reuseport", "off") else {
-        return;
-    };
-    let master = server.child.id() as i32;
-    let old = children_of(master);
-    assert_eq!(old.len(), 4, "{old:?}");
+/// Traces `pid` for `secs` seconds with `--json --quiet` while `during`
+/// runs (once the tracer has attached); returns the JSON summary.
+fn trace_summary(pid: i32, secs: u32, during: impl FnOnce()) -> Value {
     let mut tracer = Command::new(bin())
         // --quiet: no connection lines (a full stdout pipe would stall it);
         // the JSON summary goes to stderr.
         .args([
             "--pid",
-            &master.to_string(),
+            &pid.to_string(),
             "--json",
             "--quiet",
             "--duration",
-            "8",
+            &secs.to_string(),
         ])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -582,6 +567,38 @@ fn nginx_reload_is_traced_across_both_generations_of_workers() {
         all
     });
     let attached = rx.recv_timeout(Duration::from_secs(60)).is_ok();
+    if attached {
+        during();
+    }
+    let out = wait_output(tracer, Duration::from_secs(60));
+    let stderr = reader.join().expect("stderr reader");
+    assert!(attached, "the tracer never attached; stderr:\n{stderr}");
+    assert!(out.0, "herdtrace failed; stderr:\n{stderr}");
+    stderr
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|v| v["type"] == "summary")
+        .unwrap_or_else(|| panic!("no summary; stderr:\n{stderr}"))
+}
+
+/// A reload (SIGHUP to the master) while tracing: nginx starts 4 new
+/// workers and the old 4 exit (each worker has its own SO_REUSEPORT socket). Every accept of both generations is counted,
+/// each generation's even split is not an imbalance, and N says both that 8
+/// workers shared the run and that at most 4 were there at once.
+#[test]
+fn nginx_reload_is_traced_across_both_generations_of_workers() {
+    let Some(_serial) = start() else {
+        return;
+    };
+    // SO_REUSEPORT: the kernel hashes the connections over 4 sockets, so
+    // every worker of each generation takes some (with EPOLLEXCLUSIVE's LIFO
+    // one worker may take them all).
+    let Some(server) = nginx("nginx-reload", " reuseport", "off") else {
+        return;
+    };
+    let master = server.child.id() as i32;
+    let old = children_of(master);
+    assert_eq!(old.len(), 4, "{old:?}");
     let addr = format!("127.0.0.1:{}", server.port);
     let load = || {
         let (status, out) = run_load(
@@ -597,7 +614,7 @@ fn nginx_reload_is_traced_across_both_generations_of_workers() {
         );
         assert!(status.success(), "load failed: {out}");
     };
-    if attached {
+    let summary = trace_summary(master, 8, || {
         load();
         // SAFETY: a signal to the nginx master this test started.
         unsafe { libc::kill(master, libc::SIGHUP) };
@@ -611,16 +628,7 @@ fn nginx_reload_is_traced_across_both_generations_of_workers() {
             thread::sleep(Duration::from_millis(50));
         }
         load();
-    }
-    let out = wait_output(tracer, Duration::from_secs(60));
-    let stderr = reader.join().expect("stderr reader");
-    assert!(attached, "the tracer never attached; stderr:\n{stderr}");
-    assert!(out.0, "herdtrace failed; stderr:\n{stderr}");
-    let summary: Value = stderr
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .find(|v| v["type"] == "summary")
-        .unwrap_or_else(|| panic!("no summary; stderr:\n{stderr}"));
+    });
     let b = &summary["balance"];
     eprintln!("nginx reload balance: {}", b["line"]);
     assert_eq!(summary["connections"], 600, "{summary}");
@@ -648,6 +656,44 @@ fn nginx_reload_is_traced_across_both_generations_of_workers() {
             .contains("at most 4 at once"),
         "{b}"
     );
+}
+
+/// Traced (not diagnosed), nginx with `accept_mutex on`: the trace reads
+/// the setup from /proc when it starts, so one worker taking every
+/// connection is named as the workers taking turns, not as EPOLLEXCLUSIVE's
+/// LIFO wakeup (which this nginx does not use).
+#[test]
+fn nginx_accept_mutex_trace_names_the_turns() {
+    let Some(_serial) = start() else {
+        return;
+    };
+    let Some(server) = nginx("nginx-mutex-trace", "", "on") else {
+        return;
+    };
+    let addr = format!("127.0.0.1:{}", server.port);
+    let summary = trace_summary(server.child.id() as i32, 4, || {
+        let (status, out) = run_load(
+            &addr,
+            &[
+                "--connections",
+                LOAD_CONNS,
+                "--rate",
+                LOAD_RATE,
+                "--concurrency",
+                "4",
+            ],
+        );
+        assert!(status.success(), "load failed: {out}");
+    });
+    let b = &summary["balance"];
+    eprintln!("nginx accept_mutex trace balance: {}", b["line"]);
+    assert_eq!(summary["connections"], 300, "{summary}");
+    assert_eq!(b["setup"], "taking_turns", "{b}");
+    let line = b["line"].as_str().expect("line");
+    assert!(!line.contains("EPOLLEXCLUSIVE"), "{line}");
+    if b["verdict"] == "imbalanced" {
+        assert_eq!(b["pattern"], "taking_turns", "{b}");
+    }
 }
 
 #[test]

@@ -87,6 +87,7 @@ fn header() -> RecordHeader {
         workers: None,
         listeners_per_addr: None,
         worker_tasks: Vec::new(),
+        setup_hint: None,
         skip_samples: false,
     }
 }

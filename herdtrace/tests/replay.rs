@@ -41,6 +41,7 @@ fn fixture_bytes() -> Vec<u8> {
         workers: None,
         listeners_per_addr: None,
         worker_tasks: Vec::new(),
+        setup_hint: None,
         skip_samples: false,
     };
     let mut rec = Recorder::new(Vec::new(), &header).expect("header");

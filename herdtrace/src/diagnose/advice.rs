@@ -886,6 +886,7 @@ mod tests {
         let b = Balance {
             workers: 4,
             workers_at_once: 4,
+            setup: Default::default(),
             accepts: 400,
             accepting_tasks: 1,
             fair_share: 0.25,

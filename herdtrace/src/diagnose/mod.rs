@@ -121,6 +121,10 @@ pub fn known_setup(proc_root: &Path, roots: &[u32]) -> KnownSetup {
                 });
             }
         }
+        if known.hint == balance::SetupHint::Unknown {
+            let patterns: Vec<layout::Pattern> = endpoints.iter().map(|e| e.pattern).collect();
+            known.hint = setup_hint(&patterns);
+        }
         let sockets = endpoints.iter().map(|e| e.sockets.len() as u64).max();
         known.listeners_per_addr = known.listeners_per_addr.max(sockets.unwrap_or(0));
     }
@@ -452,10 +456,14 @@ mod tests {
                         ports: vec![28481],
                     })
                     .to_vec(),
+                hint: balance::SetupHint::Reuseport,
             }
         );
         let k = known_setup(&fixture("nginx-default"), &[2162]);
         assert_eq!((k.workers, k.listeners_per_addr), (4, 1));
+        assert_eq!(k.hint, balance::SetupHint::Exclusive);
+        let k = known_setup(&fixture("nginx-accept-mutex"), &[5275]);
+        assert_eq!(k.hint, balance::SetupHint::TakingTurns);
         assert_eq!(k.tasks.len(), 4);
         // Two trees add their workers; an unreadable one adds nothing.
         let both = known_setup(&fixture("lighttpd-4-workers"), &[5790, 1]);

@@ -64,7 +64,8 @@ use rustc_hash::FxHashMap;
 #[cfg(test)]
 pub(crate) use stats::task_shares;
 pub use stats::{
-    Balance, Diagnostics, Held, IntervalStats, Summary, Tally, TaskShare, TaskStats, WokenStats,
+    Balance, Diagnostics, Held, IntervalStats, SetupHint, Summary, Tally, TaskShare, TaskStats,
+    WokenStats,
 };
 
 const EAGAIN: i64 = -(libc::EAGAIN as i64);
@@ -117,6 +118,8 @@ pub struct KnownSetup {
     /// The workers /proc named: the summary's task table lists them even
     /// when they neither woke nor accepted.
     pub tasks: Vec<KnownTask>,
+    /// How they wait for connections (names the pattern of an imbalance).
+    pub hint: SetupHint,
 }
 
 /// A task /proc showed able to accept.
@@ -613,6 +616,7 @@ impl Engine {
         Balance {
             workers,
             workers_at_once: self.known.workers.max(self.accepting_peak),
+            setup: self.known.hint,
             workers_from_proc: self.known.workers,
             accepts: shares.iter().map(|s| s.accepts).sum(),
             accepting_tasks: shares.len() as u64,

@@ -1,6 +1,6 @@
 //! Aggregates over closed episodes: running totals, per-interval deltas and
 //! the final summary.
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::{balance::Clients, ConnRecord};
 
@@ -162,6 +162,23 @@ pub struct Held {
     pub share_min: f64,
 }
 
+/// What is known of the server's setup when judging the balance (read from
+/// /proc: by diagnose, and by the tracer when it starts).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SetupHint {
+    #[default]
+    Unknown,
+    /// One shared socket in exclusive waits (EPOLLEXCLUSIVE).
+    Exclusive,
+    /// One shared socket, waits not exclusive (every idle worker is woken).
+    Shared,
+    /// Workers take turns watching the socket.
+    TakingTurns,
+    /// An SO_REUSEPORT group.
+    Reuseport,
+}
+
 /// How evenly the workers shared the accepts over the run.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Balance {
@@ -171,6 +188,10 @@ pub struct Balance {
     /// The most of them able to accept at one time: fewer than `workers`
     /// when workers were replaced during the run (a reload, a restart).
     pub workers_at_once: u64,
+    /// The setup /proc showed at the start, which names the pattern behind
+    /// an imbalance (`unknown` when not read, as in a replay of an older
+    /// recording).
+    pub setup: SetupHint,
     /// Workers read from /proc at the start (0: not known).
     pub workers_from_proc: u64,
     /// Successful accepts of all tasks.

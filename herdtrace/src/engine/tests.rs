@@ -1621,6 +1621,7 @@ fn workers_known_from_proc_are_listed_when_they_did_nothing() {
         listeners_per_addr: 1,
         // W1 is known too: listed once, with what it did.
         tasks: vec![known(W3), known(W1), known(W2)],
+        hint: SetupHint::Unknown,
     });
     push_all(&mut e, &b.take());
     finish(&mut e);
@@ -1672,6 +1673,7 @@ fn workers_replaced_by_a_reload_count_once_at_a_time() {
         workers: 4,
         listeners_per_addr: 1,
         tasks: Vec::new(),
+        hint: SetupHint::Unknown,
     });
     for s in 1..=3 {
         second(&mut b, &old, s);

@@ -140,6 +140,7 @@ pub fn replay<R: Read, W: Write>(
         workers: header.workers.unwrap_or(0),
         listeners_per_addr: header.listeners_per_addr.unwrap_or(0),
         tasks: header.worker_tasks.clone(),
+        hint: header.setup_hint.unwrap_or_default(),
     });
     if header.skip_samples {
         // As the live run did: closed connections wait for the next sample,
@@ -400,6 +401,14 @@ mod tests {
             idle.map(|t| (&t["comm"], &t["accepts"], &t["woken"])),
             Some((&"idle".into(), &0.into(), &0.into())),
             "{tasks}"
+        );
+        // And the setup it names, which the balance finding uses.
+        assert_eq!(v.last().expect("summary")["balance"]["setup"], "unknown");
+        h.setup_hint = Some(crate::engine::SetupHint::TakingTurns);
+        let v = replay_json(&h);
+        assert_eq!(
+            v.last().expect("summary")["balance"]["setup"],
+            "taking_turns"
         );
         let v = replay_json(&header());
         assert!(v.iter().all(|l| l["time"].is_null()), "no invented time");

@@ -46,20 +46,7 @@ pub enum BalancePattern {
     TakingTurns,
 }
 
-/// What is known of the server's setup when judging (diagnose reads it from
-/// /proc; a trace alone does not know it).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SetupHint {
-    Unknown,
-    /// One shared socket in exclusive waits (EPOLLEXCLUSIVE).
-    Exclusive,
-    /// One shared socket, waits not exclusive (every idle worker is woken).
-    Shared,
-    /// Workers take turns watching the socket.
-    TakingTurns,
-    /// An SO_REUSEPORT group.
-    Reuseport,
-}
+pub use crate::engine::SetupHint;
 
 /// The verdict with what backs it, as reports print it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -155,10 +142,14 @@ pub fn hint_from_woken(woken_mean: f64) -> SetupHint {
     }
 }
 
-/// The finding of a traced summary: [`finding_in`] with the hint its own
-/// woken figure gives.
+/// The finding of a traced summary: [`finding_in`] with the setup /proc
+/// showed when tracing started, else the hint its own woken figure gives.
 pub fn finding_of(b: &Balance, woken_mean: f64) -> BalanceFinding {
-    finding_in(b, hint_from_woken(woken_mean))
+    let hint = match b.setup {
+        SetupHint::Unknown => hint_from_woken(woken_mean),
+        read => read,
+    };
+    finding_in(b, hint)
 }
 
 /// [`finding`], with the setup known (diagnose).
@@ -300,6 +291,7 @@ mod tests {
         Balance {
             workers,
             workers_at_once: workers,
+            setup: SetupHint::Unknown,
             workers_from_proc: workers,
             accepts: total,
             accepting_tasks: accepts.iter().filter(|&&a| a > 0).count() as u64,
@@ -378,6 +370,27 @@ mod tests {
         assert_eq!(herd.pattern, None);
         assert_eq!(herd.verdict, BalanceVerdict::Imbalanced);
         assert!(!herd.line.contains("LIFO"), "{}", herd.line);
+    }
+
+    #[test]
+    fn a_trace_uses_the_setup_proc_showed_before_its_own_hint() {
+        // nginx with accept_mutex on, traced: one worker takes everything,
+        // one woken a connection, as EPOLLEXCLUSIVE's LIFO would look.
+        let mut b = balance(4, &[400, 0, 0, 0]);
+        b.same_worker_share = Some(1.0);
+        b.setup = SetupHint::TakingTurns;
+        let f = finding_of(&b, 1.0);
+        assert_eq!(f.pattern, Some(BalancePattern::TakingTurns));
+        assert!(f.line.contains("take turns"), "{}", f.line);
+        assert!(!f.line.contains("EPOLLEXCLUSIVE"), "{}", f.line);
+        // Read as a herd-prone shared socket: no LIFO, whatever the trace.
+        b.setup = SetupHint::Shared;
+        assert_eq!(finding_of(&b, 1.0).pattern, None);
+        // Not read (an older recording): the trace's own hint.
+        b.setup = SetupHint::Unknown;
+        assert_eq!(finding_of(&b, 1.0).pattern, Some(BalancePattern::Lifo));
+        let v = serde_json::to_value(finding_of(&b, 1.0)).expect("json");
+        assert_eq!(v["setup"], "unknown");
     }
 
     #[test]

@@ -373,6 +373,7 @@ mod tests {
             balance: Balance {
                 workers: 1,
                 workers_at_once: 1,
+                setup: Default::default(),
                 accepts: 1,
                 accepting_tasks: 1,
                 top: Some(TaskShare {
