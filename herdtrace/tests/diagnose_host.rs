@@ -55,35 +55,15 @@ fn start() -> Option<MutexGuard<'static, ()>> {
 /// Runs `diagnose --pid PID --json`, starts the load once the tracer is
 /// attached, and returns the parsed report.
 fn diagnose(pid: u32, port: u16) -> Value {
-    let mut child = Command::new(bin())
-        .args([
-            "diagnose",
-            "--pid",
-            &pid.to_string(),
-            "--duration",
-            DURATION,
-            "--json",
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn herdtrace diagnose");
-    let stderr = child.stderr.take().expect("stderr");
-    let (tx, rx) = mpsc::channel();
-    let reader = thread::spawn(move || {
-        let mut all = String::new();
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if line.contains("herdtrace: tracing") {
-                let _ = tx.send(());
-            }
-            all.push_str(&line);
-            all.push('\n');
-        }
-        all
-    });
-    let attached = rx.recv_timeout(Duration::from_secs(60)).is_ok();
-    if attached {
+    let args = [
+        "diagnose",
+        "--pid",
+        &pid.to_string(),
+        "--duration",
+        DURATION,
+        "--json",
+    ];
+    let (stdout, stderr) = run_attached(&args, || {
         let (status, load) = run_load(
             &format!("127.0.0.1:{port}"),
             &[
@@ -96,12 +76,8 @@ fn diagnose(pid: u32, port: u16) -> Value {
             ],
         );
         assert!(status.success(), "load failed: {load}");
-    }
-    let out = wait_output(child, Duration::from_secs(60));
-    let stderr = reader.join().expect("stderr reader");
-    assert!(attached, "the tracer never attached; stderr:\n{stderr}");
-    assert!(out.0, "diagnose failed; stderr:\n{stderr}");
-    let text = String::from_utf8_lossy(&out.1);
+    });
+    let text = String::from_utf8_lossy(&stdout);
     let v: Value = serde_json::from_str(text.trim())
         .unwrap_or_else(|e| panic!("not one JSON object ({e}): {text}\nstderr:\n{stderr}"));
     // When it was made, in wall-clock time (RFC 3339, UTC, microseconds).
@@ -120,6 +96,41 @@ fn diagnose(pid: u32, port: u16) -> Value {
         v["endpoints"][0]["advice"]
     );
     v
+}
+
+/// Runs `herdtrace ARGS`, calls `during` once it has attached (its stderr
+/// says `herdtrace: tracing`), and waits (bounded) for it to exit
+/// successfully; returns its stdout and stderr.
+fn run_attached(args: &[&str], during: impl FnOnce()) -> (Vec<u8>, String) {
+    let mut child = Command::new(bin())
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn herdtrace");
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = mpsc::channel();
+    let reader = thread::spawn(move || {
+        let mut all = String::new();
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.contains("herdtrace: tracing") {
+                let _ = tx.send(());
+            }
+            all.push_str(&line);
+            all.push('\n');
+        }
+        all
+    });
+    let attached = rx.recv_timeout(Duration::from_secs(60)).is_ok();
+    if attached {
+        during();
+    }
+    let out = wait_output(child, Duration::from_secs(60));
+    let stderr = reader.join().expect("stderr reader");
+    assert!(attached, "the tracer never attached; stderr:\n{stderr}");
+    assert!(out.0, "herdtrace {args:?} failed; stderr:\n{stderr}");
+    (out.1, stderr)
 }
 
 /// Waits (bounded) for the child; (success, stdout).
@@ -537,43 +548,10 @@ fn nginx_default_uses_epollexclusive_and_is_fine() {
 /// Traces `pid` for `secs` seconds with `--json --quiet` while `during`
 /// runs (once the tracer has attached); returns the JSON summary.
 fn trace_summary(pid: i32, secs: u32, during: impl FnOnce()) -> Value {
-    let mut tracer = Command::new(bin())
-        // --quiet: no connection lines (a full stdout pipe would stall it);
-        // the JSON summary goes to stderr.
-        .args([
-            "--pid",
-            &pid.to_string(),
-            "--json",
-            "--quiet",
-            "--duration",
-            &secs.to_string(),
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn herdtrace");
-    let stderr = tracer.stderr.take().expect("stderr");
-    let (tx, rx) = mpsc::channel();
-    let reader = thread::spawn(move || {
-        let mut all = String::new();
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if line.contains("herdtrace: tracing") {
-                let _ = tx.send(());
-            }
-            all.push_str(&line);
-            all.push('\n');
-        }
-        all
-    });
-    let attached = rx.recv_timeout(Duration::from_secs(60)).is_ok();
-    if attached {
-        during();
-    }
-    let out = wait_output(tracer, Duration::from_secs(60));
-    let stderr = reader.join().expect("stderr reader");
-    assert!(attached, "the tracer never attached; stderr:\n{stderr}");
-    assert!(out.0, "herdtrace failed; stderr:\n{stderr}");
+    // --quiet: no connection lines; the JSON summary goes to stderr.
+    let (pid, secs) = (pid.to_string(), secs.to_string());
+    let args = ["--pid", &pid, "--json", "--quiet", "--duration", &secs];
+    let (_, stderr) = run_attached(&args, during);
     stderr
         .lines()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
@@ -582,9 +560,10 @@ fn trace_summary(pid: i32, secs: u32, during: impl FnOnce()) -> Value {
 }
 
 /// A reload (SIGHUP to the master) while tracing: nginx starts 4 new
-/// workers and the old 4 exit (each worker has its own SO_REUSEPORT socket). Every accept of both generations is counted,
-/// each generation's even split is not an imbalance, and N says both that 8
-/// workers shared the run and that at most 4 were there at once.
+/// workers and the old 4 exit (each worker has its own SO_REUSEPORT
+/// socket). Every accept of both generations is counted, each generation's
+/// even split is not an imbalance, and N says both that 8 workers shared
+/// the run and that at most 4 were there at once.
 #[test]
 fn nginx_reload_is_traced_across_both_generations_of_workers() {
     let Some(_serial) = start() else {
