@@ -302,10 +302,7 @@ impl TargetSet {
     pub fn load_into(&self, tracer: &mut Tracer) -> Result<Loaded> {
         let proc_root = Path::new("/proc");
         let pids = self.pids()?;
-        let listeners = targets::target_listeners(proc_root, &pids);
-        for l in &listeners {
-            tracer.watch_listener(l.key())?;
-        }
+        let new_listeners = self.watch_listeners(tracer, &pids)?;
         let mut tasks = 0;
         for &pid in &pids {
             for tid in targets::threads(proc_root, pid) {
@@ -316,18 +313,41 @@ impl TargetSet {
                 tracer.accept_in_progress(tid)?;
             }
         }
-        let mut named = self.named.borrow_mut();
-        let new_listeners: Vec<_> = listeners
-            .iter()
-            .filter(|l| !named.contains(l))
-            .copied()
-            .collect();
-        named.extend(&new_listeners);
         Ok(Loaded {
             tasks,
             procs: pids.len(),
             new_listeners,
         })
+    }
+
+    /// Puts the listeners of `pids` into the watched set; returns those not
+    /// named before.
+    fn watch_listeners(
+        &self,
+        tracer: &mut Tracer,
+        pids: &[u32],
+    ) -> Result<Vec<targets::TargetListener>> {
+        let listeners = targets::target_listeners(Path::new("/proc"), pids);
+        for l in &listeners {
+            tracer.watch_listener(l.key())?;
+        }
+        let mut named = self.named.borrow_mut();
+        let new: Vec<_> = listeners
+            .iter()
+            .filter(|l| !named.contains(l))
+            .copied()
+            .collect();
+        named.extend(&new);
+        Ok(new)
+    }
+
+    /// Listeners the targets opened since the last pass (a server that
+    /// calls listen() after the tracer attached; the kernel side already
+    /// learnt them at listen()), so the summary can name them. Tasks are
+    /// left alone: the probes follow forks.
+    pub fn new_listeners(&self, tracer: &mut Tracer) -> Result<Vec<targets::TargetListener>> {
+        let pids = self.pids()?;
+        self.watch_listeners(tracer, &pids)
     }
 
     /// What /proc shows of the setup for the balance verdict (workers able
@@ -581,6 +601,8 @@ async fn session<W: Write>(
     let mut decode_errors = 0u64;
     let mut losses = LossFeed::default();
     let mut counters_read = started;
+    // Whether the targets were seen listening (else each liveness pass looks).
+    let mut listening = !listeners.is_empty();
     let mut reason = loop {
         let mut tick_due = false;
         let mut check_liveness = false;
@@ -657,12 +679,19 @@ async fn session<W: Write>(
         #[cfg(feature = "test-hooks")]
         crate::test_hooks::panic_when_due(panic_at, now);
         if check_liveness {
-            if targets.cgroup().is_some() {
+            let found = if targets.cgroup().is_some() {
                 // Processes that entered the cgroup since the last pass.
-                for l in targets.load_into(&mut tracer)?.new_listeners {
-                    eprintln!("herdtrace: new listener: {l}");
-                    pipeline.add_listener(l.to_string());
-                }
+                targets.load_into(&mut tracer)?.new_listeners
+            } else if !listening {
+                // Until the targets listen: a server started just before.
+                targets.new_listeners(&mut tracer)?
+            } else {
+                Vec::new()
+            };
+            for l in found {
+                eprintln!("herdtrace: new listener: {l}");
+                pipeline.add_listener(l.to_string());
+                listening = true;
             }
             let gone = targets.newly_exited();
             if !gone.is_empty() && targets.any_alive() {

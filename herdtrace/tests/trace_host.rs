@@ -216,6 +216,25 @@ fn follows_workers_forked_after_attach() {
         .map(|w| (w.tid as u32, w.accepts))
         .collect();
     let ndjson = traced.stdout;
+    // It started listening after the tracer attached: named when seen.
+    let addr = format!("127.0.0.1:{port}");
+    assert!(
+        traced
+            .stderr
+            .contains(&format!("herdtrace: new listener: {addr} ")),
+        "{}",
+        traced.stderr
+    );
+    let summary = common::tracer::summary_of(&ndjson);
+    assert!(
+        summary["listeners"]
+            .as_array()
+            .is_some_and(|l| l.iter().any(|x| x
+                .as_str()
+                .is_some_and(|x| x.starts_with(&format!("{addr} "))))),
+        "{}",
+        summary["listeners"]
+    );
 
     let mut sc = scenario::find("epoll-per-worker").expect("scenario");
     sc.connections = 150;

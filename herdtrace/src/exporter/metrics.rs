@@ -319,11 +319,17 @@ impl Collector {
     }
 
     /// A zero `herdtrace_accepts_total` series for each port of each task
-    /// /proc showed able to accept: a worker that never accepts (with
-    /// `accept_mutex on`, or a LIFO wakeup) is the finding, and a missing
-    /// series would read as "not there" rather than "took nothing".
+    /// /proc showed able to accept, and a zero `herdtrace_accept_share`: a
+    /// worker that never accepts (with `accept_mutex on`, or a LIFO wakeup)
+    /// is the finding, and a missing series would read as "not there"
+    /// rather than "took nothing".
     pub fn set_known_tasks(&mut self, tasks: &[KnownTask]) {
         for t in tasks {
+            let share = ShareLabels {
+                process: self.processes.fold(&t.comm),
+                task: self.tasks.fold(&task_label(t.pid, t.tid)),
+            };
+            self.share.get_or_create(&share).set(0.0);
             for port in &t.ports {
                 let labels = TaskLabels {
                     port: self.ports.fold(&port.to_string()),
@@ -759,6 +765,31 @@ mod tests {
             .filter(|x| x.name == "herdtrace_accepts_total")
             .count();
         assert_eq!(series, 5);
+        // Each has a share gauge too, at zero until an interval says more.
+        let share = |process: &str, task: &str| {
+            value(
+                &s,
+                "herdtrace_accept_share",
+                &[("process", process), ("task", task)],
+            )
+        };
+        assert_eq!(share("nginx", "101"), Some(0.0));
+        assert_eq!(share("srv-worker", "200/202"), Some(0.0));
+        assert_eq!(share("old", "300"), Some(0.0));
+        c.interval(&shares(
+            2,
+            &[(100, 100, "nginx", 3), (101, 101, "nginx", 1)],
+        ));
+        let s = scrape(&c);
+        let share = |task: &str| {
+            value(
+                &s,
+                "herdtrace_accept_share",
+                &[("process", "nginx"), ("task", task)],
+            )
+        };
+        assert_eq!(share("100"), Some(0.75));
+        assert_eq!(share("101"), Some(0.25));
     }
 
     #[test]
