@@ -603,6 +603,9 @@ async fn session<W: Write>(
     let mut counters_read = started;
     // Whether the targets were seen listening (else each liveness pass looks).
     let mut listening = !listeners.is_empty();
+    // Liveness passes spent looking: each pass for the first 10 s, then one
+    // in 10 (a look scans /proc; a server may never listen on TCP).
+    let mut looks = 0u32;
     let mut reason = loop {
         let mut tick_due = false;
         let mut check_liveness = false;
@@ -684,7 +687,12 @@ async fn session<W: Write>(
                 targets.load_into(&mut tracer)?.new_listeners
             } else if !listening {
                 // Until the targets listen: a server started just before.
-                targets.new_listeners(&mut tracer)?
+                looks = looks.saturating_add(1);
+                if looks <= 20 || looks.is_multiple_of(10) {
+                    targets.new_listeners(&mut tracer)?
+                } else {
+                    Vec::new()
+                }
             } else {
                 Vec::new()
             };
