@@ -606,23 +606,39 @@ mod tests {
         assert!(err.to_string().contains("no such process: 1"), "{err}");
     }
 
+    /// A new epoll instance of this process watching `fd` with `events`
+    /// and `data`; closed when dropped.
+    fn epoll_watching(fd: i32, events: i32, data: u64) -> std::os::fd::OwnedFd {
+        use std::os::fd::FromRawFd;
+        // SAFETY: plain syscalls; the new fd is owned by the OwnedFd below.
+        let ep = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        assert!(ep >= 0, "epoll_create1");
+        let ep = unsafe { std::os::fd::OwnedFd::from_raw_fd(ep) };
+        let mut ev = libc::epoll_event {
+            events: events as u32,
+            u64: data,
+        };
+        use std::os::fd::AsRawFd;
+        // SAFETY: both fds are open; `ev` is valid for the call.
+        let rc = unsafe { libc::epoll_ctl(ep.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut ev) };
+        assert_eq!(rc, 0, "epoll_ctl");
+        ep
+    }
+
     #[test]
     fn reads_this_process_live() {
         // A listener in an epoll with EPOLLEXCLUSIVE, in this very process.
         use std::os::fd::AsRawFd;
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        // SAFETY: plain syscalls on fds we own; closed below.
-        let ep = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
-        assert!(ep >= 0);
-        let mut ev = libc::epoll_event {
-            events: (libc::EPOLLIN | libc::EPOLLEXCLUSIVE) as u32,
-            u64: 42,
-        };
-        let rc = unsafe { libc::epoll_ctl(ep, libc::EPOLL_CTL_ADD, listener.as_raw_fd(), &mut ev) };
-        assert_eq!(rc, 0);
+        let epoll = epoll_watching(
+            listener.as_raw_fd(),
+            libc::EPOLLIN | libc::EPOLLEXCLUSIVE,
+            42,
+        );
+        let ep = epoll.as_raw_fd();
         let me = std::process::id();
         let s = read_snapshot(Path::new("/proc"), me, &kcmp_same_file).expect("snapshot");
-        unsafe { libc::close(ep) };
+        drop(epoll);
         let addr = listener.local_addr().expect("addr");
         let l = s
             .listeners
@@ -665,30 +681,13 @@ mod tests {
         // process, one epoll instance.
         use std::os::fd::AsRawFd;
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        // SAFETY: plain syscalls on fds we own; closed below.
-        let ep = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
-        assert!(ep >= 0);
-        let mut ev = libc::epoll_event {
-            events: libc::EPOLLIN as u32,
-            u64: 7,
-        };
-        let rc = unsafe { libc::epoll_ctl(ep, libc::EPOLL_CTL_ADD, listener.as_raw_fd(), &mut ev) };
-        assert_eq!(rc, 0);
-        let dup = unsafe { libc::fcntl(ep, libc::F_DUPFD_CLOEXEC, 0) };
-        assert!(dup >= 0);
-        let other = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
-        assert!(other >= 0);
-        let rc =
-            unsafe { libc::epoll_ctl(other, libc::EPOLL_CTL_ADD, listener.as_raw_fd(), &mut ev) };
-        assert_eq!(rc, 0);
+        let epoll = epoll_watching(listener.as_raw_fd(), libc::EPOLLIN, 7);
+        // OwnedFd::try_clone is F_DUPFD_CLOEXEC, as mio's.
+        let dup_fd = epoll.try_clone().expect("dup");
+        let other_fd = epoll_watching(listener.as_raw_fd(), libc::EPOLLIN, 7);
+        let (ep, dup, other) = (epoll.as_raw_fd(), dup_fd.as_raw_fd(), other_fd.as_raw_fd());
         let me = std::process::id();
-        let s = read_snapshot(Path::new("/proc"), me, &kcmp_same_file);
-        unsafe {
-            libc::close(dup);
-            libc::close(ep);
-            libc::close(other);
-        }
-        let s = s.expect("snapshot");
+        let s = read_snapshot(Path::new("/proc"), me, &kcmp_same_file).expect("snapshot");
         let p = s.process(me).expect("self");
         let instance = |fd: i32| {
             p.epolls

@@ -333,8 +333,8 @@ impl Collector {
             for port in &t.ports {
                 let labels = TaskLabels {
                     port: self.ports.fold(&port.to_string()),
-                    process: self.processes.fold(&t.comm),
-                    task: self.tasks.fold(&task_label(t.pid, t.tid)),
+                    process: share.process.clone(),
+                    task: share.task.clone(),
                 };
                 self.accepts.get_or_create(&labels).inc_by(0);
             }
