@@ -28,7 +28,7 @@ use anyhow::{anyhow, bail, Context as _, Result};
 use herdtrace_common::{RawEvent, RAW_EVENT_SIZE};
 use serde::{Deserialize, Serialize};
 
-use crate::engine::{KnownTask, SetupHint};
+use crate::engine::{KnownTask, SetupHint, Untraced};
 use crate::events;
 pub use crate::pipeline::SkippedRuns;
 use crate::probes::AfterSkip;
@@ -72,6 +72,10 @@ pub struct RecordHeader {
     /// pattern of an imbalance); absent when not known and in older recordings.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub setup_hint: Option<SetupHint>,
+    /// Tasks outside the trace that waited on the same listeners; absent
+    /// when there were none and in older recordings.
+    #[serde(default, skip_serializing_if = "Untraced::is_empty")]
+    pub untraced: Untraced,
     /// Every skip sample of the run is recorded (TAG_SKIPS, also the empty
     /// ones): the live run held closed connections until the next sample,
     /// and replay does the same. Absent (false) in older recordings, which
@@ -107,6 +111,7 @@ impl RecordHeader {
             listeners_per_addr: None,
             worker_tasks: Vec::new(),
             setup_hint: None,
+            untraced: Untraced::default(),
             skip_samples: false,
         }
     }
@@ -435,6 +440,7 @@ pub(crate) mod tests {
             listeners_per_addr: None,
             worker_tasks: Vec::new(),
             setup_hint: None,
+            untraced: Untraced::default(),
             skip_samples: false,
         }
     }
@@ -468,7 +474,10 @@ pub(crate) mod tests {
         let mut h = header();
         let old = serde_json::to_string(&h).expect("json");
         assert!(
-            !old.contains("clock") && !old.contains("workers") && !old.contains("listeners"),
+            !old.contains("clock")
+                && !old.contains("workers")
+                && !old.contains("listeners")
+                && !old.contains("untraced"),
             "{old}"
         );
         h.clock = Some(HeaderClock {
@@ -484,6 +493,15 @@ pub(crate) mod tests {
             ports: vec![80, 443],
         }];
         h.setup_hint = Some(SetupHint::TakingTurns);
+        h.untraced = Untraced {
+            tasks: vec![KnownTask {
+                pid: 9,
+                tid: 9,
+                comm: "nginx".into(),
+                ports: vec![80],
+            }],
+            trace_pid: Some(7),
+        };
         let mut rec = Recorder::new(Vec::new(), &h).expect("header");
         rec.write_event(&herd_stream(1, 1)[0]).expect("event");
         let bytes = rec.finish().expect("finish");

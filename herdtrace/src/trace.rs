@@ -353,7 +353,18 @@ impl TargetSet {
     /// What /proc shows of the setup for the balance verdict (workers able
     /// to accept, SO_REUSEPORT groups); zeros if it cannot be read.
     pub fn known_setup(&self) -> crate::engine::KnownSetup {
-        crate::diagnose::known_setup(Path::new("/proc"), &self.tree_roots())
+        let proc_root = Path::new("/proc");
+        let roots = self.tree_roots();
+        let mut known = crate::diagnose::known_setup(proc_root, &roots);
+        if let Ok(pids) = self.pids() {
+            known.untraced = crate::diagnose::untraced::untraced_waiters(
+                proc_root,
+                &roots,
+                &pids,
+                &crate::diagnose::procfs::kcmp_same_file,
+            );
+        }
+        known
     }
 
     /// The roots of the traced process trees: the named processes, and the
@@ -497,6 +508,7 @@ async fn session<W: Write>(
             header.worker_tasks = known.tasks.clone();
             header.setup_hint =
                 Some(known.hint).filter(|h| *h != crate::engine::SetupHint::Unknown);
+            header.untraced = known.untraced.clone();
             // The session holds closed connections for skip samples and
             // records every sample (see `hold_for_skip_samples` below).
             header.skip_samples = true;
@@ -542,8 +554,10 @@ async fn session<W: Write>(
     pipeline.set_clock(WallClock::now());
     let exporter = exporter.map(|mut e| {
         e.set_known_tasks(&known.tasks);
+        e.set_untraced(known.untraced.tasks.len());
         e
     });
+    let known_untraced = known.untraced.clone();
     pipeline.set_setup(known);
     if let Some(r) = recorder {
         pipeline.add_event_sink(Box::new(r));
@@ -566,6 +580,9 @@ async fn session<W: Write>(
         );
     } else {
         eprintln!("herdtrace: listeners: {}", listeners.join(", "));
+    }
+    if let Some(line) = crate::report::text::untraced_line(&known_untraced) {
+        eprintln!("herdtrace: warning: {line}");
     }
     let scope = match targets.cgroup() {
         Some(c) => format!(" ({c})"),

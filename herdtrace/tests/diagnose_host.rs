@@ -1062,3 +1062,52 @@ fn haproxy_threads_herd_names_shards_and_shards_end_it() {
     assert_eq!(a["fine"], true, "{v}");
     assert!(woken(&v) <= 1.2, "{v}");
 }
+
+/// `--pid` of one nginx worker instead of the master, as an operator who
+/// picked a pid from `ps` would: the other three workers wait on the same
+/// listener untraced. The trace names them and the master, and concludes
+/// neither "no herd" (it saw one task of four) nor a balance; `diagnose`
+/// of that worker diagnoses the master and its four workers.
+#[test]
+fn nginx_worker_pid_is_a_partial_trace_and_diagnose_takes_the_master() {
+    let Some(_serial) = start() else {
+        return;
+    };
+    let Some(server) = nginx("nginx-one-worker", "", "off") else {
+        return;
+    };
+    let master = server.child.id() as i32;
+    let workers = children_of(master);
+    assert_eq!(workers.len(), 4, "{workers:?}");
+    let addr = format!("127.0.0.1:{}", server.port);
+    let summary = trace_summary(workers[0], 3, || {
+        let (status, out) = run_load(&addr, &["--connections", "200", "--rate", "200"]);
+        assert!(status.success(), "load failed: {out}");
+    });
+    let u = &summary["untraced"];
+    let mut pids: Vec<i64> = u["tasks"]
+        .as_array()
+        .expect("untraced tasks")
+        .iter()
+        .map(|t| t["pid"].as_i64().expect("pid"))
+        .collect();
+    pids.sort_unstable();
+    let others: Vec<i64> = workers[1..].iter().map(|&p| i64::from(p)).collect();
+    assert_eq!(pids, others, "{u}");
+    assert_eq!(u["trace_pid"], master, "{u}");
+    assert_eq!(summary["connections"], 200, "{summary}");
+    let verdict = summary["verdict"].as_str().expect("verdict");
+    assert!(
+        verdict.starts_with(&format!(
+            "no verdict: 3 untraced tasks also wait on these listeners (trace --pid {master} for all)"
+        )),
+        "{verdict}"
+    );
+    assert_eq!(summary["balance"]["verdict"], "no_data", "{summary}");
+
+    let v = diagnose(workers[0] as u32, server.port);
+    assert_eq!(v["pid"], master, "{v}");
+    let ep = endpoint(&v);
+    assert_eq!(ep["pattern"]["instances"], 4, "{ep}");
+    assert_eq!(v["balance"]["workers"], 4, "{v}");
+}

@@ -88,6 +88,7 @@ fn header() -> RecordHeader {
         listeners_per_addr: None,
         worker_tasks: Vec::new(),
         setup_hint: None,
+        untraced: Default::default(),
         skip_samples: false,
     }
 }

@@ -42,6 +42,7 @@ fn fixture_bytes() -> Vec<u8> {
         listeners_per_addr: None,
         worker_tasks: Vec::new(),
         setup_hint: None,
+        untraced: Default::default(),
         skip_samples: false,
     };
     let mut rec = Recorder::new(Vec::new(), &header).expect("header");
@@ -173,6 +174,8 @@ fn expected_summary() -> Value {
         "skipped_by_program": {},
         "insert_failed": {},
         "diagnostics": {"orphan_wakes": 0, "unmatched_accepts": 1, "eagain_unattributed": 0},
+        // Every waiting task was traced.
+        "untraced": {"tasks": []},
         // 27 wakes: 18 EAGAIN losers + 1 spurious = 19 wasted, 19/9 per connection.
         "verdict": "herd: every connection woke 3.00 tasks on average; 2.11 wasted wakeups per \
                     connection (70% of all wakeups: EAGAIN losers 2.00 + spurious 0.11)"

@@ -12,6 +12,7 @@ pub mod layout;
 pub mod procfs;
 pub mod render;
 pub mod server;
+pub mod untraced;
 
 use std::{
     io::{self, Write},
@@ -94,31 +95,7 @@ pub fn known_setup(proc_root: &Path, roots: &[u32]) -> KnownSetup {
         for e in &endpoints {
             let port = e.addr.port();
             for (pid, tid) in layout::acceptor_tasks(&snap, e) {
-                if let Some(t) = known.tasks.iter_mut().find(|t| t.tid == tid) {
-                    if !t.ports.contains(&port) {
-                        t.ports.push(port);
-                    }
-                    continue;
-                }
-                // The thread's own name (a worker thread's often differs
-                // from its process's), else the process's.
-                let thread_comm =
-                    std::fs::read_to_string(proc_root.join(format!("{pid}/task/{tid}/comm")));
-                let comm = match thread_comm {
-                    Ok(c) if !c.trim().is_empty() => c.trim().to_string(),
-                    _ => snap
-                        .processes
-                        .iter()
-                        .find(|p| p.pid == pid)
-                        .map(|p| p.comm.clone())
-                        .unwrap_or_default(),
-                };
-                known.tasks.push(KnownTask {
-                    pid,
-                    tid,
-                    comm,
-                    ports: vec![port],
-                });
+                add_task(&mut known.tasks, proc_root, &snap, (pid, tid), port);
             }
         }
         if known.hint == balance::SetupHint::Unknown {
@@ -129,6 +106,43 @@ pub fn known_setup(proc_root: &Path, roots: &[u32]) -> KnownSetup {
         known.listeners_per_addr = known.listeners_per_addr.max(sockets.unwrap_or(0));
     }
     known
+}
+
+/// Adds task `(pid, tid)` waiting on `port` to `tasks`, or the port to it.
+pub(crate) fn add_task(
+    tasks: &mut Vec<KnownTask>,
+    proc_root: &Path,
+    snap: &Snapshot,
+    (pid, tid): (u32, u32),
+    port: u16,
+) {
+    if let Some(t) = tasks.iter_mut().find(|t| t.tid == tid) {
+        if !t.ports.contains(&port) {
+            t.ports.push(port);
+        }
+        return;
+    }
+    tasks.push(KnownTask {
+        pid,
+        tid,
+        comm: task_comm(proc_root, snap, pid, tid),
+        ports: vec![port],
+    });
+}
+
+/// The thread's own name (a worker thread's often differs from its
+/// process's), else the process's.
+fn task_comm(proc_root: &Path, snap: &Snapshot, pid: u32, tid: u32) -> String {
+    let thread_comm = std::fs::read_to_string(proc_root.join(format!("{pid}/task/{tid}/comm")));
+    match thread_comm {
+        Ok(c) if !c.trim().is_empty() => c.trim().to_string(),
+        _ => snap
+            .processes
+            .iter()
+            .find(|p| p.pid == pid)
+            .map(|p| p.comm.clone())
+            .unwrap_or_default(),
+    }
 }
 
 /// Reads and classifies the setup of `pid` and its descendants below `proc_root`.
@@ -315,6 +329,7 @@ pub fn run(args: DiagnoseArgs) -> Result<i32> {
     if let Some(problem) = kernel::privilege_problem() {
         bail!("{problem}");
     }
+    let pid = whole_server_of(Path::new("/proc"), pid);
     let setup = read_setup(Path::new("/proc"), pid, &procfs::kcmp_same_file)
         .with_context(|| format!("reading the setup of process {pid} from /proc"))?;
     eprintln!(
@@ -341,6 +356,26 @@ pub fn run(args: DiagnoseArgs) -> Result<i32> {
     }
     out.flush()?;
     Ok(0)
+}
+
+/// The server to diagnose for `pid`: its master when `pid` is one worker of
+/// a pre-fork server (a setup is the server's, not one worker's; said on
+/// stderr), else `pid`.
+fn whole_server_of(proc_root: &Path, pid: u32) -> u32 {
+    let all = targets::scan(proc_root).unwrap_or_default();
+    let tree = targets::with_descendants(&all, &[pid]);
+    let u = untraced::untraced_waiters(proc_root, &[pid], &tree, &procfs::kcmp_same_file);
+    match u.trace_pid {
+        Some(master) => {
+            eprintln!(
+                "herdtrace: process {pid} is one of the workers of process {master} ({} more \
+                 wait on its listeners): diagnosing {master}",
+                u.tasks.len()
+            );
+            master
+        }
+        None => pid,
+    }
 }
 
 /// A /proc tree saved from a real server (tests/fixtures/proc/NAME).
@@ -457,6 +492,7 @@ mod tests {
                     })
                     .to_vec(),
                 hint: balance::SetupHint::Reuseport,
+                untraced: Default::default(),
             }
         );
         let k = known_setup(&fixture("nginx-default"), &[2162]);
@@ -475,7 +511,7 @@ mod tests {
     }
 
     /// Copies a saved /proc tree (symlinks as symlinks) to a scratch directory.
-    fn copy_tree(from: &Path, to: &Path) {
+    pub(super) fn copy_tree(from: &Path, to: &Path) {
         std::fs::create_dir_all(to).expect("mkdir");
         for entry in std::fs::read_dir(from).expect("read_dir") {
             let entry = entry.expect("entry");

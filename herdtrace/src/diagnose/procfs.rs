@@ -16,6 +16,7 @@ use anyhow::{bail, Context as _, Result};
 use serde::Serialize;
 
 use super::fdinfo::{self, Watch};
+use crate::procstat::ProcStat;
 use crate::targets::{self, ListenSocket};
 
 /// `/proc/PID/task/TID/syscall` numbers that mean "waiting for a connection".
@@ -279,12 +280,29 @@ fn read_threads(pid_dir: &Path) -> Vec<ThreadInfo> {
 /// Reads the setup of `root` and its descendants below `proc_root`.
 pub fn read_snapshot(proc_root: &Path, root: u32, same_file: SameFile) -> Result<Snapshot> {
     let all = targets::scan(proc_root)?;
-    let Some(root_info) = all.iter().find(|p| p.pid == root) else {
+    if !all.iter().any(|p| p.pid == root) {
         bail!("no such process: {root}");
-    };
+    }
     let mut pids = targets::with_descendants(&all, &[root]);
     pids.retain(|&p| p != root);
     pids.insert(0, root);
+    read_snapshot_of(proc_root, &all, &pids, same_file)
+}
+
+/// Reads the setup of the processes `pids` (the first one's network
+/// namespace names the listeners), from the process list `all`.
+pub fn read_snapshot_of(
+    proc_root: &Path,
+    all: &[ProcStat],
+    pids: &[u32],
+    same_file: SameFile,
+) -> Result<Snapshot> {
+    let Some(&root) = pids.first() else {
+        bail!("no process to read");
+    };
+    let Some(root_info) = all.iter().find(|p| p.pid == root) else {
+        bail!("no such process: {root}");
+    };
     // The server's own network namespace (a container's), not ours: its
     // /proc/PID/net shows the tables of the namespace it lives in.
     let own = proc_root.join(root.to_string());
@@ -299,7 +317,7 @@ pub fn read_snapshot(proc_root: &Path, root: u32, same_file: SameFile) -> Result
     let mut instances: Vec<FdRef> = Vec::new();
     let mut unparsed = 0;
     let mut identity_unknown = false;
-    for pid in pids {
+    for &pid in pids {
         let Some(info) = all.iter().find(|p| p.pid == pid) else {
             continue;
         };

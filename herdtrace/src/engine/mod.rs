@@ -120,6 +120,36 @@ pub struct KnownSetup {
     pub tasks: Vec<KnownTask>,
     /// How they wait for connections (names the pattern of an imbalance).
     pub hint: SetupHint,
+    /// Tasks outside the trace waiting on the same listeners.
+    pub untraced: Untraced,
+}
+
+/// Tasks outside the trace that wait on the traced listeners, as when
+/// `--pid` names one worker of a pre-fork server instead of its master:
+/// their wakeups and accepts are not seen, so "1 task woken per connection"
+/// would read as no herd. The report says so and does not judge the balance.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Untraced {
+    /// The waiting tasks, with the traced listeners' ports they wait on.
+    pub tasks: Vec<KnownTask>,
+    /// The nearest process whose tree holds them and the traced ones, and
+    /// which holds the listener itself (the server's master): trace it instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_pid: Option<u32>,
+}
+
+impl Untraced {
+    pub fn is_empty(&self) -> bool {
+        self.tasks.is_empty()
+    }
+
+    /// Their pids, each once, in order.
+    pub fn pids(&self) -> Vec<u32> {
+        let mut pids: Vec<u32> = self.tasks.iter().map(|t| t.pid).collect();
+        pids.sort_unstable();
+        pids.dedup();
+        pids
+    }
 }
 
 /// A task /proc showed able to accept.
@@ -590,6 +620,7 @@ impl Engine {
             insert_failed: Default::default(),
             diagnostics: self.diag,
             balance,
+            untraced: self.known.untraced.clone(),
         }
     }
 
@@ -630,6 +661,7 @@ impl Engine {
                 .max_listeners_per_port()
                 .max(self.known.listeners_per_addr),
             clients: self.balance.clients(workers),
+            untraced_waiters: self.known.untraced.tasks.len() as u64,
         }
     }
 

@@ -212,6 +212,9 @@ pub struct Balance {
     /// /proc at the start (2+: an SO_REUSEPORT group).
     pub listeners_per_port: u64,
     pub clients: Clients,
+    /// Tasks outside the trace waiting on the same listeners: their share
+    /// of the accepts is not known, so no verdict is given.
+    pub untraced_waiters: u64,
 }
 
 /// Distribution of tasks woken per connection.
@@ -309,6 +312,9 @@ pub struct Summary {
     pub insert_failed: std::collections::BTreeMap<String, u64>,
     pub diagnostics: Diagnostics,
     pub balance: Balance,
+    /// Tasks outside the trace waiting on the same listeners (read from
+    /// /proc at the start): the counts cover the traced tasks only.
+    pub untraced: super::Untraced,
 }
 
 #[cfg(test)]

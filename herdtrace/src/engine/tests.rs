@@ -1622,6 +1622,7 @@ fn workers_known_from_proc_are_listed_when_they_did_nothing() {
         // W1 is known too: listed once, with what it did.
         tasks: vec![known(W3), known(W1), known(W2)],
         hint: SetupHint::Unknown,
+        untraced: Default::default(),
     });
     push_all(&mut e, &b.take());
     finish(&mut e);
@@ -1674,6 +1675,7 @@ fn workers_replaced_by_a_reload_count_once_at_a_time() {
         listeners_per_addr: 1,
         tasks: Vec::new(),
         hint: SetupHint::Unknown,
+        untraced: Default::default(),
     });
     for s in 1..=3 {
         second(&mut b, &old, s);

@@ -113,6 +113,7 @@ pub struct Collector {
     fair: Gauge<f64, std::sync::atomic::AtomicU64>,
     workers: Gauge,
     interval_accepts: Gauge,
+    untraced: Gauge,
     build_info: Family<BuildLabels, Gauge>,
     ports: Folder,
     processes: Folder,
@@ -141,6 +142,7 @@ impl Collector {
         let fair = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
         let workers = Gauge::default();
         let interval_accepts = Gauge::default();
+        let untraced = Gauge::default();
         let build_info = Family::<BuildLabels, Gauge>::default();
 
         // Counter names get `_total` from the encoder.
@@ -217,6 +219,12 @@ impl Collector {
             interval_accepts.clone(),
         );
         r.register(
+            "untraced_waiters",
+            "Tasks outside the trace waiting on the traced listeners at the start: \
+             if not 0, the counts cover the traced tasks only",
+            untraced.clone(),
+        );
+        r.register(
             "build_info",
             "herdtrace's version, the backend it traces with and the kernel, as labels (value 1)",
             build_info.clone(),
@@ -239,6 +247,7 @@ impl Collector {
             fair,
             workers,
             interval_accepts,
+            untraced,
             build_info,
             ports: Folder::new(MAX_PORTS),
             processes: Folder::new(MAX_PROCESSES),
@@ -341,6 +350,12 @@ impl Collector {
         }
     }
 
+    /// `herdtrace_untraced_waiters`: tasks outside the trace waiting on
+    /// its listeners (one worker of a pre-fork server traced).
+    pub fn set_untraced(&mut self, tasks: usize) {
+        self.untraced.set(i64::try_from(tasks).unwrap_or(i64::MAX));
+    }
+
     /// `herdtrace_build_info{version, backend, kernel} 1`.
     pub fn set_run_info(&mut self, info: &RunInfo) {
         self.build_info.clear();
@@ -435,6 +450,7 @@ mod tests {
                 "herdtrace_accept_share_fair",
                 "herdtrace_workers",
                 "herdtrace_interval_accepts",
+                "herdtrace_untraced_waiters",
             ]
         );
         assert!(s.iter().all(|x| x.value == 0.0));
@@ -755,6 +771,12 @@ mod tests {
             )
         };
         assert_eq!(accepts("80", "nginx", "100"), Some(2.0));
+        assert_eq!(value(&s, "herdtrace_untraced_waiters", &[]), Some(0.0));
+        c.set_untraced(3);
+        assert_eq!(
+            value(&scrape(&c), "herdtrace_untraced_waiters", &[]),
+            Some(3.0)
+        );
         // The idle worker, and each port: there, at zero.
         assert_eq!(accepts("80", "nginx", "101"), Some(0.0));
         assert_eq!(accepts("443", "nginx", "100"), Some(0.0));

@@ -56,6 +56,11 @@ impl Exporter {
         self.collector.set_known_tasks(tasks);
     }
 
+    /// Tasks outside the trace waiting on its listeners (a gauge).
+    pub fn set_untraced(&mut self, tasks: usize) {
+        self.collector.set_untraced(tasks);
+    }
+
     /// Serves `/metrics` on the current tokio runtime (the trace session's)
     /// until it ends; returns the observer to hand to the trace pipeline.
     pub fn serve(self) -> Result<Box<dyn Observer + Send>> {

@@ -141,6 +141,7 @@ pub fn replay<R: Read, W: Write>(
         listeners_per_addr: header.listeners_per_addr.unwrap_or(0),
         tasks: header.worker_tasks.clone(),
         hint: header.setup_hint.unwrap_or_default(),
+        untraced: header.untraced.clone(),
     });
     if header.skip_samples {
         // As the live run did: closed connections wait for the next sample,
@@ -410,6 +411,21 @@ mod tests {
             v.last().expect("summary")["balance"]["setup"],
             "taking_turns"
         );
+        // And the tasks the trace left out, which withhold the verdicts.
+        h.untraced = crate::engine::Untraced {
+            tasks: vec![crate::engine::KnownTask {
+                pid: 4250,
+                tid: 4250,
+                comm: "sibling".into(),
+                ports: vec![80],
+            }],
+            trace_pid: Some(4240),
+        };
+        let v = replay_json(&h);
+        let s = v.last().expect("summary");
+        assert_eq!(s["untraced"]["trace_pid"], 4240, "{s}");
+        assert_eq!(s["untraced"]["tasks"][0]["pid"], 4250, "{s}");
+        assert_eq!(s["balance"]["verdict"], "no_data", "{s}");
         let v = replay_json(&header());
         assert!(v.iter().all(|l| l["time"].is_null()), "no invented time");
         let s = v.last().expect("summary");

@@ -71,6 +71,10 @@ pub fn classify(b: &Balance) -> BalanceVerdict {
     let Some(top) = &b.top else {
         return BalanceVerdict::NoData;
     };
+    // The untraced tasks' accepts are not seen: no share is known.
+    if b.untraced_waiters > 0 {
+        return BalanceVerdict::NoData;
+    }
     if b.workers <= 1 {
         return if b.accepts > 0 {
             BalanceVerdict::OneWorker
@@ -203,6 +207,15 @@ fn line(
         return "no balance verdict: no accept was traced".into();
     };
     let who = format!("{}[{}/{}]", top.comm, top.pid, top.tid);
+    if b.untraced_waiters > 0 {
+        let who = match b.untraced_waiters {
+            1 => "1 untraced task also waits".to_string(),
+            n => format!("{n} untraced tasks also wait"),
+        };
+        return format!(
+            "no balance verdict: {who} on these listeners, and their accepts are not seen"
+        );
+    }
     match verdict {
         BalanceVerdict::NoData if b.workers <= 1 => {
             "no balance verdict: the number of workers is not known".into()
@@ -308,7 +321,31 @@ mod tests {
             windows: 0,
             listeners_per_port: 1,
             clients: Clients::default(),
+            untraced_waiters: 0,
         }
+    }
+
+    #[test]
+    fn untraced_waiters_leave_the_balance_unjudged() {
+        // The traced worker took every accept it saw: its share of all is unknown.
+        let mut b = balance(1, &[145]);
+        b.untraced_waiters = 3;
+        let f = finding_in(&b, SetupHint::Unknown);
+        assert_eq!(f.verdict, BalanceVerdict::NoData);
+        assert_eq!(
+            f.line,
+            "no balance verdict: 3 untraced tasks also wait on these listeners, and their \
+             accepts are not seen"
+        );
+        b.untraced_waiters = 1;
+        assert!(finding_in(&b, SetupHint::Unknown)
+            .line
+            .contains(": 1 untraced task also waits on"));
+        // Lopsided shares among traced workers are not judged either.
+        let mut b = balance(4, &[300, 10, 10, 10]);
+        assert_eq!(classify(&b), BalanceVerdict::Imbalanced);
+        b.untraced_waiters = 2;
+        assert_eq!(classify(&b), BalanceVerdict::NoData);
     }
 
     #[test]

@@ -101,6 +101,9 @@ struct SummaryLine<'a> {
     skipped_by_program: &'a std::collections::BTreeMap<String, u64>,
     insert_failed: &'a std::collections::BTreeMap<String, u64>,
     diagnostics: &'a Diagnostics,
+    /// Tasks outside the trace waiting on the same listeners (`tasks` empty
+    /// when there were none).
+    untraced: &'a crate::engine::Untraced,
     verdict: String,
     balance: BalanceFinding,
 }
@@ -201,6 +204,7 @@ pub fn write_summary(
             skipped_by_program: &s.skipped_by_program,
             insert_failed: &s.insert_failed,
             diagnostics: &s.diagnostics,
+            untraced: &s.untraced,
             verdict: verdict::verdict_line(s),
             balance: balance::finding_of(&s.balance, s.woken_per_conn.mean),
         },
@@ -424,6 +428,7 @@ mod tests {
                    "lost_events":0,
                    "skipped_runs":0,"skipped_by_program":{},"insert_failed":{},
                    "diagnostics":{"orphan_wakes":0,"unmatched_accepts":0,"eagain_unattributed":0},
+                   "untraced":{"tasks":[]},
                    "verdict":"no herd: ~1 task woken per connection (mean 1.00); 0.00 wasted wakeups per connection (0% of all wakeups: EAGAIN losers 0.00 + spurious 0.00)"})
         );
     }

@@ -1,7 +1,7 @@
 //! Human-readable output: interval lines, per-connection lines, the summary.
 use std::io::{self, Write};
 
-use crate::engine::{ConnRecord, IntervalStats, Summary};
+use crate::engine::{ConnRecord, IntervalStats, Summary, Untraced};
 
 use super::{balance, verdict, RunInfo};
 use crate::engine::balance::fair_share;
@@ -111,6 +111,35 @@ pub fn histogram_lines(hist: &[u64]) -> Vec<String> {
         .collect()
 }
 
+/// What a trace that left out tasks waiting on its listeners misses, and
+/// what to trace instead; None when nothing was left out.
+pub fn untraced_line(u: &Untraced) -> Option<String> {
+    if u.is_empty() {
+        return None;
+    }
+    let pids: Vec<String> = u.pids().iter().map(u32::to_string).collect();
+    let one = u.tasks.len() == 1;
+    let (tasks, wait, their, them) = if one {
+        ("1 task".to_string(), "waits", "its", "it")
+    } else {
+        (format!("{} tasks", u.tasks.len()), "wait", "their", "them")
+    };
+    let processes = if pids.len() == 1 {
+        "process"
+    } else {
+        "processes"
+    };
+    let instead = match u.trace_pid {
+        Some(pid) => format!("trace the whole server with --pid {pid}"),
+        None => format!("add {them} with --pid {}", pids.join(" --pid ")),
+    };
+    Some(format!(
+        "{tasks} of {processes} {} also {wait} on these listeners untraced: {their} wakeups \
+         and accepts are not counted, so the counts are lower bounds; {instead}",
+        pids.join(", ")
+    ))
+}
+
 pub fn write_summary(out: &mut impl Write, info: &RunInfo, s: &Summary) -> io::Result<()> {
     let t = &s.totals;
     writeln!(out)?;
@@ -200,6 +229,9 @@ pub fn write_summary(out: &mut impl Write, info: &RunInfo, s: &Summary) -> io::R
             s.lost_events, t.incomplete
         )?;
     }
+    if let Some(line) = untraced_line(&s.untraced) {
+        writeln!(out, "PARTIAL: {line}")?;
+    }
     if s.skipped_runs > 0 {
         let by: Vec<String> = s
             .skipped_by_program
@@ -251,7 +283,52 @@ pub fn write_summary(out: &mut impl Write, info: &RunInfo, s: &Summary) -> io::R
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::{Tally, TaskRef, TaskShare, TaskStats, WokenStats};
+    use crate::engine::{KnownTask, Tally, TaskRef, TaskShare, TaskStats, WokenStats};
+
+    #[test]
+    fn untraced_waiters_are_named_with_what_to_trace_instead() {
+        assert_eq!(untraced_line(&Untraced::default()), None);
+        let task = |pid, tid| KnownTask {
+            pid,
+            tid,
+            comm: "w".into(),
+            ports: vec![80],
+        };
+        let mut u = Untraced {
+            tasks: vec![task(21, 21), task(22, 22), task(22, 23)],
+            trace_pid: Some(20),
+        };
+        assert_eq!(
+            untraced_line(&u).as_deref(),
+            Some(
+                "3 tasks of processes 21, 22 also wait on these listeners untraced: their \
+                 wakeups and accepts are not counted, so the counts are lower bounds; trace \
+                 the whole server with --pid 20"
+            )
+        );
+        u.trace_pid = None;
+        u.tasks.truncate(1);
+        assert_eq!(
+            untraced_line(&u).as_deref(),
+            Some(
+                "1 task of process 21 also waits on these listeners untraced: its wakeups and \
+                 accepts are not counted, so the counts are lower bounds; add it with --pid 21"
+            )
+        );
+        // The summary carries it as a PARTIAL line.
+        let s = Summary {
+            untraced: u,
+            ..Summary::default()
+        };
+        let info = RunInfo::default();
+        let mut out = Vec::new();
+        write_summary(&mut out, &info, &s).expect("write");
+        let text = String::from_utf8(out).expect("utf8");
+        assert!(
+            text.contains("\nPARTIAL: 1 task of process 21 also waits"),
+            "{text}"
+        );
+    }
 
     #[test]
     fn interval_line_matches_the_documented_shape() {

@@ -10,6 +10,11 @@
 //! - mean <= 2.0: mild herd;
 //! - above: herd.
 //!
+//! A trace that left out tasks waiting on the same listeners (`--pid` of one
+//! worker) saw only some of each connection's wakeups: its counts are lower
+//! bounds, so "no herd" is not concluded from it (no verdict), and a herd
+//! found is said to be at least that.
+//!
 //! What the herd cost is given as one figure, the wasted wakeups per
 //! connection (EAGAIN from tasks that accepted nothing + spurious wakes), and
 //! as a share of all wakeups.
@@ -63,6 +68,9 @@ pub fn classify(s: &Summary) -> Verdict {
     if mean <= NO_HERD_MAX {
         if multi_wake_share(s) >= INTERMITTENT_MIN_SHARE {
             Verdict::IntermittentHerd
+        } else if !s.untraced.is_empty() {
+            // Lower bounds: the untraced tasks' wakeups are not seen.
+            Verdict::NoData
         } else {
             Verdict::NoHerd
         }
@@ -70,6 +78,19 @@ pub fn classify(s: &Summary) -> Verdict {
         Verdict::MildHerd
     } else {
         Verdict::Herd
+    }
+}
+
+/// "3 untraced tasks also wait on these listeners (trace --pid 7 for all)".
+fn untraced_clause(s: &Summary) -> String {
+    let u = &s.untraced;
+    let who = match u.tasks.len() {
+        1 => "1 untraced task also waits".to_string(),
+        n => format!("{n} untraced tasks also wait"),
+    };
+    match u.trace_pid {
+        Some(pid) => format!("{who} on these listeners (trace --pid {pid} for all)"),
+        None => format!("{who} on these listeners"),
     }
 }
 
@@ -88,7 +109,13 @@ pub fn verdict_line(s: &Summary) -> String {
         t.per_conn_losers(),
         t.spurious_per_conn()
     );
-    match classify(s) {
+    let line = match classify(s) {
+        Verdict::NoData if t.connections > 0 => format!(
+            "no verdict: {}, and their wakeups are not seen; the traced tasks alone: mean {:.2} \
+             woken per connection; {cost}",
+            untraced_clause(s),
+            t.woken_mean()
+        ),
         Verdict::NoData => "no verdict: no connection was traced".to_string(),
         Verdict::NoHerd => format!(
             "no herd: ~1 task woken per connection (mean {:.2}); {cost}",
@@ -110,6 +137,12 @@ pub fn verdict_line(s: &Summary) -> String {
             "herd: every connection woke {:.2} tasks on average; {cost}",
             t.woken_mean()
         ),
+    };
+    match classify(s) {
+        Verdict::IntermittentHerd | Verdict::MildHerd | Verdict::Herd if !s.untraced.is_empty() => {
+            format!("{line}; at least: {}", untraced_clause(s))
+        }
+        _ => line,
     }
 }
 
@@ -137,6 +170,49 @@ mod tests {
         s.woken_per_conn.max = hist.len().saturating_sub(1) as u32;
         s.woken_histogram = hist;
         s
+    }
+
+    fn partial(mut s: Summary, trace_pid: Option<u32>) -> Summary {
+        s.untraced = crate::engine::Untraced {
+            tasks: [11, 12, 13]
+                .map(|pid| crate::engine::KnownTask {
+                    pid,
+                    tid: pid,
+                    comm: "nginx".into(),
+                    ports: vec![80],
+                })
+                .to_vec(),
+            trace_pid,
+        };
+        s
+    }
+
+    #[test]
+    fn a_partial_trace_concludes_no_herd_never_and_a_herd_at_least() {
+        // One traced worker of four: each connection woke it, the others unseen.
+        let one = partial(summary(100, 100, 27, 3, 70), Some(10));
+        assert_eq!(classify(&one), Verdict::NoData);
+        assert_eq!(
+            verdict_line(&one),
+            "no verdict: 3 untraced tasks also wait on these listeners (trace --pid 10 for \
+             all), and their wakeups are not seen; the traced tasks alone: mean 1.00 woken per \
+             connection; 0.73 wasted wakeups per connection (73% of all wakeups: EAGAIN \
+             losers 0.03 + spurious 0.70)"
+        );
+        // Two of four traced and both woken each time: a herd, at least.
+        let two = partial(summary(100, 200, 100, 10, 90), None);
+        assert_eq!(classify(&two), Verdict::MildHerd);
+        let line = verdict_line(&two);
+        assert!(line.starts_with("mild herd: 2.00 tasks"), "{line}");
+        assert!(
+            line.ends_with("; at least: 3 untraced tasks also wait on these listeners"),
+            "{line}"
+        );
+        // Nothing arrived: no connection, whatever was left out.
+        assert_eq!(
+            verdict_line(&partial(summary(0, 0, 0, 0, 0), Some(10))),
+            "no verdict: no connection was traced"
+        );
     }
 
     #[test]
