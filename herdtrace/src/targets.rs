@@ -57,12 +57,41 @@ pub fn with_descendants(all: &[ProcStat], roots: &[u32]) -> Vec<u32> {
     seen.into_iter().collect()
 }
 
+/// The process (thread group) of thread `tid`, from `/proc/TID/status`
+/// (a thread's directory is there though `/proc` does not list it).
+pub fn tgid_of(proc_root: &Path, tid: u32) -> Option<u32> {
+    let status = fs::read_to_string(proc_root.join(tid.to_string()).join("status")).ok()?;
+    parse_tgid(&status)
+}
+
+/// The `Tgid:` line of a `/proc/PID/status`.
+pub fn parse_tgid(status: &str) -> Option<u32> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Tgid:"))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// The error for a `--pid` that names no process: a thread's id (from
+/// `top -H` or `ps -L`) names its process, whose threads are all traced.
+pub fn missing_process(pid: u32, tgid: Option<u32>) -> String {
+    match tgid {
+        Some(tgid) if tgid != pid => format!(
+            "{pid} is a thread of process {tgid}, not a process: give --pid {tgid} (all of a \
+             process's threads are traced)"
+        ),
+        _ => format!("no such process: {pid}"),
+    }
+}
+
 /// Checks `--pid` values and returns the root processes to follow.
+/// `tgid_of` names the process of a thread id.
 pub fn resolve_roots(
     all: &[ProcStat],
     pids: &[i64],
     comms: &[String],
     self_pid: u32,
+    tgid_of: &dyn Fn(u32) -> Option<u32>,
 ) -> Result<Vec<u32>> {
     let mut roots = Vec::new();
     for &pid in pids {
@@ -71,7 +100,7 @@ pub fn resolve_roots(
         }
         let pid = pid as u32;
         if !all.iter().any(|p| p.pid == pid) {
-            bail!("no such process: {pid}");
+            bail!("{}", missing_process(pid, tgid_of(pid)));
         }
         roots.push(pid);
     }
@@ -334,16 +363,26 @@ mod tests {
             info(11, 10, "nginx"),
             info(99, 1, "herdtrace"),
         ];
-        assert_eq!(resolve_roots(&all, &[10], &[], 99).expect("ok"), vec![10]);
+        // Thread 12 of process 11.
+        let tgid = |tid: u32| (tid == 12).then_some(11);
         assert_eq!(
-            resolve_roots(&all, &[], &["nginx".into()], 99).expect("ok"),
+            resolve_roots(&all, &[10], &[], 99, &tgid).expect("ok"),
+            vec![10]
+        );
+        assert_eq!(
+            resolve_roots(&all, &[], &["nginx".into()], 99, &tgid).expect("ok"),
             vec![10, 11]
         );
         let err = |pids: &[i64], comms: &[String]| {
-            resolve_roots(&all, pids, comms, 99)
+            resolve_roots(&all, pids, comms, 99, &tgid)
                 .expect_err("error")
                 .to_string()
         };
+        assert_eq!(
+            err(&[12], &[]),
+            "12 is a thread of process 11, not a process: give --pid 11 (all of a process's \
+             threads are traced)"
+        );
         assert!(err(&[0], &[]).contains("invalid pid 0"));
         assert!(err(&[-5], &[]).contains("invalid pid -5"));
         assert!(err(&[12345], &[]).contains("no such process: 12345"));
@@ -351,6 +390,35 @@ mod tests {
         assert!(err(&[], &[]).contains("nothing to trace"));
         // herdtrace never traces itself through --comm.
         assert!(err(&[], &["herdtrace".into()]).contains("no process named"));
+    }
+
+    #[test]
+    fn reads_the_thread_group_of_a_status_file() {
+        let status =
+            "Name:\tnginx\nUmask:\t0022\nState:\tS (sleeping)\nTgid:\t4519\nNgid:\t0\nPid:\t4524\n";
+        assert_eq!(parse_tgid(status), Some(4519));
+        assert_eq!(parse_tgid("Name:\tx\n"), None);
+        assert_eq!(parse_tgid("Tgid:\tnope\n"), None);
+        // A thread of this test: a directory /proc has but does not list.
+        let me = std::process::id();
+        let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            // SAFETY: gettid has no preconditions.
+            let _ = tid_tx.send(unsafe { libc::gettid() } as u32);
+            let _ = done_rx.recv();
+        });
+        let tid = tid_rx.recv().expect("tid");
+        assert_ne!(tid, me);
+        let listed = scan(Path::new("/proc")).expect("scan");
+        let in_proc = tgid_of(Path::new("/proc"), tid);
+        let _ = done_tx.send(());
+        thread.join().expect("thread");
+        assert!(listed.iter().all(|p| p.pid != tid));
+        assert_eq!(in_proc, Some(me));
+        assert_eq!(tgid_of(Path::new("/proc"), me), Some(me));
+        assert_eq!(missing_process(7, None), "no such process: 7");
+        assert_eq!(missing_process(7, Some(7)), "no such process: 7");
     }
 
     #[test]

@@ -261,7 +261,8 @@ impl TargetSet {
         let root_pids = if cgroup.is_some() && pids.is_empty() && comms.is_empty() {
             Vec::new()
         } else {
-            targets::resolve_roots(&all, pids, comms, std::process::id())?
+            let tgid_of = |tid| targets::tgid_of(Path::new("/proc"), tid);
+            targets::resolve_roots(&all, pids, comms, std::process::id(), &tgid_of)?
         };
         let roots = all
             .into_iter()

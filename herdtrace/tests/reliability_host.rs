@@ -363,6 +363,29 @@ fn bad_targets_get_one_clear_line() {
             assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
         }
     }
+    // A thread's id (from `top -H`) names its process, for trace and diagnose.
+    let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    let thread = thread::spawn(move || {
+        // SAFETY: gettid has no preconditions.
+        let _ = tid_tx.send(unsafe { libc::gettid() });
+        let _ = done_rx.recv();
+    });
+    let tid = tid_rx.recv().expect("tid").to_string();
+    let want = format!(
+        "{tid} is a thread of process {}, not a process: give --pid {}",
+        std::process::id(),
+        std::process::id()
+    );
+    for args in [vec!["--pid", &tid], vec!["diagnose", "--pid", &tid]] {
+        let out = Command::new(bin()).args(&args).output().expect("run");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_ne!(out.status.code(), Some(0), "{args:?}: {err}");
+        assert!(err.contains(&want), "{args:?}: want {want:?} in {err}");
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+    }
+    let _ = done_tx.send(());
+    thread.join().expect("thread");
 }
 
 /// Two servers traced by pid: one exits and tracing goes on (with a

@@ -325,6 +325,11 @@ pub fn run(args: DiagnoseArgs) -> Result<i32> {
         );
     }
     let pid = args.pid as u32;
+    // A thread's id is refused before privileges are looked at, as a
+    // trace's targets are.
+    if let Some(tgid) = targets::tgid_of(Path::new("/proc"), pid).filter(|&t| t != pid) {
+        bail!("{}", targets::missing_process(pid, Some(tgid)));
+    }
     // Tracing needs it, and so does reading another user's fds.
     if let Some(problem) = kernel::privilege_problem() {
         bail!("{problem}");
