@@ -36,11 +36,12 @@ pub use crate::demo::{demo, DemoArgs};
 #[derive(Debug, Clone, clap::Args)]
 pub struct TraceArgs {
     /// Trace this process, its threads and its descendants, existing and
-    /// forked later (repeatable).
+    /// forked later (repeatable, or comma-separated as perf's: `-p 1,2`).
     #[arg(
         short = 'p',
         long = "pid",
         value_name = "PID",
+        value_delimiter = ',',
         allow_negative_numbers = true
     )]
     pub pids: Vec<i64>,
@@ -963,6 +964,34 @@ pub fn run(args: TraceArgs) -> Result<i32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        trace: TraceArgs,
+    }
+
+    fn pids(args: &[&str]) -> Result<Vec<i64>, clap::Error> {
+        Cli::try_parse_from(std::iter::once("herdtrace").chain(args.iter().copied()))
+            .map(|c| c.trace.pids)
+    }
+
+    #[test]
+    fn pids_are_repeated_or_comma_separated() {
+        assert_eq!(pids(&["-p", "7"]).expect("one"), vec![7]);
+        assert_eq!(pids(&["-p", "7", "--pid", "8"]).expect("two"), vec![7, 8]);
+        // `--pid $(pgrep -d, nginx)`, as perf -p takes them.
+        assert_eq!(pids(&["-p", "7,8,9"]).expect("list"), vec![7, 8, 9]);
+        assert_eq!(
+            pids(&["-p", "7,8", "-p", "9"]).expect("both"),
+            vec![7, 8, 9]
+        );
+        // Negative ones reach the check that names them.
+        assert_eq!(pids(&["-p", "-5"]).expect("negative"), vec![-5]);
+        assert!(pids(&["-p", "7,x"]).is_err());
+        assert!(pids(&["-p", "7 8"]).is_err());
+    }
 
     #[test]
     fn skip_samples_come_often_for_a_while_after_skips() {
