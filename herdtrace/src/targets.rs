@@ -194,6 +194,64 @@ pub fn parse_listen_sockets(table: &str) -> Vec<ListenSocket> {
         .collect()
 }
 
+/// `__SO_ACCEPTCON` in `/proc/net/unix`'s Flags: the socket listens.
+const UNIX_ACCEPTCON: u32 = 0x0001_0000;
+
+/// (inode, path) of every listening socket of a `/proc/net/unix` table
+/// (`@name` for an abstract one; empty when unnamed).
+pub fn parse_unix_listeners(table: &str) -> Vec<(u64, String)> {
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            // Num RefCount Protocol Flags Type St Inode [Path]
+            let flags = u32::from_str_radix(f.get(3)?, 16).ok()?;
+            if flags & UNIX_ACCEPTCON == 0 {
+                return None;
+            }
+            let inode = f.get(6)?.parse().ok()?;
+            Some((inode, f.get(7).map_or(String::new(), |p| p.to_string())))
+        })
+        .collect()
+}
+
+/// The paths of the UNIX sockets `pids` listen on (servers such as php-fpm
+/// or gunicorn behind a proxy, which herdtrace does not trace), each once.
+pub fn unix_listeners(proc_root: &Path, pids: &[u32]) -> Vec<String> {
+    let mut found = std::collections::BTreeSet::new();
+    for &pid in pids {
+        let dir = proc_root.join(pid.to_string());
+        let Ok(table) = fs::read_to_string(dir.join("net/unix")) else {
+            continue;
+        };
+        let listening = parse_unix_listeners(&table);
+        for inode in socket_inodes(proc_root, pid) {
+            if let Some((_, path)) = listening.iter().find(|(i, _)| *i == inode) {
+                found.insert(if path.is_empty() {
+                    format!("socket:[{inode}]")
+                } else {
+                    path.clone()
+                });
+            }
+        }
+    }
+    found.into_iter().collect()
+}
+
+/// What to add to "holds no TCP listening socket" when `pids` listen on
+/// UNIX sockets: herdtrace traces TCP listeners only.
+pub fn unix_only_note(proc_root: &Path, pids: &[u32]) -> String {
+    let paths = unix_listeners(proc_root, pids);
+    if paths.is_empty() {
+        return String::new();
+    }
+    format!(
+        " (they listen on UNIX sockets: {}; herdtrace traces TCP listeners only)",
+        paths.join(", ")
+    )
+}
+
 /// `0100007F:1F90` -> 127.0.0.1:8080; 32 hex digits before the colon for IPv6.
 /// The kernel prints each 32-bit word of the address as a host-order integer.
 pub fn parse_proc_addr(text: &str) -> Option<SocketAddr> {
@@ -419,6 +477,49 @@ mod tests {
         assert_eq!(tgid_of(Path::new("/proc"), me), Some(me));
         assert_eq!(missing_process(7, None), "no such process: 7");
         assert_eq!(missing_process(7, Some(7)), "no such process: 7");
+    }
+
+    #[test]
+    fn parses_proc_net_unix_listeners() {
+        let table = "Num       RefCount Protocol Flags    Type St Inode Path
+000000006a01e4fe: 00000002 00000000 00010000 0001 01 40662136 /run/php/php8.2-fpm.sock
+000000000ee7d61e: 00000003 00000000 00000000 0001 03 40660749
+00000000265154e2: 00000003 00000000 00000000 0001 03  1517 /run/systemd/journal/stdout
+00000000aaaa0001: 00000002 00000000 00010000 0005 01 777 @abstract-name
+00000000aaaa0002: 00000002 00000000 00010000 0001 01 778
+bad line
+";
+        assert_eq!(
+            parse_unix_listeners(table),
+            vec![
+                (40662136, "/run/php/php8.2-fpm.sock".to_string()),
+                (777, "@abstract-name".to_string()),
+                (778, String::new()),
+            ]
+        );
+    }
+
+    #[test]
+    fn unix_listeners_of_a_live_process_are_named() {
+        let path = std::env::temp_dir().join(format!("herdtrace-unix-{}.sock", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let proc_root = Path::new("/proc");
+        let me = std::process::id();
+        let before = unix_only_note(proc_root, &[me]);
+        let listener = std::os::unix::net::UnixListener::bind(&path).expect("bind");
+        let found = unix_listeners(proc_root, &[me]);
+        let note = unix_only_note(proc_root, &[me]);
+        drop(listener);
+        let _ = std::fs::remove_file(&path);
+        let path = path.to_string_lossy().into_owned();
+        assert!(found.contains(&path), "{found:?}");
+        assert!(!before.contains(&path), "{before}");
+        assert!(
+            note.starts_with(" (they listen on UNIX sockets: ")
+                && note.ends_with("; herdtrace traces TCP listeners only)")
+                && note.contains(&path),
+            "{note}"
+        );
     }
 
     #[test]

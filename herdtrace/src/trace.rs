@@ -577,8 +577,10 @@ async fn session<W: Write>(
     }
     log::debug!("programs loaded: {}", tracer.programs().join(", "));
     if listeners.is_empty() {
+        let pids = targets.pids().unwrap_or_default();
         eprintln!(
-            "herdtrace: the traced tasks hold no TCP listening socket yet; watching for listen()"
+            "herdtrace: the traced tasks hold no TCP listening socket yet{}; watching for listen()",
+            targets::unix_only_note(Path::new("/proc"), &pids)
         );
     } else {
         eprintln!("herdtrace: listeners: {}", listeners.join(", "));

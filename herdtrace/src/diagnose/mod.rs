@@ -150,9 +150,12 @@ pub fn read_setup(proc_root: &Path, pid: u32, same_file: procfs::SameFile) -> Re
     let snapshot = procfs::read_snapshot(proc_root, pid, same_file)?;
     let root = &snapshot.processes[0];
     if snapshot.listeners.is_empty() {
+        let pids: Vec<u32> = snapshot.processes.iter().map(|p| p.pid).collect();
         bail!(
-            "process {pid} ({}) and its descendants hold no TCP listening socket: nothing to diagnose",
-            root.comm
+            "process {pid} ({}) and its descendants hold no TCP listening socket{}: nothing to \
+             diagnose",
+            root.comm,
+            targets::unix_only_note(proc_root, &pids)
         );
     }
     let server = server::identify(&snapshot);
