@@ -177,6 +177,9 @@ pub fn prepare(args: &TraceArgs) -> Result<Prepared> {
     if let Some(problem) = kernel::privilege_problem() {
         bail!("{problem}");
     }
+    if let Some(problem) = kernel::pid_namespace_problem() {
+        bail!("{problem}");
+    }
     let btf = check::load_btf();
     let facts = check::gather_facts_with(btf.as_ref().ok());
     // Fail early, with the same reason `check` gives, when nothing can run.

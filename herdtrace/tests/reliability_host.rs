@@ -388,6 +388,31 @@ fn bad_targets_get_one_clear_line() {
     thread.join().expect("thread");
 }
 
+/// Run in a container's own PID namespace and /proc (`docker run` without
+/// `--pid=host`), the host pids the programs report would match no traced
+/// task: a one-line error rather than a trace of connections that woke
+/// nobody. (`unshare --mount-proc` gives the process that namespace.)
+#[test]
+fn a_private_pid_namespace_is_refused() {
+    if !can_run() {
+        return;
+    }
+    let out = Command::new("unshare")
+        .args(["--pid", "--fork", "--mount-proc"])
+        .arg(bin())
+        .args(["--pid", "1", "-d", "1"])
+        .output()
+        .expect("run unshare (util-linux)");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("not the host's, but the kernel reports host pids")
+            && err.contains("--pid=host"),
+        "{err}"
+    );
+}
+
 /// Two servers traced by pid: one exits and tracing goes on (with a
 /// message); the last exits and the run ends cleanly with its summary.
 #[test]

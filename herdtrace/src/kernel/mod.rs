@@ -7,11 +7,13 @@
 mod config;
 mod kallsyms;
 mod missing;
+mod pidns;
 mod privilege;
 mod release;
 mod tracefs;
 
 pub use config::{ConfigValue, KernelConfig};
+pub use pidns::pid_namespace_problem;
 pub use privilege::privilege_problem;
 pub use release::release;
 
