@@ -31,6 +31,7 @@ pub fn untraced_waiters(
         return Untraced::default();
     };
     let traced: BTreeSet<u32> = traced.iter().copied().collect();
+    let candidates = candidates(&all, roots, &traced);
     let mut out = Untraced::default();
     let mut holders = BTreeSet::new();
     for (netns, group) in traced_addresses(proc_root, &traced) {
@@ -41,10 +42,9 @@ pub fn untraced_waiters(
             .filter(|l| group.addrs.contains(&l.addr))
             .map(|l| l.inode)
             .collect();
-        let others: Vec<u32> = all
+        let others: Vec<u32> = candidates
             .iter()
-            .map(|p| p.pid)
-            .filter(|pid| !traced.contains(pid))
+            .copied()
             .filter(|&pid| targets::netns_of(proc_root, pid) == Some(netns))
             .filter(|&pid| {
                 targets::socket_inodes(proc_root, pid)
@@ -77,6 +77,34 @@ pub fn untraced_waiters(
     let waiters: Vec<u32> = out.pids();
     out.trace_pid = whole_server(&all, roots, &holders, &waiters);
     out
+}
+
+/// Where untraced waiters are looked for, since reading every process's
+/// fds would take seconds on a host with tens of thousands: the trees of
+/// the roots' parents (a worker's master and siblings; never pid 1's, the
+/// whole machine) and the processes named like a traced one.
+fn candidates(all: &[ProcStat], roots: &[u32], traced: &BTreeSet<u32>) -> BTreeSet<u32> {
+    let parents: Vec<u32> = roots
+        .iter()
+        .filter_map(|&r| all.iter().find(|p| p.pid == r))
+        .map(|p| p.ppid)
+        .filter(|&pp| pp > 1)
+        .collect();
+    let mut set: BTreeSet<u32> = targets::with_descendants(all, &parents)
+        .into_iter()
+        .collect();
+    let comms: BTreeSet<&str> = all
+        .iter()
+        .filter(|p| traced.contains(&p.pid))
+        .map(|p| p.comm.as_str())
+        .collect();
+    set.extend(
+        all.iter()
+            .filter(|p| comms.contains(p.comm.as_str()))
+            .map(|p| p.pid),
+    );
+    set.retain(|p| !traced.contains(p));
+    set
 }
 
 /// What the traced processes of one network namespace listen on.
@@ -237,8 +265,38 @@ mod tests {
     }
 
     fn proc_stat(pid: u32, ppid: u32) -> ProcStat {
-        let line = format!("{pid} (p) S {ppid} 0 0 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 100 0 0");
+        named(pid, ppid, "p")
+    }
+
+    fn named(pid: u32, ppid: u32, comm: &str) -> ProcStat {
+        let line = format!("{pid} ({comm}) S {ppid} 0 0 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 100 0 0");
         ProcStat::parse(&line).expect("stat line")
+    }
+
+    #[test]
+    fn waiters_are_looked_for_among_relatives_and_namesakes_only() {
+        // 1 -> 5 (sshd) -> 20 (nginx master) -> 21, 22 (workers) -> 23;
+        // 1 -> 30 (nginx, another master); 1 -> 40 (postgres).
+        let all = vec![
+            named(5, 1, "sshd"),
+            named(20, 5, "nginx"),
+            named(21, 20, "nginx"),
+            named(22, 20, "nginx"),
+            named(23, 22, "helper"),
+            named(30, 1, "nginx"),
+            named(40, 1, "postgres"),
+        ];
+        let set = |roots: &[u32], traced: &[u32]| -> Vec<u32> {
+            let traced: BTreeSet<u32> = traced.iter().copied().collect();
+            candidates(&all, roots, &traced).into_iter().collect()
+        };
+        // A worker: its master's tree and every nginx, not postgres.
+        assert_eq!(set(&[21], &[21]), vec![20, 22, 23, 30]);
+        // The master, whose parent is sshd: sshd's tree and the other nginx.
+        assert_eq!(set(&[20], &[20, 21, 22, 23]), vec![5, 30]);
+        // A root under pid 1: namesakes only, never the whole machine.
+        assert_eq!(set(&[40], &[40]), Vec::<u32>::new());
+        assert_eq!(set(&[30], &[30]), vec![20, 21, 22]);
     }
 
     #[test]
