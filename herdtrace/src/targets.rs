@@ -383,10 +383,11 @@ pub fn in_accept(syscall_line: &str) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn info(pid: u32, ppid: u32, comm: &str) -> ProcStat {
+    /// A process for the tree tests (also `diagnose::untraced`'s).
+    pub(crate) fn info(pid: u32, ppid: u32, comm: &str) -> ProcStat {
         ProcStat {
             pid,
             ppid,

@@ -287,8 +287,12 @@ impl TargetSet {
 
     /// Live processes to trace now.
     fn pids(&self) -> Result<Vec<u32>> {
+        Ok(self.pids_in(&targets::scan(Path::new("/proc"))?))
+    }
+
+    /// [`Self::pids`] from the process list `all`.
+    fn pids_in(&self, all: &[crate::procstat::ProcStat]) -> Vec<u32> {
         let proc_root = Path::new("/proc");
-        let all = targets::scan(proc_root)?;
         let mut live: Vec<u32> = self
             .roots
             .iter()
@@ -298,7 +302,7 @@ impl TargetSet {
         if let Some(c) = &self.cgroup {
             live.extend(cgroup::procs(&c.dir));
         }
-        Ok(targets::with_descendants(&all, &live))
+        targets::with_descendants(all, &live)
     }
 
     /// Puts every thread of every target into the kernel's traced set and
@@ -361,11 +365,12 @@ impl TargetSet {
         let proc_root = Path::new("/proc");
         let roots = self.tree_roots();
         let mut known = crate::diagnose::known_setup(proc_root, &roots);
-        if let Ok(pids) = self.pids() {
+        if let Ok(all) = targets::scan(proc_root) {
             known.untraced = crate::diagnose::untraced::untraced_waiters(
                 proc_root,
+                &all,
                 &roots,
-                &pids,
+                &self.pids_in(&all),
                 &crate::diagnose::procfs::kcmp_same_file,
             );
         }

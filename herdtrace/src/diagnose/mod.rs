@@ -372,7 +372,7 @@ pub fn run(args: DiagnoseArgs) -> Result<i32> {
 fn whole_server_of(proc_root: &Path, pid: u32) -> u32 {
     let all = targets::scan(proc_root).unwrap_or_default();
     let tree = targets::with_descendants(&all, &[pid]);
-    let u = untraced::untraced_waiters(proc_root, &[pid], &tree, &procfs::kcmp_same_file);
+    let u = untraced::untraced_waiters(proc_root, &all, &[pid], &tree, &procfs::kcmp_same_file);
     match u.trace_pid {
         Some(master) => {
             eprintln!(

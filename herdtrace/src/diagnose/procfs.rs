@@ -281,10 +281,7 @@ fn read_threads(pid_dir: &Path) -> Vec<ThreadInfo> {
 pub fn read_snapshot(proc_root: &Path, root: u32, same_file: SameFile) -> Result<Snapshot> {
     let all = targets::scan(proc_root)?;
     if !all.iter().any(|p| p.pid == root) {
-        bail!(
-            "{}",
-            targets::missing_process(root, targets::tgid_of(proc_root, root))
-        );
+        bail!("no such process: {root}");
     }
     let mut pids = targets::with_descendants(&all, &[root]);
     pids.retain(|&p| p != root);

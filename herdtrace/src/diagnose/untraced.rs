@@ -19,19 +19,17 @@ use crate::{
 
 /// The untraced tasks waiting on an address a traced process listens on
 /// (every socket of an SO_REUSEPORT group included), and the process to
-/// trace instead. `roots` are the traced trees' roots, `traced` every
-/// traced process.
+/// trace instead. `all` is the process list (`targets::scan`), `roots`
+/// the traced trees' roots, `traced` every traced process.
 pub fn untraced_waiters(
     proc_root: &Path,
+    all: &[ProcStat],
     roots: &[u32],
     traced: &[u32],
     same_file: procfs::SameFile,
 ) -> Untraced {
-    let Ok(all) = targets::scan(proc_root) else {
-        return Untraced::default();
-    };
     let traced: BTreeSet<u32> = traced.iter().copied().collect();
-    let candidates = candidates(&all, roots, &traced);
+    let candidates = candidates(all, roots, &traced);
     let mut out = Untraced::default();
     let mut holders = BTreeSet::new();
     for (netns, group) in traced_addresses(proc_root, &traced) {
@@ -59,7 +57,7 @@ pub fn untraced_waiters(
         // The traced holders too: an epoll instance shared across fork is
         // recognised as one only when every process holding it is read.
         let pids: Vec<u32> = group.holders.iter().chain(&others).copied().collect();
-        let Ok(snap) = procfs::read_snapshot_of(proc_root, &all, &pids, same_file) else {
+        let Ok(snap) = procfs::read_snapshot_of(proc_root, all, &pids, same_file) else {
             continue;
         };
         for e in layout::endpoints(&snap) {
@@ -75,7 +73,7 @@ pub fn untraced_waiters(
     }
     out.tasks.sort_by_key(|t| (t.pid, t.tid));
     let waiters: Vec<u32> = out.pids();
-    out.trace_pid = whole_server(&all, roots, &holders, &waiters);
+    out.trace_pid = whole_server(all, roots, &holders, &waiters);
     out
 }
 
@@ -181,6 +179,7 @@ pub fn whole_server(
 mod tests {
     use super::*;
     use crate::diagnose::{fixture, procfs::FdRef, tests::copy_tree};
+    use crate::targets::tests::info;
 
     /// A saved /proc tree in a scratch directory, with what `untraced_waiters`
     /// reads beyond the saved files: each process's `ns/net` (one file,
@@ -228,9 +227,15 @@ mod tests {
         // nginx-default: master 2162, workers 2164-2167, one shared listener
         // in each worker's epoll with EPOLLEXCLUSIVE.
         let dir = tree("nginx-default", &[]);
-        let one = untraced_waiters(&dir, &[2164], &[2164], &distinct);
-        let all = untraced_waiters(&dir, &[2162], &[2162, 2164, 2165, 2166, 2167], &distinct);
-        let two = untraced_waiters(&dir, &[2164, 2165], &[2164, 2165], &distinct);
+        let one = untraced_waiters(&dir, &scan(&dir), &[2164], &[2164], &distinct);
+        let all = untraced_waiters(
+            &dir,
+            &scan(&dir),
+            &[2162],
+            &[2162, 2164, 2165, 2166, 2167],
+            &distinct,
+        );
+        let two = untraced_waiters(&dir, &scan(&dir), &[2164, 2165], &[2164, 2165], &distinct);
         let _ = std::fs::remove_dir_all(&dir);
         assert_eq!(tids(&one), vec![2165, 2166, 2167]);
         assert_eq!(one.trace_pid, Some(2162));
@@ -248,7 +253,7 @@ mod tests {
         // nginx-reuseport: master 4519, workers 4524-4527; each worker's
         // epoll watches its own socket of the group.
         let dir = tree("nginx-reuseport", &[]);
-        let one = untraced_waiters(&dir, &[4524], &[4524], &distinct);
+        let one = untraced_waiters(&dir, &scan(&dir), &[4524], &[4524], &distinct);
         let _ = std::fs::remove_dir_all(&dir);
         assert_eq!(tids(&one), vec![4525, 4526, 4527]);
         assert_eq!(one.trace_pid, Some(4519));
@@ -259,18 +264,13 @@ mod tests {
         // The same sockets' inodes, seen from another namespace, are other
         // sockets: those workers are left alone.
         let dir = tree("nginx-default", &[2166, 2167]);
-        let one = untraced_waiters(&dir, &[2164], &[2164], &distinct);
+        let one = untraced_waiters(&dir, &scan(&dir), &[2164], &[2164], &distinct);
         let _ = std::fs::remove_dir_all(&dir);
         assert_eq!(tids(&one), vec![2165]);
     }
 
-    fn proc_stat(pid: u32, ppid: u32) -> ProcStat {
-        named(pid, ppid, "p")
-    }
-
-    fn named(pid: u32, ppid: u32, comm: &str) -> ProcStat {
-        let line = format!("{pid} ({comm}) S {ppid} 0 0 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 100 0 0");
-        ProcStat::parse(&line).expect("stat line")
+    fn scan(dir: &Path) -> Vec<ProcStat> {
+        targets::scan(dir).expect("scan the saved tree")
     }
 
     #[test]
@@ -278,13 +278,13 @@ mod tests {
         // 1 -> 5 (sshd) -> 20 (nginx master) -> 21, 22 (workers) -> 23;
         // 1 -> 30 (nginx, another master); 1 -> 40 (postgres).
         let all = vec![
-            named(5, 1, "sshd"),
-            named(20, 5, "nginx"),
-            named(21, 20, "nginx"),
-            named(22, 20, "nginx"),
-            named(23, 22, "helper"),
-            named(30, 1, "nginx"),
-            named(40, 1, "postgres"),
+            info(5, 1, "sshd"),
+            info(20, 5, "nginx"),
+            info(21, 20, "nginx"),
+            info(22, 20, "nginx"),
+            info(23, 22, "helper"),
+            info(30, 1, "nginx"),
+            info(40, 1, "postgres"),
         ];
         let set = |roots: &[u32], traced: &[u32]| -> Vec<u32> {
             let traced: BTreeSet<u32> = traced.iter().copied().collect();
@@ -304,7 +304,7 @@ mod tests {
         // 1 -> 10 (shell) -> 20 (master) -> 21, 22, 23 (workers); 23 -> 30.
         let all: Vec<ProcStat> = [(10, 1), (20, 10), (21, 20), (22, 20), (23, 20), (30, 23)]
             .iter()
-            .map(|&(p, pp)| proc_stat(p, pp))
+            .map(|&(p, pp)| info(p, pp, "p"))
             .collect();
         let holders: BTreeSet<u32> = [20, 22, 23].into_iter().collect();
         // The master holds the listener.

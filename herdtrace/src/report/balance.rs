@@ -208,12 +208,9 @@ fn line(
     };
     let who = format!("{}[{}/{}]", top.comm, top.pid, top.tid);
     if b.untraced_waiters > 0 {
-        let who = match b.untraced_waiters {
-            1 => "1 untraced task also waits".to_string(),
-            n => format!("{n} untraced tasks also wait"),
-        };
         return format!(
-            "no balance verdict: {who} on these listeners, and their accepts are not seen"
+            "no balance verdict: {}, and their accepts are not seen",
+            super::verdict::untraced_waiting(b.untraced_waiters)
         );
     }
     match verdict {

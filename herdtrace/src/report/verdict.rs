@@ -81,16 +81,21 @@ pub fn classify(s: &Summary) -> Verdict {
     }
 }
 
-/// "3 untraced tasks also wait on these listeners (trace --pid 7 for all)".
+/// "3 untraced tasks also wait on these listeners" (the balance line's too).
+pub(crate) fn untraced_waiting(n: u64) -> String {
+    match n {
+        1 => "1 untraced task also waits on these listeners".to_string(),
+        n => format!("{n} untraced tasks also wait on these listeners"),
+    }
+}
+
+/// [`untraced_waiting`], with the process to trace instead if known.
 fn untraced_clause(s: &Summary) -> String {
     let u = &s.untraced;
-    let who = match u.tasks.len() {
-        1 => "1 untraced task also waits".to_string(),
-        n => format!("{n} untraced tasks also wait"),
-    };
+    let who = untraced_waiting(u.tasks.len() as u64);
     match u.trace_pid {
-        Some(pid) => format!("{who} on these listeners (trace --pid {pid} for all)"),
-        None => format!("{who} on these listeners"),
+        Some(pid) => format!("{who} (trace --pid {pid} for all)"),
+        None => who,
     }
 }
 
