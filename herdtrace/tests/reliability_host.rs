@@ -930,7 +930,15 @@ fn ring_buffer_overflow_is_counted_never_silent() {
     assert!(lost > 0, "a 4K ring buffer must overflow here: {s}");
     assert!(incomplete > 0, "{s}");
     assert_eq!(marked, incomplete, "every incomplete episode is marked");
-    assert!(s["verdict"].as_str().is_some_and(|v| !v.is_empty()), "{s}");
+    // The verdict itself says what it rests on (a 4K buffer loses most).
+    let verdict = s["verdict"].as_str().unwrap_or_default();
+    assert!(
+        verdict.starts_with(&format!("no verdict: {lost} events were lost"))
+            || verdict.contains(&format!(
+                "; from an incomplete trace ({lost} events lost, {incomplete} of "
+            )),
+        "{s}"
+    );
     // The text summary says so in words.
     let srv2 = server();
     let args = trace_args(srv2.pid(), &["--ringbuf-size", "4K"]);

@@ -571,13 +571,13 @@ pub fn balance_advice(
     Some(Advice {
         fine: false,
         headline: format!(
-            "one worker takes most connections: {}[{}] took {:.0}% of the accepts, {:.1}x \
-             its fair share ({:.0}% of {} workers){}",
+            "one worker takes most connections: {}[{}] took {} of the accepts, {:.1}x \
+             its fair share ({} of {} workers){}",
             top.comm,
             top.pid,
-            100.0 * top.share,
+            crate::report::pct(top.share),
             finding.top_over_fair,
-            100.0 * finding.balance.fair_share,
+            crate::report::pct(finding.balance.fair_share),
             finding.balance.workers,
             match finding.pattern {
                 Some(BalancePattern::Lifo) => "; the LIFO pattern of EPOLLEXCLUSIVE",

@@ -19,6 +19,8 @@
 //!   hashes addresses and ports to pick a socket, so few pairs cannot spread.
 use serde::Serialize;
 
+use super::pct;
+
 #[cfg(doc)]
 use crate::engine::balance::{dominance_threshold, MIN_Z};
 use crate::engine::{
@@ -121,10 +123,6 @@ pub fn pattern_in(b: &Balance, hint: SetupHint) -> Option<BalancePattern> {
         return Some(BalancePattern::Lifo);
     }
     None
-}
-
-fn pct(v: f64) -> String {
-    format!("{:.0}%", 100.0 * v)
 }
 
 pub fn finding(b: &Balance) -> BalanceFinding {
@@ -515,6 +513,24 @@ mod tests {
         assert_eq!(v["top"]["share"], 1.0);
         assert_eq!(v["workers"], 4);
         assert_eq!(v["held"]["seconds"], 5.0);
+    }
+
+    #[test]
+    fn shares_under_ten_percent_keep_a_decimal() {
+        // 1,000 accepts over 200 workers: fair share 0.5%, the busiest took 54.
+        let mut accepts = vec![54, 20, 20];
+        accepts.extend(std::iter::repeat_n(5, 181));
+        accepts.extend(std::iter::repeat_n(0, 16));
+        let f = finding(&balance(200, &accepts));
+        assert!(
+            f.line.starts_with(&format!(
+                "IMBALANCED: w[10/10] took 5.4% of {} accepts, 10.8x the fair share of 0.5% \
+                 (200 workers, 16 took none)",
+                accepts.iter().sum::<u64>()
+            )),
+            "{}",
+            f.line
+        );
     }
 
     #[test]

@@ -10,6 +10,18 @@ pub mod json;
 pub mod text;
 pub mod verdict;
 
+/// A share as a percentage: whole percents from 10 % up, one decimal below,
+/// so a fair share of 200 workers reads 0.5%, not 0%.
+pub fn pct(share: f64) -> String {
+    let v = 100.0 * share;
+    // Below 9.95 the decimal shows; above, it would round to "10.0%".
+    if v != 0.0 && v < 9.95 {
+        format!("{v:.1}%")
+    } else {
+        format!("{v:.0}%")
+    }
+}
+
 /// What to print.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct OutputOptions {
@@ -137,5 +149,15 @@ mod tests {
         };
         assert_eq!(c.unix_ns_of(4), 0, "saturates before the epoch");
         assert_eq!(c.unix_ns_of(20), 15);
+    }
+
+    #[test]
+    fn percentages_keep_a_decimal_below_ten() {
+        assert_eq!(pct(0.0), "0%");
+        assert_eq!(pct(0.005), "0.5%");
+        assert_eq!(pct(0.054), "5.4%");
+        assert_eq!(pct(0.0999), "10%");
+        assert_eq!(pct(0.125), "12%");
+        assert_eq!(pct(1.0), "100%");
     }
 }

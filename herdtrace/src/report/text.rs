@@ -36,13 +36,13 @@ fn top_share(i: &IntervalStats) -> String {
         return "top -".into();
     };
     let fair = if i.workers > 0 {
-        format!(" (fair {:.0}%)", 100.0 * fair_share(i.workers))
+        format!(" (fair {})", super::pct(fair_share(i.workers)))
     } else {
         String::new()
     };
     format!(
-        "top {:.0}% {}[{}/{}]{fair}",
-        100.0 * top.share,
+        "top {} {}[{}/{}]{fair}",
+        super::pct(top.share),
         top.comm,
         top.pid,
         top.tid
@@ -360,8 +360,15 @@ mod tests {
         );
         let none = IntervalStats::default();
         assert_eq!(top_share(&none), "top -");
-        let unknown = IntervalStats { workers: 0, ..i };
+        let unknown = IntervalStats {
+            workers: 0,
+            ..i.clone()
+        };
         assert_eq!(top_share(&unknown), "top 31% nginx[812/812]");
+        // 200 workers (a big prefork server): the fair share is 0.5%, not "0%".
+        let mut big = IntervalStats { workers: 200, ..i };
+        big.shares[0].share = 0.054;
+        assert_eq!(top_share(&big), "top 5.4% nginx[812/812] (fair 0.5%)");
     }
 
     #[test]
@@ -530,6 +537,10 @@ mod tests {
         );
         assert!(
             text.contains("verdict: herd: every connection woke 4.00 tasks"),
+            "{text}"
+        );
+        assert!(
+            text.contains("; from an incomplete trace (9 events lost, 1 of 4 connections"),
             "{text}"
         );
         assert!(!text.contains("unattributed"), "{text}");

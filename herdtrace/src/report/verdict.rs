@@ -15,6 +15,10 @@
 //! bounds, so "no herd" is not concluded from it (no verdict), and a herd
 //! found is said to be at least that.
 //!
+//! A trace that lost events while connections were open has lower bounds
+//! for those connections too: from 1% of them incomplete, "no herd" is not
+//! concluded, and any verdict says it comes from an incomplete trace.
+//!
 //! What the herd cost is given as one figure, the wasted wakeups per
 //! connection (EAGAIN from tasks that accepted nothing + spurious wakes), and
 //! as a share of all wakeups.
@@ -60,6 +64,12 @@ fn multi_wake_share(s: &Summary) -> f64 {
     multi as f64 / total as f64
 }
 
+/// Connections whose counts are lower bounds because events were lost while
+/// they were open (a share of all).
+fn incomplete_share(s: &Summary) -> f64 {
+    s.totals.incomplete as f64 / s.totals.connections.max(1) as f64
+}
+
 pub fn classify(s: &Summary) -> Verdict {
     if s.totals.connections == 0 {
         return Verdict::NoData;
@@ -68,8 +78,10 @@ pub fn classify(s: &Summary) -> Verdict {
     if mean <= NO_HERD_MAX {
         if multi_wake_share(s) >= INTERMITTENT_MIN_SHARE {
             Verdict::IntermittentHerd
-        } else if !s.untraced.is_empty() {
-            // Lower bounds: the untraced tasks' wakeups are not seen.
+        } else if !s.untraced.is_empty() || incomplete_share(s) >= INTERMITTENT_MIN_SHARE {
+            // Lower bounds: the untraced tasks' wakeups are not seen, or lost
+            // events hid some (as many incomplete connections as make an
+            // intermittent herd could each have woken several).
             Verdict::NoData
         } else {
             Verdict::NoHerd
@@ -115,6 +127,17 @@ pub fn verdict_line(s: &Summary) -> String {
         t.spurious_per_conn()
     );
     let line = match classify(s) {
+        Verdict::NoData if t.connections > 0 && s.untraced.is_empty() => {
+            return format!(
+                "no verdict: {} of {} connections are incomplete ({} events lost), and their \
+                 wakeups may be missing; what was seen: mean {:.2} woken per connection (try a \
+                 larger --ringbuf-size); {cost}",
+                t.incomplete,
+                t.connections,
+                s.lost_events,
+                t.woken_mean()
+            );
+        }
         Verdict::NoData if t.connections > 0 => format!(
             "no verdict: {}, and their wakeups are not seen; the traced tasks alone: mean {:.2} \
              woken per connection; {cost}",
@@ -143,12 +166,31 @@ pub fn verdict_line(s: &Summary) -> String {
             t.woken_mean()
         ),
     };
-    match classify(s) {
+    let line = match classify(s) {
         Verdict::IntermittentHerd | Verdict::MildHerd | Verdict::Herd if !s.untraced.is_empty() => {
             format!("{line}; at least: {}", untraced_clause(s))
         }
         _ => line,
+    };
+    match incomplete_clause(s) {
+        Some(clause) => format!("{line}; {clause}"),
+        None => line,
     }
+}
+
+/// Said in the verdict itself, not only in the warning above it, so that
+/// whoever reads the verdict alone (JSON, a grep) knows what it rests on: a
+/// herd found from lower bounds is one at least.
+fn incomplete_clause(s: &Summary) -> Option<String> {
+    let t = &s.totals;
+    if s.lost_events == 0 && t.incomplete == 0 {
+        return None;
+    }
+    Some(format!(
+        "from an incomplete trace ({} events lost, {} of {} connections incomplete): the \
+         counts are lower bounds",
+        s.lost_events, t.incomplete, t.connections
+    ))
 }
 
 #[cfg(test)]
@@ -217,6 +259,69 @@ mod tests {
         assert_eq!(
             verdict_line(&partial(summary(0, 0, 0, 0, 0), Some(10))),
             "no verdict: no connection was traced"
+        );
+    }
+
+    #[test]
+    fn a_trace_with_lost_events_says_so_in_the_verdict() {
+        let mut s = summary(100, 398, 100, 291, 7);
+        s.lost_events = 250;
+        s.totals.incomplete = 60;
+        assert_eq!(
+            classify(&s),
+            Verdict::Herd,
+            "a herd from lower bounds stands"
+        );
+        assert_eq!(
+            verdict_line(&s),
+            "herd: every connection woke 3.98 tasks on average; 2.98 wasted wakeups per \
+             connection (75% of all wakeups: EAGAIN losers 2.91 + spurious 0.07); from an \
+             incomplete trace (250 events lost, 60 of 100 connections incomplete): the counts \
+             are lower bounds"
+        );
+        // "No herd" is not concluded from 1% of connections incomplete.
+        let mut one = summary(1000, 1000, 1000, 0, 0);
+        one.lost_events = 40;
+        one.totals.incomplete = 9;
+        assert_eq!(classify(&one), Verdict::NoHerd);
+        assert!(
+            verdict_line(&one).ends_with(
+                "; from an incomplete trace (40 events lost, 9 of 1000 connections \
+                 incomplete): the counts are lower bounds"
+            ),
+            "{}",
+            verdict_line(&one)
+        );
+        one.totals.incomplete = 10;
+        assert_eq!(classify(&one), Verdict::NoData);
+        assert_eq!(
+            verdict_line(&one),
+            "no verdict: 10 of 1000 connections are incomplete (40 events lost), and their \
+             wakeups may be missing; what was seen: mean 1.00 woken per connection (try a \
+             larger --ringbuf-size); 0.00 wasted wakeups per connection (0% of all wakeups: \
+             EAGAIN losers 0.00 + spurious 0.00)"
+        );
+        // Events lost while no connection was open: the counts seen are whole.
+        one.totals.incomplete = 0;
+        assert_eq!(classify(&one), Verdict::NoHerd);
+        // Lost events with no connection seen: still said.
+        let mut none = summary(0, 0, 0, 0, 0);
+        none.lost_events = 9;
+        assert_eq!(
+            verdict_line(&none),
+            "no verdict: no connection was traced; from an incomplete trace (9 events lost, 0 \
+             of 0 connections incomplete): the counts are lower bounds"
+        );
+        // A partial trace that also lost events gets both.
+        let mut both = partial(summary(100, 200, 100, 10, 90), None);
+        both.totals.incomplete = 1;
+        let line = verdict_line(&both);
+        assert!(
+            line.contains(
+                "; at least: 3 untraced tasks also wait on these listeners; from an \
+                           incomplete trace (0 events lost, 1 of 100"
+            ),
+            "{line}"
         );
     }
 
