@@ -791,6 +791,18 @@ const WSGI_APP: &str = "def application(environ, start_response):\n    \
     return [b'ok\\n']\napp = application\n";
 
 fn apache(name: &str, extra: &str) -> Option<(RealServer, Value)> {
+    apache_with(
+        name,
+        "event",
+        "StartServers 4\nServerLimit 4\nThreadLimit 4\nThreadsPerChild 4\n\
+         MaxRequestWorkers 16\nMinSpareThreads 4\nMaxSpareThreads 16\n",
+        extra,
+    )
+}
+
+/// httpd with MPM `mpm` and its process settings, on a free loopback port;
+/// `extra` is appended to the config.
+fn apache_with(name: &str, mpm: &str, processes: &str, extra: &str) -> Option<(RealServer, Value)> {
     if !need("apache2", "apache2") {
         return None;
     }
@@ -799,11 +811,10 @@ fn apache(name: &str, extra: &str) -> Option<(RealServer, Value)> {
     let d = dir.to_string_lossy().into_owned();
     let conf = format!(
         "ServerRoot {d}\nServerName localhost\nListen 127.0.0.1:{port}\n\
-         LoadModule mpm_event_module /usr/lib/apache2/modules/mod_mpm_event.so\n\
+         LoadModule mpm_{mpm}_module /usr/lib/apache2/modules/mod_mpm_{mpm}.so\n\
          LoadModule authz_core_module /usr/lib/apache2/modules/mod_authz_core.so\n\
          PidFile {d}/httpd.pid\nErrorLog {d}/error.log\nDocumentRoot {d}/www\n\
-         Mutex file:{d} default\nStartServers 4\nServerLimit 4\nThreadLimit 4\n\
-         ThreadsPerChild 4\nMaxRequestWorkers 16\nMinSpareThreads 4\nMaxSpareThreads 16\n{extra}"
+         Mutex file:{d} default\n{processes}{extra}"
     );
     let path = dir.join("httpd.conf");
     std::fs::write(&path, conf).expect("httpd.conf");
@@ -835,6 +846,45 @@ fn apache_httpd_event_herd_names_listen_cores_buckets_ratio() {
     );
     assert!(advice_text_of(&a).contains("mpm_event"), "{a}");
     assert_herd_of_four(&v);
+}
+
+/// httpd prefork with two `Listen`s: the children take turns at the accept
+/// mutex (fcntl locks here), so /proc shows every child's epoll watching the
+/// socket but one child waiting in it. Read as a herd-prone setup before.
+#[test]
+fn apache_httpd_prefork_with_two_listens_takes_turns_at_the_accept_mutex() {
+    let Some(_serial) = start() else {
+        return;
+    };
+    let other = free_port();
+    let Some((_server, v)) = apache_with(
+        "apache-prefork",
+        "prefork",
+        "StartServers 4\nMinSpareServers 4\nMaxSpareServers 8\nServerLimit 4\n\
+         MaxRequestWorkers 4\n",
+        &format!("Listen 127.0.0.1:{other}\n"),
+    ) else {
+        return;
+    };
+    assert_eq!(v["server"], "apache_httpd", "{v}");
+    let eps = v["endpoints"].as_array().expect("endpoints");
+    assert_eq!(eps.len(), 2, "both addresses: {v}");
+    for ep in eps {
+        assert_eq!(ep["pattern"]["kind"], "taking_turns", "{v}");
+        assert_eq!(ep["pattern"]["workers"], 4, "{v}");
+        assert!(
+            ep["pattern"]["locked"].as_u64().is_some_and(|n| n >= 2),
+            "{v}"
+        );
+        assert_eq!(ep["advice"]["fine"], true, "{v}");
+        assert_eq!(
+            first_knob(&ep["advice"]).0,
+            "Mutex MECHANISM mpm-accept",
+            "{v}"
+        );
+    }
+    assert_eq!(v["fine"], true, "{v}");
+    assert!(woken(&v) <= 1.2, "{v}");
 }
 
 fn advice_text_of(a: &Value) -> String {

@@ -59,6 +59,12 @@ pub mod knobs {
         since: "Apache httpd 2.4.17 (event, worker and prefork MPMs)",
         source: "Apache httpd documentation, mpm_common, directive `ListenCoresBucketsRatio`",
     };
+    pub const APACHE_ACCEPT_MUTEX: Knob = Knob {
+        server: "Apache httpd",
+        setting: "Mutex MECHANISM mpm-accept",
+        since: "Apache httpd 2.3.4 (AcceptMutex before; prefork and worker MPMs, with more than one Listen)",
+        source: "Apache httpd documentation, core, directive `Mutex` (mutex `mpm-accept`)",
+    };
     pub const UWSGI_THUNDER_LOCK: Knob = Knob {
         server: "uWSGI",
         setting: "--thunder-lock (ini: thunder-lock = true)",
@@ -188,6 +194,12 @@ fn fine_advice(server: &ServerId, pattern: Pattern) -> Advice {
             "fine: accept() waits are exclusive, the kernel wakes one task per connection".into(),
             vec![],
         ),
+        Pattern::TakingTurns { locked, .. } if locked > 0 => (
+            "fine: the workers take turns at a lock (an accept mutex), so one at a time waits \
+             on the listener and one is woken per connection"
+                .into(),
+            vec![],
+        ),
         Pattern::TakingTurns { .. } => (
             "fine: one worker at a time watches the listener, so one is woken per connection"
                 .into(),
@@ -230,6 +242,15 @@ fn fine_advice(server: &ServerId, pattern: Pattern) -> Advice {
                     .into(),
             );
             knobs.push(knobs::APACHE_BUCKETS);
+        }
+        (ServerKind::ApacheHttpd, Pattern::TakingTurns { locked, .. }) if locked > 0 => {
+            items.push(
+                "this is httpd's accept mutex: with more than one `Listen`, prefork and worker \
+                 children take turns at it; `ListenCoresBucketsRatio` splits the children into \
+                 buckets with their own sockets and mutex"
+                    .into(),
+            );
+            knobs.push(knobs::APACHE_ACCEPT_MUTEX);
         }
         (ServerKind::Uwsgi, Pattern::EpollPerWorker { .. }) if server.thunder_lock => {
             knobs.push(knobs::UWSGI_THUNDER_LOCK);
@@ -626,6 +647,7 @@ mod tests {
         Pattern::TakingTurns {
             workers: 4,
             watching: 1,
+            locked: 0,
         },
         Pattern::SingleWaiter,
         Pattern::NoWaiter,
@@ -753,6 +775,7 @@ mod tests {
         let turns = Pattern::TakingTurns {
             workers: 4,
             watching: 0,
+            locked: 0,
         };
         let t = text(&advise(
             &id(ServerKind::Nginx),
@@ -834,6 +857,7 @@ mod tests {
         let turns = Pattern::TakingTurns {
             workers: 4,
             watching: 1,
+            locked: 3,
         };
         let a = advise(&uwsgi, turns, Some(Verdict::NoHerd));
         assert!(
@@ -842,6 +866,17 @@ mod tests {
             text(&a)
         );
         assert_eq!(a.knobs, vec![knobs::UWSGI_THUNDER_LOCK]);
+        // httpd's children waiting for the accept mutex (two `Listen`s).
+        let a = advise(&id(ServerKind::ApacheHttpd), turns, Some(Verdict::NoHerd));
+        assert!(a.fine, "{}", text(&a));
+        assert!(
+            a.headline
+                .starts_with("fine: the workers take turns at a lock"),
+            "{}",
+            a.headline
+        );
+        assert!(text(&a).contains("httpd's accept mutex"), "{}", text(&a));
+        assert_eq!(a.knobs, vec![knobs::APACHE_ACCEPT_MUTEX]);
         let a = advise(
             &id(ServerKind::Nodejs),
             Pattern::SingleWaiter,

@@ -49,6 +49,10 @@ pub struct SocketSetup {
     pub polling_threads: Vec<u32>,
     /// Holders that have an epoll instance (of any use): the worker processes.
     pub workers_with_epoll: Vec<u32>,
+    /// Processes whose epoll watches the socket but which wait for a lock
+    /// shared between processes, none of their threads in that epoll: an
+    /// accept mutex's queue.
+    pub lock_waiters: Vec<u32>,
 }
 
 /// How connections to one address reach the server's tasks.
@@ -78,8 +82,14 @@ pub enum Pattern {
     /// sync worker): their waits are not exclusive, every one is woken.
     SelectPerWorker { tasks: usize },
     /// Several worker processes hold the socket but at most one epoll watches
-    /// it at a time (nginx `accept_mutex on`).
-    TakingTurns { workers: usize, watching: usize },
+    /// it at a time (nginx `accept_mutex on`), or each epoll watches it but
+    /// `locked` workers wait for a lock between processes instead of in
+    /// their epoll (httpd's accept mutex, uWSGI's `--thunder-lock`).
+    TakingTurns {
+        workers: usize,
+        watching: usize,
+        locked: usize,
+    },
     /// One task waits for connections.
     SingleWaiter,
     /// Nobody was waiting on the socket when /proc was read.
@@ -235,6 +245,7 @@ fn socket_setup(snap: &Snapshot, inode: u64) -> SocketSetup {
         })
         .map(|t| t.tid)
         .collect();
+    let lock_waiters = lock_waiters(snap, &watchers);
     SocketSetup {
         inode,
         holders,
@@ -242,11 +253,61 @@ fn socket_setup(snap: &Snapshot, inode: u64) -> SocketSetup {
         accepting_threads,
         polling_threads,
         workers_with_epoll,
+        lock_waiters,
     }
+}
+
+/// The processes of `watchers` that wait for a lock shared between
+/// processes and have no thread waiting in the epolls watching the socket.
+fn lock_waiters(snap: &Snapshot, watchers: &[Watcher]) -> Vec<u32> {
+    let waiting: BTreeSet<u32> = watchers
+        .iter()
+        .flat_map(|w| w.waiting_threads.iter().copied())
+        .collect();
+    let pids: BTreeSet<u32> = watchers
+        .iter()
+        .flat_map(|w| w.pids.iter().copied())
+        .collect();
+    snap.processes
+        .iter()
+        .filter(|p| pids.contains(&p.pid))
+        .filter(|p| !p.threads.iter().any(|t| waiting.contains(&t.tid)))
+        .filter(|p| {
+            p.threads
+                .iter()
+                .any(|t| matches!(t.blocked, Blocked::Lock { .. }))
+        })
+        .map(|p| p.pid)
+        .collect()
+}
+
+/// Workers taking turns through a lock: two or more wait for it, and at
+/// most one epoll watching the socket has a waiter (the lock's holder, if
+/// it is not busy with a connection).
+fn turns_through_a_lock(s: &SocketSetup) -> Option<Pattern> {
+    let waiting_epolls = s.watchers.iter().filter(|w| w.likely_waiters > 0).count();
+    let one_each = s.watchers.iter().all(|w| w.likely_waiters < 2);
+    (s.lock_waiters.len() >= 2 && waiting_epolls <= 1 && one_each).then(|| Pattern::TakingTurns {
+        workers: watcher_pids(s).len(),
+        watching: waiting_epolls,
+        locked: s.lock_waiters.len(),
+    })
+}
+
+/// The processes whose epolls watch the socket (not a master that holds
+/// it with an epoll of its own, as uWSGI's does).
+fn watcher_pids(s: &SocketSetup) -> BTreeSet<u32> {
+    s.watchers
+        .iter()
+        .flat_map(|w| w.pids.iter().copied())
+        .collect()
 }
 
 /// The pattern of a single socket (not a reuseport group).
 fn single_socket_pattern(s: &SocketSetup) -> Pattern {
+    if let Some(turns) = turns_through_a_lock(s) {
+        return turns;
+    }
     match s.watchers.len() {
         0 if !s.accepting_threads.is_empty() => Pattern::BlockingAccept {
             threads: s.accepting_threads.len(),
@@ -262,6 +323,7 @@ fn single_socket_pattern(s: &SocketSetup) -> Pattern {
             Pattern::TakingTurns {
                 workers: s.workers_with_epoll.len(),
                 watching: s.watchers.len(),
+                locked: 0,
             }
         }
         0 => Pattern::NoWaiter,
@@ -363,12 +425,18 @@ pub fn acceptor_tasks(snap: &Snapshot, e: &Endpoint) -> Vec<(u32, u32)> {
             .filter(|p| p.threads.len() == 1)
             .map(|_| (pid, pid))
     };
-    // Only a single socket's pattern says the holders take turns.
-    let taking_turns = matches!(e.pattern, Pattern::TakingTurns { .. });
+    // Only a single socket's pattern says the holders take turns: those
+    // with an epoll, or through a lock those whose epolls watch it.
     let mut tasks = BTreeSet::new();
     for s in &e.sockets {
-        if taking_turns {
-            tasks.extend(s.workers_with_epoll.iter().filter_map(|&pid| single(pid)));
+        match e.pattern {
+            Pattern::TakingTurns { locked: 0, .. } => {
+                tasks.extend(s.workers_with_epoll.iter().filter_map(|&pid| single(pid)));
+            }
+            Pattern::TakingTurns { .. } => {
+                tasks.extend(watcher_pids(s).into_iter().filter_map(single));
+            }
+            _ => {}
         }
         for w in &s.watchers {
             tasks.extend(w.waiting_threads.iter().filter_map(|&tid| owner(tid)));
@@ -463,7 +531,23 @@ pub fn describe(addr: SocketAddr, sockets: &[SocketSetup], pattern: Pattern) -> 
                 "{tasks} tasks waiting in select()/poll() on the shared socket {addr}, no epoll"
             );
         }
-        Pattern::TakingTurns { workers, watching } => {
+        Pattern::TakingTurns {
+            workers,
+            watching,
+            locked,
+        } if locked > 0 => {
+            let _ = write!(
+                s,
+                "{workers} worker processes watch {addr} in their epolls, but {locked} of them wait for a lock shared between them (an accept mutex) and {} (the workers take turns)",
+                match watching {
+                    0 => "none waits in its epoll at this moment".to_string(),
+                    _ => "1 waits in its epoll".to_string(),
+                }
+            );
+        }
+        Pattern::TakingTurns {
+            workers, watching, ..
+        } => {
             let _ = write!(
                 s,
                 "{workers} worker processes hold {addr}, but {} it at this moment (the workers take turns, like nginx's accept_mutex)",
@@ -565,7 +649,8 @@ mod tests {
             e[0].pattern,
             Pattern::TakingTurns {
                 workers: 4,
-                watching: 1
+                watching: 1,
+                locked: 0,
             }
         );
         assert!(
@@ -841,6 +926,7 @@ mod tests {
                 Pattern::TakingTurns {
                     workers: 4,
                     watching: 1,
+                    locked: 0,
                 },
                 4,
             ),
@@ -877,6 +963,92 @@ mod tests {
             assert_eq!(tasks, want, "{name}");
             assert_eq!(tasks.len(), e.acceptors, "{name}");
         }
+    }
+
+    #[test]
+    fn workers_waiting_for_an_accept_mutex_take_turns() {
+        // httpd prefork with two `Listen`s, as /proc showed it: every child's
+        // epoll watches the socket, one child waits in it, the others in
+        // fcntl(F_SETLKW) on the accept mutex.
+        let lock = Blocked::Lock { nr: 72 };
+        let procs = (0..4)
+            .map(|i| {
+                let pid = 10 + i as u32;
+                let blocked = if i == 0 {
+                    Blocked::EpollWait { epfd: 8 }
+                } else {
+                    lock
+                };
+                process(pid, vec![ep(8, i, 0x19)], vec![thread(pid, blocked)])
+            })
+            .collect::<Vec<_>>();
+        // A master holding the socket with an epoll of its own (uWSGI's) is
+        // not one of the workers.
+        let master = process(
+            9,
+            vec![EpollFd {
+                fd: 15,
+                instance: 4,
+                watches: vec![],
+            }],
+            vec![thread(9, Blocked::EpollWait { epfd: 15 })],
+        );
+        let with_master: Vec<ProcessInfo> = std::iter::once(master).chain(procs.clone()).collect();
+        let snap = snapshot(with_master, &[INO]);
+        let e = &endpoints(&snap)[0];
+        assert_eq!(
+            e.pattern,
+            Pattern::TakingTurns {
+                workers: 4,
+                watching: 1,
+                locked: 3,
+            }
+        );
+        assert!(!e.pattern.herd_prone());
+        assert_eq!(
+            e.description,
+            "4 worker processes watch 0.0.0.0:80 in their epolls, but 3 of them wait for a lock \
+             shared between them (an accept mutex) and 1 waits in its epoll (the workers take turns)"
+        );
+        assert_eq!(
+            acceptor_tasks(&snap, e),
+            vec![(10, 10), (11, 11), (12, 12), (13, 13)]
+        );
+        // The holder busy with a connection: nobody in an epoll.
+        let mut busy = procs.clone();
+        busy[0].threads[0].blocked = Blocked::Other { nr: 0 };
+        let e = &endpoints(&snapshot(busy, &[INO]))[0];
+        assert!(
+            matches!(
+                e.pattern,
+                Pattern::TakingTurns {
+                    watching: 0,
+                    locked: 3,
+                    ..
+                }
+            ),
+            "{:?}",
+            e.pattern
+        );
+        // Two epolls with a waiter each are a herd whatever else waits.
+        let mut two = procs.clone();
+        two[1].threads[0].blocked = Blocked::EpollWait { epfd: 8 };
+        let e = &endpoints(&snapshot(two, &[INO]))[0];
+        assert!(matches!(
+            e.pattern,
+            Pattern::EpollPerWorker { instances: 4, .. }
+        ));
+        // One worker in the lock is not a queue of them (and a herd server's
+        // busy workers are not in a lock at all).
+        let mut one = procs;
+        for p in &mut one[2..] {
+            p.threads[0].blocked = Blocked::Other { nr: 0 };
+        }
+        let e = &endpoints(&snapshot(one, &[INO]))[0];
+        assert!(matches!(
+            e.pattern,
+            Pattern::EpollPerWorker { instances: 4, .. }
+        ));
     }
 
     #[test]
@@ -949,7 +1121,8 @@ mod tests {
             e.pattern,
             Pattern::TakingTurns {
                 workers: 4,
-                watching: 0
+                watching: 0,
+                locked: 0,
             }
         );
         assert!(

@@ -26,6 +26,10 @@ mod nr {
     pub const ACCEPTS: &[i64] = &[43, 288]; // accept, accept4
     pub const SELECTS: &[i64] = &[23, 270]; // select, pselect6
     pub const POLLS: &[i64] = &[7, 271]; // poll, ppoll
+    pub const FCNTL: i64 = 72;
+    pub const FLOCK: i64 = 73;
+    pub const SEMOPS: &[i64] = &[65, 220]; // semop, semtimedop
+    pub const FUTEX: i64 = 202;
 }
 #[cfg(target_arch = "aarch64")]
 mod nr {
@@ -33,6 +37,10 @@ mod nr {
     pub const ACCEPTS: &[i64] = &[202, 242]; // accept, accept4
     pub const SELECTS: &[i64] = &[72]; // pselect6
     pub const POLLS: &[i64] = &[73]; // ppoll
+    pub const FCNTL: i64 = 25;
+    pub const FLOCK: i64 = 32;
+    pub const SEMOPS: &[i64] = &[193, 192]; // semop, semtimedop
+    pub const FUTEX: i64 = 98;
 }
 #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
 mod nr {
@@ -40,6 +48,33 @@ mod nr {
     pub const ACCEPTS: &[i64] = &[];
     pub const SELECTS: &[i64] = &[];
     pub const POLLS: &[i64] = &[];
+    pub const FCNTL: i64 = -2;
+    pub const FLOCK: i64 = -2;
+    pub const SEMOPS: &[i64] = &[];
+    pub const FUTEX: i64 = -2;
+}
+
+/// fcntl commands that wait for a record lock: F_SETLKW, F_OFD_SETLKW.
+const FCNTL_LOCK_WAITS: &[i64] = &[7, 38];
+/// futex operations that wait (FUTEX_WAIT, FUTEX_LOCK_PI, FUTEX_WAIT_BITSET,
+/// FUTEX_LOCK_PI2); without FUTEX_PRIVATE_FLAG the futex is in memory shared
+/// between processes (a process-shared pthread mutex).
+const FUTEX_WAITS: &[i64] = &[0, 6, 9, 13];
+const FUTEX_PRIVATE_FLAG: i64 = 128;
+
+/// Is system call `nr` with these first two arguments a wait for a lock
+/// shared between processes (an accept mutex: httpd's `Mutex mpm-accept`,
+/// uWSGI's `--thunder-lock`)? fcntl(F_SETLKW), flock, System V semaphores,
+/// and futex waits that are not process-private.
+fn is_shared_lock_wait(nr: i64, arg1: Option<i64>) -> bool {
+    if nr == nr::FCNTL {
+        return arg1.is_some_and(|cmd| FCNTL_LOCK_WAITS.contains(&cmd));
+    }
+    if nr == nr::FUTEX {
+        return arg1
+            .is_some_and(|op| op & FUTEX_PRIVATE_FLAG == 0 && FUTEX_WAITS.contains(&(op & 127)));
+    }
+    nr == nr::FLOCK || nr::SEMOPS.contains(&nr)
 }
 
 /// Environment variables kept from /proc/PID/environ: the ones that change
@@ -59,6 +94,10 @@ pub enum Blocked {
     Select { nfds: i32 },
     /// Asleep in poll/ppoll (which fds is not visible in /proc).
     Poll,
+    /// Waiting for a lock shared between processes (see
+    /// `is_shared_lock_wait`): a worker waiting for its turn at an accept
+    /// mutex.
+    Lock { nr: i64 },
     /// In another system call.
     Other { nr: i64 },
     /// Running in user space (no system call to show).
@@ -80,15 +119,18 @@ pub fn parse_syscall(text: &str) -> Blocked {
     let Ok(nr) = first.parse::<i64>() else {
         return Blocked::Unknown;
     };
-    let arg0 = f
-        .next()
-        .and_then(|a| i64::from_str_radix(a.trim_start_matches("0x"), 16).ok())
-        .and_then(|a| i32::try_from(a).ok());
+    let mut arg = || {
+        f.next()
+            .and_then(|a| i64::from_str_radix(a.trim_start_matches("0x"), 16).ok())
+    };
+    let arg0 = arg().and_then(|a| i32::try_from(a).ok());
+    let arg1 = arg();
     match arg0 {
         Some(fd) if nr::EPOLL_WAITS.contains(&nr) => Blocked::EpollWait { epfd: fd },
         Some(fd) if nr::ACCEPTS.contains(&nr) => Blocked::Accept { fd },
         Some(nfds) if nr::SELECTS.contains(&nr) => Blocked::Select { nfds },
         _ if nr::POLLS.contains(&nr) => Blocked::Poll,
+        _ if is_shared_lock_wait(nr, arg1) => Blocked::Lock { nr },
         _ => Blocked::Other { nr },
     }
 }
@@ -488,6 +530,58 @@ mod tests {
             assert_eq!(
                 parse_syscall("271 0x7ffd 0x2 0x0 0x0 0x8 0x0 0x7ffd 0x7f"),
                 Blocked::Poll
+            );
+        }
+        #[cfg(target_arch = "x86_64")]
+        {
+            // An httpd prefork child waiting for the accept mutex (fcntl
+            // F_SETLKW), as /proc showed it.
+            assert_eq!(
+                parse_syscall(
+                    "72 0x7 0x7 0x7faa26555dc0 0x5580032a3ff8 0x0 0x0 0x7ffcc8570280 0x7faa26430810"
+                ),
+                Blocked::Lock { nr: 72 }
+            );
+            // F_SETLK does not wait; F_OFD_SETLKW does.
+            assert_eq!(
+                parse_syscall("72 0x7 0x6 0x7f 0x0 0x0 0x0 0x7ffc 0x7f"),
+                Blocked::Other { nr: 72 }
+            );
+            assert_eq!(
+                parse_syscall("72 0x7 0x26 0x7f 0x0 0x0 0x0 0x7ffc 0x7f"),
+                Blocked::Lock { nr: 72 }
+            );
+            // flock, semop, semtimedop.
+            assert_eq!(
+                parse_syscall("73 0x7 0x2 0x0 0x0 0x0 0x0 0x7ffc 0x7f"),
+                Blocked::Lock { nr: 73 }
+            );
+            assert_eq!(
+                parse_syscall("65 0x8000 0x7ffc 0x1 0x0 0x0 0x0 0x7ffc 0x7f"),
+                Blocked::Lock { nr: 65 }
+            );
+            assert_eq!(
+                parse_syscall("220 0x8000 0x7ffc 0x1 0x0 0x0 0x0 0x7ffc 0x7f"),
+                Blocked::Lock { nr: 220 }
+            );
+            // A process-shared futex wait (FUTEX_WAIT) is a lock between
+            // processes; a private one (FUTEX_WAIT_PRIVATE, a thread's
+            // condition variable) is not; nor is FUTEX_WAKE.
+            assert_eq!(
+                parse_syscall("202 0x7f3a10001000 0x0 0x2 0x0 0x0 0x0 0x7ffc 0x7f"),
+                Blocked::Lock { nr: 202 }
+            );
+            assert_eq!(
+                parse_syscall("202 0x7f3a10001000 0x89 0x0 0x0 0x0 0xffffffff 0x7ffc 0x7f"),
+                Blocked::Other { nr: 202 }
+            );
+            assert_eq!(
+                parse_syscall("202 0x7f3a10001000 0x80 0x2 0x0 0x0 0x0 0x7ffc 0x7f"),
+                Blocked::Other { nr: 202 }
+            );
+            assert_eq!(
+                parse_syscall("202 0x7f3a10001000 0x1 0x1 0x0 0x0 0x0 0x7ffc 0x7f"),
+                Blocked::Other { nr: 202 }
             );
         }
         assert_eq!(parse_syscall("running\n"), Blocked::Running);

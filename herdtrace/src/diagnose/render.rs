@@ -236,6 +236,7 @@ mod tests {
                 accepting_threads: vec![],
                 polling_threads: vec![],
                 workers_with_epoll: vec![],
+                lock_waiters: vec![],
             }],
             pattern,
             acceptors: watchers,
