@@ -303,10 +303,22 @@ fn watcher_pids(s: &SocketSetup) -> BTreeSet<u32> {
         .collect()
 }
 
+/// Tasks asleep in accept() on the socket while the epolls that watch it
+/// have nobody waiting in them: httpd's prefork children with one `Listen`
+/// keep the socket in a pollset they never wait in and block in accept().
+fn accept_beside_idle_epolls(s: &SocketSetup) -> bool {
+    !s.accepting_threads.is_empty() && s.watchers.iter().all(|w| w.likely_waiters == 0)
+}
+
 /// The pattern of a single socket (not a reuseport group).
 fn single_socket_pattern(s: &SocketSetup) -> Pattern {
     if let Some(turns) = turns_through_a_lock(s) {
         return turns;
+    }
+    if accept_beside_idle_epolls(s) {
+        return Pattern::BlockingAccept {
+            threads: s.accepting_threads.len(),
+        };
     }
     match s.watchers.len() {
         0 if !s.accepting_threads.is_empty() => Pattern::BlockingAccept {
@@ -355,7 +367,11 @@ fn single_socket_pattern(s: &SocketSetup) -> Pattern {
 /// a snapshot can catch its worker busy). Every worker holds every socket of
 /// an nginx group, so holders do not count.
 fn group_member_acceptors(s: &SocketSetup) -> usize {
-    let waiters: usize = s.watchers.iter().map(|w| w.likely_waiters.max(1)).sum();
+    let waiters: usize = if accept_beside_idle_epolls(s) {
+        0
+    } else {
+        s.watchers.iter().map(|w| w.likely_waiters.max(1)).sum()
+    };
     (waiters + s.accepting_threads.len() + s.polling_threads.len()).max(1)
 }
 
@@ -434,7 +450,22 @@ pub fn acceptor_tasks(snap: &Snapshot, e: &Endpoint) -> Vec<(u32, u32)> {
                 tasks.extend(s.workers_with_epoll.iter().filter_map(|&pid| single(pid)));
             }
             Pattern::TakingTurns { .. } => {
-                tasks.extend(watcher_pids(s).into_iter().filter_map(single));
+                // A multi-threaded child (httpd's worker MPM) takes its turn
+                // in its listener thread: the one waiting for the lock.
+                for pid in watcher_pids(s) {
+                    match (single(pid), process(pid)) {
+                        (Some(task), _) => {
+                            tasks.insert(task);
+                        }
+                        (None, Some(p)) => tasks.extend(
+                            p.threads
+                                .iter()
+                                .filter(|t| matches!(t.blocked, Blocked::Lock { .. }))
+                                .map(|t| (pid, t.tid)),
+                        ),
+                        (None, None) => {}
+                    }
+                }
             }
             _ => {}
         }
@@ -503,13 +534,10 @@ pub fn describe(addr: SocketAddr, sockets: &[SocketSetup], pattern: Pattern) -> 
         }
         Pattern::Reuseport { sockets: n, .. } => {
             let watched: Vec<usize> = sockets.iter().map(|s| s.watchers.len()).collect();
-            let each = if watched.iter().all(|&w| w == 1) {
-                "each watched by one epoll".to_string()
-            } else if sockets
-                .iter()
-                .all(|s| s.watchers.is_empty() && !s.accepting_threads.is_empty())
-            {
+            let each = if sockets.iter().all(accept_beside_idle_epolls) {
                 "each with tasks blocked in accept()".to_string()
+            } else if watched.iter().all(|&w| w == 1) {
+                "each watched by one epoll".to_string()
             } else {
                 format!("epolls watching each: {watched:?}")
             };
@@ -519,9 +547,14 @@ pub fn describe(addr: SocketAddr, sockets: &[SocketSetup], pattern: Pattern) -> 
             );
         }
         Pattern::BlockingAccept { threads } => {
+            let epolls = if sockets.iter().any(|x| !x.watchers.is_empty()) {
+                "epolls watch it, but nobody waits in them"
+            } else {
+                "no epoll"
+            };
             let _ = write!(
                 s,
-                "{} in accept() on {addr}, no epoll",
+                "{} in accept() on {addr}, {epolls}",
                 plural(threads, "task blocked", "tasks blocked")
             );
         }
@@ -966,6 +999,82 @@ mod tests {
     }
 
     #[test]
+    fn accept_sleepers_beside_idle_epolls_are_blocking_accept() {
+        // httpd prefork with one `Listen`, as /proc showed it: each child's
+        // epoll watches the socket, nobody waits in it, the children sleep in
+        // accept4(3).
+        let procs: Vec<ProcessInfo> = (0..4)
+            .map(|i| {
+                let pid = 10 + i as u32;
+                process(
+                    pid,
+                    vec![ep(6, i, 0x19)],
+                    vec![thread(pid, Blocked::Accept { fd: 3 })],
+                )
+            })
+            .collect();
+        let snap = snapshot(procs.clone(), &[INO]);
+        let e = &endpoints(&snap)[0];
+        assert_eq!(e.pattern, Pattern::BlockingAccept { threads: 4 });
+        assert!(!e.pattern.herd_prone());
+        assert_eq!(
+            e.description,
+            "4 tasks blocked in accept() on 0.0.0.0:80, epolls watch it, but nobody waits in them"
+        );
+        assert_eq!(
+            acceptor_tasks(&snap, e),
+            vec![(10, 10), (11, 11), (12, 12), (13, 13)]
+        );
+        // httpd prefork's buckets (`ListenCoresBucketsRatio`): an SO_REUSEPORT
+        // pair, two children blocked in accept() on each, one per child.
+        let bucket = |pid: u32, ino: u64| {
+            let mut p = process(
+                pid,
+                vec![ep(6, (pid - 10) as usize, 0x19)],
+                vec![thread(pid, Blocked::Accept { fd: 3 })],
+            );
+            p.listen_fds = vec![ListenFd { fd: 3, inode: ino }];
+            p.epolls[0].watches[0].ino = ino;
+            p
+        };
+        let snap = snapshot(
+            vec![
+                bucket(10, INO),
+                bucket(11, INO + 1),
+                bucket(12, INO),
+                bucket(13, INO + 1),
+            ],
+            &[INO, INO + 1],
+        );
+        let e = &endpoints(&snap)[0];
+        assert_eq!(
+            e.pattern,
+            Pattern::Reuseport {
+                sockets: 2,
+                max_woken: 1
+            }
+        );
+        assert_eq!(
+            e.acceptors, 4,
+            "one per child, not its epoll and its accept"
+        );
+        assert_eq!(
+            e.description,
+            "SO_REUSEPORT group of 2 listening sockets on 0.0.0.0:80, each with tasks blocked in accept()"
+        );
+        // One of them waiting in its epoll instead: that epoll can be woken
+        // with the accept sleepers, as before.
+        let mut mixed = procs;
+        mixed[0].threads[0].blocked = Blocked::EpollWait { epfd: 6 };
+        let e = &endpoints(&snapshot(mixed, &[INO]))[0];
+        assert!(
+            matches!(e.pattern, Pattern::EpollPerWorker { instances: 4, .. }),
+            "{:?}",
+            e.pattern
+        );
+    }
+
+    #[test]
     fn workers_waiting_for_an_accept_mutex_take_turns() {
         // httpd prefork with two `Listen`s, as /proc showed it: every child's
         // epoll watches the socket, one child waits in it, the others in
@@ -1013,6 +1122,39 @@ mod tests {
         assert_eq!(
             acceptor_tasks(&snap, e),
             vec![(10, 10), (11, 11), (12, 12), (13, 13)]
+        );
+        // httpd's worker MPM: each child's listener thread waits for the
+        // lock (or in the epoll), its worker threads on private futexes.
+        let threaded: Vec<ProcessInfo> = procs
+            .iter()
+            .map(|p| {
+                let mut p = p.clone();
+                let listener = p.threads[0].blocked;
+                p.threads = vec![
+                    thread(p.pid, Blocked::Other { nr: 0 }),
+                    thread(p.pid * 10, Blocked::Other { nr: 202 }),
+                    thread(p.pid * 10 + 1, listener),
+                ];
+                p
+            })
+            .collect();
+        let snap = snapshot(threaded, &[INO]);
+        let e = &endpoints(&snap)[0];
+        assert!(
+            matches!(
+                e.pattern,
+                Pattern::TakingTurns {
+                    workers: 4,
+                    watching: 1,
+                    locked: 3
+                }
+            ),
+            "{:?}",
+            e.pattern
+        );
+        assert_eq!(
+            acceptor_tasks(&snap, e),
+            vec![(10, 101), (11, 111), (12, 121), (13, 131)]
         );
         // The holder busy with a connection: nobody in an epoll.
         let mut busy = procs.clone();
