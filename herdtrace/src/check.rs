@@ -264,7 +264,8 @@ fn facts(btf: Result<&Btf, String>, privilege: &Privilege, release: Option<&str>
             Ok(_) => ProbeStatus::Ok,
             Err(e) => ProbeStatus::Missing(e.clone()),
         },
-        privileges: match privilege.problem() {
+        // Lockdown refuses whatever the privileges allow: said in their place.
+        privileges: match privilege.problem().or_else(kernel::lockdown_problem) {
             None => ProbeStatus::Ok,
             Some(p) => ProbeStatus::Refused(p),
         },

@@ -177,6 +177,9 @@ pub fn prepare(args: &TraceArgs) -> Result<Prepared> {
     if let Some(problem) = kernel::privilege_problem() {
         bail!("{problem}");
     }
+    if let Some(problem) = kernel::lockdown_problem() {
+        bail!("{problem}");
+    }
     if let Some(problem) = kernel::pid_namespace_problem() {
         bail!("{problem}");
     }

@@ -1,11 +1,12 @@
 //! Facts about the running kernel: release, config, symbols, tracepoints,
-//! privileges, and the gaps `HERDTRACE_MISSING` simulates. Each question has
-//! a pure parser (unit-tested on fixture strings) and a thin function that
-//! does the I/O, in a module of its own.
+//! privileges, lockdown, and the gaps `HERDTRACE_MISSING` simulates. Each
+//! question has a pure parser (unit-tested on fixture strings) and a thin
+//! function that does the I/O, in a module of its own.
 //!
 //! Only what the integration tests call is public; the rest is the crate's.
 mod config;
 mod kallsyms;
+mod lockdown;
 mod missing;
 mod pidns;
 mod privilege;
@@ -13,6 +14,7 @@ mod release;
 mod tracefs;
 
 pub use config::{ConfigValue, KernelConfig};
+pub use lockdown::lockdown_problem;
 pub use pidns::pid_namespace_problem;
 pub use privilege::privilege_problem;
 pub use release::release;
