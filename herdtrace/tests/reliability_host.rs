@@ -933,12 +933,27 @@ fn ring_buffer_overflow_is_counted_never_silent() {
     // The verdict itself says what it rests on (a 4K buffer loses most).
     let verdict = s["verdict"].as_str().unwrap_or_default();
     assert!(
-        verdict.starts_with(&format!("no verdict: {lost} events were lost"))
-            || verdict.contains(&format!(
-                "; from an incomplete trace ({lost} events lost, {incomplete} of "
-            )),
+        verdict.starts_with(&format!(
+            "no verdict: {incomplete} of {} connections are incomplete ({lost} events lost)",
+            s["connections"]
+        )) || verdict.contains(&format!(
+            "; from an incomplete trace ({lost} events lost, {incomplete} of "
+        )),
         "{s}"
     );
+    // So does a balance verdict (seen: "IMBALANCED ... 56% of 78 accepts").
+    let balance = &s["balance"];
+    if balance["verdict"] == "balanced" || balance["verdict"] == "imbalanced" {
+        assert!(
+            balance["line"]
+                .as_str()
+                .unwrap_or_default()
+                .ends_with(&format!(
+                    "; from an incomplete trace ({lost} events lost): the shares may be skewed"
+                )),
+            "{balance}"
+        );
+    }
     // The text summary says so in words.
     let srv2 = server();
     let args = trace_args(srv2.pid(), &["--ringbuf-size", "4K"]);

@@ -662,6 +662,7 @@ impl Engine {
                 .max(self.known.listeners_per_addr),
             clients: self.balance.clients(workers),
             untraced_waiters: self.known.untraced.tasks.len() as u64,
+            lost_events: self.lost_events(),
         }
     }
 

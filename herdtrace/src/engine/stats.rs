@@ -215,6 +215,10 @@ pub struct Balance {
     /// Tasks outside the trace waiting on the same listeners: their share
     /// of the accepts is not known, so no verdict is given.
     pub untraced_waiters: u64,
+    /// Events the kernel dropped: accepts among them are missing, and a
+    /// CPU's ring buffer overflows alone, so the shares of the workers
+    /// running there may be skewed.
+    pub lost_events: u64,
 }
 
 /// Distribution of tasks woken per connection.

@@ -170,7 +170,18 @@ pub fn finding_in(b: &Balance, hint: SetupHint) -> BalanceFinding {
     let pattern = (verdict == BalanceVerdict::Imbalanced)
         .then(|| pattern_in(b, hint))
         .flatten();
-    let line = line(b, verdict, pattern, top_over_fair);
+    let mut line = line(b, verdict, pattern, top_over_fair);
+    if b.lost_events > 0
+        && matches!(
+            verdict,
+            BalanceVerdict::Balanced | BalanceVerdict::Imbalanced
+        )
+    {
+        line.push_str(&format!(
+            "; from an incomplete trace ({} events lost): the shares may be skewed",
+            b.lost_events
+        ));
+    }
     BalanceFinding {
         balance: b.clone(),
         verdict,
@@ -317,7 +328,29 @@ mod tests {
             listeners_per_port: 1,
             clients: Clients::default(),
             untraced_waiters: 0,
+            lost_events: 0,
         }
+    }
+
+    #[test]
+    fn a_balance_from_an_incomplete_trace_says_so() {
+        let mut b = balance(4, &[103, 100, 99, 98]);
+        b.lost_events = 6116;
+        assert_eq!(
+            finding(&b).line,
+            "balanced: the busiest worker, w[10/10], took 26% of 400 accepts (fair share 25% \
+             of 4 workers); from an incomplete trace (6116 events lost): the shares may be \
+             skewed"
+        );
+        let mut b = balance(4, &[400, 0, 0, 0]);
+        b.lost_events = 1;
+        assert!(finding(&b)
+            .line
+            .ends_with("; from an incomplete trace (1 events lost): the shares may be skewed"));
+        // No verdict, nothing to qualify.
+        let mut b = balance(4, &[10]);
+        b.lost_events = 5;
+        assert!(!finding(&b).line.contains("incomplete"));
     }
 
     #[test]
