@@ -403,6 +403,26 @@ fn a_private_pid_namespace_is_refused() {
         .args(["--pid", "1", "-d", "1"])
         .output()
         .expect("run unshare (util-linux)");
+    assert_refused_for_its_pid_namespace(&out);
+    // A namespace nested in that one, seeing its /proc: NSpid lists two
+    // levels, yet /proc is not the host's (taken for the host's before).
+    let out = Command::new("unshare")
+        .args([
+            "--pid",
+            "--fork",
+            "--mount-proc",
+            "unshare",
+            "--pid",
+            "--fork",
+        ])
+        .arg(bin())
+        .args(["--pid", "1", "-d", "1"])
+        .output()
+        .expect("run unshare (util-linux)");
+    assert_refused_for_its_pid_namespace(&out);
+}
+
+fn assert_refused_for_its_pid_namespace(out: &std::process::Output) {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_ne!(out.status.code(), Some(0), "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");

@@ -534,55 +534,38 @@ mod tests {
         }
         #[cfg(target_arch = "x86_64")]
         {
-            // An httpd prefork child waiting for the accept mutex (fcntl
-            // F_SETLKW), as /proc showed it.
-            assert_eq!(
-                parse_syscall(
-                    "72 0x7 0x7 0x7faa26555dc0 0x5580032a3ff8 0x0 0x0 0x7ffcc8570280 0x7faa26430810"
+            let (lock, other) = (Blocked::Lock { nr: 0 }, Blocked::Other { nr: 0 });
+            for (line, want) in [
+                // An httpd prefork child waiting for the accept mutex (fcntl
+                // F_SETLKW), as /proc showed it.
+                (
+                    "72 0x7 0x7 0x7faa26555dc0 0x5580032a3ff8 0x0 0x0 0x7ffcc8570280 0x7faa26430810",
+                    lock,
                 ),
-                Blocked::Lock { nr: 72 }
-            );
-            // F_SETLK does not wait; F_OFD_SETLKW does.
-            assert_eq!(
-                parse_syscall("72 0x7 0x6 0x7f 0x0 0x0 0x0 0x7ffc 0x7f"),
-                Blocked::Other { nr: 72 }
-            );
-            assert_eq!(
-                parse_syscall("72 0x7 0x26 0x7f 0x0 0x0 0x0 0x7ffc 0x7f"),
-                Blocked::Lock { nr: 72 }
-            );
-            // flock, semop, semtimedop.
-            assert_eq!(
-                parse_syscall("73 0x7 0x2 0x0 0x0 0x0 0x0 0x7ffc 0x7f"),
-                Blocked::Lock { nr: 73 }
-            );
-            assert_eq!(
-                parse_syscall("65 0x8000 0x7ffc 0x1 0x0 0x0 0x0 0x7ffc 0x7f"),
-                Blocked::Lock { nr: 65 }
-            );
-            assert_eq!(
-                parse_syscall("220 0x8000 0x7ffc 0x1 0x0 0x0 0x0 0x7ffc 0x7f"),
-                Blocked::Lock { nr: 220 }
-            );
-            // A process-shared futex wait (FUTEX_WAIT) is a lock between
-            // processes; a private one (FUTEX_WAIT_PRIVATE, a thread's
-            // condition variable) is not; nor is FUTEX_WAKE.
-            assert_eq!(
-                parse_syscall("202 0x7f3a10001000 0x0 0x2 0x0 0x0 0x0 0x7ffc 0x7f"),
-                Blocked::Lock { nr: 202 }
-            );
-            assert_eq!(
-                parse_syscall("202 0x7f3a10001000 0x89 0x0 0x0 0x0 0xffffffff 0x7ffc 0x7f"),
-                Blocked::Other { nr: 202 }
-            );
-            assert_eq!(
-                parse_syscall("202 0x7f3a10001000 0x80 0x2 0x0 0x0 0x0 0x7ffc 0x7f"),
-                Blocked::Other { nr: 202 }
-            );
-            assert_eq!(
-                parse_syscall("202 0x7f3a10001000 0x1 0x1 0x0 0x0 0x0 0x7ffc 0x7f"),
-                Blocked::Other { nr: 202 }
-            );
+                // F_SETLK does not wait; F_OFD_SETLKW does.
+                ("72 0x7 0x6 0x7f 0x0 0x0 0x0 0x7ffc 0x7f", other),
+                ("72 0x7 0x26 0x7f 0x0 0x0 0x0 0x7ffc 0x7f", lock),
+                // flock, semop, semtimedop.
+                ("73 0x7 0x2 0x0 0x0 0x0 0x0 0x7ffc 0x7f", lock),
+                ("65 0x8000 0x7ffc 0x1 0x0 0x0 0x0 0x7ffc 0x7f", lock),
+                ("220 0x8000 0x7ffc 0x1 0x0 0x0 0x0 0x7ffc 0x7f", lock),
+                // A process-shared futex wait (FUTEX_WAIT, uWSGI's lock) is a
+                // lock between processes; a private one (FUTEX_WAIT_PRIVATE,
+                // FUTEX_WAIT_BITSET_PRIVATE: a thread's condition variable)
+                // is not; nor is FUTEX_WAKE.
+                ("202 0x7f3a10001000 0x0 0x2 0x0 0x0 0x0 0x7ffc 0x7f", lock),
+                ("202 0x7f59bea89000 0x6 0x0 0x0 0x0 0x0 0x7ffc 0x7f", lock),
+                ("202 0x7f3a10001000 0x89 0x0 0x0 0x0 0xffffffff 0x7ffc 0x7f", other),
+                ("202 0x7f3a10001000 0x80 0x2 0x0 0x0 0x0 0x7ffc 0x7f", other),
+                ("202 0x7f3a10001000 0x1 0x1 0x0 0x0 0x0 0x7ffc 0x7f", other),
+            ] {
+                let nr = line.split(' ').next().and_then(|n| n.parse().ok()).unwrap_or(0);
+                let want = match want {
+                    Blocked::Lock { .. } => Blocked::Lock { nr },
+                    _ => Blocked::Other { nr },
+                };
+                assert_eq!(parse_syscall(line), want, "{line}");
+            }
         }
         assert_eq!(parse_syscall("running\n"), Blocked::Running);
         assert_eq!(parse_syscall("-1 0x7ffc 0x7f1"), Blocked::Other { nr: -1 });

@@ -16,29 +16,45 @@ pub fn nspid_levels(status: &str) -> Option<usize> {
     Some(line.split_whitespace().count())
 }
 
-/// The problem, if /proc is this process's own PID namespace and that is
-/// not the initial one. `own_ns`: the inode of `/proc/self/ns/pid`.
-/// With more than one level /proc belongs to an ancestor namespace (a
-/// container that sees the host's /proc), whose pids are taken as global.
-pub fn classify(own_ns: Option<u64>, levels: Option<usize>) -> Option<String> {
-    let ns = own_ns?;
-    if ns == PROC_PID_INIT_INO || levels.unwrap_or(1) > 1 {
-        return None;
-    }
-    Some(format!(
-        "/proc shows the pids of PID namespace pid:[{ns}], not the host's, but the kernel \
-         reports host pids, so no traced task would match: run herdtrace in the host's PID \
-         namespace (docker run --pid=host, Kubernetes hostPID: true)"
-    ))
+/// The problem, if /proc's PID namespace is not the initial one.
+/// `proc_ns`: the namespace of /proc's pid 1 (`/proc/1/ns/pid`), which is
+/// the init of the namespace /proc was mounted for: that decides, also for
+/// a namespace nested in a container's, whose /proc is the container's
+/// (NSpid then lists more than one level). Without it (unreadable), the
+/// process's own namespace (`own_ns`, `/proc/self/ns/pid`) and its NSpid
+/// `levels` are used: with more than one level /proc belongs to an ancestor
+/// namespace, taken as the host's.
+pub fn classify(
+    proc_ns: Option<u64>,
+    own_ns: Option<u64>,
+    levels: Option<usize>,
+) -> Option<String> {
+    let ns = match proc_ns {
+        Some(ns) => ns,
+        None => {
+            let ns = own_ns?;
+            if levels.unwrap_or(1) > 1 {
+                return None;
+            }
+            ns
+        }
+    };
+    (ns != PROC_PID_INIT_INO).then(|| {
+        format!(
+            "/proc shows the pids of PID namespace pid:[{ns}], not the host's, but the kernel \
+             reports host pids, so no traced task would match: run herdtrace in the host's PID \
+             namespace (docker run --pid=host, Kubernetes hostPID: true)"
+        )
+    })
 }
 
 /// [`classify`] for this process.
 pub fn pid_namespace_problem() -> Option<String> {
-    let own_ns = fs::metadata("/proc/self/ns/pid").ok().map(|m| m.ino());
+    let ns_of = |path: &str| fs::metadata(path).ok().map(|m| m.ino());
     let levels = fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| nspid_levels(&s));
-    classify(own_ns, levels)
+    classify(ns_of("/proc/1/ns/pid"), ns_of("/proc/self/ns/pid"), levels)
 }
 
 #[cfg(test)]
@@ -53,17 +69,32 @@ mod tests {
     }
 
     #[test]
-    fn only_a_private_proc_of_another_namespace_is_a_problem() {
-        // The host.
-        assert_eq!(classify(Some(PROC_PID_INIT_INO), Some(1)), None);
-        // A container seeing the host's /proc (two levels), or an old kernel.
-        assert_eq!(classify(Some(4026532179), Some(2)), None);
-        assert_eq!(classify(None, Some(1)), None);
+    fn only_a_proc_of_another_namespace_is_a_problem() {
+        const CONTAINER: u64 = 4026532179;
+        const NESTED: u64 = 4026532300;
+        // The host, and a container that sees the host's /proc.
+        assert_eq!(
+            classify(Some(PROC_PID_INIT_INO), Some(PROC_PID_INIT_INO), Some(1)),
+            None
+        );
+        assert_eq!(
+            classify(Some(PROC_PID_INIT_INO), Some(CONTAINER), Some(2)),
+            None
+        );
         // A container with its own /proc.
-        let p = classify(Some(4026532179), Some(1)).expect("problem");
+        let p = classify(Some(CONTAINER), Some(CONTAINER), Some(1)).expect("problem");
         assert!(p.starts_with("/proc shows the pids of PID namespace pid:[4026532179]"));
         assert!(p.ends_with("(docker run --pid=host, Kubernetes hostPID: true)"));
+        // A namespace nested in a container's, seeing the container's /proc:
+        // two NSpid levels, but /proc's pid 1 is the container's init.
+        let p = classify(Some(CONTAINER), Some(NESTED), Some(2)).expect("problem");
+        assert!(p.starts_with("/proc shows the pids of PID namespace pid:[4026532179]"));
+        // /proc/1 unreadable: the own namespace and NSpid decide.
+        assert_eq!(classify(None, Some(PROC_PID_INIT_INO), Some(1)), None);
+        assert_eq!(classify(None, Some(CONTAINER), Some(2)), None);
+        assert_eq!(classify(None, None, Some(1)), None);
+        assert!(classify(None, Some(CONTAINER), Some(1)).is_some());
         // Before NSpid (4.1), one level is assumed.
-        assert!(classify(Some(4026532179), None).is_some());
+        assert!(classify(None, Some(CONTAINER), None).is_some());
     }
 }
