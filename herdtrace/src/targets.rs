@@ -372,13 +372,12 @@ pub fn threads_in_accept(proc_root: &Path, pid: u32) -> Vec<u32> {
         .collect()
 }
 
-/// Whether a `/proc/PID/task/TID/syscall` line shows accept or accept4 (x86-64).
+/// Whether a `/proc/PID/task/TID/syscall` line shows accept or accept4
+/// (read as `diagnose` reads it).
 pub fn in_accept(syscall_line: &str) -> bool {
-    const ACCEPT: &str = "43";
-    const ACCEPT4: &str = "288";
     matches!(
-        syscall_line.split_whitespace().next(),
-        Some(ACCEPT | ACCEPT4)
+        crate::diagnose::procfs::parse_syscall(syscall_line),
+        crate::diagnose::procfs::Blocked::Accept { .. }
     )
 }
 

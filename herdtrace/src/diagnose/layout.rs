@@ -264,10 +264,7 @@ fn lock_waiters(snap: &Snapshot, watchers: &[Watcher]) -> Vec<u32> {
         .iter()
         .flat_map(|w| w.waiting_threads.iter().copied())
         .collect();
-    let pids: BTreeSet<u32> = watchers
-        .iter()
-        .flat_map(|w| w.pids.iter().copied())
-        .collect();
+    let pids = watcher_pids(watchers);
     snap.processes
         .iter()
         .filter(|p| pids.contains(&p.pid))
@@ -288,7 +285,7 @@ fn turns_through_a_lock(s: &SocketSetup) -> Option<Pattern> {
     let waiting_epolls = s.watchers.iter().filter(|w| w.likely_waiters > 0).count();
     let one_each = s.watchers.iter().all(|w| w.likely_waiters < 2);
     (s.lock_waiters.len() >= 2 && waiting_epolls <= 1 && one_each).then(|| Pattern::TakingTurns {
-        workers: watcher_pids(s).len(),
+        workers: watcher_pids(&s.watchers).len(),
         watching: waiting_epolls,
         locked: s.lock_waiters.len(),
     })
@@ -296,8 +293,8 @@ fn turns_through_a_lock(s: &SocketSetup) -> Option<Pattern> {
 
 /// The processes whose epolls watch the socket (not a master that holds
 /// it with an epoll of its own, as uWSGI's does).
-fn watcher_pids(s: &SocketSetup) -> BTreeSet<u32> {
-    s.watchers
+fn watcher_pids(watchers: &[Watcher]) -> BTreeSet<u32> {
+    watchers
         .iter()
         .flat_map(|w| w.pids.iter().copied())
         .collect()
@@ -452,7 +449,7 @@ pub fn acceptor_tasks(snap: &Snapshot, e: &Endpoint) -> Vec<(u32, u32)> {
             Pattern::TakingTurns { .. } => {
                 // A multi-threaded child (httpd's worker MPM) takes its turn
                 // in its listener thread: the one waiting for the lock.
-                for pid in watcher_pids(s) {
+                for pid in watcher_pids(&s.watchers) {
                     match (single(pid), process(pid)) {
                         (Some(task), _) => {
                             tasks.insert(task);

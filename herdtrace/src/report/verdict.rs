@@ -126,7 +126,8 @@ pub fn verdict_line(s: &Summary) -> String {
         t.per_conn_losers(),
         t.spurious_per_conn()
     );
-    let line = match classify(s) {
+    let verdict = classify(s);
+    let line = match verdict {
         Verdict::NoData if t.connections > 0 && s.untraced.is_empty() => {
             return format!(
                 "no verdict: {} of {} connections are incomplete ({} events lost), and their \
@@ -166,7 +167,7 @@ pub fn verdict_line(s: &Summary) -> String {
             t.woken_mean()
         ),
     };
-    let line = match classify(s) {
+    let line = match verdict {
         Verdict::IntermittentHerd | Verdict::MildHerd | Verdict::Herd if !s.untraced.is_empty() => {
             format!("{line}; at least: {}", untraced_clause(s))
         }
