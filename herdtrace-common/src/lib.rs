@@ -283,6 +283,8 @@ pub struct Config {
     pub epitem_ep: u32,
     pub sock_sk_wq: u32,
     pub socket_wq_wait: u32,
+    /// `io_kiocb.opcode` (an io_uring request's operation).
+    pub io_kiocb_opcode: u32,
     // ---- layouts checked in BTF (non-zero: one read covers several members)
     /// `sock_common` holds daddr, rcv_saddr, dport, num, family and state in
     /// its first 20 bytes at their usual places.
@@ -301,6 +303,20 @@ pub struct Config {
     pub sys_enter_fd: u32,
     /// `syscalls:sys_exit_*`: `ret`.
     pub sys_exit_ret: u32,
+    /// `io_uring:io_uring_submit_sqe` (kernels before 5.19): the ring, the
+    /// request's user data and its opcode.
+    pub uring_submit_ctx: u32,
+    pub uring_submit_user_data: u32,
+    pub uring_submit_opcode: u32,
+    /// `io_uring:io_uring_complete`: the ring, the user data, the result
+    /// (read as 32 bits: a `long` before 5.13, an `int` since) and the CQE
+    /// flags (0: the record has none, before 5.13).
+    pub uring_complete_ctx: u32,
+    /// The request (5.19+), whose opcode tells an accept's completion.
+    pub uring_complete_req: u32,
+    pub uring_complete_user_data: u32,
+    pub uring_complete_res: u32,
+    pub uring_complete_cflags: u32,
     // ---- behaviour
     /// Non-zero: `inet_sock_set_state` opens chains (tracepoint backend on
     /// kernels without `sock:sk_data_ready`).
@@ -339,14 +355,32 @@ pub const MAP_LISTENERS: u32 = 1;
 pub const MAP_LISTEN_ADDRS: u32 = 2;
 pub const MAP_TRACED_EPS: u32 = 3;
 pub const MAP_ACCEPT_INFLIGHT: u32 = 4;
+pub const MAP_URING_ACCEPTS: u32 = 5;
 /// Map names by `MAP_*` index, as user space reports them.
-pub const MAP_NAMES: [&str; 5] = [
+pub const MAP_NAMES: [&str; 6] = [
     "TRACED",
     "LISTENERS",
     "LISTEN_ADDRS",
     "TRACED_EPS",
     "ACCEPT_INFLIGHT",
+    "URING_ACCEPTS",
 ];
+
+/// `IORING_OP_ACCEPT`: io_uring's opcodes are ABI, numbered alike on every kernel.
+pub const IORING_OP_ACCEPT: u8 = 13;
+/// `IORING_CQE_F_MORE`: a multishot request stays armed after this completion.
+pub const IORING_CQE_F_MORE: u32 = 1 << 1;
+
+/// An io_uring accept request in flight, as both of its tracepoints name
+/// it: the ring and the request's user data. (Only 5.19+ records carry the
+/// request's address in both; a server must tell its accept completions
+/// from its others by the user data anyway.)
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct UringKey {
+    pub ring: u64,
+    pub user_data: u64,
+}
 pub const CNT_MAX: u32 = CNT_INSERT_FAILED + MAP_NAMES.len() as u32;
 
 #[cfg(feature = "user")]
@@ -358,6 +392,8 @@ mod user {
     unsafe impl aya::Pod for super::Config {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::ListenKey {}
+    // SAFETY: as above (two u64s).
+    unsafe impl aya::Pod for super::UringKey {}
     // SAFETY: as above (integers only; the layout test checks no padding).
     unsafe impl aya::Pod for super::TaskState {}
 }

@@ -3,9 +3,10 @@
 use aya_ebpf::helpers::bpf_get_current_pid_tgid;
 use aya_log_ebpf::{debug, warn};
 use herdtrace_common::{
-    AcceptCall, RawEvent, TaskState, AF_INET, AF_INET6, EV_ACCEPT_RET, EV_POLL_RET, EV_SEND_EVENTS,
-    EV_TASK_EXIT, EV_TASK_NEW, FLAG_ACCEPT_KERNEL, FLAG_ARRIVAL_SUBSTITUTE, MAP_LISTEN_ADDRS,
-    MAP_TRACED, MAP_TRACED_EPS, NO_FD, POLL_HELD, POLL_HELD_WORK, POLL_WAKE_REPORTED,
+    AcceptCall, RawEvent, TaskState, UringKey, AF_INET, AF_INET6, EV_ACCEPT_RET, EV_POLL_RET,
+    EV_SEND_EVENTS, EV_TASK_EXIT, EV_TASK_NEW, FLAG_ACCEPT_KERNEL, FLAG_ARRIVAL_SUBSTITUTE,
+    IORING_CQE_F_MORE, IORING_OP_ACCEPT, MAP_LISTEN_ADDRS, MAP_TRACED, MAP_TRACED_EPS,
+    MAP_URING_ACCEPTS, NO_FD, POLL_HELD, POLL_HELD_WORK, POLL_WAKE_REPORTED,
 };
 
 use crate::{
@@ -16,7 +17,7 @@ use crate::{
         fd_to_file, fd_to_sk, file_to_sk, listen_key, read, sk_head, sk_wait_head, socket_sk,
         task_ids, Fds, TCP_CLOSE, TCP_CLOSE_WAIT, TCP_ESTABLISHED, TCP_LISTEN, TCP_SYN_RECV,
     },
-    maps::{ACCEPT_INFLIGHT, LISTENERS, LISTEN_ADDRS, TRACED, TRACED_EPS},
+    maps::{ACCEPT_INFLIGHT, LISTENERS, LISTEN_ADDRS, TRACED, TRACED_EPS, URING_ACCEPTS},
 };
 
 /// The current task's tid and entry, if it is traced. A task followed
@@ -508,6 +509,87 @@ pub fn accept_exit(ret: impl FnOnce() -> i64, lookup: impl FnOnce(&mut TaskState
     let child = if ret >= 0 { fds.sk(ret as u64) } else { 0 };
     let call = begin_accept(task, listener, 0);
     send_accept(tid, task, ret, &call, child, 0);
+}
+
+/// `io_uring_submit_req` (tracepoint backend): a traced task's io_uring
+/// accept request is remembered until its last completion. Such an accept
+/// runs inside the kernel (at submission, or in the task's task work after
+/// the listener's wakeup), so no accept syscall reports it.
+#[inline(always)]
+pub fn uring_submit(ring: u64, user_data: u64, opcode: u8) {
+    if opcode != IORING_OP_ACCEPT || traced_current().is_none() {
+        return;
+    }
+    insert(
+        &URING_ACCEPTS,
+        &UringKey { ring, user_data },
+        &1,
+        MAP_URING_ACCEPTS,
+    );
+}
+
+/// `io_uring_complete` on kernels whose record names the request (5.19+):
+/// an accept's completion is told by the request's opcode, so an accept
+/// submitted before tracing began is seen too. A multishot accept's
+/// completions but the last are posted without their request (`req` 0):
+/// those are told by the submission seen ([`uring_submit`]).
+#[inline(always)]
+pub fn uring_complete_req(req: u64, ring: u64, user_data: u64, res: i32, cflags: u32) {
+    if req == 0 {
+        uring_complete(ring, user_data, res, cflags);
+        return;
+    }
+    let at = conf!(io_kiocb_opcode);
+    if at == 0 {
+        return;
+    }
+    let Some((tid, task)) = traced_current() else {
+        return;
+    };
+    if read::<u8>(req, at) != Some(IORING_OP_ACCEPT) {
+        return;
+    }
+    if cflags & IORING_CQE_F_MORE == 0 {
+        forget(&URING_ACCEPTS, &UringKey { ring, user_data });
+    }
+    uring_accept_result(tid, task, res);
+}
+
+/// `io_uring_complete` of a request without its address: an accept's if
+/// its submission was seen (see [`uring_submit`]).
+#[inline(always)]
+pub fn uring_complete(ring: u64, user_data: u64, res: i32, cflags: u32) {
+    let key = UringKey { ring, user_data };
+    if unsafe { URING_ACCEPTS.get(&key) }.is_none() {
+        return;
+    }
+    if cflags & IORING_CQE_F_MORE == 0 {
+        let _ = URING_ACCEPTS.remove(&key);
+    }
+    let Some((tid, task)) = traced_current() else {
+        return;
+    };
+    uring_accept_result(tid, task, res);
+}
+
+/// Reports an io_uring accept's result, its child the socket of the new fd
+/// (in the task's fd table, which io_uring's worker threads share). The
+/// listener is not in the record: the child's port stands for it.
+#[inline(always)]
+fn uring_accept_result(tid: u32, task: &mut TaskState, res: i32) {
+    let mut child = if res >= 0 {
+        Fds::current().sk(res as u64)
+    } else {
+        0
+    };
+    // A direct descriptor (IORING_FILE_INDEX_ALLOC) is an index into the
+    // ring's own table, not an fd: whatever the task's fd of that number
+    // holds is not this accept's socket unless it is a connected one.
+    if child != 0 && !accepted_socket(child) {
+        child = 0;
+    }
+    let call = begin_accept(task, 0, 0);
+    send_accept(tid, task, res as i64, &call, child, 0);
 }
 
 /// `inet_accept(sock, newsock, ...)` returned `ret` (fentry backend: fexit

@@ -273,6 +273,47 @@ pub fn tp_poll_exit(ctx: TracePointContext) -> u32 {
     0
 }
 
+/// `io_uring:io_uring_submit_req` (`io_uring_submit_sqe` before 6.0).
+#[tracepoint]
+pub fn tp_uring_submit(ctx: TracePointContext) -> u32 {
+    handlers::uring_submit(
+        tp_field::<u64>(&ctx, conf!(uring_submit_ctx)),
+        tp_field::<u64>(&ctx, conf!(uring_submit_user_data)),
+        tp_field::<u8>(&ctx, conf!(uring_submit_opcode)),
+    );
+    0
+}
+
+/// `io_uring:io_uring_complete` with the request's address (5.19+).
+#[tracepoint]
+pub fn tp_uring_complete_req(ctx: TracePointContext) -> u32 {
+    handlers::uring_complete_req(
+        tp_field::<u64>(&ctx, conf!(uring_complete_req)),
+        tp_field::<u64>(&ctx, conf!(uring_complete_ctx)),
+        tp_field::<u64>(&ctx, conf!(uring_complete_user_data)),
+        tp_field::<i32>(&ctx, conf!(uring_complete_res)),
+        tp_field::<u32>(&ctx, conf!(uring_complete_cflags)),
+    );
+    0
+}
+
+/// `io_uring:io_uring_complete` before 5.19 (with [`tp_uring_submit`]).
+#[tracepoint]
+pub fn tp_uring_complete(ctx: TracePointContext) -> u32 {
+    let cflags_at = conf!(uring_complete_cflags);
+    handlers::uring_complete(
+        tp_field::<u64>(&ctx, conf!(uring_complete_ctx)),
+        tp_field::<u64>(&ctx, conf!(uring_complete_user_data)),
+        tp_field::<i32>(&ctx, conf!(uring_complete_res)),
+        if cflags_at == 0 {
+            0
+        } else {
+            tp_field::<u32>(&ctx, cflags_at)
+        },
+    );
+    0
+}
+
 // ---- kprobe backend ---------------------------------------------------------------
 
 #[inline(always)]

@@ -3,7 +3,7 @@ use aya_ebpf::{
     macros::map,
     maps::{HashMap, PerCpuArray, RingBuf},
 };
-use herdtrace_common::{ChainState, ListenKey, TaskState, CNT_MAX};
+use herdtrace_common::{ChainState, ListenKey, TaskState, UringKey, CNT_MAX};
 
 /// Every record to user space, one ring buffer per group of CPUs (shard
 /// `cpu & Config::event_shard_mask`, see `emit::shard`). User space sizes
@@ -87,3 +87,9 @@ pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(CNT_MAX, 0
 /// forgotten when the epoll file is released).
 #[map]
 pub static TRACED_EPS: HashMap<u64, u32> = HashMap::with_max_entries(16384, 0);
+
+/// io_uring accept requests submitted by traced tasks (tracepoint
+/// backend), until their last completion: a completion's result is a new
+/// fd only for these.
+#[map]
+pub static URING_ACCEPTS: HashMap<UringKey, u32> = HashMap::with_max_entries(16384, 0);

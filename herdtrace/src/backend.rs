@@ -225,6 +225,20 @@ impl KernelFacts {
         self.functions.get(name).cloned().unwrap_or_default()
     }
 
+    /// Whether a classic tracepoint's record has every field the program
+    /// reads (fields that only some records have: `probes::fields_of`).
+    fn record_status(&self, at: &Attach) -> ProbeStatus {
+        let fields = self.tracepoint_fields.get(at.target);
+        match at
+            .fields
+            .iter()
+            .find(|f| !fields.is_some_and(|fs| fs.contains_key(**f)))
+        {
+            Some(f) => ProbeStatus::Missing(format!("no field {f} in its format")),
+            None => ProbeStatus::Ok,
+        }
+    }
+
     /// Whether one attachment can be made here, and if not, why (`"fexit
     /// inet_accept missing: ..."`).
     pub fn attach_status(&self, at: &Attach) -> Result<(), String> {
@@ -251,7 +265,10 @@ impl KernelFacts {
                 .unwrap_or_else(|| ProbeStatus::Missing("not checked".into()))
         };
         let status = match at.kind {
-            Kind::Tracepoint => lookup(&self.tracepoints, at.target),
+            Kind::Tracepoint => match lookup(&self.tracepoints, at.target) {
+                ProbeStatus::Ok => self.record_status(at),
+                s => s,
+            },
             Kind::BtfTracepoint if !self.btf.is_ok() => {
                 ProbeStatus::Missing(format!("kernel BTF {}", self.btf))
             }

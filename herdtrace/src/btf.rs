@@ -591,6 +591,8 @@ kernel_offsets! {
     sock_sk_wq: "sock", "sk_wq", Optional, lost: "recognising a blocking accept's wakeup (kprobe/fentry)";
     /// `socket_wq.wait` (the wait queue head inside `socket_wq`).
     socket_wq_wait: "socket_wq", "wait", Optional, lost: "recognising a blocking accept's wakeup (kprobe/fentry)";
+    /// `io_kiocb.opcode` (absent without CONFIG_IO_URING).
+    io_kiocb_opcode: "io_kiocb", "opcode", Optional, lost: "telling io_uring accepts from other completions (tracepoint backend, 5.19+)";
 }
 
 impl KernelOffsets {

@@ -40,4 +40,5 @@ pub(crate) mod targets;
 #[cfg(feature = "test-hooks")]
 mod test_hooks;
 pub(crate) mod trace;
+pub(crate) mod uring_armed;
 pub(crate) mod verify;

@@ -29,6 +29,8 @@ pub struct Options {
 type Slot = fn(&mut Config) -> &mut u32;
 
 /// Where each classic tracepoint field the programs read goes in `Config`.
+const URING_COMPLETE: &str = "io_uring:io_uring_complete";
+
 const TRACEPOINT_FIELDS: &[(&str, &str, Slot)] = &[
     ("sched:sched_waking", "pid", |c| &mut c.sched_waking_pid),
     ("sched:sched_waking", "comm", |c| &mut c.sched_waking_comm),
@@ -46,6 +48,39 @@ const TRACEPOINT_FIELDS: &[(&str, &str, Slot)] = &[
     }),
     ("sock:inet_sock_set_state", "newstate", |c| {
         &mut c.inet_sock_set_state_newstate
+    }),
+    ("io_uring:io_uring_submit_sqe", "ctx", |c| {
+        &mut c.uring_submit_ctx
+    }),
+    ("io_uring:io_uring_submit_sqe", "user_data", |c| {
+        &mut c.uring_submit_user_data
+    }),
+    ("io_uring:io_uring_submit_sqe", "opcode", |c| {
+        &mut c.uring_submit_opcode
+    }),
+    ("io_uring:io_uring_complete", "ctx", |c| {
+        &mut c.uring_complete_ctx
+    }),
+    ("io_uring:io_uring_complete", "user_data", |c| {
+        &mut c.uring_complete_user_data
+    }),
+    ("io_uring:io_uring_complete", "res", |c| {
+        &mut c.uring_complete_res
+    }),
+    ("io_uring:io_uring_complete", "req", |c| {
+        &mut c.uring_complete_req
+    }),
+    ("io_uring:io_uring_complete", "cflags", |c| {
+        &mut c.uring_complete_cflags
+    }),
+    ("io_uring:io_uring_submit_req", "ctx", |c| {
+        &mut c.uring_submit_ctx
+    }),
+    ("io_uring:io_uring_submit_req", "user_data", |c| {
+        &mut c.uring_submit_user_data
+    }),
+    ("io_uring:io_uring_submit_req", "opcode", |c| {
+        &mut c.uring_submit_opcode
     }),
 ];
 
@@ -75,6 +110,16 @@ pub fn program_config(
                 .ok_or_else(|| format!("tracepoint {} has no field {field}", at.target))?;
             set_field(&mut config, at.target, field, offset)?;
         }
+    }
+    // An optional field: records before 5.13 have no CQE flags (and no
+    // multishot accepts to mark).
+    if plan.attachments().any(|a| a.target == URING_COMPLETE) {
+        config.uring_complete_cflags = facts
+            .tracepoint_fields
+            .get(URING_COMPLETE)
+            .and_then(|f| f.get("cflags"))
+            .copied()
+            .unwrap_or(0);
     }
     config.iss_opens_chain = u32::from(plan.arrival_substitute());
     config.port_filter = u32::from(opts.port_filter);
@@ -263,6 +308,96 @@ mod tests {
         let c = program_config(&p, &offsets(), &all_ok(), &opts()).expect("config");
         assert_eq!((c.sched_waking_pid, c.sk_data_ready_skaddr), (0, 0));
         assert_eq!(c.sys_exit_ret, 16, "syscalls have no BTF variant");
+    }
+
+    #[test]
+    fn io_uring_accepts_are_told_by_the_request_where_the_record_names_it() {
+        let facts = classic_only();
+        let p = plan(Backend::Tracepoint, &facts).expect("plan");
+        let used = p.point("io-uring-accept").expect("point").used.clone();
+        assert_eq!(
+            used.iter().map(|a| a.program).collect::<Vec<_>>(),
+            ["tp_uring_submit", "tp_uring_complete_req"]
+        );
+        let c = program_config(&p, &offsets(), &facts, &opts()).expect("config");
+        assert_eq!(
+            (
+                c.uring_submit_ctx,
+                c.uring_submit_user_data,
+                c.uring_submit_opcode
+            ),
+            (8, 24, 32)
+        );
+        assert_eq!(
+            (
+                c.uring_complete_req,
+                c.uring_complete_ctx,
+                c.uring_complete_user_data,
+                c.uring_complete_res,
+                c.uring_complete_cflags
+            ),
+            (16, 8, 24, 32, 36)
+        );
+        // 6.1: the old submission event, the request in the completion.
+        let mut six_one = facts.clone();
+        six_one.tracepoints.insert(
+            "io_uring:io_uring_submit_req".into(),
+            ProbeStatus::Missing("6.1".into()),
+        );
+        let p = plan(Backend::Tracepoint, &six_one).expect("plan");
+        let point = p.point("io-uring-accept").expect("point");
+        assert_eq!(
+            point
+                .used
+                .iter()
+                .map(|a| (a.program, a.target))
+                .collect::<Vec<_>>(),
+            [
+                ("tp_uring_submit", "io_uring:io_uring_submit_sqe"),
+                ("tp_uring_complete_req", "io_uring:io_uring_complete")
+            ]
+        );
+        // 5.10: no request in the completion, no CQE flags, the old
+        // submission event; accepts are told by their submission.
+        let mut old = facts.clone();
+        old.tracepoints.remove("io_uring:io_uring_submit_req");
+        old.tracepoint_fields.remove("io_uring:io_uring_submit_req");
+        let complete = old
+            .tracepoint_fields
+            .get_mut("io_uring:io_uring_complete")
+            .expect("complete");
+        complete.remove("req");
+        complete.remove("cflags");
+        let p = plan(Backend::Tracepoint, &old).expect("plan");
+        let point = p.point("io-uring-accept").expect("point");
+        assert_eq!(
+            point.used.iter().map(|a| a.program).collect::<Vec<_>>(),
+            ["tp_uring_submit", "tp_uring_complete"]
+        );
+        let c = program_config(&p, &offsets(), &old, &opts()).expect("config");
+        assert_eq!(
+            (
+                c.uring_submit_ctx,
+                c.uring_submit_user_data,
+                c.uring_submit_opcode
+            ),
+            (8, 24, 16)
+        );
+        assert_eq!((c.uring_complete_req, c.uring_complete_cflags), (0, 0));
+        assert_eq!(c.uring_complete_res, 32);
+        // A kernel without io_uring (CONFIG_IO_URING off) loses only this.
+        let mut none = facts.clone();
+        for t in [
+            "io_uring:io_uring_submit_req",
+            "io_uring:io_uring_submit_sqe",
+            "io_uring:io_uring_complete",
+        ] {
+            none.tracepoints
+                .insert(t.into(), ProbeStatus::Missing("no events/io_uring".into()));
+        }
+        let p = plan(Backend::Tracepoint, &none).expect("plan");
+        assert!(!p.point("io-uring-accept").expect("point").attached());
+        program_config(&p, &offsets(), &none, &opts()).expect("config");
     }
 
     #[test]

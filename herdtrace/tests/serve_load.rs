@@ -187,6 +187,42 @@ fn blocking_accept_threads() {
     check_model(&["--model", "blocking-accept", "--threads"], true);
 }
 
+/// Whether this kernel lets us make an io_uring. Where it refuses (ENOSYS,
+/// or EPERM: kernel.io_uring_disabled, a container's seccomp filter) the
+/// io-uring tests are skipped, unless CI=true.
+fn io_uring_available() -> bool {
+    // struct io_uring_params: 120 bytes, filled in by the kernel.
+    let mut params = [0u64; 15];
+    // SAFETY: params is a writable buffer of the kernel's struct size.
+    let fd = unsafe { libc::syscall(libc::SYS_io_uring_setup, 1u32, params.as_mut_ptr()) };
+    if fd >= 0 {
+        // SAFETY: closes the ring fd just made.
+        unsafe { libc::close(fd as i32) };
+        return true;
+    }
+    let e = std::io::Error::last_os_error();
+    let refused = matches!(e.raw_os_error(), Some(libc::ENOSYS | libc::EPERM));
+    if !refused || std::env::var("CI").as_deref() == Ok("true") {
+        panic!("io_uring_setup: {e}");
+    }
+    eprintln!("skipped: io_uring_setup: {e}");
+    false
+}
+
+#[test]
+fn io_uring_processes() {
+    if io_uring_available() {
+        check_model(&["--model", "io-uring"], false);
+    }
+}
+
+#[test]
+fn io_uring_threads() {
+    if io_uring_available() {
+        check_model(&["--model", "io-uring", "--threads"], true);
+    }
+}
+
 #[test]
 fn tokio_runtime() {
     check_model(&["--model", "tokio"], true);

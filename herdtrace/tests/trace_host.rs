@@ -118,6 +118,14 @@ fn blocking_accept_wakes_one() {
     check("blocking-accept");
 }
 
+/// Workers with an io_uring each, an IORING_OP_ACCEPT armed on the shared
+/// socket: no accept syscall, every accept comes from a completion (each
+/// task's accepts are compared with the server's own count).
+#[test]
+fn io_uring_accepts_are_traced() {
+    check("io-uring");
+}
+
 #[test]
 fn shared_epoll_wakes_one_to_n() {
     check("shared-epoll");

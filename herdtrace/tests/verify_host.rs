@@ -35,7 +35,7 @@ fn verify(args: &[&str]) -> Output {
         .expect("run herdtrace verify")
 }
 
-const ROWS: [&str; 10] = [
+const ROWS: [&str; 11] = [
     "epoll-per-worker",
     "epoll-per-worker+et",
     "epoll-per-worker+batch100",
@@ -44,6 +44,7 @@ const ROWS: [&str; 10] = [
     "exclusive",
     "reuseport",
     "blocking-accept",
+    "io-uring",
     "tokio",
     "tokio-reuseport",
 ];

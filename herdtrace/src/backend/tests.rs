@@ -46,6 +46,28 @@ fn fields_of(tp: &str) -> BTreeMap<String, u32> {
         "timer:hrtimer_expire_exit" => &[("hrtimer", 8)],
         "timer:timer_expire_entry" => &[("timer", 8), ("now", 16), ("function", 24)],
         "timer:timer_expire_exit" => &[("timer", 8)],
+        // 6.18's layouts (5.19+ for io_uring_complete).
+        "io_uring:io_uring_submit_req" => &[
+            ("ctx", 8),
+            ("req", 16),
+            ("user_data", 24),
+            ("opcode", 32),
+            ("flags", 40),
+        ],
+        "io_uring:io_uring_complete" => &[
+            ("ctx", 8),
+            ("req", 16),
+            ("user_data", 24),
+            ("res", 32),
+            ("cflags", 36),
+        ],
+        // 5.10's.
+        "io_uring:io_uring_submit_sqe" => &[
+            ("ctx", 8),
+            ("opcode", 16),
+            ("user_data", 24),
+            ("force_nonblock", 32),
+        ],
         t if t.starts_with("syscalls:sys_enter_") => &[("__syscall_nr", 8), ("fd", 16)],
         t if t.starts_with("syscalls:sys_exit_") => &[("__syscall_nr", 8), ("ret", 16)],
         other => panic!("no layout for {other}"),
@@ -212,6 +234,8 @@ fn plans_on_a_complete_kernel() {
             "tracepoint syscalls:sys_exit_listen (with bpf_task_pt_regs)",
             "tracepoint syscalls:sys_exit_accept4 (with bpf_task_pt_regs)",
             "tracepoint syscalls:sys_exit_accept (with bpf_task_pt_regs)",
+            "tracepoint io_uring:io_uring_submit_req",
+            "tracepoint io_uring:io_uring_complete",
             "tracepoint syscalls:sys_exit_epoll_wait",
             "tracepoint syscalls:sys_exit_epoll_pwait",
             "tracepoint syscalls:sys_exit_epoll_pwait2",

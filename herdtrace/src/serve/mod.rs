@@ -3,8 +3,9 @@
 //!
 //! Layout: `model` (the accept models), `sys`/`signals` (libc wrappers),
 //! `http` (request/response bytes), `conn` (one connection), `worker` (the
-//! worker loops), `slots` (shared counters), `lines` (the exact output lines),
-//! `supervise` (fork/threads, shutdown).
+//! worker loops), `uring` (the io-uring model's ring), `slots` (shared
+//! counters), `lines` (the exact output lines), `supervise` (fork/threads,
+//! shutdown).
 use std::io::Write;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::Arc;
@@ -23,6 +24,7 @@ pub(crate) mod slots;
 pub(crate) mod supervise;
 pub mod sys;
 pub(crate) mod tokio_workers;
+pub(crate) mod uring;
 pub(crate) mod worker;
 
 pub use lines::{StatsLine, TotalStats, WorkerStats};
@@ -40,6 +42,7 @@ Examples:
   herdtrace serve --model epoll-per-worker --accept-batch 100   (lighttpd-style accept loop)
   herdtrace serve --model reuseport --work-us 200
   herdtrace serve --model tokio --workers 4 --stats    (a typical Rust async server)
+  herdtrace serve --model io-uring --threads           (accepts through io_uring)
 
 The first stdout line is `listening on 127.0.0.1:<port> pid <pid> model <model> workers <n>`.
 SIGTERM, SIGINT or SIGHUP stop every worker; --stats then prints one line per worker
@@ -124,18 +127,15 @@ impl Config {
                 anyhow::bail!("--wait-timeout-ms: in the tokio models the runtime decides how long it waits in epoll_wait");
             }
         } else if !a.model.uses_epoll() {
+            let m = a.model;
             if a.edge_triggered {
-                anyhow::bail!("--edge-triggered needs an epoll model (not blocking-accept)");
+                anyhow::bail!("--edge-triggered needs an epoll model (not {m})");
             }
             if a.accept_batch > 1 {
-                anyhow::bail!(
-                    "--accept-batch needs an epoll model (blocking-accept accepts one at a time)"
-                );
+                anyhow::bail!("--accept-batch needs an epoll model ({m} accepts one at a time)");
             }
             if a.wait_timeout_ms.is_some() {
-                anyhow::bail!(
-                    "--wait-timeout-ms needs an epoll model (blocking-accept has no epoll_wait)"
-                );
+                anyhow::bail!("--wait-timeout-ms needs an epoll model ({m} has no epoll_wait)");
             }
         }
         Ok(Self {
@@ -396,15 +396,37 @@ mod tests {
     }
 
     #[test]
-    fn blocking_accept_rejects_epoll_options() {
-        assert!(config(&["--model", "blocking-accept", "--threads"]).is_ok());
-        for bad in [
-            &["--model", "blocking-accept", "--edge-triggered"][..],
-            &["--model", "blocking-accept", "--accept-batch", "2"],
-            &["--model", "blocking-accept", "--wait-timeout-ms", "10"],
-        ] {
-            let err = config(bad).expect_err("rejected");
-            assert!(err.to_string().contains("epoll model"), "{err}");
+    fn blocking_accept_and_io_uring_reject_epoll_options() {
+        for model in ["blocking-accept", "io-uring"] {
+            let c = config(&["--model", model]).expect("valid");
+            assert!(!c.threads, "{model} forks by default");
+            assert!(
+                config(&["--model", model, "--threads"])
+                    .expect("valid")
+                    .threads
+            );
+            for bad in [
+                &["--edge-triggered"][..],
+                &["--accept-batch", "2"],
+                &["--wait-timeout-ms", "10"],
+            ] {
+                let mut args = vec!["--model", model];
+                args.extend_from_slice(bad);
+                let err = config(&args).expect_err("rejected").to_string();
+                assert!(err.contains("epoll model") && err.contains(model), "{err}");
+            }
         }
+    }
+
+    /// io_uring's accept on an O_NONBLOCK listener can complete with -EAGAIN
+    /// instead of waiting: the model's listener blocks.
+    #[test]
+    fn io_uring_listener_is_blocking() {
+        let c = config(&["--model", "io-uring", "--workers", "1"]).expect("valid");
+        let ls = c.open_listeners().expect("listen");
+        assert_eq!(ls.len(), 1);
+        // SAFETY: F_GETFL on an fd we own.
+        let fl = unsafe { libc::fcntl(ls[0].as_raw_fd(), libc::F_GETFL) };
+        assert!(fl >= 0 && fl & libc::O_NONBLOCK == 0, "flags {fl:#x}");
     }
 }

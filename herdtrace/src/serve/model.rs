@@ -15,6 +15,9 @@ pub enum Model {
     Reuseport,
     /// Workers blocked in accept() on the shared socket, no epoll.
     BlockingAccept,
+    /// Each worker its own io_uring, one IORING_OP_ACCEPT at a time on the
+    /// shared socket (no syscall accept).
+    IoUring,
     /// A multi-threaded tokio runtime (one worker thread per worker): one
     /// task accepts from a tokio TcpListener, one task per connection.
     Tokio,
@@ -23,12 +26,13 @@ pub enum Model {
 }
 
 impl Model {
-    pub const ALL: [Model; 7] = [
+    pub const ALL: [Model; 8] = [
         Model::EpollPerWorker,
         Model::SharedEpoll,
         Model::Exclusive,
         Model::Reuseport,
         Model::BlockingAccept,
+        Model::IoUring,
         Model::Tokio,
         Model::TokioReuseport,
     ];
@@ -41,15 +45,17 @@ impl Model {
             Model::Exclusive => "exclusive",
             Model::Reuseport => "reuseport",
             Model::BlockingAccept => "blocking-accept",
+            Model::IoUring => "io-uring",
             Model::Tokio => "tokio",
             Model::TokioReuseport => "tokio-reuseport",
         }
     }
 
     /// Whether workers wait in their own epoll_wait loop (the hand-written
-    /// epoll models; not blocking-accept, not tokio, whose runtime owns the epoll).
+    /// epoll models; not blocking-accept or io-uring, not tokio, whose runtime
+    /// owns the epoll).
     pub fn uses_epoll(self) -> bool {
-        !matches!(self, Model::BlockingAccept) && !self.is_tokio()
+        !matches!(self, Model::BlockingAccept | Model::IoUring) && !self.is_tokio()
     }
 
     /// Whether a tokio runtime runs the workers.
@@ -122,6 +128,9 @@ mod tests {
     #[test]
     fn properties() {
         assert!(!Model::BlockingAccept.uses_epoll());
+        let u = Model::IoUring;
+        assert!(!u.uses_epoll() && !u.is_tokio() && !u.reuseport() && !u.threads_only());
+        assert_eq!("io-uring".parse::<Model>(), Ok(u));
         assert!(Model::Reuseport.uses_epoll());
         assert!(Model::SharedEpoll.threads_only());
         assert!(!Model::Exclusive.threads_only());

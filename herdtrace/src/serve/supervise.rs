@@ -11,8 +11,8 @@ use anyhow::Context as _;
 
 use super::slots::{Slot, Slots};
 use super::worker::{Wait, Worker};
-use super::ListeningLine;
 use super::{signals, sys, Config};
+use super::{ListeningLine, Model};
 
 /// How long workers get to become ready before startup is declared failed.
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -57,7 +57,9 @@ fn seat(listeners: &[OwnedFd], shared_epoll: Option<RawFd>, i: usize) -> Seat {
 /// The body of one worker, in its own thread or process.
 fn worker_main(cfg: &Config, seat: Seat, slot: &Slot) -> io::Result<()> {
     let mut own_epoll = None;
-    let wait = if !cfg.model.uses_epoll() {
+    let wait = if cfg.model == Model::IoUring {
+        Wait::Uring
+    } else if !cfg.model.uses_epoll() {
         Wait::Blocking
     } else {
         let epfd = match seat.shared_epoll {

@@ -2,12 +2,16 @@
 //! traced "wake"), then one `accept` per readiness event, or up to the batch
 //! limit / until EAGAIN. Nothing here allocates per connection.
 use std::io;
-use std::os::fd::RawFd;
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::time::Duration;
 
 use super::conn::{self, Scratch};
 use super::slots::{bump, Slot};
+use super::uring::{self, Ring};
 use super::{signals, sys};
+
+/// Submission slots of a worker's io_uring (one accept is in flight at a time).
+const RING_ENTRIES: u32 = 4;
 
 /// How a worker takes connections.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,6 +25,8 @@ pub enum Wait {
     },
     /// Block in `accept`.
     Blocking,
+    /// One IORING_OP_ACCEPT at a time on a ring of the worker's own.
+    Uring,
 }
 
 /// What a worker needs; the fds are borrowed from the supervisor (or, in a
@@ -73,15 +79,26 @@ const RESOURCE_BACKOFF: Duration = Duration::from_millis(10);
 impl Worker {
     /// Runs until a stop signal; `slot` is marked ready just before the first wait.
     pub fn run(&self, slot: &Slot) -> io::Result<()> {
-        slot.mark_ready(sys::getpid(), sys::gettid());
         let mut scratch = Scratch::default();
         match self.wait {
             Wait::Epoll {
                 epfd,
                 batch,
                 timeout_ms,
-            } => self.epoll_loop(slot, &mut scratch, epfd, batch, timeout_ms),
-            Wait::Blocking => self.blocking_loop(slot, &mut scratch),
+            } => {
+                ready(slot);
+                self.epoll_loop(slot, &mut scratch, epfd, batch, timeout_ms)
+            }
+            Wait::Blocking => {
+                ready(slot);
+                self.blocking_loop(slot, &mut scratch)
+            }
+            Wait::Uring => {
+                // Made in the worker (after fork): a failed setup is a failed start.
+                let mut ring = Ring::new(RING_ENTRIES)?;
+                ready(slot);
+                self.uring_loop(slot, &mut scratch, &mut ring)
+            }
         }
     }
 
@@ -161,6 +178,97 @@ impl Worker {
             }
         }
         Ok(())
+    }
+
+    /// Keeps one accept in flight and waits for its completion. A signal
+    /// interrupts the wait (EINTR, or a count with no CQE when the enter also
+    /// submitted); the SQE then stays queued or in flight for the next round.
+    fn uring_loop(&self, slot: &Slot, scratch: &mut Scratch, ring: &mut Ring) -> io::Result<()> {
+        let sqe = uring::accept_sqe(self.listen, uring::ACCEPT_USER_DATA);
+        let mut in_flight = false;
+        while !signals::stopping() {
+            if !in_flight {
+                ring.push(&sqe)?;
+                in_flight = true;
+            }
+            match ring.enter(1) {
+                Ok(_) => {}
+                Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
+                Err(e) => return Err(uring::context(e, "io_uring_enter")),
+            }
+            while let Some(cqe) = ring.pop() {
+                if cqe.user_data == uring::ACCEPT_USER_DATA {
+                    in_flight = false;
+                    self.uring_accepted(slot, scratch, cqe.res)?;
+                }
+            }
+        }
+        if in_flight {
+            cancel_accept(ring)?;
+        }
+        Ok(())
+    }
+
+    /// One accept completion: `res` is the new fd or -errno.
+    fn uring_accepted(&self, slot: &Slot, scratch: &mut Scratch, res: i32) -> io::Result<()> {
+        if res >= 0 {
+            bump(&slot.accepts);
+            // SAFETY: the kernel installed this fd for us; nobody else owns it.
+            conn::serve(unsafe { OwnedFd::from_raw_fd(res) }, self.work, scratch);
+            return Ok(());
+        }
+        let errno = -res;
+        if errno == libc::ECANCELED {
+            return Ok(());
+        }
+        match classify_accept(errno) {
+            AcceptError::Empty => bump(&slot.eagain),
+            AcceptError::Interrupted | AcceptError::Transient => {}
+            AcceptError::Resource => std::thread::sleep(RESOURCE_BACKOFF),
+            AcceptError::Fatal => {
+                let e = io::Error::from_raw_os_error(errno);
+                return Err(uring::context(e, "io_uring accept"));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn ready(slot: &Slot) {
+    slot.mark_ready(sys::getpid(), sys::gettid());
+}
+
+/// Cancels the accept in flight and waits until it is over. A ring is torn
+/// down asynchronously after close, and until then its pending accept holds
+/// the listener open: a server restarted on the same port got EADDRINUSE.
+fn cancel_accept(ring: &mut Ring) -> io::Result<()> {
+    ring.push(&uring::cancel_sqe(
+        uring::ACCEPT_USER_DATA,
+        uring::CANCEL_USER_DATA,
+    ))?;
+    loop {
+        match ring.enter(1) {
+            Ok(_) => {}
+            Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
+            Err(e) => return Err(uring::context(e, "io_uring_enter (cancel)")),
+        }
+        while let Some(cqe) = ring.pop() {
+            match cqe.user_data {
+                uring::ACCEPT_USER_DATA => {
+                    if cqe.res >= 0 {
+                        // SAFETY: the kernel installed this fd for us; closed at once.
+                        drop(unsafe { OwnedFd::from_raw_fd(cqe.res) });
+                    }
+                    return Ok(());
+                }
+                // 0 or -ENOENT: the accept's CQE comes (or came); otherwise
+                // (-EALREADY: running) it may never come: stop waiting.
+                uring::CANCEL_USER_DATA if cqe.res != 0 && cqe.res != -libc::ENOENT => {
+                    return Ok(())
+                }
+                _ => {}
+            }
+        }
     }
 }
 

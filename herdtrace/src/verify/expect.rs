@@ -85,6 +85,19 @@ pub const WINNER_EAGAIN: Source = Source {
     claim: "a server accepting in a loop until EAGAIN ends each loop with one EAGAIN of its \
             own, which is not a herd loss",
 };
+pub const URING: Source = Source {
+    key: "H8",
+    doc: "docs/herd-mechanics.md#h8 (io_uring accept)",
+    claim: "io_uring arms its poll for IORING_OP_ACCEPT as an exclusive, one-shot waiter on \
+            the listener: one worker's ring is woken per connection, as with blocking accept",
+};
+pub const URING_OLD: Source = Source {
+    key: "H8b",
+    doc: "docs/herd-mechanics.md#h8 (io_uring accept)",
+    claim: "before 5.18 io_uring armed an accept's poll without EPOLLEXCLUSIVE: every \
+            worker's ring is woken, and the losers retry inside the kernel (woken for \
+            nothing: no EAGAIN reaches user space)",
+};
 pub const CLOUDFLARE: Source = Source {
     key: "C",
     doc: "docs/herd-mechanics.md#cloudflare (published figures, Cloudflare 2017)",
@@ -101,7 +114,7 @@ pub const TOKIO: Source = Source {
 };
 
 /// Every source, in footnote order.
-pub const SOURCES: [Source; 9] = [
+pub const SOURCES: [Source; 11] = [
     HERD,
     SHARED_LT,
     SHARED_ET,
@@ -109,6 +122,8 @@ pub const SOURCES: [Source; 9] = [
     REUSEPORT,
     BLOCKING,
     WINNER_EAGAIN,
+    URING,
+    URING_OLD,
     CLOUDFLARE,
     TOKIO,
 ];
@@ -225,7 +240,21 @@ pub fn round_robin(n: f64) -> Option<Expect> {
 }
 
 /// Every row, in table order, for `workers` workers.
+/// The first kernel whose io_uring arms an accept's poll on the listener
+/// with EPOLLEXCLUSIVE (`poll_exclusive`): before it every worker's ring is
+/// woken. Measured: Debian's 5.10 wakes every worker, its 6.1 one.
+pub const URING_EXCLUSIVE_SINCE: (u32, u32) = (5, 18);
+
+/// [`plans_for`] the newest kernels.
+#[cfg(test)]
 pub fn plans(workers: u32) -> Vec<Plan> {
+    plans_for(workers, None)
+}
+
+/// The plans for `workers` on a kernel of this `version` (major, minor;
+/// None: the newest behaviour).
+pub fn plans_for(workers: u32, version: Option<(u32, u32)>) -> Vec<Plan> {
+    let uring_herd = version.is_some_and(|v| v < URING_EXCLUSIVE_SINCE);
     let n = f64::from(workers);
     let every = format!("every idle worker ({workers})");
     let plan = |name, model, serve_args: &[&'static str], expected: &str, expects| Plan {
@@ -306,6 +335,23 @@ pub fn plans(workers: u32) -> Vec<Plan> {
                 .flatten()
                 .collect(),
         ),
+        if uring_herd {
+            plan(
+                "io-uring",
+                Model::IoUring,
+                &[],
+                "every idle worker (before 5.18)",
+                herd(n)
+                    .into_iter()
+                    .map(|e| Expect {
+                        source: URING_OLD,
+                        ..e
+                    })
+                    .collect(),
+            )
+        } else {
+            plan("io-uring", Model::IoUring, &[], "one", vec![one(URING)])
+        },
         // SO_REUSEPORT spreads connections over sockets, but every socket is
         // in the same runtime's one epoll: still one thread woken.
         plan(
@@ -328,6 +374,31 @@ pub fn plans(workers: u32) -> Vec<Plan> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn io_uring_is_a_herd_before_5_18_only() {
+        let uring = |v| {
+            plans_for(4, v)
+                .into_iter()
+                .find(|p| p.name == "io-uring")
+                .expect("io-uring row")
+        };
+        let old = uring(Some((5, 10)));
+        assert_eq!(old.expected, "every idle worker (before 5.18)");
+        assert!(old
+            .expects
+            .iter()
+            .any(|e| e.metric == Metric::WokenMean && e.min.is_some_and(|m| m > 3.0)));
+        assert!(old
+            .expects
+            .iter()
+            .all(|e| e.source.claim == URING_OLD.claim));
+        for v in [Some((5, 18)), Some((6, 1)), None] {
+            let new = uring(v);
+            assert_eq!(new.expected, "one", "{v:?}");
+            assert_eq!(new.expects[0].max, Some(ONE_MAX));
+        }
+    }
 
     fn find(plans: &[Plan], name: &str) -> Plan {
         plans
@@ -361,6 +432,7 @@ mod tests {
                 "exclusive",
                 "reuseport",
                 "blocking-accept",
+                "io-uring",
                 "tokio",
                 "tokio-reuseport"
             ]
@@ -413,6 +485,10 @@ mod tests {
             bounds(&find(&plans, "shared-epoll"), Metric::WokenMean),
             (Some(0.5), Some(4.0))
         );
+        // Not a proven scenario yet: blocking-accept's woken bound.
+        let u = find(&plans, "io-uring");
+        assert_eq!(bounds(&u, Metric::WokenMean), (Some(0.5), Some(1.5)));
+        assert_eq!(u.expects.len(), 1);
         assert_eq!(
             bounds(&find(&plans, "exclusive"), Metric::SameWorkerShare),
             (Some(0.625), None)

@@ -36,7 +36,7 @@ Examples:
   herdtrace verify --compare verify-6.1.json verify-6.12.json
 
 Rows: epoll-per-worker (+et: --edge-triggered, +batch100: --accept-batch 100),
-shared-epoll (+et), exclusive, reuseport, blocking-accept, and tokio,
+shared-epoll (+et), exclusive, reuseport, blocking-accept, io-uring, and tokio,
 tokio-reuseport (a multi-threaded tokio runtime, as a typical Rust async server).
 A row that does not pass is run again (--attempts); the table says so.
 A departure while accepts lagged more than the gap between arrivals is not
@@ -174,7 +174,11 @@ pub fn run(args: VerifyArgs) -> Result<i32> {
     if !args.compare.is_empty() {
         return Ok(run_compare(&args.compare, args.z, args.json));
     }
-    let all = expect::plans(args.workers);
+    let version = crate::kernel::release()
+        .ok()
+        .and_then(|r| crate::kernel::parse_version(&r))
+        .map(|(major, minor, _)| (major, minor));
+    let all = expect::plans_for(args.workers, version);
     let plans: Vec<expect::Plan> = if args.models.is_empty() {
         all
     } else {
