@@ -315,6 +315,26 @@ fn builtin_blocking_accept_is_fine() {
     assert!(woken(&v) <= 1.2, "{v}");
 }
 
+/// Workers that accept through io_uring wait in io_uring_enter with an
+/// IORING_OP_ACCEPT armed: no epoll, no accept(), which /proc read as
+/// "no task was waiting" before their rings' fdinfo was read.
+#[test]
+fn builtin_io_uring_is_one_ring_woken_per_connection() {
+    let Some(_serial) = start() else {
+        return;
+    };
+    let v = builtin("io-uring");
+    let ep = endpoint(&v);
+    assert_eq!(ep["pattern"]["kind"], "uring_accept", "{v}");
+    assert_eq!(ep["pattern"]["accepts"], 4, "{v}");
+    // This machine's kernel is newer than 5.18.
+    assert_eq!(ep["pattern"]["exclusive"], true, "{v}");
+    assert_eq!(ep["acceptors"], 4, "{v}");
+    assert_eq!(v["fine"], true, "{v}");
+    assert!(advice_text(ep).contains("io_uring waits"), "{v}");
+    assert!(woken(&v) <= 1.2, "{v}");
+}
+
 /// A tokio server: mio dups its epoll fd, so the process has two fds of its
 /// one epoll instance, which must not read as two epolls, two waiting
 /// workers and an imbalance between them.

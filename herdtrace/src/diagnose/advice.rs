@@ -205,6 +205,12 @@ fn fine_advice(server: &ServerId, pattern: Pattern) -> Advice {
                 .into(),
             vec![],
         ),
+        Pattern::UringAccept { .. } => (
+            "fine: io_uring waits for a connection exclusively (Linux 5.18+), one ring is \
+             woken per connection"
+                .into(),
+            vec![],
+        ),
         Pattern::SingleWaiter => (
             "fine: a single task waits for connections, there is no herd to wake".into(),
             vec![],
@@ -287,6 +293,21 @@ fn fine_advice(server: &ServerId, pattern: Pattern) -> Advice {
 
 /// The changes for a herd-prone setup, in the server's own terms.
 fn herd_fixes(server: &ServerId, pattern: Pattern) -> (Vec<String>, Vec<Knob>) {
+    if let Pattern::UringAccept { .. } = pattern {
+        // The kernel's doing, whatever the server: no server setting changes it.
+        return (
+            vec![
+                "upgrade to Linux 5.18 or later: io_uring then waits for a connection \
+                 exclusively (`EPOLLEXCLUSIVE` on its internal poll), one ring is woken per \
+                 connection"
+                    .into(),
+                "or give each worker's ring its own SO_REUSEPORT listening socket: the kernel \
+                 hashes each connection to one socket"
+                    .into(),
+            ],
+            vec![],
+        );
+    }
     let shared_lt = matches!(pattern, Pattern::SharedEpoll { .. });
     let (mut items, knobs): (Vec<String>, Vec<Knob>) = match server.kind {
         ServerKind::Nginx => (
@@ -636,8 +657,12 @@ mod tests {
         edge_triggered: true,
         oneshot: false,
     };
-    const FINE: [Pattern; 7] = [
+    const FINE: [Pattern; 8] = [
         EXCLUSIVE,
+        Pattern::UringAccept {
+            accepts: 4,
+            exclusive: true,
+        },
         SHARED_ET,
         Pattern::Reuseport {
             sockets: 4,
@@ -670,6 +695,38 @@ mod tests {
 
     fn text(a: &Advice) -> String {
         format!("{} | {}", a.headline, a.items.join(" | "))
+    }
+
+    #[test]
+    fn an_io_uring_herd_is_the_kernels_doing_whatever_the_server() {
+        let old = Pattern::UringAccept {
+            accepts: 4,
+            exclusive: false,
+        };
+        for kind in KINDS {
+            let a = advise(&id(kind), old, Some(Verdict::Herd));
+            assert!(!a.fine, "{kind:?}");
+            assert!(a.knobs.is_empty(), "{kind:?}");
+            assert!(
+                a.items[0].starts_with("upgrade to Linux 5.18"),
+                "{}",
+                text(&a)
+            );
+            assert!(a.items[1].contains("SO_REUSEPORT"), "{}", text(&a));
+        }
+        let new = advise(
+            &id(ServerKind::Generic),
+            Pattern::UringAccept {
+                accepts: 4,
+                exclusive: true,
+            },
+            None,
+        );
+        assert!(
+            new.headline.starts_with("fine: io_uring waits"),
+            "{}",
+            new.headline
+        );
     }
 
     #[test]

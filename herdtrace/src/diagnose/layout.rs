@@ -53,6 +53,10 @@ pub struct SocketSetup {
     /// shared between processes, none of their threads in that epoll: an
     /// accept mutex's queue.
     pub lock_waiters: Vec<u32>,
+    /// `IORING_OP_ACCEPT`s armed in the io_urings of its holders.
+    pub uring_accepts: usize,
+    /// io_uring waits for a connection exclusively on this kernel (5.18+).
+    pub uring_exclusive: bool,
 }
 
 /// How connections to one address reach the server's tasks.
@@ -90,6 +94,10 @@ pub enum Pattern {
         watching: usize,
         locked: usize,
     },
+    /// `accepts` io_uring accepts (`IORING_OP_ACCEPT`) armed on the socket,
+    /// each a poll on its wait queue: `exclusive` from Linux 5.18, before
+    /// which every ring is woken.
+    UringAccept { accepts: usize, exclusive: bool },
     /// One task waits for connections.
     SingleWaiter,
     /// Nobody was waiting on the socket when /proc was read.
@@ -123,6 +131,10 @@ impl Pattern {
             Pattern::SelectPerWorker { tasks } => (tasks, tasks),
             Pattern::BlockingAccept { .. } | Pattern::SingleWaiter => (1, 1),
             Pattern::TakingTurns { watching, .. } => (watching.min(1), 1),
+            Pattern::UringAccept {
+                exclusive: true, ..
+            } => (1, 1),
+            Pattern::UringAccept { accepts, .. } => (accepts, accepts),
             Pattern::NoWaiter => (0, 0),
         }
     }
@@ -142,6 +154,7 @@ impl Pattern {
             Pattern::BlockingAccept { threads } => threads,
             Pattern::SelectPerWorker { tasks } => tasks,
             Pattern::TakingTurns { workers, .. } => workers,
+            Pattern::UringAccept { accepts, .. } => accepts,
             Pattern::SingleWaiter => 1,
             Pattern::NoWaiter => 0,
         }
@@ -246,6 +259,12 @@ fn socket_setup(snap: &Snapshot, inode: u64) -> SocketSetup {
         .map(|t| t.tid)
         .collect();
     let lock_waiters = lock_waiters(snap, &watchers);
+    let uring_accepts = snap
+        .processes
+        .iter()
+        .filter(|p| holders.contains(&p.pid))
+        .map(|p| p.uring_accepts)
+        .sum();
     SocketSetup {
         inode,
         holders,
@@ -254,6 +273,8 @@ fn socket_setup(snap: &Snapshot, inode: u64) -> SocketSetup {
         polling_threads,
         workers_with_epoll,
         lock_waiters,
+        uring_accepts,
+        uring_exclusive: snap.kernel.is_none_or(|v| v >= URING_EXCLUSIVE_SINCE),
     }
 }
 
@@ -307,10 +328,30 @@ fn accept_beside_idle_epolls(s: &SocketSetup) -> bool {
     !s.accepting_threads.is_empty() && s.watchers.iter().all(|w| w.likely_waiters == 0)
 }
 
+/// The first kernel whose io_uring waits for a connection exclusively
+/// (`poll_exclusive` for `IORING_OP_ACCEPT`).
+pub const URING_EXCLUSIVE_SINCE: (u32, u32) = (5, 18);
+
+/// io_uring accepts armed on the socket and no task waiting on it any other
+/// way (an io_uring server keeps no epoll on the listener and calls no
+/// accept()).
+fn uring_only(s: &SocketSetup) -> bool {
+    s.uring_accepts > 0
+        && s.accepting_threads.is_empty()
+        && s.polling_threads.is_empty()
+        && s.watchers.iter().all(|w| w.likely_waiters == 0)
+}
+
 /// The pattern of a single socket (not a reuseport group).
 fn single_socket_pattern(s: &SocketSetup) -> Pattern {
     if let Some(turns) = turns_through_a_lock(s) {
         return turns;
+    }
+    if uring_only(s) {
+        return Pattern::UringAccept {
+            accepts: s.uring_accepts,
+            exclusive: s.uring_exclusive,
+        };
     }
     if accept_beside_idle_epolls(s) {
         return Pattern::BlockingAccept {
@@ -479,6 +520,17 @@ pub fn acceptor_tasks(snap: &Snapshot, e: &Endpoint) -> Vec<(u32, u32)> {
         }
         tasks.extend(s.accepting_threads.iter().filter_map(|&tid| owner(tid)));
         tasks.extend(s.polling_threads.iter().filter_map(|&tid| owner(tid)));
+        if matches!(e.pattern, Pattern::UringAccept { .. }) {
+            // The rings' owners: threads waiting in io_uring_enter.
+            for p in snap
+                .processes
+                .iter()
+                .filter(|p| s.holders.contains(&p.pid) && p.uring_accepts > 0)
+            {
+                let waiting = p.threads.iter().filter(|t| t.blocked == Blocked::Uring);
+                tasks.extend(waiting.map(|t| (p.pid, t.tid)));
+            }
+        }
     }
     tasks.into_iter().collect()
 }
@@ -584,6 +636,22 @@ pub fn describe(addr: SocketAddr, sockets: &[SocketSetup], pattern: Pattern) -> 
                 match watching {
                     0 => "no epoll watches".to_string(),
                     n => format!("only {} watches", plural(n, "epoll", "epolls")),
+                }
+            );
+        }
+        Pattern::UringAccept { accepts, exclusive } => {
+            let _ = write!(
+                s,
+                "{} armed on {addr} (no epoll or accept() waits on it); {}",
+                plural(
+                    accepts,
+                    "io_uring accept (IORING_OP_ACCEPT)",
+                    "io_uring accepts (IORING_OP_ACCEPT)"
+                ),
+                if exclusive {
+                    "io_uring waits for a connection exclusively (Linux 5.18+): one ring is woken per connection"
+                } else {
+                    "before Linux 5.18 io_uring does not wait exclusively: every ring is woken per connection"
                 }
             );
         }
@@ -717,6 +785,7 @@ mod tests {
             threads,
             listen_fds: vec![ListenFd { fd: 3, inode: INO }],
             epolls,
+            uring_accepts: 0,
         }
     }
 
@@ -746,6 +815,7 @@ mod tests {
             instances,
             unparsed_watch_lines: 0,
             identity_unknown: false,
+            kernel: None,
         }
     }
 
@@ -993,6 +1063,64 @@ mod tests {
             assert_eq!(tasks, want, "{name}");
             assert_eq!(tasks.len(), e.acceptors, "{name}");
         }
+    }
+
+    #[test]
+    fn io_uring_accepts_armed_are_one_ring_woken_from_5_18_and_a_herd_before() {
+        // `serve --model io-uring`, as /proc showed it: each worker sleeps in
+        // io_uring_enter with an IORING_OP_ACCEPT armed in its ring.
+        let procs: Vec<ProcessInfo> = (0..4)
+            .map(|i| ProcessInfo {
+                uring_accepts: 1,
+                ..process(10 + i, Vec::new(), vec![thread(10 + i, Blocked::Uring)])
+            })
+            .collect();
+        let mut snap = snapshot(procs, &[INO]);
+        let e = endpoints(&snap)[0].clone();
+        assert_eq!(
+            e.pattern,
+            Pattern::UringAccept {
+                accepts: 4,
+                exclusive: true
+            }
+        );
+        assert_eq!((e.pattern.expected_woken(), e.acceptors), ((1, 1), 4));
+        assert_eq!(
+            e.description,
+            "4 io_uring accepts (IORING_OP_ACCEPT) armed on 0.0.0.0:80 (no epoll or accept() \
+             waits on it); io_uring waits for a connection exclusively (Linux 5.18+): one ring \
+             is woken per connection"
+        );
+        assert_eq!(
+            acceptor_tasks(&snap, &e),
+            vec![(10, 10), (11, 11), (12, 12), (13, 13)]
+        );
+        snap.kernel = Some((5, 10));
+        let old = &endpoints(&snap)[0];
+        assert_eq!(
+            old.pattern,
+            Pattern::UringAccept {
+                accepts: 4,
+                exclusive: false
+            }
+        );
+        assert!(old.pattern.herd_prone());
+        assert_eq!(old.pattern.expected_woken(), (4, 4));
+        assert!(old.description.ends_with(
+            "before Linux 5.18 io_uring does not wait exclusively: every ring is woken per \
+             connection"
+        ));
+        snap.kernel = Some((5, 18));
+        assert!(!endpoints(&snap)[0].pattern.herd_prone());
+        // A ring beside an epoll with a waiter on the socket is not an
+        // io_uring server's setup: the epoll decides.
+        let mut mixed = snap.clone();
+        mixed.processes[0].epolls = vec![ep(6, 0, 0x19)];
+        mixed.processes[0].threads = vec![thread(10, Blocked::EpollWait { epfd: 6 })];
+        assert!(!matches!(
+            endpoints(&mixed)[0].pattern,
+            Pattern::UringAccept { .. }
+        ));
     }
 
     #[test]

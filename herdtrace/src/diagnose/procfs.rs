@@ -30,6 +30,7 @@ mod nr {
     pub const FLOCK: i64 = 73;
     pub const SEMOPS: &[i64] = &[65, 220]; // semop, semtimedop
     pub const FUTEX: i64 = 202;
+    pub const IO_URING_ENTER: i64 = 426;
 }
 #[cfg(target_arch = "aarch64")]
 mod nr {
@@ -41,6 +42,7 @@ mod nr {
     pub const FLOCK: i64 = 32;
     pub const SEMOPS: &[i64] = &[193, 192]; // semop, semtimedop
     pub const FUTEX: i64 = 98;
+    pub const IO_URING_ENTER: i64 = 426;
 }
 #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
 mod nr {
@@ -52,6 +54,7 @@ mod nr {
     pub const FLOCK: i64 = -2;
     pub const SEMOPS: &[i64] = &[];
     pub const FUTEX: i64 = -2;
+    pub const IO_URING_ENTER: i64 = -2;
 }
 
 /// fcntl commands that wait for a record lock: F_SETLKW, F_OFD_SETLKW.
@@ -94,6 +97,9 @@ pub enum Blocked {
     Select { nfds: i32 },
     /// Asleep in poll/ppoll (which fds is not visible in /proc).
     Poll,
+    /// In io_uring_enter, waiting for completions of its ring (an armed
+    /// `IORING_OP_ACCEPT` among them, perhaps).
+    Uring,
     /// Waiting for a lock shared between processes (see
     /// `is_shared_lock_wait`): a worker waiting for its turn at an accept
     /// mutex.
@@ -130,6 +136,7 @@ pub fn parse_syscall(text: &str) -> Blocked {
         Some(fd) if nr::ACCEPTS.contains(&nr) => Blocked::Accept { fd },
         Some(nfds) if nr::SELECTS.contains(&nr) => Blocked::Select { nfds },
         _ if nr::POLLS.contains(&nr) => Blocked::Poll,
+        _ if nr == nr::IO_URING_ENTER => Blocked::Uring,
         _ if is_shared_lock_wait(nr, arg1) => Blocked::Lock { nr },
         _ => Blocked::Other { nr },
     }
@@ -175,6 +182,9 @@ pub struct ProcessInfo {
     pub threads: Vec<ThreadInfo>,
     pub listen_fds: Vec<ListenFd>,
     pub epolls: Vec<EpollFd>,
+    /// `IORING_OP_ACCEPT`s armed in its io_urings (their fdinfo), on
+    /// whichever of its listening sockets.
+    pub uring_accepts: usize,
 }
 
 /// The (pid, fd) that first showed an epoll instance.
@@ -198,6 +208,9 @@ pub struct Snapshot {
     /// True when instance identity across processes could not be checked
     /// (each fd is then taken as its own instance).
     pub identity_unknown: bool,
+    /// The kernel's (major, minor), from the tree's `sys/kernel/osrelease`
+    /// (None: not in a saved tree; the newest behaviour is assumed).
+    pub kernel: Option<(u32, u32)>,
 }
 
 impl Snapshot {
@@ -366,11 +379,18 @@ pub fn read_snapshot_of(
         let dir: PathBuf = proc_root.join(pid.to_string());
         let mut listen_fds = Vec::new();
         let mut epolls = Vec::new();
+        let mut uring_accepts = 0;
         for (fd, target) in fd_entries(&dir.join("fd"))? {
             if let Some(inode) = targets::parse_socket_link(&target) {
                 if listen_all.iter().any(|l| l.inode == inode) {
                     listen_fds.push(ListenFd { fd, inode });
                     held.insert(inode);
+                }
+            } else if target == "anon_inode:[io_uring]" {
+                let path = dir.join("fdinfo").join(fd.to_string());
+                // Closed since the listing, or unreadable: no accept armed there.
+                if let Ok(text) = fs::read_to_string(&path) {
+                    uring_accepts += crate::uring_armed::accepts_in_fdinfo(&text);
                 }
             } else if target == "anon_inode:[eventpoll]" {
                 let path = dir.join("fdinfo").join(fd.to_string());
@@ -422,6 +442,7 @@ pub fn read_snapshot_of(
             threads: read_threads(&dir),
             listen_fds,
             epolls,
+            uring_accepts,
         });
     }
     if processes.is_empty() {
@@ -442,6 +463,10 @@ pub fn read_snapshot_of(
         instances,
         unparsed_watch_lines: unparsed,
         identity_unknown,
+        kernel: fs::read_to_string(proc_root.join("sys/kernel/osrelease"))
+            .ok()
+            .and_then(|r| crate::kernel::parse_version(r.trim()))
+            .map(|(major, minor, _)| (major, minor)),
     })
 }
 
@@ -512,6 +537,12 @@ mod tests {
                 Blocked::Other { nr: 130 }
             );
         }
+        // `serve --model io-uring`'s worker waiting for its accept (426 on
+        // both architectures).
+        assert_eq!(
+            parse_syscall("426 0x4 0x0 0x1 0x1 0x0 0x0 0x7ffc 0x7f2"),
+            Blocked::Uring
+        );
         #[cfg(target_arch = "x86_64")]
         {
             // gunicorn's sync worker and its master, in pselect6.

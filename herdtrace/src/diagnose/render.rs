@@ -237,6 +237,8 @@ mod tests {
                 polling_threads: vec![],
                 workers_with_epoll: vec![],
                 lock_waiters: vec![],
+                uring_accepts: 0,
+                uring_exclusive: true,
             }],
             pattern,
             acceptors: watchers,

@@ -271,6 +271,7 @@ mod tests {
             threads: Vec::new(),
             listen_fds: Vec::new(),
             epolls: Vec::new(),
+            uring_accepts: 0,
         }
     }
 
@@ -281,6 +282,7 @@ mod tests {
             instances: Vec::new(),
             unparsed_watch_lines: 0,
             identity_unknown: false,
+            kernel: None,
         }
     }
 
