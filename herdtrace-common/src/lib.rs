@@ -317,6 +317,8 @@ pub struct Config {
     pub uring_complete_user_data: u32,
     pub uring_complete_res: u32,
     pub uring_complete_cflags: u32,
+    /// Unused: keeps the count of u32s even, so the u64s below need no hole.
+    pub reserved: u32,
     // ---- behaviour
     /// Non-zero: `inet_sock_set_state` opens chains (tracepoint backend on
     /// kernels without `sock:sk_data_ready`).

@@ -486,7 +486,8 @@ fn point_warnings(point: &Point, backend: Backend, p: &PointPlan) -> Vec<String>
             .collect(),
         Pick::First => point
             .variants_for(backend)
-            .find(|v| v.via == p.via && v.attach.first() == p.used.first())
+            // The whole list: two variants can share their first program.
+            .find(|v| v.via == p.via && v.attach == p.used.as_slice())
             .and_then(|v| v.note)
             .map(|note| vec![note.to_owned()])
             .unwrap_or_default(),

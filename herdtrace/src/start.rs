@@ -374,6 +374,14 @@ mod tests {
             point.used.iter().map(|a| a.program).collect::<Vec<_>>(),
             ["tp_uring_submit", "tp_uring_complete"]
         );
+        // Said: it shares its first program with the 6.1 variant, which has no note.
+        assert!(
+            p.warnings
+                .iter()
+                .any(|w| w.starts_with("io_uring_complete does not name the request")),
+            "{:?}",
+            p.warnings
+        );
         let c = program_config(&p, &offsets(), &old, &opts()).expect("config");
         assert_eq!(
             (
