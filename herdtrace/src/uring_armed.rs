@@ -47,16 +47,16 @@ pub fn armed_accepts(proc_root: &Path, pids: &[u32]) -> Vec<(u32, usize)> {
         .collect()
 }
 
-/// The fds of `pid` that are io_uring instances.
-fn rings(proc_root: &Path, pid: u32) -> Vec<String> {
-    let Ok(dir) = fs::read_dir(proc_root.join(format!("{pid}/fd"))) else {
-        return Vec::new();
-    };
-    dir.flatten()
-        .filter(|e| {
-            fs::read_link(e.path()).is_ok_and(|l| l.to_string_lossy() == "anon_inode:[io_uring]")
-        })
-        .map(|e| e.file_name().to_string_lossy().into_owned())
+/// What `/proc/PID/fd/N` links to for an io_uring instance.
+pub const RING_LINK: &str = "anon_inode:[io_uring]";
+
+/// The fds of `pid` that are io_uring instances (none if it cannot be read).
+fn rings(proc_root: &Path, pid: u32) -> Vec<i32> {
+    crate::diagnose::procfs::fd_entries(&proc_root.join(format!("{pid}/fd")))
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|(_, target)| target == RING_LINK)
+        .map(|(fd, _)| fd)
         .collect()
 }
 
@@ -237,7 +237,7 @@ mod tests {
         // Other tests of this binary may hold rings too: ours is read by its fd.
         let ring_fd = ring.fd();
         let fdinfo = || fs::read_to_string(format!("/proc/self/fdinfo/{ring_fd}")).expect("fdinfo");
-        assert!(rings(proc_root, me).contains(&ring_fd.to_string()));
+        assert!(rings(proc_root, me).contains(&ring_fd));
         assert_eq!(accepts_in_fdinfo(&fdinfo()), 0);
         let l = sys::listener(0, 16, false, false, false).expect("listen");
         ring.push(&uring::accept_sqe(l.as_raw_fd(), 7))
