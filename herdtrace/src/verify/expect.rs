@@ -239,22 +239,16 @@ pub fn round_robin(n: f64) -> Option<Expect> {
     (n >= 2.0).then(|| expect(Metric::SameWorkerShare, None, Some(0.5 / n), CLOUDFLARE))
 }
 
-/// Every row, in table order, for `workers` workers.
-/// The first kernel whose io_uring arms an accept's poll on the listener
-/// with EPOLLEXCLUSIVE (`poll_exclusive`): before it every worker's ring is
-/// woken. Measured: Debian's 5.10 wakes every worker, its 6.1 one.
-pub const URING_EXCLUSIVE_SINCE: (u32, u32) = (5, 18);
-
 /// [`plans_for`] the newest kernels.
 #[cfg(test)]
 pub fn plans(workers: u32) -> Vec<Plan> {
     plans_for(workers, None)
 }
 
-/// The plans for `workers` on a kernel of this `version` (major, minor;
-/// None: the newest behaviour).
+/// Every row, in table order, for `workers` workers on a kernel of this
+/// `version` (major, minor; None: the newest behaviour).
 pub fn plans_for(workers: u32, version: Option<(u32, u32)>) -> Vec<Plan> {
-    let uring_herd = version.is_some_and(|v| v < URING_EXCLUSIVE_SINCE);
+    let uring_herd = version.is_some_and(|v| v < crate::diagnose::layout::URING_EXCLUSIVE_SINCE);
     let n = f64::from(workers);
     let every = format!("every idle worker ({workers})");
     let plan = |name, model, serve_args: &[&'static str], expected: &str, expects| Plan {
