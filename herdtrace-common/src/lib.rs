@@ -317,8 +317,12 @@ pub struct Config {
     pub uring_complete_user_data: u32,
     pub uring_complete_res: u32,
     pub uring_complete_cflags: u32,
-    /// Unused: keeps the count of u32s even, so the u64s below need no hole.
-    pub reserved: u32,
+    /// `io_uring:io_uring_task_add` (a request's poll woke): the ring, the
+    /// user data and the opcode. (Keep the count of u32s even: the u64s
+    /// below must need no hole, which the layout test checks.)
+    pub uring_task_add_ctx: u32,
+    pub uring_task_add_user_data: u32,
+    pub uring_task_add_opcode: u32,
     // ---- behaviour
     /// Non-zero: `inet_sock_set_state` opens chains (tracepoint backend on
     /// kernels without `sock:sk_data_ready`).

@@ -528,6 +528,25 @@ pub fn uring_submit(ring: u64, user_data: u64, opcode: u8) {
     );
 }
 
+/// `io_uring_task_add` (tracepoint backend): a request's poll woke, and
+/// its task will run it. An accept's, inside a traced listener's wakeup, is
+/// remembered like a submission, so that its completions are told as an
+/// accept's even when it was submitted before tracing began: a server that
+/// arms a multishot accept at start-up never submits it again, and before
+/// 5.19 no completion names its request.
+#[inline(always)]
+pub fn uring_woken(ring: u64, user_data: u64, opcode: u8) {
+    if opcode != IORING_OP_ACCEPT || chain::current().is_none() {
+        return;
+    }
+    insert(
+        &URING_ACCEPTS,
+        &UringKey { ring, user_data },
+        &1,
+        MAP_URING_ACCEPTS,
+    );
+}
+
 /// `io_uring_complete` on kernels whose record names the request (5.19+):
 /// an accept's completion is told by the request's opcode, so an accept
 /// submitted before tracing began is seen too. A multishot accept's

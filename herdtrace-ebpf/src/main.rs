@@ -284,6 +284,17 @@ pub fn tp_uring_submit(ctx: TracePointContext) -> u32 {
     0
 }
 
+/// `io_uring:io_uring_task_add`: a request's poll woke.
+#[tracepoint]
+pub fn tp_uring_task_add(ctx: TracePointContext) -> u32 {
+    handlers::uring_woken(
+        tp_field::<u64>(&ctx, conf!(uring_task_add_ctx)),
+        tp_field::<u64>(&ctx, conf!(uring_task_add_user_data)),
+        tp_field::<u8>(&ctx, conf!(uring_task_add_opcode)),
+    );
+    0
+}
+
 /// `io_uring:io_uring_complete` with the request's address (5.19+).
 #[tracepoint]
 pub fn tp_uring_complete_req(ctx: TracePointContext) -> u32 {

@@ -88,8 +88,8 @@ pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(CNT_MAX, 0
 #[map]
 pub static TRACED_EPS: HashMap<u64, u32> = HashMap::with_max_entries(16384, 0);
 
-/// io_uring accept requests submitted by traced tasks (tracepoint
-/// backend), until their last completion: a completion's result is a new
-/// fd only for these.
+/// io_uring accept requests submitted by traced tasks or woken by a traced
+/// listener (tracepoint backend), until their last completion: a
+/// completion's result is a new fd only for these.
 #[map]
 pub static URING_ACCEPTS: HashMap<UringKey, u32> = HashMap::with_max_entries(16384, 0);

@@ -40,5 +40,4 @@ pub(crate) mod targets;
 #[cfg(feature = "test-hooks")]
 mod test_hooks;
 pub(crate) mod trace;
-pub(crate) mod uring_armed;
 pub(crate) mod verify;

@@ -295,14 +295,15 @@ const fn v(backends: &'static [Backend], attach: &'static [Attach]) -> Variant {
     }
 }
 
-/// Why the accept syscalls have three variants.
 /// The io_uring record fields the programs read (named alike in every version).
 const URING_SUBMIT: &[&str] = &["ctx", "user_data", "opcode"];
+const URING_TASK_ADD: &[&str] = &["ctx", "user_data", "opcode"];
 /// `cflags` too where the record has it (5.13+): see `start::program_config`.
 const URING_COMPLETE: &[&str] = &["ctx", "user_data", "res"];
 /// 5.19+: the request too, and the CQE flags (multishot accepts).
 const URING_COMPLETE_REQ: &[&str] = &["req", "ctx", "user_data", "res", "cflags"];
 
+/// Why the accept syscalls have three variants.
 const ACCEPT_SYSCALL_KERNELS: &str = "every kernel; from 5.11 the exit finds the task's fd table \
      through bpf_get_current_task_btf (direct loads instead of helper calls); from 5.15 it reads \
      the listening fd from the task's saved registers (bpf_task_pt_regs), so no entry \
@@ -764,8 +765,9 @@ pub const TABLE: &[Point] = &[
         kernels: "io_uring_complete names the request from 5.19 (whose opcode tells an \
                   accept); io_uring_submit_sqe was renamed io_uring_submit_req after 6.1; completions \
                   without their request (before 5.19, and a multishot accept's but the last) \
-                  are told by the submission, so those of an accept submitted before tracing \
-                  began are not seen",
+                  are told by the accept's submission or by its poll's wakeup \
+                  (io_uring_task_add) inside a traced listener's, so an accept armed before \
+                  tracing began is seen from its next connection",
         lost: "accepts made through io_uring are not seen: their connections show as not \
                accepted, and the tasks they woke as woken for nothing",
         counts: true,
@@ -777,6 +779,7 @@ pub const TABLE: &[Point] = &[
                 TP,
                 &[
                     tp("tp_uring_submit", "io_uring:io_uring_submit_req", URING_SUBMIT),
+                    tp("tp_uring_task_add", "io_uring:io_uring_task_add", URING_TASK_ADD),
                     tp("tp_uring_complete_req", "io_uring:io_uring_complete", URING_COMPLETE_REQ),
                 ],
             ),
@@ -784,30 +787,18 @@ pub const TABLE: &[Point] = &[
                 TP,
                 &[
                     tp("tp_uring_submit", "io_uring:io_uring_submit_sqe", URING_SUBMIT),
+                    tp("tp_uring_task_add", "io_uring:io_uring_task_add", URING_TASK_ADD),
                     tp("tp_uring_complete_req", "io_uring:io_uring_complete", URING_COMPLETE_REQ),
                 ],
             ),
-            Variant {
-                note: Some(
-                    "io_uring_complete does not name the request on this kernel (before \
-                     5.19): io_uring accepts submitted before tracing began are not seen",
-                ),
-                ..v(
-                    TP,
-                    &[
-                        tp(
-                            "tp_uring_submit",
-                            "io_uring:io_uring_submit_sqe",
-                            URING_SUBMIT,
-                        ),
-                        tp(
-                            "tp_uring_complete",
-                            "io_uring:io_uring_complete",
-                            URING_COMPLETE,
-                        ),
-                    ],
-                )
-            },
+            v(
+                TP,
+                &[
+                    tp("tp_uring_submit", "io_uring:io_uring_submit_sqe", URING_SUBMIT),
+                    tp("tp_uring_task_add", "io_uring:io_uring_task_add", URING_TASK_ADD),
+                    tp("tp_uring_complete", "io_uring:io_uring_complete", URING_COMPLETE),
+                ],
+            ),
         ],
     },
     Point {

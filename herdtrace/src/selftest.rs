@@ -72,8 +72,15 @@ pub fn run(args: SelftestArgs) -> Result<i32> {
     } = expand_backends(&args.backend)?;
     // With a single backend there is nothing to pair it with: it runs alone.
     let alone = !args.agree_only || backends.len() < 2;
+    let release = crate::kernel::release()?;
     let mut failed = 0;
     for sc in &chosen {
+        if let Some(why) = sc.unsupported_on(&release) {
+            for backend in &backends {
+                println!("SKIP {} {backend}: {why}", sc.name);
+            }
+            continue;
+        }
         for (backend, reason) in &unavailable {
             println!("SKIP {} {backend}: unavailable: {reason}", sc.name);
         }

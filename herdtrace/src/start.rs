@@ -82,6 +82,15 @@ const TRACEPOINT_FIELDS: &[(&str, &str, Slot)] = &[
     ("io_uring:io_uring_submit_req", "opcode", |c| {
         &mut c.uring_submit_opcode
     }),
+    ("io_uring:io_uring_task_add", "ctx", |c| {
+        &mut c.uring_task_add_ctx
+    }),
+    ("io_uring:io_uring_task_add", "user_data", |c| {
+        &mut c.uring_task_add_user_data
+    }),
+    ("io_uring:io_uring_task_add", "opcode", |c| {
+        &mut c.uring_task_add_opcode
+    }),
 ];
 
 /// The programs' configuration for `plan`: struct offsets from BTF, the
@@ -317,7 +326,11 @@ mod tests {
         let used = p.point("io-uring-accept").expect("point").used.clone();
         assert_eq!(
             used.iter().map(|a| a.program).collect::<Vec<_>>(),
-            ["tp_uring_submit", "tp_uring_complete_req"]
+            [
+                "tp_uring_submit",
+                "tp_uring_task_add",
+                "tp_uring_complete_req"
+            ]
         );
         let c = program_config(&p, &offsets(), &facts, &opts()).expect("config");
         assert_eq!(
@@ -338,6 +351,14 @@ mod tests {
             ),
             (16, 8, 24, 32, 36)
         );
+        assert_eq!(
+            (
+                c.uring_task_add_ctx,
+                c.uring_task_add_user_data,
+                c.uring_task_add_opcode
+            ),
+            (8, 24, 32)
+        );
         // 6.1: the old submission event, the request in the completion.
         let mut six_one = facts.clone();
         six_one.tracepoints.insert(
@@ -354,11 +375,13 @@ mod tests {
                 .collect::<Vec<_>>(),
             [
                 ("tp_uring_submit", "io_uring:io_uring_submit_sqe"),
+                ("tp_uring_task_add", "io_uring:io_uring_task_add"),
                 ("tp_uring_complete_req", "io_uring:io_uring_complete")
             ]
         );
-        // 5.10: no request in the completion, no CQE flags, the old
-        // submission event; accepts are told by their submission.
+        // 5.10: no request in the completion or the poll's wakeup, no CQE
+        // flags, the old submission event; accepts are told by their
+        // submission or their poll's wakeup.
         let mut old = facts.clone();
         old.tracepoints.remove("io_uring:io_uring_submit_req");
         old.tracepoint_fields.remove("io_uring:io_uring_submit_req");
@@ -368,21 +391,33 @@ mod tests {
             .expect("complete");
         complete.remove("req");
         complete.remove("cflags");
+        old.tracepoint_fields.insert(
+            "io_uring:io_uring_task_add".into(),
+            [("ctx", 8), ("opcode", 16), ("user_data", 24), ("mask", 32)]
+                .map(|(f, o)| (f.to_owned(), o))
+                .into(),
+        );
         let p = plan(Backend::Tracepoint, &old).expect("plan");
         let point = p.point("io-uring-accept").expect("point");
         assert_eq!(
             point.used.iter().map(|a| a.program).collect::<Vec<_>>(),
-            ["tp_uring_submit", "tp_uring_complete"]
+            ["tp_uring_submit", "tp_uring_task_add", "tp_uring_complete"]
         );
-        // Said: it shares its first program with the 6.1 variant, which has no note.
+        // Nothing is missed there: no warning.
         assert!(
-            p.warnings
-                .iter()
-                .any(|w| w.starts_with("io_uring_complete does not name the request")),
+            !p.warnings.iter().any(|w| w.contains("io_uring")),
             "{:?}",
             p.warnings
         );
         let c = program_config(&p, &offsets(), &old, &opts()).expect("config");
+        assert_eq!(
+            (
+                c.uring_task_add_ctx,
+                c.uring_task_add_user_data,
+                c.uring_task_add_opcode
+            ),
+            (8, 24, 16)
+        );
         assert_eq!(
             (
                 c.uring_submit_ctx,
@@ -398,6 +433,7 @@ mod tests {
         for t in [
             "io_uring:io_uring_submit_req",
             "io_uring:io_uring_submit_sqe",
+            "io_uring:io_uring_task_add",
             "io_uring:io_uring_complete",
         ] {
             none.tracepoints

@@ -599,11 +599,6 @@ async fn session<W: Write>(
     if let Some(line) = crate::report::text::untraced_line(&known_untraced) {
         eprintln!("herdtrace: warning: {line}");
     }
-    let armed =
-        crate::uring_armed::ArmedUring::at_start(&choice, &targets.pids().unwrap_or_default());
-    if let Some(line) = armed.as_ref().and_then(|a| a.warning_at_start()) {
-        eprintln!("herdtrace: warning: {line}");
-    }
     let scope = match targets.cgroup() {
         Some(c) => format!(" ({c})"),
         None => String::new(),
@@ -790,12 +785,7 @@ async fn session<W: Write>(
         return Ok((summary, reason));
     }
     match pipeline.finish(0) {
-        Ok(summary) => {
-            if let Some(line) = armed.and_then(|a| a.warning_at_end(summary.totals.unaccepted)) {
-                eprintln!("herdtrace: warning: {line}");
-            }
-            Ok((Some(summary), reason))
-        }
+        Ok(summary) => Ok((Some(summary), reason)),
         Err(e) if is_broken_pipe(&e) => Ok((None, EndReason::OutputClosed)),
         Err(e) => Err(e),
     }

@@ -61,6 +61,13 @@ fn fields_of(tp: &str) -> BTreeMap<String, u32> {
             ("res", 32),
             ("cflags", 36),
         ],
+        "io_uring:io_uring_task_add" => &[
+            ("ctx", 8),
+            ("req", 16),
+            ("user_data", 24),
+            ("opcode", 32),
+            ("mask", 36),
+        ],
         // 5.10's.
         "io_uring:io_uring_submit_sqe" => &[
             ("ctx", 8),
@@ -235,6 +242,7 @@ fn plans_on_a_complete_kernel() {
             "tracepoint syscalls:sys_exit_accept4 (with bpf_task_pt_regs)",
             "tracepoint syscalls:sys_exit_accept (with bpf_task_pt_regs)",
             "tracepoint io_uring:io_uring_submit_req",
+            "tracepoint io_uring:io_uring_task_add",
             "tracepoint io_uring:io_uring_complete",
             "tracepoint syscalls:sys_exit_epoll_wait",
             "tracepoint syscalls:sys_exit_epoll_pwait",

@@ -1,7 +1,31 @@
 //! `/proc/PID/fdinfo/FD` of an epoll file: one `tfd:` line per watched file
 //! (kernel `ep_show_fdinfo`:
-//! `tfd: %8d events: %8x data: %16llx  pos:%lli ino:%lx sdev:%x`).
+//! `tfd: %8d events: %8x data: %16llx  pos:%lli ino:%lx sdev:%x`); of an
+//! io_uring instance: the requests armed on a poll.
 use serde::Serialize;
+
+/// What `/proc/PID/fd/N` links to for an io_uring instance.
+pub const RING_LINK: &str = "anon_inode:[io_uring]";
+
+/// `IORING_OP_ACCEPT`, as an io_uring's fdinfo prints a request's opcode.
+const ACCEPT_OP: &str = "op=13,";
+
+/// Accept requests waiting in a ring, from its fdinfo: the `PollList:`
+/// section lists each armed request as `  op=N, task_works=M` (5.10 to 7.x).
+pub fn uring_accepts(fdinfo: &str) -> usize {
+    let mut in_poll_list = false;
+    let mut n = 0;
+    for line in fdinfo.lines() {
+        if line.starts_with("PollList:") {
+            in_poll_list = true;
+        } else if !line.starts_with(char::is_whitespace) {
+            in_poll_list = false;
+        } else if in_poll_list && line.trim_start().starts_with(ACCEPT_OP) {
+            n += 1;
+        }
+    }
+    n
+}
 
 pub const EPOLLEXCLUSIVE: u32 = 1 << 28;
 pub const EPOLLWAKEUP: u32 = 1 << 29;
@@ -185,5 +209,50 @@ tfd:        5 events: 10000019 data:     7fb582e7a010  pos:0 ino:77d65c sdev:9
                 sdev: 0
             })
         );
+    }
+
+    /// 6.18's fdinfo of a ring with one accept armed (abridged).
+    const RING_ONE_ACCEPT: &str = "pos:\t0\nSqMask:\t0x3f\nSqHead:\t251\nUserFiles:\t0\n\
+                                   PollList:\n  op=13, task_works=0\nCqOverflowList:\n\
+                                   NAPI:\tdisabled\n";
+
+    #[test]
+    fn uring_accepts_are_counted_in_the_poll_list_only() {
+        assert_eq!(uring_accepts(RING_ONE_ACCEPT), 1);
+        let two = "PollList:\n  op=13, task_works=0\n  op=6, task_works=0\n  \
+                   op=13, task_works=1\nCqOverflowList:\n  op=13, task_works=0\n";
+        assert_eq!(uring_accepts(two), 2);
+        // A poll (op 6) or a recv (27) is not an accept; op=130 is not 13.
+        assert_eq!(uring_accepts("PollList:\n  op=27, task_works=0\n"), 0);
+        assert_eq!(uring_accepts("PollList:\n  op=130, task_works=0\n"), 0);
+        assert_eq!(uring_accepts(""), 0);
+        assert_eq!(uring_accepts("pos:\t0\nflags:\t02\n"), 0);
+    }
+
+    /// The layout above is the running kernel's: a ring of ours shows its
+    /// armed accept.
+    #[test]
+    fn a_live_ring_shows_its_armed_accept() {
+        use crate::serve::{sys, uring};
+        use std::os::fd::AsRawFd;
+        let mut ring = match uring::Ring::new(4) {
+            Ok(r) => r,
+            Err(e) if std::env::var("CI").as_deref() != Ok("true") => {
+                eprintln!("skipped: {e}");
+                return;
+            }
+            Err(e) => panic!("{e}"),
+        };
+        let ring_fd = ring.fd();
+        let link = std::fs::read_link(format!("/proc/self/fd/{ring_fd}")).expect("fd link");
+        assert_eq!(link.to_string_lossy(), RING_LINK);
+        let fdinfo =
+            || std::fs::read_to_string(format!("/proc/self/fdinfo/{ring_fd}")).expect("fdinfo");
+        assert_eq!(uring_accepts(&fdinfo()), 0);
+        let l = sys::listener(0, 16, false, false, false).expect("listen");
+        ring.push(&uring::accept_sqe(l.as_raw_fd(), 7, false))
+            .expect("push");
+        ring.enter(0).expect("submit");
+        assert_eq!(uring_accepts(&fdinfo()), 1);
     }
 }

@@ -334,6 +334,9 @@ fn accept_beside_idle_epolls(s: &SocketSetup) -> bool {
 /// `verify` expects by it too.
 pub const URING_EXCLUSIVE_SINCE: (u32, u32) = (5, 18);
 
+/// The first kernel with multishot accepts (`IORING_ACCEPT_MULTISHOT`).
+pub const URING_MULTISHOT_SINCE: (u32, u32) = (5, 19);
+
 /// io_uring accepts armed on the socket and no task waiting on it any other
 /// way (an io_uring server keeps no epoll on the listener and calls no
 /// accept()).

@@ -244,7 +244,7 @@ pub fn kcmp_same_file(a: FdRef, b: FdRef) -> Option<bool> {
 
 /// (fd, link target) of a `/proc/PID/fd` directory; empty if the process
 /// exited, an error if it may not be read (another user's process).
-pub(crate) fn fd_entries(dir: &Path) -> Result<Vec<(i32, String)>> {
+fn fd_entries(dir: &Path) -> Result<Vec<(i32, String)>> {
     let entries = match fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -386,11 +386,11 @@ pub fn read_snapshot_of(
                     listen_fds.push(ListenFd { fd, inode });
                     held.insert(inode);
                 }
-            } else if target == crate::uring_armed::RING_LINK {
+            } else if target == fdinfo::RING_LINK {
                 let path = dir.join("fdinfo").join(fd.to_string());
                 // Closed since the listing, or unreadable: no accept armed there.
                 if let Ok(text) = fs::read_to_string(&path) {
-                    uring_accepts += crate::uring_armed::accepts_in_fdinfo(&text);
+                    uring_accepts += fdinfo::uring_accepts(&text);
                 }
             } else if target == "anon_inode:[eventpoll]" {
                 let path = dir.join("fdinfo").join(fd.to_string());

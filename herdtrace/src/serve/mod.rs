@@ -43,6 +43,7 @@ Examples:
   herdtrace serve --model reuseport --work-us 200
   herdtrace serve --model tokio --workers 4 --stats    (a typical Rust async server)
   herdtrace serve --model io-uring --threads           (accepts through io_uring)
+  herdtrace serve --model io-uring --multishot         (one multishot accept per ring, 5.19+)
 
 The first stdout line is `listening on 127.0.0.1:<port> pid <pid> model <model> workers <n>`.
 SIGTERM, SIGINT or SIGHUP stop every worker; --stats then prints one line per worker
@@ -89,6 +90,11 @@ pub struct ServeArgs {
     /// events to an infinite wait: a wake that finds nothing sleeps again inside it).
     #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u32).range(0..=i32::MAX as i64))]
     pub wait_timeout_ms: Option<u32>,
+    /// io-uring: arm one multishot accept per ring for good
+    /// (IORING_ACCEPT_MULTISHOT, Linux 5.19+), as servers that set up their
+    /// accepts at start-up do, instead of one accept per connection.
+    #[arg(long)]
+    pub multishot: bool,
     /// At exit, print per-worker and total counters (see below).
     #[arg(long)]
     pub stats: bool,
@@ -108,12 +114,17 @@ pub struct Config {
     pub work: Duration,
     pub backlog: i32,
     pub wait_timeout_ms: Option<u32>,
+    /// io-uring: a multishot accept per ring.
+    pub multishot: bool,
     pub stats: bool,
 }
 
 impl Config {
     /// Checks the combinations clap cannot express.
     pub fn from_args(a: &ServeArgs) -> anyhow::Result<Self> {
+        if a.multishot && a.model != Model::IoUring {
+            anyhow::bail!("--multishot is an io-uring option (not {})", a.model);
+        }
         if a.model.is_tokio() {
             if a.edge_triggered {
                 anyhow::bail!(
@@ -149,6 +160,7 @@ impl Config {
             work: Duration::from_micros(a.work_us),
             backlog: a.backlog,
             wait_timeout_ms: a.wait_timeout_ms,
+            multishot: a.multishot,
             stats: a.stats,
         })
     }
@@ -286,6 +298,7 @@ mod tests {
                 work: Duration::ZERO,
                 backlog: 4096,
                 wait_timeout_ms: None,
+                multishot: false,
                 stats: false,
             }
         );
@@ -416,6 +429,20 @@ mod tests {
                 assert!(err.contains("epoll model") && err.contains(model), "{err}");
             }
         }
+    }
+
+    #[test]
+    fn multishot_is_an_io_uring_option() {
+        assert!(
+            config(&["--model", "io-uring", "--multishot"])
+                .expect("valid")
+                .multishot
+        );
+        assert!(!config(&["--model", "io-uring"]).expect("valid").multishot);
+        let err = config(&["--model", "exclusive", "--multishot"])
+            .expect_err("rejected")
+            .to_string();
+        assert_eq!(err, "--multishot is an io-uring option (not exclusive)");
     }
 
     /// io_uring's accept on an O_NONBLOCK listener can complete with -EAGAIN

@@ -58,7 +58,9 @@ fn seat(listeners: &[OwnedFd], shared_epoll: Option<RawFd>, i: usize) -> Seat {
 fn worker_main(cfg: &Config, seat: Seat, slot: &Slot) -> io::Result<()> {
     let mut own_epoll = None;
     let wait = if cfg.model == Model::IoUring {
-        Wait::Uring
+        Wait::Uring {
+            multishot: cfg.multishot,
+        }
     } else if !cfg.model.uses_epoll() {
         Wait::Blocking
     } else {

@@ -12,6 +12,10 @@ pub const ACCEPT_USER_DATA: u64 = 0x6163_6370;
 pub const CANCEL_USER_DATA: u64 = 0x6e61_6363;
 
 const IORING_OP_ACCEPT: u8 = 13;
+/// `sqe.ioprio` of an accept: keep accepting after each completion (5.19+).
+const IORING_ACCEPT_MULTISHOT: u16 = 1;
+/// `cqe.flags`: more completions of this request follow.
+pub const IORING_CQE_F_MORE: u32 = 2;
 const IORING_OP_ASYNC_CANCEL: u8 = 14;
 const IORING_ENTER_GETEVENTS: u32 = 1;
 const IORING_FEAT_SINGLE_MMAP: u32 = 1;
@@ -70,10 +74,14 @@ const _: () = assert!(size_of::<Params>() == 120);
 const _: () = assert!(size_of::<SqringOffsets>() == 40 && size_of::<CqringOffsets>() == 40);
 
 /// An accept SQE: `listen`, accept4 flags SOCK_CLOEXEC, no address buffers,
-/// a normal (not direct) descriptor.
-pub fn accept_sqe(listen: RawFd, user_data: u64) -> [u8; SQE_SIZE] {
+/// a normal (not direct) descriptor; `multishot`: one completion per
+/// connection until cancelled (`IORING_ACCEPT_MULTISHOT`).
+pub fn accept_sqe(listen: RawFd, user_data: u64, multishot: bool) -> [u8; SQE_SIZE] {
     let mut sqe = [0u8; SQE_SIZE];
     sqe[0] = IORING_OP_ACCEPT;
+    if multishot {
+        sqe[2..4].copy_from_slice(&IORING_ACCEPT_MULTISHOT.to_ne_bytes());
+    }
     sqe[4..8].copy_from_slice(&listen.to_ne_bytes());
     sqe[28..32].copy_from_slice(&(libc::SOCK_CLOEXEC as u32).to_ne_bytes());
     sqe[32..40].copy_from_slice(&user_data.to_ne_bytes());
@@ -365,10 +373,13 @@ mod tests {
 
     #[test]
     fn accept_sqe_layout() {
-        let sqe = accept_sqe(7, ACCEPT_USER_DATA);
+        let sqe = accept_sqe(7, ACCEPT_USER_DATA, false);
         assert_eq!(sqe[0], 13, "opcode");
         assert_eq!(sqe[1], 0, "flags");
         assert_eq!(&sqe[2..4], &[0, 0], "ioprio: no multishot");
+        let multi = accept_sqe(7, ACCEPT_USER_DATA, true);
+        assert_eq!(multi[2..4], 1u16.to_ne_bytes(), "IORING_ACCEPT_MULTISHOT");
+        assert_eq!((&multi[..2], &multi[4..]), (&sqe[..2], &sqe[4..]));
         assert_eq!(sqe[4..8], 7i32.to_ne_bytes(), "fd");
         assert!(
             sqe[8..28].iter().all(|&b| b == 0),
@@ -461,7 +472,7 @@ mod tests {
         };
         let l = crate::serve::sys::listener(0, 16, false, false, false).expect("listen");
         let port = crate::serve::sys::local_port(l.as_raw_fd()).expect("port");
-        ring.push(&accept_sqe(l.as_raw_fd(), ACCEPT_USER_DATA))
+        ring.push(&accept_sqe(l.as_raw_fd(), ACCEPT_USER_DATA, false))
             .expect("push");
         let client = std::thread::spawn(move || {
             std::thread::sleep(std::time::Duration::from_millis(50));

@@ -25,8 +25,9 @@ pub enum Wait {
     },
     /// Block in `accept`.
     Blocking,
-    /// One IORING_OP_ACCEPT at a time on a ring of the worker's own.
-    Uring,
+    /// IORING_OP_ACCEPT on a ring of the worker's own: one at a time, or
+    /// one multishot accept armed for good.
+    Uring { multishot: bool },
 }
 
 /// What a worker needs; the fds are borrowed from the supervisor (or, in a
@@ -93,11 +94,11 @@ impl Worker {
                 ready(slot);
                 self.blocking_loop(slot, &mut scratch)
             }
-            Wait::Uring => {
+            Wait::Uring { multishot } => {
                 // Made in the worker (after fork): a failed setup is a failed start.
                 let mut ring = Ring::new(RING_ENTRIES)?;
                 ready(slot);
-                self.uring_loop(slot, &mut scratch, &mut ring)
+                self.uring_loop(slot, &mut scratch, &mut ring, multishot)
             }
         }
     }
@@ -180,11 +181,18 @@ impl Worker {
         Ok(())
     }
 
-    /// Keeps one accept in flight and waits for its completion. A signal
+    /// Keeps one accept in flight and waits for its completions (a
+    /// multishot one stays in flight while they say more follow). A signal
     /// interrupts the wait (EINTR, or a count with no CQE when the enter also
     /// submitted); the SQE then stays queued or in flight for the next round.
-    fn uring_loop(&self, slot: &Slot, scratch: &mut Scratch, ring: &mut Ring) -> io::Result<()> {
-        let sqe = uring::accept_sqe(self.listen, uring::ACCEPT_USER_DATA);
+    fn uring_loop(
+        &self,
+        slot: &Slot,
+        scratch: &mut Scratch,
+        ring: &mut Ring,
+        multishot: bool,
+    ) -> io::Result<()> {
+        let sqe = uring::accept_sqe(self.listen, uring::ACCEPT_USER_DATA, multishot);
         let mut in_flight = false;
         while !signals::stopping() {
             if !in_flight {
@@ -198,7 +206,14 @@ impl Worker {
             }
             while let Some(cqe) = ring.pop() {
                 if cqe.user_data == uring::ACCEPT_USER_DATA {
-                    in_flight = false;
+                    in_flight = cqe.flags & uring::IORING_CQE_F_MORE != 0;
+                    if multishot && cqe.res == -libc::EINVAL {
+                        return Err(io::Error::new(
+                            io::ErrorKind::Unsupported,
+                            "io_uring accept: this kernel refuses a multishot accept \
+                             (IORING_ACCEPT_MULTISHOT needs Linux 5.19+)",
+                        ));
+                    }
                     self.uring_accepted(slot, scratch, cqe.res)?;
                 }
             }
@@ -238,9 +253,10 @@ fn ready(slot: &Slot) {
     slot.mark_ready(sys::getpid(), sys::gettid());
 }
 
-/// Cancels the accept in flight and waits until it is over. A ring is torn
-/// down asynchronously after close, and until then its pending accept holds
-/// the listener open: a server restarted on the same port got EADDRINUSE.
+/// Cancels the accept in flight and waits until it is over (its last
+/// completion). A ring is torn down asynchronously after close, and until
+/// then its pending accept holds the listener open: a server restarted on
+/// the same port got EADDRINUSE.
 fn cancel_accept(ring: &mut Ring) -> io::Result<()> {
     ring.push(&uring::cancel_sqe(
         uring::ACCEPT_USER_DATA,
@@ -259,7 +275,9 @@ fn cancel_accept(ring: &mut Ring) -> io::Result<()> {
                         // SAFETY: the kernel installed this fd for us; closed at once.
                         drop(unsafe { OwnedFd::from_raw_fd(cqe.res) });
                     }
-                    return Ok(());
+                    if cqe.flags & uring::IORING_CQE_F_MORE == 0 {
+                        return Ok(());
+                    }
                 }
                 // 0 or -ENOENT: the accept's CQE comes (or came); otherwise
                 // (-EALREADY: running) it may never come: stop waiting.

@@ -38,6 +38,8 @@ pub fn scenario_for(plan: &Plan, setup: &Setup) -> Scenario {
         rate: setup.rate,
         concurrency: 2,
         bound,
+        // The plans for a kernel hold only what runs on it.
+        min_kernel: None,
     }
 }
 

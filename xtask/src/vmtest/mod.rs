@@ -25,13 +25,15 @@ const BUSYBOX: &str = "/bin/busybox";
 /// The scenarios a VM runs by default: one per kernel wake path. The tokio
 /// models add nothing kernel-specific (one epoll waiter per runtime, as
 /// `shared-epoll` with a single waiter) and run on the host and in `--verify`.
-pub const VM_SCENARIOS: [&str; 6] = [
+/// `io-uring-multishot` needs 5.19+: older kernels report it as SKIP.
+pub const VM_SCENARIOS: [&str; 7] = [
     "epoll-per-worker",
     "shared-epoll",
     "exclusive",
     "reuseport",
     "blocking-accept",
     "io-uring",
+    "io-uring-multishot",
 ];
 
 /// What a VM runs by default: what the kernel offers, then each scenario with
@@ -863,7 +865,8 @@ mod tests {
             default_commands("kprobe")[1],
             "herdtrace selftest --backend kprobe --agree --agree-only --rate 25 --connections 200 \
              --scenario epoll-per-worker --scenario shared-epoll --scenario exclusive \
-             --scenario reuseport --scenario blocking-accept --scenario io-uring"
+             --scenario reuseport --scenario blocking-accept --scenario io-uring \
+             --scenario io-uring-multishot"
         );
         assert_eq!(default_commands("working")[0], "herdtrace check");
     }
