@@ -333,6 +333,27 @@ fn builtin_io_uring_is_one_ring_woken_per_connection() {
     assert_eq!(v["fine"], true, "{v}");
     assert!(advice_text(ep).contains("io_uring waits"), "{v}");
     assert!(woken(&v) <= 1.2, "{v}");
+    // Each accept is queued again at the back once it completes: the rings
+    // take turns.
+    assert_no_imbalance(&v);
+}
+
+/// One multishot accept per ring never leaves the listener's wait queue, so
+/// the ring first in it takes every connection: diagnose names that, not
+/// EPOLLEXCLUSIVE's LIFO (no epoll here).
+#[test]
+fn builtin_io_uring_multishot_names_the_first_ring_imbalance() {
+    let Some(_serial) = start() else {
+        return;
+    };
+    let server = TestServer::start(&["--model", "io-uring", "--multishot", "--workers", "4"]);
+    let v = diagnose(server.pid() as u32, server.port());
+    drop(server);
+    assert_traced(&v);
+    assert_eq!(endpoint(&v)["pattern"]["kind"], "uring_accept", "{v}");
+    assert_imbalance_named(&v, Some("first_ring"));
+    let advice = v["balance_advice"]["items"].to_string();
+    assert!(advice.contains("single-shot io_uring accepts"), "{advice}");
 }
 
 /// A tokio server: mio dups its epoll fd, so the process has two fds of its

@@ -521,6 +521,13 @@ pub fn balance_advice(
         items
             .push("or `listen ADDR:PORT reuseport;`: one socket per worker, spread by hash".into());
         knobs.extend([knobs::NGINX_ACCEPT_MUTEX, knobs::NGINX_REUSEPORT]);
+    } else if finding.pattern == Some(BalancePattern::FirstRing) {
+        items.push(
+            "arm single-shot io_uring accepts, one at a time per ring: each leaves the \
+             listener's wait queue when it completes and is queued again at the back, so the \
+             rings take turns; or give each ring its own SO_REUSEPORT socket (spread by hash)"
+                .into(),
+        );
     } else if finding.pattern == Some(BalancePattern::ReuseportHash) || reuseport {
         items.push(
             "SO_REUSEPORT picks a socket by hashing the client's address and port: with few \
@@ -625,6 +632,8 @@ pub fn balance_advice(
                 Some(BalancePattern::Lifo) => "; the LIFO pattern of EPOLLEXCLUSIVE",
                 Some(BalancePattern::ReuseportHash) => "; a reuseport hash imbalance",
                 Some(BalancePattern::TakingTurns) => "; the worker holding the listener keeps it",
+                Some(BalancePattern::FirstRing) =>
+                    "; the first ring in the listener's queue keeps it",
                 None => "",
             }
         ),
@@ -1037,6 +1046,18 @@ mod tests {
         let a = balance_advice(&id(ServerKind::Nginx), &[], &turns, "6.1.0").expect("a");
         assert_eq!(a.knobs[0], knobs::NGINX_ACCEPT_MUTEX);
         assert!(text(&a).contains("`accept_mutex off;`"), "{}", text(&a));
+        let ring = imbalanced(Some(BalancePattern::FirstRing));
+        let uring = Pattern::UringAccept {
+            accepts: 4,
+            exclusive: true,
+        };
+        let a = balance_advice(&id(ServerKind::Generic), &[uring], &ring, "6.18.44").expect("a");
+        assert!(a.headline.contains("the first ring"), "{}", a.headline);
+        assert!(
+            text(&a).contains("single-shot io_uring accepts"),
+            "{}",
+            text(&a)
+        );
         // Balanced or not judged: nothing to advise.
         let mut ok = imbalanced(None);
         ok.verdict = BalanceVerdict::Balanced;

@@ -259,6 +259,11 @@ fn setup_hint(patterns: &[layout::Pattern]) -> balance::SetupHint {
             balance::SetupHint::Shared
         }
         Some(P::TakingTurns { .. }) => balance::SetupHint::TakingTurns,
+        // Before 5.18 every ring is woken: the first to run wins.
+        Some(P::UringAccept {
+            exclusive: true, ..
+        }) => balance::SetupHint::Uring,
+        Some(P::UringAccept { .. }) => balance::SetupHint::Shared,
         Some(P::Reuseport { .. }) => balance::SetupHint::Reuseport,
         _ => balance::SetupHint::Unknown,
     }
@@ -481,6 +486,17 @@ mod tests {
         let r = report(&s, None);
         assert!(text(&r).contains("what it costs: not traced"));
         assert!(text(&r).contains("listen ... reuseport;"));
+    }
+
+    #[test]
+    fn io_uring_accepts_have_a_setup_hint_of_their_own_from_5_18() {
+        let uring = |exclusive| layout::Pattern::UringAccept {
+            accepts: 4,
+            exclusive,
+        };
+        assert_eq!(setup_hint(&[uring(true)]), balance::SetupHint::Uring);
+        // Every ring woken (before 5.18): the first to run wins, no pattern.
+        assert_eq!(setup_hint(&[uring(false)]), balance::SetupHint::Shared);
     }
 
     #[test]

@@ -177,6 +177,9 @@ pub enum SetupHint {
     TakingTurns,
     /// An SO_REUSEPORT group.
     Reuseport,
+    /// io_uring accepts armed on one shared socket, in exclusive waits
+    /// (5.18+: one ring woken per connection).
+    Uring,
 }
 
 /// How evenly the workers shared the accepts over the run.

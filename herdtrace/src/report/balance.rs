@@ -13,6 +13,9 @@
 //!   consecutive connections at least halfway between a random pick (1/N)
 //!   and always ((1+1/N)/2): EPOLLEXCLUSIVE wakes the most recently queued
 //!   waiter, so a worker that just went back to sleep wins again;
+//! - *first ring*: the same consecutive wins where the workers accept
+//!   through io_uring: a multishot accept never leaves the listener's wait
+//!   queue, so the ring that armed first is woken for every connection;
 //! - *reuseport hash*: an SO_REUSEPORT group (2+ listening sockets on a
 //!   port) and few clients: at most 2N distinct client address:port pairs,
 //!   or the N busiest pairs made half the connections or more. The kernel
@@ -46,6 +49,9 @@ pub enum BalancePattern {
     /// The workers take turns holding the listener (nginx's accept_mutex):
     /// the holder keeps taking connections while it can.
     TakingTurns,
+    /// io_uring accepts: one ring keeps being woken (a multishot accept
+    /// stays first in the listener's wait queue).
+    FirstRing,
 }
 
 pub use crate::engine::SetupHint;
@@ -120,7 +126,11 @@ pub fn pattern_in(b: &Balance, hint: SetupHint) -> Option<BalancePattern> {
         && b.same_worker_share
             .is_some_and(|s| s >= lifo_threshold(b.workers))
     {
-        return Some(BalancePattern::Lifo);
+        return Some(if hint == SetupHint::Uring {
+            BalancePattern::FirstRing
+        } else {
+            BalancePattern::Lifo
+        });
     }
     None
 }
@@ -292,6 +302,13 @@ fn line(
                     "; the workers take turns watching the listener (like nginx's \
                      accept_mutex): the one holding it keeps taking connections while it can",
                 ),
+                Some(BalancePattern::FirstRing) => s.push_str(&format!(
+                    "; first-ring pattern: {} of consecutive accepts went to the ring that \
+                     took the previous one (an io_uring accept that stays armed, multishot, \
+                     never leaves the listener's wait queue, and each connection wakes only \
+                     the first ring waiting there, busy or not)",
+                    pct(b.same_worker_share.unwrap_or(0.0))
+                )),
                 None => {}
             }
             s
@@ -476,6 +493,18 @@ mod tests {
         );
         assert_eq!(pattern_in(&b, SetupHint::Shared), None);
         assert_eq!(pattern_in(&b, SetupHint::Reuseport), None, "many clients");
+        assert_eq!(
+            pattern_in(&b, SetupHint::Uring),
+            Some(BalancePattern::FirstRing)
+        );
+        let f = finding_in(&b, SetupHint::Uring);
+        assert!(f.line.contains("first-ring pattern: 100%"), "{}", f.line);
+        assert!(!f.line.contains("EPOLLEXCLUSIVE"), "{}", f.line);
+        // Rings that took turns (single-shot accepts go back to the end of
+        // the queue): no pattern.
+        b.same_worker_share = Some(0.3);
+        assert_eq!(pattern_in(&b, SetupHint::Uring), None);
+        b.same_worker_share = Some(1.0);
         let f = finding_in(&b, SetupHint::TakingTurns);
         assert!(
             f.line.contains("take turns watching the listener"),

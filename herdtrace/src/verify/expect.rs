@@ -98,6 +98,13 @@ pub const URING_OLD: Source = Source {
             worker's ring is woken, and the losers retry inside the kernel (woken for \
             nothing: no EAGAIN reaches user space)",
 };
+pub const URING_MULTISHOT: Source = Source {
+    key: "H8c",
+    doc: "docs/herd-mechanics.md#h8 (io_uring accept)",
+    claim: "a multishot io_uring accept (5.19+) is armed without EPOLLONESHOT and never \
+            leaves the listener's wait queue: the ring first in it is woken for every \
+            connection, busy or not",
+};
 pub const CLOUDFLARE: Source = Source {
     key: "C",
     doc: "docs/herd-mechanics.md#cloudflare (published figures, Cloudflare 2017)",
@@ -114,7 +121,7 @@ pub const TOKIO: Source = Source {
 };
 
 /// Every source, in footnote order.
-pub const SOURCES: [Source; 11] = [
+pub const SOURCES: [Source; 12] = [
     HERD,
     SHARED_LT,
     SHARED_ET,
@@ -124,6 +131,7 @@ pub const SOURCES: [Source; 11] = [
     WINNER_EAGAIN,
     URING,
     URING_OLD,
+    URING_MULTISHOT,
     CLOUDFLARE,
     TOKIO,
 ];
@@ -233,6 +241,14 @@ pub fn lifo(n: f64) -> Option<Expect> {
     })
 }
 
+/// The first ring keeps every connection: the LIFO bound, with its own source.
+fn first_ring(n: f64) -> Option<Expect> {
+    lifo(n).map(|e| Expect {
+        source: URING_MULTISHOT,
+        ..e
+    })
+}
+
 /// Round-robin: the previous worker is last in line. Bound: halfway between
 /// never (0) and a random pick (1/N).
 pub fn round_robin(n: f64) -> Option<Expect> {
@@ -248,7 +264,9 @@ pub fn plans(workers: u32) -> Vec<Plan> {
 /// Every row, in table order, for `workers` workers on a kernel of this
 /// `version` (major, minor; None: the newest behaviour).
 pub fn plans_for(workers: u32, version: Option<(u32, u32)>) -> Vec<Plan> {
-    let uring_herd = version.is_some_and(|v| v < crate::diagnose::layout::URING_EXCLUSIVE_SINCE);
+    use crate::diagnose::layout::{URING_EXCLUSIVE_SINCE, URING_MULTISHOT_SINCE};
+    let uring_herd = version.is_some_and(|v| v < URING_EXCLUSIVE_SINCE);
+    let multishot = version.is_none_or(|v| v >= URING_MULTISHOT_SINCE);
     let n = f64::from(workers);
     let every = format!("every idle worker ({workers})");
     let plan = |name, model, serve_args: &[&'static str], expected: &str, expects| Plan {
@@ -346,6 +364,16 @@ pub fn plans_for(workers: u32, version: Option<(u32, u32)>) -> Vec<Plan> {
         } else {
             plan("io-uring", Model::IoUring, &[], "one", vec![one(URING)])
         },
+        plan(
+            "io-uring+multishot",
+            Model::IoUring,
+            &["--multishot"],
+            "one; always the same ring",
+            [Some(one(URING_MULTISHOT)), first_ring(n)]
+                .into_iter()
+                .flatten()
+                .collect(),
+        ),
         // SO_REUSEPORT spreads connections over sockets, but every socket is
         // in the same runtime's one epoll: still one thread woken.
         plan(
@@ -363,6 +391,10 @@ pub fn plans_for(workers: u32, version: Option<(u32, u32)>) -> Vec<Plan> {
             vec![one(TOKIO), winner_eagain()],
         ),
     ]
+    .into_iter()
+    // No multishot accept before 5.19: the server could not run the row.
+    .filter(|p| multishot || !p.serve_args.contains(&"--multishot"))
+    .collect()
 }
 
 #[cfg(test)]
@@ -392,6 +424,23 @@ mod tests {
             assert_eq!(new.expected, "one", "{v:?}");
             assert_eq!(new.expects[0].max, Some(ONE_MAX));
         }
+    }
+
+    #[test]
+    fn the_multishot_row_is_for_5_19_and_later() {
+        let has = |v| {
+            plans_for(4, v)
+                .iter()
+                .any(|p| p.name == "io-uring+multishot")
+        };
+        assert!(!has(Some((5, 10))));
+        assert!(!has(Some((5, 18))));
+        assert!(has(Some((5, 19))) && has(Some((6, 1))) && has(None));
+        let p = find(&plans_for(4, Some((6, 1))), "io-uring+multishot");
+        assert_eq!(p.serve_args, ["--multishot"]);
+        assert_eq!(bounds(&p, Metric::WokenMean), (Some(0.5), Some(1.5)));
+        assert_eq!(bounds(&p, Metric::SameWorkerShare), (Some(0.625), None));
+        assert!(p.expects.iter().all(|e| e.source.key == "H8c"));
     }
 
     fn find(plans: &[Plan], name: &str) -> Plan {
@@ -427,6 +476,7 @@ mod tests {
                 "reuseport",
                 "blocking-accept",
                 "io-uring",
+                "io-uring+multishot",
                 "tokio",
                 "tokio-reuseport"
             ]
