@@ -517,15 +517,9 @@ pub fn accept_exit(ret: impl FnOnce() -> i64, lookup: impl FnOnce(&mut TaskState
 /// the listener's wakeup), so no accept syscall reports it.
 #[inline(always)]
 pub fn uring_submit(ring: u64, user_data: u64, opcode: u8) {
-    if opcode != IORING_OP_ACCEPT || traced_current().is_none() {
-        return;
+    if opcode == IORING_OP_ACCEPT && traced_current().is_some() {
+        remember_uring_accept(ring, user_data);
     }
-    insert(
-        &URING_ACCEPTS,
-        &UringKey { ring, user_data },
-        &1,
-        MAP_URING_ACCEPTS,
-    );
 }
 
 /// `io_uring_task_add` (tracepoint backend): a request's poll woke, and
@@ -536,9 +530,14 @@ pub fn uring_submit(ring: u64, user_data: u64, opcode: u8) {
 /// 5.19 no completion names its request.
 #[inline(always)]
 pub fn uring_woken(ring: u64, user_data: u64, opcode: u8) {
-    if opcode != IORING_OP_ACCEPT || chain::current().is_none() {
-        return;
+    if opcode == IORING_OP_ACCEPT && chain::current().is_some() {
+        remember_uring_accept(ring, user_data);
     }
+}
+
+/// Until its last completion (see [`uring_complete`]).
+#[inline(always)]
+fn remember_uring_accept(ring: u64, user_data: u64) {
     insert(
         &URING_ACCEPTS,
         &UringKey { ring, user_data },

@@ -49,8 +49,7 @@ impl Scenario {
     /// Why the scenario cannot run on kernel `release`, if it cannot.
     pub fn unsupported_on(&self, release: &str) -> Option<String> {
         let ((major, minor), what) = self.min_kernel?;
-        let (a, b, _) = crate::kernel::parse_version(release)?;
-        ((a, b) < (major, minor))
+        (crate::kernel::major_minor(release)? < (major, minor))
             .then(|| format!("{what} needs Linux {major}.{minor}+, this kernel is {release}"))
     }
 }
@@ -988,6 +987,26 @@ pub(crate) mod tests {
             .to_string(),
         );
         s
+    }
+
+    #[test]
+    fn a_scenario_needing_a_newer_kernel_says_so_and_others_run_anywhere() {
+        let multishot = find("io-uring-multishot").expect("scenario");
+        assert_eq!(
+            multishot.unsupported_on("5.10.0-32-cloud-amd64").as_deref(),
+            Some(
+                "a multishot io_uring accept needs Linux 5.19+, this kernel is \
+                 5.10.0-32-cloud-amd64"
+            )
+        );
+        assert!(multishot.unsupported_on("5.18.19").is_some());
+        for ok in ["5.19.0", "6.1.0-57-cloud-amd64", "7.2.13+deb14-cloud-amd64"] {
+            assert_eq!(multishot.unsupported_on(ok), None, "{ok}");
+        }
+        // A release that does not parse is not refused.
+        assert_eq!(multishot.unsupported_on("custom"), None);
+        let uring = find("io-uring").expect("scenario");
+        assert_eq!(uring.unsupported_on("5.10.0-32-cloud-amd64"), None);
     }
 
     #[test]

@@ -457,17 +457,9 @@ fn generic_fixes(pattern: Pattern) -> Vec<String> {
     }
 }
 
-/// (major, minor) of a kernel release such as "6.18.44-fc-v782".
-pub fn kernel_version(release: &str) -> Option<(u32, u32)> {
-    let mut it = release.split(|c: char| !c.is_ascii_digit());
-    let major = it.next()?.parse().ok()?;
-    let minor = it.next()?.parse().ok()?;
-    Some((major, minor))
-}
-
 /// What the kernel version changes for the balance between workers.
 pub fn kernel_notes(release: &str) -> Vec<String> {
-    let Some(v) = kernel_version(release) else {
+    let Some(v) = crate::kernel::major_minor(release) else {
         return vec![format!(
             "kernel {release}: version not recognised; EPOLLEXCLUSIVE needs Linux >= 4.5 and \
              SO_REUSEPORT >= 3.9"
@@ -966,9 +958,6 @@ mod tests {
 
     #[test]
     fn kernel_versions_and_what_they_change() {
-        assert_eq!(kernel_version("6.18.44-fc-v782"), Some((6, 18)));
-        assert_eq!(kernel_version("4.4.0"), Some((4, 4)));
-        assert_eq!(kernel_version("x"), None);
         let new = kernel_notes("6.18.44");
         assert!(
             new[0].contains("EPOLLEXCLUSIVE (4.5+) available"),

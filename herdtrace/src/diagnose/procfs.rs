@@ -465,8 +465,7 @@ pub fn read_snapshot_of(
         identity_unknown,
         kernel: fs::read_to_string(proc_root.join("sys/kernel/osrelease"))
             .ok()
-            .and_then(|r| crate::kernel::parse_version(r.trim()))
-            .map(|(major, minor, _)| (major, minor)),
+            .and_then(|r| crate::kernel::major_minor(r.trim())),
     })
 }
 

@@ -17,7 +17,7 @@ pub use config::{ConfigValue, KernelConfig};
 pub use lockdown::lockdown_problem;
 pub use pidns::pid_namespace_problem;
 pub use privilege::privilege_problem;
-pub use release::release;
+pub use release::{major_minor, release};
 
 pub(crate) use kallsyms::{
     filter_function_names, find_symbols, kallsyms_names, read_filter_functions, read_kallsyms,

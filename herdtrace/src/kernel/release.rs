@@ -34,6 +34,12 @@ pub fn parse_version(release: &str) -> Option<(u32, u32, u32)> {
     Some((major, minor, patch))
 }
 
+/// (major, minor) of a release string, what version checks compare:
+/// `"6.18.44-fc-v782"` → `(6, 18)`.
+pub fn major_minor(release: &str) -> Option<(u32, u32)> {
+    parse_version(release).map(|(major, minor, _)| (major, minor))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -53,6 +59,9 @@ mod tests {
         assert_eq!(parse_version(""), None);
         assert_eq!(parse_version("6"), None);
         assert_eq!(parse_version("linux-6.1"), None);
+        assert_eq!(major_minor("6.18.44-fc-v782"), Some((6, 18)));
+        assert_eq!(major_minor("4.4.0"), Some((4, 4)));
+        assert_eq!(major_minor("x"), None);
         assert_eq!(parse_version("6.x.1"), None);
         assert_eq!(parse_version("99999999999.1.1"), None);
     }

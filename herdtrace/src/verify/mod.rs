@@ -176,8 +176,7 @@ pub fn run(args: VerifyArgs) -> Result<i32> {
     }
     let version = crate::kernel::release()
         .ok()
-        .and_then(|r| crate::kernel::parse_version(&r))
-        .map(|(major, minor, _)| (major, minor));
+        .and_then(|r| crate::kernel::major_minor(&r));
     let all = expect::plans_for(args.workers, version);
     let plans: Vec<expect::Plan> = if args.models.is_empty() {
         all
