@@ -179,10 +179,13 @@ pub fn run(args: &TestArgs) -> anyhow::Result<i32> {
         step("vmtest", &mut failed, || {
             let ok = vmtest::run(vmtest::VmtestArgs::ci_kernels())? == 0;
             // Each scenario run inside a VM is a test too.
-            let (passed, failed) = scenario_results(&proc::target_dir().join("vmtest"));
-            println!("vmtest scenarios: {passed} passed, {failed} failed");
-            tally.passed += passed;
-            tally.failed += failed;
+            let c = scenario_results(&proc::target_dir().join("vmtest"));
+            println!(
+                "vmtest scenarios: {} passed, {} failed, {} not applicable to their kernel",
+                c.passed, c.failed, c.not_applicable
+            );
+            tally.passed += c.passed;
+            tally.failed += c.failed;
             Ok(ok)
         });
     }
@@ -199,24 +202,35 @@ pub fn run(args: &TestArgs) -> anyhow::Result<i32> {
     })
 }
 
-/// `PASS ...` / `FAIL ...` lines of `herdtrace selftest` in one output. A
-/// `SKIP` (a backend the kernel refused) counts as a failure: CI's kernels
+/// What `herdtrace selftest` printed in one output.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ScenarioCount {
+    pub passed: u64,
+    pub failed: u64,
+    /// `N/A`: a scenario outside its kernel range (e.g. multishot io_uring
+    /// accepts before 5.19), neither passed nor failed.
+    pub not_applicable: u64,
+}
+
+/// Counts the `PASS` / `FAIL` / `SKIP` / `N/A` lines of `herdtrace selftest`.
+/// A `SKIP` (a backend the kernel refused) counts as a failure: CI's kernels
 /// must run every backend.
-pub fn count_scenario_lines(text: &str) -> (u64, u64) {
-    text.lines().fold((0, 0), |(p, f), line| {
+pub fn count_scenario_lines(text: &str) -> ScenarioCount {
+    text.lines().fold(ScenarioCount::default(), |mut c, line| {
         if line.starts_with("PASS ") {
-            (p + 1, f)
+            c.passed += 1;
         } else if line.starts_with("FAIL ") || line.starts_with("SKIP ") {
-            (p, f + 1)
-        } else {
-            (p, f)
+            c.failed += 1;
+        } else if line.starts_with("N/A ") {
+            c.not_applicable += 1;
         }
+        c
     })
 }
 
 /// Sums the scenario results of every kernel's saved command outputs.
-fn scenario_results(root: &std::path::Path) -> (u64, u64) {
-    let mut total = (0, 0);
+fn scenario_results(root: &std::path::Path) -> ScenarioCount {
+    let mut total = ScenarioCount::default();
     let Ok(kernels) = std::fs::read_dir(root) else {
         return total;
     };
@@ -230,9 +244,10 @@ fn scenario_results(root: &std::path::Path) -> (u64, u64) {
                 continue;
             }
             if let Ok(text) = std::fs::read_to_string(out.path()) {
-                let (p, f) = count_scenario_lines(&text);
-                total.0 += p;
-                total.1 += f;
+                let c = count_scenario_lines(&text);
+                total.passed += c.passed;
+                total.failed += c.failed;
+                total.not_applicable += c.not_applicable;
             }
         }
     }
@@ -250,9 +265,15 @@ mod tests {
                     PASS reuseport kprobe: x\n\
                     SKIP reuseport fentry: unavailable: EPERM\n\
                     PASS agree reuseport tracepoint~kprobe: woken/conn 1.00 vs 1.00 diff 0.0%\n\
-                    kernel: 6.1\n  PASS indented is not a result\n";
-        assert_eq!(count_scenario_lines(text), (3, 2));
-        assert_eq!(count_scenario_lines(""), (0, 0));
+                    N/A io-uring-multishot: a multishot io_uring accept needs Linux 5.19+\n\
+                    kernel: 6.1\n  PASS indented is not a result\n  N/A nor this\n";
+        let want = ScenarioCount {
+            passed: 3,
+            failed: 2,
+            not_applicable: 1,
+        };
+        assert_eq!(count_scenario_lines(text), want);
+        assert_eq!(count_scenario_lines(""), ScenarioCount::default());
     }
 
     #[test]
