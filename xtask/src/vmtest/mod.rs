@@ -454,7 +454,11 @@ fn boot_series(
             .outputs
             .values()
             .flatten()
-            .filter(|l| ["PASS ", "FAIL ", "SKIP "].iter().any(|p| l.starts_with(p)))
+            .filter(|l| {
+                ["PASS ", "FAIL ", "SKIP ", "N/A "]
+                    .iter()
+                    .any(|p| l.starts_with(p))
+            })
             .cloned()
             .collect(),
     };

@@ -211,6 +211,33 @@ pub fn render_agreement(results: &[SeriesResult]) -> String {
     s
 }
 
+/// `N/A MODEL: why`: a scenario outside its kernel range, not run there.
+pub fn parse_not_applicable_line(line: &str) -> Option<(&str, &str)> {
+    line.strip_prefix("N/A ")?.split_once(": ")
+}
+
+/// kernel x model table of the scenarios a kernel is too old (or new) for,
+/// so their absence from the tables above is explained, not silent.
+pub fn render_not_applicable(results: &[SeriesResult]) -> String {
+    let mut s = String::from("| kernel | model | why |\n|---|---|---|\n");
+    for r in results {
+        let version = r.package.as_ref().map_or("-", |(_, v)| v.as_str());
+        let rows = r
+            .scenario_lines
+            .iter()
+            .filter_map(|l| parse_not_applicable_line(l));
+        for (model, why) in rows {
+            s.push_str(&format!(
+                "| {} ({version}) | {} | {} |\n",
+                r.series,
+                cell(model),
+                cell(why)
+            ));
+        }
+    }
+    s
+}
+
 fn verdict_text(v: &Verdict) -> String {
     match v {
         Verdict::Pass => "PASS".into(),
@@ -256,6 +283,16 @@ pub fn render(results: &[SeriesResult]) -> String {
              per connection of each must be within {AGREEMENT_PERCENT}% of the tracepoint backend's.\n\n"
         ));
         s.push_str(&render_agreement(results));
+    }
+    let not_applicable = results
+        .iter()
+        .flat_map(|r| &r.scenario_lines)
+        .any(|l| parse_not_applicable_line(l).is_some());
+    if not_applicable {
+        s.push_str(
+            "\n## Not applicable\n\nScenarios outside their kernel range, not run there.\n\n",
+        );
+        s.push_str(&render_not_applicable(results));
     }
     for r in results {
         s.push_str(&format!("\n## {}\n\n", r.series));
@@ -388,6 +425,7 @@ mod tests {
                 "PASS agree shared-epoll tracepoint~kprobe: woken/conn 2.50 vs 2.40 diff 4.2%"
                     .into(),
                 "SKIP shared-epoll fentry: unavailable: no".into(),
+                "N/A io-uring-multishot: needs Linux 5.19+, this kernel is 5.10.0".into(),
             ],
         }];
         let md = render(&results);
@@ -401,6 +439,15 @@ mod tests {
             md.contains("| 6.1 (6.1.1-1) | fentry | shared-epoll | - | - | - | - | - | - | not run: unavailable: no |"),
             "{md}"
         );
+        assert!(
+            md.contains(
+                "## Not applicable\n\nScenarios outside their kernel range, not run there.\n\n\
+                 | kernel | model | why |\n|---|---|---|\n\
+                 | 6.1 (6.1.1-1) | io-uring-multishot | needs Linux 5.19+, this kernel is 5.10.0 |\n"
+            ),
+            "{md}"
+        );
+        assert_eq!(parse_not_applicable_line("PASS x: y"), None);
     }
 
     #[test]
