@@ -45,7 +45,8 @@ pub struct TraceArgs {
         allow_negative_numbers = true
     )]
     pub pids: Vec<i64>,
-    /// Trace every process with this exact name (/proc/PID/comm), and descendants (repeatable).
+    /// Trace every process with this exact name (/proc/PID/comm) when tracing
+    /// starts, and descendants (repeatable); one started later is not traced.
     #[arg(short = 'c', long = "comm", value_name = "NAME")]
     pub comms: Vec<String>,
     /// Trace every process in this cgroup v2 directory and the cgroups below

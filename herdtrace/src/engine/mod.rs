@@ -193,7 +193,8 @@ pub struct ConnRecord {
     /// `accept` calls that returned EAGAIN for this connection.
     pub eagain: u32,
     /// EAGAINs from tasks that accepted nothing since returning to user space
-    /// (a batch-accepting winner's loop-ending EAGAIN is not a loss).
+    /// or being woken (a batch-accepting winner's loop-ending EAGAIN is not a
+    /// loss).
     pub eagain_losers: u32,
     /// Distinct epoll instances notified.
     pub epolls: u32,
@@ -221,6 +222,8 @@ struct Task {
     pending: Option<EpRef>,
     /// Episode of the most recent wake.
     last: Option<EpRef>,
+    /// Accepts since the task last returned from `epoll_wait` or was woken:
+    /// an EAGAIN after none is a loss, after some the end of an accept loop.
     accepted_since_return: u32,
     /// `ep_send_events` already resolved this activation; the next poll
     /// return belongs to it.
@@ -1038,6 +1041,10 @@ impl Engine {
         t.pending = Some(r);
         t.last = Some(r);
         t.returning = false;
+        // A task that sleeps where no return is traced (an io_uring ring's
+        // worker, poll(2)) starts its attempt at this wake: its EAGAIN next
+        // is a loser's, whatever it accepted before it slept.
+        t.accepted_since_return = 0;
         self.store(tid, t);
     }
 

@@ -266,6 +266,31 @@ fn batch_accepting_winner_is_not_a_loser() {
     assert_eq!((w2.eagain, w2.eagain_losers), (1, 1));
 }
 
+/// io_uring before 5.18 as the kprobe and fentry backends see it: every
+/// ring is woken, each tries the accept inside the kernel, the losers get
+/// EAGAIN there and re-arm; no return to user space is traced between.
+#[test]
+fn a_ring_woken_after_earlier_accepts_that_gets_eagain_is_a_loser() {
+    let mut b = StreamBuilder::new();
+    for (n, w) in [(1, W1), (2, W2)] {
+        b.arrival(0, chain(0, n), L, child(n))
+            .wake(0, chain(0, n), W1)
+            .wake(0, chain(0, n), W2)
+            .accept(1, w, L, child(n))
+            .eagain(2, if n == 1 { W2 } else { W1 }, L);
+    }
+    let (recs, e) = run(immediate(), &b.take());
+    assert_eq!(recs.len(), 2);
+    for r in &recs {
+        assert_eq!((r.woken, r.eagain, r.eagain_losers), (2, 1, 1), "{r:?}");
+    }
+    let s = e.summary();
+    assert_eq!((s.totals.eagain, s.totals.eagain_losers), (2, 2));
+    let (w1, w2) = (task_row(&s, 101, "worker1"), task_row(&s, 102, "worker2"));
+    assert_eq!((w1.accepts, w1.eagain_losers), (1, 1));
+    assert_eq!((w2.accepts, w2.eagain_losers), (1, 1));
+}
+
 #[test]
 fn blocking_accept_wake_returns_inside_accept() {
     let mut b = StreamBuilder::new();

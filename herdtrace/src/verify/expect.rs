@@ -397,6 +397,38 @@ pub fn plans_for(workers: u32, version: Option<(u32, u32)>) -> Vec<Plan> {
     .collect()
 }
 
+/// The rows `--models` asks for (all of this kernel's when empty), in the
+/// order asked. A row that exists but not on this kernel says so rather than
+/// being called unknown.
+pub fn select(
+    workers: u32,
+    version: Option<(u32, u32)>,
+    requested: &[String],
+) -> Result<Vec<Plan>, String> {
+    let here = plans_for(workers, version);
+    if requested.is_empty() {
+        return Ok(here);
+    }
+    let names = |plans: &[Plan]| plans.iter().map(|p| p.name).collect::<Vec<_>>().join(", ");
+    requested
+        .iter()
+        .map(|name| {
+            if let Some(p) = here.iter().find(|p| p.name == name) {
+                return Ok(p.clone());
+            }
+            let anywhere = plans_for(workers, None).iter().any(|p| p.name == name);
+            Err(match (anywhere, version) {
+                (true, Some((major, minor))) => format!(
+                    "--models: row {name:?} needs a newer kernel than {major}.{minor} \
+                     (rows on this kernel: {})",
+                    names(&here)
+                ),
+                _ => format!("--models: unknown row {name:?} (rows: {})", names(&here)),
+            })
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -668,5 +700,29 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn models_selects_rows_in_order_and_names_rows_this_kernel_lacks() {
+        let all = select(4, Some((6, 1)), &[]).expect("all rows");
+        assert_eq!(all.len(), plans_for(4, Some((6, 1))).len());
+        let asked = ["io-uring".to_string(), "exclusive".to_string()];
+        let picked = select(4, Some((5, 10)), &asked).expect("rows");
+        assert_eq!(
+            picked.iter().map(|p| p.name).collect::<Vec<_>>(),
+            ["io-uring", "exclusive"]
+        );
+        let multishot = ["io-uring+multishot".to_string()];
+        let err = select(4, Some((5, 10)), &multishot).expect_err("not on 5.10");
+        assert!(
+            err.starts_with("--models: row \"io-uring+multishot\" needs a newer kernel than 5.10 (rows on this kernel: epoll-per-worker,"),
+            "{err}"
+        );
+        assert!(select(4, Some((5, 19)), &multishot).is_ok());
+        let err = select(4, Some((6, 1)), &["nope".to_string()]).expect_err("unknown");
+        assert!(
+            err.starts_with("--models: unknown row \"nope\" (rows: "),
+            "{err}"
+        );
     }
 }

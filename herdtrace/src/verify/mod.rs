@@ -177,23 +177,7 @@ pub fn run(args: VerifyArgs) -> Result<i32> {
     let version = crate::kernel::release()
         .ok()
         .and_then(|r| crate::kernel::major_minor(&r));
-    let all = expect::plans_for(args.workers, version);
-    let plans: Vec<expect::Plan> = if args.models.is_empty() {
-        all
-    } else {
-        args.models
-            .iter()
-            .map(|name| {
-                all.iter().find(|p| p.name == name).cloned().ok_or_else(|| {
-                    let names: Vec<&str> = all.iter().map(|p| p.name).collect();
-                    anyhow!(
-                        "--models: unknown row {name:?} (rows: {})",
-                        names.join(", ")
-                    )
-                })
-            })
-            .collect::<Result<_>>()?
-    };
+    let plans = expect::select(args.workers, version, &args.models).map_err(|e| anyhow!(e))?;
     if let Some(problem) = kernel::privilege_problem() {
         bail!("verify traces the built-in server: {problem}");
     }
