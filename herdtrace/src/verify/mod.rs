@@ -174,9 +174,8 @@ pub fn run(args: VerifyArgs) -> Result<i32> {
     if !args.compare.is_empty() {
         return Ok(run_compare(&args.compare, args.z, args.json));
     }
-    let version = crate::kernel::release()
-        .ok()
-        .and_then(|r| crate::kernel::major_minor(&r));
+    let release = kernel::release().ok();
+    let version = release.as_deref().and_then(kernel::major_minor);
     let plans = expect::select(args.workers, version, &args.models).map_err(|e| anyhow!(e))?;
     if let Some(problem) = kernel::privilege_problem() {
         bail!("verify traces the built-in server: {problem}");
@@ -188,7 +187,7 @@ pub fn run(args: VerifyArgs) -> Result<i32> {
     }
     let exe: PathBuf = std::env::current_exe().context("locating the herdtrace binary")?;
     let setup = Setup {
-        kernel: kernel::release().unwrap_or_else(|_| "unknown".to_string()),
+        kernel: release.unwrap_or_else(|| "unknown".to_string()),
         backend: args
             .backend
             .to_possible_value()
