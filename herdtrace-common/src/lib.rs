@@ -285,6 +285,10 @@ pub struct Config {
     pub socket_wq_wait: u32,
     /// `io_kiocb.opcode` (an io_uring request's operation).
     pub io_kiocb_opcode: u32,
+    /// `io_kiocb.ctx` (the request's ring) and `io_kiocb.cqe.user_data`:
+    /// the BTF io_uring tracepoints get the request, not these fields.
+    pub io_kiocb_ctx: u32,
+    pub io_kiocb_user_data: u32,
     // ---- layouts checked in BTF (non-zero: one read covers several members)
     /// `sock_common` holds daddr, rcv_saddr, dport, num, family and state in
     /// its first 20 bytes at their usual places.

@@ -273,6 +273,69 @@ pub fn tp_poll_exit(ctx: TracePointContext) -> u32 {
     0
 }
 
+/// `io_uring_submit_req(req)` (`io_uring_submit_sqe(req, force_nonblock)`
+/// in 6.0-6.1), BTF: the request's fields load directly, and nothing is
+/// built for the machine's other io_uring operations.
+#[btf_tracepoint(function = "io_uring_submit_req")]
+pub fn btf_uring_submit(ctx: BtfTracePointContext) -> i32 {
+    if let Some((ring, user_data, opcode)) = uring_request(ctx.arg(0)) {
+        handlers::uring_submit(ring, user_data, opcode);
+    }
+    0
+}
+
+/// `io_uring_task_add(req, mask)` (6.0+), BTF.
+#[btf_tracepoint(function = "io_uring_task_add")]
+pub fn btf_uring_task_add(ctx: BtfTracePointContext) -> i32 {
+    if let Some((ring, user_data, opcode)) = uring_request(ctx.arg(0)) {
+        handlers::uring_woken(ring, user_data, opcode);
+    }
+    0
+}
+
+/// `io_uring_complete(ctx, req, user_data, res, cflags, extra1, extra2)`
+/// (5.19-6.12), BTF: `req` is a `void *`, read as the classic record's.
+#[btf_tracepoint(function = "io_uring_complete")]
+pub fn btf_uring_complete(ctx: BtfTracePointContext) -> i32 {
+    handlers::uring_complete_req(ctx.arg(1), ctx.arg(0), ctx.arg(2), ctx.arg(3), ctx.arg(4));
+    0
+}
+
+/// `io_uring_complete(ctx, req, cqe)` (after 6.12), BTF: the CQE's fields
+/// (`struct io_uring_cqe`, a fixed user-space layout) load directly.
+#[btf_tracepoint(function = "io_uring_complete")]
+pub fn btf_uring_complete_cqe(ctx: BtfTracePointContext) -> i32 {
+    let cqe: u64 = ctx.arg(2);
+    handlers::uring_complete_req(
+        ctx.arg(1),
+        ctx.arg(0),
+        btf_load::<u64>(cqe, 0),
+        btf_load::<i32>(cqe, 8),
+        btf_load::<u32>(cqe, 12),
+    );
+    0
+}
+
+/// An io_uring request's (ring, user_data, opcode), loaded directly from
+/// the BTF tracepoint's `struct io_kiocb *`; `None` where BTF lacks a
+/// member (`check` lists it as missing).
+#[inline(always)]
+fn uring_request(req: u64) -> Option<(u64, u64, u8)> {
+    let (ring_at, user_data_at, opcode_at) = (
+        conf!(io_kiocb_ctx),
+        conf!(io_kiocb_user_data),
+        conf!(io_kiocb_opcode),
+    );
+    if ring_at == 0 || user_data_at == 0 || opcode_at == 0 {
+        return None;
+    }
+    Some((
+        btf_load::<u64>(req, ring_at),
+        btf_load::<u64>(req, user_data_at),
+        btf_load::<u8>(req, opcode_at),
+    ))
+}
+
 /// `io_uring:io_uring_submit_req` (`io_uring_submit_sqe` before 6.0).
 #[tracepoint]
 pub fn tp_uring_submit(ctx: TracePointContext) -> u32 {

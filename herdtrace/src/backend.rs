@@ -199,6 +199,9 @@ pub struct KernelFacts {
     pub tracepoints: BTreeMap<String, ProbeStatus>,
     /// BTF tracepoints of the table (event name): `btf_trace_<name>` in BTF.
     pub btf_tracepoints: BTreeMap<String, ProbeStatus>,
+    /// How many arguments each BTF tracepoint of the table passes, where
+    /// BTF says (events whose arguments changed between versions).
+    pub btf_tracepoint_params: BTreeMap<String, usize>,
     /// Kernel functions of the table.
     pub functions: BTreeMap<String, SymbolFact>,
     /// Record field offsets of the classic tracepoints that exist
@@ -272,7 +275,17 @@ impl KernelFacts {
             Kind::BtfTracepoint if !self.btf.is_ok() => {
                 ProbeStatus::Missing(format!("kernel BTF {}", self.btf))
             }
-            Kind::BtfTracepoint => lookup(&self.btf_tracepoints, at.target),
+            Kind::BtfTracepoint => match (lookup(&self.btf_tracepoints, at.target), at.params) {
+                (ProbeStatus::Ok, Some(want))
+                    if self.btf_tracepoint_params.get(at.target) != Some(&want) =>
+                {
+                    ProbeStatus::Missing(match self.btf_tracepoint_params.get(at.target) {
+                        Some(n) => format!("passes {n} arguments here, this program reads {want}"),
+                        None => "has no prototype in BTF".into(),
+                    })
+                }
+                (s, _) => s,
+            },
             Kind::Kprobe | Kind::Kretprobe => self.function(at.target).kprobe_status(),
             Kind::Fentry | Kind::Fexit => {
                 let f = self.function(at.target);

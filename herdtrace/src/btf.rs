@@ -119,8 +119,9 @@ struct NameIndex {
     composites: HashMap<String, Vec<u32>>,
     /// FUNC ids by name (first one wins).
     funcs: HashMap<String, u32>,
-    /// `btf_trace_<event>` typedefs: the BTF tracepoints this kernel has.
-    btf_trace: std::collections::HashSet<String>,
+    /// `btf_trace_<event>` typedefs (their ids): the BTF tracepoints this
+    /// kernel has.
+    btf_trace: HashMap<String, u32>,
 }
 
 /// Parsed BTF: type records indexed by type id (id 0 is `void`).
@@ -281,7 +282,26 @@ impl Btf {
     /// Whether the kernel has BTF tracepoint `event` (a `btf_trace_<event>`
     /// typedef, which is what a BTF tracepoint program attaches by).
     pub fn has_btf_tracepoint(&self, event: &str) -> bool {
-        self.index().btf_trace.contains(event)
+        self.index().btf_trace.contains_key(event)
+    }
+
+    /// The arguments BTF tracepoint `event` passes its programs: the
+    /// parameters of its `btf_trace_<event>` prototype but the first (the
+    /// tracepoint's own data pointer). Their number tells the versions of
+    /// an event whose arguments changed apart.
+    pub fn btf_tracepoint_params(&self, event: &str) -> Option<usize> {
+        let typedef = self
+            .types
+            .get(*self.index().btf_trace.get(event)? as usize)?;
+        let ptr = self.types.get(typedef.size_type as usize)?;
+        if ptr.kind != Kind::Ptr {
+            return None;
+        }
+        let proto = self.types.get(ptr.size_type as usize)?;
+        if proto.kind != Kind::FuncProto {
+            return None;
+        }
+        (proto.vlen as usize).checked_sub(1)
     }
 
     /// Whether a function (BTF_KIND_FUNC) of this exact name exists.
@@ -427,7 +447,7 @@ impl Btf {
                 };
                 if t.kind == Kind::Typedef {
                     if let Some(event) = name.strip_prefix(BTF_TRACE_PREFIX) {
-                        index.btf_trace.insert(event.to_owned());
+                        index.btf_trace.insert(event.to_owned(), id as u32);
                     }
                 } else if t.kind == Kind::Func {
                     index.funcs.entry(name.to_owned()).or_insert(id as u32);
@@ -489,7 +509,8 @@ macro_rules! kernel_offsets {
                     "BTF has no struct task_struct: not a kernel (vmlinux) BTF"
                 );
                 Ok(KernelOffsets {
-                    $( $field: btf.member_offset($strukt, $path), )*
+                    // `a|b`: the first path this kernel has (a member that moved).
+                    $( $field: $path.split('|').find_map(|p| btf.member_offset($strukt, p)), )*
                 })
             }
 
@@ -593,6 +614,10 @@ kernel_offsets! {
     socket_wq_wait: "socket_wq", "wait", Optional, lost: "recognising a blocking accept's wakeup (kprobe/fentry)";
     /// `io_kiocb.opcode` (absent without CONFIG_IO_URING).
     io_kiocb_opcode: "io_kiocb", "opcode", Optional, lost: "telling io_uring accepts from other completions (tracepoint backend, 5.19+)";
+    /// `io_kiocb.ctx` (the request's ring; 6.0+ io_uring tracepoints pass the request).
+    io_kiocb_ctx: "io_kiocb", "ctx", Optional, lost: "io_uring accepts where the tracepoints pass the request (6.0+)";
+    /// The request's tag: `io_kiocb.cqe.user_data` (5.19+), `io_kiocb.user_data` before.
+    io_kiocb_user_data: "io_kiocb", "cqe.user_data|user_data", Optional, lost: "io_uring accepts where the tracepoints pass the request (6.0+)";
 }
 
 impl KernelOffsets {
@@ -1060,6 +1085,57 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn a_member_that_moved_is_found_at_either_place() {
+        let offsets = |cqe_inside: bool| {
+            let mut b = BtfBuilder::new();
+            let u64_ = b.int("u64", 8);
+            b.struct_("task_struct", 8, &[("pid", u64_, 0)]);
+            if cqe_inside {
+                // 5.19+: the tag inside the request's CQE fields.
+                let cqe = b.struct_("io_cqe", 16, &[("user_data", u64_, 0)]);
+                b.struct_("io_kiocb", 64, &[("ctx", u64_, 64), ("cqe", cqe, 256)]);
+            } else {
+                b.struct_(
+                    "io_kiocb",
+                    64,
+                    &[("ctx", u64_, 64), ("user_data", u64_, 384)],
+                );
+            }
+            KernelOffsets::from_btf(&Btf::parse(b.build()).expect("parses")).expect("offsets")
+        };
+        assert_eq!(offsets(true).io_kiocb_user_data, Some(32));
+        assert_eq!(offsets(false).io_kiocb_user_data, Some(48));
+        assert_eq!(offsets(false).io_kiocb_ctx, Some(8));
+    }
+
+    #[test]
+    fn btf_tracepoint_arguments_are_counted_without_the_data_pointer() {
+        let mut b = BtfBuilder::new();
+        let pvoid = b.ptr(0);
+        let u64_ = b.int("u64", 8);
+        let int = b.int("int", 4);
+        // 7.x: io_uring_complete(ctx, req, cqe); 6.12: seven arguments.
+        let new = b.func_proto(0, &[("", pvoid), ("", pvoid), ("", pvoid), ("", pvoid)]);
+        let pnew = b.ptr(new);
+        b.typedef("btf_trace_io_uring_complete", pnew);
+        let task_add = b.func_proto(0, &[("", pvoid), ("", pvoid), ("", int)]);
+        let ptask_add = b.ptr(task_add);
+        b.typedef("btf_trace_io_uring_task_add", ptask_add);
+        let none = b.func_proto(0, &[("", pvoid)]);
+        let pnone = b.ptr(none);
+        b.typedef("btf_trace_no_args", pnone);
+        // Not a pointer to a prototype: no count rather than a wrong one.
+        b.typedef("btf_trace_odd", u64_);
+        let btf = Btf::parse(b.build()).expect("parses");
+        assert_eq!(btf.btf_tracepoint_params("io_uring_complete"), Some(3));
+        assert_eq!(btf.btf_tracepoint_params("io_uring_task_add"), Some(2));
+        assert_eq!(btf.btf_tracepoint_params("no_args"), Some(0));
+        assert_eq!(btf.btf_tracepoint_params("odd"), None);
+        assert_eq!(btf.btf_tracepoint_params("missing"), None);
+        assert!(btf.has_btf_tracepoint("odd"));
+    }
+
+    #[test]
     fn corrupt_type_records() {
         let mut b = BtfBuilder::new();
         b.int("int", 4);
@@ -1256,8 +1332,17 @@ pub(crate) mod tests {
         // The running kernel has the layouts the eBPF programs read in one call.
         assert!(off.sock_common_head_packed(), "{off:?}");
         assert!(off.fdtable_packed(), "{off:?}");
+        // The io_uring request's ring and tag (the BTF io_uring programs).
+        assert!(off.io_kiocb_ctx.is_some() && off.io_kiocb_user_data.is_some());
+        assert_eq!(
+            off.io_kiocb_user_data,
+            btf.member_offset("io_kiocb", "cqe.user_data")
+        );
         // It has the BTF tracepoints the probe table prefers.
         for event in crate::probes::btf_tracepoints() {
+            if event == "io_uring_submit_sqe" {
+                continue; // 6.1's name (io_uring_submit_req since)
+            }
             assert!(btf.has_btf_tracepoint(event), "btf_trace_{event}");
         }
         assert!(!btf.has_btf_tracepoint("no_such_event_herdtrace"));

@@ -272,6 +272,16 @@ fn facts(btf: Result<&Btf, String>, privilege: &Privilege, release: Option<&str>
         programs,
         features,
         tracepoints,
+        btf_tracepoint_params: btf
+            .as_ref()
+            .ok()
+            .map(|b| {
+                probes::btf_tracepoints()
+                    .into_iter()
+                    .filter_map(|e| Some((e.to_owned(), b.btf_tracepoint_params(e)?)))
+                    .collect()
+            })
+            .unwrap_or_default(),
         btf_tracepoints,
         functions: functions(btf.ok()),
         tracepoint_fields,
@@ -455,7 +465,15 @@ pub fn render_text(r: &Report) -> String {
         out.push(format!("tracepoint {name}: {status}"));
     }
     for (name, status) in &f.btf_tracepoints {
-        out.push(format!("btf tracepoint {name}: {status}"));
+        // The argument count of events whose arguments changed, as a
+        // function's parameter count is shown.
+        match (status, f.btf_tracepoint_params.get(name)) {
+            (ProbeStatus::Ok, Some(n)) if probes::btf_arguments_vary(name) => {
+                let s = if *n == 1 { "" } else { "s" };
+                out.push(format!("btf tracepoint {name}: ok ({n} argument{s})"))
+            }
+            _ => out.push(format!("btf tracepoint {name}: {status}")),
+        }
     }
     match &r.offsets {
         Ok(o) => {

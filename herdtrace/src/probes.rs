@@ -127,8 +127,10 @@ pub struct Attach {
     /// `category:name` for a classic tracepoint, the event name for a BTF
     /// tracepoint, the kernel function otherwise.
     pub target: &'static str,
-    /// fexit programs read the return value after the arguments: the BTF
-    /// parameter count the program was written for.
+    /// The BTF parameter count the program was written for: an fexit
+    /// program reads the return value after the arguments, and a BTF
+    /// tracepoint whose arguments changed between versions has one program
+    /// per shape.
     pub params: Option<usize>,
     /// Classic tracepoints: the record fields the program reads (their
     /// offsets come from the event's tracefs `format` file).
@@ -279,6 +281,19 @@ const fn fexit(program: &'static str, target: &'static str, params: usize) -> At
     Attach {
         program,
         kind: Kind::Fexit,
+        target,
+        params: Some(params),
+        fields: &[],
+        needs: None,
+    }
+}
+
+/// A BTF tracepoint whose arguments changed between versions: usable where
+/// it passes `params` arguments.
+const fn btf_args(program: &'static str, target: &'static str, params: usize) -> Attach {
+    Attach {
+        program,
+        kind: Kind::BtfTracepoint,
         target,
         params: Some(params),
         fields: &[],
@@ -767,7 +782,9 @@ pub const TABLE: &[Point] = &[
                   without their request (before 5.19, and a multishot accept's but the last) \
                   are told by the accept's submission or by its poll's wakeup \
                   (io_uring_task_add) inside a traced listener's, so an accept armed before \
-                  tracing began is seen from its next connection",
+                  tracing began is seen from its next connection; from 6.0, where they pass the \
+                  request, BTF tracepoints (no record built for the machine's other io_uring \
+                  operations)",
         lost: "accepts made through io_uring are not seen: their connections show as not \
                accepted, and the tasks they woke as woken for nothing",
         counts: true,
@@ -775,6 +792,35 @@ pub const TABLE: &[Point] = &[
         // completions, not only the window's.
         after_skip: AfterSkip::Anything,
         variants: &[
+            // BTF tracepoints first: a classic one builds its record (the
+            // opcode's name copied as a string) on every io_uring operation
+            // of the machine, traced process or not. Their arguments: the
+            // request (6.0+) and, for completions, (ctx, req, user_data,
+            // res, cflags, extra1, extra2) until the CQE itself (after 6.12).
+            v(
+                TP,
+                &[
+                    btf_args("btf_uring_submit", "io_uring_submit_req", 1),
+                    btf_args("btf_uring_task_add", "io_uring_task_add", 2),
+                    btf_args("btf_uring_complete_cqe", "io_uring_complete", 3),
+                ],
+            ),
+            v(
+                TP,
+                &[
+                    btf_args("btf_uring_submit", "io_uring_submit_req", 1),
+                    btf_args("btf_uring_task_add", "io_uring_task_add", 2),
+                    btf_args("btf_uring_complete", "io_uring_complete", 7),
+                ],
+            ),
+            v(
+                TP,
+                &[
+                    btf_args("btf_uring_submit", "io_uring_submit_sqe", 2),
+                    btf_args("btf_uring_task_add", "io_uring_task_add", 2),
+                    btf_args("btf_uring_complete", "io_uring_complete", 7),
+                ],
+            ),
             v(
                 TP,
                 &[
@@ -963,6 +1009,13 @@ pub fn btf_tracepoints() -> Vec<&'static str> {
     targets(Kind::BtfTracepoint)
 }
 
+/// Whether a program of the table reads BTF tracepoint `event` by its
+/// argument count (its arguments changed between versions).
+pub fn btf_arguments_vary(event: &str) -> bool {
+    all_attachments()
+        .any(|a| a.kind == Kind::BtfTracepoint && a.target == event && a.params.is_some())
+}
+
 /// Kernel functions the table names, sorted, once each.
 pub fn functions() -> Vec<&'static str> {
     let mut names: Vec<&'static str> = all_attachments()
@@ -1101,8 +1154,8 @@ mod tests {
                     };
                     assert!(ok, "{} {} in {:?}", p.id, at.program, var.backends);
                     assert!(
-                        at.params.is_none() || at.kind == Kind::Fexit,
-                        "only fexit programs read a return value after the parameters: {}",
+                        at.params.is_none() || matches!(at.kind, Kind::Fexit | Kind::BtfTracepoint),
+                        "only fexit programs and BTF tracepoints say their parameters: {}",
                         at.program
                     );
                     if at.kind == Kind::Tracepoint {
@@ -1233,6 +1286,10 @@ mod tests {
                 "hrtimer_expire_entry",
                 "hrtimer_expire_exit",
                 "inet_sock_set_state",
+                "io_uring_complete",
+                "io_uring_submit_req",
+                "io_uring_submit_sqe",
+                "io_uring_task_add",
                 "sched_process_exit",
                 "sched_process_fork",
                 "sched_waking",

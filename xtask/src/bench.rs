@@ -30,6 +30,7 @@ mod kcost;
 mod loadgen;
 mod machine;
 mod memory;
+mod nop_ring;
 mod overhead;
 mod parse;
 mod procfs;

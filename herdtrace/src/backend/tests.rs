@@ -105,6 +105,14 @@ pub(crate) fn all_ok() -> KernelFacts {
             .into_iter()
             .map(|t| (t.to_owned(), ProbeStatus::Ok))
             .collect(),
+        // 6.12's io_uring arguments: the request; seven for a completion.
+        btf_tracepoint_params: [
+            ("io_uring_submit_req", 1),
+            ("io_uring_task_add", 2),
+            ("io_uring_complete", 7),
+        ]
+        .map(|(e, n)| (e.to_owned(), n))
+        .into(),
         functions: probes::functions()
             .into_iter()
             .map(|f| (f.to_owned(), ok_function(params_of(f))))
@@ -119,6 +127,9 @@ pub(crate) fn all_ok() -> KernelFacts {
 /// The development host: tracepoints and BTF tracepoints only.
 fn this_host() -> KernelFacts {
     let mut f = all_ok();
+    // 6.18: a completion passes (ctx, req, cqe).
+    f.btf_tracepoint_params
+        .insert("io_uring_complete".into(), 3);
     f.programs
         .insert(ProgramType::Fentry, refused("load returned EPERM"));
     f.programs.insert(
@@ -241,9 +252,9 @@ fn plans_on_a_complete_kernel() {
             "tracepoint syscalls:sys_exit_listen (with bpf_task_pt_regs)",
             "tracepoint syscalls:sys_exit_accept4 (with bpf_task_pt_regs)",
             "tracepoint syscalls:sys_exit_accept (with bpf_task_pt_regs)",
-            "tracepoint io_uring:io_uring_submit_req",
-            "tracepoint io_uring:io_uring_task_add",
-            "tracepoint io_uring:io_uring_complete",
+            "tp_btf io_uring_submit_req",
+            "tp_btf io_uring_task_add",
+            "tp_btf io_uring_complete",
             "tracepoint syscalls:sys_exit_epoll_wait",
             "tracepoint syscalls:sys_exit_epoll_pwait",
             "tracepoint syscalls:sys_exit_epoll_pwait2",
@@ -815,4 +826,93 @@ fn every_single_gap_is_planned_consistently() {
             None => assert!(auto.expect_err("none").starts_with("no backend works")),
         }
     }
+}
+
+/// The io_uring tracepoints' arguments changed three times; each shape has
+/// its BTF programs, and a shape none of them reads takes the classic
+/// tracepoints (their record fields are named alike in every version).
+#[test]
+fn io_uring_btf_programs_follow_the_arguments_of_each_kernel() {
+    let used = |f: &KernelFacts| -> Vec<String> {
+        let p = plan(Backend::Tracepoint, f).expect("plan");
+        let point = p.point("io-uring-accept").expect("point");
+        point
+            .used
+            .iter()
+            .map(|a| format!("{} {}", a.program, a.target))
+            .collect()
+    };
+    // 6.18 and 7.x: the completion passes its CQE.
+    assert_eq!(
+        used(&this_host()),
+        [
+            "btf_uring_submit io_uring_submit_req",
+            "btf_uring_task_add io_uring_task_add",
+            "btf_uring_complete_cqe io_uring_complete"
+        ]
+    );
+    // 6.12: seven completion arguments.
+    assert_eq!(
+        used(&all_ok()),
+        [
+            "btf_uring_submit io_uring_submit_req",
+            "btf_uring_task_add io_uring_task_add",
+            "btf_uring_complete io_uring_complete"
+        ]
+    );
+    // 6.1: the submission's old name, with (req, force_nonblock).
+    let mut six_one = all_ok();
+    without_event(&mut six_one, "io_uring_submit_req");
+    six_one
+        .btf_tracepoint_params
+        .insert("io_uring_submit_sqe".into(), 2);
+    assert_eq!(
+        used(&six_one),
+        [
+            "btf_uring_submit io_uring_submit_sqe",
+            "btf_uring_task_add io_uring_task_add",
+            "btf_uring_complete io_uring_complete"
+        ]
+    );
+    // Debian's 5.10: no request argument anywhere: the classic records.
+    let mut old = six_one.clone();
+    for (event, n) in [
+        ("io_uring_submit_sqe", 7),
+        ("io_uring_task_add", 4),
+        ("io_uring_complete", 4),
+    ] {
+        old.btf_tracepoint_params.insert(event.into(), n);
+    }
+    assert_eq!(
+        used(&old),
+        [
+            "tp_uring_submit io_uring:io_uring_submit_sqe",
+            "tp_uring_task_add io_uring:io_uring_task_add",
+            "tp_uring_complete_req io_uring:io_uring_complete"
+        ]
+    );
+    // A BTF without the prototype counts as a different shape, and says so.
+    let mut unknown = all_ok();
+    unknown.btf_tracepoint_params.remove("io_uring_task_add");
+    assert!(used(&unknown)[0].starts_with("tp_uring_submit "));
+    let at = probes::TABLE
+        .iter()
+        .flat_map(|p| p.variants)
+        .flat_map(|v| v.attach)
+        .find(|a| a.program == "btf_uring_complete_cqe")
+        .expect("program");
+    assert_eq!(
+        all_ok().attach_status(at),
+        Err(
+            "tp_btf io_uring_complete missing: passes 7 arguments here, this program reads 3"
+                .into()
+        )
+    );
+    assert_eq!(
+        unknown.attach_status(&probes::Attach {
+            target: "io_uring_task_add",
+            ..*at
+        }),
+        Err("tp_btf io_uring_task_add missing: has no prototype in BTF".into())
+    );
 }

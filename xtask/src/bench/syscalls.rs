@@ -5,12 +5,17 @@
 //! this process (not traced): untraced, with herdtrace attached to a
 //! server, and with herdtrace as on kernels without `bpf_task_pt_regs`
 //! (5.11-5.14), whose plan attaches the accept and listen entries too.
+//! herdtrace's io_uring programs also run on every io_uring request of the
+//! machine: an io_uring NOP of this process is timed too, and with the
+//! classic tracepoints (as on kernels without BTF tracepoints), which build
+//! a record for each request.
 use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
 
 use anyhow::{anyhow, bail};
 
+use super::nop_ring::NopRing;
 use super::parse::{json_string, json_top_level_raw, median};
 use super::report::{SectionReport, Table};
 use super::server::Server;
@@ -30,6 +35,15 @@ pub enum Setup {
     Herdtrace(String),
     /// The tracepoint backend with `HERDTRACE_MISSING=bpf_task_pt_regs`.
     WithEntries,
+    /// The tracepoint backend with `HERDTRACE_MISSING=tp_btf`.
+    ClassicOnly,
+}
+
+/// One setup's measurements: ns per `getppid`, and per io_uring NOP.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Samples {
+    pub syscall: Vec<f64>,
+    pub nop: Vec<f64>,
 }
 
 impl Setup {
@@ -40,6 +54,7 @@ impl Setup {
             Setup::WithEntries => {
                 "herdtrace (tracepoint, entry tracepoints as on 5.11-5.14)".into()
             }
+            Setup::ClassicOnly => "herdtrace (tracepoint, classic tracepoints only)".into(),
         }
     }
 }
@@ -63,15 +78,33 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Vec<SectionReport>> {
             s.unwrap_or_else(|| "not reported".into())
         )),
     }
+    if tracepoint {
+        setups.push(Setup::ClassicOnly);
+    }
     let calls: u64 = if ctx.quick { 200_000 } else { 2_000_000 };
+    let mut ring = match NopRing::new() {
+        Ok(r) => Some(r),
+        Err(e) => {
+            notes.push(format!("io_uring NOPs not timed: io_uring_setup: {e}"));
+            None
+        }
+    };
     let mut server = Server::start(&ctx.bin, MODEL.0, MODEL.1)?;
-    let mut runs: Vec<(Setup, Vec<f64>)> = setups.iter().map(|s| (s.clone(), Vec::new())).collect();
+    let mut runs: Vec<(Setup, Samples)> = setups
+        .iter()
+        .map(|s| (s.clone(), Samples::default()))
+        .collect();
     for round in 0..ctx.rounds as usize {
         for k in 0..runs.len() {
             let i = (k + round) % runs.len();
-            let ns = measure(&ctx.bin, server.pid(), &runs[i].0, calls)?;
-            println!("   {:<60} {ns:>7.1} ns/syscall", runs[i].0.label());
-            runs[i].1.push(ns);
+            let (ns, nop) = measure(&ctx.bin, server.pid(), &runs[i].0, calls, ring.as_mut())?;
+            let nop_text = nop.map_or(String::new(), |n| format!(", {n:>7.1} ns/io_uring NOP"));
+            println!(
+                "   {:<60} {ns:>7.1} ns/syscall{nop_text}",
+                runs[i].0.label()
+            );
+            runs[i].1.syscall.push(ns);
+            runs[i].1.nop.extend(nop);
         }
     }
     let st = server.stop()?;
@@ -88,8 +121,14 @@ fn helper_status(check_json: &str, name: &str) -> Option<String> {
     json_top_level_raw(h, "status").and_then(json_string)
 }
 
-/// ns per `getppid` with `setup` in place.
-fn measure(bin: &Path, pid: u32, setup: &Setup, calls: u64) -> anyhow::Result<f64> {
+/// ns per `getppid`, and per io_uring NOP (with a ring), with `setup` in place.
+fn measure(
+    bin: &Path,
+    pid: u32,
+    setup: &Setup,
+    calls: u64,
+    ring: Option<&mut NopRing>,
+) -> anyhow::Result<(f64, Option<f64>)> {
     let spec = TracerSpec::new(match setup {
         Setup::Herdtrace(b) => b,
         _ => "tracepoint",
@@ -101,12 +140,30 @@ fn measure(bin: &Path, pid: u32, setup: &Setup, calls: u64) -> anyhow::Result<f6
         Setup::WithEntries => Some(Tracer::start_command(
             cmd.env("HERDTRACE_MISSING", "bpf_task_pt_regs"),
         )?),
+        Setup::ClassicOnly => Some(Tracer::start_command(
+            cmd.env("HERDTRACE_MISSING", "tp_btf"),
+        )?),
     };
     let ns = time_syscalls(calls);
+    // A NOP costs a few getppid calls: a tenth as many keep the time alike.
+    let nop = match ring {
+        Some(r) => Some(time_nops(r, calls / 10)?),
+        None => None,
+    };
     if let Some(t) = tracer {
         t.stop()?;
     }
-    Ok(ns)
+    Ok((ns, nop))
+}
+
+/// The median of [`BATCHES`] batches of `n` NOPs in all, in ns per NOP.
+fn time_nops(ring: &mut NopRing, n: u64) -> anyhow::Result<f64> {
+    let per = (n / u64::from(BATCHES)).max(1);
+    let mut batches = Vec::new();
+    for _ in 0..BATCHES {
+        batches.push(ring.time(per).map_err(|e| anyhow!("io_uring NOP: {e}"))?);
+    }
+    Ok(median(&batches).unwrap_or(0.0))
 }
 
 /// The median of [`BATCHES`] batches, in ns per call.
@@ -127,7 +184,7 @@ fn time_syscalls(calls: u64) -> f64 {
 
 /// The report from the measurements (pure, so it is tested).
 pub fn summarize(
-    runs: &[(Setup, Vec<f64>)],
+    runs: &[(Setup, Samples)],
     notes: &[String],
     calls: u64,
     rounds: u32,
@@ -135,50 +192,80 @@ pub fn summarize(
     let mut r = SectionReport::new(TITLE);
     r.setup = vec![
         format!(
-            "{calls} `getppid` calls by the bench process itself (not traced) in {BATCHES} batches, \
-             the median batch; server: `herdtrace serve --model {} --workers {}`, idle, traced",
-            MODEL.0, MODEL.1
+            "{calls} `getppid` calls and {} io_uring NOPs (one submitted and reaped per \
+             `io_uring_enter`) by the bench process itself (not traced), each in {BATCHES} \
+             batches, the median batch; server: `herdtrace serve --model {} --workers {}`, \
+             idle, traced",
+            calls / 10,
+            MODEL.0,
+            MODEL.1
         ),
         format!("{rounds} round(s), setups in rotating order; medians"),
     ];
     r.setup.extend(notes.iter().cloned());
-    let base = runs
-        .iter()
-        .find(|(s, _)| *s == Setup::Untraced)
-        .and_then(|(_, v)| median(v));
+    let base_of = |pick: fn(&Samples) -> &Vec<f64>| {
+        runs.iter()
+            .find(|(s, _)| *s == Setup::Untraced)
+            .and_then(|(_, v)| median(pick(v)))
+    };
+    let (base, nop_base) = (base_of(|s| &s.syscall), base_of(|s| &s.nop));
     let mut rows = Vec::new();
     let mut added = Vec::new();
     for (setup, v) in runs {
-        let ns = median(v);
+        let ns = median(&v.syscall);
         let extra = ns.zip(base).map(|(n, b)| n - b);
+        let nop = median(&v.nop);
+        let nop_extra = nop.zip(nop_base).map(|(n, b)| n - b);
         rows.push(vec![
             setup.label(),
             ns.map_or("-".into(), |n| format!("{n:.1}")),
             extra.map_or("-".into(), |e| format!("{e:+.1}")),
             ns.zip(base)
                 .map_or("-".into(), |(n, b)| format!("{:.3}", n / b)),
+            nop.map_or("-".into(), |n| format!("{n:.1}")),
+            nop_extra.map_or("-".into(), |e| format!("{e:+.1}")),
         ]);
-        added.push((setup, extra));
+        added.push((setup, extra, nop_extra));
     }
-    let of = |s: &Setup| added.iter().find(|(x, _)| *x == s).and_then(|(_, e)| *e);
-    if let (Some(now), Some(before)) = (
-        of(&Setup::Herdtrace("tracepoint".into())),
-        of(&Setup::WithEntries),
-    ) {
+    let of = |s: &Setup| {
+        added
+            .iter()
+            .find(|(x, _, _)| *x == s)
+            .map(|(_, e, n)| (*e, *n))
+    };
+    let saving = |now: f64, before: f64| {
+        if before > 0.0 {
+            100.0 * (before - now) / before
+        } else {
+            0.0
+        }
+    };
+    let tracepoint = of(&Setup::Herdtrace("tracepoint".into()));
+    if let (Some((Some(now), _)), Some((Some(before), _))) = (tracepoint, of(&Setup::WithEntries)) {
         r.lines.push(format!(
             "tracepoint backend: {now:.1} ns added to every syscall of the machine; \
              {before:.1} ns with the entry tracepoints as well ({:.0} % less without them)",
-            if before > 0.0 {
-                100.0 * (before - now) / before
-            } else {
-                0.0
-            }
+            saving(now, before)
+        ));
+    }
+    if let (Some((_, Some(now))), Some((_, Some(before)))) = (tracepoint, of(&Setup::ClassicOnly)) {
+        r.lines.push(format!(
+            "tracepoint backend: {now:.1} ns added to every io_uring NOP of the machine; \
+             {before:.1} ns with classic tracepoints only ({:.0} % less with BTF ones)",
+            saving(now, before)
         ));
     }
     r.table = Some(Table {
-        header: ["setup", "ns/syscall", "added", "ratio"]
-            .map(String::from)
-            .to_vec(),
+        header: [
+            "setup",
+            "ns/syscall",
+            "added",
+            "ratio",
+            "ns/io_uring NOP",
+            "added",
+        ]
+        .map(String::from)
+        .to_vec(),
         rows,
     });
     r
@@ -188,44 +275,73 @@ pub fn summarize(
 mod tests {
     use super::*;
 
+    fn samples(syscall: &[f64], nop: &[f64]) -> Samples {
+        Samples {
+            syscall: syscall.to_vec(),
+            nop: nop.to_vec(),
+        }
+    }
+
     #[test]
-    fn added_cost_per_setup_and_the_entry_saving() {
+    fn added_cost_per_setup_and_the_entry_and_btf_savings() {
         let runs = vec![
-            (Setup::Untraced, vec![260.0, 250.0, 270.0]),
+            (
+                Setup::Untraced,
+                samples(&[260.0, 250.0, 270.0], &[550.0, 560.0]),
+            ),
             (
                 Setup::Herdtrace("tracepoint".into()),
-                vec![334.0, 330.0, 338.0],
+                samples(&[334.0, 330.0, 338.0], &[750.0, 760.0]),
             ),
-            (Setup::WithEntries, vec![359.0, 360.0, 358.0]),
-            (Setup::Herdtrace("fentry".into()), vec![262.0]),
+            (Setup::WithEntries, samples(&[359.0, 360.0, 358.0], &[])),
+            (Setup::ClassicOnly, samples(&[335.0], &[955.0])),
+            (Setup::Herdtrace("fentry".into()), samples(&[262.0], &[])),
         ];
         let r = summarize(&runs, &["kprobe: not available (x)".into()], 1000, 3);
         let t = r.table.as_ref().expect("table");
-        assert_eq!(t.rows[0], ["untraced", "260.0", "+0.0", "1.000"]);
+        assert_eq!(
+            t.rows[0],
+            ["untraced", "260.0", "+0.0", "1.000", "555.0", "+0.0"]
+        );
         assert_eq!(
             t.rows[1],
-            ["herdtrace (tracepoint)", "334.0", "+74.0", "1.285"]
+            [
+                "herdtrace (tracepoint)",
+                "334.0",
+                "+74.0",
+                "1.285",
+                "755.0",
+                "+200.0"
+            ]
         );
         assert_eq!(t.rows[2][2], "+99.0");
-        assert_eq!(t.rows[3], ["herdtrace (fentry)", "262.0", "+2.0", "1.008"]);
+        assert_eq!(t.rows[2][4], "-");
+        assert_eq!(t.rows[3][5], "+400.0");
+        assert_eq!(
+            t.rows[4],
+            ["herdtrace (fentry)", "262.0", "+2.0", "1.008", "-", "-"]
+        );
         assert_eq!(
             r.lines,
             [
                 "tracepoint backend: 74.0 ns added to every syscall of the machine; 99.0 ns with \
-              the entry tracepoints as well (25 % less without them)"
+              the entry tracepoints as well (25 % less without them)",
+                "tracepoint backend: 200.0 ns added to every io_uring NOP of the machine; 400.0 ns \
+              with classic tracepoints only (50 % less with BTF ones)"
             ]
         );
         assert!(r.setup.iter().any(|l| l == "kprobe: not available (x)"));
+        assert!(r.setup[0].starts_with("1000 `getppid` calls and 100 io_uring NOPs"));
         assert!(!r.failed);
     }
 
     #[test]
     fn no_untraced_figure_leaves_the_comparisons_empty() {
-        let runs = vec![(Setup::Herdtrace("tracepoint".into()), vec![])];
+        let runs = vec![(Setup::Herdtrace("tracepoint".into()), Samples::default())];
         let r = summarize(&runs, &[], 10, 1);
         assert_eq!(
             r.table.expect("table").rows[0],
-            ["herdtrace (tracepoint)", "-", "-", "-"]
+            ["herdtrace (tracepoint)", "-", "-", "-", "-", "-"]
         );
         assert!(r.lines.is_empty());
     }
