@@ -275,16 +275,18 @@ impl KernelFacts {
             Kind::BtfTracepoint if !self.btf.is_ok() => {
                 ProbeStatus::Missing(format!("kernel BTF {}", self.btf))
             }
-            Kind::BtfTracepoint => match (lookup(&self.btf_tracepoints, at.target), at.params) {
-                (ProbeStatus::Ok, Some(want))
-                    if self.btf_tracepoint_params.get(at.target) != Some(&want) =>
-                {
-                    ProbeStatus::Missing(match self.btf_tracepoint_params.get(at.target) {
-                        Some(n) => format!("passes {n} arguments here, this program reads {want}"),
-                        None => "has no prototype in BTF".into(),
-                    })
+            Kind::BtfTracepoint => match (
+                lookup(&self.btf_tracepoints, at.target),
+                at.params,
+                self.btf_tracepoint_params.get(at.target),
+            ) {
+                (ProbeStatus::Ok, Some(want), Some(&n)) if n != want => ProbeStatus::Missing(
+                    format!("passes {n} arguments here, this program reads {want}"),
+                ),
+                (ProbeStatus::Ok, Some(_), None) => {
+                    ProbeStatus::Missing("has no prototype in BTF".into())
                 }
-                (s, _) => s,
+                (s, _, _) => s,
             },
             Kind::Kprobe | Kind::Kretprobe => self.function(at.target).kprobe_status(),
             Kind::Fentry | Kind::Fexit => {

@@ -39,6 +39,23 @@ pub enum Setup {
     ClassicOnly,
 }
 
+impl Setup {
+    /// The `HERDTRACE_MISSING` list its tracer runs with, if any.
+    fn simulated_missing(&self) -> Option<&'static str> {
+        match self {
+            Setup::WithEntries => Some("bpf_task_pt_regs"),
+            Setup::ClassicOnly => Some("tp_btf"),
+            Setup::Untraced | Setup::Herdtrace(_) => None,
+        }
+    }
+}
+
+/// io_uring NOPs timed for `calls` getppid calls: a NOP costs a few
+/// getppid calls, so a tenth as many keep the two times alike.
+fn nops_for(calls: u64) -> u64 {
+    calls / 10
+}
+
 /// One setup's measurements: ns per `getppid`, and per io_uring NOP.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Samples {
@@ -134,20 +151,25 @@ fn measure(
         _ => "tracepoint",
     });
     let mut cmd = spec.command(bin, pid);
+    if let Some(missing) = setup.simulated_missing() {
+        cmd.env("HERDTRACE_MISSING", missing);
+    }
     let tracer = match setup {
         Setup::Untraced => None,
-        Setup::Herdtrace(_) => Some(Tracer::start_command(&mut cmd)?),
-        Setup::WithEntries => Some(Tracer::start_command(
-            cmd.env("HERDTRACE_MISSING", "bpf_task_pt_regs"),
-        )?),
-        Setup::ClassicOnly => Some(Tracer::start_command(
-            cmd.env("HERDTRACE_MISSING", "tp_btf"),
-        )?),
+        _ => Some(Tracer::start_command(&mut cmd)?),
     };
-    let ns = time_syscalls(calls);
-    // A NOP costs a few getppid calls: a tenth as many keep the time alike.
+    let ns = median_batch(calls, |per| {
+        let t = Instant::now();
+        for _ in 0..per {
+            // SAFETY: getppid takes no arguments and cannot fail.
+            unsafe { libc::syscall(libc::SYS_getppid) };
+        }
+        Ok(t.elapsed().as_nanos() as f64 / per as f64)
+    })?;
     let nop = match ring {
-        Some(r) => Some(time_nops(r, calls / 10)?),
+        Some(r) => Some(median_batch(nops_for(calls), |per| {
+            r.time(per).map_err(|e| anyhow!("io_uring NOP: {e}"))
+        })?),
         None => None,
     };
     if let Some(t) = tracer {
@@ -156,30 +178,14 @@ fn measure(
     Ok((ns, nop))
 }
 
-/// The median of [`BATCHES`] batches of `n` NOPs in all, in ns per NOP.
-fn time_nops(ring: &mut NopRing, n: u64) -> anyhow::Result<f64> {
+/// The median of [`BATCHES`] batches of `n` calls in all, `batch(per)`
+/// timing one batch of `per` calls in ns per call.
+fn median_batch(n: u64, mut batch: impl FnMut(u64) -> anyhow::Result<f64>) -> anyhow::Result<f64> {
     let per = (n / u64::from(BATCHES)).max(1);
-    let mut batches = Vec::new();
-    for _ in 0..BATCHES {
-        batches.push(ring.time(per).map_err(|e| anyhow!("io_uring NOP: {e}"))?);
-    }
+    let batches = (0..BATCHES)
+        .map(|_| batch(per))
+        .collect::<anyhow::Result<Vec<f64>>>()?;
     Ok(median(&batches).unwrap_or(0.0))
-}
-
-/// The median of [`BATCHES`] batches, in ns per call.
-fn time_syscalls(calls: u64) -> f64 {
-    let per = (calls / u64::from(BATCHES)).max(1);
-    let batches: Vec<f64> = (0..BATCHES)
-        .map(|_| {
-            let t = Instant::now();
-            for _ in 0..per {
-                // SAFETY: getppid takes no arguments and cannot fail.
-                unsafe { libc::syscall(libc::SYS_getppid) };
-            }
-            t.elapsed().as_nanos() as f64 / per as f64
-        })
-        .collect();
-    median(&batches).unwrap_or(0.0)
 }
 
 /// The report from the measurements (pure, so it is tested).
@@ -196,7 +202,7 @@ pub fn summarize(
              `io_uring_enter`) by the bench process itself (not traced), each in {BATCHES} \
              batches, the median batch; server: `herdtrace serve --model {} --workers {}`, \
              idle, traced",
-            calls / 10,
+            nops_for(calls),
             MODEL.0,
             MODEL.1
         ),
