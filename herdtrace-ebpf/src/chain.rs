@@ -4,16 +4,16 @@
 use aya_ebpf::helpers::{bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_ktime_get_ns};
 use aya_log_ebpf::warn;
 use herdtrace_common::{
-    ChainState, ListenKey, TaskState, EV_ARRIVAL, EV_EPOLL_CB, EV_WAKE, FLAG_AFTER_POLL,
-    FLAG_AFTER_POLL_WORK, FLAG_WAKE_CASCADE, MAP_LISTENERS, POLL_HELD, POLL_HELD_WORK,
-    POLL_WAKE_REPORTED,
+    traced_slot, ChainState, ListenKey, TaskState, EV_ARRIVAL, EV_EPOLL_CB, EV_WAKE,
+    FLAG_AFTER_POLL, FLAG_AFTER_POLL_WORK, FLAG_WAKE_CASCADE, MAP_LISTENERS, POLL_HELD,
+    POLL_HELD_WORK, POLL_WAKE_REPORTED,
 };
 
 use crate::{
     config::conf,
-    emit::{emit, emit_at, next_chain, put},
+    emit::{atomic_add, emit, emit_at, next_chain, put},
     kread::{accept_queue_tail, listen_key, sk_head, sk_peer, SkHead},
-    maps::{CHAIN, LISTENERS, LISTEN_ADDRS, TIMER_CB, TRACED, TRACED_EPS},
+    maps::{CHAIN, LISTENERS, LISTEN_ADDRS, TIMER_CB, TRACED, TRACED_EPS, TRACED_FILTER},
 };
 
 /// `open` values: a chain known to be a listener's, or a `__wake_up_common`
@@ -377,10 +377,27 @@ fn in_timer_callback() -> bool {
     *depth != 0 && now().wrapping_sub(*start) <= TIMER_CB_MAX_NS
 }
 
-/// Task `tid`'s entry, if it is traced.
+/// Task `tid`'s entry, if it is traced. Its filter slot first: most tasks
+/// that wake or make a probed syscall on a machine are not traced.
 #[inline(always)]
 pub fn traced_task(tid: u32) -> Option<&'static mut TaskState> {
+    if TRACED_FILTER
+        .get(traced_slot(tid))
+        .is_some_and(|count| *count == 0)
+    {
+        return None;
+    }
     TRACED.get_ptr_mut(tid).map(|p| unsafe { &mut *p })
+}
+
+/// Counts task `tid` into its `TRACED_FILTER` slot (`delta` 1) before it
+/// enters `TRACED`, or out of it (`u64::MAX`, i.e. minus one) after it left,
+/// so the slot is never 0 while one of its tasks is traced.
+#[inline(always)]
+pub fn count_traced(tid: u32, delta: u64) {
+    if let Some(p) = TRACED_FILTER.get_ptr_mut(traced_slot(tid)) {
+        atomic_add(p, delta);
+    }
 }
 
 /// `sched_waking` of task `tid`: report it if it is traced and inside a chain.
@@ -467,11 +484,13 @@ pub fn clear_woken_by(task: &mut TaskState) {
 /// other).
 #[inline(always)]
 fn on_cascade_waking(tid: u32, comm: impl FnOnce() -> [u8; 16]) {
-    let waker = bpf_get_current_pid_tgid() as u32;
-    let chain = traced_task(waker).map_or(0, |w| w.woken_by);
+    // The woken task first: most wakeups of a machine are of untraced tasks,
+    // and they then cost one lookup, not two.
     let Some(task) = traced_task(tid) else {
         return;
     };
+    let waker = bpf_get_current_pid_tgid() as u32;
+    let chain = traced_task(waker).map_or(0, |w| w.woken_by);
     if chain == 0 || in_timer_callback() {
         clear_woken_by(task);
         return;

@@ -25,13 +25,14 @@ const BPF_RB_AVAIL_DATA: u64 = 0;
 /// The ring buffer's fill level is checked on one send in this many per CPU.
 const QUERY_EVERY: u64 = 8;
 
-/// Adds `delta` to a per-CPU slot atomically: fentry/fexit programs run in
-/// preemptible process context, so another task's program can update the
-/// same CPU's slot in between a plain load and store. (The result is not
-/// used, which keeps this a plain atomic add that 5.10's verifier accepts.)
+/// Adds `delta` to a map value atomically: fentry/fexit programs run in
+/// preemptible process context, so even a per-CPU slot can be updated by
+/// another task's program between a plain load and store. (The result is
+/// not used, which keeps this a plain atomic add that 5.10's verifier
+/// accepts.)
 #[inline(always)]
-fn atomic_add(p: *mut u64, delta: u64) {
-    // SAFETY: `p` points into a per-CPU array value, valid and 8-byte
+pub fn atomic_add(p: *mut u64, delta: u64) {
+    // SAFETY: `p` points into an array map's value, valid and 8-byte
     // aligned. (The BPF target has no `AtomicU64::fetch_add`; the intrinsic
     // with an unused result is the BPF atomic add instruction.)
     unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(p, delta) };

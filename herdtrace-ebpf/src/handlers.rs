@@ -735,7 +735,9 @@ fn follow_child(child_tid: u32, child_tgid: u32) {
         return;
     };
     let parent_tgid = parent.tgid;
+    chain::count_traced(child_tid, 1);
     if !insert(&TRACED, &child_tid, &TaskState::new(child_tgid), MAP_TRACED) {
+        chain::count_traced(child_tid, u64::MAX);
         // This task's wakeups and accepts go unreported: say whose.
         warn!(
             &(),
@@ -771,7 +773,9 @@ pub fn process_exit() {
     };
     let tgid = task.tgid;
     let held = chain::take_held_poll(task);
-    let _ = TRACED.remove(tid);
+    if TRACED.remove(tid).is_ok() {
+        chain::count_traced(tid, u64::MAX);
+    }
     forget(&ACCEPT_INFLIGHT, &tid);
     task_event(EV_TASK_EXIT, tid, tgid, |ev| {
         ev.flags = held;

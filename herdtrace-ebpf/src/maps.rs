@@ -1,9 +1,9 @@
 //! Maps shared by every program.
 use aya_ebpf::{
     macros::map,
-    maps::{HashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, PerCpuArray, RingBuf},
 };
-use herdtrace_common::{ChainState, ListenKey, TaskState, UringKey, CNT_MAX};
+use herdtrace_common::{ChainState, ListenKey, TaskState, UringKey, CNT_MAX, TRACED_SLOTS};
 
 /// Every record to user space, one ring buffer per group of CPUs (shard
 /// `cpu & Config::event_shard_mask`, see `emit::shard`). User space sizes
@@ -33,6 +33,13 @@ pub static EVENTS7: RingBuf = RingBuf::with_byte_size(4096, 0);
 /// space at start and by the fork probe, removed at the task's exit.
 #[map]
 pub static TRACED: HashMap<u32, TaskState> = HashMap::with_max_entries(65536, 0);
+
+/// Traced tasks per slot of their tid (`traced_slot`): a task whose slot is
+/// 0 is not in [`TRACED`], told by one array load instead of a hash lookup
+/// (`chain::traced_task`). The programs count their own inserts and
+/// removals atomically; user space pins the slots of the tasks it adds.
+#[map]
+pub static TRACED_FILTER: Array<u64> = Array::with_max_entries(TRACED_SLOTS, 0);
 
 /// Listening sockets of traced tasks (sk -> local port and network
 /// namespace, `chain::listener_value`): learned at `listen()` and

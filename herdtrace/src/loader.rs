@@ -8,13 +8,14 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 
 use anyhow::{anyhow, bail, Context as _, Result};
 use aya::{
-    maps::{HashMap, MapData, MapError, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, MapData, MapError, PerCpuArray, RingBuf},
     programs::{BtfTracePoint, FEntry, FExit, KProbe, TracePoint},
     Btf, Ebpf, EbpfLoader,
 };
 use aya_log::EbpfLogger;
 use herdtrace_common::{
-    Config, ListenKey, TaskState, CNT_DROPS, CNT_INSERT_FAILED, EVENT_SHARDS_MAX, MAP_NAMES,
+    traced_slot, Config, ListenKey, TaskState, CNT_DROPS, CNT_INSERT_FAILED, EVENT_SHARDS_MAX,
+    MAP_NAMES, TRACED_SLOT_PINNED,
 };
 
 use crate::backend::Plan;
@@ -208,6 +209,8 @@ pub struct Tracer {
     /// The event ring buffers in use, by shard (see [`event_shards`]).
     rings: Vec<RingBuf<MapData>>,
     traced: HashMap<MapData, u32, TaskState>,
+    /// `TRACED`'s filter: a slot user space leaves 0 hides its tasks.
+    traced_filter: Array<MapData, u64>,
     listen_addrs: HashMap<MapData, ListenKey, u32>,
     inflight: HashMap<MapData, u32, u32>,
     counters: PerCpuArray<MapData, u64>,
@@ -314,6 +317,11 @@ impl Tracer {
             );
         }
         let traced = hash_map(&mut ebpf, "TRACED")?;
+        let traced_filter = Array::try_from(
+            ebpf.take_map("TRACED_FILTER")
+                .context("map TRACED_FILTER missing")?,
+        )
+        .context("map TRACED_FILTER")?;
         let listen_addrs = hash_map(&mut ebpf, "LISTEN_ADDRS")?;
         let inflight = hash_map(&mut ebpf, "ACCEPT_INFLIGHT")?;
         let counters =
@@ -327,6 +335,7 @@ impl Tracer {
             _empty_objects: empty_objects,
             rings,
             traced,
+            traced_filter,
             listen_addrs,
             inflight,
             counters,
@@ -340,6 +349,11 @@ impl Tracer {
     /// followed keeps its entry: the programs' state in it (the chain that
     /// woke it, its accept call) stays valid across a rescan.
     pub fn trace_task(&mut self, tid: u32, tgid: u32) -> Result<()> {
+        // Its filter slot first, so the programs never find it 0 while the
+        // task is in the map.
+        self.traced_filter
+            .set(traced_slot(tid), TRACED_SLOT_PINNED, 0)
+            .with_context(|| format!("marking task {tid} in the traced-task filter"))?;
         match self.traced.insert(tid, TaskState::new(tgid), BPF_NOEXIST) {
             Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::EEXIST) => {
                 Ok(())

@@ -40,6 +40,7 @@ mod server;
 pub mod soak;
 mod syscalls;
 mod tracer;
+mod wakeups;
 mod work;
 
 use report::{Report, SectionReport};

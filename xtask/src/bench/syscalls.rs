@@ -8,7 +8,10 @@
 //! herdtrace's io_uring programs also run on every io_uring request of the
 //! machine: an io_uring NOP of this process is timed too, and with the
 //! classic tracepoints (as on kernels without BTF tracepoints), which build
-//! a record for each request.
+//! a record for each request. So do its `sched_waking` program on every
+//! wakeup and its epoll-return program on every `epoll_wait` return: a pipe
+//! round trip between two threads of this process (two wakeups) and an
+//! `epoll_wait` that returns at once are timed too.
 use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
@@ -20,6 +23,7 @@ use super::parse::{json_string, json_top_level_raw, median};
 use super::report::{SectionReport, Table};
 use super::server::Server;
 use super::tracer::{self, Availability, Tracer, TracerSpec};
+use super::wakeups;
 use super::Ctx;
 use crate::proc;
 
@@ -56,11 +60,33 @@ fn nops_for(calls: u64) -> u64 {
     calls / 10
 }
 
-/// One setup's measurements: ns per `getppid`, and per io_uring NOP.
+/// `epoll_wait` calls timed for `calls` getppid calls (a little dearer).
+fn epoll_waits_for(calls: u64) -> u64 {
+    calls / 2
+}
+
+/// Pipe round trips timed for `calls` getppid calls: one costs two context
+/// switches, some twenty getppid calls.
+fn round_trips_for(calls: u64) -> u64 {
+    calls / 100
+}
+
+/// One setup's measurements: ns per `getppid`, per io_uring NOP, per
+/// `epoll_wait` and per pipe round trip.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Samples {
     pub syscall: Vec<f64>,
     pub nop: Vec<f64>,
+    pub epoll: Vec<f64>,
+    pub wake: Vec<f64>,
+}
+
+/// One measurement of every operation (`nop` only with a ring).
+struct Measured {
+    syscall: f64,
+    nop: Option<f64>,
+    epoll: f64,
+    wake: f64,
 }
 
 impl Setup {
@@ -114,14 +140,22 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Vec<SectionReport>> {
     for round in 0..ctx.rounds as usize {
         for k in 0..runs.len() {
             let i = (k + round) % runs.len();
-            let (ns, nop) = measure(&ctx.bin, server.pid(), &runs[i].0, calls, ring.as_mut())?;
-            let nop_text = nop.map_or(String::new(), |n| format!(", {n:>7.1} ns/io_uring NOP"));
+            let m = measure(&ctx.bin, server.pid(), &runs[i].0, calls, ring.as_mut())?;
+            let nop_text = m
+                .nop
+                .map_or(String::new(), |n| format!(", {n:>7.1} ns/io_uring NOP"));
             println!(
-                "   {:<60} {ns:>7.1} ns/syscall{nop_text}",
-                runs[i].0.label()
+                "   {:<60} {:>7.1} ns/syscall{nop_text}, {:>7.1} ns/epoll_wait, {:>8.1} ns/round trip",
+                runs[i].0.label(),
+                m.syscall,
+                m.epoll,
+                m.wake
             );
-            runs[i].1.syscall.push(ns);
-            runs[i].1.nop.extend(nop);
+            let s = &mut runs[i].1;
+            s.syscall.push(m.syscall);
+            s.nop.extend(m.nop);
+            s.epoll.push(m.epoll);
+            s.wake.push(m.wake);
         }
     }
     let st = server.stop()?;
@@ -138,14 +172,15 @@ fn helper_status(check_json: &str, name: &str) -> Option<String> {
     json_top_level_raw(h, "status").and_then(json_string)
 }
 
-/// ns per `getppid`, and per io_uring NOP (with a ring), with `setup` in place.
+/// ns per `getppid`, per io_uring NOP (with a ring), per `epoll_wait` and
+/// per pipe round trip, with `setup` in place.
 fn measure(
     bin: &Path,
     pid: u32,
     setup: &Setup,
     calls: u64,
     ring: Option<&mut NopRing>,
-) -> anyhow::Result<(f64, Option<f64>)> {
+) -> anyhow::Result<Measured> {
     let spec = TracerSpec::new(match setup {
         Setup::Herdtrace(b) => b,
         _ => "tracepoint",
@@ -172,10 +207,21 @@ fn measure(
         })?),
         None => None,
     };
+    let epoll = median_batch(epoll_waits_for(calls), |per| {
+        wakeups::time_epoll_waits(per).map_err(|e| anyhow!("epoll_wait: {e}"))
+    })?;
+    let wake = median_batch(round_trips_for(calls), |per| {
+        wakeups::time_round_trips(per).map_err(|e| anyhow!("pipe round trips: {e}"))
+    })?;
     if let Some(t) = tracer {
         t.stop()?;
     }
-    Ok((ns, nop))
+    Ok(Measured {
+        syscall: ns,
+        nop,
+        epoll,
+        wake,
+    })
 }
 
 /// The median of [`BATCHES`] batches of `n` calls in all, `batch(per)`
@@ -198,11 +244,14 @@ pub fn summarize(
     let mut r = SectionReport::new(TITLE);
     r.setup = vec![
         format!(
-            "{calls} `getppid` calls and {} io_uring NOPs (one submitted and reaped per \
-             `io_uring_enter`) by the bench process itself (not traced), each in {BATCHES} \
-             batches, the median batch; server: `herdtrace serve --model {} --workers {}`, \
-             idle, traced",
+            "{calls} `getppid` calls, {} io_uring NOPs (one submitted and reaped per \
+             `io_uring_enter`), {} `epoll_wait` calls (an empty epoll, timeout 0) and {} pipe \
+             round trips (two threads on one CPU: two wakeups, four syscalls) by the bench \
+             process itself (not traced), each in {BATCHES} batches, the median batch; server: \
+             `herdtrace serve --model {} --workers {}`, idle, traced",
             nops_for(calls),
+            epoll_waits_for(calls),
+            round_trips_for(calls),
             MODEL.0,
             MODEL.1
         ),
@@ -215,6 +264,9 @@ pub fn summarize(
             .and_then(|(_, v)| median(pick(v)))
     };
     let (base, nop_base) = (base_of(|s| &s.syscall), base_of(|s| &s.nop));
+    let (epoll_base, wake_base) = (base_of(|s| &s.epoll), base_of(|s| &s.wake));
+    let fig = |v: Option<f64>| v.map_or("-".into(), |n| format!("{n:.1}"));
+    let plus = |v: Option<f64>| v.map_or("-".into(), |e| format!("{e:+.1}"));
     let mut rows = Vec::new();
     let mut added = Vec::new();
     for (setup, v) in runs {
@@ -222,22 +274,29 @@ pub fn summarize(
         let extra = ns.zip(base).map(|(n, b)| n - b);
         let nop = median(&v.nop);
         let nop_extra = nop.zip(nop_base).map(|(n, b)| n - b);
+        let epoll = median(&v.epoll);
+        let wake = median(&v.wake);
+        let wake_extra = wake.zip(wake_base).map(|(n, b)| n - b);
         rows.push(vec![
             setup.label(),
-            ns.map_or("-".into(), |n| format!("{n:.1}")),
-            extra.map_or("-".into(), |e| format!("{e:+.1}")),
+            fig(ns),
+            plus(extra),
             ns.zip(base)
                 .map_or("-".into(), |(n, b)| format!("{:.3}", n / b)),
-            nop.map_or("-".into(), |n| format!("{n:.1}")),
-            nop_extra.map_or("-".into(), |e| format!("{e:+.1}")),
+            fig(nop),
+            plus(nop_extra),
+            fig(epoll),
+            plus(epoll.zip(epoll_base).map(|(n, b)| n - b)),
+            fig(wake),
+            plus(wake_extra),
         ]);
-        added.push((setup, extra, nop_extra));
+        added.push((setup, extra, nop_extra, wake_extra));
     }
     let of = |s: &Setup| {
         added
             .iter()
-            .find(|(x, _, _)| *x == s)
-            .map(|(_, e, n)| (*e, *n))
+            .find(|(x, _, _, _)| *x == s)
+            .map(|(_, e, n, _)| (*e, *n))
     };
     let saving = |now: f64, before: f64| {
         if before > 0.0 {
@@ -261,6 +320,20 @@ pub fn summarize(
             saving(now, before)
         ));
     }
+    let tracepoint_wake = added
+        .iter()
+        .find(|(s, _, _, _)| **s == Setup::Herdtrace("tracepoint".into()))
+        .and_then(|(_, syscall, _, wake)| syscall.zip(*wake));
+    if let Some((syscall, wake)) = tracepoint_wake {
+        // The round trip's four syscalls pay the syscall figure each; the
+        // rest is its two wakeups'.
+        r.lines.push(format!(
+            "tracepoint backend: {wake:.1} ns added to a pipe round trip of the machine; \
+             less its four syscalls' {:.1}, {:.1} ns a wakeup",
+            4.0 * syscall,
+            (wake - 4.0 * syscall) / 2.0
+        ));
+    }
     r.table = Some(Table {
         header: [
             "setup",
@@ -268,6 +341,10 @@ pub fn summarize(
             "added",
             "ratio",
             "ns/io_uring NOP",
+            "added",
+            "ns/epoll_wait",
+            "added",
+            "ns/round trip",
             "added",
         ]
         .map(String::from)
@@ -285,7 +362,18 @@ mod tests {
         Samples {
             syscall: syscall.to_vec(),
             nop: nop.to_vec(),
+            ..Samples::default()
         }
+    }
+
+    fn no_figures(cells: &[String]) -> bool {
+        cells.iter().all(|c| c == "-")
+    }
+
+    fn with_waits(mut s: Samples, epoll: &[f64], wake: &[f64]) -> Samples {
+        s.epoll = epoll.to_vec();
+        s.wake = wake.to_vec();
+        s
     }
 
     #[test]
@@ -293,11 +381,19 @@ mod tests {
         let runs = vec![
             (
                 Setup::Untraced,
-                samples(&[260.0, 250.0, 270.0], &[550.0, 560.0]),
+                with_waits(
+                    samples(&[260.0, 250.0, 270.0], &[550.0, 560.0]),
+                    &[300.0],
+                    &[5000.0, 5200.0],
+                ),
             ),
             (
                 Setup::Herdtrace("tracepoint".into()),
-                samples(&[334.0, 330.0, 338.0], &[750.0, 760.0]),
+                with_waits(
+                    samples(&[334.0, 330.0, 338.0], &[750.0, 760.0]),
+                    &[420.0],
+                    &[5496.0, 5496.0],
+                ),
             ),
             (Setup::WithEntries, samples(&[359.0, 360.0, 358.0], &[])),
             (Setup::ClassicOnly, samples(&[335.0], &[955.0])),
@@ -307,7 +403,10 @@ mod tests {
         let t = r.table.as_ref().expect("table");
         assert_eq!(
             t.rows[0],
-            ["untraced", "260.0", "+0.0", "1.000", "555.0", "+0.0"]
+            [
+                "untraced", "260.0", "+0.0", "1.000", "555.0", "+0.0", "300.0", "+0.0", "5100.0",
+                "+0.0"
+            ]
         );
         assert_eq!(
             t.rows[1],
@@ -317,27 +416,38 @@ mod tests {
                 "+74.0",
                 "1.285",
                 "755.0",
-                "+200.0"
+                "+200.0",
+                "420.0",
+                "+120.0",
+                "5496.0",
+                "+396.0"
             ]
         );
         assert_eq!(t.rows[2][2], "+99.0");
         assert_eq!(t.rows[2][4], "-");
         assert_eq!(t.rows[3][5], "+400.0");
         assert_eq!(
-            t.rows[4],
-            ["herdtrace (fentry)", "262.0", "+2.0", "1.008", "-", "-"]
+            t.rows[4][..4],
+            ["herdtrace (fentry)", "262.0", "+2.0", "1.008"]
         );
+        assert!(no_figures(&t.rows[4][4..]));
         assert_eq!(
             r.lines,
             [
                 "tracepoint backend: 74.0 ns added to every syscall of the machine; 99.0 ns with \
               the entry tracepoints as well (25 % less without them)",
                 "tracepoint backend: 200.0 ns added to every io_uring NOP of the machine; 400.0 ns \
-              with classic tracepoints only (50 % less with BTF ones)"
+              with classic tracepoints only (50 % less with BTF ones)",
+                "tracepoint backend: 396.0 ns added to a pipe round trip of the machine; less its \
+              four syscalls' 296.0, 50.0 ns a wakeup"
             ]
         );
         assert!(r.setup.iter().any(|l| l == "kprobe: not available (x)"));
-        assert!(r.setup[0].starts_with("1000 `getppid` calls and 100 io_uring NOPs"));
+        assert!(r.setup[0].starts_with(
+            "1000 `getppid` calls, 100 io_uring NOPs (one submitted and reaped per \
+             `io_uring_enter`), 500 `epoll_wait` calls (an empty epoll, timeout 0) and 10 pipe \
+             round trips"
+        ));
         assert!(!r.failed);
     }
 
@@ -345,10 +455,10 @@ mod tests {
     fn no_untraced_figure_leaves_the_comparisons_empty() {
         let runs = vec![(Setup::Herdtrace("tracepoint".into()), Samples::default())];
         let r = summarize(&runs, &[], 10, 1);
-        assert_eq!(
-            r.table.expect("table").rows[0],
-            ["herdtrace (tracepoint)", "-", "-", "-", "-", "-"]
-        );
+        let row = &r.table.expect("table").rows[0];
+        assert_eq!(row.len(), 10);
+        assert_eq!(row[0], "herdtrace (tracepoint)");
+        assert!(no_figures(&row[1..]));
         assert!(r.lines.is_empty());
     }
 
