@@ -388,7 +388,7 @@ pub const TRACED_SLOTS: u32 = 4096;
 /// than its tasks just costs the lookup.)
 pub const TRACED_SLOT_PINNED: u64 = 1 << 40;
 
-/// The `TRACED_SLOTS` slot of task `tid`.
+/// The `TRACED_FILTER` slot of task `tid`.
 pub const fn traced_slot(tid: u32) -> u32 {
     tid & (TRACED_SLOTS - 1)
 }
