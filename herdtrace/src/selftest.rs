@@ -302,7 +302,7 @@ mod tests {
         let stderr = "herdtrace: backend tracepoint\n\
             herdtrace: warning: tracepoint sock:sk_data_ready missing (added in 6.6): arrivals come from x\n\
             herdtrace: warning: ep_send_events cannot be probed (inlined or missing): wakeups\n\
-            herdtrace: tracing 5 tasks in 1 processes with the tracepoint backend; Ctrl-C to end\n";
+            herdtrace: tracing 5 tasks in 1 process with the tracepoint backend; Ctrl-C to end\n";
         assert_eq!(
             limits(stderr),
             vec![

@@ -20,6 +20,7 @@ use crate::{
     backend::{self, BackendRequest, KernelFacts},
     btf::KernelOffsets,
     cgroup, check,
+    diagnose::layout::plural,
     engine::{EngineConfig, Summary},
     events, exporter, kernel,
     loader::Tracer,
@@ -604,10 +605,7 @@ async fn session<W: Write>(
         Some(c) => format!(" ({c})"),
         None => String::new(),
     };
-    eprintln!(
-        "herdtrace: tracing {tasks} tasks in {procs} processes{scope} with the {} backend; Ctrl-C to end",
-        info.backend
-    );
+    eprintln!("{}", tracing_line(tasks, procs, &scope, &info.backend));
     on_ready();
 
     let ring = watch_rings(&tracer)?;
@@ -975,6 +973,16 @@ pub fn run(args: TraceArgs) -> Result<i32> {
     Ok(0)
 }
 
+/// The line that says tracing has begun: what is traced, and how (`scope`
+/// is empty or names the cgroup).
+fn tracing_line(tasks: usize, procs: usize, scope: &str, backend: &str) -> String {
+    format!(
+        "herdtrace: tracing {} in {}{scope} with the {backend} backend; Ctrl-C to end",
+        plural(tasks, "task", "tasks"),
+        plural(procs, "process", "processes")
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -989,6 +997,24 @@ mod tests {
     fn pids(args: &[&str]) -> Result<Vec<i64>, clap::Error> {
         Cli::try_parse_from(std::iter::once("herdtrace").chain(args.iter().copied()))
             .map(|c| c.trace.pids)
+    }
+
+    #[test]
+    fn the_start_line_counts_in_the_singular_and_plural() {
+        assert_eq!(
+            tracing_line(1, 1, "", "tracepoint"),
+            "herdtrace: tracing 1 task in 1 process with the tracepoint backend; Ctrl-C to end"
+        );
+        assert_eq!(
+            tracing_line(5, 1, "", "fentry"),
+            "herdtrace: tracing 5 tasks in 1 process with the fentry backend; Ctrl-C to end"
+        );
+        // An empty cgroup: the containers host test reads this line.
+        assert_eq!(
+            tracing_line(0, 0, " (cgroup /x)", "kprobe"),
+            "herdtrace: tracing 0 tasks in 0 processes (cgroup /x) with the kprobe backend; \
+             Ctrl-C to end"
+        );
     }
 
     #[test]
