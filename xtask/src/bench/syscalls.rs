@@ -296,7 +296,7 @@ pub fn summarize(
         added
             .iter()
             .find(|(x, _, _, _)| *x == s)
-            .map(|(_, e, n, _)| (*e, *n))
+            .map(|(_, e, n, w)| (*e, *n, *w))
     };
     let saving = |now: f64, before: f64| {
         if before > 0.0 {
@@ -306,25 +306,25 @@ pub fn summarize(
         }
     };
     let tracepoint = of(&Setup::Herdtrace("tracepoint".into()));
-    if let (Some((Some(now), _)), Some((Some(before), _))) = (tracepoint, of(&Setup::WithEntries)) {
+    if let (Some((Some(now), _, _)), Some((Some(before), _, _))) =
+        (tracepoint, of(&Setup::WithEntries))
+    {
         r.lines.push(format!(
             "tracepoint backend: {now:.1} ns added to every syscall of the machine; \
              {before:.1} ns with the entry tracepoints as well ({:.0} % less without them)",
             saving(now, before)
         ));
     }
-    if let (Some((_, Some(now))), Some((_, Some(before)))) = (tracepoint, of(&Setup::ClassicOnly)) {
+    if let (Some((_, Some(now), _)), Some((_, Some(before), _))) =
+        (tracepoint, of(&Setup::ClassicOnly))
+    {
         r.lines.push(format!(
             "tracepoint backend: {now:.1} ns added to every io_uring NOP of the machine; \
              {before:.1} ns with classic tracepoints only ({:.0} % less with BTF ones)",
             saving(now, before)
         ));
     }
-    let tracepoint_wake = added
-        .iter()
-        .find(|(s, _, _, _)| **s == Setup::Herdtrace("tracepoint".into()))
-        .and_then(|(_, syscall, _, wake)| syscall.zip(*wake));
-    if let Some((syscall, wake)) = tracepoint_wake {
+    if let Some((Some(syscall), _, Some(wake))) = tracepoint {
         // The round trip's four syscalls pay the syscall figure each; the
         // rest is its two wakeups'.
         r.lines.push(format!(
