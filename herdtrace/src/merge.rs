@@ -13,6 +13,9 @@
 //! the time up to which every ring buffer has been read, less a margin for
 //! records stamped but not yet committed when it was read. The rest stays
 //! in its ring buffer, except each one's next record, read to see its time.
+//! A record that shows up only after an earlier merge released past its
+//! time (committed that much later than stamped: its CPU interrupted, or
+//! its vCPU descheduled, in between) goes out of time order, and is counted.
 use anyhow::Result;
 use herdtrace_common::RawEvent;
 
@@ -20,6 +23,18 @@ use herdtrace_common::RawEvent;
 #[derive(Debug, Default)]
 pub struct Merger {
     heads: Vec<Option<RawEvent>>,
+    /// The watermark of the merges so far: every record stamped up to it
+    /// should have been released.
+    released_upto: u64,
+    late: LateRecords,
+}
+
+/// Records released after the merge that should have released them.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct LateRecords {
+    pub count: u64,
+    /// The most any of them was stamped before the watermark that missed it.
+    pub max_behind_ns: u64,
 }
 
 impl Merger {
@@ -43,6 +58,7 @@ impl Merger {
                 *head = pull(shard);
             }
         }
+        let upto = self.released_upto;
         loop {
             let mut first: Option<(u64, usize)> = None;
             for (shard, head) in self.heads.iter().enumerate() {
@@ -53,14 +69,24 @@ impl Merger {
                     first = Some((ts, shard));
                 }
             }
-            let Some((_, shard)) = first else {
+            let Some((ts, shard)) = first else {
+                self.released_upto = upto.max(watermark_ns);
                 return Ok(());
             };
+            if ts <= upto && upto != 0 {
+                self.late.count += 1;
+                self.late.max_behind_ns = self.late.max_behind_ns.max(upto - ts);
+            }
             if let Some(ev) = &self.heads[shard] {
                 emit(ev)?;
             }
             self.heads[shard] = pull(shard);
         }
+    }
+
+    /// The records released out of time order so far.
+    pub fn late(&self) -> LateRecords {
+        self.late
     }
 
     /// Records read but not released.
@@ -168,6 +194,43 @@ mod tests {
             merged(&mut m, &mut r, u64::MAX),
             vec![(1, 1), (0, 1), (0, 2)]
         );
+    }
+
+    #[test]
+    fn a_record_committed_after_a_merge_passed_its_time_is_counted_late() {
+        let mut r = Rings::default();
+        r.push(0, ev(0, 1, 10));
+        r.push(1, ev(1, 1, 40));
+        let mut m = Merger::default();
+        assert_eq!(merged(&mut m, &mut r, 50), vec![(0, 1), (1, 1)]);
+        assert_eq!(m.late(), LateRecords::default());
+        // CPU 2 stamped at 30 and 45 but committed only now: out of order.
+        r.push(2, ev(2, 1, 30));
+        r.push(2, ev(2, 2, 45));
+        r.push(0, ev(0, 2, 60));
+        assert_eq!(merged(&mut m, &mut r, 70), vec![(2, 1), (2, 2), (0, 2)]);
+        let late = m.late();
+        assert_eq!(late.count, 2);
+        assert_eq!(late.max_behind_ns, 20);
+        // In time from here on; the count stays.
+        r.push(1, ev(1, 2, 71));
+        assert_eq!(merged(&mut m, &mut r, u64::MAX), vec![(1, 2)]);
+        assert_eq!(m.late().count, 2);
+    }
+
+    #[test]
+    fn reordering_inside_one_merge_is_not_lateness() {
+        // A nested send (see above), a record held past the watermark and
+        // the records of the first merge are all on time.
+        let mut r = Rings::default();
+        r.push(0, ev(0, 1, 20));
+        r.push(0, ev(0, 2, 10));
+        r.push(1, ev(1, 1, 15));
+        r.push(1, ev(1, 2, 90));
+        let mut m = Merger::default();
+        assert_eq!(merged(&mut m, &mut r, 50), vec![(1, 1), (0, 1), (0, 2)]);
+        assert_eq!(merged(&mut m, &mut r, 100), vec![(1, 2)]);
+        assert_eq!(m.late(), LateRecords::default());
     }
 
     #[test]

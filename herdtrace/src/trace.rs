@@ -25,7 +25,7 @@ use crate::{
     events, exporter, kernel,
     loader::Tracer,
     logging::LogArgs,
-    merge::Merger,
+    merge::{LateRecords, Merger},
     pipeline::{Pipeline, SkippedRuns},
     record::{RecordHeader, Recorder},
     report::{is_broken_pipe, OutputOptions, RunInfo, WallClock},
@@ -776,6 +776,9 @@ async fn session<W: Write>(
             "herdtrace: warning: {decode_errors} malformed records from the kernel were skipped"
         );
     }
+    if let Some(line) = late_line(merger.late()) {
+        eprintln!("herdtrace: warning: {line}");
+    }
     drop(ring);
     drop(tracer); // detach every probe before printing the summary
     if reason == EndReason::OutputClosed {
@@ -788,6 +791,25 @@ async fn session<W: Write>(
         Err(e) if is_broken_pipe(&e) => Ok((None, EndReason::OutputClosed)),
         Err(e) => Err(e),
     }
+}
+
+/// What the summary says of records merged out of time order, if any.
+fn late_line(late: LateRecords) -> Option<String> {
+    (late.count > 0).then(|| {
+        format!(
+            "{} {} reached the ring buffers too late to be merged in time order \
+             (up to {} behind the others: a CPU interrupted or a vCPU \
+             descheduled while sending); {} connections may be miscounted",
+            late.count,
+            if late.count == 1 { "record" } else { "records" },
+            if late.max_behind_ns < 1_000_000 {
+                format!("{} us", late.max_behind_ns / 1000)
+            } else {
+                format!("{:.1} ms", late.max_behind_ns as f64 / 1e6)
+            },
+            if late.count == 1 { "its" } else { "their" },
+        )
+    })
 }
 
 /// Feeds the ring buffers' records stamped up to `watermark_ns` to the
@@ -987,6 +1009,34 @@ fn tracing_line(tasks: usize, procs: usize, scope: &str, backend: &str) -> Strin
 mod tests {
     use super::*;
     use clap::Parser;
+
+    #[test]
+    fn late_records_are_said_with_how_far_behind() {
+        assert_eq!(late_line(LateRecords::default()), None);
+        let one = late_line(LateRecords {
+            count: 1,
+            max_behind_ns: 3_450_000,
+        })
+        .expect("a line");
+        assert!(
+            one.starts_with("1 record reached the ring buffers too late"),
+            "{one}"
+        );
+        assert!(
+            one.contains("up to 3.5 ms behind")
+                && one.ends_with("its connections may be miscounted"),
+            "{one}"
+        );
+        let many = late_line(LateRecords {
+            count: 12,
+            max_behind_ns: 40_000,
+        })
+        .expect("a line");
+        assert!(
+            many.starts_with("12 records reached") && many.contains("up to 40 us behind"),
+            "{many}"
+        );
+    }
 
     #[derive(Debug, Parser)]
     struct Cli {
