@@ -339,6 +339,14 @@ pub fn summarize(
                 ]);
             }
         }
+        if let Some(line) = m
+            .runs
+            .iter()
+            .find(|(t, _)| *t == Tool::Untraced)
+            .and_then(|(_, ms)| noise_line(&m.model, ms))
+        {
+            over.lines.push(line);
+        }
         if let Some(f) = floor_ratio {
             over.lines.push(format!(
                 "{}: the {PROBE_POINTS_BACKEND} probe points alone (programs that do nothing) \
@@ -390,6 +398,41 @@ pub fn summarize(
         "CPU share = the tool's CPU seconds over the load's wall seconds (100% = one core)".into(),
     );
     vec![over, cpu]
+}
+
+/// How much a traced/untraced ratio moves by chance, from the spread of
+/// the untraced rounds' rates: (coefficient of variation, two standard
+/// errors of a ratio of two medians of that many rounds). A median's
+/// standard error is about 1.25 sigma / sqrt(n), and a ratio of two
+/// independent ones sqrt(2) times that, relatively. None under 3 rounds.
+pub fn ratio_noise(rates: &[f64]) -> Option<(f64, f64)> {
+    let n = rates.len();
+    if n < 3 {
+        return None;
+    }
+    let mean = rates.iter().sum::<f64>() / n as f64;
+    if mean <= 0.0 {
+        return None;
+    }
+    let var = rates.iter().map(|r| (r - mean).powi(2)).sum::<f64>() / (n - 1) as f64;
+    let cv = var.sqrt() / mean;
+    let two_se = 2.0 * 1.2533 * cv * std::f64::consts::SQRT_2 / (n as f64).sqrt();
+    Some((cv, two_se))
+}
+
+/// The noise line of a model, from its untraced rounds.
+pub fn noise_line(model: &str, untraced: &[Measurement]) -> Option<String> {
+    let rates: Vec<f64> = untraced.iter().map(|m| m.rate).collect();
+    let (cv, two_se) = ratio_noise(&rates)?;
+    let lo = rates.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = rates.iter().copied().fold(0.0, f64::max);
+    Some(format!(
+        "{model}: noise: the untraced rounds ran at {lo:.0}-{hi:.0} conn/s (coefficient of \
+         variation {:.1}%), so a ratio of medians of {} rounds is good to about +/-{two_se:.3} \
+         (two standard errors); a ratio that close to a goal decides nothing",
+        cv * 100.0,
+        rates.len()
+    ))
 }
 
 /// The tracked line for one model.
@@ -566,6 +609,34 @@ mod tests {
             == "reuseport: the tracepoint probe points alone (programs that do nothing) keep 0.973 of the untraced throughput"));
         // Only herdtrace's own ratio is judged against the goal.
         assert_eq!(out[0].warnings.len(), 1);
+    }
+
+    #[test]
+    fn ratio_noise_from_the_untraced_spread() {
+        assert_eq!(ratio_noise(&[1.0, 2.0]), None);
+        assert_eq!(ratio_noise(&[0.0, 0.0, 0.0]), None);
+        let (cv, two_se) = ratio_noise(&[100.0; 9]).expect("noise");
+        assert_eq!((cv, two_se), (0.0, 0.0));
+        // Sample sd of 90, 100, 110 is 10: cv 0.1; 2 x 1.2533 x 0.1 x 1.414 / sqrt(3).
+        let (cv, two_se) = ratio_noise(&[90.0, 100.0, 110.0]).expect("noise");
+        assert!((cv - 0.1).abs() < 1e-12, "{cv}");
+        assert!((two_se - 0.20468).abs() < 1e-4, "{two_se}");
+        // Four times the rounds: half the error, less with the sample sd.
+        let twelve: Vec<f64> = [90.0, 100.0, 110.0].repeat(4);
+        let (_, se12) = ratio_noise(&twelve).expect("noise");
+        assert!(se12 < two_se / 2.0 && se12 > two_se / 2.5, "{se12}");
+    }
+
+    #[test]
+    fn the_noise_line_names_the_spread_and_the_error() {
+        let ms: Vec<Measurement> = [90.0, 100.0, 110.0].map(|r| m(r, 10, None, None)).to_vec();
+        assert_eq!(
+            noise_line("reuseport", &ms).expect("line"),
+            "reuseport: noise: the untraced rounds ran at 90-110 conn/s (coefficient of \
+             variation 10.0%), so a ratio of medians of 3 rounds is good to about +/-0.205 \
+             (two standard errors); a ratio that close to a goal decides nothing"
+        );
+        assert_eq!(noise_line("x", &ms[..2]), None);
     }
 
     #[test]

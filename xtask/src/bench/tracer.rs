@@ -232,13 +232,29 @@ impl Tracer {
         procfs::cpu_seconds(self.pid()).map_or(0.0, |c| c - self.cpu_at_ready)
     }
 
+    /// Ends the tracer; its end-of-run warnings about the records
+    /// themselves (out of time order, malformed) are printed, since no
+    /// figure shows them.
     pub fn stop(self) -> anyhow::Result<Finished> {
         let f = self.bg.stop()?;
         if !f.status.success() {
             bail!("the tracer failed ({}): {}", f.status, f.stderr.trim());
         }
+        for line in record_warnings(&f.stderr) {
+            println!("   {line}");
+        }
         Ok(f)
     }
+}
+
+/// The tracer's warnings about its records: merged out of time order, or
+/// malformed.
+pub fn record_warnings(stderr: &str) -> Vec<&str> {
+    stderr
+        .lines()
+        .filter(|l| l.starts_with("herdtrace: warning: "))
+        .filter(|l| l.contains("too late to be merged") || l.contains("malformed records"))
+        .collect()
 }
 
 #[cfg(test)]
@@ -255,6 +271,23 @@ mod tests {
   },
   "backend": {"auto": {"status": "ok", "backend": "tracepoint"}}
 }"#;
+
+    #[test]
+    fn record_warnings_are_picked_from_stderr() {
+        let stderr = "herdtrace: tracing 5 tasks in 5 processes\n\
+            herdtrace: warning: 2 records reached the ring buffers too late to be merged in time order (up to 3 us behind)\n\
+            herdtrace: warning: 1 malformed records from the kernel were skipped\n\
+            herdtrace: warning: 1 idle waiter is not traced\n\
+            late: too late to be merged\n";
+        assert_eq!(
+            record_warnings(stderr),
+            vec![
+                "herdtrace: warning: 2 records reached the ring buffers too late to be merged in time order (up to 3 us behind)",
+                "herdtrace: warning: 1 malformed records from the kernel were skipped",
+            ]
+        );
+        assert!(record_warnings("herdtrace: listeners: x\n").is_empty());
+    }
 
     #[test]
     fn backends_from_check_json() {

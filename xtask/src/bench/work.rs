@@ -114,6 +114,14 @@ pub fn summarize(all: &[WorkRuns], notes: &[String], n: u64, rounds: u32) -> Sec
                 ));
             }
         }
+        if let Some(line) = w
+            .runs
+            .iter()
+            .find(|(t, _)| *t == Tool::Untraced)
+            .and_then(|(_, ms)| overhead::noise_line(&format!("work {} us", w.work_us), ms))
+        {
+            r.lines.push(line);
+        }
     }
     r.table = Some(Table {
         header: ["work us/request", "tool", "conn/s", "ratio"]
@@ -171,6 +179,9 @@ mod tests {
             r.lines,
             [
                 "work 25 us per request (tracepoint): herdtrace/untraced 0.940 (goal >= 0.97): goal NOT met",
+                "work 25 us: noise: the untraced rounds ran at 9900-10200 conn/s (coefficient of \
+                 variation 1.5%), so a ratio of medians of 3 rounds is good to about +/-0.031 \
+                 (two standard errors); a ratio that close to a goal decides nothing",
                 "work 400 us per request (tracepoint): herdtrace/untraced 0.980 (goal >= 0.97): goal met"
             ]
         );
