@@ -375,6 +375,16 @@ impl Tracer {
     /// followed keeps its entry: the programs' state in it (the chain that
     /// woke it, its accept call) stays valid across a rescan.
     pub fn trace_task(&mut self, tid: u32, tgid: u32) -> Result<()> {
+        // A task in the map already holds its filter slot: the fork program
+        // counted it in, or an earlier pass pinned it. Pinning it again
+        // would keep its slot after it exits, and a `--cgroup` rescan finds
+        // every forked task: over hours of short-lived ones every slot would
+        // be pinned and the filter would hide no task of the machine.
+        match self.traced.get(&tid, 0) {
+            Ok(_) => return Ok(()),
+            Err(MapError::KeyNotFound) => {}
+            Err(e) => return Err(e).with_context(|| format!("looking task {tid} up")),
+        }
         // Its filter slot first, so the programs never find it 0 while the
         // task is in the map.
         let slot = traced_slot(tid);

@@ -495,3 +495,119 @@ fn diagnose_reads_a_namespaced_servers_own_listeners() {
     let woken = v["cost"]["woken_per_conn"].as_f64().expect("woken");
     assert!(woken <= 1.2, "reuseport wakes one: {woken}");
 }
+
+/// The tracer's `TRACED_FILTER` slots, read with bpftool: the map is found
+/// among the maps the tracer holds (its /proc fdinfo).
+fn traced_filter_slots(tracer_pid: i32) -> Vec<u64> {
+    let mut ids = Vec::new();
+    for entry in std::fs::read_dir(format!("/proc/{tracer_pid}/fd")).expect("fd dir") {
+        let entry = entry.expect("fd entry");
+        let is_map = std::fs::read_link(entry.path())
+            .is_ok_and(|t| t.to_string_lossy() == "anon_inode:bpf-map");
+        if !is_map {
+            continue;
+        }
+        let fd = entry.file_name();
+        let info = std::fs::read_to_string(format!(
+            "/proc/{tracer_pid}/fdinfo/{}",
+            fd.to_string_lossy()
+        ))
+        .unwrap_or_default();
+        ids.extend(info.lines().find_map(|l| {
+            l.strip_prefix("map_id:")
+                .and_then(|v| v.trim().parse::<u64>().ok())
+        }));
+    }
+    let bpftool = |args: &[&str]| -> Value {
+        let out = Command::new("bpftool")
+            .arg("-j")
+            .args(args)
+            .output()
+            .expect("bpftool (installed by cargo xtask setup)");
+        assert!(out.status.success(), "bpftool {args:?} failed");
+        serde_json::from_slice(&out.stdout).expect("bpftool json")
+    };
+    let id = ids
+        .iter()
+        .map(u64::to_string)
+        .find(|id| bpftool(&["map", "show", "id", id])["name"] == "TRACED_FILTER")
+        .expect("the tracer holds TRACED_FILTER");
+    bpftool(&["map", "dump", "id", &id])
+        .as_array()
+        .expect("dump array")
+        .iter()
+        .map(|e| {
+            let bytes: Vec<u8> = e["value"]
+                .as_array()
+                .expect("value bytes")
+                .iter()
+                .map(|b| {
+                    let hex = b.as_str().expect("hex byte");
+                    u8::from_str_radix(hex.trim_start_matches("0x"), 16).expect("hex")
+                })
+                .collect();
+            u64::from_le_bytes(bytes.try_into().expect("8 bytes"))
+        })
+        .collect()
+}
+
+#[test]
+fn a_cgroup_rescan_pins_no_filter_slot_for_tasks_already_followed() {
+    // Each rescan finds every task of the cgroup; those the fork program
+    // already follows must not be pinned again, or their slots stay pinned
+    // after they exit and, over hours of short-lived tasks, every slot of
+    // the traced-task filter would be, costing every wakeup of the machine.
+    if !can_run() {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(cg) = Cgroup::new("pins") else {
+        skip("no cgroup2 file system mounted");
+        return;
+    };
+    // A shell in the cgroup forks a task every 0.2 s that lives 0.8 s: each
+    // is alive at one or two of the tracer's passes (every 0.5 s).
+    let script = format!(
+        "echo $$ > {}/cgroup.procs && for i in $(seq 1 40); do sleep 0.8 & sleep 0.2; done; wait",
+        cg.path()
+    );
+    let mut shell = Command::new("sh")
+        .args(["-c", &script])
+        .spawn()
+        .expect("sh");
+    let _kill = KillOnDrop(&mut shell);
+    thread::sleep(Duration::from_millis(300));
+    let mut t = Tracer::spawn(&["--cgroup", cg.path(), "--quiet"], &[], false);
+    t.wait_attached();
+    let stderr = t.stderr_text();
+    let added: usize = stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("herdtrace: tracing "))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no tracing line: {stderr}"));
+    // Ten passes, some 25 tasks forked meanwhile.
+    thread::sleep(Duration::from_secs(5));
+    let slots = traced_filter_slots(t.pid());
+    t.signal(libc::SIGINT);
+    let end = t.wait();
+    assert_eq!(end.status.code(), Some(0), "{}", end.stderr);
+    assert_eq!(slots.len(), herdtrace_common::TRACED_SLOTS as usize);
+    // A pinned slot is 2^40 less the exits of its tasks.
+    let pinned = slots
+        .iter()
+        .filter(|&&v| v >= herdtrace_common::TRACED_SLOT_PINNED / 2)
+        .count();
+    let counted = slots
+        .iter()
+        .filter(|&&v| v > 0 && v < herdtrace_common::TRACED_SLOT_PINNED / 2)
+        .count();
+    assert!(
+        (1..=added).contains(&pinned),
+        "{pinned} slots pinned; only the {added} tasks found at start may be"
+    );
+    assert!(
+        counted >= 1,
+        "the forked tasks alive now are counted in: {counted}"
+    );
+}
