@@ -423,7 +423,15 @@ pub fn ratio_noise(rates: &[f64]) -> Option<(f64, f64)> {
 /// The noise line of a model, from its untraced rounds.
 pub fn noise_line(model: &str, untraced: &[Measurement]) -> Option<String> {
     let rates: Vec<f64> = untraced.iter().map(|m| m.rate).collect();
-    let (cv, two_se) = ratio_noise(&rates)?;
+    let Some((cv, two_se)) = ratio_noise(&rates) else {
+        return (!rates.is_empty()).then(|| {
+            format!(
+                "{model}: noise: not measured ({} round(s); --rounds 3 or more measure it), \
+                 so these ratios say nothing about a goal",
+                rates.len()
+            )
+        });
+    };
     let lo = rates.iter().copied().fold(f64::INFINITY, f64::min);
     let hi = rates.iter().copied().fold(0.0, f64::max);
     Some(format!(
@@ -636,7 +644,12 @@ mod tests {
              variation 10.0%), so a ratio of medians of 3 rounds is good to about +/-0.205 \
              (two standard errors); a ratio that close to a goal decides nothing"
         );
-        assert_eq!(noise_line("x", &ms[..2]), None);
+        assert_eq!(
+            noise_line("x", &ms[..2]).expect("line"),
+            "x: noise: not measured (2 round(s); --rounds 3 or more measure it), so these \
+             ratios say nothing about a goal"
+        );
+        assert_eq!(noise_line("x", &[]), None);
     }
 
     #[test]

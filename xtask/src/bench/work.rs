@@ -182,7 +182,9 @@ mod tests {
                 "work 25 us: noise: the untraced rounds ran at 9900-10200 conn/s (coefficient of \
                  variation 1.5%), so a ratio of medians of 3 rounds is good to about +/-0.031 \
                  (two standard errors); a ratio that close to a goal decides nothing",
-                "work 400 us per request (tracepoint): herdtrace/untraced 0.980 (goal >= 0.97): goal met"
+                "work 400 us per request (tracepoint): herdtrace/untraced 0.980 (goal >= 0.97): goal met",
+                "work 400 us: noise: not measured (1 round(s); --rounds 3 or more measure it), so \
+                 these ratios say nothing about a goal"
             ]
         );
         assert!(r.setup.iter().any(|l| l == "kprobe: not available"));
