@@ -15,7 +15,7 @@ use aya::{
 use aya_log::EbpfLogger;
 use herdtrace_common::{
     traced_slot, Config, ListenKey, TaskState, CNT_DROPS, CNT_INSERT_FAILED, EVENT_SHARDS_MAX,
-    MAP_NAMES, TRACED_SLOTS, TRACED_SLOT_PINNED,
+    MAP_NAMES, TRACED_SLOT_PINNED,
 };
 
 use crate::backend::Plan;
@@ -211,9 +211,6 @@ pub struct Tracer {
     traced: HashMap<MapData, u32, TaskState>,
     /// `TRACED`'s filter: a slot user space leaves 0 hides its tasks.
     traced_filter: Array<MapData, u64>,
-    /// The filter slots already pinned: a pinned slot never returns to 0, so
-    /// a `--cgroup` rescan that re-adds every task writes each slot once.
-    pinned: PinnedSlots,
     listen_addrs: HashMap<MapData, ListenKey, u32>,
     inflight: HashMap<MapData, u32, u32>,
     counters: PerCpuArray<MapData, u64>,
@@ -225,28 +222,6 @@ pub struct Tracer {
     /// Our kprobe attachments, whose misses the kprobe layer counts apart
     /// from the programs' recursion misses: (link, program name).
     kprobe_links: Vec<(kprobe_misses::KprobeLink, String)>,
-}
-
-/// A set of `TRACED_FILTER` slots, one bit each.
-#[derive(Debug)]
-struct PinnedSlots([u64; TRACED_SLOTS as usize / 64]);
-
-impl Default for PinnedSlots {
-    fn default() -> Self {
-        PinnedSlots([0; TRACED_SLOTS as usize / 64])
-    }
-}
-
-impl PinnedSlots {
-    fn contains(&self, slot: u32) -> bool {
-        let slot = traced_slot(slot) as usize;
-        self.0[slot / 64] & (1 << (slot % 64)) != 0
-    }
-
-    fn insert(&mut self, slot: u32) {
-        let slot = traced_slot(slot) as usize;
-        self.0[slot / 64] |= 1 << (slot % 64);
-    }
 }
 
 /// Event ring buffers to use with `cpus` possible CPUs: one per CPU, up to
@@ -361,7 +336,6 @@ impl Tracer {
             rings,
             traced,
             traced_filter,
-            pinned: PinnedSlots::default(),
             listen_addrs,
             inflight,
             counters,
@@ -387,13 +361,9 @@ impl Tracer {
         }
         // Its filter slot first, so the programs never find it 0 while the
         // task is in the map.
-        let slot = traced_slot(tid);
-        if !self.pinned.contains(slot) {
-            self.traced_filter
-                .set(slot, TRACED_SLOT_PINNED, 0)
-                .with_context(|| format!("marking task {tid} in the traced-task filter"))?;
-            self.pinned.insert(slot);
-        }
+        self.traced_filter
+            .set(traced_slot(tid), TRACED_SLOT_PINNED, 0)
+            .with_context(|| format!("marking task {tid} in the traced-task filter"))?;
         match self.traced.insert(tid, TaskState::new(tgid), BPF_NOEXIST) {
             Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::EEXIST) => {
                 Ok(())
@@ -648,26 +618,6 @@ fn attach_empty(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn pinned_slots_hold_each_slot_once() {
-        let mut pinned = PinnedSlots::default();
-        assert!(!pinned.contains(0));
-        assert!(!pinned.contains(TRACED_SLOTS - 1));
-        pinned.insert(4100);
-        // A tid is taken by its slot: 4100 and 4 share one.
-        assert!(pinned.contains(4100));
-        assert!(pinned.contains(4));
-        assert!(!pinned.contains(5) && !pinned.contains(3) && !pinned.contains(68));
-        pinned.insert(TRACED_SLOTS - 1);
-        pinned.insert(63);
-        pinned.insert(64);
-        for slot in [TRACED_SLOTS - 1, 63, 64, u32::MAX] {
-            assert!(pinned.contains(slot), "slot {slot}");
-        }
-        let set = (0..TRACED_SLOTS).filter(|&s| pinned.contains(s)).count();
-        assert_eq!(set, 4);
-    }
 
     /// A `bpf_prog_info` as the kernel fills it: id, name, run counters.
     fn info_bytes(misses: u64) -> Vec<u8> {

@@ -797,11 +797,10 @@ async fn session<W: Write>(
 fn late_line(late: LateRecords) -> Option<String> {
     (late.count > 0).then(|| {
         format!(
-            "{} {} reached the ring buffers too late to be merged in time order \
+            "{} reached the ring buffers too late to be merged in time order \
              (up to {} behind the others: a CPU interrupted or a vCPU \
              descheduled while sending); {} connections may be miscounted",
-            late.count,
-            if late.count == 1 { "record" } else { "records" },
+            plural(late.count as usize, "record", "records"),
             if late.max_behind_ns < 1_000_000 {
                 format!("{} us", late.max_behind_ns / 1000)
             } else {

@@ -16,6 +16,7 @@ use std::sync::Mutex;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::bpf::BpfIds;
 use common::server::{run_load_via, ServerExit, TestServer};
 use common::tracer::{json_lines, summary_of, Tracer};
 use serde_json::Value;
@@ -499,25 +500,7 @@ fn diagnose_reads_a_namespaced_servers_own_listeners() {
 /// The tracer's `TRACED_FILTER` slots, read with bpftool: the map is found
 /// among the maps the tracer holds (its /proc fdinfo).
 fn traced_filter_slots(tracer_pid: i32) -> Vec<u64> {
-    let mut ids = Vec::new();
-    for entry in std::fs::read_dir(format!("/proc/{tracer_pid}/fd")).expect("fd dir") {
-        let entry = entry.expect("fd entry");
-        let is_map = std::fs::read_link(entry.path())
-            .is_ok_and(|t| t.to_string_lossy() == "anon_inode:bpf-map");
-        if !is_map {
-            continue;
-        }
-        let fd = entry.file_name();
-        let info = std::fs::read_to_string(format!(
-            "/proc/{tracer_pid}/fdinfo/{}",
-            fd.to_string_lossy()
-        ))
-        .unwrap_or_default();
-        ids.extend(info.lines().find_map(|l| {
-            l.strip_prefix("map_id:")
-                .and_then(|v| v.trim().parse::<u64>().ok())
-        }));
-    }
+    let ids = BpfIds::of_process(tracer_pid).maps;
     let bpftool = |args: &[&str]| -> Value {
         let out = Command::new("bpftool")
             .arg("-j")

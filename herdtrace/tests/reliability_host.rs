@@ -12,12 +12,13 @@ use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::bpf::BpfIds;
 use common::server::{bin, run_load, TestServer};
 use common::tracer::{json_lines, summary_of, Ended, Tracer};
 use serde_json::Value;
@@ -43,43 +44,7 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
 
 // ---- BPF objects of one process ------------------------------------------------
 
-/// Ids of the BPF programs, maps and links a process holds open.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-struct BpfIds {
-    progs: BTreeSet<u64>,
-    maps: BTreeSet<u64>,
-    links: BTreeSet<u64>,
-}
-
 impl BpfIds {
-    /// From `/proc/PID/fdinfo`: `prog_id:`, `map_id:`, `link_id:` lines.
-    fn of_process(pid: i32) -> BpfIds {
-        let mut ids = BpfIds::default();
-        let dir = PathBuf::from(format!("/proc/{pid}/fd"));
-        for entry in std::fs::read_dir(&dir).expect("fd dir").flatten() {
-            let Ok(target) = std::fs::read_link(entry.path()) else {
-                continue;
-            };
-            let target = target.to_string_lossy().to_string();
-            let fdinfo = format!("/proc/{pid}/fdinfo/{}", entry.file_name().to_string_lossy());
-            let Ok(info) = std::fs::read_to_string(fdinfo) else {
-                continue;
-            };
-            let field = |name: &str| -> Option<u64> {
-                info.lines()
-                    .find_map(|l| l.strip_prefix(name))
-                    .and_then(|v| v.trim().parse().ok())
-            };
-            match target.as_str() {
-                "anon_inode:bpf-prog" => ids.progs.extend(field("prog_id:")),
-                "anon_inode:bpf-map" => ids.maps.extend(field("map_id:")),
-                "anon_inode:bpf_link" => ids.links.extend(field("link_id:")),
-                _ => {}
-            }
-        }
-        ids
-    }
-
     /// What `bpftool -j {prog,map,link} list` shows system-wide.
     fn in_kernel() -> BpfIds {
         let list = |what: &str| -> BTreeSet<u64> {

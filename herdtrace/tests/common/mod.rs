@@ -1,4 +1,5 @@
 //! Helpers shared by the integration tests.
+pub mod bpf;
 pub mod server;
 pub mod tracer;
 

@@ -339,14 +339,7 @@ pub fn summarize(
                 ]);
             }
         }
-        if let Some(line) = m
-            .runs
-            .iter()
-            .find(|(t, _)| *t == Tool::Untraced)
-            .and_then(|(_, ms)| noise_line(&m.model, ms))
-        {
-            over.lines.push(line);
-        }
+        over.lines.extend(noise_line(&m.model, &m.runs));
         if let Some(f) = floor_ratio {
             over.lines.push(format!(
                 "{}: the {PROBE_POINTS_BACKEND} probe points alone (programs that do nothing) \
@@ -420,8 +413,9 @@ pub fn ratio_noise(rates: &[f64]) -> Option<(f64, f64)> {
     Some((cv, two_se))
 }
 
-/// The noise line of a model, from its untraced rounds.
-pub fn noise_line(model: &str, untraced: &[Measurement]) -> Option<String> {
+/// The noise line of a model, from its untraced rounds in `runs`.
+pub fn noise_line(model: &str, runs: &[(Tool, Vec<Measurement>)]) -> Option<String> {
+    let (_, untraced) = runs.iter().find(|(t, _)| *t == Tool::Untraced)?;
     let rates: Vec<f64> = untraced.iter().map(|m| m.rate).collect();
     let Some((cv, two_se)) = ratio_noise(&rates) else {
         return (!rates.is_empty()).then(|| {
@@ -638,18 +632,21 @@ mod tests {
     #[test]
     fn the_noise_line_names_the_spread_and_the_error() {
         let ms: Vec<Measurement> = [90.0, 100.0, 110.0].map(|r| m(r, 10, None, None)).to_vec();
+        let untraced = |ms: &[Measurement]| vec![(Tool::Untraced, ms.to_vec())];
         assert_eq!(
-            noise_line("reuseport", &ms).expect("line"),
+            noise_line("reuseport", &untraced(&ms)).expect("line"),
             "reuseport: noise: the untraced rounds ran at 90-110 conn/s (coefficient of \
              variation 10.0%), so a ratio of medians of 3 rounds is good to about +/-0.205 \
              (two standard errors); a ratio that close to a goal decides nothing"
         );
         assert_eq!(
-            noise_line("x", &ms[..2]).expect("line"),
+            noise_line("x", &untraced(&ms[..2])).expect("line"),
             "x: noise: not measured (2 round(s); --rounds 3 or more measure it), so these \
              ratios say nothing about a goal"
         );
-        assert_eq!(noise_line("x", &[]), None);
+        assert_eq!(noise_line("x", &untraced(&[])), None);
+        // No untraced runs: nothing to measure the noise by.
+        assert_eq!(noise_line("x", &[(Tool::Bpftrace, ms.clone())]), None);
     }
 
     #[test]

@@ -114,14 +114,10 @@ pub fn summarize(all: &[WorkRuns], notes: &[String], n: u64, rounds: u32) -> Sec
                 ));
             }
         }
-        if let Some(line) = w
-            .runs
-            .iter()
-            .find(|(t, _)| *t == Tool::Untraced)
-            .and_then(|(_, ms)| overhead::noise_line(&format!("work {} us", w.work_us), ms))
-        {
-            r.lines.push(line);
-        }
+        r.lines.extend(overhead::noise_line(
+            &format!("work {} us", w.work_us),
+            &w.runs,
+        ));
     }
     r.table = Some(Table {
         header: ["work us/request", "tool", "conn/s", "ratio"]
