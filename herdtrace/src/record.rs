@@ -76,6 +76,11 @@ pub struct RecordHeader {
     /// when there were none and in older recordings.
     #[serde(default, skip_serializing_if = "Untraced::is_empty")]
     pub untraced: Untraced,
+    /// Processes that ran one accept loop on any of their threads (one
+    /// worker each for the balance verdict); absent when there were none
+    /// and in older recordings.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub accept_loops: Vec<u32>,
     /// Every skip sample of the run is recorded (TAG_SKIPS, also the empty
     /// ones): the live run held closed connections until the next sample,
     /// and replay does the same. Absent (false) in older recordings, which
@@ -112,6 +117,7 @@ impl RecordHeader {
             worker_tasks: Vec::new(),
             setup_hint: None,
             untraced: Untraced::default(),
+            accept_loops: Vec::new(),
             skip_samples: false,
         }
     }
@@ -441,6 +447,7 @@ pub(crate) mod tests {
             worker_tasks: Vec::new(),
             setup_hint: None,
             untraced: Untraced::default(),
+            accept_loops: Vec::new(),
             skip_samples: false,
         }
     }
@@ -502,6 +509,7 @@ pub(crate) mod tests {
             }],
             trace_pid: Some(7),
         };
+        h.accept_loops = vec![7];
         let mut rec = Recorder::new(Vec::new(), &h).expect("header");
         rec.write_event(&herd_stream(1, 1)[0]).expect("event");
         let bytes = rec.finish().expect("finish");
@@ -513,7 +521,7 @@ pub(crate) mod tests {
             (parsed.clock, parsed.workers, parsed.listeners_per_addr),
             (None, None, None)
         );
-        assert!(parsed.worker_tasks.is_empty());
+        assert!(parsed.worker_tasks.is_empty() && parsed.accept_loops.is_empty());
         assert_eq!(parsed.setup_hint, None);
         // A worker written before its ports were: no ports.
         let task: KnownTask =

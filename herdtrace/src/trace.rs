@@ -524,6 +524,7 @@ async fn session<W: Write>(
             header.setup_hint =
                 Some(known.hint).filter(|h| *h != crate::engine::SetupHint::Unknown);
             header.untraced = known.untraced.clone();
+            header.accept_loops = known.accept_loops.clone();
             // The session holds closed connections for skip samples and
             // records every sample (see `hold_for_skip_samples` below).
             header.skip_samples = true;

@@ -89,6 +89,7 @@ fn header() -> RecordHeader {
         worker_tasks: Vec::new(),
         setup_hint: None,
         untraced: Default::default(),
+        accept_loops: Vec::new(),
         skip_samples: false,
     }
 }

@@ -43,6 +43,7 @@ fn fixture_bytes() -> Vec<u8> {
         worker_tasks: Vec::new(),
         setup_hint: None,
         untraced: Default::default(),
+        accept_loops: Vec::new(),
         skip_samples: false,
     };
     let mut rec = Recorder::new(Vec::new(), &header).expect("header");

@@ -462,6 +462,46 @@ pub fn endpoints(snap: &Snapshot) -> Vec<Endpoint> {
         .collect()
 }
 
+/// Multi-threaded processes that wait for connections through one epoll
+/// instance, with at most one of their threads seen able to take them: one
+/// accept loop, which an async runtime (tokio, Go's netpoller) runs on
+/// whichever of its threads is free, so the thread that accepts changes
+/// without there being a second worker. The balance verdict counts such a
+/// loop as one worker, whichever of its threads accept (see
+/// `engine::units`). A process that also waits another way (accept(),
+/// select(), a second epoll) is not one.
+pub fn accept_loop_pids(snap: &Snapshot, endpoints: &[Endpoint]) -> Vec<u32> {
+    let mut loops = BTreeSet::new();
+    let mut not_loops = BTreeSet::new();
+    for e in endpoints {
+        let tasks = acceptor_tasks(snap, e);
+        for p in snap.processes.iter().filter(|p| p.threads.len() > 1) {
+            let instances: BTreeSet<usize> = e
+                .sockets
+                .iter()
+                .flat_map(|s| &s.watchers)
+                .filter(|w| w.pids.contains(&p.pid))
+                .map(|w| w.instance)
+                .collect();
+            let own_thread = |tid: &u32| p.threads.iter().any(|t| t.tid == *tid);
+            let waits_otherwise = e.sockets.iter().any(|s| {
+                s.accepting_threads.iter().any(own_thread)
+                    || s.polling_threads.iter().any(own_thread)
+            });
+            if instances.is_empty() && !waits_otherwise {
+                continue;
+            }
+            let own_tasks = tasks.iter().filter(|(pid, _)| *pid == p.pid).count();
+            if instances.len() == 1 && !waits_otherwise && own_tasks <= 1 {
+                loops.insert(p.pid);
+            } else {
+                not_loops.insert(p.pid);
+            }
+        }
+    }
+    loops.difference(&not_loops).copied().collect()
+}
+
 /// The tasks, as `(pid, tid)`, that can take a connection on `e`, as far as
 /// /proc shows them, by the same rule as [`Endpoint::acceptors`]: the
 /// threads waiting on each watching epoll (or running, in a process with
@@ -872,6 +912,50 @@ mod tests {
         let e = &endpoints(&snap)[0];
         assert_eq!(e.sockets[0].watchers[0].waiting_threads, vec![10, 13]);
         assert!(matches!(e.pattern, Pattern::SharedEpoll { threads: 4, .. }));
+    }
+
+    #[test]
+    fn one_epoll_with_one_waiting_thread_is_an_accept_loop() {
+        // tokio: the thread holding the driver waits in epoll_wait, the
+        // other workers are parked; any of them may run the accept task.
+        let parked = |tid| thread(tid, Blocked::Other { nr: 202 });
+        let tokio = process(
+            10,
+            vec![ep(4, 0, 0x19 | EPOLLET)],
+            vec![
+                thread(10, Blocked::Other { nr: 7 }),
+                thread(11, Blocked::EpollWait { epfd: 4 }),
+                parked(12),
+                parked(13),
+            ],
+        );
+        let snap = snapshot(vec![tokio.clone()], &[INO]);
+        assert_eq!(accept_loop_pids(&snap, &endpoints(&snap)), vec![10]);
+        // The driver busy when /proc was read: no waiter seen, still one loop.
+        let mut busy = tokio.clone();
+        busy.threads[1] = parked(11);
+        let snap = snapshot(vec![busy], &[INO]);
+        assert_eq!(accept_loop_pids(&snap, &endpoints(&snap)), vec![10]);
+        // Two threads waiting on the one epoll: a shared epoll, they compete.
+        let mut shared = tokio.clone();
+        shared.threads[2] = thread(12, Blocked::EpollWait { epfd: 4 });
+        let snap = snapshot(vec![shared], &[INO]);
+        assert!(accept_loop_pids(&snap, &endpoints(&snap)).is_empty());
+        // An epoll per thread (haproxy), one caught waiting: separate workers.
+        let epolls = (0..4).map(|i| ep(4 + i, i as usize, 0x19)).collect();
+        let mut threads: Vec<ThreadInfo> = (0..4).map(|i| parked(10 + i)).collect();
+        threads[0] = thread(10, Blocked::EpollWait { epfd: 4 });
+        let snap = snapshot(vec![process(10, epolls, threads)], &[INO]);
+        assert!(accept_loop_pids(&snap, &endpoints(&snap)).is_empty());
+        // One epoll and a thread blocked in accept() too: two ways to wait.
+        let mut both = tokio.clone();
+        both.threads[2] = thread(12, Blocked::Accept { fd: 3 });
+        let snap = snapshot(vec![both], &[INO]);
+        assert!(accept_loop_pids(&snap, &endpoints(&snap)).is_empty());
+        // A single-threaded worker is its own thread: nothing to group.
+        let single = process(10, vec![ep(4, 0, 0x19)], vec![parked(10)]);
+        let snap = snapshot(vec![single], &[INO]);
+        assert!(accept_loop_pids(&snap, &endpoints(&snap)).is_empty());
     }
 
     #[test]

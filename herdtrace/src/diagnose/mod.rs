@@ -102,6 +102,9 @@ pub fn known_setup(proc_root: &Path, roots: &[u32]) -> KnownSetup {
             let patterns: Vec<layout::Pattern> = endpoints.iter().map(|e| e.pattern).collect();
             known.hint = setup_hint(&patterns);
         }
+        known
+            .accept_loops
+            .extend(layout::accept_loop_pids(&snap, &endpoints));
         let sockets = endpoints.iter().map(|e| e.sockets.len() as u64).max();
         known.listeners_per_addr = known.listeners_per_addr.max(sockets.unwrap_or(0));
     }
@@ -517,6 +520,7 @@ mod tests {
                     .to_vec(),
                 hint: balance::SetupHint::Reuseport,
                 untraced: Default::default(),
+                accept_loops: Vec::new(),
             }
         );
         let k = known_setup(&fixture("nginx-default"), &[2162]);

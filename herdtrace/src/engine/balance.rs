@@ -77,7 +77,7 @@ pub fn is_dominant(top: u64, total: u64, workers: u64) -> bool {
 /// The longest run of dominated windows won by one task.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(super) struct Run {
-    pub row: u32,
+    pub unit: u32,
     pub windows: u64,
     /// Start of the first window and end of the last.
     pub from_ns: u64,
@@ -111,7 +111,7 @@ pub(super) struct BalanceTracker {
     longest: Option<Run>,
     windows_with_accepts: u64,
     dominated_windows: u64,
-    last_row: Option<u32>,
+    last_unit: Option<u32>,
     pairs: u64,
     same: u64,
     peers: FxHashMap<SocketAddr, u64>,
@@ -124,9 +124,9 @@ pub(super) struct BalanceTracker {
 }
 
 impl BalanceTracker {
-    /// A successful accept by stats row `row` at `ts_ns`; `workers` is the
-    /// current N.
-    pub fn on_accept(&mut self, row: u32, ts_ns: u64, workers: u64) {
+    /// A successful accept by balance unit `unit` (see `units`) at `ts_ns`;
+    /// `workers` is the current N.
+    pub fn on_accept(&mut self, unit: u32, ts_ns: u64, workers: u64) {
         let idx = ts_ns / WINDOW_NS;
         match self.window {
             Some(w) if idx > w => {
@@ -137,15 +137,15 @@ impl BalanceTracker {
             // Same window, or a few µs out of order across CPUs: this one.
             _ => {}
         }
-        match self.window_counts.iter_mut().find(|(r, _)| *r == row) {
+        match self.window_counts.iter_mut().find(|(r, _)| *r == unit) {
             Some((_, n)) => *n += 1,
-            None => self.window_counts.push((row, 1)),
+            None => self.window_counts.push((unit, 1)),
         }
-        if let Some(prev) = self.last_row {
+        if let Some(prev) = self.last_unit {
             self.pairs += 1;
-            self.same += u64::from(prev == row);
+            self.same += u64::from(prev == unit);
         }
-        self.last_row = Some(row);
+        self.last_unit = Some(unit);
     }
 
     /// Judges the current window and starts over.
@@ -158,11 +158,11 @@ impl BalanceTracker {
             return;
         }
         self.windows_with_accepts += 1;
-        let (top_row, top) = self
+        let (top_unit, top) = self
             .window_counts
             .iter()
             .copied()
-            .max_by_key(|&(row, n)| (n, std::cmp::Reverse(row)))
+            .max_by_key(|&(unit, n)| (n, std::cmp::Reverse(unit)))
             .unwrap_or((0, 0));
         // Every task that accepted in the window could, even one that has
         // exited since (a reload's old worker).
@@ -174,7 +174,7 @@ impl BalanceTracker {
         if is_dominant(top, total, workers) {
             self.dominated_windows += 1;
             match self.run.as_mut() {
-                Some(r) if r.row == top_row => {
+                Some(r) if r.unit == top_unit => {
                     r.windows += 1;
                     r.to_ns = to;
                     r.share_min = r.share_min.min(share);
@@ -182,7 +182,7 @@ impl BalanceTracker {
                 _ => {
                     self.end_run();
                     self.run = Some(Run {
-                        row: top_row,
+                        unit: top_unit,
                         windows: 1,
                         from_ns: from,
                         to_ns: to,
@@ -345,7 +345,7 @@ mod tests {
         let mut t = BalanceTracker::default();
         accept_all(&mut t, 7, 10, 5, 10);
         let r = t.longest_run(4).expect("run");
-        assert_eq!((r.row, r.windows), (7, 5));
+        assert_eq!((r.unit, r.windows), (7, 5));
         assert_eq!((r.from_ns, r.to_ns), (10 * S, 15 * S));
         assert_eq!(r.share_min, 1.0);
         assert_eq!(t.windows(), 5);
@@ -363,7 +363,7 @@ mod tests {
         }
         accept_all(&mut t, 2, 4, 2, 10);
         let r = t.longest_run(4).expect("run");
-        assert_eq!((r.row, r.windows), (1, 3), "{r:?}");
+        assert_eq!((r.unit, r.windows), (1, 3), "{r:?}");
         assert_eq!(t.windows(), 6);
     }
 
@@ -383,7 +383,7 @@ mod tests {
         accept_all(&mut t, 1, 0, 2, 10);
         accept_all(&mut t, 2, 2, 3, 10);
         let r = t.longest_run(4).expect("run");
-        assert_eq!((r.row, r.windows), (2, 3));
+        assert_eq!((r.unit, r.windows), (2, 3));
     }
 
     #[test]

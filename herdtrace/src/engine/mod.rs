@@ -56,6 +56,7 @@ mod stats;
 pub mod synth;
 #[cfg(test)]
 mod tests;
+mod units;
 
 use balance::BalanceTracker;
 use episodes::{EpRef, Episodes, WakeState, Woken, NIL};
@@ -67,6 +68,7 @@ pub use stats::{
     Balance, Diagnostics, Held, IntervalStats, SetupHint, Summary, Tally, TaskShare, TaskStats,
     WokenStats,
 };
+use units::Units;
 
 const EAGAIN: i64 = -(libc::EAGAIN as i64);
 
@@ -122,6 +124,10 @@ pub struct KnownSetup {
     pub hint: SetupHint,
     /// Tasks outside the trace waiting on the same listeners.
     pub untraced: Untraced,
+    /// Processes that run one accept loop on whichever of their threads is
+    /// free (see `diagnose::layout::accept_loop_pids`): the balance verdict
+    /// counts the loop, not the threads (see `units`).
+    pub accept_loops: Vec<u32>,
 }
 
 /// Tasks outside the trace that wait on the traced listeners, as when
@@ -258,8 +264,6 @@ struct TaskRow {
     /// returned (see `ConnRecord::eagain_losers`).
     eagain_losers: u64,
     spurious: u64,
-    /// `accepts` at the last interval cut.
-    accepts_mark: u64,
 }
 
 /// The reconstruction state machine. See the module docs.
@@ -296,13 +300,14 @@ pub struct Engine {
     balance: BalanceTracker,
     /// The setup known from outside (/proc), zeros if not.
     known: KnownSetup,
-    /// Task rows with at least one accept.
+    /// Balance units (tasks, or accept loops) with at least one accept.
     accepting_rows: u64,
-    /// Of those, the tasks not seen to exit, and the most there were at once:
+    /// Of those, the ones whose task was not seen to exit, and the most there were at once:
     /// a reload (nginx -s reload) replaces every worker, and the old ones
     /// must not count towards N after they are gone.
     accepting_alive: u64,
     accepting_peak: u64,
+    units: Units,
     /// Whether closed episodes are passed on as records (else only counted).
     records: bool,
     /// No timeout, early accept or settle-grace deadline falls before this
@@ -358,6 +363,7 @@ impl Engine {
             accepting_rows: 0,
             accepting_alive: 0,
             accepting_peak: 0,
+            units: Units::default(),
             records: true,
             next_due_ns: 0,
             hold: false,
@@ -553,11 +559,12 @@ impl Engine {
     /// Deltas since the previous call, stamped with the stream time.
     pub fn take_interval(&mut self) -> IntervalStats {
         let lost = self.lost_events();
-        let shares = stats::task_shares(self.rows.iter_mut().map(|r| {
-            let delta = r.accepts - r.accepts_mark;
-            r.accepts_mark = r.accepts;
-            (r.pid, r.tid, events::comm_str(&r.comm).into_owned(), delta)
-        }));
+        let deltas = self.units.take_deltas();
+        let shares = stats::task_shares(
+            deltas
+                .into_iter()
+                .map(|(row, delta)| self.named(row, delta)),
+        );
         let out = IntervalStats {
             ts_ns: self.stream_ns,
             tally: std::mem::take(&mut self.interval),
@@ -611,7 +618,7 @@ impl Engine {
                 .then(a.pid.cmp(&b.pid))
                 .then(a.tid.cmp(&b.tid))
         });
-        let balance = self.balance_summary(&tasks);
+        let balance = self.balance_summary();
         Summary {
             totals: self.totals,
             woken_per_conn: WokenStats::from_histogram(&self.hist),
@@ -627,15 +634,33 @@ impl Engine {
         }
     }
 
-    fn balance_summary(&self, tasks: &[TaskStats]) -> Balance {
+    /// `(pid, tid, comm, accepts)` of stats row `row`, for
+    /// [`stats::task_shares`].
+    fn named(&self, row: u32, accepts: u64) -> (u32, u32, String, u64) {
+        let r = &self.rows[row as usize];
+        (
+            r.pid,
+            r.tid,
+            events::comm_str(&r.comm).into_owned(),
+            accepts,
+        )
+    }
+
+    fn balance_summary(&self) -> Balance {
         let workers = self.workers();
-        let shares = stats::task_shares(
-            tasks
+        let shares = stats::task_shares(self.units.iter().map(|u| self.named(u.row, u.accepts)));
+        // The loop the top share is, if it is one (equal loops named by
+        // one thread are alike).
+        let loop_threads = shares.first().map_or(0, |top| {
+            self.units
                 .iter()
-                .map(|t| (t.pid, t.tid, t.comm.clone(), t.accepts)),
-        );
+                .filter(|u| u.is_loop && u.accepts == top.accepts)
+                .find(|u| self.rows[u.row as usize].tid == top.tid)
+                .map_or(0, |u| u.threads)
+        });
         let held = self.balance.longest_run(self.workers_now()).map(|r| {
-            let row = &self.rows[r.row as usize];
+            let unit_row = self.units.get(r.unit).map_or(0, |u| u.row);
+            let row = &self.rows[unit_row as usize];
             Held {
                 pid: row.pid,
                 tid: row.tid,
@@ -656,6 +681,7 @@ impl Engine {
             accepting_tasks: shares.len() as u64,
             fair_share: balance::fair_share(workers),
             top: shares.into_iter().next(),
+            loop_threads,
             same_worker_share: self.balance.same_worker_share(),
             held,
             windows: self.balance.windows(),
@@ -906,7 +932,6 @@ impl Engine {
                 eagain: 0,
                 eagain_losers: 0,
                 spurious: 0,
-                accepts_mark: 0,
             });
         }
         t.row
@@ -916,7 +941,8 @@ impl Engine {
     /// it will make no further accept attempt.
     fn retire(&mut self, tid: u32, t: Task) {
         if t.row != NIL && self.rows[t.row as usize].accepts > 0 {
-            self.accepting_alive = self.accepting_alive.saturating_sub(1);
+            let ended = self.units.retire(t.row);
+            self.accepting_alive = self.accepting_alive.saturating_sub(ended);
         }
         if let Some(p) = t.pending {
             self.resolve(p, tid, false);
@@ -1103,13 +1129,18 @@ impl Engine {
         }
         if ev.ret >= 0 {
             self.rows[row as usize].accepts += 1;
-            if self.rows[row as usize].accepts == 1 {
+            let pid = self.rows[row as usize].pid;
+            let in_loop = self.known.accept_loops.contains(&pid);
+            let (unit, new) = self
+                .units
+                .on_accept(row, pid, (ev.sk, ev.local_port), in_loop);
+            if new {
                 self.accepting_rows += 1;
                 self.accepting_alive += 1;
                 self.accepting_peak = self.accepting_peak.max(self.accepting_alive);
             }
             let workers = self.workers_now();
-            self.balance.on_accept(row, ev.ts_ns, workers);
+            self.balance.on_accept(unit, ev.ts_ns, workers);
             t.accepted_since_return = t.accepted_since_return.saturating_add(1);
             let target = if ev.child != 0 {
                 self.children.get(&ev.child).map(|&s| self.eps.ep_ref(s))

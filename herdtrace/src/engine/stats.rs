@@ -203,8 +203,13 @@ pub struct Balance {
     pub accepting_tasks: u64,
     /// 1/N.
     pub fair_share: f64,
-    /// The task with the most accepts.
+    /// The task with the most accepts (a process's accept loop counts as
+    /// one task, named by its first thread that accepted).
     pub top: Option<TaskShare>,
+    /// When `top` is a process's accept loop (see `KnownSetup::accept_loops`),
+    /// how many of its threads accepted; 0 otherwise.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub loop_threads: u64,
     /// Share of consecutive accepts made by the task that made the previous one.
     pub same_worker_share: Option<f64>,
     /// The longest run of 1 s windows one task dominated.
@@ -222,6 +227,10 @@ pub struct Balance {
     /// CPU's ring buffer overflows alone, so the shares of the workers
     /// running there may be skewed.
     pub lost_events: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// Distribution of tasks woken per connection.

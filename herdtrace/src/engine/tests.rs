@@ -1648,6 +1648,7 @@ fn workers_known_from_proc_are_listed_when_they_did_nothing() {
         tasks: vec![known(W3), known(W1), known(W2)],
         hint: SetupHint::Unknown,
         untraced: Default::default(),
+        accept_loops: Vec::new(),
     });
     push_all(&mut e, &b.take());
     finish(&mut e);
@@ -1701,6 +1702,7 @@ fn workers_replaced_by_a_reload_count_once_at_a_time() {
         tasks: Vec::new(),
         hint: SetupHint::Unknown,
         untraced: Default::default(),
+        accept_loops: Vec::new(),
     });
     for s in 1..=3 {
         second(&mut b, &old, s);
@@ -1725,4 +1727,167 @@ fn workers_replaced_by_a_reload_count_once_at_a_time() {
     assert_eq!(s.balance.workers_at_once, 4);
     assert_eq!(s.balance.held, None);
     assert_eq!(interval.workers, 4, "the interval's N is the workers alive");
+}
+
+#[test]
+fn an_accept_loop_on_several_threads_is_one_worker() {
+    // tokio: one accept task, run by whichever worker thread is free.
+    let threads: Vec<SynthTask> = (501..=503)
+        .map(|t| SynthTask::thread(500, t, "tokio-rt-worker"))
+        .collect();
+    let other = SynthTask::process(600, "srv");
+    let stream = |b: &mut StreamBuilder, who: &dyn Fn(u64) -> SynthTask, from: u64, n: u64| {
+        for i in from..from + n {
+            b.at(i * 2_000_000);
+            b.arrival(0, chain(0, i), L, child(i));
+            b.accept(1, who(i), L, child(i));
+        }
+    };
+    let setup = |loops: Vec<u32>| KnownSetup {
+        workers: 1,
+        listeners_per_addr: 1,
+        accept_loops: loops,
+        ..Default::default()
+    };
+    // Mostly the first thread, now and then another one (work stealing).
+    let tokio = |i: u64| {
+        threads[if i.is_multiple_of(10) {
+            1 + (i as usize / 10) % 2
+        } else {
+            0
+        }]
+    };
+    let mut b = StreamBuilder::new();
+    stream(&mut b, &tokio, 1, 300);
+    let events = b.take();
+    let mut e = Engine::new(immediate());
+    e.set_setup(setup(vec![500]));
+    push_all(&mut e, &events);
+    let interval = e.take_interval();
+    finish(&mut e);
+    let s = e.summary();
+    assert_eq!(s.balance.workers, 1);
+    assert_eq!(s.balance.accepting_tasks, 1);
+    assert_eq!(s.balance.loop_threads, 3);
+    assert_eq!(
+        s.balance.top.as_ref().map(|t| (t.tid, t.accepts)),
+        Some((501, 300))
+    );
+    assert_eq!(
+        crate::report::balance::classify(&s.balance),
+        crate::report::balance::BalanceVerdict::OneWorker
+    );
+    assert_eq!(interval.workers, 1);
+    assert_eq!(interval.shares.len(), 1, "{:?}", interval.shares);
+    assert_eq!(interval.shares[0].accepts, 300);
+    // The task table still says which thread made each accept.
+    let rows: Vec<(u32, u64)> = s.tasks.iter().map(|t| (t.tid, t.accepts)).collect();
+    assert_eq!(rows, vec![(501, 270), (502, 15), (503, 15)]);
+
+    // Not known as a loop: three threads, one with 90 %, an imbalance.
+    let mut e = Engine::new(immediate());
+    e.set_setup(setup(Vec::new()));
+    push_all(&mut e, &events);
+    finish(&mut e);
+    let s = e.summary();
+    assert_eq!((s.balance.workers, s.balance.loop_threads), (3, 0));
+    assert_eq!(
+        crate::report::balance::classify(&s.balance),
+        crate::report::balance::BalanceVerdict::Imbalanced
+    );
+
+    // Two processes, one a loop: two workers, the loop's threads summed.
+    let mut b = StreamBuilder::new();
+    stream(
+        &mut b,
+        &|i| if i % 2 == 0 { tokio(i / 2) } else { other },
+        1,
+        400,
+    );
+    let mut e = Engine::new(immediate());
+    e.set_setup(KnownSetup {
+        workers: 2,
+        ..setup(vec![500])
+    });
+    push_all(&mut e, &b.take());
+    finish(&mut e);
+    let s = e.summary();
+    assert_eq!((s.balance.workers, s.balance.accepting_tasks), (2, 2));
+    assert_eq!(s.balance.accepts, 400);
+    assert_eq!(s.balance.top.as_ref().map(|t| t.accepts), Some(200));
+    assert_eq!(
+        crate::report::balance::classify(&s.balance),
+        crate::report::balance::BalanceVerdict::Balanced
+    );
+}
+
+#[test]
+fn an_accept_loop_per_reuseport_socket_is_a_worker_each() {
+    // tokio-reuseport: one accept task per SO_REUSEPORT socket, any thread
+    // runs any of them; the kernel's hash picks the socket.
+    let threads: Vec<SynthTask> = (501..=504)
+        .map(|t| SynthTask::thread(500, t, "worker"))
+        .collect();
+    let sockets = [L, L + 0x100, L + 0x200, L + 0x300];
+    let mut b = StreamBuilder::new();
+    for i in 1..=400u64 {
+        b.at(i * 2_000_000);
+        let sk = sockets[(i % 4) as usize];
+        b.arrival(0, chain(0, i), sk, child(i));
+        // Mostly one thread runs them all.
+        let who = if i.is_multiple_of(7) {
+            threads[(i % 3) as usize + 1]
+        } else {
+            threads[0]
+        };
+        b.accept(1, who, sk, child(i));
+    }
+    let mut e = Engine::new(immediate());
+    e.set_setup(KnownSetup {
+        workers: 4,
+        listeners_per_addr: 4,
+        accept_loops: vec![500],
+        ..Default::default()
+    });
+    push_all(&mut e, &b.take());
+    finish(&mut e);
+    let s = e.summary();
+    assert_eq!((s.balance.workers, s.balance.accepting_tasks), (4, 4));
+    assert_eq!(s.balance.top.as_ref().map(|t| t.accepts), Some(100));
+    assert_eq!(
+        crate::report::balance::classify(&s.balance),
+        crate::report::balance::BalanceVerdict::Balanced
+    );
+}
+
+#[test]
+fn an_accept_loop_outlives_the_thread_that_first_ran_it() {
+    let (t1, t2) = (
+        SynthTask::thread(500, 501, "w"),
+        SynthTask::thread(500, 502, "w"),
+    );
+    let mut b = StreamBuilder::new();
+    for i in 1..=100 {
+        b.at(i * 2_000_000);
+        b.arrival(0, chain(0, i), L, child(i));
+        b.accept(1, if i <= 50 { t1 } else { t2 }, L, child(i));
+        if i == 50 {
+            b.task_exit(1, t1);
+        }
+    }
+    let mut e = Engine::new(immediate());
+    e.set_setup(KnownSetup {
+        workers: 1,
+        listeners_per_addr: 1,
+        accept_loops: vec![500],
+        ..Default::default()
+    });
+    push_all(&mut e, &b.take());
+    finish(&mut e);
+    let s = e.summary();
+    // The loop's first thread exited: the next thread's accepts start a
+    // unit of their own, one at a time, as a replaced worker's would.
+    assert_eq!(s.balance.workers, 2);
+    assert_eq!(s.balance.workers_at_once, 1);
+    assert_eq!(s.balance.accepts, 100);
 }

@@ -142,6 +142,7 @@ pub fn replay<R: Read, W: Write>(
         tasks: header.worker_tasks.clone(),
         hint: header.setup_hint.unwrap_or_default(),
         untraced: header.untraced.clone(),
+        accept_loops: header.accept_loops.clone(),
     });
     if header.skip_samples {
         // As the live run did: closed connections wait for the next sample,

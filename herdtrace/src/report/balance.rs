@@ -225,7 +225,14 @@ fn line(
     let Some(top) = &b.top else {
         return "no balance verdict: no accept was traced".into();
     };
-    let who = format!("{}[{}/{}]", top.comm, top.pid, top.tid);
+    let who = if b.loop_threads > 1 {
+        format!(
+            "the accept loop of {}[{}] ({} threads)",
+            top.comm, top.pid, b.loop_threads
+        )
+    } else {
+        format!("{}[{}/{}]", top.comm, top.pid, top.tid)
+    };
     if b.untraced_waiters > 0 {
         return format!(
             "no balance verdict: {}, and their accepts are not seen",
@@ -239,6 +246,10 @@ fn line(
         BalanceVerdict::NoData => format!(
             "no balance verdict: {} accepts (at least {MIN_ACCEPTS} are needed)",
             b.accepts
+        ),
+        BalanceVerdict::OneWorker if b.loop_threads > 1 => format!(
+            "one worker accepts, {who}: an async runtime runs it on whichever thread is \
+             free, no balance to judge (connections may still be handed on after accept)"
         ),
         BalanceVerdict::OneWorker => format!(
             "one worker accepts ({who}): no balance to judge (connections may still be \
@@ -339,6 +350,7 @@ mod tests {
                 accepts: top,
                 share: top as f64 / total as f64,
             }),
+            loop_threads: 0,
             same_worker_share: None,
             held: None,
             windows: 0,
@@ -424,6 +436,33 @@ mod tests {
         assert_eq!(classify(&b), BalanceVerdict::Imbalanced);
         b.workers = 1;
         assert_eq!(classify(&b), BalanceVerdict::OneWorker);
+    }
+
+    #[test]
+    fn an_accept_loop_on_several_threads_is_named_as_one_worker() {
+        let mut b = balance(1, &[300]);
+        b.loop_threads = 3;
+        let f = finding(&b);
+        assert_eq!(f.verdict, BalanceVerdict::OneWorker);
+        assert_eq!(
+            f.line,
+            "one worker accepts, the accept loop of w[10] (3 threads): an async runtime \
+             runs it on whichever thread is free, no balance to judge (connections may \
+             still be handed on after accept)"
+        );
+        // Two such processes: the loops are the workers.
+        let mut b = balance(2, &[400, 0]);
+        b.loop_threads = 2;
+        let f = finding(&b);
+        assert_eq!(f.verdict, BalanceVerdict::Imbalanced);
+        assert!(
+            f.line
+                .starts_with("IMBALANCED: the accept loop of w[10] (2 threads) took 100% of 400"),
+            "{}",
+            f.line
+        );
+        b.loop_threads = 0;
+        assert!(finding(&b).line.starts_with("IMBALANCED: w[10/10] took"));
     }
 
     #[test]
