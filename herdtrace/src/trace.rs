@@ -692,6 +692,7 @@ async fn session<W: Write>(
                 counters_read = Instant::now();
                 losses.feed(&tracer, &mut pipeline)?;
             }
+            pipeline.on_late(merger.late());
             // Not past the records still waiting to be merged.
             if let Err(e) = pipeline.on_tick(upto) {
                 if is_broken_pipe(&e) {
@@ -777,6 +778,7 @@ async fn session<W: Write>(
             "herdtrace: warning: {decode_errors} malformed records from the kernel were skipped"
         );
     }
+    pipeline.on_late(merger.late());
     if let Some(line) = late_line(merger.late()) {
         eprintln!("herdtrace: warning: {line}");
     }

@@ -298,6 +298,12 @@ fn prometheus_stores_the_connection_count_and_the_woken_histogram() {
     );
     let n = CONNECTIONS as f64;
     assert_eq!(stored, Some(n), "connections stored; {context}");
+    // Records merged out of time order are a series from the start (0 or more).
+    let late = query(prom, "sum(herdtrace_late_records_total)");
+    assert!(
+        late.is_some_and(|l| l >= 0.0),
+        "late records not stored ({late:?}); {context}"
+    );
     assert_eq!(
         query(prom, "sum(herdtrace_connections_total)"),
         Some(n),

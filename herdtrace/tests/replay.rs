@@ -174,6 +174,9 @@ fn expected_summary() -> Value {
         // Kernel-side counters exist only in a live run.
         "skipped_by_program": {},
         "insert_failed": {},
+        // So is the merge of the ring buffers.
+        "late_records": 0,
+        "late_max_behind_ns": 0,
         "diagnostics": {"orphan_wakes": 0, "unmatched_accepts": 1, "eagain_unattributed": 0},
         // Every waiting task was traced.
         "untraced": {"tasks": []},

@@ -628,6 +628,8 @@ impl Engine {
             skipped_runs: self.skipped_runs,
             skipped_by_program: Default::default(),
             insert_failed: Default::default(),
+            late_records: 0,
+            late_max_behind_ns: 0,
             diagnostics: self.diag,
             balance,
             untraced: self.known.untraced.clone(),

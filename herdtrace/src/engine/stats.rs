@@ -326,6 +326,11 @@ pub struct Summary {
     /// Inserts the programs could not make because a map was full, by map
     /// (live runs only): what they could not remember (a task, a listener...).
     pub insert_failed: std::collections::BTreeMap<String, u64>,
+    /// Records the live merge of the ring buffers released out of time
+    /// order (filled in by the live pipeline; 0 in a replay), and the most
+    /// any was stamped before the merge that missed it.
+    pub late_records: u64,
+    pub late_max_behind_ns: u64,
     pub diagnostics: Diagnostics,
     pub balance: Balance,
     /// Tasks outside the trace waiting on the same listeners (read from

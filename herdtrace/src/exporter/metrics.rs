@@ -66,6 +66,16 @@ struct ShareLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProgramLabels {
+    program: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MapLabels {
+    map: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildLabels {
     version: String,
     backend: String,
@@ -106,6 +116,10 @@ pub struct Collector {
     latency: HistFamily,
     lost: Counter,
     lost_seen: u64,
+    skipped: Family<ProgramLabels, Counter>,
+    insert_failed: Family<MapLabels, Counter>,
+    late: Counter,
+    late_seen: u64,
     share: Family<ShareLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     /// The share series set at the last interval (reset to 0 at the next).
     share_labels: Vec<ShareLabels>,
@@ -137,6 +151,9 @@ impl Collector {
         let accepts = Family::<TaskLabels, Counter>::default();
         let latency: HistFamily = Family::new_with_constructor(latency_histogram);
         let lost = Counter::default();
+        let skipped = Family::<ProgramLabels, Counter>::default();
+        let insert_failed = Family::<MapLabels, Counter>::default();
+        let late = Counter::default();
         let share = Family::<ShareLabels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
         let share_max = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
         let fair = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
@@ -194,6 +211,25 @@ impl Collector {
             lost.clone(),
         );
         r.register(
+            "skipped_runs",
+            "Runs of a tracer program the kernel skipped (another BPF program was running \
+             on that CPU); connections open then are flagged possibly incomplete",
+            skipped.clone(),
+        );
+        r.register(
+            "map_insert_failures",
+            "Inserts into a tracer map that failed because it was full: what it could not \
+             remember (a task, a listener...) is missing from the counts",
+            insert_failed.clone(),
+        );
+        r.register(
+            "late_records",
+            "Records that reached the ring buffers after later ones had been merged \
+             (a CPU interrupted or a vCPU descheduled between stamp and commit): \
+             merged out of time order",
+            late.clone(),
+        );
+        r.register(
             "accept_share",
             "Share of the last interval's accepts taken by each task (0 to 1)",
             share.clone(),
@@ -241,6 +277,10 @@ impl Collector {
             latency,
             lost,
             lost_seen: 0,
+            skipped,
+            insert_failed,
+            late,
+            late_seen: 0,
             share,
             share_labels: Vec::new(),
             share_max,
@@ -389,6 +429,27 @@ impl Observer for Collector {
     fn on_interval(&mut self, interval: &IntervalStats) {
         self.interval(interval);
     }
+
+    fn on_skipped(&mut self, program: &str, runs: u64) {
+        let labels = ProgramLabels {
+            program: program.to_string(),
+        };
+        self.skipped.get_or_create(&labels).inc_by(runs);
+    }
+
+    fn on_insert_failed(&mut self, map: &str, n: u64) {
+        let labels = MapLabels {
+            map: map.to_string(),
+        };
+        self.insert_failed.get_or_create(&labels).inc_by(n);
+    }
+
+    fn on_late_total(&mut self, total: u64) {
+        if total > self.late_seen {
+            self.late.inc_by(total - self.late_seen);
+            self.late_seen = total;
+        }
+    }
 }
 
 /// The exposition of `registry` (OpenMetrics text, ending in `# EOF`).
@@ -446,6 +507,7 @@ mod tests {
             names,
             vec![
                 "herdtrace_lost_events_total",
+                "herdtrace_late_records_total",
                 "herdtrace_accept_share_max",
                 "herdtrace_accept_share_fair",
                 "herdtrace_workers",
@@ -957,5 +1019,32 @@ mod tests {
             value(&s, "herdtrace_connections_total", &conn("80", "a\"b\\c d")),
             Some(1.0)
         );
+    }
+
+    #[test]
+    fn what_the_trace_may_miss_is_counted_by_program_map_and_late_record() {
+        let mut c = Collector::new();
+        c.on_skipped("sched_waking", 3);
+        c.on_skipped("sched_waking", 2);
+        c.on_skipped("tp_accept_exit", 1);
+        c.on_insert_failed("TRACED", 4);
+        c.on_late_total(2);
+        c.on_late_total(7);
+        // A total read again, or lower, adds nothing.
+        c.on_late_total(7);
+        c.on_late_total(5);
+        let s = scrape(&c);
+        let skipped = |p: &str| value(&s, "herdtrace_skipped_runs_total", &[("program", p)]);
+        assert_eq!(skipped("sched_waking"), Some(5.0));
+        assert_eq!(skipped("tp_accept_exit"), Some(1.0));
+        assert_eq!(
+            value(
+                &s,
+                "herdtrace_map_insert_failures_total",
+                &[("map", "TRACED")]
+            ),
+            Some(4.0)
+        );
+        assert_eq!(value(&s, "herdtrace_late_records_total", &[]), Some(7.0));
     }
 }

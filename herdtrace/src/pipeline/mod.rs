@@ -12,6 +12,7 @@ use herdtrace_common::RawEvent;
 use crate::engine::{
     AfterSkip, ConnRecord, Engine, EngineConfig, IntervalStats, KnownSetup, Summary,
 };
+use crate::merge::LateRecords;
 use crate::report::{
     clock, json, text, time_label, OutputOptions, RunInfo, WallClock, WALL_CLOCK_LIVE,
 };
@@ -74,6 +75,8 @@ pub struct Pipeline<W: Write> {
     /// Kernel-side counters the summary reports beside the engine's.
     skipped_by_program: BTreeMap<String, u64>,
     insert_failed: BTreeMap<String, u64>,
+    /// Records the live merge released out of time order (see [`Pipeline::on_late`]).
+    late: LateRecords,
 }
 
 impl<W: Write> Pipeline<W> {
@@ -90,6 +93,7 @@ impl<W: Write> Pipeline<W> {
             event_sinks: Vec::new(),
             skipped_by_program: BTreeMap::new(),
             insert_failed: BTreeMap::new(),
+            late: LateRecords::default(),
         };
         p.sync_records();
         p
@@ -202,6 +206,9 @@ impl<W: Write> Pipeline<W> {
                 .or_default();
             *runs = runs.saturating_add(s.runs);
             self.engine.note_skipped_runs(s.runs, s.flags);
+            for o in &mut self.observers {
+                o.on_skipped(&s.program, s.runs);
+            }
         }
         let scope = skip_scope(skipped);
         self.step(|engine, mut sink| engine.skip_sample(at_ns, scope, &mut sink))?;
@@ -214,10 +221,24 @@ impl<W: Write> Pipeline<W> {
             for sink in &mut self.event_sinks {
                 sink.on_insert_failed(map, n)?;
             }
+            for o in &mut self.observers {
+                o.on_insert_failed(map, n);
+            }
             let failed = self.insert_failed.entry(map.to_owned()).or_default();
             *failed = failed.saturating_add(n);
         }
         Ok(())
+    }
+
+    /// What the live merge of the ring buffers released out of time order
+    /// so far (running totals): the summary and the observers report it.
+    pub fn on_late(&mut self, late: LateRecords) {
+        if late.count > self.late.count {
+            for o in &mut self.observers {
+                o.on_late_total(late.count);
+            }
+        }
+        self.late = late;
     }
 
     /// Drops reported by the kernel counter (an increment).
@@ -318,6 +339,8 @@ impl<W: Write> Pipeline<W> {
         let mut summary = self.engine.summary();
         summary.skipped_by_program = self.skipped_by_program.clone();
         summary.insert_failed = self.insert_failed.clone();
+        summary.late_records = self.late.count;
+        summary.late_max_behind_ns = self.late.max_behind_ns;
         Ok(summary)
     }
 
@@ -567,6 +590,9 @@ mod tests {
     struct Seen {
         conns: Vec<ConnRecord>,
         lost: Vec<u64>,
+        skipped: Vec<(String, u64)>,
+        insert_failed: Vec<(String, u64)>,
+        late: Vec<u64>,
     }
     struct Spy(std::sync::Arc<std::sync::Mutex<Seen>>);
     impl Observer for Spy {
@@ -576,6 +602,59 @@ mod tests {
         fn on_lost_total(&mut self, total: u64) {
             self.0.lock().expect("lock").lost.push(total);
         }
+        fn on_skipped(&mut self, program: &str, runs: u64) {
+            let mut seen = self.0.lock().expect("lock");
+            seen.skipped.push((program.into(), runs));
+        }
+        fn on_insert_failed(&mut self, map: &str, n: u64) {
+            let mut seen = self.0.lock().expect("lock");
+            seen.insert_failed.push((map.into(), n));
+        }
+        fn on_late_total(&mut self, total: u64) {
+            self.0.lock().expect("lock").late.push(total);
+        }
+    }
+
+    #[test]
+    fn what_the_trace_may_miss_reaches_the_observers_and_the_summary() {
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Seen::default()));
+        let opts = OutputOptions {
+            json: true,
+            ..OutputOptions::default()
+        };
+        let mut out = Vec::new();
+        let mut p = Pipeline::new(EngineConfig::default(), opts, info(), &mut out);
+        p.add_observer(Box::new(Spy(seen.clone())));
+        let skips = [
+            SkippedRuns::of("sched_waking".into(), 4),
+            SkippedRuns::of("tp_accept_exit".into(), 0),
+        ];
+        p.on_skip_sample(10, &skips).expect("skips");
+        p.on_insert_failed("TRACED", 2).expect("inserts");
+        p.on_insert_failed("TRACED", 0).expect("no inserts");
+        let late = |count, max_behind_ns| LateRecords {
+            count,
+            max_behind_ns,
+        };
+        p.on_late(late(0, 0));
+        p.on_late(late(3, 4_000_000));
+        // The same total again: nothing new to say.
+        p.on_late(late(3, 4_000_000));
+        p.on_late(late(5, 9_000_000));
+        let s = p.finish(0).expect("finish");
+        {
+            let seen = seen.lock().expect("lock");
+            assert_eq!(seen.skipped, vec![("sched_waking".to_string(), 4)]);
+            assert_eq!(seen.insert_failed, vec![("TRACED".to_string(), 2)]);
+            assert_eq!(seen.late, vec![3, 5]);
+        }
+        assert_eq!((s.late_records, s.late_max_behind_ns), (5, 9_000_000));
+        let v = lines(&out);
+        let summary = v.last().expect("summary");
+        assert_eq!(summary["late_records"], 5);
+        assert_eq!(summary["late_max_behind_ns"], 9_000_000);
+        assert_eq!(summary["skipped_runs"], 4);
+        assert_eq!(summary["insert_failed"]["TRACED"], 2);
     }
 
     #[test]

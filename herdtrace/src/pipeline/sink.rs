@@ -10,14 +10,21 @@ use crate::engine::{ConnRecord, IntervalStats};
 use crate::pipeline::SkippedRuns;
 use crate::record::Recorder;
 
-/// Sees every connection record and the lost-event total, whatever the
-/// output options (the Prometheus exporter).
+/// Sees every connection record, the lost-event total and the other
+/// counts of what the trace may miss, whatever the output options (the
+/// Prometheus exporter).
 pub trait Observer {
     fn on_conn(&mut self, record: &ConnRecord);
     /// Events lost so far in the run (a running total, never smaller than before).
     fn on_lost_total(&mut self, total: u64);
     /// One interval ended (whether or not interval lines are printed).
     fn on_interval(&mut self, _interval: &IntervalStats) {}
+    /// Runs of `program` the kernel skipped (an increment).
+    fn on_skipped(&mut self, _program: &str, _runs: u64) {}
+    /// Failed inserts into `map` (an increment).
+    fn on_insert_failed(&mut self, _map: &str, _n: u64) {}
+    /// Records merged out of time order so far (a running total).
+    fn on_late_total(&mut self, _total: u64) {}
 }
 
 /// Sees every decoded event and every drop increment in stream order,

@@ -100,6 +100,8 @@ struct SummaryLine<'a> {
     skipped_runs: u64,
     skipped_by_program: &'a std::collections::BTreeMap<String, u64>,
     insert_failed: &'a std::collections::BTreeMap<String, u64>,
+    late_records: u64,
+    late_max_behind_ns: u64,
     diagnostics: &'a Diagnostics,
     /// Tasks outside the trace waiting on the same listeners (`tasks` empty
     /// when there were none).
@@ -203,6 +205,8 @@ pub fn write_summary(
             skipped_runs: s.skipped_runs,
             skipped_by_program: &s.skipped_by_program,
             insert_failed: &s.insert_failed,
+            late_records: s.late_records,
+            late_max_behind_ns: s.late_max_behind_ns,
             diagnostics: &s.diagnostics,
             untraced: &s.untraced,
             verdict: verdict::verdict_line(s),
@@ -427,6 +431,7 @@ mod tests {
                    "tasks":[{"pid":3,"tid":4,"comm":"srv","accepts":1,"woken":1,"eagain":0,"eagain_losers":0,"spurious":0}],
                    "lost_events":0,
                    "skipped_runs":0,"skipped_by_program":{},"insert_failed":{},
+                   "late_records":0,"late_max_behind_ns":0,
                    "diagnostics":{"orphan_wakes":0,"unmatched_accepts":0,"eagain_unattributed":0},
                    "untraced":{"tasks":[]},
                    "verdict":"no herd: ~1 task woken per connection (mean 1.00); 0.00 wasted wakeups per connection (0% of all wakeups: EAGAIN losers 0.00 + spurious 0.00)"})
